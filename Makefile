@@ -1,0 +1,66 @@
+# Developer entry points.  Everything runs from the project virtualenv in .venv;
+# `make test` is what CI runs (see .ci/run).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+LINT_PATHS := src tests examples
+
+# Debian packages the test-suite shells out to, as command:package pairs.
+# A package is installed only when its command is missing from PATH.
+SYSTEM_DEPS := curl:curl
+
+.PHONY: venv certs demo system-deps test lint bench clean distclean
+
+venv: $(STAMP)
+
+# The stamp makes `make venv` a no-op until pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip || echo "warning: could not upgrade pip; continuing" >&2
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+certs: certs/cert.pem
+
+certs/cert.pem: | venv
+	$(BIN)/python -m asgiri.devcert certs
+
+demo: venv certs
+	./scripts/demo.sh
+
+system-deps:
+	@missing=""; \
+	for pair in $(SYSTEM_DEPS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; \
+	else echo "error: missing system packages:$$missing (run as root to install them)" >&2; exit 1; fi; \
+	echo "installing system packages:$$missing"; \
+	$$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y --no-install-recommends $$missing
+
+test: venv system-deps
+	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+bench: venv certs
+	bash bench/run.sh
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache bench/out
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+
+# Also drop the virtualenv and the generated development certificates.
+distclean: clean
+	rm -rf $(VENV) certs

@@ -1,0 +1,264 @@
+"""A framework-free ASGI 3.0 demo app for poking at asgiri by hand.
+
+Run it with ``make demo`` (HTTPS on 8443 and cleartext on 8000) or::
+
+    asgiri examples.demo:app --port 8000
+
+Routes:
+    /         HTML index with the negotiated HTTP version and scheme
+    /hello    plain text
+    /echo     GET: a form; POST: streams the request body back chunk by chunk
+    /stream   10 chunks, 0.2 s apart, no content-length (chunked / DATA frames)
+    /info     the ASGI scope as JSON
+
+It is written against the raw ASGI interface on purpose: each route shows exactly
+which messages a server must handle, with no framework smoothing over gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+STREAM_CHUNKS = 10
+STREAM_DELAY = 0.2
+
+_started_at: float | None = None
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """ASGI 3.0 entry point."""
+    kind = scope["type"]
+    if kind == "http":
+        await _http(scope, receive, send)
+    elif kind == "websocket":
+        await _websocket(scope, receive, send)
+    elif kind == "lifespan":
+        await _lifespan(scope, receive, send)
+    else:
+        raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
+
+
+# --- lifespan -------------------------------------------------------------------------
+
+
+async def _lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+    global _started_at
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            _started_at = time.time()
+            state = scope.get("state")
+            if isinstance(state, dict):  # lifespan state extension, when supported
+                state["started_at"] = _started_at
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# --- websocket ------------------------------------------------------------------------
+
+
+async def _websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    # WebSocket routes go here (e.g. an echo endpoint at /ws).  Until then every
+    # handshake is refused: closing before accepting makes the server answer 403.
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1000})
+
+
+# --- http -----------------------------------------------------------------------------
+
+
+async def _http(scope: Scope, receive: Receive, send: Send) -> None:
+    path = scope["path"]
+    method = scope["method"]
+    if path == "/":
+        if await _only(method, ("GET", "HEAD"), send):
+            await _index(scope, send)
+    elif path == "/hello":
+        if await _only(method, ("GET", "HEAD"), send):
+            await _respond(send, 200, b"Hello, world!\n", "text/plain; charset=utf-8", method)
+    elif path == "/echo":
+        if method == "POST":
+            await _echo(scope, receive, send)
+        elif await _only(method, ("GET", "HEAD", "POST"), send):
+            await _respond(send, 200, _ECHO_FORM.encode(), "text/html; charset=utf-8", method)
+    elif path == "/stream":
+        if await _only(method, ("GET",), send):
+            await _stream(send)
+    elif path == "/info":
+        if await _only(method, ("GET", "HEAD"), send):
+            body = json.dumps(_jsonable_scope(scope), indent=2, sort_keys=True).encode()
+            await _respond(send, 200, body + b"\n", "application/json", method)
+    else:
+        await _respond(send, 404, b"Not Found\n", "text/plain; charset=utf-8", method)
+
+
+async def _only(method: str, allowed: tuple[str, ...], send: Send) -> bool:
+    """Answer 405 for other methods; returns whether the route should proceed."""
+    if method in allowed:
+        return True
+    await _respond(
+        send,
+        405,
+        b"Method Not Allowed\n",
+        "text/plain; charset=utf-8",
+        method,
+        extra_headers=[(b"allow", ", ".join(allowed).encode())],
+    )
+    return False
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    method: str = "GET",
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *(extra_headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+async def _index(scope: Scope, send: Send) -> None:
+    esc = html.escape
+    started = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_started_at))
+        if _started_at is not None
+        else "no lifespan startup received"
+    )
+    page = f"""<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>asgiri demo</title></head>
+<body>
+<h1>asgiri demo</h1>
+<p>HTTP version: <strong id="http-version">{esc(str(scope.get("http_version")))}</strong>,
+scheme: <strong id="scheme">{esc(str(scope.get("scheme", "http")))}</strong></p>
+<p>Server started: {esc(started)}</p>
+<ul>
+  <li><a href="/hello">/hello</a> &mdash; plain text</li>
+  <li><a href="/echo">/echo</a> &mdash; POST a body and get it streamed back</li>
+  <li><a href="/stream">/stream</a> &mdash; {STREAM_CHUNKS} chunks, {STREAM_DELAY}s apart</li>
+  <li><a href="/info">/info</a> &mdash; the ASGI scope as JSON</li>
+</ul>
+</body>
+</html>
+"""
+    await _respond(send, 200, page.encode(), "text/html; charset=utf-8", scope["method"])
+
+
+_ECHO_FORM = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>echo</title></head>
+<body>
+<h1>echo</h1>
+<form method="post" action="/echo" enctype="text/plain">
+  <textarea name="text" rows="8" cols="60">Hello, asgiri!</textarea><br>
+  <button type="submit">POST</button>
+</form>
+</body>
+</html>
+"""
+
+
+async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """Stream the request body back as it arrives (full duplex, no buffering).
+
+    No content-length is sent, so HTTP/1.1 uses chunked encoding and HTTP/2 and 3 send
+    DATA frames as each request chunk comes in.
+    """
+    content_type = b"application/octet-stream"
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+            break
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", content_type)],
+        }
+    )
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        if chunk or not more:
+            await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        if not more:
+            return
+
+
+async def _stream(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                # Without nosniff, browsers buffer the start of a text/plain body to
+                # sniff its type, which hides the streaming.
+                (b"x-content-type-options", b"nosniff"),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    for i in range(1, STREAM_CHUNKS + 1):
+        await send(
+            {
+                "type": "http.response.body",
+                "body": f"chunk {i}/{STREAM_CHUNKS}\n".encode(),
+                "more_body": True,
+            }
+        )
+        await asyncio.sleep(STREAM_DELAY)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# --- /info ----------------------------------------------------------------------------
+
+_OMIT = object()
+
+
+def _jsonable_scope(scope: Scope) -> dict[str, Any]:
+    """Return the scope with bytes decoded and anything non-JSON (app, state...) dropped."""
+    result = _jsonable(scope)
+    return result if isinstance(result, dict) else {}
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        # Header bytes are latin-1 by HTTP's definition; this never fails.
+        return bytes(value).decode("latin-1")
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            converted = _jsonable(item)
+            if isinstance(key, str) and converted is not _OMIT:
+                out[key] = converted
+        return out
+    if isinstance(value, (list, tuple)):
+        items = [_jsonable(item) for item in value]
+        return [item for item in items if item is not _OMIT]
+    return _OMIT

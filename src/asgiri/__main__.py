@@ -1,0 +1,5 @@
+"""``python -m asgiri module:app``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,488 @@
+"""The one ASGI HTTP stream state machine, shared by HTTP/1.1, HTTP/2 and HTTP/3.
+
+A connection (the *sink*) creates one :class:`HTTPStream` per request, feeds
+it the request body as it arrives and runs the app through :meth:`run`.  The
+stream validates what the app sends and turns it into calls on the sink,
+which frames it for its wire protocol.  Anything fixed here is fixed for
+every protocol at once.
+
+Response states (``_state``)::
+
+    START ──start──▶ BODY ──body(more_body=False)──▶ DONE
+                       └──────── (trailers=True) ──▶ TRAILERS ──trailers──▶ DONE
+
+* START: nothing accepted yet; an app failure can still become a 500.
+* BODY: the head is accepted (it may still sit in ``_pending_head`` so that
+  it leaves in one write with the first body chunk); body chunks flow.
+* TRAILERS: the body is over and the app promised trailers.
+* DONE: the response is complete; further messages are an app error.
+
+The request side is two flags: ``_body_complete`` (the peer finished the
+body) and ``disconnected`` (the peer is gone: reset, connection lost, or the
+connection was aborted by us).  After a disconnect the app's sends are
+dropped silently, like uvicorn does, so apps that do not expect
+``OSError`` keep running their cleanup and background tasks.
+
+Flow control: request body chunks are buffered here and handed to the app
+on ``receive``; the sink is told how much was consumed so it can resume
+reading (HTTP/1.1) or acknowledge flow-control credit (HTTP/2, HTTP/3).
+``send`` awaits the sink's drain waiter when the peer is not reading.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import time
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from ..protocol.errors import LocalProtocolError
+from ..protocol.events import Headers
+from .types import ASGIApp, Loop, Message
+
+__all__ = ["ASGIMessageError", "HTTPSink", "HTTPStream", "ResponseState"]
+
+logger = logging.getLogger("asgiri.error")
+access_logger = logging.getLogger("asgiri.access")
+
+_FILE_CHUNK = 256 * 1024
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class ASGIMessageError(RuntimeError):
+    """The app sent a message the ASGI spec does not allow at this point."""
+
+
+class ResponseState(enum.Enum):
+    START = "start"
+    BODY = "body"
+    TRAILERS = "trailers"
+    DONE = "done"
+
+
+class HTTPSink(Protocol):
+    """What a protocol connection offers a stream (implemented per wire protocol)."""
+
+    def send_head(
+        self,
+        stream: HTTPStream,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        end: bool,
+        trailers: bool,
+    ) -> None:
+        """Write the response head with the first body chunk."""
+
+    def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
+        """Write a later body chunk (``end``: it is the last)."""
+
+    def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
+        """Write response trailers; they end the response."""
+
+    def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
+        """Write a 1xx interim response (100 Continue, 103 Early Hints)."""
+
+    def drain(self, stream: HTTPStream) -> Awaitable[None] | None:
+        """A waiter when the peer is not reading fast enough, else None."""
+
+    def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
+        """The app took ``nbytes`` of request body: resume reading / grant credit."""
+
+    def sendfile(
+        self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
+    ) -> Awaitable[None] | None:
+        """Zero-copy file send when the transport allows it, else None."""
+
+    def response_complete(self, stream: HTTPStream) -> None:
+        """The whole response was handed over (the app may still be running)."""
+
+    def app_done(self, stream: HTTPStream, failed: bool) -> None:
+        """The app returned; ``failed``: the response is incomplete and must be aborted."""
+
+
+class HTTPStream:
+    """One request/response exchange seen through the ASGI ``http`` scope."""
+
+    __slots__ = (
+        "_body_complete",
+        "_buffered",
+        "_chunks",
+        "_expect_continue",
+        "_final_sent",
+        "_loop",
+        "_pending_head",
+        "_pending_trailers",
+        "_sink",
+        "_started_at",
+        "_state",
+        "_trailers",
+        "_waiter",
+        "access_log",
+        "bytes_sent",
+        "disconnected",
+        "scope",
+        "status",
+        "stream_id",
+        "task",
+    )
+
+    def __init__(
+        self,
+        sink: HTTPSink,
+        loop: Loop,
+        scope: dict[str, Any],
+        stream_id: int,
+        *,
+        expect_continue: bool = False,
+        access_log: bool = False,
+    ) -> None:
+        self._sink = sink
+        self._loop = loop
+        self.scope = scope
+        self.stream_id = stream_id
+        self._state = ResponseState.START
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._body_complete = False
+        self._final_sent = False
+        self._expect_continue = expect_continue
+        self._waiter: Any = None
+        self._pending_head: tuple[int, Headers, bool] | None = None
+        self._pending_trailers: Headers | None = None
+        self._trailers = False
+        self.disconnected = False
+        self.status = 0
+        self.bytes_sent = 0
+        self.access_log = access_log
+        self._started_at = time.perf_counter() if access_log else 0.0
+        self.task: Any = None
+
+    # ------------------------------------------------------------ from the connection
+
+    @property
+    def buffered(self) -> int:
+        """Request body bytes received but not yet taken by the app."""
+        return self._buffered
+
+    @property
+    def state(self) -> ResponseState:
+        return self._state
+
+    @property
+    def response_started(self) -> bool:
+        return self._state is not ResponseState.START
+
+    @property
+    def request_complete(self) -> bool:
+        return self._body_complete
+
+    def body_received(self, data: bytes) -> None:
+        if self._state is ResponseState.DONE or self.disconnected:
+            return  # nobody will read it
+        self._chunks.append(data)
+        self._buffered += len(data)
+        self._wake()
+
+    def body_ended(self) -> None:
+        self._body_complete = True
+        self._wake()
+
+    def disconnect(self) -> None:
+        """The peer is gone: wake the app so ``receive`` returns ``http.disconnect``."""
+        if not self.disconnected:
+            self.disconnected = True
+            self._chunks.clear()
+            self._buffered = 0
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------ ASGI receive
+
+    async def receive(self) -> Message:
+        if self._chunks or not (self._body_complete or self.disconnected):
+            if not self._chunks:
+                if self._expect_continue:
+                    self._expect_continue = False
+                    if self._state is ResponseState.START:
+                        self._sink.send_informational(self, 100, [])
+                await self._wait()
+            if self._chunks:
+                chunks = self._chunks
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self._chunks = []
+                self._buffered = 0
+                self._sink.body_consumed(self, len(body))
+                more = not self._body_complete
+                if not more:
+                    self._final_sent = True
+                return {"type": "http.request", "body": body, "more_body": more}
+        if self._body_complete and not self._final_sent and not self.disconnected:
+            self._final_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        # The body has been handed over: the next event is the disconnect.
+        # Waiting for it ends as soon as the response is complete, so apps
+        # that listen for disconnects while streaming are released.
+        while not self.disconnected and self._state is not ResponseState.DONE:
+            await self._wait()
+        return _DISCONNECT
+
+    def _wait(self) -> Any:
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = self._loop.create_future()
+        return waiter
+
+    # ------------------------------------------------------------ ASGI send
+
+    async def send(self, message: Message) -> None:
+        try:
+            kind = message["type"]
+        except (KeyError, TypeError):
+            raise ASGIMessageError(f"ASGI message without a type: {message!r}") from None
+        state = self._state
+        if kind == "http.response.body":
+            if state is not ResponseState.BODY:
+                raise ASGIMessageError(_out_of_order(kind, state))
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if type(body) is not bytes:
+                if not isinstance(body, bytes | bytearray | memoryview):
+                    raise ASGIMessageError(f"body must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            await self._send_body(body, bool(more))
+        elif kind == "http.response.start":
+            if state is not ResponseState.START:
+                raise ASGIMessageError(_out_of_order(kind, state))
+            status = message.get("status")
+            if type(status) is not int or not (200 <= status <= 599 or status == 101):
+                raise ASGIMessageError(f"invalid response status {status!r}")
+            headers = message.get("headers", ())
+            if type(headers) is not list:
+                headers = _header_list(headers)
+            _check_headers(headers)
+            self.status = status
+            self._state = ResponseState.BODY
+            self._trailers = bool(message.get("trailers", False))
+            self._pending_head = (status, headers, self._trailers)
+            # Hold the head so it leaves in one write with the first body chunk,
+            # but never past this loop iteration: an app that sends the head and
+            # then waits still gets its headers out at once.
+            self._loop.call_soon(self._flush_head)
+        elif kind == "http.response.trailers":
+            if state is not ResponseState.TRAILERS:
+                raise ASGIMessageError(_out_of_order(kind, state))
+            trailers = _header_list(message.get("headers", ()))
+            _check_headers(trailers)
+            if self._pending_trailers is None:
+                self._pending_trailers = trailers
+            else:
+                self._pending_trailers.extend(trailers)
+            if not message.get("more_trailers", False):
+                self._state = ResponseState.DONE
+                if not self.disconnected:
+                    self._sink.send_trailers(self, self._pending_trailers)
+                self._complete()
+        elif kind == "http.response.early_hint":
+            if state is not ResponseState.START:
+                raise ASGIMessageError(_out_of_order(kind, state))
+            links = message.get("links", ())
+            hints = []
+            for link in links:
+                if not isinstance(link, bytes):
+                    raise ASGIMessageError("early hint links must be bytes")
+                hints.append((b"link", link))
+            _check_headers(hints)
+            if not self.disconnected:
+                self._sink.send_informational(self, 103, hints)
+        elif kind == "http.response.pathsend":
+            if state is not ResponseState.BODY:
+                raise ASGIMessageError(_out_of_order(kind, state))
+            path = message.get("path")
+            if not isinstance(path, str):
+                raise ASGIMessageError("pathsend needs a 'path' string")
+            try:
+                file = open(path, "rb")  # noqa: SIM115 - closed in finally
+            except OSError as exc:
+                raise ASGIMessageError(f"pathsend cannot open {path!r}: {exc}") from None
+            try:
+                await self._send_file(file, 0, None, more=False)
+            finally:
+                file.close()
+        elif kind == "http.response.zerocopy":
+            if state is not ResponseState.BODY:
+                raise ASGIMessageError(_out_of_order(kind, state))
+            zfile: Any = message.get("file")
+            if zfile is None or not hasattr(zfile, "fileno"):
+                raise ASGIMessageError("zerocopy needs a 'file' with a fileno()")
+            offset = message.get("offset")
+            count = message.get("count")
+            if offset is None:
+                offset = os.lseek(zfile.fileno(), 0, os.SEEK_CUR)
+            await self._send_file(zfile, offset, count, more=bool(message.get("more_body", False)))
+        else:
+            raise ASGIMessageError(f"unexpected ASGI message type {kind!r} on an http scope")
+
+    def _flush_head(self) -> None:
+        head = self._pending_head
+        if head is not None and self._state is ResponseState.BODY and not self.disconnected:
+            self._pending_head = None
+            self._sink.send_head(self, head[0], head[1], b"", False, head[2])
+
+    async def _send_body(self, body: bytes, more: bool) -> None:
+        head = self._pending_head
+        trailers = self._trailers
+        if not more:
+            self._state = ResponseState.TRAILERS if trailers else ResponseState.DONE
+        if not self.disconnected:
+            self.bytes_sent += len(body)
+            try:
+                if head is not None:
+                    self._pending_head = None
+                    end = not more and not trailers
+                    self._sink.send_head(self, head[0], head[1], body, end, trailers)
+                elif body or not more:
+                    self._sink.send_body(self, body, not more and self._state is ResponseState.DONE)
+            except LocalProtocolError as exc:
+                raise ASGIMessageError(str(exc)) from None
+        if self._state is ResponseState.DONE:
+            self._complete()
+        elif more and not self.disconnected:
+            waiter = self._sink.drain(self)
+            if waiter is not None:
+                await waiter
+
+    async def _send_file(self, file: Any, offset: int, count: int | None, more: bool) -> None:
+        """Send a file's bytes, zero-copy when the sink can, else in chunks."""
+        if self._pending_head is not None:
+            # The head goes first; with a file the body is never coalesced.
+            self._flush_head()
+        if not self.disconnected:
+            direct = self._sink.sendfile(self, file, offset, count, not more)
+            if direct is not None:
+                await direct
+                if not more:
+                    self._state = ResponseState.DONE
+                    self._complete()
+                return
+        fileno = file.fileno()
+        remaining = count
+        while remaining is None or remaining > 0:
+            size = _FILE_CHUNK if remaining is None else min(_FILE_CHUNK, remaining)
+            chunk = os.pread(fileno, size, offset)
+            if not chunk:
+                break
+            offset += len(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
+            await self._send_body(chunk, True)
+        if not more:
+            await self._send_body(b"", False)
+
+    def _complete(self) -> None:
+        self._wake()
+        self._sink.response_complete(self)
+        if self.access_log:
+            self._log_access()
+
+    def _log_access(self) -> None:
+        scope = self.scope
+        client = scope.get("client")
+        addr = f"{client[0]}:{client[1]}" if client else "-"
+        path = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            path += "?" + scope["query_string"].decode("latin-1")
+        access_logger.info(
+            '%s - "%s %s HTTP/%s" %d %d %.1fms',
+            addr,
+            scope["method"],
+            path,
+            scope["http_version"],
+            self.status,
+            self.bytes_sent,
+            (time.perf_counter() - self._started_at) * 1000.0,
+            extra={"scope": scope, "status": self.status, "bytes": self.bytes_sent},
+        )
+
+    # ------------------------------------------------------------ running the app
+
+    async def run(self, app: ASGIApp) -> None:
+        """Call the app and turn every way it can fail into a clean answer."""
+        failed = False
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            failed = self._app_failed(exc)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+        else:
+            if self._state is ResponseState.START:
+                if not self.disconnected:
+                    logger.error("ASGI app returned without starting a response")
+                failed = self._respond_error(500)
+            elif self._state is not ResponseState.DONE:
+                if not self.disconnected:
+                    logger.error("ASGI app returned without completing the response")
+                failed = True
+        finally:
+            self._sink.app_done(self, failed)
+
+    def _app_failed(self, exc: BaseException) -> bool:
+        """Log an app exception; returns True when the response must be aborted."""
+        cancelled = type(exc).__name__ == "CancelledError"
+        if self.disconnected or cancelled:
+            logger.debug("ASGI app ended after the client went away: %r", exc)
+        elif isinstance(exc, ASGIMessageError):
+            logger.error("ASGI app sent an invalid message: %s", exc)
+        else:
+            logger.error("Exception in ASGI application", exc_info=exc)
+        if self._state is ResponseState.START:
+            return self._respond_error(500)
+        return self._state is not ResponseState.DONE
+
+    def _respond_error(self, status: int) -> bool:
+        """Answer ``status`` in place of the app; False when that completed the response."""
+        if self.disconnected:
+            return True
+        body = b"Internal Server Error" if status == 500 else b"Error"
+        self.status = status
+        self._state = ResponseState.DONE
+        self.bytes_sent = len(body)
+        self._pending_head = None
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+        ]
+        self._sink.send_head(self, status, headers, body, True, False)
+        self._complete()
+        return False
+
+
+def _out_of_order(kind: str, state: ResponseState) -> str:
+    return f"unexpected {kind!r} in response state {state.value!r}"
+
+
+def _header_list(headers: Any) -> Headers:
+    try:
+        return [(name, value) for name, value in headers]
+    except (TypeError, ValueError):
+        raise ASGIMessageError(f"headers must be an iterable of pairs, got {headers!r}") from None
+
+
+def _check_headers(headers: Headers) -> None:
+    pair: Any
+    for pair in headers:
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise ASGIMessageError(f"header must be a (name, value) pair, got {pair!r}")
+        name, value = pair
+        if type(name) is not bytes or type(value) is not bytes:
+            raise ASGIMessageError(f"header name and value must be bytes, got {pair!r}")

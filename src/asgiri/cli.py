@@ -1,0 +1,140 @@
+"""The ``asgiri`` command line, generated from :mod:`asgiri.config`.
+
+Every option comes from a config field, so the CLI and ``Server(**options)``
+accept the same things with the same validation.  Options the user did not
+give are left out entirely, so the dataclass defaults stay the only
+defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import sys
+import types
+import typing
+from typing import Any
+
+from . import __version__
+from .config import OptionSpec, iter_options
+from .errors import StartupError
+
+
+def _base_type(hint: Any) -> Any:
+    """``int | None`` -> ``int``; enums and plain types pass through."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if args else str
+    return hint
+
+
+def _flags(opt: OptionSpec) -> list[str]:
+    primary = "--" + opt.name.replace("_", "-")
+    extra = list(opt.flags or ())
+    if opt.kind == "store_false":
+        return extra or ["--no-" + opt.name.replace("_", "-")]
+    return [primary, *[f for f in extra if f != primary]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asgiri",
+        description="Serve an ASGI application over HTTP/1.1 (and newer protocols).",
+        epilog="Example: asgiri myproject.main:app --host 0.0.0.0 --port 8000",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("app", nargs="?", metavar="APP", help="The ASGI app as 'module:attribute'.")
+    parser.add_argument("--version", action="version", version=f"asgiri {__version__}")
+    parser.add_argument(
+        "--generate-cert",
+        metavar="DIR",
+        help="Write a localhost development certificate (cert.pem, key.pem) into DIR and exit.",
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for opt in iter_options():
+        if opt.flags is None:
+            continue
+        group = groups.get(opt.group_key)
+        if group is None:
+            group = groups[opt.group_key] = parser.add_argument_group(opt.group_title)
+        flags = _flags(opt)
+        help_text = opt.help
+        if opt.kind == "store_false":
+            group.add_argument(*flags, dest=opt.name, action="store_false", help=help_text)
+        elif opt.kind == "store_true":
+            group.add_argument(*flags, dest=opt.name, action="store_true", help=help_text)
+        elif opt.kind == "bool":
+            default = "on" if opt.default else "off"
+            group.add_argument(
+                *flags,
+                dest=opt.name,
+                action=argparse.BooleanOptionalAction,
+                help=f"{help_text} (default: {default})",
+            )
+        else:
+            kwargs: dict[str, Any] = {"dest": opt.name}
+            if opt.choices:
+                kwargs["choices"] = list(opt.choices)
+                default = opt.default.value if isinstance(opt.default, enum.Enum) else opt.default
+                if isinstance(opt.default, enum.Enum):
+                    for key, value in opt.choices.items():
+                        if value is opt.default:
+                            default = key
+                            break
+            else:
+                base = _base_type(opt.type)
+                if base in (int, float):
+                    kwargs["type"] = base
+                default = opt.default
+            if opt.metavar:
+                kwargs["metavar"] = opt.metavar
+            if default not in (None, ""):
+                help_text = f"{help_text} (default: {default})"
+            group.add_argument(*flags, help=help_text, **kwargs)
+    return parser
+
+
+def _cli_message(message: str) -> str:
+    """Name options as the CLI spells them in validation errors."""
+    first, _, rest = message.partition(" ")
+    names = {o.name for o in iter_options()}
+    if first in names:
+        return "--" + first.replace("_", "-") + " " + rest
+    return message
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    cert_dir = args.pop("generate_cert", None)
+    if cert_dir is not None:
+        from .devcert import write_dev_cert
+
+        cert, key = write_dev_cert(cert_dir)
+        print(f"Wrote {cert} and {key}")
+        return 0
+    app = args.pop("app", None)
+    if not app:
+        parser.error("the APP argument ('module:attribute') is required")
+    from .server import Server
+
+    try:
+        server = Server(app, **args)
+    except ValueError as exc:
+        parser.error(_cli_message(str(exc)))
+    try:
+        server.run()
+    except StartupError as exc:
+        if server.config.logging.log_level in ("debug", "trace"):
+            import traceback
+
+            traceback.print_exc()
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

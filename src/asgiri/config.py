@@ -1,0 +1,475 @@
+"""The one configuration tree of asgiri.
+
+The command line, ``Server(**options)`` and (later) configuration files all
+fill the same :class:`Config`.  Every leaf option is a dataclass field whose
+metadata carries its command-line spelling and help text, so the CLI is
+generated from this file and can never drift from the API.
+
+Validation happens once, on construction, and every error names the option
+the way the user spelled it (``--port`` on the CLI, ``port`` in Python).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ssl
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Config",
+    "HttpProtocolVersion",
+    "LifespanPolicy",
+    "LoopChoice",
+    "OptionSpec",
+    "iter_options",
+]
+
+
+class HttpProtocolVersion(enum.Enum):
+    """Which HTTP versions a server speaks.
+
+    AUTO serves HTTP/1.1 on the TCP listener and picks up newer versions as
+    they are available; the others restrict the server to one version.
+    """
+
+    AUTO = "auto"
+    HTTP_1_1 = "1.1"
+    HTTP_2 = "2"
+    HTTP_3 = "3"
+
+
+class LifespanPolicy(enum.Enum):
+    """Whether the ASGI lifespan protocol is run.
+
+    AUTO runs it but tolerates apps that do not implement it (they raise on
+    the lifespan scope); ENABLED makes any startup failure fatal.
+    """
+
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    AUTO = "auto"
+
+
+class LoopChoice(enum.Enum):
+    """Event loop implementation; AUTO picks uvloop when it is installed."""
+
+    AUTO = "auto"
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
+
+#: Versions this build can actually serve.  Kept here so that asking for a
+#: version that is not available is a clear configuration error, never a
+#: silent fallback to HTTP/1.1.
+SUPPORTED_HTTP_VERSIONS = frozenset({HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1})
+
+_HTTP_CHOICES = {v.value: v for v in HttpProtocolVersion}
+_LIFESPAN_CHOICES = {
+    "auto": LifespanPolicy.AUTO,
+    "on": LifespanPolicy.ENABLED,
+    "off": LifespanPolicy.DISABLED,
+    "enabled": LifespanPolicy.ENABLED,
+    "disabled": LifespanPolicy.DISABLED,
+}
+_LOOP_CHOICES = {v.value: v for v in LoopChoice}
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _opt(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flags: tuple[str, ...] | None = (),
+    choices: Mapping[str, Any] | None = None,
+    metavar: str | None = None,
+    kind: str = "value",
+    group: str = "",
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A config field with its command-line description.
+
+    ``flags`` lists extra spellings (the first generated one is
+    ``--field-name``); ``flags=None`` keeps the option out of the CLI (it is
+    Python-only, such as a ready ``ssl.SSLContext``).  ``kind`` is "value",
+    "bool" (``--x/--no-x``), "store_false" (only ``--no-x`` exists),
+    "store_true" or "append".
+    """
+    meta = {
+        "help": help,
+        "flags": flags,
+        "choices": choices,
+        "metavar": metavar,
+        "kind": kind,
+        "group": group,
+    }
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class AppConfig:
+    """Where the application comes from and how it is run."""
+
+    factory: bool = _opt(
+        False, kind="store_true", help="Treat APP as a factory: call it to get the ASGI app."
+    )
+    app_dir: str = _opt(".", help="Directory added to sys.path before importing APP.")
+    lifespan: LifespanPolicy = _opt(
+        LifespanPolicy.AUTO,
+        choices={
+            "auto": LifespanPolicy.AUTO,
+            "on": LifespanPolicy.ENABLED,
+            "off": LifespanPolicy.DISABLED,
+        },
+        help="Run the ASGI lifespan protocol: on (failure is fatal), off, or auto.",
+    )
+    lifespan_startup_timeout: float = _opt(
+        10.0, help="Seconds the app may take to complete lifespan startup."
+    )
+    lifespan_shutdown_timeout: float = _opt(
+        10.0, help="Seconds the app may take to complete lifespan shutdown."
+    )
+    root_path: str = _opt("", help="ASGI root_path, for apps mounted below a path prefix.")
+
+    def __post_init__(self) -> None:
+        self.lifespan = _coerce_choice("lifespan", self.lifespan, _LIFESPAN_CHOICES, LifespanPolicy)
+        _positive("lifespan_startup_timeout", self.lifespan_startup_timeout)
+        _positive("lifespan_shutdown_timeout", self.lifespan_shutdown_timeout)
+        if not isinstance(self.root_path, str) or (
+            self.root_path and not self.root_path.startswith("/")
+        ):
+            raise ValueError(f"root_path must be empty or start with '/', got {self.root_path!r}")
+        self.root_path = self.root_path.rstrip("/")
+
+
+@dataclass
+class BindConfig:
+    """Where the server listens."""
+
+    host: str = _opt("127.0.0.1", help="Address to bind.")
+    port: int | None = _opt(
+        None, help="Port to bind (default 8000, or 8443 with TLS; 0 picks a free port)."
+    )
+    uds: str | None = _opt(None, metavar="PATH", help="Bind a Unix domain socket instead.")
+    fd: int | None = _opt(None, help="Serve on an already bound socket file descriptor.")
+    backlog: int = _opt(2048, help="Maximum number of pending connections.")
+    reuse_port: bool = _opt(False, kind="bool", help="Set SO_REUSEPORT on the listening socket.")
+
+    def __post_init__(self) -> None:
+        if self.port is not None:
+            _int_range("port", self.port, 0, 65535)
+        if self.fd is not None:
+            _int_range("fd", self.fd, 0, 1 << 30)
+        _int_range("backlog", self.backlog, 1, 1 << 20)
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError("host must be a non-empty string")
+
+
+@dataclass
+class TLSConfig:
+    """TLS for the TCP listener (and QUIC, which always needs it)."""
+
+    certfile: str | None = _opt(
+        None, flags=("--ssl-certfile",), metavar="PATH", help="TLS certificate chain (PEM)."
+    )
+    keyfile: str | None = _opt(
+        None, flags=("--ssl-keyfile",), metavar="PATH", help="TLS private key (PEM)."
+    )
+    keyfile_password: str | None = _opt(
+        None, flags=("--ssl-keyfile-password",), help="Password of an encrypted private key."
+    )
+    ca_certs: str | None = _opt(
+        None, flags=("--ssl-ca-certs",), metavar="PATH", help="CA bundle to verify clients."
+    )
+    cert_reqs: int = _opt(
+        int(ssl.CERT_NONE),
+        flags=("--ssl-cert-reqs",),
+        help="Client certificate requirement: 0 none, 1 optional, 2 required.",
+    )
+    ciphers: str | None = _opt(
+        None, flags=("--ssl-ciphers",), help="OpenSSL cipher string for TLS 1.2."
+    )
+    ssl_context: ssl.SSLContext | None = _opt(
+        None, flags=None, help="A ready server SSLContext (Python API only)."
+    )
+    cert_data: bytes | None = _opt(None, flags=None, help="PEM certificate bytes (API only).")
+    key_data: bytes | None = _opt(None, flags=None, help="PEM private key bytes (API only).")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.certfile or self.cert_data or self.ssl_context)
+
+    def __post_init__(self) -> None:
+        if self.certfile and not self.keyfile and not self.cert_data:
+            # A combined PEM holding both key and certificate is allowed.
+            pass
+        if self.keyfile and not (self.certfile or self.cert_data):
+            raise ValueError("keyfile given without certfile")
+        if self.cert_data is not None and not isinstance(self.cert_data, bytes | str):
+            raise ValueError("cert_data must be PEM bytes")
+        if self.key_data is not None and self.cert_data is None:
+            raise ValueError("key_data given without cert_data")
+        if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
+            raise ValueError("ssl_context must be an ssl.SSLContext")
+        _int_range("cert_reqs", self.cert_reqs, 0, 2)
+
+
+@dataclass
+class HTTPConfig:
+    """Which protocols are spoken and what every response carries."""
+
+    http_version: HttpProtocolVersion = _opt(
+        HttpProtocolVersion.AUTO,
+        flags=("--http",),
+        choices=_HTTP_CHOICES,
+        help="HTTP version(s) to serve.",
+    )
+    enable_http3: bool | None = _opt(
+        None,
+        flags=("--no-http3",),
+        kind="store_false",
+        help="Do not open the UDP listener for HTTP/3.",
+    )
+    server_header: bool = _opt(True, kind="bool", help="Send a 'server: asgiri' header.")
+    date_header: bool = _opt(True, kind="bool", help="Send a 'date' header.")
+
+    def __post_init__(self) -> None:
+        self.http_version = _coerce_choice(
+            "http_version", self.http_version, _HTTP_CHOICES, HttpProtocolVersion
+        )
+        if self.http_version not in SUPPORTED_HTTP_VERSIONS:
+            raise ValueError(
+                f"http_version {self.http_version.value} is not available in this build "
+                "of asgiri (HTTP/1.1 is)"
+            )
+
+
+@dataclass
+class LimitsConfig:
+    """Bounds on everything a client or app can make the server hold."""
+
+    limit_concurrency: int | None = _opt(
+        None, help="Maximum concurrent requests; beyond it new requests get 503."
+    )
+    limit_max_requests: int | None = _opt(
+        None, help="Stop the server after this many requests (used to recycle workers)."
+    )
+    limit_request_header_size: int = _opt(
+        65536, help="Maximum bytes in a request's header section (431 beyond)."
+    )
+    limit_request_line: int = _opt(8190, help="Maximum request-target length (414 beyond).")
+    limit_request_fields: int = _opt(100, help="Maximum number of request headers (431 beyond).")
+    limit_request_body: int | None = _opt(
+        None, help="Maximum request body size in bytes (413 beyond); unlimited by default."
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("limit_concurrency", "limit_max_requests", "limit_request_body"):
+            value = getattr(self, name)
+            if value is not None:
+                _int_range(name, value, 0 if name == "limit_request_body" else 1, 1 << 62)
+        _int_range("limit_request_header_size", self.limit_request_header_size, 256, 1 << 30)
+        _int_range("limit_request_line", self.limit_request_line, 16, 1 << 30)
+        _int_range("limit_request_fields", self.limit_request_fields, 1, 1 << 20)
+
+
+@dataclass
+class TimeoutsConfig:
+    """Timers that stop a client from holding a connection for free."""
+
+    timeout_keep_alive: float = _opt(
+        5.0, help="Close a keep-alive connection after this many idle seconds."
+    )
+    timeout_request_header: float = _opt(
+        10.0, help="Seconds a client may take to send a complete request header section."
+    )
+    timeout_graceful_shutdown: float = _opt(
+        30.0, help="Seconds in-flight requests may take to finish on shutdown."
+    )
+
+    def __post_init__(self) -> None:
+        _positive("timeout_keep_alive", self.timeout_keep_alive)
+        _positive("timeout_request_header", self.timeout_request_header)
+        _positive("timeout_graceful_shutdown", self.timeout_graceful_shutdown, allow_zero=True)
+
+
+@dataclass
+class LoggingConfig:
+    """Where logs go and how chatty they are."""
+
+    log_level: str = _opt(
+        "info", choices={lv: lv for lv in _LOG_LEVELS}, help="Log level of asgiri's loggers."
+    )
+    access_log: bool = _opt(True, kind="bool", help="Log one line per request.")
+    log_config: str | None = _opt(
+        None, metavar="PATH", help="Logging configuration file: JSON, YAML or INI (dictConfig)."
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.log_level, str) or self.log_level.lower() not in _LOG_LEVELS:
+            raise ValueError(
+                f"log_level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        self.log_level = self.log_level.lower()
+
+
+@dataclass
+class RuntimeConfig:
+    """How the process runs."""
+
+    loop: LoopChoice = _opt(
+        LoopChoice.AUTO, choices=_LOOP_CHOICES, help="Event loop: auto (uvloop if installed)."
+    )
+
+    def __post_init__(self) -> None:
+        self.loop = _coerce_choice("loop", self.loop, _LOOP_CHOICES, LoopChoice)
+
+
+#: The option groups, in the order ``--help`` shows them.
+_GROUPS: dict[str, type[Any]] = {
+    "app": AppConfig,
+    "bind": BindConfig,
+    "tls": TLSConfig,
+    "http": HTTPConfig,
+    "limits": LimitsConfig,
+    "timeouts": TimeoutsConfig,
+    "logging": LoggingConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+@dataclass
+class Config:
+    """Everything a server needs, validated once.
+
+    Build one with :meth:`Config.from_options`, which takes the flat option
+    names shared by the CLI (``--timeout-keep-alive``) and ``Server``
+    (``timeout_keep_alive=``).
+    """
+
+    app: Any
+    app_options: AppConfig = field(default_factory=AppConfig)
+    bind: BindConfig = field(default_factory=BindConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if self.app is None or (not isinstance(self.app, str) and not callable(self.app)):
+            raise ValueError("app must be an ASGI application or an import string 'module:attr'")
+        if self.bind.port is None:
+            self.bind.port = 8443 if self.tls.enabled else 8000
+        if self.http.enable_http3 is None:
+            self.http.enable_http3 = self.tls.enabled and self.http.http_version in (
+                HttpProtocolVersion.AUTO,
+                HttpProtocolVersion.HTTP_3,
+            )
+
+    @classmethod
+    def from_options(cls, app: Any, **options: Any) -> Config:
+        """Build a config from flat option names; unknown names are an error."""
+        groups: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
+        index = _option_index()
+        for name, value in options.items():
+            if name not in index:
+                raise ValueError(f"unknown option {name!r}")
+            groups[index[name].group_key][name] = value
+        built = {_attr_for_group(g): _GROUPS[g](**kw) for g, kw in groups.items()}
+        return cls(app=app, **built)
+
+    @property
+    def port(self) -> int:
+        assert self.bind.port is not None  # resolved in __post_init__
+        return self.bind.port
+
+
+def _attr_for_group(group: str) -> str:
+    return "app_options" if group == "app" else group
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One leaf option, as the CLI generator sees it."""
+
+    name: str
+    group_key: str
+    group_title: str
+    default: Any
+    help: str
+    flags: tuple[str, ...] | None
+    choices: Mapping[str, Any] | None
+    metavar: str | None
+    kind: str
+    type: Any
+
+
+def iter_options() -> Iterator[OptionSpec]:
+    """Every leaf option of the tree, in declaration order."""
+    for key, cls in _GROUPS.items():
+        title = (cls.__doc__ or key).strip().splitlines()[0]
+        hints = _type_hints(cls)
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            factory: Any = f.default_factory
+            default = factory() if f.default is dataclasses.MISSING else f.default
+            yield OptionSpec(
+                name=f.name,
+                group_key=key,
+                group_title=title,
+                default=default,
+                help=meta.get("help", ""),
+                flags=meta.get("flags", ()),
+                choices=meta.get("choices"),
+                metavar=meta.get("metavar"),
+                kind=meta.get("kind", "value"),
+                type=hints[f.name],
+            )
+
+
+_INDEX: dict[str, OptionSpec] | None = None
+
+
+def _option_index() -> dict[str, OptionSpec]:
+    global _INDEX
+    if _INDEX is None:
+        _INDEX = {o.name: o for o in iter_options()}
+    return _INDEX
+
+
+def _type_hints(cls: type[Any]) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+# ----------------------------------------------------------------- validators
+
+
+def _coerce_choice(name: str, value: Any, choices: Mapping[str, Any], enum_cls: type[Any]) -> Any:
+    if isinstance(value, enum_cls):
+        return value
+    if isinstance(value, str) and value.lower() in choices:
+        return choices[value.lower()]
+    allowed = ", ".join(sorted(choices))
+    raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _int_range(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")

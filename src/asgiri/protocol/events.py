@@ -1,0 +1,58 @@
+"""Version-neutral stream events shared by HTTP/1.1, HTTP/2 and HTTP/3.
+
+Every protocol connection turns its wire format into these, so the ASGI layer
+(one HTTP stream state machine) never needs to know which version it serves.
+They are plain slotted classes because the HTTP/1.1 hot path creates one per
+request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class Request:
+    """A request head.  ``headers`` names are lower-case, order and duplicates kept."""
+
+    stream_id: int
+    method: str
+    raw_path: bytes
+    query_string: bytes
+    headers: Headers
+    http_version: str
+    #: The client asked for ``100 Continue`` before it sends the body.
+    expect_continue: bool = False
+    #: ``:authority`` (h2/h3) or the Host header value, when known.
+    authority: bytes | None = None
+    #: ``:scheme`` from h2/h3 requests; h1 derives the scheme from the transport.
+    scheme: str | None = None
+
+
+@dataclass(slots=True)
+class Body:
+    """A piece of request body."""
+
+    stream_id: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndBody:
+    """The request body is complete; ``trailers`` are request trailers, if any."""
+
+    stream_id: int
+    trailers: Headers | None = None
+
+
+@dataclass(slots=True)
+class StreamClosed:
+    """The peer abandoned the stream (reset, or the connection went away)."""
+
+    stream_id: int
+    error_code: int = 0
+
+
+Event = Request | Body | EndBody | StreamClosed

@@ -1,0 +1,424 @@
+"""HTTP/1.1 server connection, sans I/O, on top of httptools (llhttp).
+
+Reading: :meth:`H1Connection.receive_data` feeds llhttp and returns
+version-neutral events (:mod:`asgiri.protocol.events`).  llhttp already
+refuses the request-smuggling vectors of RFC 9112 section 6.3 (Content-Length
+with Transfer-Encoding, duplicate or malformed Content-Length, a
+Transfer-Encoding that does not end in chunked, bare LF, obs-fold, invalid
+header bytes), so what it accepted is not validated again here; this module
+adds the size limits llhttp does not know about and maps failures to the
+status to answer with (400, 413, 414, 431).
+
+Writing: :meth:`H1Connection.start_response` turns an ASGI-level response
+head into bytes and returns an :class:`H1Response` that frames the body
+(Content-Length, chunked, or close-delimited for HTTP/1.0), enforces the
+declared length, and knows whether the connection may be reused.
+
+Requests are numbered from 1 as ``stream_id`` so that pipelined requests can
+be answered strictly in order by the server layer.
+"""
+
+from __future__ import annotations
+
+import http
+import re
+from typing import Final
+
+import httptools
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import Body, EndBody, Event, Headers, Request
+
+__all__ = ["H1Connection", "H1Response", "RequestInfo"]
+
+_EXPECT_CONTINUE: Final = b"100-continue"
+_HEAD_ONLY_STATUSES: Final = frozenset({204, 304})
+_STATUS_LINES: dict[int, bytes] = {}
+_TOKEN_RE: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Header names already seen to be valid tokens; apps send the same few names
+#: over and over, so validation costs a set lookup after the first time.
+_VALID_NAMES: set[bytes] = set()
+_MAX_VALID_NAMES: Final = 4096
+CONTINUE_RESPONSE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <status> <reason>\\r\\n``, cached: there are few statuses."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = http.HTTPStatus(status).phrase.encode("ascii")
+        except ValueError:
+            phrase = b""
+        line = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+        if len(_STATUS_LINES) < 1024:
+            _STATUS_LINES[status] = line
+    return line
+
+
+def _check_name(name: bytes) -> None:
+    if name not in _VALID_NAMES:
+        if not _TOKEN_RE.fullmatch(name):
+            raise LocalProtocolError(f"invalid header name {name!r}")
+        if len(_VALID_NAMES) < _MAX_VALID_NAMES:
+            _VALID_NAMES.add(name)
+
+
+def _check_value(value: bytes) -> None:
+    if b"\n" in value or b"\r" in value or b"\x00" in value:
+        raise LocalProtocolError(f"invalid header value {value!r}")
+
+
+class RequestInfo:
+    """What the response side must remember about a request it answers."""
+
+    __slots__ = ("head", "http11", "keep_alive", "stream_id")
+
+    def __init__(self, stream_id: int, head: bool, http11: bool, keep_alive: bool) -> None:
+        self.stream_id = stream_id
+        self.head = head
+        self.http11 = http11
+        self.keep_alive = keep_alive
+
+
+class H1Response:
+    """Body framing of one response; every method returns the bytes to write."""
+
+    __slots__ = ("_chunked", "_no_body", "_remaining", "keep_alive", "trailers_allowed")
+
+    def __init__(self, chunked: bool, no_body: bool, remaining: int | None, keep_alive: bool):
+        self._chunked = chunked
+        self._no_body = no_body
+        #: Bytes still owed under Content-Length; None when not length-framed.
+        self._remaining = remaining
+        self.keep_alive = keep_alive
+        self.trailers_allowed = chunked
+
+    @property
+    def chunked(self) -> bool:
+        return self._chunked
+
+    def account(self, nbytes: int) -> None:
+        """Count bytes written around this framing (zero-copy file sends)."""
+        if self._remaining is not None:
+            self._remaining -= nbytes
+            if self._remaining < 0:
+                raise LocalProtocolError("response body longer than its Content-Length")
+
+    def data(self, data: bytes) -> bytes:
+        """Frame a body chunk (not the last)."""
+        if self._remaining is not None:
+            self._remaining -= len(data)
+            if self._remaining < 0:
+                raise LocalProtocolError("response body longer than its Content-Length")
+        if self._no_body or not data:
+            return b""
+        if self._chunked:
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        return data
+
+    def end(self, data: bytes = b"", trailers: Headers | None = None) -> bytes:
+        """Frame the last chunk and the end of the body (with trailers when chunked)."""
+        out = self.data(data) if data else b""
+        if self._remaining:
+            raise LocalProtocolError(
+                f"response body shorter than its Content-Length ({self._remaining} bytes missing)"
+            )
+        if self._chunked:
+            if trailers:
+                lines = []
+                for name, value in trailers:
+                    _check_name(name)
+                    _check_value(value)
+                    lines.append(b"%b: %b\r\n" % (name, value))
+                return out + b"0\r\n" + b"".join(lines) + b"\r\n"
+            return out + b"0\r\n\r\n"
+        return out
+
+
+class H1Connection:
+    """One HTTP/1.x server connection: llhttp in, framed responses out.
+
+    States of the reading side (``_in_head``): between messages, or inside a
+    request head (where the size limits on the header section apply), or in a
+    body.  ``upgraded`` is set once the client switched protocols; after that
+    the bytes in ``trailing_data`` belong to the new protocol and the parser is
+    never fed again.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_header_size: int = 65536,
+        max_request_line: int = 8190,
+        max_fields: int = 100,
+        max_body: int | None = None,
+    ) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._max_header_size = max_header_size
+        self._max_request_line = max_request_line
+        self._max_fields = max_fields
+        self._max_body = max_body
+        self._events: list[Event] = []
+        self._infos: dict[int, RequestInfo] = {}
+        self._error: RemoteProtocolError | None = None
+        self._stream_id = 0
+        self._in_head = False
+        self._in_body = False
+        self._url = b""
+        self._headers: Headers = []
+        self._trailers: Headers | None = None
+        self._head_size = 0
+        self._body_size = 0
+        self.upgraded = False
+        #: Bytes after an Upgrade request's head, for the protocol switched to.
+        self.trailing_data = b""
+        #: The Upgrade header of the last request that asked to switch, lower-cased.
+        self.upgrade_to: bytes | None = None
+
+    # ------------------------------------------------------------ reading
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed received bytes; returns the events they complete.
+
+        Raises :class:`RemoteProtocolError` with the status to answer when the
+        input is malformed or over a limit.  Events produced before the error
+        are lost with the connection, which is closed after the error answer.
+        """
+        if self.upgraded:
+            raise LocalProtocolError("connection was upgraded; HTTP/1 parsing is over")
+        was_in_head = self._in_head
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.trailing_data = data[exc.args[0] :]
+        except httptools.HttpParserCallbackError as exc:
+            raise self._error or RemoteProtocolError(str(exc)) from None
+        except httptools.HttpParserError as exc:
+            raise self._error or RemoteProtocolError(_describe(exc)) from None
+        if self._in_head:
+            # A header section dribbled over many reads: count every byte fed
+            # since it began, so that one endless header line is bounded too.
+            if was_in_head:
+                self._head_size += len(data)
+            if self._head_size > self._max_header_size:
+                raise RemoteProtocolError("request header section too large", 431)
+        events = self._events
+        self._events = []
+        return events
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._body_size = 0
+        self._trailers = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if len(self._url) > self._max_request_line:
+            self._fail(RemoteProtocolError("request target too long", 414))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            # Chunked trailers arrive through the same callback after the body.
+            if self._trailers is None:
+                self._trailers = []
+            self._trailers.append((name.lower(), value))
+            return
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self._max_header_size:
+            self._fail(RemoteProtocolError("request header section too large", 431))
+        if len(self._headers) >= self._max_fields:
+            self._fail(RemoteProtocolError("too many request headers", 431))
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        self._stream_id += 1
+        url = self._url
+        if url[:1] == b"/":
+            path, _, query = url.partition(b"?")
+        elif url == b"*":
+            path, query = url, b""
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._fail(RemoteProtocolError("invalid request target"))
+            path = parsed.path or b"/"
+            query = parsed.query or b""
+        if b"#" in path:
+            path = path.partition(b"#")[0]
+        expect = False
+        authority = None
+        for name, value in self._headers:
+            if name == b"host":
+                if authority is not None:
+                    self._fail(RemoteProtocolError("duplicate Host header"))
+                authority = value
+            elif name == b"expect" and value.lower() == _EXPECT_CONTINUE:
+                expect = True
+            elif (
+                name == b"content-length"
+                and self._max_body is not None
+                and int(value) > self._max_body
+            ):
+                self._fail(RemoteProtocolError("request body too large", 413))
+        version = parser.get_http_version()
+        if version == "1.1" and authority is None:
+            self._fail(RemoteProtocolError("missing Host header"))
+        if parser.should_upgrade():
+            for name, value in self._headers:
+                if name == b"upgrade":
+                    self.upgrade_to = value.lower()
+        self._in_body = True
+        self._infos[self._stream_id] = RequestInfo(
+            self._stream_id,
+            parser.get_method() == b"HEAD",
+            version == "1.1",
+            bool(parser.should_keep_alive()),
+        )
+        self._events.append(
+            Request(
+                self._stream_id,
+                parser.get_method().decode("ascii"),
+                path,
+                query,
+                self._headers,
+                version,
+                expect,
+                authority,
+            )
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._max_body is not None and self._body_size > self._max_body:
+            self._fail(RemoteProtocolError("request body too large", 413))
+        self._events.append(Body(self._stream_id, body))
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._events.append(EndBody(self._stream_id, self._trailers))
+
+    def _fail(self, error: RemoteProtocolError) -> None:
+        # Raised inside an llhttp callback, the exception comes back wrapped
+        # in HttpParserCallbackError; remembering it keeps the status.
+        self._error = error
+        raise error
+
+    @property
+    def in_body(self) -> bool:
+        """A request body is being received (its end has not been seen)."""
+        return self._in_body
+
+    @property
+    def in_head(self) -> bool:
+        """A request head has started but is not complete."""
+        return self._in_head
+
+    def request_info(self, request: Request) -> RequestInfo:
+        """What answering ``request`` needs (captured when its head was parsed)."""
+        info = self._infos.pop(request.stream_id)
+        if self.upgraded:
+            # Bytes after an upgrade request are not HTTP/1: never read on.
+            info.keep_alive = False
+        return info
+
+    # ------------------------------------------------------------ writing
+
+    @staticmethod
+    def start_response(
+        info: RequestInfo,
+        status: int,
+        headers: Headers,
+        default_headers: bytes,
+        body: bytes,
+        end: bool,
+        trailers: bool = False,
+    ) -> tuple[bytes, H1Response]:
+        """Serialise a response head plus its first body chunk.
+
+        ``default_headers`` is a ready block of ``name: value\\r\\n`` lines
+        (Date, Server, Alt-Svc) that the server layer caches.  When the whole
+        body is known at once (``end``) and the app set no Content-Length, one
+        is added instead of chunked framing, so most responses go out in one
+        write with one length.
+        """
+        keep_alive = info.keep_alive
+        content_length: int | None = None
+        lines = [status_line(status), default_headers]
+        append = lines.append
+        for name, value in headers:
+            _check_name(name)
+            _check_value(value)
+            lname = name.lower()
+            if lname == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    raise LocalProtocolError(f"invalid Content-Length {value!r}") from None
+                if content_length < 0:
+                    raise LocalProtocolError(f"invalid Content-Length {value!r}")
+            elif lname == b"transfer-encoding":
+                # Framing is the server's job: chunked is applied below.
+                continue
+            elif lname == b"connection" and b"close" in value.lower():
+                keep_alive = False
+            append(b"%b: %b\r\n" % (name, value))
+        no_body = info.head or status in _HEAD_ONLY_STATUSES or status < 200
+        chunked = False
+        if status in _HEAD_ONLY_STATUSES or status < 200:
+            content_length = None
+        elif content_length is None:
+            if end and not trailers:
+                content_length = len(body)
+                append(b"content-length: %d\r\n" % content_length)
+            elif info.http11:
+                chunked = not info.head
+                if chunked:
+                    append(b"transfer-encoding: chunked\r\n")
+            else:
+                # HTTP/1.0 without a known length: the end of the body is
+                # the end of the connection.
+                keep_alive = False
+        if not keep_alive:
+            if info.keep_alive:
+                append(b"connection: close\r\n")
+        elif not info.http11:
+            append(b"connection: keep-alive\r\n")
+        append(b"\r\n")
+        response = H1Response(chunked, no_body, None if no_body else content_length, keep_alive)
+        tail = response.end(body) if end else response.data(body)
+        if tail:
+            append(tail)
+        return b"".join(lines), response
+
+    @staticmethod
+    def informational(status: int, headers: Headers) -> bytes:
+        """A 1xx interim response (100 Continue, 103 Early Hints)."""
+        lines = [status_line(status)]
+        for name, value in headers:
+            _check_name(name)
+            _check_value(value)
+            lines.append(b"%b: %b\r\n" % (name, value))
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+
+def simple_response(status: int, body: bytes, default_headers: bytes = b"") -> bytes:
+    """A complete error response that closes the connection (400, 413, 503...)."""
+    return (
+        b"%b%bcontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%b" % (status_line(status), default_headers, len(body), body)
+    )
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,105 @@
+"""State shared by every connection of one server.
+
+Connections read their settings from here instead of carrying copies, and
+register themselves so that graceful shutdown can reach them.  The Date and
+Server headers are rendered once per second, not once per response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.utils import formatdate
+from typing import Any, Protocol
+
+from ..asgi.types import ASGIApp
+from ..config import Config
+
+
+class Connection(Protocol):
+    """What shutdown needs from any connection, whatever its protocol."""
+
+    def shutdown(self) -> None:
+        """Finish what was accepted, then close."""
+
+    def abort(self) -> None:
+        """Close now (the graceful timeout ran out)."""
+
+
+class ServerContext:
+    """Per-server state; one instance, shared by all connections."""
+
+    def __init__(self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.app = app
+        self.loop = loop
+        self.state: dict[str, Any] | None = None
+        self.connections: set[Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.shutting_down = False
+        self.active_requests = 0
+        self.total_requests = 0
+        limits = config.limits
+        self.limit_concurrency = limits.limit_concurrency
+        self.limit_max_requests = limits.limit_max_requests
+        self.access_log = config.logging.access_log
+        self.root_path = config.app_options.root_path
+        self.keep_alive_timeout = config.timeouts.timeout_keep_alive
+        self.header_timeout = config.timeouts.timeout_request_header
+        self.on_max_requests: Any = None
+        #: Per-server TLS facts for the ``tls`` scope extension (None in cleartext).
+        self.tls_info: Any = None
+        self._drained: asyncio.Future[None] | None = None
+        static = []
+        if config.http.server_header:
+            static.append(b"server: asgiri\r\n")
+        #: Extra pre-encoded header lines (Alt-Svc once HTTP/3 is on).
+        self.extra_header_lines: list[bytes] = []
+        self._static = b"".join(static)
+        self._date_enabled = config.http.date_header
+        self._stamp = -1
+        self._header_block = self._static
+
+    def default_headers(self) -> bytes:
+        """The ``date``/``server``/``alt-svc`` block every response starts with."""
+        if self._date_enabled:
+            now = int(time.time())
+            if now != self._stamp:
+                self._stamp = now
+                date = formatdate(now, usegmt=True).encode("ascii")
+                self._header_block = (
+                    b"date: " + date + b"\r\n" + self._static + b"".join(self.extra_header_lines)
+                )
+            return self._header_block
+        return self._static + b"".join(self.extra_header_lines)
+
+    def request_started(self) -> bool:
+        """Count a request in; False when ``--limit-concurrency`` says to refuse it."""
+        if self.limit_concurrency is not None and self.active_requests >= self.limit_concurrency:
+            return False
+        self.active_requests += 1
+        self.total_requests += 1
+        if (
+            self.limit_max_requests is not None
+            and self.total_requests >= self.limit_max_requests
+            and self.on_max_requests is not None
+        ):
+            callback, self.on_max_requests = self.on_max_requests, None
+            self.loop.call_soon(callback)
+        return True
+
+    def request_finished(self) -> None:
+        self.active_requests -= 1
+
+    def drained(self) -> asyncio.Future[None]:
+        """A future that completes once no connection and no app task is left."""
+        if self._drained is None:
+            self._drained = self.loop.create_future()
+        self.check_drained()
+        return self._drained
+
+    def check_drained(self) -> None:
+        """Called when a connection or a task ends; cheap unless draining."""
+        waiter = self._drained
+        if waiter is not None and not self.connections and not self.tasks and not waiter.done():
+            waiter.set_result(None)

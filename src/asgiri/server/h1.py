@@ -1,0 +1,423 @@
+"""HTTP/1.1 over an asyncio transport: the I/O edge of :mod:`asgiri.protocol.h1`.
+
+This is a plain ``asyncio.Protocol``: bytes arrive in ``data_received``, go
+through the sans-I/O :class:`~asgiri.protocol.h1.H1Connection`, and each
+request becomes one :class:`~asgiri.asgi.http_stream.HTTPStream`, for which
+this class is the sink.
+
+Pipelined requests are parsed as they arrive but answered strictly in order:
+the stream being answered is ``_current``; later ones wait in ``_queue``
+(their bodies already buffer into their own streams).  Reading pauses when
+the stream being read holds more than ``HIGH_WATER`` unread bytes or too
+many requests are queued, which is what bounds memory for slow apps.
+
+Timers: while idle between requests the keep-alive timer runs; once the
+first byte of a request head arrives the header timer runs until the head
+is complete (a client dribbling headers, slowloris, is cut off with 408).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from typing import Any
+
+from ..asgi.http_stream import HTTPStream
+from ..asgi.scope import http_scope
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.events import Body, EndBody, Headers, Request
+from ..protocol.h1 import (
+    CONTINUE_RESPONSE,
+    H1Connection,
+    H1Response,
+    RequestInfo,
+    simple_response,
+)
+from .context import ServerContext
+from .tls import tls_extension
+
+logger = logging.getLogger("asgiri.error")
+
+HIGH_WATER = 64 * 1024
+LOW_WATER = 16 * 1024
+MAX_PIPELINE = 16
+
+_IDLE = 1
+_HEADER = 2
+
+
+class H1Protocol(asyncio.Protocol):
+    """One HTTP/1.1 connection."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        limits = ctx.config.limits
+        self.conn = H1Connection(
+            max_header_size=limits.limit_request_header_size,
+            max_request_line=limits.limit_request_line,
+            max_fields=limits.limit_request_fields,
+            max_body=limits.limit_request_body,
+        )
+        self.transport: Any = None
+        self.scheme = "http"
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
+        self.extensions: dict[str, Any] = {}
+        self._current: HTTPStream | None = None
+        self._info: RequestInfo | None = None
+        self._response: H1Response | None = None
+        self._reading: HTTPStream | None = None
+        self._queue: deque[tuple[HTTPStream, RequestInfo]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = 0
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._closing = False
+        self._closed = False
+        self._tls = False
+
+    # ------------------------------------------------------------ transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.ctx.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client = (str(peer[0]), int(peer[1]))
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple) and len(sock) >= 2:
+            self.server = (str(sock[0]), int(sock[1]))
+        elif isinstance(sock, str) and sock:
+            self.server = (sock, None)
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.extensions = {
+            "http.response.trailers": {},
+            "http.response.early_hint": {},
+            "http.response.pathsend": {},
+        }
+        if ssl_object is not None:
+            self._tls = True
+            self.scheme = "https"
+            self.extensions["tls"] = tls_extension(ssl_object, self.ctx)
+        else:
+            self.extensions["http.response.zerocopy"] = {}
+        if self.ctx.shutting_down:
+            self._closing = True
+        self._arm(_IDLE)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.ctx.connections.discard(self)
+        self._cancel_timer()
+        if self._current is not None:
+            self._current.disconnect()
+        if self._reading is not None:
+            self._reading.disconnect()
+        for stream, _ in self._queue:
+            stream.disconnect()
+        self._queue.clear()
+        self._wake_writers()
+        self.ctx.check_drained()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer_kind == _IDLE:
+            self._cancel_timer()
+        try:
+            events = self.conn.receive_data(data)
+        except RemoteProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        for event in events:
+            kind = type(event)
+            if kind is Body:
+                reading = self._reading
+                if reading is not None:
+                    reading.body_received(event.data)  # type: ignore[union-attr]
+                    if reading.buffered > HIGH_WATER and not self._read_paused:
+                        self._pause_reading()
+            elif kind is Request:
+                self._on_request(event)  # type: ignore[arg-type]
+            elif kind is EndBody and self._reading is not None:
+                self._reading.body_ended()
+        if self.conn.in_head and self._timer_kind != _HEADER:
+            self._arm(_HEADER)
+        if self.conn.upgraded:
+            # Nothing after an Upgrade request is HTTP/1; this server does not
+            # switch protocols on this connection, so stop reading.
+            self._pause_reading()
+
+    # ------------------------------------------------------------ requests
+
+    def _on_request(self, request: Request) -> None:
+        if self._timer_kind == _HEADER:
+            self._cancel_timer()
+        info = self.conn.request_info(request)
+        ctx = self.ctx
+        scope = http_scope(
+            request,
+            self.scheme,
+            self.client,
+            self.server,
+            ctx.root_path,
+            ctx.state,
+            self.extensions,
+        )
+        stream = HTTPStream(
+            self,
+            self.loop,
+            scope,
+            request.stream_id,
+            expect_continue=request.expect_continue and info.http11,
+            access_log=ctx.access_log,
+        )
+        self._reading = stream
+        if self._current is None:
+            self._start(stream, info)
+        else:
+            self._queue.append((stream, info))
+            if len(self._queue) >= MAX_PIPELINE:
+                self._pause_reading()
+
+    def _start(self, stream: HTTPStream, info: RequestInfo) -> None:
+        self._current = stream
+        self._info = info
+        self._response = None
+        ctx = self.ctx
+        if self._closing or ctx.shutting_down:
+            info.keep_alive = False
+        if not ctx.request_started():
+            stream.status = 503
+            self._info.keep_alive = False
+            self._write(simple_response(503, b"Service Unavailable", ctx.default_headers()))
+            stream.disconnect()
+            self._close()
+            return
+        task = self.loop.create_task(stream.run(ctx.app))
+        stream.task = task
+        ctx.tasks.add(task)
+
+    # ------------------------------------------------------------ HTTPSink
+
+    def send_head(
+        self,
+        stream: HTTPStream,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        end: bool,
+        trailers: bool,
+    ) -> None:
+        info = self._info
+        if stream is not self._current or info is None or self._closed:
+            return
+        data, self._response = H1Connection.start_response(
+            info, status, headers, self.ctx.default_headers(), body, end, trailers and info.http11
+        )
+        self.transport.write(data)
+
+    def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
+        response = self._response
+        if stream is not self._current or response is None or self._closed:
+            return
+        out = response.end(data) if end else response.data(data)
+        if out:
+            self.transport.write(out)
+
+    def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
+        response = self._response
+        if stream is not self._current or response is None or self._closed:
+            return
+        out = response.end(b"", trailers)
+        if out:
+            self.transport.write(out)
+
+    def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
+        info = self._info
+        if stream is not self._current or info is None or not info.http11 or self._closed:
+            return
+        if self._response is not None:
+            return
+        if status == 100:
+            self.transport.write(CONTINUE_RESPONSE)
+        else:
+            self.transport.write(H1Connection.informational(status, headers))
+
+    def drain(self, stream: HTTPStream) -> asyncio.Future[None] | None:
+        if not self._write_paused or self._closed:
+            return None
+        waiter = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
+        if (
+            self._read_paused
+            and stream is self._reading
+            and stream.buffered < LOW_WATER
+            and len(self._queue) < MAX_PIPELINE
+            and not self.conn.upgraded
+        ):
+            self._resume_reading()
+
+    def sendfile(
+        self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
+    ) -> Any:
+        response = self._response
+        if (
+            self._tls
+            or response is None
+            or response.chunked
+            or stream is not self._current
+            or self._closed
+        ):
+            return None
+        if count is None:
+            count = max(0, os.fstat(file.fileno()).st_size - offset)
+        return self._sendfile(response, file, offset, count, end)
+
+    async def _sendfile(
+        self, response: H1Response, file: Any, offset: int, count: int, end: bool
+    ) -> None:
+        response.account(count)
+        try:
+            await self.loop.sendfile(self.transport, file, offset, count, fallback=True)
+        except (ConnectionError, RuntimeError):
+            if self._current is not None:
+                self._current.disconnect()
+            return
+        if end:
+            response.end()
+
+    def response_complete(self, stream: HTTPStream) -> None:
+        if stream is not self._current:
+            return
+        response = self._response
+        keep_alive = (
+            response is not None
+            and response.keep_alive
+            and stream.request_complete
+            and not self.conn.upgraded
+        )
+        if not keep_alive or (self._closing and not self._queue):
+            self._close()
+            return
+        self._current = None
+        self._info = None
+        self._response = None
+        if self._queue:
+            next_stream, info = self._queue.popleft()
+            self._start(next_stream, info)
+        elif self.conn.in_head:
+            self._arm(_HEADER)
+        else:
+            self._arm(_IDLE)
+        if self._read_paused:
+            reading = self._reading
+            if reading is None or reading.buffered < LOW_WATER:
+                self._resume_reading()
+
+    def app_done(self, stream: HTTPStream, failed: bool) -> None:
+        ctx = self.ctx
+        ctx.request_finished()
+        task = stream.task
+        if task is not None:
+            ctx.tasks.discard(task)
+            ctx.check_drained()
+        if failed and stream is self._current and not self._closed:
+            # The response cannot be completed: closing is the only way to
+            # tell an HTTP/1.1 client that what it received is truncated.
+            self._close()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: finish the request in flight, then close."""
+        self._closing = True
+        if self._current is None:
+            self._close()
+        elif self._info is not None:
+            self._info.keep_alive = False
+
+    def abort(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.abort()
+
+    def _protocol_error(self, exc: RemoteProtocolError) -> None:
+        logger.debug("HTTP/1.1 protocol error from %s: %s", self.client, exc)
+        reading = self._reading
+        if reading is not None and not reading.request_complete:
+            reading.disconnect()
+        current = self._current
+        if current is None or (current is reading and not current.response_started):
+            body = f"{exc.status} {exc}\n".encode()
+            self._write(simple_response(exc.status, body, self.ctx.default_headers()))
+            self._close()
+        elif current is reading:
+            self._close()
+        else:
+            # A pipelined request behind the one being answered is bad: finish
+            # the current response, then close.
+            self._queue.clear()
+            self._closing = True
+            self._pause_reading()
+
+    def _write(self, data: bytes) -> None:
+        if not self._closed and self.transport is not None:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        self._cancel_timer()
+        if not self._closed and self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and not self._closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and not self._closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------ timers
+
+    def _arm(self, kind: int) -> None:
+        self._cancel_timer()
+        if self._closed:
+            return
+        delay = self.ctx.keep_alive_timeout if kind == _IDLE else self.ctx.header_timeout
+        self._timer_kind = kind
+        self._timer = self.loop.call_later(delay, self._timed_out, kind)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_kind = 0
+
+    def _timed_out(self, kind: int) -> None:
+        self._timer = None
+        self._timer_kind = 0
+        if self._current is not None:
+            return
+        if kind == _HEADER and self.conn.in_head:
+            self._write(simple_response(408, b"Request Timeout\n", self.ctx.default_headers()))
+        self._close()

@@ -1,0 +1,106 @@
+"""Opening listening sockets: TCP host:port, Unix sockets and inherited fds.
+
+Sockets are created here rather than by ``loop.create_server(host, port)``
+so that a port in use becomes a one-line :class:`~asgiri.errors.BindError`,
+port 0 reports the port the kernel picked, and the same socket objects can
+later be handed to worker processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+from ..config import BindConfig
+from ..errors import BindError
+
+
+@dataclass
+class Listener:
+    """A bound socket and how to describe it in the startup log."""
+
+    sock: socket.socket
+    kind: str  # "tcp" or "unix"
+
+    def url(self, scheme: str) -> str:
+        if self.kind == "unix":
+            return f"{scheme}+unix://{self.sock.getsockname()}"
+        host, port = self.sock.getsockname()[:2]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{port}"
+
+    @property
+    def port(self) -> int | None:
+        if self.kind == "unix":
+            return None
+        return int(self.sock.getsockname()[1])
+
+
+def bind_sockets(bind: BindConfig, port: int) -> list[Listener]:
+    """Bind every socket the configuration asks for, or raise BindError."""
+    if bind.fd is not None:
+        return [_from_fd(bind.fd)]
+    if bind.uds:
+        return [_bind_unix(bind.uds, bind.backlog)]
+    return _bind_tcp(bind.host, port, bind.backlog, bind.reuse_port)
+
+
+def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool) -> list[Listener]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    family, socktype, proto, _, addr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host in ("::",) else 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(f"address {host}:{port} is already in use") from None
+        if exc.errno == errno.EACCES:
+            raise BindError(f"permission denied binding {host}:{port}") from None
+        raise BindError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return [Listener(sock, "tcp")]
+
+
+def _bind_unix(path: str, backlog: int) -> Listener:
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise BindError(f"cannot use unix socket {path!r}: {exc.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o666)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot bind unix socket {path!r}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return Listener(sock, "unix")
+
+
+def _from_fd(fd: int) -> Listener:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise BindError(f"file descriptor {fd} is not a usable socket: {exc.strerror}") from None
+    if sock.type != socket.SOCK_STREAM:
+        raise BindError(f"file descriptor {fd} is not a stream socket")
+    sock.setblocking(False)
+    return Listener(sock, "unix" if sock.family == socket.AF_UNIX else "tcp")

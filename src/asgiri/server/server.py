@@ -1,0 +1,260 @@
+"""The :class:`Server`: start-up, listeners, signals and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ..asgi.lifespan import Lifespan
+from ..asgi.loader import load_app
+from ..config import Config, HttpProtocolVersion, LoopChoice
+from ..logging import configure_logging
+from .context import ServerContext
+from .h1 import H1Protocol
+from .listeners import Listener, bind_sockets
+from .tls import TLSInfo, build_ssl_context, read_server_cert
+
+logger = logging.getLogger("asgiri.error")
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Server:
+    """An ASGI server.
+
+    ``run()`` blocks until SIGINT/SIGTERM (or :meth:`request_shutdown`);
+    ``await serve()`` does the same inside a running event loop.  Every
+    keyword beyond the named ones is a :class:`~asgiri.config.Config` option
+    with the CLI's name (``timeout_keep_alive=``, ``limit_concurrency=``...).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        host: str | None = None,
+        port: int | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        http_version: HttpProtocolVersion | str | None = None,
+        enable_http3: bool | None = None,
+        **options: Any,
+    ) -> None:
+        named = {
+            "host": host,
+            "port": port,
+            "certfile": certfile,
+            "keyfile": keyfile,
+            "http_version": http_version,
+            "enable_http3": enable_http3,
+        }
+        for name, value in named.items():
+            if value is not None:
+                options[name] = value
+        self.config = Config.from_options(app, **options)
+        #: Set once the listeners accept connections (usable from other threads).
+        self.started = threading.Event()
+        self.listeners: list[Listener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._stop_requested = False
+        self._force = False
+        self._ctx: ServerContext | None = None
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port actually bound (useful with ``port=0``)."""
+        for listener in self.listeners:
+            if listener.port is not None:
+                return listener.port
+        return None
+
+    def run(self) -> None:
+        """Serve until asked to stop; works from the main thread or any other."""
+        log = self.config.logging
+        configure_logging(log.log_level, log.access_log, log.log_config)
+        run_coroutine(self.serve(), self.config.runtime.loop)
+
+    def request_shutdown(self) -> None:
+        """Ask the server to shut down gracefully.  Safe to call from any thread."""
+        self._stop_requested = True
+        loop, stop = self._loop, self._stop
+        if loop is None or stop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            stop.set()
+        else:
+            loop.call_soon_threadsafe(stop.set)
+
+    async def shutdown(self) -> None:
+        """Ask for a graceful shutdown from inside the server's loop."""
+        self.request_shutdown()
+
+    async def serve(self) -> None:
+        """Start, serve until asked to stop, then drain and shut down."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stop = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
+        app = load_app(
+            config.app,
+            factory=config.app_options.factory,
+            app_dir=config.app_options.app_dir,
+        )
+        ssl_context = build_ssl_context(config.tls, ["http/1.1"])
+        self.listeners = bind_sockets(config.bind, config.port)
+        ctx = ServerContext(config, app, loop)
+        self._ctx = ctx
+        if ssl_context is not None:
+            ctx.tls_info = TLSInfo(ssl_context, read_server_cert(config.tls))
+        ctx.on_max_requests = self._max_requests_reached
+        lifespan = Lifespan(app, loop, config.app_options.lifespan)
+        servers: list[asyncio.base_events.Server] = []
+        try:
+            await lifespan.startup(config.app_options.lifespan_startup_timeout)
+            if lifespan.running:
+                ctx.state = lifespan.state
+            for listener in self.listeners:
+                servers.append(
+                    await loop.create_server(
+                        lambda: H1Protocol(ctx),
+                        sock=listener.sock,
+                        ssl=ssl_context,
+                        backlog=config.bind.backlog,
+                    )
+                )
+            self._log_started(ssl_context is not None)
+            installed = self._install_signals(loop)
+            self.started.set()
+            try:
+                await self._stop.wait()
+            finally:
+                self._remove_signals(loop, installed)
+            await self._drain(ctx, servers)
+        finally:
+            for server in servers:
+                server.close()
+            for listener in self.listeners:
+                listener.sock.close()
+            await lifespan.shutdown(config.app_options.lifespan_shutdown_timeout)
+            self.started.clear()
+            logger.info("Finished server process [%d]", os.getpid())
+
+    # ------------------------------------------------------------ internals
+
+    def _max_requests_reached(self) -> None:
+        logger.warning("Maximum request limit reached; shutting down")
+        self.request_shutdown()
+
+    def _log_started(self, tls: bool) -> None:
+        http = self.config.http
+        logger.info("Started server process [%d]", os.getpid())
+        for listener in self.listeners:
+            logger.info("Listening on %s (h1)", listener.url("https" if tls else "http"))
+        if http.enable_http3 and http.http_version is HttpProtocolVersion.AUTO:
+            logger.info("HTTP/3 is not available in this build; serving HTTP/1.1 only")
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        installed = []
+        for sig in _SIGNALS:
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            installed.append(sig)
+        return installed
+
+    def _remove_signals(self, loop: asyncio.AbstractEventLoop, installed: list[Any]) -> None:
+        for sig in installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop is not None and self._stop.is_set():
+            logger.warning("Received %s again; closing all connections now", sig.name)
+            self._force = True
+            if self._ctx is not None:
+                for conn in list(self._ctx.connections):
+                    conn.abort()
+                for task in list(self._ctx.tasks):
+                    task.cancel()
+            return
+        logger.info("Received %s; shutting down gracefully", sig.name)
+        self.request_shutdown()
+
+    async def _drain(self, ctx: ServerContext, servers: list[asyncio.base_events.Server]) -> None:
+        """Stop accepting, let in-flight work finish, then close what is left."""
+        ctx.shutting_down = True
+        for server in servers:
+            server.close()
+        for conn in list(ctx.connections):
+            conn.shutdown()
+        timeout = self.config.timeouts.timeout_graceful_shutdown
+        if ctx.connections or ctx.tasks:
+            logger.info("Waiting for %d connection(s) to finish", len(ctx.connections))
+            drained = ctx.drained()
+            try:
+                await asyncio.wait_for(drained, timeout)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "Graceful shutdown timed out after %gs; closing %d connection(s)",
+                    timeout,
+                    len(ctx.connections),
+                )
+        for conn in list(ctx.connections):
+            conn.abort()
+        tasks = list(ctx.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+
+def run_coroutine(coro: Coroutine[Any, Any, None], choice: LoopChoice) -> None:
+    """Run ``coro`` on a fresh loop of the chosen kind, in the calling thread."""
+    factory = _loop_factory(choice)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(coro)
+        return
+    loop = factory() if factory is not None else asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(coro)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _loop_factory(choice: LoopChoice) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice is LoopChoice.ASYNCIO:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice is LoopChoice.UVLOOP:
+            from ..errors import StartupError
+
+            raise StartupError("--loop uvloop requested but uvloop is not installed") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
