@@ -15,7 +15,7 @@ LINT_PATHS := src tests examples
 # A package is installed only when its command is missing from PATH.
 SYSTEM_DEPS := curl:curl
 
-.PHONY: venv certs demo system-deps test lint bench clean distclean
+.PHONY: venv certs demo system-deps test lint bench bench-quick clean distclean
 
 venv: $(STAMP)
 
@@ -54,8 +54,16 @@ lint: venv
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
+# Benchmarks against uvicorn (see bench/README.md); BENCH_ARGS passes options to bench/run.sh.
+# `bench` takes ~10 minutes and rewrites bench/RESULTS.md; `bench-quick` (~1 minute) only
+# checks the harness and writes under bench/out/.
+BENCH_ARGS ?=
+
 bench: venv certs
-	bash bench/run.sh
+	bash bench/run.sh $(BENCH_ARGS)
+
+bench-quick: venv
+	bash bench/run.sh --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache bench/out

@@ -36,8 +36,15 @@ def _flags(opt: OptionSpec) -> list[str]:
     return [primary, *[f for f in extra if f != primary]]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line naming the option, not the whole usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="asgiri",
         description="Serve an ASGI application over HTTP/1.1 (and newer protocols).",
         epilog="Example: asgiri myproject.main:app --host 0.0.0.0 --port 8000",
@@ -56,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         group = groups.get(opt.group_key)
         if group is None:
-            group = groups[opt.group_key] = parser.add_argument_group(opt.group_title)
+            group = groups[opt.group_key] = parser.add_argument_group(opt.group_title.rstrip("."))
         flags = _flags(opt)
         help_text = opt.help
         if opt.kind == "store_false":

@@ -60,7 +60,7 @@ def _load_config(path: str) -> None:
                 logging.config.dictConfig(json.load(fh))
         elif path.endswith((".yaml", ".yml")):
             try:
-                import yaml  # type: ignore[import-untyped]
+                import yaml
             except ImportError:
                 raise StartupError("--log-config with YAML needs PyYAML installed") from None
             with open(path) as fh:

@@ -107,7 +107,6 @@ class HTTPStream:
     """One request/response exchange seen through the ASGI ``http`` scope."""
 
     __slots__ = (
-        "_body_complete",
         "_buffered",
         "_chunks",
         "_expect_continue",
@@ -123,6 +122,8 @@ class HTTPStream:
         "access_log",
         "bytes_sent",
         "disconnected",
+        "eager",
+        "request_complete",
         "scope",
         "status",
         "stream_id",
@@ -146,7 +147,7 @@ class HTTPStream:
         self._state = ResponseState.START
         self._chunks: list[bytes] = []
         self._buffered = 0
-        self._body_complete = False
+        self.request_complete = False
         self._final_sent = False
         self._expect_continue = expect_continue
         self._waiter: Any = None
@@ -159,6 +160,10 @@ class HTTPStream:
         self.access_log = access_log
         self._started_at = time.perf_counter() if access_log else 0.0
         self.task: Any = None
+        #: Set by a connection while the app's first step runs inside its
+        #: callback (see server.tasks.start_eagerly); the connection then
+        #: calls flush_head() itself when that step ends.
+        self.eager = False
 
     # ------------------------------------------------------------ from the connection
 
@@ -175,10 +180,6 @@ class HTTPStream:
     def response_started(self) -> bool:
         return self._state is not ResponseState.START
 
-    @property
-    def request_complete(self) -> bool:
-        return self._body_complete
-
     def body_received(self, data: bytes) -> None:
         if self._state is ResponseState.DONE or self.disconnected:
             return  # nobody will read it
@@ -187,8 +188,9 @@ class HTTPStream:
         self._wake()
 
     def body_ended(self) -> None:
-        self._body_complete = True
-        self._wake()
+        self.request_complete = True
+        if self._waiter is not None:
+            self._wake()
 
     def disconnect(self) -> None:
         """The peer is gone: wake the app so ``receive`` returns ``http.disconnect``."""
@@ -208,7 +210,7 @@ class HTTPStream:
     # ------------------------------------------------------------ ASGI receive
 
     async def receive(self) -> Message:
-        if self._chunks or not (self._body_complete or self.disconnected):
+        if self._chunks or not (self.request_complete or self.disconnected):
             if not self._chunks:
                 if self._expect_continue:
                     self._expect_continue = False
@@ -221,11 +223,11 @@ class HTTPStream:
                 self._chunks = []
                 self._buffered = 0
                 self._sink.body_consumed(self, len(body))
-                more = not self._body_complete
+                more = not self.request_complete
                 if not more:
                     self._final_sent = True
                 return {"type": "http.request", "body": body, "more_body": more}
-        if self._body_complete and not self._final_sent and not self.disconnected:
+        if self.request_complete and not self._final_sent and not self.disconnected:
             self._final_sent = True
             return {"type": "http.request", "body": b"", "more_body": False}
         # The body has been handed over: the next event is the disconnect.
@@ -237,7 +239,9 @@ class HTTPStream:
 
     def _wait(self) -> Any:
         waiter = self._waiter
-        if waiter is None:
+        if waiter is None or waiter.done():
+            # A receive() cancelled while waiting (wait_for, a cancel scope)
+            # leaves its waiter cancelled: never hand that one out again.
             waiter = self._waiter = self._loop.create_future()
         return waiter
 
@@ -275,8 +279,11 @@ class HTTPStream:
             self._pending_head = (status, headers, self._trailers)
             # Hold the head so it leaves in one write with the first body chunk,
             # but never past this loop iteration: an app that sends the head and
-            # then waits still gets its headers out at once.
-            self._loop.call_soon(self._flush_head)
+            # then waits still gets its headers out at once.  While the app runs
+            # eagerly inside the connection's callback, the connection flushes
+            # it when that first step ends instead.
+            if not self.eager:
+                self._loop.call_soon(self.flush_head)
         elif kind == "http.response.trailers":
             if state is not ResponseState.TRAILERS:
                 raise ASGIMessageError(_out_of_order(kind, state))
@@ -331,11 +338,17 @@ class HTTPStream:
         else:
             raise ASGIMessageError(f"unexpected ASGI message type {kind!r} on an http scope")
 
-    def _flush_head(self) -> None:
+    def flush_head(self) -> None:
+        """Send a response head that is still held back waiting for a body."""
         head = self._pending_head
         if head is not None and self._state is ResponseState.BODY and not self.disconnected:
             self._pending_head = None
-            self._sink.send_head(self, head[0], head[1], b"", False, head[2])
+            try:
+                self._sink.send_head(self, head[0], head[1], b"", False, head[2])
+            except LocalProtocolError:
+                # Nothing was written: keep the head, so the app's next send
+                # raises this error and a 500 can still be answered.
+                self._pending_head = head
 
     async def _send_body(self, body: bytes, more: bool) -> None:
         head = self._pending_head
@@ -352,6 +365,9 @@ class HTTPStream:
                 elif body or not more:
                     self._sink.send_body(self, body, not more and self._state is ResponseState.DONE)
             except LocalProtocolError as exc:
+                # Nothing of this message was written: the response is not
+                # complete, and with its head unsent it can still become a 500.
+                self._state = ResponseState.START if head is not None else ResponseState.BODY
                 raise ASGIMessageError(str(exc)) from None
         if self._state is ResponseState.DONE:
             self._complete()
@@ -364,7 +380,7 @@ class HTTPStream:
         """Send a file's bytes, zero-copy when the sink can, else in chunks."""
         if self._pending_head is not None:
             # The head goes first; with a file the body is never coalesced.
-            self._flush_head()
+            self.flush_head()
         if not self.disconnected:
             direct = self._sink.sendfile(self, file, offset, count, not more)
             if direct is not None:
@@ -388,7 +404,8 @@ class HTTPStream:
             await self._send_body(b"", False)
 
     def _complete(self) -> None:
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
         self._sink.response_complete(self)
         if self.access_log:
             self._log_access()
@@ -431,7 +448,10 @@ class HTTPStream:
             elif self._state is not ResponseState.DONE:
                 if not self.disconnected:
                     logger.error("ASGI app returned without completing the response")
-                failed = True
+                # A head the app sent still goes out (a bodyless 204 stays
+                # whole), then the connection is closed.
+                self.flush_head()
+                failed = self._respond_error(500) if self._pending_head is not None else True
         finally:
             self._sink.app_done(self, failed)
 
@@ -444,7 +464,8 @@ class HTTPStream:
             logger.error("ASGI app sent an invalid message: %s", exc)
         else:
             logger.error("Exception in ASGI application", exc_info=exc)
-        if self._state is ResponseState.START:
+        if self._state is ResponseState.START or self._pending_head is not None:
+            # Nothing of the response was written yet: answer 500 instead.
             return self._respond_error(500)
         return self._state is not ResponseState.DONE
 

@@ -24,11 +24,13 @@ def import_from_string(target: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        # Only the module itself (or a parent package) missing means "no such
+        # module"; a missing dependency is an error inside the app's import.
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise AppLoadError(f"could not import module {module_name!r}") from exc
-        raise AppLoadError(f"error while importing {module_name!r}: {exc!r}") from exc
+        raise AppLoadError(f"error while importing {module_name!r}: {_one_line(exc)}") from exc
     except Exception as exc:
-        raise AppLoadError(f"error while importing {module_name!r}: {exc!r}") from exc
+        raise AppLoadError(f"error while importing {module_name!r}: {_one_line(exc)}") from exc
     obj: Any = module
     for attr in attrs.split("."):
         try:
@@ -36,6 +38,12 @@ def import_from_string(target: str) -> Any:
         except AttributeError:
             raise AppLoadError(f"attribute {attrs!r} not found in module {module_name!r}") from None
     return obj
+
+
+def _one_line(exc: BaseException) -> str:
+    """``SyntaxError: invalid syntax (app.py, line 3)``: readable, never multi-line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def load_app(app: Any, *, factory: bool = False, app_dir: str = ".") -> ASGIApp:

@@ -37,7 +37,10 @@ def http_scope(
 ) -> dict[str, Any]:
     """The scope of one request; ``root_path`` is prefixed to ``path`` like uvicorn does."""
     raw_path = request.raw_path
-    path = decode_path(raw_path)
+    if b"%" in raw_path or not raw_path.isascii():
+        path = decode_path(raw_path)
+    else:
+        path = raw_path.decode("ascii")
     if root_path:
         path = root_path + path
         raw_path = root_path.encode("utf-8") + raw_path

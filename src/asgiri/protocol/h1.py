@@ -40,6 +40,11 @@ _TOKEN_RE: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALID_NAMES: set[bytes] = set()
 _MAX_VALID_NAMES: Final = 4096
 CONTINUE_RESPONSE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SPECIAL_REQUEST_HEADERS: Final = frozenset({b"host", b"expect", b"content-length", b"upgrade"})
+_METHODS: Final = {
+    m.encode(): m
+    for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+}
 
 
 def status_line(status: int) -> bytes:
@@ -62,6 +67,33 @@ def _check_name(name: bytes) -> None:
             raise LocalProtocolError(f"invalid header name {name!r}")
         if len(_VALID_NAMES) < _MAX_VALID_NAMES:
             _VALID_NAMES.add(name)
+
+
+_CONTENT_LENGTH: Final = 1
+_TRANSFER_ENCODING: Final = 2
+_CONNECTION: Final = 3
+_SPECIAL_RESPONSE_HEADERS: Final = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+}
+#: Response header names already validated, with what framing must know of
+#: them (0 for an ordinary header); apps send the same few names over and over.
+_NAME_KIND: dict[bytes, int] = {}
+
+
+def _classify_name(name: bytes) -> int:
+    _check_name(name)
+    kind = _SPECIAL_RESPONSE_HEADERS.get(name.lower(), 0)
+    if len(_NAME_KIND) < _MAX_VALID_NAMES:
+        _NAME_KIND[name] = kind
+    return kind
+
+
+def _content_length(value: bytes) -> int:
+    if not value.isdigit():
+        raise LocalProtocolError(f"invalid Content-Length {value!r}")
+    return int(value)
 
 
 def _check_value(value: bytes) -> None:
@@ -139,7 +171,7 @@ class H1Response:
 class H1Connection:
     """One HTTP/1.x server connection: llhttp in, framed responses out.
 
-    States of the reading side (``_in_head``): between messages, or inside a
+    States of the reading side (``in_head``): between messages, or inside a
     request head (where the size limits on the header section apply), or in a
     body.  ``upgraded`` is set once the client switched protocols; after that
     the bytes in ``trailing_data`` belong to the new protocol and the parser is
@@ -163,13 +195,23 @@ class H1Connection:
         self._infos: dict[int, RequestInfo] = {}
         self._error: RemoteProtocolError | None = None
         self._stream_id = 0
-        self._in_head = False
+        #: A request head has started but is not complete.
+        #: A request head has started but is not complete.
+        self.in_head = False
         self._in_body = False
         self._url = b""
         self._headers: Headers = []
         self._trailers: Headers | None = None
+        self._authority: bytes | None = None
+        self._expect = False
+        self._upgrade: bytes | None = None
         self._head_size = 0
+        #: Raw bytes of the head in progress (``_head_size`` counts its lines).
+        self._head_bytes = 0
         self._body_size = 0
+        #: The last complete request did not allow keep-alive: whatever the
+        #: client sends after it is never processed (RFC 9112 section 9.6).
+        self._input_closed = False
         self.upgraded = False
         #: Bytes after an Upgrade request's head, for the protocol switched to.
         self.trailing_data = b""
@@ -187,7 +229,11 @@ class H1Connection:
         """
         if self.upgraded:
             raise LocalProtocolError("connection was upgraded; HTTP/1 parsing is over")
-        was_in_head = self._in_head
+        if self._input_closed:
+            return []
+        was_in_head = self.in_head
+        was_in_body = self._in_body
+        first_id = self._stream_id
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -196,25 +242,40 @@ class H1Connection:
         except httptools.HttpParserCallbackError as exc:
             raise self._error or RemoteProtocolError(str(exc)) from None
         except httptools.HttpParserError as exc:
+            if self._input_closed and self._error is None:
+                # Bytes after a request that closes the connection: answer
+                # that request, ignore the rest (llhttp calls them an error).
+                self.in_head = False
+                events, self._events = self._events, []
+                return events
             raise self._error or RemoteProtocolError(_describe(exc)) from None
-        if self._in_head:
+        if self.in_head:
             # A header section dribbled over many reads: count every byte fed
             # since it began, so that one endless header line is bounded too.
-            if was_in_head:
-                self._head_size += len(data)
-            if self._head_size > self._max_header_size:
+            # (When it began after another message in this read, where is
+            # unknown: until the next read only its finished lines count.)
+            if self._stream_id != first_id or (was_in_body and not was_in_head):
+                self._head_bytes = 0
+            elif was_in_head:
+                self._head_bytes += len(data)
+            else:
+                self._head_bytes = len(data)
+            if max(self._head_size, self._head_bytes) > self._max_header_size:
                 raise RemoteProtocolError("request header section too large", 431)
         events = self._events
         self._events = []
         return events
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self.in_head = True
         self._url = b""
         self._headers = []
         self._head_size = 0
         self._body_size = 0
         self._trailers = None
+        self._authority = None
+        self._expect = False
+        self._upgrade = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -223,7 +284,7 @@ class H1Connection:
             self._fail(RemoteProtocolError("request target too long", 414))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
+        if not self.in_head:
             # Chunked trailers arrive through the same callback after the body.
             if self._trailers is None:
                 self._trailers = []
@@ -232,12 +293,32 @@ class H1Connection:
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self._max_header_size:
             self._fail(RemoteProtocolError("request header section too large", 431))
-        if len(self._headers) >= self._max_fields:
+        headers = self._headers
+        if len(headers) >= self._max_fields:
             self._fail(RemoteProtocolError("too many request headers", 431))
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        headers.append((name, value))
+        if name in _SPECIAL_REQUEST_HEADERS:
+            self._special_header(name, value)
+
+    def _special_header(self, name: bytes, value: bytes) -> None:
+        """The few request headers the connection itself acts on."""
+        if name == b"host":
+            if self._authority is not None:
+                self._fail(RemoteProtocolError("duplicate Host header"))
+            self._authority = value
+        elif name == b"expect":
+            if value.lower() == _EXPECT_CONTINUE:
+                self._expect = True
+        elif name == b"content-length":
+            # llhttp has validated the digits; only the size limit is ours.
+            if self._max_body is not None and int(value) > self._max_body:
+                self._fail(RemoteProtocolError("request body too large", 413))
+        elif name == b"upgrade":
+            self._upgrade = value.lower()
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self.in_head = False
         parser = self._parser
         self._stream_id += 1
         url = self._url
@@ -254,44 +335,34 @@ class H1Connection:
             query = parsed.query or b""
         if b"#" in path:
             path = path.partition(b"#")[0]
-        expect = False
-        authority = None
-        for name, value in self._headers:
-            if name == b"host":
-                if authority is not None:
-                    self._fail(RemoteProtocolError("duplicate Host header"))
-                authority = value
-            elif name == b"expect" and value.lower() == _EXPECT_CONTINUE:
-                expect = True
-            elif (
-                name == b"content-length"
-                and self._max_body is not None
-                and int(value) > self._max_body
-            ):
-                self._fail(RemoteProtocolError("request body too large", 413))
+        authority = self._authority
         version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._fail(RemoteProtocolError(f"HTTP/{version} is not supported", 505))
         if version == "1.1" and authority is None:
             self._fail(RemoteProtocolError("missing Host header"))
-        if parser.should_upgrade():
-            for name, value in self._headers:
-                if name == b"upgrade":
-                    self.upgrade_to = value.lower()
+        if self._upgrade is not None and parser.should_upgrade():
+            self.upgrade_to = self._upgrade
         self._in_body = True
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = raw_method.decode("ascii")
         self._infos[self._stream_id] = RequestInfo(
             self._stream_id,
-            parser.get_method() == b"HEAD",
+            method == "HEAD",
             version == "1.1",
             bool(parser.should_keep_alive()),
         )
         self._events.append(
             Request(
                 self._stream_id,
-                parser.get_method().decode("ascii"),
+                method,
                 path,
                 query,
                 self._headers,
                 version,
-                expect,
+                self._expect,
                 authority,
             )
         )
@@ -304,6 +375,8 @@ class H1Connection:
 
     def on_message_complete(self) -> None:
         self._in_body = False
+        if not self._parser.should_keep_alive():
+            self._input_closed = True
         self._events.append(EndBody(self._stream_id, self._trailers))
 
     def _fail(self, error: RemoteProtocolError) -> None:
@@ -316,11 +389,6 @@ class H1Connection:
     def in_body(self) -> bool:
         """A request body is being received (its end has not been seen)."""
         return self._in_body
-
-    @property
-    def in_head(self) -> bool:
-        """A request head has started but is not complete."""
-        return self._in_head
 
     def request_info(self, request: Request) -> RequestInfo:
         """What answering ``request`` needs (captured when its head was parsed)."""
@@ -352,25 +420,33 @@ class H1Connection:
         """
         keep_alive = info.keep_alive
         content_length: int | None = None
-        lines = [status_line(status), default_headers]
-        append = lines.append
+        close_sent = False
+        parts: list[bytes] = []
+        extend = parts.extend
+        count = 0
         for name, value in headers:
-            _check_name(name)
-            _check_value(value)
-            lname = name.lower()
-            if lname == b"content-length":
-                try:
-                    content_length = int(value)
-                except ValueError:
-                    raise LocalProtocolError(f"invalid Content-Length {value!r}") from None
-                if content_length < 0:
-                    raise LocalProtocolError(f"invalid Content-Length {value!r}")
-            elif lname == b"transfer-encoding":
-                # Framing is the server's job: chunked is applied below.
-                continue
-            elif lname == b"connection" and b"close" in value.lower():
-                keep_alive = False
-            append(b"%b: %b\r\n" % (name, value))
+            kind = _NAME_KIND.get(name)
+            if kind is None:
+                kind = _classify_name(name)
+            if kind:
+                if kind == _CONTENT_LENGTH:
+                    content_length = _content_length(value)
+                elif kind == _TRANSFER_ENCODING:
+                    # Framing is the server's job: chunked is applied below.
+                    continue
+                elif b"close" in value.lower():
+                    keep_alive = False
+                    close_sent = True
+            extend((name, b": ", value, b"\r\n"))
+            count += 1
+        app_part = b"".join(parts)
+        # One scan for the whole block instead of three per value: a CR, LF or
+        # NUL inside a value shows up as a line count that does not add up.
+        if app_part.count(b"\n") != count or app_part.count(b"\r") != count or b"\0" in app_part:
+            for _, value in headers:
+                _check_value(value)
+        lines = [status_line(status), default_headers, app_part]
+        append = lines.append
         no_body = info.head or status in _HEAD_ONLY_STATUSES or status < 200
         chunked = False
         if status in _HEAD_ONLY_STATUSES or status < 200:
@@ -388,7 +464,9 @@ class H1Connection:
                 # the end of the connection.
                 keep_alive = False
         if not keep_alive:
-            if info.keep_alive:
+            # Said whenever the client could otherwise expect a persistent
+            # connection (always on HTTP/1.1: RFC 9112 section 9.6), once.
+            if (info.keep_alive or info.http11) and not close_sent:
                 append(b"connection: close\r\n")
         elif not info.http11:
             append(b"connection: keep-alive\r\n")

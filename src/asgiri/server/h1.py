@@ -36,9 +36,14 @@ from ..protocol.h1 import (
     simple_response,
 )
 from .context import ServerContext
+from .tasks import EAGER, start_eagerly
 from .tls import tls_extension
 
 logger = logging.getLogger("asgiri.error")
+
+#: Loop classes whose ``sendfile`` really uses os.sendfile (uvloop's does not
+#: implement it; there file bodies go through the chunked path).
+_NATIVE_SENDFILE: dict[type, bool] = {}
 
 HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
@@ -62,6 +67,11 @@ class H1Protocol(asyncio.Protocol):
             max_body=limits.limit_request_body,
         )
         self.transport: Any = None
+        loop_type = type(self.loop)
+        if loop_type not in _NATIVE_SENDFILE:
+            _NATIVE_SENDFILE[loop_type] = (
+                loop_type.sendfile is not asyncio.AbstractEventLoop.sendfile
+            )
         self.scheme = "http"
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
@@ -73,6 +83,7 @@ class H1Protocol(asyncio.Protocol):
         self._queue: deque[tuple[HTTPStream, RequestInfo]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = 0
+        self._deadline = 0.0
         self._read_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -112,7 +123,7 @@ class H1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.ctx.connections.discard(self)
-        self._cancel_timer()
+        self._stop_timer()
         if self._current is not None:
             self._current.disconnect()
         if self._reading is not None:
@@ -137,8 +148,8 @@ class H1Protocol(asyncio.Protocol):
                 waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        if self._timer_kind == _IDLE:
-            self._cancel_timer()
+        # The idle timer keeps running until a request head begins: empty
+        # lines between requests (RFC 9112 2.2) must not keep a connection open.
         try:
             events = self.conn.receive_data(data)
         except RemoteProtocolError as exc:
@@ -156,7 +167,9 @@ class H1Protocol(asyncio.Protocol):
                 self._on_request(event)  # type: ignore[arg-type]
             elif kind is EndBody and self._reading is not None:
                 self._reading.body_ended()
-        if self.conn.in_head and self._timer_kind != _HEADER:
+        if self._current is None and self._queue:
+            self._start(*self._queue.popleft())
+        if self.conn.in_head and self._timer_kind != _HEADER and self._current is None:
             self._arm(_HEADER)
         if self.conn.upgraded:
             # Nothing after an Upgrade request is HTTP/1; this server does not
@@ -166,7 +179,7 @@ class H1Protocol(asyncio.Protocol):
     # ------------------------------------------------------------ requests
 
     def _on_request(self, request: Request) -> None:
-        if self._timer_kind == _HEADER:
+        if self._timer_kind:
             self._cancel_timer()
         info = self.conn.request_info(request)
         ctx = self.ctx
@@ -188,12 +201,11 @@ class H1Protocol(asyncio.Protocol):
             access_log=ctx.access_log,
         )
         self._reading = stream
-        if self._current is None:
-            self._start(stream, info)
-        else:
-            self._queue.append((stream, info))
-            if len(self._queue) >= MAX_PIPELINE:
-                self._pause_reading()
+        # Started once this read's events are all dispatched (see data_received),
+        # so that a body that came in the same read is already there.
+        self._queue.append((stream, info))
+        if len(self._queue) >= MAX_PIPELINE:
+            self._pause_reading()
 
     def _start(self, stream: HTTPStream, info: RequestInfo) -> None:
         self._current = stream
@@ -209,9 +221,15 @@ class H1Protocol(asyncio.Protocol):
             stream.disconnect()
             self._close()
             return
-        task = self.loop.create_task(stream.run(ctx.app))
-        stream.task = task
-        ctx.tasks.add(task)
+        stream.eager = True
+        task = start_eagerly(self.loop, stream.run(ctx.app))
+        stream.eager = False
+        if task is not None:
+            stream.task = task
+            ctx.tasks.add(task)
+            if EAGER:
+                # The app suspended: a head it sent must not wait for its body.
+                stream.flush_head()
 
     # ------------------------------------------------------------ HTTPSink
 
@@ -282,6 +300,7 @@ class H1Protocol(asyncio.Protocol):
         response = self._response
         if (
             self._tls
+            or not _NATIVE_SENDFILE.get(type(self.loop), False)
             or response is None
             or response.chunked
             or stream is not self._current
@@ -383,7 +402,7 @@ class H1Protocol(asyncio.Protocol):
             self.transport.write(data)
 
     def _close(self) -> None:
-        self._cancel_timer()
+        self._stop_timer()
         if not self._closed and self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -399,22 +418,41 @@ class H1Protocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ timers
 
+    # One lazily re-armed timer per connection: arming only moves a deadline,
+    # so a busy keep-alive connection does not create and cancel a timer
+    # handle for every request.  When the handle fires early (the deadline
+    # moved), it re-arms itself for the remainder.
+
     def _arm(self, kind: int) -> None:
-        self._cancel_timer()
         if self._closed:
             return
         delay = self.ctx.keep_alive_timeout if kind == _IDLE else self.ctx.header_timeout
         self._timer_kind = kind
-        self._timer = self.loop.call_later(delay, self._timed_out, kind)
+        deadline = self._deadline = self.loop.time() + delay
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _cancel_timer(self) -> None:
+        self._timer_kind = 0
+
+    def _stop_timer(self) -> None:
+        self._timer_kind = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timer_kind = 0
 
-    def _timed_out(self, kind: int) -> None:
+    def _on_timer(self) -> None:
         self._timer = None
+        kind = self._timer_kind
+        if kind == 0 or self._closed:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+            return
         self._timer_kind = 0
         if self._current is not None:
             return

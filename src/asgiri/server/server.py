@@ -142,9 +142,11 @@ class Server:
             self.started.set()
             try:
                 await self._stop.wait()
+                # The handlers stay installed while draining, so that a second
+                # signal closes everything at once instead of killing the process.
+                await self._drain(ctx, servers)
             finally:
                 self._remove_signals(loop, installed)
-            await self._drain(ctx, servers)
         finally:
             for server in servers:
                 server.close()

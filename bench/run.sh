@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# asgiri benchmarks: asgiri against peer servers, side by side, with the reference harness.
+#
+#   bench/run.sh [--quick] [--pairs LIST] [--scenarios LIST] [--rounds N] [--duration S]
+#                [--warmup S] [--harness auto|shared|vendored] [--results PATH] [--no-install]
+#   bench/run.sh --list        # the comparison pairs this script knows
+#
+# `make bench` runs it with no options: pairs uvloop,asyncio, 3 interleaved rounds of 10 s
+# (+2 s warm-up), and writes bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md} and
+# bench/RESULTS.md.  `make bench-quick` (= --quick): pair uvloop, h1_hello + h1_echo, 1 round
+# of 5 s, and only writes bench/out/<run-id>/ (pass --results bench/RESULTS.md to publish).
+# Later options override what --quick set, e.g. `--quick --duration 3`.
+#
+# Harness: ../shared/bench/bench.sh when it exists (what CI and developers have), else the
+# vendored copy in bench/harness/ (--harness picks one explicitly).  The app is always
+# bench/app.py (a copy of the reference app).  The server runs on CPU 1, the load
+# generator on CPU 0 (SERVER_CPU / LOAD_CPU override).
+#
+# Installs what it needs: wrk, h2load (nghttp2-client), gtlsclient (ngtcp2-client) with
+# apt-get when missing, and the bench venv (BENCH_VENV, default bench/.venv) with the peers
+# from bench/requirements.txt, uvloop and httptools pinned to the project venv's versions.
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+PROJECT_PY="$ROOT/.venv/bin/python"
+ASGIRI_BIN="$ROOT/.venv/bin/asgiri"
+BENCH_VENV="${BENCH_VENV:-$BENCH_DIR/.venv}"
+BPY="$BENCH_VENV/bin/python"
+SHARED_HARNESS="$ROOT/../shared/bench"
+export SERVER_CPU="${SERVER_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}"
+
+ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio"; SCENARIOS=""; QUICK=0
+INSTALL=1; HARNESS_PREF="${BENCH_HARNESS:-auto}"; RESULTS_MD="$BENCH_DIR/RESULTS.md"
+
+die() { echo "bench/run.sh: $*" >&2; exit 2; }
+log() { echo "[run.sh $(date +%T)] $*" >&2; }
+
+# ------------------------------------------------------------------------ comparison pairs
+# A pair is one `bench.sh ratio` invocation: the peer (side A, run first in every round) and
+# asgiri (side B) on the same scenarios.  pair_def LABEL sets:
+#   P_DESC                      one-line description (the "peer" column of RESULTS.md)
+#   P_PEER / P_PEER_CMD         peer name (unique across pairs) and plaintext server command
+#   P_ASGIRI / P_ASGIRI_CMD     same for asgiri
+#   P_*_TLS, P_*_H3             TLS (h2tls_hello) and TLS+QUIC (h3_hello) commands, may be empty
+#   P_SCENARIOS                 comma-separated harness scenarios (see bench/README.md)
+#   P_EXTRAS                    those of P_SCENARIOS reported as extras (not headline ratios)
+# Placeholders {HOST} {PORT} {CERT} {KEY} {APP} are filled in by the harness.
+# To add a comparison (h2, h3, ws...), add a case here and name it in --pairs.
+ASGIRI="$ASGIRI_BIN {APP} --host {HOST} --port {PORT} --no-access-log --log-level warning"
+ASGIRI_TLS="$ASGIRI --certfile {CERT} --keyfile {KEY}"
+BV="$BENCH_VENV/bin"
+UVICORN="$BV/uvicorn --host {HOST} --port {PORT} --http httptools"
+UVICORN_TAIL="--log-level warning --no-access-log {APP}"
+GRANIAN="$BV/granian --interface asgi --host {HOST} --port {PORT} --workers 1 --runtime-threads 1 --blocking-threads 1 --loop uvloop --log-level warning"
+HYPERCORN="$BV/hypercorn -k uvloop -w 1 --bind {HOST}:{PORT}"
+
+pair_def() {
+  P_PEER_TLS=""; P_ASGIRI_TLS=""; P_PEER_H3=""; P_ASGIRI_H3=""; P_EXTRAS=""
+  case "$1" in
+    uvloop)   # headline: both on uvloop, uvicorn with its httptools parser
+      P_DESC="uvicorn (httptools + uvloop)"
+      P_PEER=uvicorn-uvloop;   P_PEER_CMD="$UVICORN --loop uvloop $UVICORN_TAIL"
+      P_ASGIRI=asgiri-uvloop;  P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_SCENARIOS="h1_hello,h1_echo,h1_big"; P_EXTRAS="h1_big" ;;
+    asyncio)  # both on the stdlib asyncio loop
+      P_DESC="uvicorn (httptools + asyncio)"
+      P_PEER=uvicorn-asyncio;  P_PEER_CMD="$UVICORN --loop asyncio $UVICORN_TAIL"
+      P_ASGIRI=asgiri-asyncio; P_ASGIRI_CMD="$ASGIRI --loop asyncio"
+      P_SCENARIOS="h1_hello,h1_echo" ;;
+    # ---- opt-in pairs for protocols asgiri does not serve yet; not part of `make bench`.
+    h2)       # uvicorn has no HTTP/2: compare with granian (h2c prior knowledge, h2 over TLS)
+      P_DESC="granian (uvloop, 1 worker)"
+      P_PEER=granian-h2;       P_PEER_CMD="$GRANIAN {APP}"
+      P_PEER_TLS="$GRANIAN --ssl-certificate {CERT} --ssl-keyfile {KEY} {APP}"
+      P_ASGIRI=asgiri-h2;      P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_ASGIRI_TLS="$ASGIRI_TLS --loop uvloop --no-http3"
+      P_SCENARIOS="h2c_hello,h2tls_hello" ;;
+    h3)       # HTTP/3: hypercorn (aioquic) is the only Python peer
+      P_DESC="hypercorn (uvloop, aioquic)"
+      P_PEER=hypercorn-h3;     P_PEER_CMD="$HYPERCORN {APP}"
+      P_PEER_H3="$HYPERCORN --quic-bind {HOST}:{PORT} --certfile {CERT} --keyfile {KEY} {APP}"
+      P_ASGIRI=asgiri-h3;      P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_ASGIRI_H3="$ASGIRI_TLS --loop uvloop"
+      P_SCENARIOS="h3_hello" ;;
+    ws)       # WebSocket echo, 16 connections x 64 B ping-pong
+      P_DESC="uvicorn (websockets + uvloop)"
+      P_PEER=uvicorn-ws;       P_PEER_CMD="$UVICORN --loop uvloop $UVICORN_TAIL"
+      P_ASGIRI=asgiri-ws;      P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_SCENARIOS="ws_echo" ;;
+    *) return 1 ;;
+  esac
+}
+KNOWN_PAIRS="uvloop asyncio h2 h3 ws"
+
+# ------------------------------------------------------------------------ arguments
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; ROUNDS=1; DURATION=5; PAIRS=uvloop; SCENARIOS="h1_hello,h1_echo"; RESULTS_MD=""; shift ;;
+    --pairs) PAIRS="$2"; shift 2 ;;
+    --scenarios) SCENARIOS="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --duration) DURATION="$2"; shift 2 ;;
+    --warmup) WARMUP="$2"; shift 2 ;;
+    --harness) HARNESS_PREF="$2"; shift 2 ;;
+    --results) RESULTS_MD="$2"; shift 2 ;;
+    --no-install) INSTALL=0; shift ;;
+    --list)
+      for p in $KNOWN_PAIRS; do pair_def "$p"
+        printf '%-8s asgiri vs %-32s %s\n' "$p" "$P_DESC" "$P_SCENARIOS"; done; exit 0 ;;
+    -h|--help) awk 'NR>1 && !/^#/ {exit} NR>1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+IFS=, read -r -a PAIR_LIST <<<"$PAIRS"
+for p in "${PAIR_LIST[@]}"; do pair_def "$p" || die "unknown pair '$p' (known: $KNOWN_PAIRS)"; done
+[ -x "$ASGIRI_BIN" ] || die "$ASGIRI_BIN not found: run 'make venv' first"
+
+# ------------------------------------------------------------------------ installs
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
+  else return 1; fi
+}
+
+install_system_tools() {  # command:debian-package; installed only when the command is missing
+  local pair missing=""
+  for pair in wrk:wrk h2load:nghttp2-client gtlsclient:ngtcp2-client curl:curl bc:bc ss:iproute2 taskset:util-linux; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
+  done
+  if [ -z "$missing" ]; then return 0; fi
+  log "installing system packages:$missing"
+  if ! { as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; }; then
+    log "WARN: could not install$missing (need root or passwordless sudo)"
+  fi
+  for t in wrk curl taskset bc ss; do   # what the h1 scenarios cannot do without
+    command -v "$t" >/dev/null 2>&1 || die "'$t' is still missing"
+  done
+}
+
+install_bench_venv() {
+  local pins=() v stamp want
+  for pkg in uvloop httptools; do   # same C extensions on both sides of every ratio
+    v=$("$PROJECT_PY" -c "from importlib.metadata import version as v; print(v('$pkg'))" 2>/dev/null) || v=""
+    if [ -n "$v" ]; then pins+=("$pkg==$v"); fi
+  done
+  want="$(cat "$BENCH_DIR/requirements.txt") ${pins[*]}"
+  stamp="$BENCH_VENV/.bench-installed"
+  if [ -x "$BPY" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  log "setting up the bench venv in $BENCH_VENV (${pins[*]})"
+  # Created from the project venv's interpreter so both sides run the same Python.
+  if [ ! -x "$BPY" ]; then "$PROJECT_PY" -m venv "$BENCH_VENV"; fi
+  "$BPY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  "$BPY" -m pip install -q -r "$BENCH_DIR/requirements.txt" "${pins[@]}"
+  echo "$want" >"$stamp"
+}
+
+if [ "$INSTALL" = 1 ]; then
+  install_system_tools
+  install_bench_venv
+fi
+[ -x "$BPY" ] || die "no bench venv at $BENCH_VENV (run without --no-install)"
+if ! "$PROJECT_PY" -c "import uvloop" 2>/dev/null && [[ ",$PAIRS," == *,uvloop,* ]]; then
+  die "uvloop is not installed in .venv: pip install -e '.[uvloop]'"
+fi
+
+# ------------------------------------------------------------------------ harness
+case "$HARNESS_PREF" in
+  auto) if [ -f "$SHARED_HARNESS/bench.sh" ] && [ -f "$SHARED_HARNESS/lua/report.lua" ]; then
+          HARNESS="$(cd "$SHARED_HARNESS" && pwd)/bench.sh"
+        else HARNESS="$BENCH_DIR/harness/bench.sh"; fi ;;
+  shared) [ -f "$SHARED_HARNESS/bench.sh" ] || die "no shared harness at $SHARED_HARNESS"
+          HARNESS="$(cd "$SHARED_HARNESS" && pwd)/bench.sh" ;;
+  vendored) HARNESS="$BENCH_DIR/harness/bench.sh" ;;
+  *) die "--harness must be auto, shared or vendored" ;;
+esac
+HARNESS_LABEL="vendored (bench/harness/bench.sh)"
+if [ "$HARNESS" != "$BENCH_DIR/harness/bench.sh" ]; then
+  HARNESS_LABEL="shared (../shared/bench/bench.sh)"
+  cmp -s "$HARNESS" "$BENCH_DIR/harness/bench.sh" || \
+    log "note: bench/harness/bench.sh differs from $HARNESS (refresh the vendored copy?)"
+  cmp -s "$(dirname "$HARNESS")/app.py" "$BENCH_DIR/app.py" || \
+    log "WARN: $(dirname "$HARNESS")/app.py differs from bench/app.py; bench/app.py is used"
+fi
+
+# TLS certificate, only for pairs that need one (h2tls_hello, h3_hello).
+CERT="${CERT:-$ROOT/certs/cert.pem}"; KEY="${KEY:-$ROOT/certs/key.pem}"
+needs_tls=0
+for p in "${PAIR_LIST[@]}"; do
+  pair_def "$p"
+  if [ -n "$P_PEER_TLS$P_ASGIRI_TLS$P_PEER_H3$P_ASGIRI_H3" ]; then needs_tls=1; fi
+done
+if [ "$needs_tls" = 1 ] && [ ! -f "$CERT" ]; then "$ASGIRI_BIN" --generate-cert "$(dirname "$CERT")"; fi
+
+# ------------------------------------------------------------------------ run
+RUN_ID="$(date +%Y%m%d-%H%M%S)$([ "$QUICK" = 1 ] && echo -quick || true)"
+OUTDIR="$BENCH_DIR/out/$RUN_ID"
+mkdir -p "$OUTDIR"
+LOADAVG_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+log "run $RUN_ID: pairs=$PAIRS rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s harness=$HARNESS"
+log "load average before: $LOADAVG_BEFORE ($(nproc) CPUs; server on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"
+
+quick_flag=(); if [ "$QUICK" = 1 ]; then quick_flag=(--quick); fi
+meta_pairs=()
+for p in "${PAIR_LIST[@]}"; do
+  pair_def "$p"
+  meta_pairs+=(--pair "$p" "$P_PEER" "$P_ASGIRI" "${SCENARIOS:-$P_SCENARIOS}" "$P_EXTRAS" "$P_DESC")
+done
+"$BPY" "$BENCH_DIR/report.py" meta --out "$OUTDIR/meta.json" \
+  --project-python "$PROJECT_PY" --bench-python "$BPY" --harness "$HARNESS_LABEL" \
+  --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" "${quick_flag[@]}" \
+  --server-cpu "$SERVER_CPU" --load-cpu "$LOAD_CPU" --loadavg-before "$LOADAVG_BEFORE" "${meta_pairs[@]}"
+
+for p in "${PAIR_LIST[@]}"; do
+  pair_def "$p"
+  log "pair $p: asgiri vs $P_DESC on ${SCENARIOS:-$P_SCENARIOS}"
+  args=(ratio --name "$P_PEER" --cmd "$P_PEER_CMD" --name-b "$P_ASGIRI" --cmd-b "$P_ASGIRI_CMD"
+        --scenarios "${SCENARIOS:-$P_SCENARIOS}" --rounds "$ROUNDS" --duration "$DURATION"
+        --warmup "$WARMUP" --out "$OUTDIR/results.jsonl")
+  if [ -n "$P_PEER_TLS" ]; then args+=(--tls-cmd "$P_PEER_TLS"); fi
+  if [ -n "$P_ASGIRI_TLS" ]; then args+=(--tls-cmd-b "$P_ASGIRI_TLS"); fi
+  if [ -n "$P_PEER_H3" ]; then args+=(--h3-cmd "$P_PEER_H3"); fi
+  if [ -n "$P_ASGIRI_H3" ]; then args+=(--h3-cmd-b "$P_ASGIRI_H3"); fi
+  PY="$BPY" APP="app:app" APPDIR="$BENCH_DIR" CERT="$CERT" KEY="$KEY" BENCH_RESULTS="$OUTDIR" \
+    bash "$HARNESS" "${args[@]}" 2>&1 | tee "$OUTDIR/$p.log"
+done
+
+render_args=(render "$OUTDIR" -o "$OUTDIR/RESULTS.md")
+if [ -n "$RESULTS_MD" ]; then render_args+=(-o "$RESULTS_MD"); fi
+echo
+"$BPY" "$BENCH_DIR/report.py" "${render_args[@]}" --print
+log "results: $OUTDIR (results.jsonl, RESULTS.md)${RESULTS_MD:+ and $RESULTS_MD}"

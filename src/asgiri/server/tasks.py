@@ -1,0 +1,40 @@
+"""Starting app coroutines, eagerly where the interpreter allows it.
+
+Most requests to most apps complete without ever waiting on I/O: the app
+reads a body that already arrived and sends a response that fits in the
+socket buffer.  On Python 3.12+ the coroutine's first step runs right away
+inside an eagerly started task (``eager_start=True``), so such a request
+never goes through the event loop's ready queue, and the response leaves in
+the same callback that read the request.
+
+Older interpreters get an ordinary task.  Running the first step by hand
+there is not an option: during that step ``asyncio.current_task()`` would be
+None, and libraries that key their state on the current task (sniffio, and
+through it anyio, Starlette and FastAPI) fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["EAGER", "start_eagerly"]
+
+#: Whether app coroutines start inside the connection's callback.
+EAGER = sys.version_info >= (3, 12)
+
+
+def start_eagerly(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+) -> asyncio.Task[None] | None:
+    """Start ``coro``; returns its task, or None when it already finished."""
+    if EAGER:
+        task: asyncio.Task[None] = asyncio.Task(
+            coro,
+            loop=loop,
+            eager_start=True,  # type: ignore[call-arg,unused-ignore]
+        )
+        return None if task.done() else task
+    return loop.create_task(coro)
