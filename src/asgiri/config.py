@@ -64,7 +64,9 @@ class LoopChoice(enum.Enum):
 #: Versions this build can actually serve.  Kept here so that asking for a
 #: version that is not available is a clear configuration error, never a
 #: silent fallback to HTTP/1.1.
-SUPPORTED_HTTP_VERSIONS = frozenset({HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1})
+SUPPORTED_HTTP_VERSIONS = frozenset(
+    {HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1, HttpProtocolVersion.HTTP_2}
+)
 
 _HTTP_CHOICES = {v.value: v for v in HttpProtocolVersion}
 _LIFESPAN_CHOICES = {
@@ -249,6 +251,34 @@ class HTTPConfig:
 
 
 @dataclass
+class HTTP2Config:
+    """HTTP/2 settings advertised to clients."""
+
+    h2_max_concurrent_streams: int = _opt(
+        100, help="Streams a client may have open at once on one connection."
+    )
+    h2_max_header_list_size: int = _opt(
+        65536, help="Largest decoded header list accepted (bounds HPACK bombs)."
+    )
+    h2_initial_window_size: int = _opt(
+        1024 * 1024, help="Per-stream receive window: request body bytes buffered per stream."
+    )
+    h2_max_frame_size: int = _opt(16384, help="Largest frame payload the server accepts.")
+    h2_max_inbound_frame_size: int = _opt(
+        1 << 20, help="Hard cap on inbound frame payloads (FRAME_SIZE_ERROR beyond)."
+    )
+
+    def __post_init__(self) -> None:
+        _int_range("h2_max_concurrent_streams", self.h2_max_concurrent_streams, 1, 1 << 31)
+        _int_range("h2_max_header_list_size", self.h2_max_header_list_size, 1024, 1 << 30)
+        _int_range("h2_initial_window_size", self.h2_initial_window_size, 1, (1 << 31) - 1)
+        _int_range("h2_max_frame_size", self.h2_max_frame_size, 16384, (1 << 24) - 1)
+        _int_range(
+            "h2_max_inbound_frame_size", self.h2_max_inbound_frame_size, 16384, (1 << 24) - 1
+        )
+
+
+@dataclass
 class LimitsConfig:
     """Bounds on everything a client or app can make the server hold."""
 
@@ -335,6 +365,7 @@ _GROUPS: dict[str, type[Any]] = {
     "bind": BindConfig,
     "tls": TLSConfig,
     "http": HTTPConfig,
+    "http2": HTTP2Config,
     "limits": LimitsConfig,
     "timeouts": TimeoutsConfig,
     "logging": LoggingConfig,
@@ -356,6 +387,7 @@ class Config:
     bind: BindConfig = field(default_factory=BindConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    http2: HTTP2Config = field(default_factory=HTTP2Config)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

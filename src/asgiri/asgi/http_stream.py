@@ -19,9 +19,10 @@ Response states (``_state``)::
 
 The request side is two flags: ``_body_complete`` (the peer finished the
 body) and ``disconnected`` (the peer is gone: reset, connection lost, or the
-connection was aborted by us).  After a disconnect the app's sends are
-dropped silently, like uvicorn does, so apps that do not expect
-``OSError`` keep running their cleanup and background tasks.
+connection was aborted by us).  After a disconnect ``send`` raises
+:class:`ClientDisconnected`, an ``OSError``, as ASGI spec 2.4 asks: the
+scope says 2.4, so frameworks (Starlette's StreamingResponse) rely on that
+error, not on ``http.disconnect``, to stop streaming to a client that left.
 
 Flow control: request body chunks are buffered here and handed to the app
 on ``receive``; the sink is told how much was consumed so it can resume
@@ -42,7 +43,7 @@ from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Headers
 from .types import ASGIApp, Loop, Message
 
-__all__ = ["ASGIMessageError", "HTTPSink", "HTTPStream", "ResponseState"]
+__all__ = ["ASGIMessageError", "ClientDisconnected", "HTTPSink", "HTTPStream", "ResponseState"]
 
 logger = logging.getLogger("asgiri.error")
 access_logger = logging.getLogger("asgiri.access")
@@ -53,6 +54,10 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 
 class ASGIMessageError(RuntimeError):
     """The app sent a message the ASGI spec does not allow at this point."""
+
+
+class ClientDisconnected(OSError):
+    """``send`` was called after the client went away (ASGI spec 2.4)."""
 
 
 class ResponseState(enum.Enum):
@@ -252,6 +257,8 @@ class HTTPStream:
             kind = message["type"]
         except (KeyError, TypeError):
             raise ASGIMessageError(f"ASGI message without a type: {message!r}") from None
+        if self.disconnected:
+            raise ClientDisconnected(f"client disconnected; cannot send {kind!r}")
         state = self._state
         if kind == "http.response.body":
             if state is not ResponseState.BODY:
@@ -384,7 +391,10 @@ class HTTPStream:
         if not self.disconnected:
             direct = self._sink.sendfile(self, file, offset, count, not more)
             if direct is not None:
-                await direct
+                try:
+                    await direct
+                except LocalProtocolError as exc:  # the file does not fit Content-Length
+                    raise ASGIMessageError(str(exc)) from None
                 if not more:
                     self._state = ResponseState.DONE
                     self._complete()
@@ -392,6 +402,8 @@ class HTTPStream:
         fileno = file.fileno()
         remaining = count
         while remaining is None or remaining > 0:
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected during a file send")
             size = _FILE_CHUNK if remaining is None else min(_FILE_CHUNK, remaining)
             chunk = os.pread(fileno, size, offset)
             if not chunk:

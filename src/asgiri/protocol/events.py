@@ -29,6 +29,8 @@ class Request:
     authority: bytes | None = None
     #: ``:scheme`` from h2/h3 requests; h1 derives the scheme from the transport.
     scheme: str | None = None
+    #: ``:protocol`` of an extended CONNECT (RFC 8441 / RFC 9220), e.g. b"websocket".
+    protocol: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -276,6 +276,7 @@ class H1Connection:
         self._authority = None
         self._expect = False
         self._upgrade = None
+        self.upgrade_to = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url

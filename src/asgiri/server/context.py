@@ -13,7 +13,8 @@ from email.utils import formatdate
 from typing import Any, Protocol
 
 from ..asgi.types import ASGIApp
-from ..config import Config
+from ..config import Config, HttpProtocolVersion
+from ..protocol.h2 import H2Limits
 
 
 class Connection(Protocol):
@@ -55,7 +56,25 @@ class ServerContext:
             static.append(b"server: asgiri\r\n")
         #: Extra pre-encoded header lines (Alt-Svc once HTTP/3 is on).
         self.extra_header_lines: list[bytes] = []
+        self.extra_header_pairs: list[tuple[bytes, bytes]] = []
         self._static = b"".join(static)
+        self._static_list: list[tuple[bytes, bytes]] = (
+            [(b"server", b"asgiri")] if config.http.server_header else []
+        )
+        self._list_stamp = -1
+        self._header_list = self._static_list
+        mode = config.http.http_version
+        #: Which TCP protocols this server speaks.
+        self.h1_enabled = mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1)
+        self.h2_enabled = mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2)
+        h2c = config.http2
+        self.h2_limits = H2Limits(
+            max_concurrent_streams=h2c.h2_max_concurrent_streams,
+            initial_window_size=h2c.h2_initial_window_size,
+            max_frame_size=h2c.h2_max_frame_size,
+            max_header_list_size=h2c.h2_max_header_list_size,
+            max_inbound_frame_size=h2c.h2_max_inbound_frame_size,
+        )
         self._date_enabled = config.http.date_header
         self._stamp = -1
         self._header_block = self._static
@@ -72,6 +91,17 @@ class ServerContext:
                 )
             return self._header_block
         return self._static + b"".join(self.extra_header_lines)
+
+    def default_header_list(self) -> list[tuple[bytes, bytes]]:
+        """The same defaults as :meth:`default_headers`, as pairs (HTTP/2, HTTP/3)."""
+        if self._date_enabled:
+            now = int(time.time())
+            if now != self._list_stamp:
+                self._list_stamp = now
+                date = formatdate(now, usegmt=True).encode("ascii")
+                self._header_list = [(b"date", date), *self._static_list, *self.extra_header_pairs]
+            return self._header_list
+        return [*self._static_list, *self.extra_header_pairs]
 
     def request_started(self) -> bool:
         """Count a request in; False when ``--limit-concurrency`` says to refuse it."""

@@ -35,7 +35,9 @@ from ..protocol.h1 import (
     RequestInfo,
     simple_response,
 )
+from ..protocol.h2 import PREFACE
 from .context import ServerContext
+from .h2 import H2Protocol
 from .tasks import EAGER, start_eagerly
 from .tls import tls_extension
 
@@ -90,6 +92,10 @@ class H1Protocol(asyncio.Protocol):
         self._closing = False
         self._closed = False
         self._tls = False
+        #: Cleartext and HTTP/2 enabled: the first bytes still have to be checked.
+        self._detect = False
+        self._prefix = b""
+        self._switched = False
 
     # ------------------------------------------------------------ transport callbacks
 
@@ -118,6 +124,17 @@ class H1Protocol(asyncio.Protocol):
             self.extensions["http.response.zerocopy"] = {}
         if self.ctx.shutting_down:
             self._closing = True
+        ctx = self.ctx
+        if ssl_object is not None:
+            if ssl_object.selected_alpn_protocol() == "h2" and ctx.h2_enabled:
+                self._switch_to_h2(b"")
+                return
+            if not ctx.h1_enabled:
+                # HTTP/2 only, and the client did not choose h2 through ALPN.
+                transport.close()
+                return
+        else:
+            self._detect = ctx.h2_enabled
         self._arm(_IDLE)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -148,6 +165,27 @@ class H1Protocol(asyncio.Protocol):
                 waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self._detect:
+            # The first bytes of a cleartext connection decide its protocol:
+            # the HTTP/2 preface (even split over reads) means prior knowledge.
+            data = self._prefix + data
+            n = min(len(data), len(PREFACE))
+            if data[:n] == PREFACE[:n]:
+                if n < len(PREFACE):
+                    self._prefix = data
+                    return
+                self._switch_to_h2(data)
+                return
+            self._detect = False
+            self._prefix = b""
+            if not self.ctx.h1_enabled:
+                self._write(
+                    simple_response(
+                        505, b"This server speaks HTTP/2 only.\n", self.ctx.default_headers()
+                    )
+                )
+                self._close()
+                return
         # The idle timer keeps running until a request head begins: empty
         # lines between requests (RFC 9112 2.2) must not keep a connection open.
         try:
@@ -164,6 +202,9 @@ class H1Protocol(asyncio.Protocol):
                     if reading.buffered > HIGH_WATER and not self._read_paused:
                         self._pause_reading()
             elif kind is Request:
+                if self.conn.upgrade_to == b"h2c" and self._h2c_acceptable(event):  # type: ignore[arg-type]
+                    self._upgrade_h2c(event)  # type: ignore[arg-type]
+                    return
                 self._on_request(event)  # type: ignore[arg-type]
             elif kind is EndBody and self._reading is not None:
                 self._reading.body_ended()
@@ -175,6 +216,54 @@ class H1Protocol(asyncio.Protocol):
             # Nothing after an Upgrade request is HTTP/1; this server does not
             # switch protocols on this connection, so stop reading.
             self._pause_reading()
+
+    # ------------------------------------------------------------ switching to HTTP/2
+
+    def _h2c_acceptable(self, request: Request) -> bool:
+        """RFC 7540 section 3.2: cleartext only, one HTTP2-Settings, a body we can frame."""
+        if self._tls or not self.ctx.h2_enabled or self._current is not None or self._queue:
+            return False
+        settings = [v for n, v in request.headers if n == b"http2-settings"]
+        if len(settings) != 1:
+            return False
+        return not any(n == b"transfer-encoding" for n, _ in request.headers)
+
+    def _upgrade_h2c(self, request: Request) -> None:
+        settings = next(v for n, v in request.headers if n == b"http2-settings")
+        length = 0
+        for name, value in request.headers:
+            if name == b"content-length":
+                length = int(value)
+        self.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
+        )
+        request.stream_id = 1
+        request.http_version = "2"
+        self._switch_to_h2(self.conn.trailing_data, (request, settings, length))
+
+    def _switch_to_h2(self, data: bytes, upgrade: Any = None) -> None:
+        """Hand the transport to an HTTP/2 connection; this object is done."""
+        self._stop_timer()
+        self._switched = True
+        self.ctx.connections.discard(self)
+        extensions = {k: v for k, v in self.extensions.items() if k != "http.response.zerocopy"}
+        proto = H2Protocol(
+            self.ctx,
+            self.transport,
+            scheme=self.scheme,
+            client=self.client,
+            server=self.server,
+            extensions=extensions,
+        )
+        self.transport.set_protocol(proto)
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+        try:
+            proto.start(data, upgrade)
+        except Exception:
+            logger.exception("HTTP/2 connection failed to start")
+            self.transport.abort()
 
     # ------------------------------------------------------------ requests
 

@@ -115,7 +115,13 @@ class Server:
             factory=config.app_options.factory,
             app_dir=config.app_options.app_dir,
         )
-        ssl_context = build_ssl_context(config.tls, ["http/1.1"])
+        mode = config.http.http_version
+        alpn = []
+        if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
+            alpn.append("h2")
+        if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
+            alpn.append("http/1.1")
+        ssl_context = build_ssl_context(config.tls, alpn)
         self.listeners = bind_sockets(config.bind, config.port)
         ctx = ServerContext(config, app, loop)
         self._ctx = ctx
@@ -165,10 +171,20 @@ class Server:
     def _log_started(self, tls: bool) -> None:
         http = self.config.http
         logger.info("Started server process [%d]", os.getpid())
+        mode = http.http_version
+        protocols = []
+        if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
+            protocols.append("h1")
+        if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
+            protocols.append("h2" if tls else "h2c")
         for listener in self.listeners:
-            logger.info("Listening on %s (h1)", listener.url("https" if tls else "http"))
-        if http.enable_http3 and http.http_version is HttpProtocolVersion.AUTO:
-            logger.info("HTTP/3 is not available in this build; serving HTTP/1.1 only")
+            logger.info(
+                "Listening on %s (%s)",
+                listener.url("https" if tls else "http"),
+                ", ".join(protocols),
+            )
+        if http.enable_http3 and mode is HttpProtocolVersion.AUTO:
+            logger.info("HTTP/3 is not available in this build yet; serving TCP only")
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
         if threading.current_thread() is not threading.main_thread():

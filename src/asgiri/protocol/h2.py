@@ -1,0 +1,493 @@
+"""HTTP/2 server connection, sans I/O, on top of the h2 library.
+
+:meth:`H2Connection.receive_data` turns frames into the version-neutral
+events of :mod:`asgiri.protocol.events` (plus the HTTP/2-only ones defined
+here), and the ``send_*`` methods queue frames; :meth:`data_to_send` hands
+the bytes to write.
+
+Flow control, both ways:
+
+* Inbound: DATA is acknowledged (WINDOW_UPDATE) only when the application
+  consumed it (:meth:`acknowledge`), so a slow reader holds at most one
+  window of body per stream.
+* Outbound: body bytes beyond what the peer's windows allow wait in a
+  per-stream buffer and leave as WINDOW_UPDATEs arrive; ``buffered(stream)``
+  tells the server when to make the app wait (backpressure).
+
+Defences the h2 library does not provide are here, so that they are the same
+whatever the transport: a cap on header-block size and CONTINUATION count
+(CVE-2024-27316), and counters for frames that cost the server work without
+producing requests (rapid reset CVE-2023-44487, PING/SETTINGS/empty-DATA
+floods).  Exceeding one ends the connection with ENHANCE_YOUR_CALM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import hyperframe.frame
+
+from .errors import RemoteProtocolError
+from .events import Body, EndBody, Event, Headers, Request, StreamClosed
+
+__all__ = [
+    "PREFACE",
+    "ConnectionEnded",
+    "H2Connection",
+    "H2Limits",
+    "StreamWritable",
+]
+
+#: The client connection preface (RFC 9113 section 3.4).
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+_HEADERS: Final = 0x1
+_CONTINUATION: Final = 0x9
+_PING: Final = 0x6
+_SETTINGS: Final = 0x4
+_RST_STREAM: Final = 0x3
+_DATA: Final = 0x0
+_END_HEADERS: Final = 0x4
+_END_STREAM: Final = 0x1
+_ACK: Final = 0x1
+
+_CONNECTION_HEADERS: Final = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+@dataclass(slots=True)
+class StreamWritable:
+    """Buffered response data of ``stream_id`` has all been sent (window opened)."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class ConnectionEnded:
+    """The peer sent GOAWAY, or the connection failed; ``error_code`` 0 is graceful."""
+
+    error_code: int = 0
+    last_stream_id: int = 0
+
+
+@dataclass
+class H2Limits:
+    """Settings advertised to the peer and flood thresholds."""
+
+    max_concurrent_streams: int = 100
+    initial_window_size: int = 1024 * 1024
+    max_frame_size: int = 16384
+    max_header_list_size: int = 65536
+    max_inbound_frame_size: int = 1 << 20
+    enable_connect_protocol: bool = False
+    #: CONTINUATION frames allowed for one header block.
+    max_continuations: int = 32
+    #: Frames that produce no request (PING, SETTINGS, empty DATA, RST_STREAM
+    #: from the client) tolerated before the peer must show useful work.
+    flood_budget: int = 1000
+    #: Client resets tolerated beyond the streams that completed normally.
+    max_resets: int = 200
+    _extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _OutStream:
+    __slots__ = ("data", "end", "size", "trailers")
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.size = 0
+        self.end = False
+        self.trailers: Headers | None = None
+
+
+class H2Connection:
+    """The server side of one HTTP/2 connection."""
+
+    def __init__(self, limits: H2Limits | None = None) -> None:
+        self.limits = limits = limits or H2Limits()
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            normalize_inbound_headers=True,
+            # What the app sends is validated by the ASGI stream; h2's own
+            # outbound checks would only repeat them.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self._conn = h2.connection.H2Connection(config=config)
+        self._conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_size,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(
+                    limits.enable_connect_protocol
+                ),
+            },
+        )
+        self._conn.max_inbound_frame_size = limits.max_inbound_frame_size
+        self._out: dict[int, _OutStream] = {}
+        self._trailers: dict[int, Headers] = {}
+        #: Flow-controlled bytes received per stream and not yet acknowledged.
+        self._unacked: dict[int, int] = {}
+        self._scan = b""
+        #: The client preface is not a frame: the scanner starts after it.
+        self._skip = len(PREFACE)
+        self._block_frames = 0
+        self._block_bytes = 0
+        self._in_block = False
+        self._flood = 0
+        self._resets = 0
+        self._completed = 0
+        self.closed = False
+        self.last_stream_id = 0
+        self._goaway_sent: int | None = None
+        self._extra_out: list[bytes] = []
+
+    # ------------------------------------------------------------ set-up
+
+    def initiate(self) -> None:
+        """Queue the server preface (SETTINGS) and open the connection window."""
+        self._conn.initiate_connection()
+        extra = self.limits.initial_window_size - 65535
+        if extra > 0:
+            self._conn.increment_flow_control_window(extra)
+
+    def initiate_upgrade(self, settings_header: bytes) -> None:
+        """h2c Upgrade: stream 1 is the HTTP/1.1 request, already half-closed."""
+        self._conn.initiate_upgrade_connection(settings_header)
+        extra = self.limits.initial_window_size - 65535
+        if extra > 0:
+            self._conn.increment_flow_control_window(extra)
+        self.last_stream_id = 1
+
+    # ------------------------------------------------------------ reading
+
+    def receive_data(self, data: bytes) -> list[Event | StreamWritable | ConnectionEnded]:
+        """Feed received bytes; returns the events they complete.
+
+        A connection error is answered here (GOAWAY queued) and reported as
+        :class:`ConnectionEnded`; the server then flushes and closes.
+        """
+        if self.closed:
+            return []
+        try:
+            self._screen(data)
+            h2_events = self._conn.receive_data(data)
+        except _Calm as exc:
+            return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, str(exc))
+        except h2.exceptions.ProtocolError as exc:
+            code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
+            return self._fail(code, str(exc))
+        events: list[Event | StreamWritable | ConnectionEnded] = []
+        ev: Any
+        for ev in h2_events:
+            kind = type(ev)
+            if kind is h2.events.DataReceived:
+                self._on_data(ev, events)
+            elif kind is h2.events.RequestReceived:
+                request = self._request(ev)
+                if request is not None:
+                    events.append(request)
+            elif kind is h2.events.StreamEnded:
+                events.append(EndBody(ev.stream_id, self._trailers.pop(ev.stream_id, None)))
+            elif kind is h2.events.TrailersReceived:
+                self._trailers[ev.stream_id] = list(ev.headers)
+            elif kind is h2.events.StreamReset:
+                self._on_reset(ev.stream_id)
+                events.append(StreamClosed(ev.stream_id, int(ev.error_code or 0)))
+            elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
+                self._flush_all(events)
+            elif kind is h2.events.ConnectionTerminated:
+                self.closed = True
+                events.append(ConnectionEnded(int(ev.error_code or 0), int(ev.last_stream_id or 0)))
+        if self._resets > self.limits.max_resets + self._completed:
+            return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
+        return events
+
+    def _on_data(self, ev: Any, events: list[Any]) -> None:
+        stream_id = ev.stream_id
+        data = ev.data
+        flow = ev.flow_controlled_length
+        if data:
+            self._unacked[stream_id] = self._unacked.get(stream_id, 0) + len(data)
+            events.append(Body(stream_id, data))
+        if flow > len(data):
+            # Padding is never given to the app: credit it back at once.
+            self._conn.acknowledge_received_data(flow - len(data), stream_id)
+
+    def _request(self, ev: Any) -> Request | None:
+        stream_id = ev.stream_id
+        if self._goaway_sent is not None and stream_id > self._goaway_sent:
+            self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return None
+        self.last_stream_id = max(self.last_stream_id, stream_id)
+        method = path = scheme = authority = protocol = None
+        headers: Headers = []
+        for name, value in ev.headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":scheme":
+                    scheme = value
+                elif name == b":authority":
+                    authority = value
+                elif name == b":protocol":
+                    protocol = value
+            else:
+                headers.append((name, value))
+        if method is None or (method != b"CONNECT" and (path is None or scheme is None)):
+            self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return None
+        if method == b"CONNECT" and protocol is None:
+            # Plain CONNECT (tunnels) is not served: 405 would need a body
+            # the tunnel semantics forbid, so refuse the stream.
+            self._reset(stream_id, h2.errors.ErrorCodes.CONNECT_ERROR)
+            return None
+        if authority is not None and not any(name == b"host" for name, _ in headers):
+            headers.insert(0, (b"host", authority))
+        raw = path or b"/"
+        raw_path, _, query = raw.partition(b"?")
+        request = Request(
+            stream_id,
+            method.decode("ascii"),
+            raw_path,
+            query,
+            headers,
+            "2",
+            False,
+            authority,
+            scheme.decode("ascii") if scheme else None,
+            protocol,
+        )
+        # Useful work: it pays back the control-frame budget.
+        if self._flood:
+            self._flood -= 1
+        return request
+
+    def _on_reset(self, stream_id: int) -> None:
+        self._out.pop(stream_id, None)
+        self._unacked.pop(stream_id, None)
+        self._trailers.pop(stream_id, None)
+        self._resets += 1
+
+    def _fail(self, code: int, message: str) -> list[Event | StreamWritable | ConnectionEnded]:
+        self.closed = True
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._conn.close_connection(error_code=code, last_stream_id=self.last_stream_id)
+        return [ConnectionEnded(int(code), self.last_stream_id)]
+
+    def _screen(self, data: bytes) -> None:
+        """Walk frame headers for the floods h2 itself does not bound.
+
+        Only the 9-byte headers are read, one per frame, so the cost is a
+        few operations per frame, not per byte.  ``_skip`` is how much of a
+        frame payload (or of the client preface) is still to come;
+        ``_scan`` holds a frame header split across reads.
+        """
+        pos = 0
+        size = len(data)
+        if self._skip:
+            if self._skip >= size:
+                self._skip -= size
+                return
+            pos = self._skip
+            self._skip = 0
+        if self._scan:
+            header = self._scan + data[pos : pos + 9 - len(self._scan)]
+            if len(header) < 9:
+                self._scan = header
+                return
+            pos += 9 - len(self._scan)
+            self._scan = b""
+            pos += self._check_frame(header, 0)
+        while size - pos >= 9:
+            pos += 9 + self._check_frame(data, pos)
+        if pos > size:
+            self._skip = pos - size
+        elif pos < size:
+            self._scan = data[pos:]
+
+    def _check_frame(self, buf: bytes, pos: int) -> int:
+        """Account for one frame header at ``buf[pos]``; returns its payload length."""
+        length = int.from_bytes(buf[pos : pos + 3], "big")
+        ftype = buf[pos + 3]
+        flags = buf[pos + 4]
+        limits = self.limits
+        if ftype in (_HEADERS, _CONTINUATION):
+            if ftype == _HEADERS:
+                self._block_frames = 0
+                self._block_bytes = 0
+            self._block_frames += 1
+            self._block_bytes += length
+            if (
+                self._block_frames > limits.max_continuations
+                or self._block_bytes > limits.max_header_list_size * 2
+            ):
+                raise _Calm("header block too large (CONTINUATION flood)")
+            if flags & _END_HEADERS:
+                self._block_frames = 0
+                self._block_bytes = 0
+        elif ((ftype in (_PING, _SETTINGS)) and not flags & _ACK) or (
+            ftype == _DATA and length == 0 and not flags & _END_STREAM
+        ):
+            self._flood += 1
+            if self._flood > limits.flood_budget:
+                raise _Calm("too many control frames")
+        return length
+
+    # ------------------------------------------------------------ writing
+
+    def send_headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> None:
+        response: Headers = [(b":status", b"%d" % status)]
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _CONNECTION_HEADERS:
+                continue  # meaningless in HTTP/2 and forbidden on the wire
+            response.append((lname, value))
+        self._conn.send_headers(stream_id, response, end_stream=end)
+        if end:
+            self._stream_done(stream_id)
+
+    def send_informational(self, stream_id: int, status: int, headers: Headers) -> None:
+        self._conn.send_headers(stream_id, [(b":status", b"%d" % status), *headers])
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        """Queue body bytes; what the windows allow is framed at once."""
+        out = self._out.get(stream_id)
+        if out is None:
+            conn = self._conn
+            try:
+                window = conn.local_flow_control_window(stream_id)
+            except h2.exceptions.StreamClosedError:
+                return
+            if len(data) <= window and len(data) <= conn.max_outbound_frame_size:
+                # The common case: it fits, so no buffer is made.
+                conn.send_data(stream_id, data, end_stream=end)
+                if end:
+                    self._stream_done(stream_id)
+                return
+            out = self._out[stream_id] = _OutStream()
+        if data:
+            out.data.append(data)
+            out.size += len(data)
+        out.end = out.end or end
+        self._flush(stream_id, out)
+
+    def send_trailers(self, stream_id: int, trailers: Headers) -> None:
+        out = self._out.get(stream_id)
+        if out is not None and out.size:
+            out.trailers = trailers
+            out.end = True
+            return
+        self._conn.send_headers(stream_id, trailers, end_stream=True)
+        self._stream_done(stream_id)
+
+    def buffered(self, stream_id: int) -> int:
+        out = self._out.get(stream_id)
+        return out.size if out is not None else 0
+
+    def _flush(self, stream_id: int, out: _OutStream) -> bool:
+        conn = self._conn
+        try:
+            window = conn.local_flow_control_window(stream_id)
+        except h2.exceptions.StreamClosedError:
+            self._out.pop(stream_id, None)
+            return True
+        max_frame = conn.max_outbound_frame_size
+        while out.size and window > 0:
+            chunk = out.data[0]
+            size = min(len(chunk), window, max_frame)
+            if size < len(chunk):
+                out.data[0] = chunk[size:]
+                chunk = chunk[:size]
+            else:
+                out.data.pop(0)
+            out.size -= size
+            window -= size
+            last = out.end and not out.size and out.trailers is None
+            conn.send_data(stream_id, chunk, end_stream=last)
+        if out.size:
+            return False
+        del self._out[stream_id]
+        if out.end:
+            if out.trailers is not None:
+                conn.send_headers(stream_id, out.trailers, end_stream=True)
+            self._stream_done(stream_id)
+        return True
+
+    def _flush_all(self, events: list[Any]) -> None:
+        for stream_id, out in list(self._out.items()):
+            if self._flush(stream_id, out):
+                events.append(StreamWritable(stream_id))
+
+    def _stream_done(self, stream_id: int) -> None:
+        self._completed += 1
+        self._unacked.pop(stream_id, None)
+
+    def acknowledge(self, stream_id: int, nbytes: int) -> None:
+        """The app consumed ``nbytes`` of the stream's body: grant that credit back."""
+        pending = self._unacked.get(stream_id, 0)
+        nbytes = min(nbytes, pending)
+        if nbytes <= 0:
+            return
+        self._unacked[stream_id] = pending - nbytes
+        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            self._conn.acknowledge_received_data(nbytes, stream_id)
+
+    def reset(self, stream_id: int, code: int = h2.errors.ErrorCodes.INTERNAL_ERROR) -> None:
+        self._reset(stream_id, code)
+
+    def _reset(self, stream_id: int, code: int) -> None:
+        self._out.pop(stream_id, None)
+        self._unacked.pop(stream_id, None)
+        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            self._conn.reset_stream(stream_id, error_code=code)
+
+    def goaway(self, code: int = 0) -> None:
+        """Graceful GOAWAY: streams up to ``last_stream_id`` still complete.
+
+        h2's own ``close_connection`` forbids sending anything afterwards, so
+        the frame is built here and h2 keeps serving the accepted streams;
+        streams the peer opens later are refused in :meth:`_request`.
+        """
+        if self.closed or self._goaway_sent is not None:
+            return
+        frame = hyperframe.frame.GoAwayFrame(stream_id=0)
+        frame.last_stream_id = self.last_stream_id
+        frame.error_code = code
+        self._goaway_sent = self.last_stream_id
+        self._extra_out.append(frame.serialize())
+
+    @property
+    def goaway_sent(self) -> bool:
+        return self._goaway_sent is not None
+
+    def data_to_send(self) -> bytes:
+        out: bytes = self._conn.data_to_send()
+        if self._extra_out:
+            out += b"".join(self._extra_out)
+            self._extra_out.clear()
+        return out
+
+    @property
+    def open_streams(self) -> int:
+        return int(self._conn.open_inbound_streams)
+
+
+class _Calm(RemoteProtocolError):
+    """A flood limit was hit; answered with ENHANCE_YOUR_CALM."""

@@ -1,0 +1,410 @@
+"""HTTP/2 over an asyncio transport: the I/O edge of :mod:`asgiri.protocol.h2`.
+
+A connection becomes HTTP/2 in one of three ways, all decided by
+:class:`~asgiri.server.h1.H1Protocol`, which hands the transport over with
+``transport.set_protocol``: TLS ALPN chose ``h2``, a cleartext connection
+began with the HTTP/2 preface (prior knowledge), or an HTTP/1.1 request
+asked to ``Upgrade: h2c``.
+
+Every request stream is an :class:`~asgiri.asgi.http_stream.HTTPStream`, the
+same state machine HTTP/1.1 uses; this class is its sink.  Frames produced
+while handling one read (and by app steps in the same loop iteration) leave
+in one ``transport.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..asgi.http_stream import HTTPStream
+from ..asgi.scope import http_scope
+from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
+from ..protocol.h2 import ConnectionEnded, H2Connection, StreamWritable
+from .context import ServerContext
+from .tasks import EAGER, start_eagerly
+
+logger = logging.getLogger("asgiri.error")
+
+#: Response bytes a stream may have waiting for flow-control credit before
+#: its app is made to wait.
+HIGH_WATER = 64 * 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+_NO_ERROR = 0x0
+_INTERNAL_ERROR = 0x2
+_REFUSED_STREAM = 0x7
+
+
+class H2Protocol(asyncio.Protocol):
+    """One HTTP/2 connection."""
+
+    def __init__(
+        self,
+        ctx: ServerContext,
+        transport: Any,
+        *,
+        scheme: str,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        extensions: dict[str, Any],
+    ) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.transport = transport
+        self.scheme = scheme
+        self.client = client
+        self.server = server
+        self.extensions = extensions
+        self.conn = H2Connection(ctx.h2_limits)
+        self.streams: dict[int, HTTPStream] = {}
+        self._no_body: set[int] = set()
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._new: list[HTTPStream] = []
+        self._in_receive = False
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._closing = False
+        self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._upgrade_body_left = 0
+
+    # ------------------------------------------------------------ start
+
+    def start(self, data: bytes, upgrade: tuple[Request, bytes, int] | None = None) -> None:
+        """Take over the transport; ``data`` is what was read already."""
+        self.ctx.connections.add(self)
+        if upgrade is not None:
+            request, settings, body_length = upgrade
+            self.conn.initiate_upgrade(settings)
+            self._upgrade_body_left = body_length
+            self._on_request(request)
+            if not body_length:
+                self.streams[1].body_ended()
+        else:
+            self.conn.initiate()
+        if self.ctx.shutting_down:
+            self.shutdown()
+        if data:
+            self.data_received(data)
+        else:
+            self._start_new()
+            self._flush()
+        self._arm_idle()
+
+    # ------------------------------------------------------------ transport callbacks
+
+    def data_received(self, data: bytes) -> None:
+        if self._upgrade_body_left:
+            data = self._upgrade_body(data)
+            if not data:
+                return
+        self._in_receive = True
+        try:
+            events = self.conn.receive_data(data)
+            streams = self.streams
+            for event in events:
+                kind = type(event)
+                if kind is Body:
+                    stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+                    if stream is not None:
+                        stream.body_received(event.data)  # type: ignore[union-attr]
+                    else:
+                        # Nobody will read it: keep the connection window open.
+                        self.conn.acknowledge(event.stream_id, len(event.data))  # type: ignore[union-attr]
+                elif kind is Request:
+                    self._on_request(event)  # type: ignore[arg-type]
+                elif kind is EndBody:
+                    stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+                    if stream is not None:
+                        stream.body_ended()
+                elif kind is StreamWritable:
+                    self._wake(event.stream_id)  # type: ignore[union-attr]
+                elif kind is StreamClosed:
+                    self._on_reset(event.stream_id)  # type: ignore[union-attr]
+                elif kind is ConnectionEnded:
+                    self._on_ended(event)  # type: ignore[arg-type]
+            self._start_new()
+        finally:
+            self._in_receive = False
+        self._flush()
+
+    def _upgrade_body(self, data: bytes) -> bytes:
+        """After ``Upgrade: h2c`` the request body still arrives as HTTP/1.1 bytes."""
+        take = min(len(data), self._upgrade_body_left)
+        self._upgrade_body_left -= take
+        stream = self.streams.get(1)
+        if stream is not None:
+            stream.body_received(data[:take])
+            if not self._upgrade_body_left:
+                stream.body_ended()
+        return data[take:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.ctx.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for stream in list(self.streams.values()):
+            stream.disconnect()
+        for stream_id in list(self._waiters):
+            self._wake(stream_id)
+        self.ctx.check_drained()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for stream_id in list(self._waiters):
+            if self.conn.buffered(stream_id) <= HIGH_WATER:
+                self._wake(stream_id)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    # ------------------------------------------------------------ streams
+
+    def _on_request(self, request: Request) -> None:
+        stream_id = request.stream_id
+        if request.protocol is not None:
+            # Extended CONNECT (RFC 8441) is only advertised when WebSocket is on.
+            self.conn.reset(stream_id, _REFUSED_STREAM)
+            return
+        ctx = self.ctx
+        scope = http_scope(
+            request,
+            request.scheme or self.scheme,
+            self.client,
+            self.server,
+            ctx.root_path,
+            ctx.state,
+            self.extensions,
+        )
+        stream = HTTPStream(self, self.loop, scope, stream_id, access_log=ctx.access_log)
+        if request.method == "HEAD":
+            self._no_body.add(stream_id)
+        self.streams[stream_id] = stream
+        self._new.append(stream)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _start_new(self) -> None:
+        """Start the apps of streams opened by this read, now that their bodies are in."""
+        if not self._new:
+            return
+        new, self._new = self._new, []
+        ctx = self.ctx
+        for stream in new:
+            if stream.disconnected:
+                continue
+            if not ctx.request_started():
+                self._refuse(stream)
+                continue
+            stream.eager = True
+            task = start_eagerly(self.loop, stream.run(ctx.app))
+            stream.eager = False
+            if task is not None:
+                stream.task = task
+                ctx.tasks.add(task)
+                if EAGER:
+                    stream.flush_head()
+
+    def _refuse(self, stream: HTTPStream) -> None:
+        body = b"Service Unavailable"
+        stream.status = 503
+        self.conn.send_headers(
+            stream.stream_id,
+            503,
+            [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
+            False,
+        )
+        self.conn.send_data(stream.stream_id, body, True)
+        self.streams.pop(stream.stream_id, None)
+
+    def _on_reset(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        self._no_body.discard(stream_id)
+        if stream is not None:
+            stream.disconnect()
+            task = stream.task
+            if task is not None and not task.done():
+                # A reset stream's work is wasted work: stop it (rapid reset).
+                task.cancel()
+        self._wake(stream_id)
+        self._maybe_idle()
+
+    def _on_ended(self, event: ConnectionEnded) -> None:
+        if event.error_code or (self.conn.closed and not self.streams):
+            if event.error_code:
+                logger.debug(
+                    "HTTP/2 connection from %s ended: code %d", self.client, event.error_code
+                )
+            self._closing = True
+            for stream in list(self.streams.values()):
+                stream.disconnect()
+            self._close_after_flush()
+        else:
+            # Graceful GOAWAY from the peer: no new streams, finish the rest.
+            self._closing = True
+            self._maybe_idle()
+
+    # ------------------------------------------------------------ HTTPSink
+
+    def send_head(
+        self,
+        stream: HTTPStream,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        end: bool,
+        trailers: bool,
+    ) -> None:
+        stream_id = stream.stream_id
+        if self._closed or stream_id not in self.streams:
+            return
+        if status in _NO_BODY_STATUSES:
+            self._no_body.add(stream_id)
+        no_body = stream_id in self._no_body
+        all_headers = self.ctx.default_header_list() + headers
+        if end and (no_body or not body):
+            self.conn.send_headers(stream_id, status, all_headers, True)
+        else:
+            self.conn.send_headers(stream_id, status, all_headers, False)
+            if no_body:
+                body = b""
+            if body or end:
+                self.conn.send_data(stream_id, body, end)
+        self._schedule_flush()
+
+    def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
+        stream_id = stream.stream_id
+        if self._closed or stream_id not in self.streams:
+            return
+        if stream_id in self._no_body:
+            if not end:
+                return
+            data = b""
+        self.conn.send_data(stream_id, data, end)
+        self._schedule_flush()
+
+    def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
+        stream_id = stream.stream_id
+        if self._closed or stream_id not in self.streams:
+            return
+        self.conn.send_trailers(stream_id, [(n.lower(), v) for n, v in trailers])
+        self._schedule_flush()
+
+    def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
+        if status == 100 or self._closed or stream.stream_id not in self.streams:
+            return  # HTTP/2 clients do not wait for 100 Continue here
+        self.conn.send_informational(stream.stream_id, status, headers)
+        self._schedule_flush()
+
+    def drain(self, stream: HTTPStream) -> asyncio.Future[None] | None:
+        if self._closed:
+            return None
+        stream_id = stream.stream_id
+        if self.conn.buffered(stream_id) <= HIGH_WATER and not self._write_paused:
+            return None
+        waiter = self.loop.create_future()
+        self._waiters.setdefault(stream_id, []).append(waiter)
+        return waiter
+
+    def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
+        if not self._closed:
+            self.conn.acknowledge(stream.stream_id, nbytes)
+            self._schedule_flush()
+
+    def sendfile(
+        self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
+    ) -> None:
+        return None  # frames must be built in memory: the stream sends chunks
+
+    def response_complete(self, stream: HTTPStream) -> None:
+        if not stream.request_complete and not self._closed:
+            # The answer is complete; the rest of the upload is not wanted.
+            self.conn.reset(stream.stream_id, _NO_ERROR)
+            self._schedule_flush()
+
+    def app_done(self, stream: HTTPStream, failed: bool) -> None:
+        ctx = self.ctx
+        ctx.request_finished()
+        task = stream.task
+        if task is not None:
+            ctx.tasks.discard(task)
+        stream_id = stream.stream_id
+        if failed and not self._closed and stream_id in self.streams:
+            self.conn.reset(stream_id, _INTERNAL_ERROR)
+            self._schedule_flush()
+        self.streams.pop(stream_id, None)
+        self._no_body.discard(stream_id)
+        self._wake(stream_id)
+        self._maybe_idle()
+        ctx.check_drained()
+
+    # ------------------------------------------------------------ output
+
+    def _schedule_flush(self) -> None:
+        if not self._in_receive and not self._flush_scheduled and not self._closed:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._closed:
+            return
+        data = self.conn.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def _wake(self, stream_id: int) -> None:
+        waiters = self._waiters.pop(stream_id, None)
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _maybe_idle(self) -> None:
+        if self.streams or self._closed:
+            return
+        if self._closing or self.conn.closed:
+            self._close_after_flush()
+        else:
+            self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self._timer is None and not self.streams and not self._closed:
+            self._timer = self.loop.call_later(self.ctx.keep_alive_timeout, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        self._timer = None
+        if not self.streams and not self._closed:
+            self.conn.goaway()
+            self._close_after_flush()
+
+    def _close_after_flush(self) -> None:
+        if self._closed:
+            return
+        self._flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful: GOAWAY, let the accepted streams finish, then close."""
+        self._closing = True
+        self.conn.goaway()
+        self._flush()
+        if not self.streams:
+            self._close_after_flush()
+
+    def abort(self) -> None:
+        if not self._closed:
+            self.transport.abort()

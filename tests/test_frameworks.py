@@ -1,0 +1,486 @@
+"""Starlette and FastAPI apps, served unchanged, behave as they do anywhere else.
+
+Both apps expose the same routes so every test runs against each framework.
+Cross-thread signals (threading.Event, queues) let the tests see what the
+app did after the response (background tasks, disconnect detection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import httpx
+import pytest
+from fastapi import BackgroundTasks as FastAPIBackgroundTasks
+from fastapi import FastAPI, Form, HTTPException
+from fastapi import Request as FastAPIRequest
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+from .servers import ThreadServer, serve
+
+TIMEOUT = 10.0
+STREAM_CHUNKS = [b"alpha;", b"beta;", b"gamma;", b"delta;", b"epsilon"]
+
+
+class CustomError(Exception):
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+class Signals:
+    """What the apps report back to the tests, across threads."""
+
+    def __init__(self, file_path: Path) -> None:
+        self.file_path = file_path
+        self.client_got_response = threading.Event()
+        self.background: queue.Queue[str] = queue.Queue()
+        self.disconnects: queue.Queue[str] = queue.Queue()
+        self.stream_closed: queue.Queue[str] = queue.Queue()
+
+
+async def wait_thread_event(event: threading.Event) -> bool:
+    return await anyio.to_thread.run_sync(event.wait, TIMEOUT)
+
+
+async def background_job(signals: Signals, name: str) -> None:
+    # Only finishes once the client has the full response, which proves the
+    # server delivered the response before the background task ran to its end.
+    delivered = await wait_thread_event(signals.client_got_response)
+    signals.background.put(f"{name} ran, response delivered first: {delivered}")
+
+
+async def stream_chunks() -> AsyncIterator[bytes]:
+    for chunk in STREAM_CHUNKS:
+        await asyncio.sleep(0.005)
+        yield chunk
+
+
+def endless_stream(signals: Signals) -> AsyncIterator[bytes]:
+    async def generate() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"data: tick\n\n"
+                await asyncio.sleep(0.01)
+        finally:
+            signals.stream_closed.put("generator closed")
+
+    return generate()
+
+
+async def watch_disconnect(request: Request, signals: Signals) -> None:
+    for _ in range(int(TIMEOUT / 0.01)):
+        if await request.is_disconnected():
+            signals.disconnects.put("disconnected")
+            return
+        await asyncio.sleep(0.01)
+    signals.disconnects.put("never noticed")
+
+
+# ----------------------------------------------------------------------------- Starlette
+
+
+def make_starlette(signals: Signals) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        yield {"greeting": "hello from lifespan", "framework": "starlette"}
+
+    async def json_route(request: Request) -> JSONResponse:
+        return JSONResponse({"hello": "world", "framework": "starlette"})
+
+    async def item(request: Request) -> JSONResponse:
+        return JSONResponse({"item_id": request.path_params["item_id"]})
+
+    async def search(request: Request) -> JSONResponse:
+        params = request.query_params
+        return JSONResponse(
+            {
+                "q": params.get("q"),
+                "limit": int(params.get("limit", "10")),
+                "tags": params.getlist("tag"),
+            }
+        )
+
+    async def echo_json(request: Request) -> JSONResponse:
+        data = await request.json()
+        return JSONResponse({"received": data, "keys": sorted(data)})
+
+    async def form(request: Request) -> JSONResponse:
+        async with request.form() as data:
+            upload = data.get("file")
+            result: dict[str, Any] = {"name": data.get("name"), "tags": data.getlist("tag")}
+            if upload is not None and not isinstance(upload, str):
+                content = await upload.read()
+                result["file"] = {"filename": upload.filename, "size": len(content)}
+            return JSONResponse(result)
+
+    async def stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(stream_chunks(), media_type="text/plain")
+
+    async def endless(request: Request) -> StreamingResponse:
+        return StreamingResponse(endless_stream(signals), media_type="text/event-stream")
+
+    async def file(request: Request) -> FileResponse:
+        return FileResponse(signals.file_path, media_type="application/octet-stream")
+
+    async def background(request: Request) -> PlainTextResponse:
+        task = BackgroundTask(background_job, signals, "starlette")
+        return PlainTextResponse("accepted", background=task)
+
+    async def state(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {"greeting": request.state.greeting, "framework": request.state.framework}
+        )
+
+    async def disconnect(request: Request) -> PlainTextResponse:
+        await watch_disconnect(request, signals)
+        return PlainTextResponse("done")
+
+    async def custom_error(request: Request) -> PlainTextResponse:
+        raise CustomError("teapot")
+
+    async def crash(request: Request) -> PlainTextResponse:
+        raise RuntimeError("unhandled in starlette")
+
+    async def on_custom_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, CustomError)
+        return JSONResponse({"error": exc.detail}, status_code=418)
+
+    return Starlette(
+        routes=[
+            Route("/json", json_route),
+            Route("/items/{item_id:int}", item),
+            Route("/search", search),
+            Route("/echo-json", echo_json, methods=["POST"]),
+            Route("/form", form, methods=["POST"]),
+            Route("/stream", stream),
+            Route("/endless", endless),
+            Route("/file", file, methods=["GET", "HEAD"]),
+            Route("/background", background),
+            Route("/state", state),
+            Route("/disconnect", disconnect),
+            Route("/custom-error", custom_error),
+            Route("/crash", crash),
+        ],
+        exception_handlers={CustomError: on_custom_error},
+        lifespan=lifespan,
+    )
+
+
+# ----------------------------------------------------------------------------- FastAPI
+
+
+class Payload(BaseModel):
+    name: str
+    count: int
+    tags: list[str] = []
+
+
+def make_fastapi(signals: Signals) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        yield {"greeting": "hello from lifespan", "framework": "fastapi"}
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.exception_handler(CustomError)
+    async def on_custom_error(request: FastAPIRequest, exc: CustomError) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=418)
+
+    @app.get("/json")
+    async def json_route() -> dict[str, str]:
+        return {"hello": "world", "framework": "fastapi"}
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    @app.get("/search")
+    async def search(q: str | None = None, limit: int = 10) -> dict[str, Any]:
+        return {"q": q, "limit": limit}
+
+    @app.post("/echo-json")
+    async def echo_json(payload: Payload) -> dict[str, Any]:
+        return {"received": payload.model_dump(), "keys": sorted(payload.model_dump())}
+
+    @app.post("/form")
+    async def form(
+        name: Annotated[str, Form()], tag: Annotated[list[str], Form()]
+    ) -> dict[str, Any]:
+        return {"name": name, "tags": tag}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(stream_chunks(), media_type="text/plain")
+
+    @app.get("/endless")
+    async def endless() -> StreamingResponse:
+        return StreamingResponse(endless_stream(signals), media_type="text/event-stream")
+
+    @app.api_route("/file", methods=["GET", "HEAD"])
+    async def file() -> FileResponse:
+        return FileResponse(signals.file_path, media_type="application/octet-stream")
+
+    @app.get("/background")
+    async def background(tasks: FastAPIBackgroundTasks) -> PlainTextResponse:
+        tasks.add_task(background_job, signals, "fastapi")
+        return PlainTextResponse("accepted")
+
+    @app.get("/state")
+    async def state(request: FastAPIRequest) -> dict[str, str]:
+        return {"greeting": request.state.greeting, "framework": request.state.framework}
+
+    @app.get("/disconnect")
+    async def disconnect(request: FastAPIRequest) -> PlainTextResponse:
+        await watch_disconnect(request, signals)
+        return PlainTextResponse("done")
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise HTTPException(status_code=404, detail="no such thing")
+
+    @app.get("/custom-error")
+    async def custom_error() -> None:
+        raise CustomError("teapot")
+
+    @app.get("/crash")
+    async def crash() -> None:
+        raise RuntimeError("unhandled in fastapi")
+
+    return app
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+FILE_DATA = os.urandom(512 * 1024 + 77)
+
+
+@pytest.fixture(scope="module", params=["starlette", "fastapi"])
+def framework(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, ThreadServer, Signals]]:
+    path = tmp_path_factory.mktemp("files") / "download.bin"
+    path.write_bytes(FILE_DATA)
+    signals = Signals(path)
+    factory = make_starlette if request.param == "starlette" else make_fastapi
+    with serve(factory(signals), lifespan="on") as srv:
+        yield request.param, srv, signals
+
+
+@pytest.fixture
+def client(framework: tuple[str, ThreadServer, Signals]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=framework[1].url, timeout=TIMEOUT) as c:
+        yield c
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_json_route(framework: tuple[str, ThreadServer, Signals], client: httpx.Client) -> None:
+    response = client.get("/json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"hello": "world", "framework": framework[0]}
+
+
+def test_path_params(client: httpx.Client) -> None:
+    assert client.get("/items/42").json() == {"item_id": 42}
+    assert client.get("/items/not-a-number").status_code in (404, 422)
+
+
+def test_query_params(client: httpx.Client) -> None:
+    data = client.get("/search", params={"q": "café au lait", "limit": "3"}).json()
+    assert data["q"] == "café au lait"
+    assert data["limit"] == 3
+    assert client.get("/search").json()["limit"] == 10
+
+
+def test_json_body(client: httpx.Client) -> None:
+    payload = {"name": "widget", "count": 7, "tags": ["a", "b"]}
+    response = client.post("/echo-json", json=payload)
+    assert response.status_code == 200
+    assert response.json() == {"received": payload, "keys": ["count", "name", "tags"]}
+
+
+def test_json_body_validation_error(
+    framework: tuple[str, ThreadServer, Signals], client: httpx.Client
+) -> None:
+    if framework[0] != "fastapi":
+        pytest.skip("request validation is a FastAPI feature")
+    response = client.post("/echo-json", json={"name": "widget", "count": "many"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "count"]
+
+
+def test_form_body(client: httpx.Client) -> None:
+    response = client.post("/form", data={"name": "José", "tag": ["x", "y"]})
+    assert response.status_code == 200
+    assert response.json()["name"] == "José"
+    assert response.json()["tags"] == ["x", "y"]
+
+
+def test_multipart_upload(
+    framework: tuple[str, ThreadServer, Signals], client: httpx.Client
+) -> None:
+    if framework[0] != "starlette":
+        pytest.skip("the FastAPI form route takes fields only")
+    blob = os.urandom(300_000)
+    response = client.post(
+        "/form",
+        data={"name": "upload", "tag": "one"},
+        files={"file": ("blob.bin", blob, "application/octet-stream")},
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "name": "upload",
+        "tags": ["one"],
+        "file": {"filename": "blob.bin", "size": len(blob)},
+    }
+
+
+def test_streaming_response(framework: tuple[str, ThreadServer, Signals]) -> None:
+    with socket.create_connection(("127.0.0.1", framework[1].port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding: chunked" in head.lower()
+    expected = b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in STREAM_CHUNKS) + b"0\r\n\r\n"
+    assert body == expected
+
+
+def test_streaming_response_httpx(client: httpx.Client) -> None:
+    with client.stream("GET", "/stream") as response:
+        assert response.status_code == 200
+        pieces = list(response.iter_raw())
+    assert b"".join(pieces) == b"".join(STREAM_CHUNKS)
+
+
+def test_file_response(client: httpx.Client) -> None:
+    for _ in range(2):
+        response = client.get("/file")
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(len(FILE_DATA))
+        assert response.content == FILE_DATA
+        assert "etag" in response.headers
+    head = client.head("/file")
+    assert head.status_code == 200
+    assert head.headers["content-length"] == str(len(FILE_DATA))
+    assert head.content == b""
+    # The connection is still in sync after a HEAD: the next body is intact.
+    assert client.get("/json").json()["hello"] == "world"
+
+
+def test_file_response_range(client: httpx.Client) -> None:
+    response = client.get("/file", headers={"range": "bytes=100-1099"})
+    assert response.status_code == 206
+    assert response.content == FILE_DATA[100:1100]
+
+
+def test_background_task_runs_after_response(
+    framework: tuple[str, ThreadServer, Signals], client: httpx.Client
+) -> None:
+    name, _, signals = framework
+    signals.client_got_response.clear()
+    response = client.get("/background")
+    assert (response.status_code, response.text) == (200, "accepted")
+    with pytest.raises(queue.Empty):
+        signals.background.get_nowait()  # the task is still waiting for us
+    signals.client_got_response.set()
+    assert signals.background.get(timeout=TIMEOUT) == (
+        f"{name} ran, response delivered first: True"
+    )
+
+
+def test_lifespan_state(framework: tuple[str, ThreadServer, Signals], client: httpx.Client) -> None:
+    assert client.get("/state").json() == {
+        "greeting": "hello from lifespan",
+        "framework": framework[0],
+    }
+
+
+def test_is_disconnected(framework: tuple[str, ThreadServer, Signals]) -> None:
+    _, srv, signals = framework
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /disconnect HTTP/1.1\r\nHost: t\r\n\r\n")
+        with pytest.raises(queue.Empty):
+            signals.disconnects.get(timeout=0.2)  # connected: not reported
+    assert signals.disconnects.get(timeout=TIMEOUT) == "disconnected"
+    with httpx.Client(base_url=srv.url, timeout=TIMEOUT) as client:
+        assert client.get("/json").status_code == 200
+
+
+def test_endless_stream_stops_when_client_leaves(
+    framework: tuple[str, ThreadServer, Signals],
+) -> None:
+    _, srv, signals = framework
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+        received = b""
+        while received.count(b"data: tick") < 3:
+            chunk = sock.recv(65536)
+            assert chunk
+            received += chunk
+    assert b"content-type: text/event-stream" in received.lower()
+    assert signals.stream_closed.get(timeout=TIMEOUT) == "generator closed"
+
+
+def test_exception_handler(client: httpx.Client) -> None:
+    response = client.get("/custom-error")
+    assert response.status_code == 418
+    assert response.json() == {"error": "teapot"}
+    assert client.get("/json").status_code == 200
+
+
+def test_http_exception(framework: tuple[str, ThreadServer, Signals], client: httpx.Client) -> None:
+    if framework[0] == "fastapi":
+        response = client.get("/missing")
+        assert response.status_code == 404
+        assert response.json() == {"detail": "no such thing"}
+    response = client.get("/no/such/route")
+    assert response.status_code == 404
+
+
+def test_unhandled_exception_is_500_and_server_keeps_serving(client: httpx.Client) -> None:
+    for _ in range(2):
+        response = client.get("/crash")
+        assert response.status_code == 500
+        assert response.text == "Internal Server Error"
+    assert client.get("/json").status_code == 200
+    assert client.get("/items/7").json() == {"item_id": 7}
+
+
+def test_concurrent_requests(framework: tuple[str, ThreadServer, Signals]) -> None:
+    async def fetch_all() -> list[Any]:
+        async with httpx.AsyncClient(base_url=framework[1].url, timeout=TIMEOUT) as ac:
+            responses = await asyncio.gather(*(ac.get(f"/items/{i}") for i in range(50)))
+        return [r.json()["item_id"] for r in responses]
+
+    assert asyncio.run(fetch_all()) == list(range(50))
+
+
+def test_json_payload_round_trip_large(client: httpx.Client) -> None:
+    payload = {"name": "x" * 200_000, "count": 1, "tags": [str(i) for i in range(1000)]}
+    response = client.post(
+        "/echo-json",
+        content=json.dumps(payload).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 200
+    assert response.json()["received"] == payload

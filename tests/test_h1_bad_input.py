@@ -1,0 +1,327 @@
+"""Malformed, oversized and smuggling HTTP/1.1 input against a real asgiri server.
+
+Each bad request must get its exact status, then the connection must close
+with nothing more on the wire; a request pipelined behind it (the "smuggled"
+one) must never be answered; and the server must go on serving new
+connections.  Request-smuggling vectors follow RFC 9112 section 6.3.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .servers import serve
+from .test_h1_protocol import RawClient, app, exchange, get
+
+SMUGGLED = b"GET /path?smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    with serve(app) as srv:
+        yield srv
+
+
+def assert_still_serving(port: int) -> None:
+    response = exchange(port, get("/path?alive"))
+    assert response.status == 200
+    assert response.body == b"/path?alive"
+
+
+def assert_rejected(port: int, data: bytes, status: int) -> None:
+    """``data`` gets exactly one response, ``status``, then the connection closes."""
+    with RawClient(port) as client:
+        client.send(data)
+        response = client.read_response()
+        assert response.status == status, response
+        assert response.get(b"connection") == b"close"
+        # Nothing else: in particular no answer to a request smuggled behind.
+        client.assert_closed()
+    assert_still_serving(port)
+
+
+# ---------------------------------------------------------------- malformed requests (400)
+
+MALFORMED = {
+    "request line garbage": b"GARBAGE\r\n\r\n",
+    "request line extra token": b"GET / HTTP/1.1 extra\r\nHost: test\r\n\r\n",
+    "request line lower-case version": b"GET / http/1.1\r\nHost: test\r\n\r\n",
+    "request line space in target": b"GET /a b HTTP/1.1\r\nHost: test\r\n\r\n",
+    "request line control byte in target": b"GET /a\x01b HTTP/1.1\r\nHost: test\r\n\r\n",
+    "request line bad method byte": b"G(T / HTTP/1.1\r\nHost: test\r\n\r\n",
+    "request line bad version": b"GET / HTTP/1.x\r\nHost: test\r\n\r\n",
+    "header name with (": b"GET / HTTP/1.1\r\nHost: test\r\nX(y): 1\r\n\r\n",
+    "header name with control byte": b"GET / HTTP/1.1\r\nHost: test\r\nX\x01Y: 1\r\n\r\n",
+    "header name with tab": b"GET / HTTP/1.1\r\nHost: test\r\nX\tY: 1\r\n\r\n",
+    "header name non-ascii": b"GET / HTTP/1.1\r\nHost: test\r\nX\xffY: 1\r\n\r\n",
+    "header name empty": b"GET / HTTP/1.1\r\nHost: test\r\n: 1\r\n\r\n",
+    "header without colon": b"GET / HTTP/1.1\r\nHost: test\r\nNoColon\r\n\r\n",
+    "header space before colon": b"GET / HTTP/1.1\r\nHost : test\r\n\r\n",
+    "header value \\x01": b"GET / HTTP/1.1\r\nHost: test\r\nX: a\x01b\r\n\r\n",
+    "header value NUL": b"GET / HTTP/1.1\r\nHost: test\r\nX: a\x00b\r\n\r\n",
+    "header value DEL": b"GET / HTTP/1.1\r\nHost: test\r\nX: a\x7fb\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: test\r\nX: a\r\n b\r\n\r\n",
+    "obs-fold with tab": b"GET / HTTP/1.1\r\nHost: test\r\nX: a\r\n\tb\r\n\r\n",
+    "whitespace before first header": b"GET / HTTP/1.1\r\n Host: test\r\n\r\n",
+    "bare LF everywhere": b"GET / HTTP/1.1\nHost: test\n\n",
+    "bare LF after request line": b"GET / HTTP/1.1\nHost: test\r\n\r\n",
+    "bare LF after header": b"GET / HTTP/1.1\r\nHost: test\nX: y\r\n\r\n",
+    "bare CR": b"GET / HTTP/1.1\r\nHost: test\rX: y\r\n\r\n",
+    "missing Host on HTTP/1.1": b"GET / HTTP/1.1\r\nX: y\r\n\r\n",
+    "duplicate Host": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "duplicate Host same value": b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_request_gets_400(server: Any, data: bytes) -> None:
+    assert_rejected(server.port, data + SMUGGLED, 400)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"GET / HTTP/2.0\r\nHost: test\r\n\r\n", b"GET /\r\n\r\n"],
+    ids=["HTTP/2.0 request line", "HTTP/0.9 request line"],
+)
+def test_unsupported_http_version_gets_505(server: Any, data: bytes) -> None:
+    assert_rejected(server.port, data + SMUGGLED, 505)
+
+
+def test_lenient_but_valid_input_is_accepted(server: Any) -> None:
+    # Controls for the cases above: these are valid HTTP/1.1 (RFC 9112).
+    valid = [
+        b"\r\nGET /path?a HTTP/1.1\r\nHost: test\r\n\r\n",  # empty line before a request
+        b"GET /path?a HTTP/1.1\r\nHost:\r\n\r\n",  # empty Host is allowed
+        b"GET /path?a HTTP/1.1\r\nHost: test\r\nX:  \t spaced \t \r\n\r\n",  # OWS
+        b"GET /path?a HTTP/1.1\r\nHost: test\r\nX: caf\xe9\r\n\r\n",  # obs-text
+        b"GET /path?a HTTP/1.0\r\n\r\n",  # no Host needed on HTTP/1.0
+        b"GET http://test/path?a HTTP/1.1\r\nHost: test\r\n\r\n",  # absolute-form
+    ]
+    for data in valid:
+        response = exchange(server.port, data)
+        assert response.status == 200, data
+        assert response.body == b"/path?a", data
+
+
+# ---------------------------------------------------------------- request smuggling (400)
+
+SMUGGLING = {
+    "Content-Length with Transfer-Encoding": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "Transfer-Encoding with Content-Length": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Length: 44\r\n\r\n0\r\n\r\n"
+    ),
+    "duplicate Content-Length, same value": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
+    ),
+    "duplicate Content-Length, conflicting": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\nContent-Length: 47\r\n\r\nabc"
+    ),
+    "Content-Length list, same values": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 3, 3\r\n\r\nabc"
+    ),
+    "Content-Length list, conflicting": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 3, 47\r\n\r\nabc"
+    ),
+    "Content-Length +3": b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: +3\r\n\r\nabc",
+    "Content-Length -1": b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: -1\r\n\r\nabc",
+    "Content-Length hex": b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 0x3\r\n\r\nabc",
+    "Content-Length inner space": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 1 2\r\n\r\nabc"
+    ),
+    "Content-Length empty": b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length:\r\n\r\nabc",
+    "Content-Length overflow": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 99999999999999999999999\r\n\r\n"
+    ),
+    "Transfer-Encoding gzip": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip\r\n\r\n"
+    ),
+    "Transfer-Encoding identity": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: identity\r\n\r\n"
+    ),
+    "Transfer-Encoding chunked, identity": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+        b"0\r\n\r\n"
+    ),
+    "Transfer-Encoding chunked twice": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "Transfer-Encoding xchunked": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"
+    ),
+    "Transfer-Encoding chunkedx": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunkedx\r\n\r\n0\r\n\r\n"
+    ),
+    "Transfer-Encoding with parameter": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked;x=1\r\n\r\n0\r\n\r\n"
+    ),
+    "Transfer-Encoding vertical tab": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n"
+    ),
+    "space before colon in Transfer-Encoding": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "space before colon in Content-Length": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length : 3\r\n\r\nabc"
+    ),
+    "invalid chunk size": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nabc\r\n0\r\n\r\n"
+    ),
+    "negative chunk size": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"-3\r\nabc\r\n0\r\n\r\n"
+    ),
+    "0x chunk size": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0x3\r\nabc\r\n0\r\n\r\n"
+    ),
+    "chunk size overflow": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"fffffffffffffffff3\r\nabc\r\n0\r\n\r\n"
+    ),
+    "chunk size with trailing space": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3 \r\nabc\r\n0\r\n\r\n"
+    ),
+    "chunk longer than its size": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabcdef\r\n0\r\n\r\n"
+    ),
+    "chunk lines with bare LF": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n"
+    ),
+    "invalid chunk extension": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;\x01\r\nabc\r\n0\r\n\r\n"
+    ),
+    "invalid trailer": (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX\x01: y\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("data", SMUGGLING.values(), ids=SMUGGLING.keys())
+def test_request_smuggling_vector_gets_400(server: Any, data: bytes) -> None:
+    assert_rejected(server.port, data + SMUGGLED, 400)
+
+
+def test_transfer_encoding_on_http10_is_never_reused(server: Any) -> None:
+    # RFC 9112 6.1: framing is faulty; the server must close after the message.
+    data = b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    with RawClient(server.port) as client:
+        client.send(data + SMUGGLED)
+        response = client.read_response()
+        assert response.status in (200, 400)
+        client.assert_closed()
+    assert_still_serving(server.port)
+
+
+# ---------------------------------------------------------------- size limits
+
+
+def test_header_section_over_limit_gets_431() -> None:
+    with serve(app, limit_request_header_size=1024) as srv:
+        # One long header line.
+        assert_rejected(srv.port, get("/", "X-Big: " + "a" * 2000), 431)
+        # Many ordinary ones adding up.
+        fields = [f"X-Field-{i}: {'b' * 40}" for i in range(40)]
+        assert_rejected(srv.port, get("/", *fields), 431)
+        # A header line that never ends, dribbled in: cut off without waiting
+        # for it (sending just enough to cross the limit, 40 + 10 * 100 bytes).
+        with RawClient(srv.port) as client:
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.send(b"GET / HTTP/1.1\r\nHost: test\r\nX-Endless: ")
+            for _ in range(10):
+                client.send(b"c" * 100)
+            response = client.read_response()
+            assert response.status == 431
+            client.assert_closed()
+        # Under the limit is fine.
+        response = exchange(srv.port, get("/path?small", "X-Ok: " + "d" * 600))
+        assert response.status == 200
+        assert response.body == b"/path?small"
+
+
+def test_too_many_header_fields_gets_431() -> None:
+    with serve(app, limit_request_fields=5) as srv:
+        four = [f"X-{i}: v" for i in range(4)]
+        response = exchange(srv.port, get("/path?five", *four))  # Host + 4 = 5 fields
+        assert response.status == 200
+        assert response.body == b"/path?five"
+        assert_rejected(srv.port, get("/path?six", *four, "X-4: v") + SMUGGLED, 431)
+
+
+def test_request_target_over_limit_gets_414() -> None:
+    with serve(app, limit_request_line=64) as srv:
+        target = "/path?" + "q" * (64 - len("/path?"))
+        response = exchange(srv.port, get(target))
+        assert response.status == 200
+        assert response.body == target.encode()
+        assert_rejected(srv.port, get(target + "q") + SMUGGLED, 414)
+        # Also when the target arrives in pieces (just enough to cross the limit).
+        with RawClient(srv.port) as client:
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.send(b"GET /")
+            for _ in range(7):
+                client.send(b"x" * 10)
+            assert client.read_response().status == 414
+            client.assert_closed()
+
+
+def chunked_head(path: str = "/echo") -> bytes:
+    return b"POST %b HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" % path.encode()
+
+
+def test_body_over_limit_gets_413() -> None:
+    with serve(app, limit_request_body=10) as srv:
+        # At the limit: served.
+        ok = exchange(
+            srv.port, b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\n0123456789"
+        )
+        assert (ok.status, ok.body) == (200, b"0123456789")
+        ok = exchange(srv.port, chunked_head() + b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n")
+        assert (ok.status, ok.body) == (200, b"helloworld")
+        # A declared Content-Length over the limit: refused before the body is read.
+        assert_rejected(
+            srv.port, b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 11\r\n\r\n", 413
+        )
+        assert_rejected(
+            srv.port,
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 11\r\n\r\n" + b"z" * 11,
+            413,
+        )
+        # A chunked body growing past the limit, in one write...
+        assert_rejected(
+            srv.port, chunked_head() + b"5\r\nhello\r\n5\r\nworld\r\n1\r\n!\r\n0\r\n\r\n", 413
+        )
+        # ...and with the head first, while the app is already reading.
+        with RawClient(srv.port) as client:
+            client.send(chunked_head())
+            client.send(b"8\r\n12345678\r\n")
+            client.send(b"8\r\n12345678\r\n0\r\n\r\n")
+            response = client.read_response()
+            assert response.status == 413
+            client.assert_closed()
+        assert_still_serving(srv.port)
+
+
+def test_expect_continue_over_body_limit_gets_413_without_100() -> None:
+    with serve(app, limit_request_body=10) as srv, RawClient(srv.port) as client:
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        response = client.read_response()
+        assert response.status == 413
+        assert response.interim == []
+        client.assert_closed()

@@ -1,0 +1,163 @@
+"""Server memory stays flat while 200 MiB flow through it in either direction.
+
+The server runs as a CLI subprocess (``memapps:download`` / ``memapps:upload``)
+so its RSS can be measured alone with psutil; a background thread samples
+it throughout the transfer.  Without backpressure (a server that keeps
+reading from a fast client for a slow app, or keeps buffering a fast app's
+output for a slow client) the growth would be on the order of the transfer.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from .servers import CLIServer, cli_server
+
+MIB = 1024 * 1024
+TOTAL_MIB = 200
+LIMIT = 50 * MIB
+TIMEOUT = 20.0
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class RSSSampler:
+    """Samples a process's RSS every few milliseconds in a background thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.baseline = self.process.memory_info().rss
+        self.peak = self.baseline
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = self.process.memory_info().rss
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, rss)
+            self.samples += 1
+            self._stop.wait(0.005)
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+
+@pytest.fixture
+def download_server() -> Iterator[CLIServer]:
+    with cli_server("memapps:download", "--port", "0", "--no-access-log") as srv:
+        yield srv
+
+
+@pytest.fixture
+def upload_server() -> Iterator[CLIServer]:
+    with cli_server("memapps:upload", "--port", "0", "--no-access-log") as srv:
+        yield srv
+
+
+def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed before the head: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def download(port: int, mib: int, slow_seconds: float) -> int:
+    """GET ``mib`` MiB reading slowly (tiny receive buffer) at first; returns bytes read."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(TIMEOUT)
+    with sock:
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(f"GET /?mib={mib} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        head, received = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert f"content-length: {mib * MIB}".encode() in head.lower()
+        total = len(received)
+        assert received.strip(b"\xa5") == b""
+        slow_until = time.monotonic() + slow_seconds
+        while total < mib * MIB:
+            if time.monotonic() < slow_until:
+                chunk = sock.recv(1024)
+                time.sleep(0.002)  # a slow reader: the server must not buffer for it
+            else:
+                chunk = sock.recv(1024 * 1024)
+            if not chunk:
+                break
+            assert chunk.strip(b"\xa5") == b"", "corrupted body"
+            total += len(chunk)
+        return total
+
+
+def test_streamed_download_to_a_slow_client(download_server: CLIServer) -> None:
+    assert download_server.port is not None
+    port = download_server.port
+    assert download(port, 2, 0) == 2 * MIB  # warm up the code paths
+    started = time.monotonic()
+    with RSSSampler(download_server.proc.pid) as rss:
+        received = download(port, TOTAL_MIB, slow_seconds=1.5)
+    elapsed = time.monotonic() - started
+    assert received == TOTAL_MIB * MIB
+    assert rss.samples > 10
+    assert rss.growth < LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+    assert elapsed < TIMEOUT
+    # The connection-level flow was healthy: the server answers again.
+    assert download(port, 1, 0) == MIB
+
+
+def upload(port: int, mib: int) -> bytes:
+    """POST ``mib`` MiB as fast as the server accepts it; returns the response body."""
+    block = memoryview(b"\x5a" * MIB)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    with sock:
+        sock.sendall(
+            f"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {mib * MIB}\r\n\r\n".encode()
+        )
+        for _ in range(mib):
+            sock.sendall(block)
+        head, body = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            chunk = sock.recv(4096)
+            assert chunk, "closed before the whole response"
+            body += chunk
+        return body
+
+
+def test_streamed_upload_to_a_slow_app(upload_server: CLIServer) -> None:
+    assert upload_server.port is not None
+    port = upload_server.port
+    count, _ = upload(port, 2).split()
+    assert int(count) == 2 * MIB  # warm up
+    started = time.monotonic()
+    with RSSSampler(upload_server.proc.pid) as rss:
+        body = upload(port, TOTAL_MIB)
+    elapsed = time.monotonic() - started
+    count, messages = body.split()
+    assert int(count) == TOTAL_MIB * MIB
+    assert int(messages) > 100, "the body should reach the app in many small messages"
+    assert rss.samples > 10
+    assert rss.growth < LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+    assert elapsed < TIMEOUT
