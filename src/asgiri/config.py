@@ -320,11 +320,17 @@ class TimeoutsConfig:
     timeout_graceful_shutdown: float = _opt(
         30.0, help="Seconds in-flight requests may take to finish on shutdown."
     )
+    timeout_write: float = _opt(
+        60.0,
+        help="Seconds a response may stay blocked on a client that reads nothing "
+        "(full socket buffer, or a closed HTTP/2 window) before it is dropped.",
+    )
 
     def __post_init__(self) -> None:
         _positive("timeout_keep_alive", self.timeout_keep_alive)
         _positive("timeout_request_header", self.timeout_request_header)
         _positive("timeout_graceful_shutdown", self.timeout_graceful_shutdown, allow_zero=True)
+        _positive("timeout_write", self.timeout_write)
 
 
 @dataclass

@@ -178,6 +178,12 @@ class HTTPStream:
         return self._buffered
 
     @property
+    def receiving(self) -> bool:
+        """The app is blocked in ``receive()`` (a disconnect reaches it at once)."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    @property
     def state(self) -> ResponseState:
         return self._state
 
@@ -187,7 +193,10 @@ class HTTPStream:
 
     def body_received(self, data: bytes) -> None:
         if self._state is ResponseState.DONE or self.disconnected:
-            return  # nobody will read it
+            # Nobody will read it; the connection may still owe flow-control
+            # credit for it (HTTP/2, HTTP/3).
+            self._sink.body_consumed(self, len(data))
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         self._wake()

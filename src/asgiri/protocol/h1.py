@@ -40,6 +40,9 @@ _TOKEN_RE: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALID_NAMES: set[bytes] = set()
 _MAX_VALID_NAMES: Final = 4096
 CONTINUE_RESPONSE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Body pieces at least this large are written as their own buffer instead of
+#: being copied next to their framing.
+COPY_LIMIT: Final = 16 * 1024
 _SPECIAL_REQUEST_HEADERS: Final = frozenset({b"host", b"expect", b"content-length", b"upgrade"})
 _METHODS: Final = {
     m.encode(): m
@@ -137,34 +140,42 @@ class H1Response:
             if self._remaining < 0:
                 raise LocalProtocolError("response body longer than its Content-Length")
 
-    def data(self, data: bytes) -> bytes:
-        """Frame a body chunk (not the last)."""
+    def data(self, data: bytes) -> list[bytes]:
+        """Frame a body chunk (not the last): the buffers to write, in order.
+
+        Large chunks are returned as they are, next to their framing, so that
+        a transport with ``writelines`` sends them without another copy.
+        """
         if self._remaining is not None:
             self._remaining -= len(data)
             if self._remaining < 0:
                 raise LocalProtocolError("response body longer than its Content-Length")
         if self._no_body or not data:
-            return b""
+            return []
         if self._chunked:
-            return b"%x\r\n%b\r\n" % (len(data), data)
-        return data
+            if len(data) < COPY_LIMIT:
+                return [b"%x\r\n%b\r\n" % (len(data), data)]
+            return [b"%x\r\n" % len(data), data, b"\r\n"]
+        return [data]
 
-    def end(self, data: bytes = b"", trailers: Headers | None = None) -> bytes:
+    def end(self, data: bytes = b"", trailers: Headers | None = None) -> list[bytes]:
         """Frame the last chunk and the end of the body (with trailers when chunked)."""
-        out = self.data(data) if data else b""
+        out = self.data(data) if data else []
         if self._remaining:
             raise LocalProtocolError(
                 f"response body shorter than its Content-Length ({self._remaining} bytes missing)"
             )
         if self._chunked:
             if trailers:
-                lines = []
+                lines = [b"0\r\n"]
                 for name, value in trailers:
                     _check_name(name)
                     _check_value(value)
                     lines.append(b"%b: %b\r\n" % (name, value))
-                return out + b"0\r\n" + b"".join(lines) + b"\r\n"
-            return out + b"0\r\n\r\n"
+                lines.append(b"\r\n")
+                out.append(b"".join(lines))
+            else:
+                out.append(b"0\r\n\r\n")
         return out
 
 
@@ -410,8 +421,8 @@ class H1Connection:
         body: bytes,
         end: bool,
         trailers: bool = False,
-    ) -> tuple[bytes, H1Response]:
-        """Serialise a response head plus its first body chunk.
+    ) -> tuple[list[bytes], H1Response]:
+        """Serialise a response head plus its first body chunk: the buffers to write.
 
         ``default_headers`` is a ready block of ``name: value\\r\\n`` lines
         (Date, Server, Alt-Svc) that the server layer caches.  When the whole
@@ -422,9 +433,9 @@ class H1Connection:
         keep_alive = info.keep_alive
         content_length: int | None = None
         close_sent = False
-        parts: list[bytes] = []
+        parts = [status_line(status), default_headers]
         extend = parts.extend
-        count = 0
+        app_lines = 0
         for name, value in headers:
             kind = _NAME_KIND.get(name)
             if kind is None:
@@ -439,15 +450,9 @@ class H1Connection:
                     keep_alive = False
                     close_sent = True
             extend((name, b": ", value, b"\r\n"))
-            count += 1
-        app_part = b"".join(parts)
-        # One scan for the whole block instead of three per value: a CR, LF or
-        # NUL inside a value shows up as a line count that does not add up.
-        if app_part.count(b"\n") != count or app_part.count(b"\r") != count or b"\0" in app_part:
-            for _, value in headers:
-                _check_value(value)
-        lines = [status_line(status), default_headers, app_part]
-        append = lines.append
+            app_lines += 1
+        framing_start = len(parts)
+        append = parts.append
         no_body = info.head or status in _HEAD_ONLY_STATUSES or status < 200
         chunked = False
         if status in _HEAD_ONLY_STATUSES or status < 200:
@@ -472,11 +477,23 @@ class H1Connection:
         elif not info.http11:
             append(b"connection: keep-alive\r\n")
         append(b"\r\n")
+        head = b"".join(parts)
+        # One scan of the whole head instead of three per value: a CR, LF or
+        # NUL inside a header value shows up as more line breaks than the
+        # lines written here (status, defaults, app headers, framing, blank).
+        lines = 1 + default_headers.count(b"\n") + app_lines + (len(parts) - framing_start)
+        if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+            for _, value in headers:
+                _check_value(value)
+            raise LocalProtocolError("invalid response header")
         response = H1Response(chunked, no_body, None if no_body else content_length, keep_alive)
         tail = response.end(body) if end else response.data(body)
-        if tail:
-            append(tail)
-        return b"".join(lines), response
+        if not tail:
+            return [head], response
+        if len(tail) == 1 and len(tail[0]) < COPY_LIMIT:
+            return [head + tail[0]], response
+        # A large body stays its own buffer rather than being copied.
+        return [head, *tail], response
 
     @staticmethod
     def informational(status: int, headers: Headers) -> bytes:

@@ -138,6 +138,12 @@ class H2Connection:
             },
         )
         self._conn.max_inbound_frame_size = limits.max_inbound_frame_size
+        # h2 hands a setting to its HPACK decoder only when an ACK changes
+        # it, and settings given as initial values never change: without
+        # this, the decoder would keep its 64 KiB default whatever is
+        # configured (and advertised), and HPACK bombs would be bounded by
+        # that, not by h2_max_header_list_size.
+        self._conn.decoder.max_header_list_size = limits.max_header_list_size
         self._out: dict[int, _OutStream] = {}
         self._trailers: dict[int, Headers] = {}
         #: Flow-controlled bytes received per stream and not yet acknowledged.
@@ -281,9 +287,20 @@ class H2Connection:
 
     def _on_reset(self, stream_id: int) -> None:
         self._out.pop(stream_id, None)
-        self._unacked.pop(stream_id, None)
+        self._release(stream_id)
         self._trailers.pop(stream_id, None)
         self._resets += 1
+
+    def _release(self, stream_id: int) -> None:
+        """Give back the connection-window credit of body nobody will read.
+
+        Without this, bytes buffered for a stream that was reset or answered
+        without reading its body would shrink the connection window for good.
+        """
+        pending = self._unacked.pop(stream_id, 0)
+        if pending:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._conn.acknowledge_received_data(pending, stream_id)
 
     def _fail(self, code: int, message: str) -> list[Event | StreamWritable | ConnectionEnded]:
         self.closed = True
@@ -437,7 +454,11 @@ class H2Connection:
 
     def _stream_done(self, stream_id: int) -> None:
         self._completed += 1
-        self._unacked.pop(stream_id, None)
+
+    def forget(self, stream_id: int) -> None:
+        """The stream's app is done: release credit for body it never read."""
+        self._release(stream_id)
+        self._trailers.pop(stream_id, None)
 
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
         """The app consumed ``nbytes`` of the stream's body: grant that credit back."""
@@ -454,7 +475,7 @@ class H2Connection:
 
     def _reset(self, stream_id: int, code: int) -> None:
         self._out.pop(stream_id, None)
-        self._unacked.pop(stream_id, None)
+        self._release(stream_id)
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self._conn.reset_stream(stream_id, error_code=code)
 

@@ -47,6 +47,7 @@ class ServerContext:
         self.root_path = config.app_options.root_path
         self.keep_alive_timeout = config.timeouts.timeout_keep_alive
         self.header_timeout = config.timeouts.timeout_request_header
+        self.write_timeout = config.timeouts.timeout_write
         self.on_max_requests: Any = None
         #: Per-server TLS facts for the ``tls`` scope extension (None in cleartext).
         self.tls_info: Any = None

@@ -89,6 +89,7 @@ class H1Protocol(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._closed = False
         self._tls = False
@@ -159,6 +160,9 @@ class H1Protocol(asyncio.Protocol):
         self._wake_writers()
 
     def _wake_writers(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -334,26 +338,31 @@ class H1Protocol(asyncio.Protocol):
         info = self._info
         if stream is not self._current or info is None or self._closed:
             return
-        data, self._response = H1Connection.start_response(
+        parts, self._response = H1Connection.start_response(
             info, status, headers, self.ctx.default_headers(), body, end, trailers and info.http11
         )
-        self.transport.write(data)
+        self._send(parts)
 
     def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
         response = self._response
         if stream is not self._current or response is None or self._closed:
             return
-        out = response.end(data) if end else response.data(data)
-        if out:
-            self.transport.write(out)
+        self._send(response.end(data) if end else response.data(data))
 
     def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
         response = self._response
         if stream is not self._current or response is None or self._closed:
             return
-        out = response.end(b"", trailers)
-        if out:
-            self.transport.write(out)
+        self._send(response.end(b"", trailers))
+
+    def _send(self, parts: list[bytes]) -> None:
+        # One buffer is the common case; several mean a large body kept
+        # apart from its framing, which writelines sends without joining
+        # (uvloop, and asyncio from 3.12, use writev/sendmsg).
+        if len(parts) == 1:
+            self.transport.write(parts[0])
+        elif parts:
+            self.transport.writelines(parts)
 
     def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
         info = self._info
@@ -371,7 +380,16 @@ class H1Protocol(asyncio.Protocol):
             return None
         waiter = self.loop.create_future()
         self._drain_waiters.append(waiter)
+        if self._stall_timer is None:
+            # A client that stops reading must not hold the app forever.
+            self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
         return waiter
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        if self._write_paused and not self._closed:
+            logger.info("client %s stopped reading; closing the connection", self.client)
+            self.abort()
 
     def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
         if (

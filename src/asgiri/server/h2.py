@@ -34,6 +34,7 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _NO_ERROR = 0x0
 _INTERNAL_ERROR = 0x2
 _REFUSED_STREAM = 0x7
+_CANCEL = 0x8
 
 
 class H2Protocol(asyncio.Protocol):
@@ -60,6 +61,7 @@ class H2Protocol(asyncio.Protocol):
         self.streams: dict[int, HTTPStream] = {}
         self._no_body: set[int] = set()
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._stall_timers: dict[int, asyncio.TimerHandle] = {}
         self._new: list[HTTPStream] = []
         self._in_receive = False
         self._flush_scheduled = False
@@ -228,10 +230,12 @@ class H2Protocol(asyncio.Protocol):
         stream = self.streams.pop(stream_id, None)
         self._no_body.discard(stream_id)
         if stream is not None:
+            receiving = stream.receiving
             stream.disconnect()
             task = stream.task
-            if task is not None and not task.done():
+            if task is not None and not task.done() and not receiving:
                 # A reset stream's work is wasted work: stop it (rapid reset).
+                # An app waiting in receive() is not: it gets http.disconnect.
                 task.cancel()
         self._wake(stream_id)
         self._maybe_idle()
@@ -311,7 +315,25 @@ class H2Protocol(asyncio.Protocol):
             return None
         waiter = self.loop.create_future()
         self._waiters.setdefault(stream_id, []).append(waiter)
+        if stream_id not in self._stall_timers:
+            # A peer that never opens its window must not hold the app forever.
+            self._stall_timers[stream_id] = self.loop.call_later(
+                self.ctx.write_timeout, self._stalled, stream_id
+            )
         return waiter
+
+    def _stalled(self, stream_id: int) -> None:
+        self._stall_timers.pop(stream_id, None)
+        if self._closed or stream_id not in self._waiters:
+            return
+        logger.info("HTTP/2 stream %d from %s stalled; resetting it", stream_id, self.client)
+        if self._write_paused:
+            # The socket itself is not draining: nothing on it can progress.
+            self.abort()
+            return
+        self.conn.reset(stream_id, _CANCEL)
+        self._on_reset(stream_id)
+        self._flush()
 
     def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
         if not self._closed:
@@ -341,8 +363,10 @@ class H2Protocol(asyncio.Protocol):
             self._schedule_flush()
         self.streams.pop(stream_id, None)
         self._no_body.discard(stream_id)
+        self.conn.forget(stream_id)
         self._wake(stream_id)
         self._maybe_idle()
+        self._schedule_flush()
         ctx.check_drained()
 
     # ------------------------------------------------------------ output
@@ -361,6 +385,9 @@ class H2Protocol(asyncio.Protocol):
             self.transport.write(data)
 
     def _wake(self, stream_id: int) -> None:
+        timer = self._stall_timers.pop(stream_id, None)
+        if timer is not None:
+            timer.cancel()
         waiters = self._waiters.pop(stream_id, None)
         if waiters:
             for waiter in waiters:
