@@ -369,50 +369,80 @@ class H2Connection:
 
     # ------------------------------------------------------------ writing
 
-    def send_headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> None:
+    # The send methods return False when the stream or the connection is
+    # already gone (reset by the peer, or a GOAWAY received: h2 refuses to
+    # send anything after that), so that the caller treats the stream as
+    # disconnected instead of raising into the app.
+
+    def send_headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> bool:
         response: Headers = [(b":status", b"%d" % status)]
         for name, value in headers:
             lname = name.lower()
             if lname in _CONNECTION_HEADERS:
                 continue  # meaningless in HTTP/2 and forbidden on the wire
             response.append((lname, value))
-        self._conn.send_headers(stream_id, response, end_stream=end)
+        if self.closed:
+            return False
+        try:
+            self._conn.send_headers(stream_id, response, end_stream=end)
+        except h2.exceptions.ProtocolError:
+            return self._gone(stream_id)
         if end:
             self._stream_done(stream_id)
+        return True
 
-    def send_informational(self, stream_id: int, status: int, headers: Headers) -> None:
-        self._conn.send_headers(stream_id, [(b":status", b"%d" % status), *headers])
+    def send_informational(self, stream_id: int, status: int, headers: Headers) -> bool:
+        if self.closed:
+            return False
+        try:
+            self._conn.send_headers(stream_id, [(b":status", b"%d" % status), *headers])
+        except h2.exceptions.ProtocolError:
+            return self._gone(stream_id)
+        return True
 
-    def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> bool:
         """Queue body bytes; what the windows allow is framed at once."""
-        out = self._out.get(stream_id)
-        if out is None:
-            conn = self._conn
-            try:
+        if self.closed:
+            return False
+        try:
+            out = self._out.get(stream_id)
+            if out is None:
+                conn = self._conn
                 window = conn.local_flow_control_window(stream_id)
-            except h2.exceptions.StreamClosedError:
-                return
-            if len(data) <= window and len(data) <= conn.max_outbound_frame_size:
-                # The common case: it fits, so no buffer is made.
-                conn.send_data(stream_id, data, end_stream=end)
-                if end:
-                    self._stream_done(stream_id)
-                return
-            out = self._out[stream_id] = _OutStream()
-        if data:
-            out.data.append(data)
-            out.size += len(data)
-        out.end = out.end or end
-        self._flush(stream_id, out)
+                if len(data) <= window and len(data) <= conn.max_outbound_frame_size:
+                    # The common case: it fits, so no buffer is made.
+                    conn.send_data(stream_id, data, end_stream=end)
+                    if end:
+                        self._stream_done(stream_id)
+                    return True
+                out = self._out[stream_id] = _OutStream()
+            if data:
+                out.data.append(data)
+                out.size += len(data)
+            out.end = out.end or end
+            self._flush(stream_id, out)
+        except h2.exceptions.ProtocolError:
+            return self._gone(stream_id)
+        return True
 
-    def send_trailers(self, stream_id: int, trailers: Headers) -> None:
+    def send_trailers(self, stream_id: int, trailers: Headers) -> bool:
+        if self.closed:
+            return False
         out = self._out.get(stream_id)
         if out is not None and out.size:
             out.trailers = trailers
             out.end = True
-            return
-        self._conn.send_headers(stream_id, trailers, end_stream=True)
+            return True
+        try:
+            self._conn.send_headers(stream_id, trailers, end_stream=True)
+        except h2.exceptions.ProtocolError:
+            return self._gone(stream_id)
         self._stream_done(stream_id)
+        return True
+
+    def _gone(self, stream_id: int) -> bool:
+        self._out.pop(stream_id, None)
+        return False
 
     def buffered(self, stream_id: int) -> int:
         out = self._out.get(stream_id)

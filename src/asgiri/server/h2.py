@@ -241,19 +241,17 @@ class H2Protocol(asyncio.Protocol):
         self._maybe_idle()
 
     def _on_ended(self, event: ConnectionEnded) -> None:
-        if event.error_code or (self.conn.closed and not self.streams):
-            if event.error_code:
-                logger.debug(
-                    "HTTP/2 connection from %s ended: code %d", self.client, event.error_code
-                )
-            self._closing = True
-            for stream in list(self.streams.values()):
-                stream.disconnect()
-            self._close_after_flush()
-        else:
-            # Graceful GOAWAY from the peer: no new streams, finish the rest.
-            self._closing = True
-            self._maybe_idle()
+        """The peer sent GOAWAY, or we ended the connection on an error.
+
+        h2 sends nothing once a GOAWAY was received, so even after a graceful
+        one the open streams cannot be answered: their apps see a disconnect.
+        """
+        if event.error_code:
+            logger.debug("HTTP/2 connection from %s ended: code %d", self.client, event.error_code)
+        self._closing = True
+        for stream in list(self.streams.values()):
+            stream.disconnect()
+        self._close_after_flush()
 
     # ------------------------------------------------------------ HTTPSink
 
@@ -273,14 +271,17 @@ class H2Protocol(asyncio.Protocol):
             self._no_body.add(stream_id)
         no_body = stream_id in self._no_body
         all_headers = self.ctx.default_header_list() + headers
+        conn = self.conn
         if end and (no_body or not body):
-            self.conn.send_headers(stream_id, status, all_headers, True)
+            sent = conn.send_headers(stream_id, status, all_headers, True)
         else:
-            self.conn.send_headers(stream_id, status, all_headers, False)
+            sent = conn.send_headers(stream_id, status, all_headers, False)
             if no_body:
                 body = b""
-            if body or end:
-                self.conn.send_data(stream_id, body, end)
+            if sent and (body or end):
+                sent = conn.send_data(stream_id, body, end)
+        if not sent:
+            stream.disconnect()
         self._schedule_flush()
 
     def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
@@ -291,14 +292,16 @@ class H2Protocol(asyncio.Protocol):
             if not end:
                 return
             data = b""
-        self.conn.send_data(stream_id, data, end)
+        if not self.conn.send_data(stream_id, data, end):
+            stream.disconnect()
         self._schedule_flush()
 
     def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
         stream_id = stream.stream_id
         if self._closed or stream_id not in self.streams:
             return
-        self.conn.send_trailers(stream_id, [(n.lower(), v) for n, v in trailers])
+        if not self.conn.send_trailers(stream_id, [(n.lower(), v) for n, v in trailers]):
+            stream.disconnect()
         self._schedule_flush()
 
     def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
