@@ -319,11 +319,16 @@ def test_json_body(client: httpx.Client) -> None:
 def test_json_body_validation_error(
     framework: tuple[str, ThreadServer, Signals], client: httpx.Client
 ) -> None:
-    if framework[0] != "fastapi":
-        pytest.skip("request validation is a FastAPI feature")
-    response = client.post("/echo-json", json={"name": "widget", "count": "many"})
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "count"]
+    payload = {"name": "widget", "count": "many"}
+    response = client.post("/echo-json", json=payload)
+    if framework[0] == "fastapi":
+        # FastAPI validates the body against its model.
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", "count"]
+    else:
+        # Starlette hands the JSON through as it came.
+        assert response.status_code == 200
+        assert response.json()["received"] == payload
 
 
 def test_form_body(client: httpx.Client) -> None:
@@ -336,8 +341,6 @@ def test_form_body(client: httpx.Client) -> None:
 def test_multipart_upload(
     framework: tuple[str, ThreadServer, Signals], client: httpx.Client
 ) -> None:
-    if framework[0] != "starlette":
-        pytest.skip("the FastAPI form route takes fields only")
     blob = os.urandom(300_000)
     response = client.post(
         "/form",
@@ -345,11 +348,12 @@ def test_multipart_upload(
         files={"file": ("blob.bin", blob, "application/octet-stream")},
     )
     assert response.status_code == 200
-    assert response.json() == {
-        "name": "upload",
-        "tags": ["one"],
-        "file": {"filename": "blob.bin", "size": len(blob)},
-    }
+    expected: dict[str, object] = {"name": "upload", "tags": ["one"]}
+    if framework[0] == "starlette":
+        # The Starlette route reports the file part; FastAPI's form model has
+        # no file field, so the whole 300 kB part is parsed and left out.
+        expected["file"] = {"filename": "blob.bin", "size": len(blob)}
+    assert response.json() == expected
 
 
 def test_streaming_response(framework: tuple[str, ThreadServer, Signals]) -> None:
