@@ -13,7 +13,7 @@ LINT_PATHS := src tests examples
 
 # Debian packages the test-suite shells out to, as command:package pairs.
 # A package is installed only when its command is missing from PATH.
-SYSTEM_DEPS := curl:curl
+SYSTEM_DEPS := curl:curl nghttp:nghttp2-client node:nodejs
 
 .PHONY: venv certs demo system-deps test lint bench bench-quick clean distclean
 

@@ -14,7 +14,11 @@ A run directory (bench/out/<run-id>/) holds:
 Ratios are asgiri / peer requests per second, so > 1 means asgiri served more.  In every
 round the peer and asgiri run back to back on the same scenario (peer first); the ratio of
 a scenario is the median of its per-round ratios, over rounds where both sides were "ok".
-The req/s and p99 columns are medians over each side's ok rounds.
+The req/s and p99 columns are medians over each side's ok rounds.  Memory: the harness
+samples the server's RSS (summed over its process group) once idle after start-up and as
+the high-water mark after the load; "per connection" is (peak - idle) / the scenario's
+number of client connections, a rough upper bound (it also counts buffers of the requests
+in flight and the allocator's slack).
 """
 
 from __future__ import annotations
@@ -34,6 +38,32 @@ ROOT = BENCH_DIR.parent
 
 # Row statuses written by the harness: ok, error, unsupported, not_configured.
 OK = "ok"
+
+# Client connections per scenario: the harness's defaults, overridden by the same
+# environment variables the harness reads (recorded in meta.json at the start of a run).
+CONNECTION_VARS = {
+    "h1_hello": ("WRK_CONNS", 64),
+    "h1_echo": ("WRK_CONNS", 64),
+    "h1_big": ("BIG_CONNS", 16),
+    "h2c_hello": ("H2_CONNS", 16),
+    "h2tls_hello": ("H2_CONNS", 16),
+    "h2c_big": ("H2_BIG_CONNS", 16),
+    "h3_hello": ("H3_CONNS", 4),
+    "ws_echo": ("WS_CONNS", 16),
+    "ws_echo_raw": ("WS_CONNS", 16),
+}
+STREAM_VARS = {
+    "h2c_hello": ("H2_STREAMS", 16),
+    "h2tls_hello": ("H2_STREAMS", 16),
+    "h2c_big": ("H2_BIG_STREAMS", 1),
+}
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
 
 
 # --------------------------------------------------------------------------- meta
@@ -138,6 +168,8 @@ def cmd_meta(args: argparse.Namespace) -> int:
             "server_cpu": args.server_cpu,
             "load_cpu": args.load_cpu,
             "harness": args.harness,
+            "connections": {sc: _env_int(v, d) for sc, (v, d) in CONNECTION_VARS.items()},
+            "streams_per_connection": {sc: _env_int(v, d) for sc, (v, d) in STREAM_VARS.items()},
         },
         "pairs": pairs,
     }
@@ -182,9 +214,18 @@ def _median(xs: list) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def summarize_pair(pair: dict, rows: list[dict]) -> list[dict]:
+def _connections(meta: dict | None, scenario: str) -> int | None:
+    conns = ((meta or {}).get("settings") or {}).get("connections") or {}
+    if scenario in conns:
+        return conns[scenario]
+    default = CONNECTION_VARS.get(scenario)
+    return default[1] if default else None
+
+
+def summarize_pair(pair: dict, rows: list[dict], meta: dict | None = None) -> list[dict]:
     out = []
     for sc in pair["scenarios"]:
+        conns = _connections(meta, sc)
         side = {}
         for role in ("asgiri", "peer"):
             name = pair[role]
@@ -194,6 +235,10 @@ def summarize_pair(pair: dict, rows: list[dict]) -> list[dict]:
             )
             ok = [r for r in rs if r["status"] == OK]
             errs = [r["errors"] for r in rs if r.get("errors") is not None]
+            # Memory of the ok rounds, or of every round that sampled it when none was ok.
+            mem_rows = [r for r in (ok or rs) if r.get("rss_idle_kb") and r.get("rss_peak_kb")]
+            growth = _median([r["rss_peak_kb"] - r["rss_idle_kb"] for r in mem_rows])
+            failed = [r for r in rs if r["status"] != OK and r.get("rps")]
             side[role] = {
                 "name": name,
                 "rounds": len(rs),
@@ -207,6 +252,11 @@ def summarize_pair(pair: dict, rows: list[dict]) -> list[dict]:
                 "peak_rss_mib": max(
                     (r["rss_peak_kb"] / 1024 for r in rs if r.get("rss_peak_kb")), default=None
                 ),
+                "idle_rss_mib": _median([r["rss_idle_kb"] / 1024 for r in mem_rows]),
+                "kib_per_conn": (max(growth, 0) / conns if growth is not None and conns else None),
+                # req/s measured in rounds that did not count (errors), for orientation only.
+                "failed_rps": _median([r["rps"] for r in failed]),
+                "failed_p99_ms": _median([r.get("p99_ms") for r in failed]),
             }
         a, p = side["asgiri"], side["peer"]
         per_round = [
@@ -225,6 +275,7 @@ def summarize_pair(pair: dict, rows: list[dict]) -> list[dict]:
                 "peer": p,
                 "ratio": _median(per_round),
                 "ratios": [round(x, 4) for x in per_round],
+                "connections": conns,
             }
         )
     return out
@@ -239,7 +290,26 @@ def _cell_rps(s: dict) -> str:
         return _f(s["rps"])
     if not s["rounds"]:
         return "not run"
-    return "/".join(s["statuses"]) or "-"
+    cell = "/".join(s["statuses"]) or "-"
+    if s.get("failed_rps") is not None:
+        cell += f" ({_f(s['failed_rps'])})"
+    return cell
+
+
+def _cell_p99(s: dict) -> str:
+    if s["p99_ms"] is not None:
+        return _f(s["p99_ms"], 2)
+    if s.get("failed_p99_ms") is not None:
+        return f"({_f(s['failed_p99_ms'], 2)})"
+    return "-"
+
+
+def _family(label: str) -> str:
+    """Section of RESULTS.md a pair belongs to, from its label."""
+    for prefix, name in (("h2", "HTTP/2"), ("h3", "HTTP/3"), ("ws", "WebSocket")):
+        if label == prefix or label.startswith(prefix + "-"):
+            return name
+    return "HTTP/1.1"
 
 
 def _warnings(meta: dict) -> list[str]:
@@ -272,7 +342,7 @@ def _warnings(meta: dict) -> list[str]:
 def render(run_dir: Path) -> tuple[str, list[dict]]:
     meta = json.loads((run_dir / "meta.json").read_text())
     rows = load_rows(run_dir / "results.jsonl")
-    summary = [s for pair in meta["pairs"] for s in summarize_pair(pair, rows)]
+    summary = [s for pair in meta["pairs"] for s in summarize_pair(pair, rows, meta)]
     m, st, pv, bv = meta["machine"], meta["settings"], meta["project"], meta["bench_venv"]
     L = []
     L.append("# asgiri benchmark results")
@@ -326,26 +396,67 @@ def render(run_dir: Path) -> tuple[str, list[dict]]:
     )
     L.append("")
     L.append(
-        "| scenario | peer | asgiri req/s | peer req/s | ratio | asgiri p99 ms | peer p99 ms "
-        "| errors asgiri / peer | per-round ratios |"
+        "A cell like `error (1,234)` is a side whose rounds did not count (more than 1% of its "
+        "requests failed, or its connections were reset): the bracketed req/s or p99 was "
+        "measured anyway, for orientation, and is left out of the ratio."
     )
-    L.append("|---|---|--:|--:|--:|--:|--:|--:|---|")
+    L.append("")
     descs = {p["label"]: p for p in meta["pairs"]}
+    families: dict[str, list[dict]] = {}
     for s in summary:
-        a, p = s["asgiri"], s["peer"]
-        name = f"{s['scenario']} (extra)" if s["extra"] else s["scenario"]
-        ratio = (
-            f"**{s['ratio']:.3f}**"
-            if s["ratio"] is not None and not s["extra"]
-            else _f(s["ratio"], 3)
-        )
-        errs = f"{_f(a['errors'])} / {_f(p['errors'])}"
+        families.setdefault(_family(s["pair"]), []).append(s)
+    for family, items in families.items():
+        L.append(f"### {family}")
+        L.append("")
+        if family == "HTTP/2":
+            streams = st.get("streams_per_connection") or {}
+            parts = [
+                f"{sc} {s['connections']} connections x {streams.get(sc, '?')} "
+                f"stream{'' if streams.get(sc) == 1 else 's'} each"
+                for sc, s in {s["scenario"]: s for s in items}.items()
+            ]
+            L.append(f"h2load, {'; '.join(parts)}.")
+            L.append("")
         L.append(
-            f"| {name} | {descs[s['pair']]['description']} | {_cell_rps(a)} | {_cell_rps(p)} "
-            f"| {ratio} "
-            f"| {_f(a['p99_ms'], 2)} | {_f(p['p99_ms'], 2)} | {errs} "
-            f"| {' '.join(f'{x:.3f}' for x in s['ratios']) or '-'} |"
+            "| scenario | peer | asgiri req/s | peer req/s | ratio | asgiri p99 ms "
+            "| peer p99 ms | errors asgiri / peer | per-round ratios |"
         )
+        L.append("|---|---|--:|--:|--:|--:|--:|--:|---|")
+        for s in items:
+            a, p = s["asgiri"], s["peer"]
+            name = f"{s['scenario']} (extra)" if s["extra"] else s["scenario"]
+            ratio = (
+                f"**{s['ratio']:.3f}**"
+                if s["ratio"] is not None and not s["extra"]
+                else _f(s["ratio"], 3)
+            )
+            errs = f"{_f(a['errors'])} / {_f(p['errors'])}"
+            L.append(
+                f"| {name} | {descs[s['pair']]['description']} | {_cell_rps(a)} "
+                f"| {_cell_rps(p)} | {ratio} | {_cell_p99(a)} | {_cell_p99(p)} | {errs} "
+                f"| {' '.join(f'{x:.3f}' for x in s['ratios']) or '-'} |"
+            )
+        L.append("")
+    L.append("### Memory")
+    L.append("")
+    L.append(
+        "Server RSS (process group): idle after start-up, high-water mark after the load, and "
+        "(peak - idle) ÷ client connections, a rough per-connection upper bound. Medians over "
+        "rounds, peak is the maximum."
+    )
+    L.append("")
+    L.append("| scenario | server | connections | idle MiB | peak MiB | KiB per connection |")
+    L.append("|---|---|--:|--:|--:|--:|")
+    for s in summary:
+        for role in ("peer", "asgiri"):
+            side = s[role]
+            if not side["rounds"]:
+                continue
+            L.append(
+                f"| {s['scenario']} | {side['name']} | {_f(s['connections'])} "
+                f"| {_f(side['idle_rss_mib'], 1)} | {_f(side['peak_rss_mib'], 1)} "
+                f"| {_f(side['kib_per_conn'], 0)} |"
+            )
     L.append("")
     problems = []
     for s in summary:

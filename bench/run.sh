@@ -5,14 +5,15 @@
 #                [--warmup S] [--harness auto|shared|vendored] [--results PATH] [--no-install]
 #   bench/run.sh --list        # the comparison pairs this script knows
 #
-# `make bench` runs it with no options: pairs uvloop,asyncio, 3 interleaved rounds of 10 s
-# (+2 s warm-up), and writes bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md} and
-# bench/RESULTS.md.  `make bench-quick` (= --quick): pair uvloop, h1_hello + h1_echo, 1 round
+# `make bench` runs it with no options: pairs uvloop,asyncio,h2 (h2 = h2-granian and
+# h2-hypercorn), 3 interleaved rounds of 10 s (+2 s warm-up), and writes
+# bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md} and bench/RESULTS.md.  `make bench-quick` (= --quick): pair uvloop, h1_hello + h1_echo, 1 round
 # of 5 s, and only writes bench/out/<run-id>/ (pass --results bench/RESULTS.md to publish).
 # Later options override what --quick set, e.g. `--quick --duration 3`.
 #
 # Harness: ../shared/bench/bench.sh when it exists (what CI and developers have), else the
-# vendored copy in bench/harness/ (--harness picks one explicitly).  The app is always
+# vendored copy in bench/harness/ (--harness picks one explicitly); a pair that needs a
+# scenario only the vendored copy has (h2c_big) runs on the vendored copy.  The app is always
 # bench/app.py (a copy of the reference app).  The server runs on CPU 1, the load
 # generator on CPU 0 (SERVER_CPU / LOAD_CPU override).
 #
@@ -30,7 +31,7 @@ BPY="$BENCH_VENV/bin/python"
 SHARED_HARNESS="$ROOT/../shared/bench"
 export SERVER_CPU="${SERVER_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}"
 
-ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio"; SCENARIOS=""; QUICK=0
+ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio,h2"; SCENARIOS=""; QUICK=0
 INSTALL=1; HARNESS_PREF="${BENCH_HARNESS:-auto}"; RESULTS_MD="$BENCH_DIR/RESULTS.md"
 
 die() { echo "bench/run.sh: $*" >&2; exit 2; }
@@ -46,14 +47,15 @@ log() { echo "[run.sh $(date +%T)] $*" >&2; }
 #   P_SCENARIOS                 comma-separated harness scenarios (see bench/README.md)
 #   P_EXTRAS                    those of P_SCENARIOS reported as extras (not headline ratios)
 # Placeholders {HOST} {PORT} {CERT} {KEY} {APP} are filled in by the harness.
-# To add a comparison (h2, h3, ws...), add a case here and name it in --pairs.
+# To add a comparison (h3, ws...), add a case here and name it in --pairs; a group name
+# (PAIR_GROUPS) runs several pairs.
 ASGIRI="$ASGIRI_BIN {APP} --host {HOST} --port {PORT} --no-access-log --log-level warning"
 ASGIRI_TLS="$ASGIRI --certfile {CERT} --keyfile {KEY}"
 BV="$BENCH_VENV/bin"
 UVICORN="$BV/uvicorn --host {HOST} --port {PORT} --http httptools"
 UVICORN_TAIL="--log-level warning --no-access-log {APP}"
 GRANIAN="$BV/granian --interface asgi --host {HOST} --port {PORT} --workers 1 --runtime-threads 1 --blocking-threads 1 --loop uvloop --log-level warning"
-HYPERCORN="$BV/hypercorn -k uvloop -w 1 --bind {HOST}:{PORT}"
+HYPERCORN="$BV/hypercorn -k uvloop -w 1 --bind {HOST}:{PORT} --log-level warning"
 
 pair_def() {
   P_PEER_TLS=""; P_ASGIRI_TLS=""; P_PEER_H3=""; P_ASGIRI_H3=""; P_EXTRAS=""
@@ -68,14 +70,26 @@ pair_def() {
       P_PEER=uvicorn-asyncio;  P_PEER_CMD="$UVICORN --loop asyncio $UVICORN_TAIL"
       P_ASGIRI=asgiri-asyncio; P_ASGIRI_CMD="$ASGIRI --loop asyncio"
       P_SCENARIOS="h1_hello,h1_echo" ;;
-    # ---- opt-in pairs for protocols asgiri does not serve yet; not part of `make bench`.
-    h2)       # uvicorn has no HTTP/2: compare with granian (h2c prior knowledge, h2 over TLS)
-      P_DESC="granian (uvloop, 1 worker)"
+    # ---- HTTP/2 (group "h2"): uvicorn has no HTTP/2, so the peers are granian and hypercorn.
+    # All serve h2c with prior knowledge next to HTTP/1.1 on the same port (--http auto for
+    # granian: its --http 2 would also refuse the harness's HTTP/1.1 readiness probe) and h2
+    # over TLS through ALPN.  asgiri has a distinct name per pair, so each ratio only uses the
+    # asgiri runs interleaved with its own peer.
+    h2-granian)
+      P_DESC="granian (HTTP/2, uvloop, 1 worker)"
       P_PEER=granian-h2;       P_PEER_CMD="$GRANIAN {APP}"
       P_PEER_TLS="$GRANIAN --ssl-certificate {CERT} --ssl-keyfile {KEY} {APP}"
-      P_ASGIRI=asgiri-h2;      P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_ASGIRI=asgiri-h2-vs-granian;   P_ASGIRI_CMD="$ASGIRI --loop uvloop"
       P_ASGIRI_TLS="$ASGIRI_TLS --loop uvloop --no-http3"
-      P_SCENARIOS="h2c_hello,h2tls_hello" ;;
+      P_SCENARIOS="h2c_hello,h2tls_hello,h2c_big"; P_EXTRAS="h2c_big" ;;
+    h2-hypercorn)
+      P_DESC="hypercorn (HTTP/2, uvloop, 1 worker)"
+      P_PEER=hypercorn-h2;     P_PEER_CMD="$HYPERCORN {APP}"
+      P_PEER_TLS="$HYPERCORN --certfile {CERT} --keyfile {KEY} {APP}"
+      P_ASGIRI=asgiri-h2-vs-hypercorn; P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_ASGIRI_TLS="$ASGIRI_TLS --loop uvloop --no-http3"
+      P_SCENARIOS="h2c_hello,h2tls_hello,h2c_big"; P_EXTRAS="h2c_big" ;;
+    # ---- opt-in pairs for protocols asgiri does not serve yet; not part of `make bench`.
     h3)       # HTTP/3: hypercorn (aioquic) is the only Python peer
       P_DESC="hypercorn (uvloop, aioquic)"
       P_PEER=hypercorn-h3;     P_PEER_CMD="$HYPERCORN {APP}"
@@ -91,7 +105,15 @@ pair_def() {
     *) return 1 ;;
   esac
 }
-KNOWN_PAIRS="uvloop asyncio h2 h3 ws"
+KNOWN_PAIRS="uvloop asyncio h2-granian h2-hypercorn h3 ws"
+# Group names usable in --pairs, each expanding to several pairs.
+pair_group() {
+  case "$1" in
+    h2) echo "h2-granian,h2-hypercorn" ;;
+    *) echo "$1" ;;
+  esac
+}
+PAIR_GROUPS="h2"
 
 # ------------------------------------------------------------------------ arguments
 while [ $# -gt 0 ]; do
@@ -107,13 +129,19 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --list)
       for p in $KNOWN_PAIRS; do pair_def "$p"
-        printf '%-8s asgiri vs %-32s %s\n' "$p" "$P_DESC" "$P_SCENARIOS"; done; exit 0 ;;
+        printf '%-13s asgiri vs %-37s %s\n' "$p" "$P_DESC" "$P_SCENARIOS"; done
+      for g in $PAIR_GROUPS; do printf '%-13s = %s\n' "$g" "$(pair_group "$g")"; done; exit 0 ;;
     -h|--help) awk 'NR>1 && !/^#/ {exit} NR>1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
+expanded=""
 IFS=, read -r -a PAIR_LIST <<<"$PAIRS"
-for p in "${PAIR_LIST[@]}"; do pair_def "$p" || die "unknown pair '$p' (known: $KNOWN_PAIRS)"; done
+for p in "${PAIR_LIST[@]}"; do expanded="$expanded,$(pair_group "$p")"; done
+IFS=, read -r -a PAIR_LIST <<<"${expanded#,}"
+for p in "${PAIR_LIST[@]}"; do
+  pair_def "$p" || die "unknown pair '$p' (known: $KNOWN_PAIRS; groups: $PAIR_GROUPS)"
+done
 [ -x "$ASGIRI_BIN" ] || die "$ASGIRI_BIN not found: run 'make venv' first"
 
 # ------------------------------------------------------------------------ installs
@@ -175,6 +203,19 @@ case "$HARNESS_PREF" in
   *) die "--harness must be auto, shared or vendored" ;;
 esac
 HARNESS_LABEL="vendored (bench/harness/bench.sh)"
+VENDORED="$BENCH_DIR/harness/bench.sh"
+# harness_for SCENARIOS: the chosen harness, or the vendored one when the chosen one has no
+# case for one of the scenarios (h2c_big is only in the vendored copy so far).
+harness_for() {
+  local sc
+  IFS=, read -r -a _scs <<<"$1"
+  for sc in "${_scs[@]}"; do
+    if ! grep -qE "^ *$sc\)" "$HARNESS" && grep -qE "^ *$sc\)" "$VENDORED"; then
+      echo "$VENDORED"; return
+    fi
+  done
+  echo "$HARNESS"
+}
 if [ "$HARNESS" != "$BENCH_DIR/harness/bench.sh" ]; then
   HARNESS_LABEL="shared (../shared/bench/bench.sh)"
   cmp -s "$HARNESS" "$BENCH_DIR/harness/bench.sh" || \
@@ -201,11 +242,15 @@ log "run $RUN_ID: pairs=$PAIRS rounds=$ROUNDS duration=${DURATION}s warmup=${WAR
 log "load average before: $LOADAVG_BEFORE ($(nproc) CPUs; server on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"
 
 quick_flag=(); if [ "$QUICK" = 1 ]; then quick_flag=(--quick); fi
-meta_pairs=()
+meta_pairs=(); on_vendored=""
 for p in "${PAIR_LIST[@]}"; do
   pair_def "$p"
   meta_pairs+=(--pair "$p" "$P_PEER" "$P_ASGIRI" "${SCENARIOS:-$P_SCENARIOS}" "$P_EXTRAS" "$P_DESC")
+  if [ "$(harness_for "${SCENARIOS:-$P_SCENARIOS}")" != "$HARNESS" ]; then on_vendored="$on_vendored $p"; fi
 done
+if [ -n "$on_vendored" ]; then
+  HARNESS_LABEL="$HARNESS_LABEL; vendored bench/harness/bench.sh for$on_vendored (scenarios the other lacks)"
+fi
 "$BPY" "$BENCH_DIR/report.py" meta --out "$OUTDIR/meta.json" \
   --project-python "$PROJECT_PY" --bench-python "$BPY" --harness "$HARNESS_LABEL" \
   --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" "${quick_flag[@]}" \
@@ -213,7 +258,9 @@ done
 
 for p in "${PAIR_LIST[@]}"; do
   pair_def "$p"
+  pair_harness="$(harness_for "${SCENARIOS:-$P_SCENARIOS}")"
   log "pair $p: asgiri vs $P_DESC on ${SCENARIOS:-$P_SCENARIOS}"
+  if [ "$pair_harness" != "$HARNESS" ]; then log "pair $p runs on $pair_harness (a scenario is missing from $HARNESS)"; fi
   args=(ratio --name "$P_PEER" --cmd "$P_PEER_CMD" --name-b "$P_ASGIRI" --cmd-b "$P_ASGIRI_CMD"
         --scenarios "${SCENARIOS:-$P_SCENARIOS}" --rounds "$ROUNDS" --duration "$DURATION"
         --warmup "$WARMUP" --out "$OUTDIR/results.jsonl")
@@ -222,7 +269,8 @@ for p in "${PAIR_LIST[@]}"; do
   if [ -n "$P_PEER_H3" ]; then args+=(--h3-cmd "$P_PEER_H3"); fi
   if [ -n "$P_ASGIRI_H3" ]; then args+=(--h3-cmd-b "$P_ASGIRI_H3"); fi
   PY="$BPY" APP="app:app" APPDIR="$BENCH_DIR" CERT="$CERT" KEY="$KEY" BENCH_RESULTS="$OUTDIR" \
-    bash "$HARNESS" "${args[@]}" 2>&1 | tee "$OUTDIR/$p.log"
+    bash "$pair_harness" "${args[@]}" 2>&1 | tee "$OUTDIR/$p.log" || \
+    log "WARN: pair $p: the harness exited with an error (see $OUTDIR/$p.log); rendering what was recorded"
 done
 
 render_args=(render "$OUTDIR" -o "$OUTDIR/RESULTS.md")

@@ -246,7 +246,7 @@ class HTTPConfig:
         if self.http_version not in SUPPORTED_HTTP_VERSIONS:
             raise ValueError(
                 f"http_version {self.http_version.value} is not available in this build "
-                "of asgiri (HTTP/1.1 is)"
+                "of asgiri (HTTP/1.1 and HTTP/2 are)"
             )
 
 
@@ -276,6 +276,48 @@ class HTTP2Config:
         _int_range(
             "h2_max_inbound_frame_size", self.h2_max_inbound_frame_size, 16384, (1 << 24) - 1
         )
+
+
+@dataclass
+class WebSocketConfig:
+    """WebSocket over HTTP/1.1 (RFC 6455) and HTTP/2 (RFC 8441)."""
+
+    ws: str = _opt(
+        "auto",
+        choices={"auto": "auto", "wsproto": "wsproto", "none": "none"},
+        help="WebSocket support: auto/wsproto (on) or none (Upgrade requests are plain HTTP).",
+    )
+    ws_max_size: int = _opt(16 * 1024 * 1024, help="Largest incoming message (close 1009 beyond).")
+    ws_max_queue: int = _opt(
+        32, help="Incoming messages buffered for the app before reading pauses."
+    )
+    ws_ping_interval: float | None = _opt(
+        20.0, help="Seconds between keepalive pings (0 turns them off)."
+    )
+    ws_ping_timeout: float | None = _opt(
+        20.0, help="Seconds to wait for a pong before closing the connection."
+    )
+    ws_per_message_deflate: bool = _opt(
+        True, kind="bool", help="Negotiate permessage-deflate compression when offered."
+    )
+    ws_close_timeout: float = _opt(
+        10.0, help="Seconds to wait for the client's close frame after ours."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.ws != "none"
+
+    def __post_init__(self) -> None:
+        if self.ws not in ("auto", "wsproto", "none"):
+            raise ValueError(f"ws must be one of auto, wsproto, none, got {self.ws!r}")
+        _int_range("ws_max_size", self.ws_max_size, 1, 1 << 40)
+        _int_range("ws_max_queue", self.ws_max_queue, 1, 1 << 20)
+        for name in ("ws_ping_interval", "ws_ping_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(name, value, allow_zero=True)
+        _positive("ws_close_timeout", self.ws_close_timeout)
 
 
 @dataclass
@@ -372,6 +414,7 @@ _GROUPS: dict[str, type[Any]] = {
     "tls": TLSConfig,
     "http": HTTPConfig,
     "http2": HTTP2Config,
+    "websocket": WebSocketConfig,
     "limits": LimitsConfig,
     "timeouts": TimeoutsConfig,
     "logging": LoggingConfig,
@@ -394,6 +437,7 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     http2: HTTP2Config = field(default_factory=HTTP2Config)
+    websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

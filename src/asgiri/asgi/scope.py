@@ -62,3 +62,28 @@ def http_scope(
     if state is not None:
         scope["state"] = state.copy()
     return scope
+
+
+def websocket_scope(
+    request: Request,
+    scheme: str,
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    root_path: str,
+    state: dict[str, Any] | None,
+    connection_extensions: dict[str, Any],
+) -> dict[str, Any]:
+    """The scope of a WebSocket request, on any transport (ASGI websocket spec 2.4)."""
+    extensions: dict[str, Any] = {"websocket.http.response": {}}
+    if "tls" in connection_extensions:
+        extensions["tls"] = connection_extensions["tls"]
+    scope = http_scope(
+        request, scheme, client, server, root_path, state, extensions, scope_type="websocket"
+    )
+    del scope["method"]
+    protocols: list[str] = []
+    for name, value in request.headers:
+        if name == b"sec-websocket-protocol":
+            protocols.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
+    scope["subprotocols"] = protocols
+    return scope

@@ -43,7 +43,9 @@ CONTINUE_RESPONSE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Body pieces at least this large are written as their own buffer instead of
 #: being copied next to their framing.
 COPY_LIMIT: Final = 16 * 1024
-_SPECIAL_REQUEST_HEADERS: Final = frozenset({b"host", b"expect", b"content-length", b"upgrade"})
+_SPECIAL_REQUEST_HEADERS: Final = frozenset(
+    {b"host", b"expect", b"content-length", b"upgrade", b"transfer-encoding"}
+)
 _METHODS: Final = {
     m.encode(): m
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
@@ -216,6 +218,12 @@ class H1Connection:
         self._authority: bytes | None = None
         self._expect = False
         self._upgrade: bytes | None = None
+        self._content_length = 0
+        self._chunked = False
+        #: Framing of an Upgrade request's body still to parse: its length,
+        #: "chunked", or None.
+        self._upgrade_body: int | str | None = None
+        self._body_only = False
         self._head_size = 0
         #: Raw bytes of the head in progress (``_head_size`` counts its lines).
         self._head_bytes = 0
@@ -277,7 +285,34 @@ class H1Connection:
         self._events = []
         return events
 
+    def decline_upgrade(self) -> list[Event]:
+        """The server will not switch protocols: go on parsing HTTP/1.1.
+
+        llhttp stops right after an Upgrade request's head, before its body.
+        The body (Content-Length or chunked) is parsed from the bytes that
+        followed, through a fresh parser primed with a synthetic head of the
+        same framing, so the app still receives it; requests after it are
+        parsed as usual.
+        """
+        rest = self.trailing_data
+        self.trailing_data = b""
+        self.upgraded = False
+        self.upgrade_to = None
+        self._parser = httptools.HttpRequestParser(self)
+        framing = self._upgrade_body
+        self._upgrade_body = None
+        if framing is not None:
+            self._body_only = True
+            if isinstance(framing, int):
+                head = b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % framing
+            else:
+                head = b"PUT / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            self._parser.feed_data(head)
+        return self.receive_data(rest) if rest else []
+
     def on_message_begin(self) -> None:
+        if self._body_only:
+            return
         self.in_head = True
         self._url = b""
         self._headers = []
@@ -288,14 +323,20 @@ class H1Connection:
         self._expect = False
         self._upgrade = None
         self.upgrade_to = None
+        self._content_length = 0
+        self._chunked = False
 
     def on_url(self, url: bytes) -> None:
+        if self._body_only:
+            return
         self._url += url
         self._head_size += len(url)
         if len(self._url) > self._max_request_line:
             self._fail(RemoteProtocolError("request target too long", 414))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._body_only and not self._in_body:
+            return  # the synthetic head of decline_upgrade()
         if not self.in_head:
             # Chunked trailers arrive through the same callback after the body.
             if self._trailers is None:
@@ -324,12 +365,18 @@ class H1Connection:
                 self._expect = True
         elif name == b"content-length":
             # llhttp has validated the digits; only the size limit is ours.
-            if self._max_body is not None and int(value) > self._max_body:
+            self._content_length = int(value)
+            if self._max_body is not None and self._content_length > self._max_body:
                 self._fail(RemoteProtocolError("request body too large", 413))
+        elif name == b"transfer-encoding":
+            self._chunked = True
         elif name == b"upgrade":
             self._upgrade = value.lower()
 
     def on_headers_complete(self) -> None:
+        if self._body_only:
+            self._in_body = True
+            return
         self.in_head = False
         parser = self._parser
         self._stream_id += 1
@@ -355,6 +402,10 @@ class H1Connection:
             self._fail(RemoteProtocolError("missing Host header"))
         if self._upgrade is not None and parser.should_upgrade():
             self.upgrade_to = self._upgrade
+            if self._chunked:
+                self._upgrade_body = "chunked"
+            elif self._content_length:
+                self._upgrade_body = self._content_length
         self._in_body = True
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
@@ -387,7 +438,13 @@ class H1Connection:
 
     def on_message_complete(self) -> None:
         self._in_body = False
-        if not self._parser.should_keep_alive():
+        if self._body_only:
+            self._body_only = False
+        elif self._upgrade_body is not None:
+            # An Upgrade request with a body: llhttp ends the message at the
+            # head; the body's end is reported once it is really parsed.
+            return
+        elif not self._parser.should_keep_alive():
             self._input_closed = True
         self._events.append(EndBody(self._stream_id, self._trailers))
 
@@ -404,11 +461,7 @@ class H1Connection:
 
     def request_info(self, request: Request) -> RequestInfo:
         """What answering ``request`` needs (captured when its head was parsed)."""
-        info = self._infos.pop(request.stream_id)
-        if self.upgraded:
-            # Bytes after an upgrade request are not HTTP/1: never read on.
-            info.keep_alive = False
-        return info
+        return self._infos.pop(request.stream_id)
 
     # ------------------------------------------------------------ writing
 

@@ -24,6 +24,7 @@ floods).  Exceeding one ends the connection with ENHANCE_YOUR_CALM.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import hyperframe.frame
 
 from .errors import RemoteProtocolError
@@ -58,6 +60,9 @@ _DATA: Final = 0x0
 _END_HEADERS: Final = 0x4
 _END_STREAM: Final = 0x1
 _ACK: Final = 0x1
+
+#: Frame types :meth:`H2Connection._conform` looks at.
+_CONFORM: Final = frozenset({_HEADERS, _RST_STREAM, _SETTINGS})
 
 _CONNECTION_HEADERS: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -124,7 +129,7 @@ class H2Connection:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self._conn = h2.connection.H2Connection(config=config)
+        self._conn = _H2(config=config)
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -137,7 +142,11 @@ class H2Connection:
                 ),
             },
         )
-        self._conn.max_inbound_frame_size = limits.max_inbound_frame_size
+        # RFC 9113 4.2: a frame beyond the advertised SETTINGS_MAX_FRAME_SIZE
+        # is a FRAME_SIZE_ERROR, so never accept more than that.
+        self._conn.max_inbound_frame_size = min(
+            limits.max_frame_size, limits.max_inbound_frame_size
+        )
         # h2 hands a setting to its HPACK decoder only when an ACK changes
         # it, and settings given as initial values never change: without
         # this, the decoder would keep its 64 KiB default whatever is
@@ -151,11 +160,17 @@ class H2Connection:
         self._scan = b""
         #: The client preface is not a frame: the scanner starts after it.
         self._skip = len(PREFACE)
+        #: The preface ends with a SETTINGS frame (RFC 9113 3.4).
+        self._expect_settings = True
+        #: Highest client stream id a HEADERS frame has used (screened).
+        self._max_opened = 0
         self._block_frames = 0
         self._block_bytes = 0
         self._in_block = False
         self._flood = 0
         self._resets = 0
+        #: RST_STREAM frames seen by the screen (before h2 processes them).
+        self._reset_frames = 0
         self._completed = 0
         self.closed = False
         self.last_stream_id = 0
@@ -178,6 +193,7 @@ class H2Connection:
         if extra > 0:
             self._conn.increment_flow_control_window(extra)
         self.last_stream_id = 1
+        self._max_opened = 1
 
     # ------------------------------------------------------------ reading
 
@@ -194,9 +210,11 @@ class H2Connection:
             h2_events = self._conn.receive_data(data)
         except _Calm as exc:
             return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, str(exc))
+        except _Reject as exc:
+            return self._fail(exc.code, str(exc))
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
-            return self._fail(code, str(exc))
+            return self._fail(_error_code(exc, code), str(exc))
         events: list[Event | StreamWritable | ConnectionEnded] = []
         ev: Any
         for ev in h2_events:
@@ -259,6 +277,13 @@ class H2Connection:
         if method is None or (method != b"CONNECT" and (path is None or scheme is None)):
             self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return None
+        if ev.stream_ended is not None and any(
+            name == b"content-length" and value.lstrip(b"0") for name, value in headers
+        ):
+            # RFC 9113 8.1.1: content-length must match the DATA octets, and
+            # h2 checks that only when DATA frames come: here none will.
+            self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return None
         if method == b"CONNECT" and protocol is None:
             # Plain CONNECT (tunnels) is not served: 405 would need a body
             # the tunnel semantics forbid, so refuse the stream.
@@ -304,8 +329,10 @@ class H2Connection:
 
     def _fail(self, code: int, message: str) -> list[Event | StreamWritable | ConnectionEnded]:
         self.closed = True
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self._conn.close_connection(error_code=code, last_stream_id=self.last_stream_id)
+        if self._conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+            # (h2 has already queued its GOAWAY for the errors it raises.)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._conn.close_connection(error_code=code, last_stream_id=self.last_stream_id)
         return [ConnectionEnded(int(code), self.last_stream_id)]
 
     def _screen(self, data: bytes) -> None:
@@ -344,6 +371,8 @@ class H2Connection:
         length = int.from_bytes(buf[pos : pos + 3], "big")
         ftype = buf[pos + 3]
         flags = buf[pos + 4]
+        if ftype in _CONFORM or self._expect_settings:
+            self._conform(buf, pos, ftype, flags, length)
         limits = self.limits
         if ftype in (_HEADERS, _CONTINUATION):
             if ftype == _HEADERS:
@@ -365,7 +394,34 @@ class H2Connection:
             self._flood += 1
             if self._flood > limits.flood_budget:
                 raise _Calm("too many control frames")
+        elif ftype == _RST_STREAM:
+            # Rapid reset: stop before h2 and the server set up the streams
+            # of this read (one read can hold thousands), not after.
+            self._reset_frames += 1
+            if self._reset_frames > limits.max_resets + self._completed:
+                raise _Calm("too many stream resets")
         return length
+
+    def _conform(self, buf: bytes, pos: int, ftype: int, flags: int, length: int) -> None:
+        """RFC 9113 rules h2 leaves unchecked (or answers with another code)."""
+        if self._expect_settings:
+            self._expect_settings = False
+            if ftype != _SETTINGS or flags & _ACK:
+                raise _Reject(
+                    h2.errors.ErrorCodes.PROTOCOL_ERROR, "client preface not followed by SETTINGS"
+                )
+        if ftype == _SETTINGS:
+            if flags & _ACK and length:
+                # 6.5 (h2 would say PROTOCOL_ERROR).
+                raise _Reject(h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with payload")
+            return
+        stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+        if ftype == _HEADERS:
+            if stream_id & 1 and stream_id > self._max_opened:
+                self._max_opened = stream_id
+        elif stream_id and (not stream_id & 1 or stream_id > self._max_opened):
+            # 5.1: RST_STREAM on an idle stream (h2 ignores it once a stream was opened).
+            raise _Reject(h2.errors.ErrorCodes.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
 
     # ------------------------------------------------------------ writing
 
@@ -479,7 +535,13 @@ class H2Connection:
 
     def _flush_all(self, events: list[Any]) -> None:
         for stream_id, out in list(self._out.items()):
-            if self._flush(stream_id, out):
+            try:
+                flushed = self._flush(stream_id, out)
+            except h2.exceptions.ProtocolError:
+                # Reset by h2 in this same read (e.g. a WINDOW_UPDATE that
+                # overflowed its window): wake its writer, who finds it gone.
+                flushed = not self._gone(stream_id)
+            if flushed:
                 events.append(StreamWritable(stream_id))
 
     def _stream_done(self, stream_id: int) -> None:
@@ -542,3 +604,62 @@ class H2Connection:
 
 class _Calm(RemoteProtocolError):
     """A flood limit was hit; answered with ENHANCE_YOUR_CALM."""
+
+
+class _Reject(RemoteProtocolError):
+    """A frame breaks an RFC 9113 rule h2 does not check; answered with ``code``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _error_code(exc: BaseException | None, default: int) -> int:
+    """The GOAWAY code for an error h2 raised.
+
+    h2 turns HPACK decoding errors into a plain ProtocolError (code
+    PROTOCOL_ERROR); RFC 9113 4.3 requires COMPRESSION_ERROR.  (A header
+    list over the limit comes as DenialOfServiceError and keeps its code.)
+    """
+    if type(exc) is h2.exceptions.ProtocolError and isinstance(exc.__cause__, hpack.HPACKError):
+        return h2.errors.ErrorCodes.COMPRESSION_ERROR
+    return default
+
+
+class _H2(h2.connection.H2Connection):
+    """h2's connection, with the GOAWAY codes of :func:`_error_code`, deaf
+    after the peer's GOAWAY, and strict about DATA after END_STREAM."""
+
+    _goaway_received = False
+
+    def _receive_frame(self, frame: hyperframe.frame.Frame) -> list[h2.events.Event]:
+        if self._goaway_received:
+            # h2 would answer any frame after the peer's GOAWAY (a PING, the
+            # rest of a body) with a PROTOCOL_ERROR of its own: RFC 9113 6.8
+            # allows them, and nothing can be answered now, so drop them.
+            return []
+        return super()._receive_frame(frame)
+
+    def _receive_goaway_frame(
+        self, frame: hyperframe.frame.GoAwayFrame
+    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
+        self._goaway_received = True
+        return super()._receive_goaway_frame(frame)
+
+    def _handle_data_on_closed_stream(
+        self,
+        events: list[h2.events.Event],
+        exc: h2.exceptions.StreamClosedError,
+        frame: hyperframe.frame.DataFrame,
+    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
+        if self._stream_is_closed_by_end(exc.stream_id):
+            # RFC 9113 5.1: frames after the peer's END_STREAM are a
+            # connection error of type STREAM_CLOSED (h2 only resets the
+            # stream for DATA, unlike for the other frame types).
+            raise exc
+        return super()._handle_data_on_closed_stream(events, exc, frame)
+
+    def _terminate_connection(self, error_code: h2.errors.ErrorCodes) -> None:
+        # h2 calls this while handling the error it is about to raise.
+        code = _error_code(sys.exc_info()[1], error_code)
+        super()._terminate_connection(h2.errors.ErrorCodes(code))

@@ -68,6 +68,8 @@ class ServerContext:
         #: Which TCP protocols this server speaks.
         self.h1_enabled = mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1)
         self.h2_enabled = mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2)
+        #: WebSocket upgrades are served (``--ws`` is not none).
+        self.ws_enabled = config.websocket.enabled
         h2c = config.http2
         self.h2_limits = H2Limits(
             max_concurrent_streams=h2c.h2_max_concurrent_streams,

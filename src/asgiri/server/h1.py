@@ -25,7 +25,7 @@ from collections import deque
 from typing import Any
 
 from ..asgi.http_stream import HTTPStream
-from ..asgi.scope import http_scope
+from ..asgi.scope import http_scope, websocket_scope
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import Body, EndBody, Headers, Request
 from ..protocol.h1 import (
@@ -36,10 +36,12 @@ from ..protocol.h1 import (
     simple_response,
 )
 from ..protocol.h2 import PREFACE
+from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
 from .context import ServerContext
 from .h2 import H2Protocol
 from .tasks import EAGER, start_eagerly
 from .tls import tls_extension
+from .ws import WSBridge, WSH1Protocol
 
 logger = logging.getLogger("asgiri.error")
 
@@ -51,6 +53,7 @@ HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
 MAX_PIPELINE = 16
 
+_H2C_HOP_BY_HOP = frozenset({b"connection", b"upgrade", b"http2-settings", b"keep-alive"})
 _IDLE = 1
 _HEADER = 2
 
@@ -97,6 +100,8 @@ class H1Protocol(asyncio.Protocol):
         self._detect = False
         self._prefix = b""
         self._switched = False
+        #: An h2c Upgrade waiting for the rest of its request body: (upgrade, body so far).
+        self._h2c_wait: tuple[Any, bytes] | None = None
 
     # ------------------------------------------------------------ transport callbacks
 
@@ -169,6 +174,11 @@ class H1Protocol(asyncio.Protocol):
                 waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self._h2c_wait is not None:
+            upgrade, received = self._h2c_wait
+            self._h2c_wait = None
+            self._finish_h2c(upgrade, received + data)
+            return
         if self._detect:
             # The first bytes of a cleartext connection decide its protocol:
             # the HTTP/2 preface (even split over reads) means prior knowledge.
@@ -194,43 +204,68 @@ class H1Protocol(asyncio.Protocol):
         # lines between requests (RFC 9112 2.2) must not keep a connection open.
         try:
             events = self.conn.receive_data(data)
+            while not self._dispatch(events):
+                # An Upgrade this server does not act on: HTTP/1.1 goes on,
+                # body of the Upgrade request included.
+                events = self.conn.decline_upgrade()
         except RemoteProtocolError as exc:
             self._protocol_error(exc)
             return
+        if self._switched:
+            return
+        if self._current is None and self._queue:
+            self._start(*self._queue.popleft())
+        if self.conn.in_head and self._timer_kind != _HEADER and self._current is None:
+            self._arm(_HEADER)
+
+    def _dispatch(self, events: list[Any]) -> bool:
+        """Hand parsed events to their streams; False when an Upgrade must be declined."""
         for event in events:
             kind = type(event)
             if kind is Body:
                 reading = self._reading
                 if reading is not None:
-                    reading.body_received(event.data)  # type: ignore[union-attr]
+                    reading.body_received(event.data)
                     if reading.buffered > HIGH_WATER and not self._read_paused:
                         self._pause_reading()
             elif kind is Request:
-                if self.conn.upgrade_to == b"h2c" and self._h2c_acceptable(event):  # type: ignore[arg-type]
-                    self._upgrade_h2c(event)  # type: ignore[arg-type]
-                    return
-                self._on_request(event)  # type: ignore[arg-type]
+                upgrade = self.conn.upgrade_to
+                if upgrade is not None:
+                    if upgrade == b"h2c" and self._h2c_acceptable(event):
+                        self._upgrade_h2c(event)
+                        return True
+                    if (
+                        upgrade == b"websocket"
+                        and self.ctx.ws_enabled
+                        and self._current is None
+                        and not self._queue
+                    ):
+                        self._upgrade_websocket(event)
+                        return True
+                self._on_request(event)
             elif kind is EndBody and self._reading is not None:
                 self._reading.body_ended()
-        if self._current is None and self._queue:
-            self._start(*self._queue.popleft())
-        if self.conn.in_head and self._timer_kind != _HEADER and self._current is None:
-            self._arm(_HEADER)
-        if self.conn.upgraded:
-            # Nothing after an Upgrade request is HTTP/1; this server does not
-            # switch protocols on this connection, so stop reading.
-            self._pause_reading()
+        return not self.conn.upgraded
 
     # ------------------------------------------------------------ switching to HTTP/2
 
     def _h2c_acceptable(self, request: Request) -> bool:
-        """RFC 7540 section 3.2: cleartext only, one HTTP2-Settings, a body we can frame."""
+        """RFC 7540 section 3.2: cleartext only, one HTTP2-Settings, a body we can frame.
+
+        A body larger than one stream window, or chunked, is not worth the
+        switch: the upgrade is declined and the request served as HTTP/1.1.
+        """
         if self._tls or not self.ctx.h2_enabled or self._current is not None or self._queue:
             return False
         settings = [v for n, v in request.headers if n == b"http2-settings"]
         if len(settings) != 1:
             return False
-        return not any(n == b"transfer-encoding" for n, _ in request.headers)
+        for name, value in request.headers:
+            if name == b"transfer-encoding":
+                return False
+            if name == b"content-length" and int(value) > self.ctx.h2_limits.initial_window_size:
+                return False
+        return True
 
     def _upgrade_h2c(self, request: Request) -> None:
         settings = next(v for n, v in request.headers if n == b"http2-settings")
@@ -238,12 +273,71 @@ class H1Protocol(asyncio.Protocol):
         for name, value in request.headers:
             if name == b"content-length":
                 length = int(value)
+        request.stream_id = 1
+        request.http_version = "2"
+        # Hop-by-hop headers of the HTTP/1.1 request mean nothing on stream 1.
+        request.headers = [(n, v) for n, v in request.headers if n not in _H2C_HOP_BY_HOP]
+        self._finish_h2c((request, settings, length), self.conn.trailing_data)
+
+    def _finish_h2c(self, upgrade: tuple[Request, bytes, int], data: bytes) -> None:
+        if len(data) < upgrade[2] <= self.ctx.h2_limits.initial_window_size:
+            # The 101 waits for the whole body (at most one stream window):
+            # clients such as curl stop sending the body once the 101 is in.
+            self._h2c_wait = (upgrade, data)
+            self._arm(_HEADER)
+            return
         self.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
         )
-        request.stream_id = 1
-        request.http_version = "2"
-        self._switch_to_h2(self.conn.trailing_data, (request, settings, length))
+        self._switch_to_h2(data, upgrade)
+
+    def _upgrade_websocket(self, request: Request) -> None:
+        """RFC 6455 opening handshake: the app answers it through the ASGI scope."""
+        info = self.conn.request_info(request)
+        try:
+            key = check_h1_handshake(request.method, request.headers)
+        except HandshakeError as exc:
+            self._write(
+                simple_response(
+                    exc.status,
+                    f"{exc.status} {exc}\n".encode(),
+                    self.ctx.default_headers()
+                    + b"".join(b"%b: %b\r\n" % pair for pair in exc.headers),
+                )
+            )
+            self._close()
+            return
+        ctx = self.ctx
+        extensions, extension_header = negotiate_extensions(
+            request.headers, ctx.config.websocket.ws_per_message_deflate
+        )
+        scope = websocket_scope(
+            request,
+            "wss" if self._tls else "ws",
+            self.client,
+            self.server,
+            ctx.root_path,
+            ctx.state,
+            self.extensions,
+        )
+        self._stop_timer()
+        self._switched = True
+        ctx.connections.discard(self)
+        proto = WSH1Protocol(ctx, self.transport, info)
+        bridge = WSBridge(
+            ctx,
+            proto,
+            scope,
+            request.stream_id,
+            key=key,
+            extensions=extensions,
+            extension_header=extension_header,
+        )
+        self.transport.set_protocol(proto)
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+        proto.start(bridge, self.conn.trailing_data)
 
     def _switch_to_h2(self, data: bytes, upgrade: Any = None) -> None:
         """Hand the transport to an HTTP/2 connection; this object is done."""

@@ -1,0 +1,292 @@
+"""WebSocket, sans I/O: handshake checks and a post-handshake session on wsproto.
+
+The handshake differs per transport (HTTP/1.1 Upgrade with a 101, RFC 8441
+extended CONNECT on HTTP/2 and RFC 9220 on HTTP/3 with a 200), but what
+follows is the same byte stream of frames, so one :class:`WSSession` serves
+all three: bytes in, whole messages out; messages in, frames out.
+
+The session assembles fragmented messages itself so that ``max_size`` bounds
+a message while it arrives (close 1009), answers pings, and turns framing
+errors from wsproto into the close code RFC 6455 names (1002, 1007).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Final
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.utilities import LocalProtocolError, generate_accept_token, split_comma_header
+
+from .events import Headers
+
+__all__ = [
+    "CloseReceived",
+    "HandshakeError",
+    "MessageReceived",
+    "PongReceived",
+    "WSSession",
+    "accept_token",
+    "check_h1_handshake",
+    "negotiate_extensions",
+    "offered_subprotocols",
+]
+
+#: Close codes (RFC 6455 section 7.4.1).
+NORMAL: Final = 1000
+GOING_AWAY: Final = 1001
+PROTOCOL_ERROR: Final = 1002
+INVALID_DATA: Final = 1007
+TOO_BIG: Final = 1009
+INTERNAL_ERROR: Final = 1011
+NO_STATUS: Final = 1005
+ABNORMAL: Final = 1006
+
+
+@dataclass(slots=True)
+class MessageReceived:
+    """A complete message: ``str`` for text, ``bytes`` for binary."""
+
+    data: str | bytes
+
+
+@dataclass(slots=True)
+class CloseReceived:
+    """The peer closed (``error`` False) or broke the protocol (``error`` True).
+
+    When ``error`` is set the session has already queued our close frame
+    with ``code``; the transport should send it and then close.
+    """
+
+    code: int
+    reason: str
+    error: bool = False
+
+
+@dataclass(slots=True)
+class PongReceived:
+    payload: bytes
+
+
+WSEvent = MessageReceived | CloseReceived | PongReceived
+
+
+class HandshakeError(Exception):
+    """A bad opening handshake; ``status`` and ``headers`` make the HTTP answer."""
+
+    def __init__(self, status: int, message: str, headers: Headers | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or []
+
+
+# ---------------------------------------------------------------- handshake
+
+
+def _header_values(headers: Headers, name: bytes) -> list[bytes]:
+    return [value for key, value in headers if key == name]
+
+
+def check_h1_handshake(method: str, headers: Headers) -> bytes:
+    """Validate an HTTP/1.1 Upgrade request (RFC 6455 4.2.1); returns the key.
+
+    Raises :class:`HandshakeError` with 400 (malformed) or 426 (wrong
+    version, with the ``Sec-WebSocket-Version`` the server speaks).
+    """
+    if method != "GET":
+        raise HandshakeError(400, "WebSocket handshake must be a GET request")
+    connection = b",".join(_header_values(headers, b"connection")).lower()
+    if b"upgrade" not in [token.strip() for token in connection.split(b",")]:
+        raise HandshakeError(400, "Connection header must contain 'upgrade'")
+    versions = _header_values(headers, b"sec-websocket-version")
+    if versions != [b"13"]:
+        raise HandshakeError(
+            426, "unsupported WebSocket version", [(b"sec-websocket-version", b"13")]
+        )
+    keys = _header_values(headers, b"sec-websocket-key")
+    if len(keys) != 1:
+        raise HandshakeError(400, "exactly one Sec-WebSocket-Key is required")
+    try:
+        if len(base64.b64decode(keys[0], validate=True)) != 16:
+            raise ValueError
+    except (binascii.Error, ValueError):
+        raise HandshakeError(400, "Sec-WebSocket-Key must be 16 bytes, base64") from None
+    return keys[0]
+
+
+def check_connect_handshake(headers: Headers) -> None:
+    """RFC 8441 / RFC 9220: the version must be 13; there is no key."""
+    versions = _header_values(headers, b"sec-websocket-version")
+    if versions and versions != [b"13"]:
+        raise HandshakeError(
+            426, "unsupported WebSocket version", [(b"sec-websocket-version", b"13")]
+        )
+
+
+def accept_token(key: bytes) -> bytes:
+    return generate_accept_token(key)
+
+
+def offered_subprotocols(headers: Headers) -> list[str]:
+    protocols: list[str] = []
+    for value in _header_values(headers, b"sec-websocket-protocol"):
+        protocols.extend(split_comma_header(value))
+    return protocols
+
+
+def negotiate_extensions(headers: Headers, enabled: bool) -> tuple[list[Extension], bytes | None]:
+    """Accept permessage-deflate when offered (and enabled).
+
+    Returns the wsproto extensions for the session and the
+    ``Sec-WebSocket-Extensions`` response value (None when nothing agreed).
+    """
+    if not enabled:
+        return [], None
+    for value in _header_values(headers, b"sec-websocket-extensions"):
+        for offer in split_comma_header(value):
+            name = offer.split(";", 1)[0].strip()
+            if name == PerMessageDeflate.name:
+                extension = PerMessageDeflate()
+                accepted = extension.accept(offer)
+                if accepted is None:
+                    continue
+                # accept() gives the parameters only (or True for none).
+                agreed = name if accepted is True else f"{name}; {accepted}"
+                return [extension], agreed.encode("ascii")
+    return [], None
+
+
+# ---------------------------------------------------------------- session
+
+
+class WSSession:
+    """One WebSocket after its handshake, on any transport."""
+
+    def __init__(self, extensions: list[Extension] | None = None, max_size: int = 16 << 20):
+        self._ws = Connection(ConnectionType.SERVER, extensions or [])
+        self._max_size = max_size
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        self._out: list[bytes] = []
+        #: Our close frame went out; the next peer close ends the handshake.
+        self.close_sent = False
+        self.close_received = False
+
+    @property
+    def open(self) -> bool:
+        return self._ws.state is ConnectionState.OPEN
+
+    def receive_data(
+        self, data: bytes | None
+    ) -> list[MessageReceived | CloseReceived | PongReceived]:
+        """Feed bytes (None at end of stream); returns complete messages and closes."""
+        ws = self._ws
+        ws.receive_data(data)
+        out: list[WSEvent] = []
+        for event in ws.events():
+            kind = type(event)
+            if kind is TextMessage or kind is BytesMessage:
+                message = self._assemble(event)  # type: ignore[arg-type]
+                if message is not None:
+                    out.append(message)
+                    if type(message) is CloseReceived:
+                        return out
+            elif kind is Ping:
+                if ws.state is ConnectionState.OPEN:
+                    self._out.append(ws.send(event.response()))  # type: ignore[attr-defined]
+            elif kind is Pong:
+                out.append(PongReceived(bytes(event.payload)))  # type: ignore[attr-defined]
+            elif kind is CloseConnection:
+                out.append(self._on_close(event))  # type: ignore[arg-type]
+                return out
+        return out
+
+    def _assemble(self, event: TextMessage | BytesMessage) -> WSEvent | None:
+        data: Any = event.data
+        self._size += len(data)
+        if self._size > self._max_size:
+            return self._fail(TOO_BIG, "message too big")
+        if event.message_finished:
+            if self._parts:
+                self._parts.append(data)
+                if type(data) is str:
+                    whole: str | bytes = "".join(self._parts)  # type: ignore[arg-type]
+                else:
+                    whole = b"".join(self._parts)  # type: ignore[arg-type]
+                self._parts = []
+            else:
+                whole = data if type(data) is str else bytes(data)
+            self._size = 0
+            return MessageReceived(whole)
+        self._parts.append(data if type(data) is str else bytes(data))
+        return None
+
+    def _on_close(self, event: CloseConnection) -> CloseReceived:
+        code = int(event.code)
+        reason = event.reason or ""
+        error = (
+            code in (PROTOCOL_ERROR, INVALID_DATA, TOO_BIG)
+            and not self.close_received
+            and (self._ws.state is ConnectionState.OPEN)
+        )
+        if error:
+            # wsproto reports its own parse failures as a close with the code
+            # to answer; the peer sent no close frame.
+            return self._fail(code, reason)
+        self.close_received = True
+        if self._ws.state is ConnectionState.REMOTE_CLOSING:
+            # Echo the peer's close (RFC 6455 5.5.1); 1005 is never sent.
+            echo = code if code not in (NO_STATUS, ABNORMAL) else NORMAL
+            self._send_close(echo, "")
+        return CloseReceived(code, reason)
+
+    def _fail(self, code: int, reason: str) -> CloseReceived:
+        self._parts = []
+        self._size = 0
+        if self._ws.state is ConnectionState.OPEN:
+            self._send_close(code, reason[:120])
+        return CloseReceived(code, reason, error=True)
+
+    def _send_close(self, code: int, reason: str) -> None:
+        try:
+            self._out.append(self._ws.send(CloseConnection(code=code, reason=reason)))
+        except LocalProtocolError:
+            return
+        self.close_sent = True
+
+    # ------------------------------------------------------------ sending
+
+    def send_message(self, data: str | bytes) -> bytes:
+        if self._ws.state is not ConnectionState.OPEN:
+            return b""
+        if isinstance(data, str):
+            return self._ws.send(TextMessage(data=data))
+        return self._ws.send(BytesMessage(data=data))
+
+    def close(self, code: int = NORMAL, reason: str = "") -> bytes:
+        """Start (or answer) the closing handshake; b"" when already closed."""
+        if self.close_sent:
+            return b""
+        self._send_close(code, reason)
+        return self.data_to_send()
+
+    def ping(self, payload: bytes) -> bytes:
+        if self._ws.state is not ConnectionState.OPEN:
+            return b""
+        return self._ws.send(Ping(payload=payload))
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def closed(self) -> bool:
+        """Both close frames have been exchanged (or the session failed)."""
+        return self._ws.state is ConnectionState.CLOSED

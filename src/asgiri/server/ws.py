@@ -1,0 +1,382 @@
+"""WebSocket over asyncio: one bridge for every transport.
+
+:class:`WSBridge` is the sink of a :class:`~asgiri.asgi.ws_stream.WebSocketStream`
+and owns the :class:`~asgiri.protocol.ws.WSSession`; it does the closing
+handshake, keepalive pings and flow control the same way whatever carries
+the bytes.  What differs per transport is a small :class:`Outlet`: how the
+handshake is answered (101 vs 200), how bytes leave, and how the carrier
+ends (TCP close vs END_STREAM / RST_STREAM).  :class:`WSH1Protocol` is the
+HTTP/1.1 outlet; HTTP/2 (RFC 8441) and HTTP/3 (RFC 9220) provide theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from ..asgi.ws_stream import WebSocketStream, WSState
+from ..protocol.events import Headers
+from ..protocol.h1 import H1Connection, RequestInfo
+from ..protocol.ws import (
+    ABNORMAL,
+    GOING_AWAY,
+    CloseReceived,
+    MessageReceived,
+    PongReceived,
+    WSSession,
+    accept_token,
+)
+from .context import ServerContext
+from .tasks import start_eagerly
+
+logger = logging.getLogger("asgiri.error")
+
+
+class Outlet(Protocol):
+    """How WebSocket bytes travel on one transport."""
+
+    def accept(self, headers: Headers) -> None:
+        """Send the success answer of the handshake with these extra headers."""
+
+    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        """Answer the handshake with an HTTP response."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self, error: bool) -> None:
+        """The WebSocket is over: end the carrier (``error``: abortively)."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def drain(self) -> Awaitable[None] | None: ...
+
+
+class WSBridge:
+    """Connects a WebSocketStream to a WSSession over an Outlet."""
+
+    def __init__(
+        self,
+        ctx: ServerContext,
+        outlet: Outlet,
+        scope: dict[str, Any],
+        stream_id: int,
+        *,
+        key: bytes | None,
+        extensions: Any,
+        extension_header: bytes | None,
+    ) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.outlet = outlet
+        cfg = ctx.config.websocket
+        self.stream = WebSocketStream(self, self.loop, scope, stream_id, max_queue=cfg.ws_max_queue)
+        self._key = key
+        self._extensions = extensions
+        self._extension_header = extension_header
+        self.session: WSSession | None = None
+        self._early: list[bytes] = []
+        self._paused = False
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._ping_payload = b""
+        self.finished = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Run the app (eagerly where the interpreter allows)."""
+        ctx = self.ctx
+        ctx.active_requests += 1
+        task = start_eagerly(self.loop, self.stream.run(ctx.app))
+        if task is not None:
+            self.stream.task = task
+            ctx.tasks.add(task)
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            if not self.finished:
+                self._early.append(data)  # frames sent before our answer
+            return
+        for event in session.receive_data(data):
+            kind = type(event)
+            if kind is MessageReceived:
+                self.stream.message_received(event.data)  # type: ignore[union-attr]
+            elif kind is CloseReceived:
+                self._on_close(event)  # type: ignore[arg-type]
+            elif kind is PongReceived:
+                self._on_pong(event)  # type: ignore[arg-type]
+        out = session.data_to_send()
+        if out:
+            self.outlet.write(out)
+        if self.stream.queue_full and not self._paused:
+            self._paused = True
+            self.outlet.pause_reading()
+        if session.closed and not self.finished:
+            self._finish(error=False)
+
+    def connection_lost(self) -> None:
+        """The carrier is gone (TCP closed, stream reset)."""
+        self._stop_timers()
+        self.finished = True
+        self.stream.peer_closed(ABNORMAL)
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close 1001, wait for the peer's close."""
+        if self.session is not None and self.stream.state is WSState.ACCEPTED:
+            self.stream.peer_closed(GOING_AWAY, "server shutting down")
+            self._send_close(GOING_AWAY, "")
+        elif self.session is None and not self.finished:
+            self.stream.peer_closed(GOING_AWAY)
+
+    def _on_close(self, event: CloseReceived) -> None:
+        self.stream.peer_closed(event.code, event.reason)
+        if event.error:
+            logger.debug("WebSocket protocol error from client: %s", event.reason)
+            out = self.session.data_to_send() if self.session else b""
+            if out:
+                self.outlet.write(out)
+            self._finish(error=True)
+
+    def _finish(self, error: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._stop_timers()
+        self.outlet.finish(error)
+
+    # ------------------------------------------------------------ keepalive
+
+    def _arm_ping(self) -> None:
+        interval = self.ctx.config.websocket.ws_ping_interval
+        if interval:
+            self._ping_timer = self.loop.call_later(interval, self._ping)
+
+    def _ping(self) -> None:
+        self._ping_timer = None
+        session = self.session
+        if session is None or self.finished or not session.open:
+            return
+        self._ping_payload = os.urandom(4)
+        self.outlet.write(session.ping(self._ping_payload))
+        timeout = self.ctx.config.websocket.ws_ping_timeout
+        if timeout:
+            self._pong_timer = self.loop.call_later(timeout, self._pong_missing)
+        else:
+            self._arm_ping()
+
+    def _on_pong(self, event: PongReceived) -> None:
+        if self._pong_timer is not None and event.payload == self._ping_payload:
+            self._pong_timer.cancel()
+            self._pong_timer = None
+            self._arm_ping()
+
+    def _pong_missing(self) -> None:
+        self._pong_timer = None
+        logger.info("WebSocket client did not answer a ping; closing")
+        self.stream.peer_closed(ABNORMAL, "ping timeout")
+        self._finish(error=True)
+
+    def _stop_timers(self) -> None:
+        for name in ("_ping_timer", "_pong_timer", "_close_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+
+    # ------------------------------------------------------------ WSSink
+
+    def ws_accept(self, stream: WebSocketStream, subprotocol: str | None, headers: Headers) -> None:
+        if self.finished:
+            return
+        answer: Headers = []
+        if self._key is not None:
+            answer.append((b"sec-websocket-accept", accept_token(self._key)))
+        if subprotocol is not None:
+            answer.append((b"sec-websocket-protocol", subprotocol.encode("ascii")))
+        if self._extension_header is not None:
+            answer.append((b"sec-websocket-extensions", self._extension_header))
+        skip = {name for name, _ in answer}
+        answer.extend((n, v) for n, v in headers if n.lower() not in skip)
+        self.session = WSSession(self._extensions, self.ctx.config.websocket.ws_max_size)
+        self.outlet.accept(answer)
+        self._arm_ping()
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+
+    def ws_reject(
+        self, stream: WebSocketStream, status: int, headers: Headers, body: bytes, end: bool
+    ) -> None:
+        if self.finished:
+            return
+        self.outlet.reject(status, headers, body, end)
+        if end:
+            self.finished = True
+            self._stop_timers()
+
+    def ws_send(self, stream: WebSocketStream, data: str | bytes) -> None:
+        session = self.session
+        if session is not None and not self.finished:
+            out = session.send_message(data)
+            if out:
+                self.outlet.write(out)
+
+    def ws_close(self, stream: WebSocketStream, code: int, reason: str) -> None:
+        self._send_close(code, reason)
+
+    def _send_close(self, code: int, reason: str) -> None:
+        session = self.session
+        if session is None or self.finished:
+            return
+        out = session.close(code, reason)
+        if out:
+            self.outlet.write(out)
+        if session.closed:
+            self._finish(error=False)
+        elif self._close_timer is None:
+            # Wait for the peer's close frame, but not forever.
+            self._close_timer = self.loop.call_later(
+                self.ctx.config.websocket.ws_close_timeout, self._close_timed_out
+            )
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        self.stream.peer_closed(ABNORMAL, "close handshake timed out")
+        self._finish(error=False)
+
+    def drain(self, stream: WebSocketStream) -> Awaitable[None] | None:
+        if self.finished:
+            return None
+        return self.outlet.drain()
+
+    def ws_consumed(self, stream: WebSocketStream) -> None:
+        if self._paused and not stream.queue_full:
+            self._paused = False
+            self.outlet.resume_reading()
+
+    def ws_done(self, stream: WebSocketStream) -> None:
+        ctx = self.ctx
+        ctx.active_requests -= 1
+        task = stream.task
+        if task is not None:
+            ctx.tasks.discard(task)
+        ctx.check_drained()
+
+
+class WSH1Protocol(asyncio.Protocol):
+    """The HTTP/1.1 outlet: owns the TCP transport from the Upgrade on."""
+
+    def __init__(self, ctx: ServerContext, transport: Any, info: RequestInfo) -> None:
+        self.ctx = ctx
+        self.transport = transport
+        self._info = info
+        self.bridge: WSBridge | None = None
+        self._write_paused = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._closed = False
+
+    def start(self, bridge: WSBridge, data: bytes) -> None:
+        self.bridge = bridge
+        self.ctx.connections.add(self)
+        bridge.start()
+        if data:
+            bridge.data_received(data)
+
+    # ------------------------------------------------------------ transport callbacks
+
+    def data_received(self, data: bytes) -> None:
+        if self.bridge is not None:
+            self.bridge.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.ctx.connections.discard(self)
+        if self.bridge is not None:
+            self.bridge.connection_lost()
+        self._wake()
+        self.ctx.check_drained()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------ Outlet
+
+    def accept(self, headers: Headers) -> None:
+        lines = [
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        ]
+        lines.extend(b"%b: %b\r\n" % (name, value) for name, value in headers)
+        lines.append(b"\r\n")
+        self.write(b"".join(lines))
+
+    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        if self._closed:
+            return
+        info = self._info
+        info.keep_alive = False
+        if status >= 0:
+            parts, _ = H1Connection.start_response(
+                info, status, headers, self.ctx.default_headers(), body, end
+            )
+            self._info = RequestInfo(info.stream_id, info.head, info.http11, False)
+            self.transport.writelines(parts)
+        if end:
+            self.transport.close()
+
+    def write(self, data: bytes) -> None:
+        if not self._closed:
+            self.transport.write(data)
+
+    def finish(self, error: bool) -> None:
+        if self._closed:
+            return
+        if error:
+            # Failing the WebSocket connection: what was written goes out, then close.
+            self.transport.close()
+        else:
+            self.transport.close()
+
+    def pause_reading(self) -> None:
+        if not self._closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._closed:
+            self.transport.resume_reading()
+
+    def drain(self) -> Awaitable[None] | None:
+        if not self._write_paused or self._closed:
+            return None
+        waiter = self.ctx.loop.create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    # ------------------------------------------------------------ server lifecycle
+
+    def shutdown(self) -> None:
+        if self.bridge is not None:
+            self.bridge.shutdown()
+
+    def abort(self) -> None:
+        if not self._closed:
+            self.transport.abort()

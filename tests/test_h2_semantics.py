@@ -1,0 +1,1004 @@
+"""HTTP/2 semantics against a real server: scope, bodies, resets, flow control, lifecycle.
+
+Clients are real, never mocks:
+
+* httpx with ``http2=True`` where an ordinary client is enough;
+* :class:`H2Client`, the h2 library driving a raw socket, where a test must
+  control frames: resets, window updates held back, concurrent streams;
+* :class:`FrameClient`, hyperframe + hpack, where even h2's own state machine
+  would be in the way: frames sent after a GOAWAY, the server's very first
+  SETTINGS frame, the exact frames of a connection's end.
+
+Servers are :func:`tests.servers.serve` threads on port 0, or CLI
+subprocesses when a test measures the server's memory alone.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+import hpack
+import httpx
+import pytest
+from hyperframe.frame import (
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+from asgiri.ssl_utils import generate_self_signed_cert
+
+from . import h2apps
+from .servers import ThreadServer, cli_server, serve
+from .test_memory import RSSSampler
+
+TIMEOUT = 10.0
+MIB = 1024 * 1024
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+Headers = list[tuple[bytes, bytes]]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# ----------------------------------------------------------------------------- clients
+
+
+@dataclass
+class Response:
+    """Everything one stream received, from the events an :class:`H2Client` saw."""
+
+    status: int = 0
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+    trailers: Headers | None = None
+    informational: list[Headers] = field(default_factory=list)
+    reset: int | None = None
+    ended_with_headers: bool = False
+    data_frames: int = 0
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((v for n, v in self.headers if n == name), None)
+
+
+class H2Client:
+    """An HTTP/2 client over a raw socket, driven by the h2 library.
+
+    Every event received is kept in ``events``; DATA is acknowledged (window
+    updates sent) as it arrives unless ``pump(ack=False)`` says otherwise.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        settings: dict[int, int] | None = None,
+        sock: socket.socket | None = None,
+        initiate: bool = True,
+    ) -> None:
+        if sock is None:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.scheme = b"http"
+        if ssl_context is not None:
+            sock = ssl_context.wrap_socket(sock, server_hostname="localhost")
+            assert sock.selected_alpn_protocol() == "h2"
+            self.scheme = b"https"
+        self.sock = sock
+        self.authority = b"127.0.0.1:%d" % port
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self.conn = h2.connection.H2Connection(config=config)
+        if settings:
+            self.conn.local_settings = h2.settings.Settings(client=True, initial_values=settings)
+            # h2 only raises its own limit once the server acknowledged it,
+            # but the server may use it at once, in the same read as its ACK.
+            self.conn.max_inbound_frame_size = self.conn.local_settings.max_frame_size
+        self.events: list[Any] = []
+        if initiate:
+            self.conn.initiate_connection()
+            self.flush()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> H2Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request_headers(self, path: str, method: str = "GET") -> Headers:
+        return [
+            (b":method", method.encode()),
+            (b":scheme", self.scheme),
+            (b":authority", self.authority),
+            (b":path", path.encode()),
+        ]
+
+    def start(
+        self,
+        path: str,
+        method: str = "GET",
+        extra: Sequence[tuple[bytes, bytes]] = (),
+        end: bool = True,
+    ) -> int:
+        """Send a request's HEADERS; returns the stream id."""
+        stream_id: int = self.conn.get_next_available_stream_id()
+        headers = self.request_headers(path, method) + list(extra)
+        self.conn.send_headers(stream_id, headers, end_stream=end)
+        self.flush()
+        return stream_id
+
+    def send_body(self, stream_id: int, data: bytes, end: bool = True) -> None:
+        """Send ``data`` as DATA frames, waiting for window updates as needed."""
+        view = memoryview(data)
+        while view:
+            window = min(
+                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
+            )
+            if window <= 0:
+                self.flush()
+                self.pump()
+                continue
+            piece, view = view[:window], view[window:]
+            self.conn.send_data(stream_id, piece.tobytes())
+        if end:
+            self.conn.end_stream(stream_id)
+        self.flush()
+
+    def pump(self, ack: bool = True) -> list[Any]:
+        """Read once from the socket; returns the events it completed."""
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise EOFError("the server closed the connection")
+        events = self.conn.receive_data(data)
+        for event in events:
+            if ack and isinstance(event, h2.events.DataReceived) and event.flow_controlled_length:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        self.events.extend(events)
+        self.flush()
+        return events
+
+    def until(self, predicate: Callable[[Any], bool], ack: bool = True) -> Any:
+        """Pump until an event matching ``predicate`` has been received; returns it."""
+        while True:
+            for event in self.events:
+                if predicate(event):
+                    return event
+            self.pump(ack)
+
+    def response(self, stream_id: int, ack: bool = True) -> Response:
+        """Wait for the stream to end (or be reset) and collect what it received."""
+        self.until(
+            lambda e: (
+                isinstance(e, h2.events.StreamEnded | h2.events.StreamReset)
+                and e.stream_id == stream_id
+            ),
+            ack,
+        )
+        return collect(self.events, stream_id)
+
+    def get(
+        self, path: str, method: str = "GET", extra: Sequence[tuple[bytes, bytes]] = ()
+    ) -> Response:
+        return self.response(self.start(path, method, extra))
+
+
+def collect(events: list[Any], stream_id: int) -> Response:
+    response = Response()
+    for event in events:
+        if getattr(event, "stream_id", None) != stream_id:
+            continue
+        if isinstance(event, h2.events.InformationalResponseReceived):
+            response.informational.append(list(event.headers))
+        elif isinstance(event, h2.events.ResponseReceived):
+            response.headers = [(n, v) for n, v in event.headers if not n.startswith(b":")]
+            response.status = int(dict(event.headers)[b":status"])
+            response.ended_with_headers = event.stream_ended is not None
+        elif isinstance(event, h2.events.DataReceived):
+            response.body += event.data
+            response.data_frames += 1 if event.data else 0
+        elif isinstance(event, h2.events.TrailersReceived):
+            response.trailers = list(event.headers)
+        elif isinstance(event, h2.events.StreamReset):
+            response.reset = int(event.error_code)
+    return response
+
+
+class FrameClient:
+    """HTTP/2 at the frame level: hyperframe frames, hpack header blocks.
+
+    The server's SETTINGS are acknowledged as they arrive; header blocks are
+    decoded in order so the HPACK state stays in step.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        self.buf = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, *frames: Frame) -> None:
+        self.sock.sendall(b"".join(f.serialize() for f in frames))
+
+    def start(self) -> None:
+        self.sock.sendall(PREFACE + SettingsFrame(0).serialize())
+
+    def headers(self, stream_id: int, path: bytes, end: bool = True) -> HeadersFrame:
+        block = self.encoder.encode(
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"http"),
+                (b":authority", b"127.0.0.1"),
+                (b":path", path),
+            ]
+        )
+        flags = ["END_HEADERS", "END_STREAM"] if end else ["END_HEADERS"]
+        return HeadersFrame(stream_id, data=block, flags=flags)
+
+    def _fill(self) -> bool:
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            return False
+        self.buf += data
+        return bool(data)
+
+    def next(self) -> tuple[Frame, Headers | None] | None:
+        """The next frame (with its decoded header block), or None at EOF."""
+        while len(self.buf) < 9:
+            if not self._fill():
+                return None
+        frame, length = Frame.parse_frame_header(memoryview(self.buf[:9]))
+        while len(self.buf) < 9 + length:
+            if not self._fill():
+                return None
+        frame.parse_body(memoryview(self.buf[9 : 9 + length]))
+        self.buf = self.buf[9 + length :]
+        headers = None
+        if isinstance(frame, HeadersFrame):
+            assert "END_HEADERS" in frame.flags, "CONTINUATION is not expected here"
+            headers = list(self.decoder.decode(frame.data, raw=True))
+        elif isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+            self.send(SettingsFrame(0, flags=["ACK"]))
+        return frame, headers
+
+    def until(self, predicate: Callable[[Frame], bool]) -> list[tuple[Frame, Headers | None]]:
+        """Frames up to and including the first matching ``predicate``."""
+        seen = []
+        while True:
+            item = self.next()
+            assert item is not None, f"EOF before the expected frame; got {seen}"
+            seen.append(item)
+            if predicate(item[0]):
+                return seen
+
+    def to_eof(self) -> list[tuple[Frame, Headers | None]]:
+        seen = []
+        while (item := self.next()) is not None:
+            seen.append(item)
+        return seen
+
+
+def ends_stream(stream_id: int) -> Callable[[Frame], bool]:
+    return lambda f: f.stream_id == stream_id and "END_STREAM" in f.flags
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tls_pems() -> tuple[bytes, bytes]:
+    return generate_self_signed_cert("localhost", key_type="ec")
+
+
+def tls_options(pems: tuple[bytes, bytes]) -> dict[str, Any]:
+    return {"cert_data": pems[0], "key_data": pems[1]}
+
+
+def client_context(pems: tuple[bytes, bytes], alpn: list[str] | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=pems[0].decode())
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+def h2_prior_knowledge(srv: ThreadServer) -> httpx.Client:
+    return httpx.Client(base_url=srv.url, http1=False, http2=True, timeout=TIMEOUT)
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        return read_to_eof(sock)
+
+
+# ----------------------------------------------------------------------------- scope
+
+
+def test_scope_over_prior_knowledge() -> None:
+    with serve(h2apps.inspect) as srv, h2_prior_knowledge(srv) as client:
+        port = srv.port
+        response = client.get(
+            "/a%20b/c%2Fd", params={"x": "1", "y": " z"}, headers={"X-Custom": "Value"}
+        )
+        posted = client.post("/submit?q", content=b"payload")
+    assert response.status_code == 200
+    assert response.http_version == "HTTP/2"
+    scope = response.json()["scope"]
+    assert scope["type"] == "http"
+    assert scope["http_version"] == "2"
+    assert scope["method"] == "GET"
+    assert scope["scheme"] == "http"
+    assert scope["path"] == "/a b/c/d"
+    assert scope["raw_path"] == "/a%20b/c%2Fd"
+    assert scope["query_string"] == "x=1&y=+z"
+    assert scope["server"] == ["127.0.0.1", port]
+    assert scope["client"][0] == "127.0.0.1"
+    headers = scope["headers"]
+    # :authority becomes the one host header; no pseudo-header reaches the app.
+    assert [v for n, v in headers if n == "host"] == [f"127.0.0.1:{port}"]
+    assert not [n for n, _ in headers if n.startswith(":")]
+    assert all(n == n.lower() for n, _ in headers)
+    assert ["x-custom", "Value"] in headers
+    assert "http.response.zerocopy" not in scope["extensions"]
+    for name in ("http.response.trailers", "http.response.early_hint", "http.response.pathsend"):
+        assert name in scope["extensions"]
+    data = posted.json()
+    assert data["scope"]["method"] == "POST"
+    assert (data["scope"]["path"], data["scope"]["query_string"]) == ("/submit", "q")
+    assert data["body"] == "payload"
+
+
+def test_scope_over_tls_has_https_and_the_tls_extension(tls_pems: tuple[bytes, bytes]) -> None:
+    with (
+        serve(h2apps.inspect, **tls_options(tls_pems)) as srv,
+        httpx.Client(http2=True, verify=client_context(tls_pems), timeout=TIMEOUT) as client,
+    ):
+        response = client.get(f"{srv.url}/secure?k=v")
+    assert response.http_version == "HTTP/2"
+    scope = response.json()["scope"]
+    assert (scope["http_version"], scope["scheme"]) == ("2", "https")
+    assert (scope["path"], scope["query_string"]) == ("/secure", "k=v")
+    tls = scope["extensions"]["tls"]
+    assert tls["tls_version"] in (0x0303, 0x0304)
+    assert type(tls["cipher_suite"]) is int
+    assert tls["server_cert"].strip() == tls_pems[0].decode().strip()
+    assert tls["client_cert_chain"] == []
+    assert "http.response.zerocopy" not in scope["extensions"]
+
+
+# ----------------------------------------------------------------------------- request bodies
+
+
+def test_request_body_arrives_in_several_messages() -> None:
+    seen: queue.Queue[tuple[bytes, bool]] = queue.Queue()
+    pieces = [b"a" * 1000, b"b" * 16000, b"c" * 5]
+    with serve(h2apps.make_body_recorder(seen)) as srv, H2Client(srv.port) as client:
+        stream_id = client.start("/upload", "POST", end=False)
+        for piece in pieces:
+            # Each DATA frame reaches the app on its own before the next is sent.
+            client.conn.send_data(stream_id, piece)
+            client.flush()
+            assert seen.get(timeout=TIMEOUT) == (piece, True)
+        client.conn.send_data(stream_id, b"last", end_stream=True)
+        client.flush()
+        assert seen.get(timeout=TIMEOUT) == (b"last", False)
+        response = client.response(stream_id)
+    assert response.status == 200
+    assert response.body == b"%d" % (sum(map(len, pieces)) + 4)
+
+
+def test_request_body_end_stream_alone_ends_the_body() -> None:
+    seen: queue.Queue[tuple[bytes, bool]] = queue.Queue()
+    with serve(h2apps.make_body_recorder(seen)) as srv, H2Client(srv.port) as client:
+        stream_id = client.start("/upload", "POST", end=False)
+        client.conn.send_data(stream_id, b"only")
+        client.flush()
+        assert seen.get(timeout=TIMEOUT) == (b"only", True)
+        client.conn.end_stream(stream_id)
+        client.flush()
+        assert seen.get(timeout=TIMEOUT) == (b"", False)
+        assert client.response(stream_id).body == b"4"
+
+
+# ----------------------------------------------------------------------------- disconnects
+
+
+def _watch(client: H2Client, events: queue.Queue[str], with_body: bool) -> int:
+    """Open /watch and wait until its app is blocked in receive()."""
+    stream_id = client.start("/watch", "POST" if with_body else "GET", end=not with_body)
+    assert events.get(timeout=TIMEOUT) == "started /watch"
+    if not with_body:
+        assert events.get(timeout=TIMEOUT) == "http.request"
+    return stream_id
+
+
+@pytest.mark.parametrize("with_body", [False, True], ids=["after-body", "during-body"])
+def test_stream_reset_delivers_http_disconnect(with_body: bool) -> None:
+    events: queue.Queue[str] = queue.Queue()
+    with serve(h2apps.make_watcher(events)) as srv, H2Client(srv.port) as client:
+        stream_id = _watch(client, events, with_body)
+        client.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        client.flush()
+        assert events.get(timeout=TIMEOUT) == "http.disconnect"
+        # Only that stream is gone: the connection serves the next one.
+        response = client.get("/next")
+    assert (response.status, response.body) == (200, b"/next")
+    assert events.empty()
+
+
+@pytest.mark.parametrize("with_body", [False, True], ids=["after-body", "during-body"])
+def test_connection_loss_delivers_http_disconnect(with_body: bool) -> None:
+    events: queue.Queue[str] = queue.Queue()
+    with serve(h2apps.make_watcher(events)) as srv:
+        client = H2Client(srv.port)
+        _watch(client, events, with_body)
+        client.close()
+        assert events.get(timeout=TIMEOUT) == "http.disconnect"
+
+
+def test_one_stuck_stream_does_not_hold_up_a_hundred_others() -> None:
+    events: queue.Queue[str] = queue.Queue()
+    with (
+        serve(h2apps.make_watcher(events), h2_max_concurrent_streams=128) as srv,
+        H2Client(srv.port) as client,
+    ):
+        client.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+        stuck = _watch(client, events, with_body=False)
+        others = [client.start(f"/n{i}") for i in range(100)]
+        responses = [client.response(stream_id) for stream_id in others]
+        assert [(r.status, r.body) for r in responses] == [
+            (200, f"/n{i}".encode()) for i in range(100)
+        ]
+        assert not [e for e in client.events if getattr(e, "stream_id", None) == stuck]
+        assert events.empty()  # the stuck app is still waiting
+        client.close()
+        assert events.get(timeout=TIMEOUT) == "http.disconnect"
+
+
+# ----------------------------------------------------------------------------- extensions
+
+
+def test_trailers_arrive_as_a_trailing_headers_frame() -> None:
+    with serve(h2apps.trailers) as srv, H2Client(srv.port) as client:
+        response = client.get("/t", extra=[(b"te", b"trailers")])
+        assert any(isinstance(e, h2.events.TrailersReceived) for e in client.events)
+        again = client.get("/t", extra=[(b"te", b"trailers")])
+    assert response.status == 200
+    assert response.body == b"hello world"
+    assert response.header(b"trailer") == b"x-checksum, x-other"
+    assert response.trailers == [(b"x-checksum", b"abc123"), (b"x-other", b"1")]
+    assert again.trailers == response.trailers
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    import os
+
+    data = os.urandom(3 * MIB + 12345)
+    path = tmp_path_factory.mktemp("h2files") / "blob.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["cleartext", "tls"])
+def test_pathsend(tls: bool, data_file: tuple[Path, bytes], tls_pems: tuple[bytes, bytes]) -> None:
+    path, data = data_file
+    options = tls_options(tls_pems) if tls else {}
+    client_options: dict[str, Any] = (
+        {"http2": True, "verify": client_context(tls_pems)}
+        if tls
+        else {"http1": False, "http2": True}
+    )
+    with (
+        serve(h2apps.make_pathsend_app(path), **options) as srv,
+        httpx.Client(base_url=srv.url, timeout=TIMEOUT, **client_options) as client,
+    ):
+        responses = [client.get("/file") for _ in range(2)]
+    for response in responses:
+        assert response.http_version == "HTTP/2"
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(len(data))
+        assert response.content == data
+
+
+def test_early_hints_reach_an_h2_client() -> None:
+    proceed = threading.Event()
+    with serve(h2apps.make_early_hint_app(proceed)) as srv, H2Client(srv.port) as client:
+        stream_id = client.start("/page")
+        hint = client.until(lambda e: isinstance(e, h2.events.InformationalResponseReceived))
+        assert hint.stream_id == stream_id
+        assert not [e for e in client.events if isinstance(e, h2.events.ResponseReceived)]
+        proceed.set()
+        response = client.response(stream_id)
+    assert dict(hint.headers)[b":status"] == b"103"
+    assert [v for n, v in hint.headers if n == b"link"] == [
+        b"</style.css>; rel=preload; as=style",
+        b"</app.js>; rel=preload; as=script",
+    ]
+    assert response.informational == [hint.headers]
+    assert (response.status, response.body) == (200, b"final")
+
+
+# ----------------------------------------------------------------------------- bodiless responses
+
+
+@pytest.mark.parametrize("path", ["/whole", "/streamed"])
+def test_head_gets_headers_and_no_data(path: str) -> None:
+    with serve(h2apps.shapes) as srv, H2Client(srv.port) as client:
+        head = client.get(path, "HEAD")
+        get = client.get(path)
+    assert head.status == 200
+    assert head.reset is None
+    assert head.body == b""
+    assert head.data_frames == 0
+    if path == "/whole":
+        assert head.header(b"content-length") == b"5"
+    # The connection is in sync: the GET that follows has its whole body.
+    assert (get.status, get.body) == (200, b"hello")
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodiless_status_ends_the_stream_with_its_headers(status: int) -> None:
+    with serve(h2apps.shapes) as srv, H2Client(srv.port) as client:
+        response = client.get(f"/status/{status}")
+        after = client.get("/whole")
+    assert response.status == status
+    assert response.header(b"x-status") == b"yes"
+    assert response.ended_with_headers
+    assert response.body == b""
+    assert response.reset is None
+    assert after.body == b"hello"
+
+
+# ----------------------------------------------------------------------------- flow control
+
+TOTAL_MIB = 200
+RSS_LIMIT = 50 * MIB
+TRANSFER_TIMEOUT = 20.0
+
+
+def h2_download(port: int, mib: int, slow_seconds: float) -> int:
+    """GET ``mib`` MiB from ``memapps:download`` acknowledging slowly at first."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    codes = h2.settings.SettingCodes
+    client = H2Client(
+        port,
+        sock=sock,
+        settings={codes.INITIAL_WINDOW_SIZE: MIB, codes.MAX_FRAME_SIZE: 256 * 1024},
+    )
+    with client:
+        client.conn.increment_flow_control_window(MIB)
+        stream_id = client.start(f"/?mib={mib}")
+        total = 0
+        slow_until = time.monotonic() + slow_seconds
+        while True:
+            slow = time.monotonic() < slow_until
+            data = sock.recv(1024 if slow else MIB)
+            assert data, "connection closed mid-response"
+            for event in client.conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    headers = dict(event.headers)
+                    assert headers[b":status"] == b"200"
+                    assert headers[b"content-length"] == b"%d" % (mib * MIB)
+                elif isinstance(event, h2.events.DataReceived):
+                    assert event.data.strip(b"\xa5") == b"", "corrupted body"
+                    total += len(event.data)
+                    client.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                elif isinstance(event, h2.events.StreamEnded):
+                    assert event.stream_id == stream_id
+                    return total
+                elif isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+                    raise AssertionError(f"unexpected {event}")
+            client.flush()
+            if slow:
+                time.sleep(0.002)  # a slow reader: the server must not buffer for it
+
+
+def test_slow_h2_reader_keeps_server_memory_flat() -> None:
+    with cli_server("memapps:download", "--port", "0", "--no-access-log") as srv:
+        assert srv.port is not None
+        assert h2_download(srv.port, 2, 0) == 2 * MIB  # warm up the code paths
+        started = time.monotonic()
+        with RSSSampler(srv.proc.pid) as rss:
+            received = h2_download(srv.port, TOTAL_MIB, slow_seconds=1.5)
+        elapsed = time.monotonic() - started
+        assert h2_download(srv.port, 1, 0) == MIB  # the server still answers
+    assert received == TOTAL_MIB * MIB
+    assert rss.samples > 10
+    assert rss.growth < RSS_LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+    assert elapsed < TRANSFER_TIMEOUT
+
+
+def h2_upload(port: int, mib: int) -> tuple[bytes, int]:
+    """POST ``mib`` MiB as fast as the server's windows allow.
+
+    Returns the response body and the largest amount of body the client was
+    ever allowed to have in flight (what the server may have had to buffer).
+    """
+    block = b"\x5a" * MIB
+    with H2Client(port) as client:
+        client.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+        stream_id = client.start(
+            "/up", "POST", extra=[(b"content-length", b"%d" % (mib * MIB))], end=False
+        )
+        largest_window = 0
+        for i in range(mib):
+            largest_window = max(largest_window, client.conn.local_flow_control_window(stream_id))
+            client.send_body(stream_id, block, end=i == mib - 1)
+        response = client.response(stream_id)
+    assert response.status == 200, response
+    return response.body, largest_window
+
+
+def test_h2_upload_to_a_slow_app_keeps_server_memory_flat() -> None:
+    with cli_server("memapps:upload", "--port", "0", "--no-access-log") as srv:
+        assert srv.port is not None
+        count, _ = h2_upload(srv.port, 2)[0].split()
+        assert int(count) == 2 * MIB
+        started = time.monotonic()
+        with RSSSampler(srv.proc.pid) as rss:
+            body, window = h2_upload(srv.port, TOTAL_MIB)
+        elapsed = time.monotonic() - started
+    count, messages = body.split()
+    assert int(count) == TOTAL_MIB * MIB
+    assert int(messages) > 100, "the body should reach the app in many small messages"
+    # The server never let more than one window (1 MiB by default) be in flight.
+    assert window <= MIB
+    assert rss.samples > 10
+    assert rss.growth < RSS_LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+    assert elapsed < TRANSFER_TIMEOUT
+
+
+def test_window_never_opened_resets_the_stream_after_timeout_write() -> None:
+    outcome: queue.Queue[str] = queue.Queue()
+    with serve(h2apps.make_endless_app(outcome), timeout_write=1) as srv:
+        with H2Client(srv.port) as client:
+            stream_id = client.start("/endless")
+            started = time.monotonic()
+            reset = client.until(
+                lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == stream_id,
+                ack=False,
+            )
+            elapsed = time.monotonic() - started
+            response = collect(client.events, stream_id)
+            assert reset.error_code == h2.errors.ErrorCodes.CANCEL
+            assert 0.5 <= elapsed <= 5.0, elapsed
+            # The server respected the window it was given, and no more.
+            assert 0 < len(response.body) <= 65535
+            assert outcome.get(timeout=TIMEOUT) in ("ClientDisconnected", "CancelledError")
+            # The connection survives: hand back the connection window and ask again.
+            client.conn.acknowledge_received_data(len(response.body), stream_id)
+            small = client.get("/small")
+            assert (small.status, small.body) == (200, b"small")
+        with h2_prior_knowledge(srv) as other:
+            assert other.get("/small").text == "small"
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+def test_graceful_shutdown_finishes_the_stream_in_flight_and_refuses_new_ones() -> None:
+    started: queue.Queue[str] = queue.Queue()
+    release = threading.Event()
+    srv = ThreadServer(h2apps.make_gate_app(started, release)).start()
+    try:
+        client = FrameClient(srv.port)
+        client.start()
+        client.send(client.headers(1, b"/gate"))
+        frames = client.until(lambda f: isinstance(f, DataFrame) and f.stream_id == 1)
+        assert frames[-1][0].data == b"begin;"
+        assert started.get(timeout=TIMEOUT) == "started"
+        srv.server.request_shutdown()
+        frames = client.until(lambda f: isinstance(f, GoAwayFrame))
+        goaway = frames[-1][0]
+        assert (goaway.last_stream_id, goaway.error_code) == (1, 0)
+        # A stream opened after the GOAWAY is refused; the one in flight is not.
+        client.send(client.headers(3, b"/late"))
+        frames = client.until(lambda f: isinstance(f, RstStreamFrame))
+        refused = frames[-1][0]
+        assert (refused.stream_id, refused.error_code) == (3, h2.errors.ErrorCodes.REFUSED_STREAM)
+        assert not [f for f, _ in frames if f.stream_id == 1 and "END_STREAM" in f.flags]
+        release.set()
+        rest = client.to_eof()
+        client.close()
+        body = b"".join(f.data for f, _ in rest if isinstance(f, DataFrame) and f.stream_id == 1)
+        assert body == b"end"
+        assert any(f.stream_id == 1 and "END_STREAM" in f.flags for f, _ in rest)
+        assert not [f for f, _ in rest if isinstance(f, HeadersFrame) and f.stream_id == 3]
+        srv.thread.join(TIMEOUT)
+        assert not srv.thread.is_alive()
+    finally:
+        release.set()
+        srv.stop()
+
+
+@pytest.mark.parametrize("requests", [0, 1])
+def test_idle_connection_is_closed_with_goaway(requests: int) -> None:
+    with serve(h2apps.main, timeout_keep_alive=0.5) as srv:
+        client = FrameClient(srv.port)
+        client.start()
+        if requests:
+            client.send(client.headers(1, b"/hello"))
+            client.until(ends_stream(1))
+        idle_from = time.monotonic()
+        rest = client.to_eof()
+        idle = time.monotonic() - idle_from
+        client.close()
+    goaways = [f for f, _ in rest if isinstance(f, GoAwayFrame)]
+    assert len(goaways) == 1, rest
+    assert (goaways[0].last_stream_id, goaways[0].error_code) == (requests, 0)
+    assert isinstance(rest[-1][0], GoAwayFrame)
+    assert 0.3 <= idle <= 5.0, idle
+
+
+# ----------------------------------------------------------------------------- --http modes
+
+
+def test_http2_only_answers_http11_with_505() -> None:
+    with serve(h2apps.main, http_version="2") as srv:
+        raw = raw_exchange(srv.port, b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        with h2_prior_knowledge(srv) as client:
+            response = client.get("/hello")
+    # The whole exchange is one 505, then the server closed the connection.
+    assert raw.startswith(b"HTTP/1.1 505 ")
+    assert b"Hello, World!" not in raw
+    assert response.http_version == "HTTP/2"
+    assert response.text == "Hello, World!"
+
+
+def _tls_attempt(port: int, context: ssl.SSLContext) -> tuple[str | None, bytes]:
+    """Handshake, send an HTTP/1.1 request; returns (ALPN, bytes read) or raises SSLError."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        alpn = sock.selected_alpn_protocol()
+        try:
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            return alpn, read_to_eof(sock)
+        except (ssl.SSLError, BrokenPipeError, ConnectionResetError):
+            return alpn, b""
+
+
+@pytest.mark.parametrize("offer", [["http/1.1"], None], ids=["http1.1", "no-alpn"])
+def test_http2_only_tls_offers_only_h2(
+    offer: list[str] | None, tls_pems: tuple[bytes, bytes]
+) -> None:
+    with serve(h2apps.main, http_version="2", **tls_options(tls_pems)) as srv:
+        try:
+            alpn, data = _tls_attempt(srv.port, client_context(tls_pems, offer))
+        except ssl.SSLError:
+            alpn, data = None, b""  # refusing the handshake is fine too
+        with httpx.Client(http2=True, verify=client_context(tls_pems), timeout=TIMEOUT) as client:
+            response = client.get(f"{srv.url}/hello")
+    assert alpn is None
+    assert data == b"", "an HTTP/2-only server must not answer HTTP/1.1"
+    assert response.http_version == "HTTP/2"
+
+
+def test_http11_only_does_not_take_the_preface_as_http2() -> None:
+    with serve(h2apps.main, http_version="1.1") as srv:
+        raw = raw_exchange(srv.port, PREFACE + SettingsFrame(0).serialize())
+        upgrade = raw_exchange(
+            srv.port,
+            b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings, close\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        )
+    assert raw.startswith(b"HTTP/1.1 ")
+    assert int(raw.split(b" ", 2)[1]) in (400, 505)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower()
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    # One HTTP/1.1 answer and nothing after it: no server preface (SETTINGS).
+    assert len(body) == length
+    assert upgrade.startswith(b"HTTP/1.1 200 ")
+    assert upgrade.endswith(b"Hello, World!")
+
+
+def test_http11_only_tls_never_selects_h2(tls_pems: tuple[bytes, bytes]) -> None:
+    with serve(h2apps.main, http_version="1.1", **tls_options(tls_pems)) as srv:
+        both, data = _tls_attempt(srv.port, client_context(tls_pems, ["h2", "http/1.1"]))
+        try:
+            only_h2, _ = _tls_attempt(srv.port, client_context(tls_pems, ["h2"]))
+        except ssl.SSLError:
+            only_h2 = None
+        with httpx.Client(http2=True, verify=client_context(tls_pems), timeout=TIMEOUT) as client:
+            response = client.get(f"{srv.url}/hello")
+    assert both == "http/1.1"
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert only_h2 != "h2"
+    assert response.http_version == "HTTP/1.1"
+    assert response.text == "Hello, World!"
+
+
+# ----------------------------------------------------------------------------- connection set-up
+
+_CODES = h2.settings.SettingCodes
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, {"streams": 100, "window": MIB, "frame": 16384, "headers": 65536}),
+        (
+            {
+                "h2_max_concurrent_streams": 37,
+                "h2_initial_window_size": 300_000,
+                "h2_max_frame_size": 32768,
+                "h2_max_header_list_size": 20_000,
+            },
+            {"streams": 37, "window": 300_000, "frame": 32768, "headers": 20_000},
+        ),
+    ],
+    ids=["defaults", "configured"],
+)
+def test_settings_are_advertised(options: dict[str, int], expected: dict[str, int]) -> None:
+    with serve(h2apps.main, **options) as srv:
+        client = FrameClient(srv.port)
+        client.start()
+        first = client.next()
+        second = client.next()
+        client.close()
+    assert first is not None and second is not None
+    settings = first[0]
+    assert isinstance(settings, SettingsFrame)
+    assert "ACK" not in settings.flags
+    assert settings.settings[_CODES.MAX_CONCURRENT_STREAMS] == expected["streams"]
+    assert settings.settings[_CODES.INITIAL_WINDOW_SIZE] == expected["window"]
+    assert settings.settings[_CODES.MAX_FRAME_SIZE] == expected["frame"]
+    assert settings.settings[_CODES.MAX_HEADER_LIST_SIZE] == expected["headers"]
+    # The connection window is opened to match the stream window.
+    update = second[0]
+    assert isinstance(update, WindowUpdateFrame)
+    assert (update.stream_id, update.window_increment) == (0, expected["window"] - 65535)
+
+
+@pytest.mark.parametrize("what", ["preface", "everything"])
+def test_preface_split_byte_by_byte(what: str) -> None:
+    with serve(h2apps.inspect) as srv, H2Client(srv.port, initiate=False) as client:
+        client.conn.initiate_connection()
+        opening = client.conn.data_to_send()
+        assert opening.startswith(PREFACE)
+        if what == "everything":
+            stream_id = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(stream_id, client.request_headers("/split"), end_stream=True)
+            opening += client.conn.data_to_send()
+        for i in range(len(opening)):
+            client.sock.sendall(opening[i : i + 1])
+        if what == "preface":
+            stream_id = client.start("/split")
+        response = client.response(stream_id)
+    assert response.status == 200
+    scope = json.loads(response.body)["scope"]
+    assert (scope["http_version"], scope["path"]) == ("2", "/split")
+
+
+# ----------------------------------------------------------------------------- h2c Upgrade
+
+
+def _read_101(sock: socket.socket) -> bytes:
+    """Read the 101 response; returns what followed it (the server's first frames)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the 101: {data!r}"
+        data += chunk
+    switching, _, rest = data.partition(b"\r\n\r\n")
+    assert switching.startswith(b"HTTP/1.1 101 "), switching
+    assert b"upgrade: h2c" in switching.lower()
+    return rest
+
+
+def _upgrade(port: int, body: bytes, mode: str) -> tuple[H2Client, bytes]:
+    """Send an ``Upgrade: h2c`` POST with ``body``; returns the client and bytes after 101."""
+    client = H2Client(port, initiate=False)
+    settings = client.conn.initiate_upgrade_connection()
+    head = (
+        b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: " + settings + b"\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    half = len(body) // 2
+    if mode == "with-head":
+        client.sock.sendall(head + body)
+        return client, _read_101(client.sock)
+    # "dribbled": the 101 waits until the whole body is in, because clients
+    # such as curl stop sending a body once they see the 101.
+    client.sock.sendall(head + body[:half])
+    client.sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        client.sock.recv(1)
+    client.sock.settimeout(TIMEOUT)
+    client.sock.sendall(body[half:])
+    return client, _read_101(client.sock)
+
+
+def test_h2c_upgrade_with_a_body_beyond_one_window_is_served_as_http11() -> None:
+    """RFC 7540 3.2 lets the server ignore an upgrade: it does so rather than hold
+    more than one stream window of HTTP/1.1 body before its 101."""
+    body = b"upgrade-body;" * 1000
+    with serve(h2apps.main, h2_initial_window_size=8192) as srv:
+        head = (
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            sock.sendall(head + body)
+            raw = b""
+            while not raw.endswith(body):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    assert b" 101 " not in raw.split(b"\r\n\r\n", 1)[0]
+    assert raw.endswith(body)
+
+
+@pytest.mark.parametrize("mode", ["with-head", "dribbled"])
+def test_h2c_upgrade_serves_the_request_as_stream_1(mode: str) -> None:
+    body = b"upgrade-body;" * 1000
+    with serve(h2apps.main) as srv:
+        client, rest = _upgrade(srv.port, body, mode)
+        with client:
+            client.sock.sendall(client.conn.data_to_send())  # preface + SETTINGS
+            if rest:
+                client.events.extend(client.conn.receive_data(rest))
+                client.flush()
+            first = client.response(1)
+            scope = json.loads(client.get("/json").body)
+            stream_id = client.start("/echo", "POST", end=False)
+            client.send_body(stream_id, b"second body")
+            second = client.response(stream_id)
+    assert first.status == 200
+    assert first.body == body
+    assert first.header(b"x-body-length") == b"%d" % len(body)
+    assert scope["http_version"] == "2"
+    assert (second.status, second.body) == (200, b"second body")
