@@ -34,6 +34,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 import hpack
 import hyperframe.frame
 
@@ -645,6 +646,22 @@ class _H2(h2.connection.H2Connection):
     ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
         self._goaway_received = True
         return super()._receive_goaway_frame(frame)
+
+    def _receive_window_update_frame(
+        self, frame: hyperframe.frame.WindowUpdateFrame
+    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
+        frames, events = super()._receive_window_update_frame(frame)
+        stream_id = frame.stream_id
+        if (
+            stream_id
+            and self._stream_closed_by(stream_id) is h2.stream.StreamClosedBy.RECV_RST_STREAM
+        ):
+            # RFC 9113 5.1: after its own RST_STREAM the peer may send only
+            # PRIORITY on the stream; h2 ignores a WINDOW_UPDATE there.
+            reset = hyperframe.frame.RstStreamFrame(stream_id)
+            reset.error_code = h2.errors.ErrorCodes.STREAM_CLOSED
+            frames = [*frames, reset]
+        return frames, events
 
     def _handle_data_on_closed_stream(
         self,

@@ -77,6 +77,7 @@ class ServerContext:
             max_frame_size=h2c.h2_max_frame_size,
             max_header_list_size=h2c.h2_max_header_list_size,
             max_inbound_frame_size=h2c.h2_max_inbound_frame_size,
+            enable_connect_protocol=self.ws_enabled,
         )
         self._date_enabled = config.http.date_header
         self._stamp = -1

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from ..asgi.http_stream import HTTPStream
-from ..asgi.scope import http_scope
+from ..asgi.scope import http_scope, websocket_scope
 from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
 from ..protocol.h2 import ConnectionEnded, H2Connection, StreamWritable
+from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
 from .context import ServerContext
 from .tasks import EAGER, start_eagerly
+from .ws import WSBridge
 
 logger = logging.getLogger("asgiri.error")
 
@@ -70,6 +73,9 @@ class H2Protocol(asyncio.Protocol):
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._upgrade_body_left = 0
+        #: WebSockets over extended CONNECT streams, by stream id.
+        self.websockets: dict[int, H2WebSocketOutlet] = {}
+        self._new_websockets: list[WSBridge] = []
 
     # ------------------------------------------------------------ start
 
@@ -111,6 +117,9 @@ class H2Protocol(asyncio.Protocol):
                     stream = streams.get(event.stream_id)  # type: ignore[union-attr]
                     if stream is not None:
                         stream.body_received(event.data)  # type: ignore[union-attr]
+                    elif event.stream_id in self.websockets:  # type: ignore[union-attr]
+                        outlet = self.websockets[event.stream_id]  # type: ignore[union-attr]
+                        outlet.data_received(event.data)  # type: ignore[union-attr]
                     else:
                         # Nobody will read it: keep the connection window open.
                         self.conn.acknowledge(event.stream_id, len(event.data))  # type: ignore[union-attr]
@@ -120,6 +129,9 @@ class H2Protocol(asyncio.Protocol):
                     stream = streams.get(event.stream_id)  # type: ignore[union-attr]
                     if stream is not None:
                         stream.body_ended()
+                    elif event.stream_id in self.websockets:  # type: ignore[union-attr]
+                        # END_STREAM is the WebSocket's TCP FIN (RFC 8441 5).
+                        self.websockets[event.stream_id].peer_ended()  # type: ignore[union-attr]
                 elif kind is StreamWritable:
                     self._wake(event.stream_id)  # type: ignore[union-attr]
                 elif kind is StreamClosed:
@@ -150,6 +162,9 @@ class H2Protocol(asyncio.Protocol):
             self._timer = None
         for stream in list(self.streams.values()):
             stream.disconnect()
+        for outlet in list(self.websockets.values()):
+            if outlet.bridge is not None:
+                outlet.bridge.connection_lost()
         for stream_id in list(self._waiters):
             self._wake(stream_id)
         self.ctx.check_drained()
@@ -171,8 +186,11 @@ class H2Protocol(asyncio.Protocol):
     def _on_request(self, request: Request) -> None:
         stream_id = request.stream_id
         if request.protocol is not None:
-            # Extended CONNECT (RFC 8441) is only advertised when WebSocket is on.
-            self.conn.reset(stream_id, _REFUSED_STREAM)
+            if request.protocol == b"websocket" and self.ctx.ws_enabled:
+                self._open_websocket(request)
+            else:
+                # Extended CONNECT is advertised only for WebSocket (RFC 8441).
+                self.conn.reset(stream_id, _REFUSED_STREAM)
             return
         ctx = self.ctx
         scope = http_scope(
@@ -193,8 +211,42 @@ class H2Protocol(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
+    def _open_websocket(self, request: Request) -> None:
+        """RFC 8441: an extended CONNECT stream carries one WebSocket."""
+        stream_id = request.stream_id
+        ctx = self.ctx
+        try:
+            check_connect_handshake(request.headers)
+        except HandshakeError as exc:
+            self.conn.send_headers(stream_id, exc.status, exc.headers, True)
+            return
+        extensions, extension_header = negotiate_extensions(
+            request.headers, ctx.config.websocket.ws_per_message_deflate
+        )
+        scheme = "wss" if (request.scheme or self.scheme) == "https" else "ws"
+        scope = websocket_scope(
+            request, scheme, self.client, self.server, ctx.root_path, ctx.state, self.extensions
+        )
+        outlet = H2WebSocketOutlet(self, stream_id)
+        bridge = WSBridge(
+            ctx,
+            outlet,
+            scope,
+            stream_id,
+            key=None,
+            extensions=extensions,
+            extension_header=extension_header,
+        )
+        outlet.bridge = bridge
+        self.websockets[stream_id] = outlet
+        self._new_websockets.append(bridge)
+
     def _start_new(self) -> None:
         """Start the apps of streams opened by this read, now that their bodies are in."""
+        if self._new_websockets:
+            websockets, self._new_websockets = self._new_websockets, []
+            for bridge in websockets:
+                bridge.start()
         if not self._new:
             return
         new, self._new = self._new, []
@@ -227,6 +279,9 @@ class H2Protocol(asyncio.Protocol):
         self.streams.pop(stream.stream_id, None)
 
     def _on_reset(self, stream_id: int) -> None:
+        websocket = self.websockets.get(stream_id)
+        if websocket is not None:
+            websocket.reset_by_peer()
         stream = self.streams.pop(stream_id, None)
         self._no_body.discard(stream_id)
         if stream is not None:
@@ -400,7 +455,7 @@ class H2Protocol(asyncio.Protocol):
     # ------------------------------------------------------------ lifecycle
 
     def _maybe_idle(self) -> None:
-        if self.streams or self._closed:
+        if self.streams or self.websockets or self._closed:
             return
         if self._closing or self.conn.closed:
             self._close_after_flush()
@@ -431,10 +486,122 @@ class H2Protocol(asyncio.Protocol):
         """Graceful: GOAWAY, let the accepted streams finish, then close."""
         self._closing = True
         self.conn.goaway()
+        for outlet in list(self.websockets.values()):
+            if outlet.bridge is not None:
+                outlet.bridge.shutdown()
         self._flush()
-        if not self.streams:
+        if not self.streams and not self.websockets:
             self._close_after_flush()
+
+    def websocket_done(self, stream_id: int) -> None:
+        """A WebSocket's carrier stream is over (both sides, or reset)."""
+        if self.websockets.pop(stream_id, None) is not None:
+            self.conn.forget(stream_id)
+            self._wake(stream_id)
+            self._maybe_idle()
 
     def abort(self) -> None:
         if not self._closed:
             self.transport.abort()
+
+
+class H2WebSocketOutlet:
+    """RFC 8441: WebSocket bytes as DATA on one extended CONNECT stream."""
+
+    def __init__(self, proto: H2Protocol, stream_id: int) -> None:
+        self.proto = proto
+        self.stream_id = stream_id
+        self.bridge: WSBridge | None = None
+        self._paused = False
+        self._unacked = 0
+        self._ended_local = False
+        self._ended_remote = False
+
+    def accept(self, headers: Headers) -> None:
+        proto = self.proto
+        if not proto.conn.send_headers(self.stream_id, 200, headers, False):
+            self.reset_by_peer()
+        proto._schedule_flush()
+
+    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        proto = self.proto
+        conn = proto.conn
+        if self._ended_local:
+            return
+        if not self._ended_local and status >= 0 and not getattr(self, "_head_sent", False):
+            self._head_sent = True
+            conn.send_headers(
+                self.stream_id, status, proto.ctx.default_header_list() + headers, False
+            )
+        conn.send_data(self.stream_id, body, end)
+        if end:
+            self._ended_local = True
+            self._maybe_done()
+        proto._schedule_flush()
+
+    def write(self, data: bytes) -> None:
+        proto = self.proto
+        if not self._ended_local and not proto.conn.send_data(self.stream_id, data, False):
+            self.reset_by_peer()
+        proto._schedule_flush()
+
+    def finish(self, error: bool) -> None:
+        """End our side: END_STREAM after a clean close, RST_STREAM after an error."""
+        if self._ended_local:
+            return
+        self._ended_local = True
+        proto = self.proto
+        if error:
+            proto.conn.reset(self.stream_id, _CANCEL)
+            self._ended_remote = True
+        else:
+            proto.conn.send_data(self.stream_id, b"", True)
+        proto._schedule_flush()
+        self._maybe_done()
+
+    def peer_ended(self) -> None:
+        self._ended_remote = True
+        bridge = self.bridge
+        if bridge is not None and not bridge.finished:
+            bridge.connection_lost()
+            self.finish(error=False)
+        self._maybe_done()
+
+    def reset_by_peer(self) -> None:
+        self._ended_local = self._ended_remote = True
+        if self.bridge is not None:
+            self.bridge.connection_lost()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self._ended_local and self._ended_remote:
+            self.proto.websocket_done(self.stream_id)
+
+    def data_received(self, data: bytes) -> None:
+        if self.bridge is not None:
+            self.bridge.data_received(data)
+        # Credit is given back as the bridge takes the bytes, unless the app's
+        # message queue is full (then the window closes: backpressure).
+        self.data_consumed(len(data))
+
+    def data_consumed(self, nbytes: int) -> None:
+        self._unacked += nbytes
+        if not self._paused:
+            self.proto.conn.acknowledge(self.stream_id, self._unacked)
+            self._unacked = 0
+            self.proto._schedule_flush()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        self.data_consumed(0)
+
+    def drain(self) -> Awaitable[None] | None:
+        proto = self.proto
+        if proto.conn.buffered(self.stream_id) <= HIGH_WATER and not proto._write_paused:
+            return None
+        waiter = proto.loop.create_future()
+        proto._waiters.setdefault(self.stream_id, []).append(waiter)
+        return waiter
