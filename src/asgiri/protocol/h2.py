@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -106,10 +107,12 @@ class H2Limits:
 
 
 class _OutStream:
-    __slots__ = ("data", "end", "size", "trailers")
+    __slots__ = ("data", "end", "offset", "size", "trailers")
 
     def __init__(self) -> None:
-        self.data: list[bytes] = []
+        self.data: deque[bytes] = deque()
+        #: Bytes of ``data[0]`` already sent.
+        self.offset = 0
         self.size = 0
         self.end = False
         self.trailers: Headers | None = None
@@ -513,14 +516,20 @@ class H2Connection:
             self._out.pop(stream_id, None)
             return True
         max_frame = conn.max_outbound_frame_size
+        data = out.data
         while out.size and window > 0:
-            chunk = out.data[0]
-            size = min(len(chunk), window, max_frame)
-            if size < len(chunk):
-                out.data[0] = chunk[size:]
-                chunk = chunk[:size]
+            # ``offset`` walks the first buffer, so a large body is sliced
+            # one frame at a time instead of copying its remainder per frame.
+            chunk = data[0]
+            offset = out.offset
+            size = min(len(chunk) - offset, window, max_frame)
+            if offset + size == len(chunk):
+                data.popleft()
+                out.offset = 0
             else:
-                out.data.pop(0)
+                out.offset = offset + size
+            if offset or size < len(chunk):
+                chunk = chunk[offset : offset + size]
             out.size -= size
             window -= size
             last = out.end and not out.size and out.trailers is None
