@@ -70,11 +70,24 @@ async def _lifespan(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _websocket(scope: Scope, receive: Receive, send: Send) -> None:
-    # WebSocket routes go here (e.g. an echo endpoint at /ws).  Until then every
-    # handshake is refused: closing before accepting makes the server answer 403.
+    """``/ws`` echoes every message with the protocol it came over; other paths get 403."""
     message = await receive()
-    if message["type"] == "websocket.connect":
-        await send({"type": "websocket.close", "code": 1000})
+    if message["type"] != "websocket.connect":
+        return
+    if scope["path"] != "/ws":
+        await send({"type": "websocket.close", "code": 1008})  # before accept: 403
+        return
+    await send({"type": "websocket.accept"})
+    via = f"HTTP/{scope['http_version']}"
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+        else:
+            await send({"type": "websocket.send", "text": f"echo over {via}: {text}"})
 
 
 # --- http -----------------------------------------------------------------------------
@@ -158,6 +171,32 @@ scheme: <strong id="scheme">{esc(str(scope.get("scheme", "http")))}</strong></p>
   <li><a href="/stream">/stream</a> &mdash; {STREAM_CHUNKS} chunks, {STREAM_DELAY}s apart</li>
   <li><a href="/info">/info</a> &mdash; the ASGI scope as JSON</li>
 </ul>
+<h2>WebSocket echo (<code>/ws</code>)</h2>
+<p>Status: <strong id="ws-status">connecting</strong></p>
+<form id="ws-form"><input id="ws-text" value="Hello over WebSocket!" size="40">
+<button type="submit">Send</button></form>
+<ol id="ws-log"></ol>
+<script>
+const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+const socket = new WebSocket(scheme + "//" + location.host + "/ws");
+const log = (text) => {{
+  const item = document.createElement("li");
+  item.textContent = text;
+  document.getElementById("ws-log").appendChild(item);
+}};
+socket.onopen = () => {{
+  document.getElementById("ws-status").textContent = "open";
+  socket.send("hello from the page");
+}};
+socket.onmessage = (event) => log(event.data);
+socket.onclose = (event) => {{
+  document.getElementById("ws-status").textContent = "closed (" + event.code + ")";
+}};
+document.getElementById("ws-form").onsubmit = (event) => {{
+  event.preventDefault();
+  socket.send(document.getElementById("ws-text").value);
+}};
+</script>
 </body>
 </html>
 """
