@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable
 from typing import Any, Protocol
@@ -38,6 +39,8 @@ __all__ = ["WSSink", "WSState", "WebSocketStream"]
 logger = logging.getLogger("asgiri.error")
 
 _CONNECT: Message = {"type": "websocket.connect"}
+#: An RFC 9110 token: what a Sec-WebSocket-Protocol value may be.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class WSState(enum.Enum):
@@ -193,8 +196,14 @@ class WebSocketStream:
             if self.close_code is not None:
                 raise ClientDisconnected("the client went away during the handshake")
             subprotocol = message.get("subprotocol")
-            if subprotocol is not None and not isinstance(subprotocol, str):
-                raise ASGIMessageError("websocket.accept 'subprotocol' must be str or None")
+            if subprotocol is not None and (
+                not isinstance(subprotocol, str) or not _TOKEN.fullmatch(subprotocol)
+            ):
+                # Checked before the state changes: the client then gets a 500
+                # instead of a handshake that never completes.
+                raise ASGIMessageError(
+                    f"websocket.accept 'subprotocol' must be a token or None, got {subprotocol!r}"
+                )
             headers = _header_list(message.get("headers", ()))
             _check_headers(headers)
             self._state = WSState.ACCEPTED
@@ -202,12 +211,16 @@ class WebSocketStream:
         elif kind == "websocket.close":
             code = message.get("code", 1000)
             reason = message.get("reason") or ""
-            if not isinstance(code, int) or not isinstance(reason, str):
-                raise ASGIMessageError("websocket.close needs an int 'code' and a str 'reason'")
             if state is WSState.CONNECTING:
+                # The client gets a 403 and never sees the code or reason, so
+                # they are not checked (FastAPI's validation errors put a list
+                # of errors in the reason here).
                 self._state = WSState.CLOSED
                 self._reject(403, b"Forbidden")
-            elif state is WSState.ACCEPTED:
+                return
+            if not isinstance(code, int) or not isinstance(reason, str):
+                raise ASGIMessageError("websocket.close needs an int 'code' and a str 'reason'")
+            if state is WSState.ACCEPTED:
                 self._state = WSState.CLOSED
                 self._sink.ws_close(self, code, reason)
             elif state is WSState.CLOSED and self.close_code is not None:

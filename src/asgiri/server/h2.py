@@ -35,6 +35,7 @@ logger = logging.getLogger("asgiri.error")
 HIGH_WATER = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 _NO_ERROR = 0x0
+_PROTOCOL_ERROR = 0x1
 _INTERNAL_ERROR = 0x2
 _REFUSED_STREAM = 0x7
 _CANCEL = 0x8
@@ -186,7 +187,10 @@ class H2Protocol(asyncio.Protocol):
     def _on_request(self, request: Request) -> None:
         stream_id = request.stream_id
         if request.protocol is not None:
-            if request.protocol == b"websocket" and self.ctx.ws_enabled:
+            if not self.ctx.ws_enabled:
+                # Not advertised: a malformed request (RFC 8441 section 4).
+                self.conn.reset(stream_id, _PROTOCOL_ERROR)
+            elif request.protocol == b"websocket":
                 self._open_websocket(request)
             else:
                 # Extended CONNECT is advertised only for WebSocket (RFC 8441).
@@ -219,6 +223,8 @@ class H2Protocol(asyncio.Protocol):
             check_connect_handshake(request.headers)
         except HandshakeError as exc:
             self.conn.send_headers(stream_id, exc.status, exc.headers, True)
+            # Complete answer; the client's side has nothing more to send.
+            self.conn.reset(stream_id, _NO_ERROR)
             return
         extensions, extension_header = negotiate_extensions(
             request.headers, ctx.config.websocket.ws_per_message_deflate
@@ -240,6 +246,10 @@ class H2Protocol(asyncio.Protocol):
         outlet.bridge = bridge
         self.websockets[stream_id] = outlet
         self._new_websockets.append(bridge)
+        if self._timer is not None:
+            # An open WebSocket is not an idle connection.
+            self._timer.cancel()
+            self._timer = None
 
     def _start_new(self) -> None:
         """Start the apps of streams opened by this read, now that their bodies are in."""
@@ -463,12 +473,12 @@ class H2Protocol(asyncio.Protocol):
             self._arm_idle()
 
     def _arm_idle(self) -> None:
-        if self._timer is None and not self.streams and not self._closed:
+        if self._timer is None and not self.streams and not self.websockets and not self._closed:
             self._timer = self.loop.call_later(self.ctx.keep_alive_timeout, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
         self._timer = None
-        if not self.streams and not self._closed:
+        if not self.streams and not self.websockets and not self._closed:
             self.conn.goaway()
             self._close_after_flush()
 
@@ -516,9 +526,11 @@ class H2WebSocketOutlet:
         self._unacked = 0
         self._ended_local = False
         self._ended_remote = False
+        self._head_sent = False
 
     def accept(self, headers: Headers) -> None:
         proto = self.proto
+        self._head_sent = True
         if not proto.conn.send_headers(self.stream_id, 200, headers, False):
             self.reset_by_peer()
         proto._schedule_flush()
@@ -528,7 +540,7 @@ class H2WebSocketOutlet:
         conn = proto.conn
         if self._ended_local:
             return
-        if not self._ended_local and status >= 0 and not getattr(self, "_head_sent", False):
+        if not self._ended_local and status >= 0 and not self._head_sent:
             self._head_sent = True
             conn.send_headers(
                 self.stream_id, status, proto.ctx.default_header_list() + headers, False
@@ -536,6 +548,12 @@ class H2WebSocketOutlet:
         conn.send_data(self.stream_id, body, end)
         if end:
             self._ended_local = True
+            if not self._ended_remote and not conn.buffered(self.stream_id):
+                # The answer is complete and the client's side of a refused
+                # CONNECT has nothing to say: close it too (RFC 9113 8.1),
+                # or the stream would stay half-open and the connection busy.
+                conn.reset(self.stream_id, _NO_ERROR)
+                self._ended_remote = True
             self._maybe_done()
         proto._schedule_flush()
 
@@ -551,12 +569,27 @@ class H2WebSocketOutlet:
             return
         self._ended_local = True
         proto = self.proto
-        if error:
+        if error or not self._head_sent:
+            # (Without a response head, DATA would break the client's HTTP/2.)
             proto.conn.reset(self.stream_id, _CANCEL)
             self._ended_remote = True
         else:
             proto.conn.send_data(self.stream_id, b"", True)
+            if not self._ended_remote:
+                # The peer must end its side too, as it would close TCP; one
+                # that does not is reset rather than kept half-open.
+                proto.loop.call_later(
+                    proto.ctx.config.websocket.ws_close_timeout, self._peer_end_timed_out
+                )
         proto._schedule_flush()
+        self._maybe_done()
+
+    def _peer_end_timed_out(self) -> None:
+        if self._ended_remote or self.proto._closed:
+            return
+        self._ended_remote = True
+        self.proto.conn.reset(self.stream_id, _CANCEL)
+        self.proto._schedule_flush()
         self._maybe_done()
 
     def peer_ended(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..asgi.ws_stream import WebSocketStream, WSState
 from ..protocol.events import Headers
-from ..protocol.h1 import H1Connection, RequestInfo
+from ..protocol.h1 import H1Connection, H1Response, RequestInfo
 from ..protocol.ws import (
     ABNORMAL,
     GOING_AWAY,
@@ -103,6 +103,11 @@ class WSBridge:
         if session is None:
             if not self.finished:
                 self._early.append(data)  # frames sent before our answer
+                if not self._paused:
+                    # Nothing reads them before the app answers: hold the
+                    # peer back instead of buffering whatever it sends.
+                    self._paused = True
+                    self.outlet.pause_reading()
             return
         for event in session.receive_data(data):
             kind = type(event)
@@ -210,6 +215,9 @@ class WSBridge:
         early, self._early = self._early, []
         for data in early:
             self.data_received(data)
+        if self._paused and not stream.queue_full:
+            self._paused = False
+            self.outlet.resume_reading()
 
     def ws_reject(
         self, stream: WebSocketStream, status: int, headers: Headers, body: bytes, end: bool
@@ -249,7 +257,9 @@ class WSBridge:
     def _close_timed_out(self) -> None:
         self._close_timer = None
         self.stream.peer_closed(ABNORMAL, "close handshake timed out")
-        self._finish(error=False)
+        # The peer broke the closing handshake: fail the connection (on
+        # HTTP/2 a reset, not an END_STREAM that leaves its side open).
+        self._finish(error=True)
 
     def drain(self, stream: WebSocketStream) -> Awaitable[None] | None:
         if self.finished:
@@ -281,6 +291,9 @@ class WSH1Protocol(asyncio.Protocol):
         self._write_paused = False
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
+        #: The framing of a denial response once its head went out.
+        self._response: H1Response | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
 
     def start(self, bridge: WSBridge, data: bytes) -> None:
         self.bridge = bridge
@@ -300,6 +313,9 @@ class WSH1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
         self.ctx.connections.discard(self)
         if self.bridge is not None:
             self.bridge.connection_lost()
@@ -332,13 +348,17 @@ class WSH1Protocol(asyncio.Protocol):
     def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
         if self._closed:
             return
-        info = self._info
-        info.keep_alive = False
-        if status >= 0:
-            parts, _ = H1Connection.start_response(
+        response = self._response
+        if response is None:
+            info = self._info
+            info.keep_alive = False
+            parts, self._response = H1Connection.start_response(
                 info, status, headers, self.ctx.default_headers(), body, end
             )
-            self._info = RequestInfo(info.stream_id, info.head, info.http11, False)
+        else:
+            # A later chunk of a streamed denial body: only its framing.
+            parts = response.end(body) if end else response.data(body)
+        if parts:
             self.transport.writelines(parts)
         if end:
             self.transport.close()
@@ -350,11 +370,14 @@ class WSH1Protocol(asyncio.Protocol):
     def finish(self, error: bool) -> None:
         if self._closed:
             return
-        if error:
-            # Failing the WebSocket connection: what was written goes out, then close.
-            self.transport.close()
-        else:
-            self.transport.close()
+        # What was written (our close frame included) goes out, then the TCP
+        # close; a peer that stopped reading does not hold the connection open
+        # past the close timeout.
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self._abort_timer = self.ctx.loop.call_later(
+                self.ctx.config.websocket.ws_close_timeout, self.abort
+            )
 
     def pause_reading(self) -> None:
         if not self._closed:
@@ -365,8 +388,14 @@ class WSH1Protocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def drain(self) -> Awaitable[None] | None:
-        if not self._write_paused or self._closed:
+        if self._closed:
             return None
+        if not self._write_paused and not self.transport.is_closing():
+            return None
+        # Paused, or the connection is going away (reset by the peer):
+        # connection_lost comes on a later loop iteration, so an app sending
+        # in a loop must wait for it here instead of spinning on a dead
+        # transport that no longer pauses it.
         waiter = self.ctx.loop.create_future()
         self._waiters.append(waiter)
         return waiter
