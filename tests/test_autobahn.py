@@ -121,7 +121,8 @@ def write_summary(results: dict[str, dict[str, Any]], include: list[str], elapse
         f"- Date: {datetime.date.today().isoformat()}",
         f"- asgiri {asgiri.__version__}, Python {sys.version.split()[0]}",
         f"- Cases run: {len(results)}" + (f" (selected: {', '.join(include)})" if include else ""),
-        f"- Wall time: {elapsed:.0f} s",
+        f"- Wall time: {elapsed:.0f} s on {os.cpu_count()} CPUs shared with kosoku "
+        "(groups 12 and 13, compression, take nearly all of it)",
         "",
         "| Group | " + " | ".join(STATUSES) + " | Total |",
         "| --- | " + " | ".join("---:" for _ in STATUSES) + " | ---: |",
