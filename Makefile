@@ -57,7 +57,7 @@ lint: venv
 # The Autobahn|Testsuite against WebSocket over HTTP/1.1 and, through
 # tests/autobahn_h2_bridge.py, over HTTP/2 (~10 minutes each), via kosoku in
 # .venv-autobahn (created on first use); rewrites docs/autobahn-results.md.
-# Not in `make test` yet: too long for CI, and group 12 is not clean.
+# Not in `make test` yet: too long for CI's 15-minute budget as it stands.
 # AUTOBAHN_CASES=1.*,12.2.* selects cases.
 conformance: venv
 	AUTOBAHN_WRITE_SUMMARY=1 $(BIN)/python -m pytest -q -m autobahn tests/test_autobahn.py tests/test_ws_h2.py $(PYTEST_ARGS)
