@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument(*flags, dest=opt.name, action="store_false", help=help_text)
         elif opt.kind == "store_true":
             group.add_argument(*flags, dest=opt.name, action="store_true", help=help_text)
+        elif opt.kind == "append":
+            group.add_argument(
+                *flags, dest=opt.name, action="append", metavar=opt.metavar, help=help_text
+            )
         elif opt.kind == "bool":
             default = "on" if opt.default else "off"
             group.add_argument(
@@ -98,7 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
             if default not in (None, ""):
                 help_text = f"{help_text} (default: {default})"
             group.add_argument(*flags, help=help_text, **kwargs)
+    _add_compat_flags(parser)
     return parser
+
+
+def _add_compat_flags(parser: argparse.ArgumentParser) -> None:
+    """The asgiri 0.3 spellings, in one group of their own at the end of ``--help``."""
+    group = parser.add_argument_group(
+        "compatibility", "Spellings of asgiri 0.3, kept so that its command lines still work."
+    )
+    for opt in iter_options():
+        for compat in opt.compat:
+            if compat.const is not None:
+                group.add_argument(
+                    compat.flag,
+                    dest=opt.name,
+                    action="store_const",
+                    const=compat.const,
+                    help=compat.help,
+                )
+                continue
+            kwargs: dict[str, Any] = {"dest": opt.name, "help": compat.help}
+            if opt.kind == "append":
+                kwargs["action"] = "append"
+            if compat.choices:
+                kwargs["choices"] = list(compat.choices)
+            if compat.metavar:
+                kwargs["metavar"] = compat.metavar
+            if compat.convert is not None:
+                kwargs["type"] = compat.convert
+            group.add_argument(compat.flag, **kwargs)
 
 
 def _cli_message(message: str) -> str:

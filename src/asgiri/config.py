@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "CompatFlag",
     "Config",
     "HttpProtocolVersion",
     "LifespanPolicy",
@@ -80,6 +81,25 @@ _LOOP_CHOICES = {v.value: v for v in LoopChoice}
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
+@dataclass(frozen=True)
+class CompatFlag:
+    """A command-line spelling of asgiri 0.3 that sets a config field.
+
+    ``asgiri --help`` lists these together under "compatibility", apart from
+    the option's own group, so old command lines keep working without the
+    old names cluttering the main options.  With ``const`` the flag takes no
+    value and stores ``const``; otherwise it takes a value, restricted to
+    ``choices`` when given and passed through ``convert`` when given.
+    """
+
+    flag: str
+    help: str
+    const: Any = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    convert: Callable[[str], Any] | None = None
+
+
 def _opt(
     default: Any = dataclasses.MISSING,
     *,
@@ -90,6 +110,7 @@ def _opt(
     kind: str = "value",
     group: str = "",
     default_factory: Callable[[], Any] | None = None,
+    compat: tuple[CompatFlag, ...] = (),
 ) -> Any:
     """A config field with its command-line description.
 
@@ -97,7 +118,8 @@ def _opt(
     ``--field-name``); ``flags=None`` keeps the option out of the CLI (it is
     Python-only, such as a ready ``ssl.SSLContext``).  ``kind`` is "value",
     "bool" (``--x/--no-x``), "store_false" (only ``--no-x`` exists),
-    "store_true" or "append".
+    "store_true" or "append".  ``compat`` adds asgiri 0.3 spellings, shown
+    in their own help group.
     """
     meta = {
         "help": help,
@@ -106,6 +128,7 @@ def _opt(
         "metavar": metavar,
         "kind": kind,
         "group": group,
+        "compat": compat,
     }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
@@ -128,6 +151,13 @@ class AppConfig:
             "off": LifespanPolicy.DISABLED,
         },
         help="Run the ASGI lifespan protocol: on (failure is fatal), off, or auto.",
+        compat=(
+            CompatFlag(
+                "--lifespan-policy",
+                choices=("enabled", "disabled", "auto"),
+                help="Same as --lifespan on/off/auto.",
+            ),
+        ),
     )
     lifespan_startup_timeout: float = _opt(
         10.0, help="Seconds the app may take to complete lifespan startup."
@@ -176,10 +206,18 @@ class TLSConfig:
     """TLS for the TCP listener (and QUIC, which always needs it)."""
 
     certfile: str | None = _opt(
-        None, flags=("--ssl-certfile",), metavar="PATH", help="TLS certificate chain (PEM)."
+        None,
+        flags=("--ssl-certfile",),
+        metavar="PATH",
+        help="TLS certificate chain (PEM).",
+        compat=(CompatFlag("--cert", metavar="PATH", help="Same as --certfile."),),
     )
     keyfile: str | None = _opt(
-        None, flags=("--ssl-keyfile",), metavar="PATH", help="TLS private key (PEM)."
+        None,
+        flags=("--ssl-keyfile",),
+        metavar="PATH",
+        help="TLS private key (PEM).",
+        compat=(CompatFlag("--key", metavar="PATH", help="Same as --keyfile."),),
     )
     keyfile_password: str | None = _opt(
         None, flags=("--ssl-keyfile-password",), help="Password of an encrypted private key."
@@ -200,12 +238,27 @@ class TLSConfig:
     )
     cert_data: bytes | None = _opt(None, flags=None, help="PEM certificate bytes (API only).")
     key_data: bytes | None = _opt(None, flags=None, help="PEM private key bytes (API only).")
+    selfcert: bool = _opt(
+        False,
+        flags=None,
+        help="Serve TLS with a self-signed certificate made at start-up (development).",
+        compat=(
+            CompatFlag(
+                "--selfcert",
+                const=True,
+                help="Serve TLS with a self-signed certificate generated in memory at "
+                "start-up; its SHA-256 SPKI pin is logged (development only).",
+            ),
+        ),
+    )
 
     @property
     def enabled(self) -> bool:
-        return bool(self.certfile or self.cert_data or self.ssl_context)
+        return bool(self.certfile or self.cert_data or self.ssl_context or self.selfcert)
 
     def __post_init__(self) -> None:
+        if self.selfcert and (self.certfile or self.cert_data or self.ssl_context):
+            raise ValueError("selfcert cannot be combined with certfile, cert_data or ssl_context")
         if self.certfile and not self.keyfile and not self.cert_data:
             # A combined PEM holding both key and certificate is allowed.
             pass
@@ -229,6 +282,11 @@ class HTTPConfig:
         flags=("--http",),
         choices=_HTTP_CHOICES,
         help="HTTP version(s) to serve.",
+        compat=(
+            CompatFlag("--http11", const="1.1", help="Same as --http 1.1."),
+            CompatFlag("--http2", const="auto", help="Same as --http auto (HTTP/1.1 and HTTP/2)."),
+            CompatFlag("--http3", const="3", help="Same as --http 3."),
+        ),
     )
     enable_http3: bool | None = _opt(
         None,
@@ -395,6 +453,64 @@ class LoggingConfig:
         self.log_level = self.log_level.lower()
 
 
+def _milliseconds(value: str) -> float:
+    """``--reload-delay-ms 200`` -> 0.2 seconds (the name shows in argparse errors)."""
+    return int(value) / 1000
+
+
+@dataclass
+class ReloadConfig:
+    """Development reloader: restart the server when source files change."""
+
+    reload: bool = _opt(
+        False,
+        kind="store_true",
+        help="Run the server in a child process and restart it when watched files change.",
+    )
+    reload_dirs: list[str] = _opt(
+        default_factory=list,
+        flags=("--reload-dir",),
+        kind="append",
+        metavar="DIR",
+        help="Directory to watch (repeatable; default: --app-dir).",
+    )
+    reload_includes: list[str] = _opt(
+        default_factory=list,
+        flags=("--reload-include",),
+        kind="append",
+        metavar="GLOB",
+        help="Only changes to files matching GLOB restart (repeatable; default: any file).",
+    )
+    reload_excludes: list[str] = _opt(
+        default_factory=list,
+        flags=("--reload-exclude",),
+        kind="append",
+        metavar="GLOB",
+        help="Ignore changes to paths matching GLOB; 'name/' ignores a directory (repeatable).",
+        compat=(CompatFlag("--reload-ignore", metavar="GLOB", help="Same as --reload-exclude."),),
+    )
+    reload_delay: float = _opt(
+        0.2,
+        help="Seconds without further changes before the server restarts.",
+        compat=(
+            CompatFlag(
+                "--reload-delay-ms",
+                metavar="MS",
+                convert=_milliseconds,
+                help="Same as --reload-delay, in milliseconds.",
+            ),
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("reload_dirs", "reload_includes", "reload_excludes"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{name} must be a list of strings, got {value!r}")
+            setattr(self, name, list(value))
+        _positive("reload_delay", self.reload_delay, allow_zero=True)
+
+
 @dataclass
 class RuntimeConfig:
     """How the process runs."""
@@ -419,6 +535,7 @@ _GROUPS: dict[str, type[Any]] = {
     "timeouts": TimeoutsConfig,
     "logging": LoggingConfig,
     "runtime": RuntimeConfig,
+    "reload": ReloadConfig,
 }
 
 
@@ -442,10 +559,13 @@ class Config:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
 
     def __post_init__(self) -> None:
         if self.app is None or (not isinstance(self.app, str) and not callable(self.app)):
             raise ValueError("app must be an ASGI application or an import string 'module:attr'")
+        if self.tls.selfcert and self.tls.cert_data is None:
+            self.tls.cert_data, self.tls.key_data = _self_signed_cert(self.bind.host)
         if self.bind.port is None:
             self.bind.port = 8443 if self.tls.enabled else 8000
         if self.http.enable_http3 is None:
@@ -490,6 +610,7 @@ class OptionSpec:
     metavar: str | None
     kind: str
     type: Any
+    compat: tuple[CompatFlag, ...] = ()
 
 
 def iter_options() -> Iterator[OptionSpec]:
@@ -512,6 +633,7 @@ def iter_options() -> Iterator[OptionSpec]:
                 metavar=meta.get("metavar"),
                 kind=meta.get("kind", "value"),
                 type=hints[f.name],
+                compat=meta.get("compat", ()),
             )
 
 
@@ -529,6 +651,29 @@ def _type_hints(cls: type[Any]) -> dict[str, Any]:
     import typing
 
     return typing.get_type_hints(cls)
+
+
+def _self_signed_cert(host: str) -> tuple[bytes, bytes]:
+    """An in-memory certificate for ``selfcert``, made once per configuration.
+
+    Made here rather than when the server starts so that everything reading
+    ``tls.cert_data`` (the TCP listener, QUIC) sees the same certificate, and a
+    reloaded child process keeps the pin the browser was told to trust.  An EC
+    key keeps start-up quick; the bind address is added when it is a specific IP.
+    """
+    import ipaddress
+
+    from .ssl_utils import generate_self_signed_cert
+
+    ips: list[str] = []
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if not address.is_unspecified:
+            ips.append(str(address))
+    return generate_self_signed_cert("localhost", ip_addresses=ips, key_type="ec")
 
 
 # ----------------------------------------------------------------- validators

@@ -7,18 +7,22 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..asgi.lifespan import Lifespan
 from ..asgi.loader import load_app
-from ..config import Config, HttpProtocolVersion, LoopChoice
+from ..config import Config, HttpProtocolVersion, LifespanPolicy, LoopChoice
+from ..errors import StartupError
 from ..logging import configure_logging
+from ..ssl_utils import spki_sha256_base64
 from .context import ServerContext
 from .h1 import H1Protocol
 from .listeners import Listener, bind_sockets
+from .reload import Reloader
 from .tls import TLSInfo, build_ssl_context, read_server_cert
 
 logger = logging.getLogger("asgiri.error")
@@ -30,9 +34,14 @@ class Server:
     """An ASGI server.
 
     ``run()`` blocks until SIGINT/SIGTERM (or :meth:`request_shutdown`);
-    ``await serve()`` does the same inside a running event loop.  Every
-    keyword beyond the named ones is a :class:`~asgiri.config.Config` option
-    with the CLI's name (``timeout_keep_alive=``, ``limit_concurrency=``...).
+    ``await serve()`` does the same inside a running event loop.
+
+    The named parameters are asgiri 0.3's, with its defaults, so code written
+    for it runs unchanged; each one sets a :class:`~asgiri.config.Config`
+    option (``shutdown_timeout`` is ``timeout_graceful_shutdown``,
+    ``reload_delay_ms`` is ``reload_delay`` in seconds, ``reload_ignore_patterns``
+    is ``reload_excludes``).  Every other keyword is a config option with the
+    CLI's name (``timeout_keep_alive=``, ``limit_concurrency=``...).
     """
 
     def __init__(
@@ -40,24 +49,78 @@ class Server:
         app: Any,
         host: str | None = None,
         port: int | None = None,
-        certfile: str | None = None,
-        keyfile: str | None = None,
         http_version: HttpProtocolVersion | str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        certfile: str | os.PathLike[str] | None = None,
+        keyfile: str | os.PathLike[str] | None = None,
+        cert_data: bytes | None = None,
+        key_data: bytes | None = None,
+        lifespan: LifespanPolicy | str | None = None,
+        lifespan_startup_timeout: float = 10.0,
         enable_http3: bool | None = None,
+        http3_port: int | None = None,
+        reuse_port: bool = False,
+        shutdown_timeout: float = 30.0,
+        ws_ping_interval: float | None = 20.0,
+        ws_ping_timeout: float | None = 20.0,
+        reload: bool = False,
+        reload_dirs: Sequence[str | os.PathLike[str]] | None = None,
+        reload_delay_ms: int = 200,
+        reload_ignore_patterns: Sequence[str] | None = None,
         **options: Any,
     ) -> None:
-        named = {
+        # The named parameters are the asgiri 0.3 signature; each lands on one
+        # Config option, so the dataclass stays the only place that validates.
+        given = {
             "host": host,
             "port": port,
-            "certfile": certfile,
-            "keyfile": keyfile,
             "http_version": http_version,
+            "ssl_context": ssl_context,
+            "certfile": os.fspath(certfile) if certfile is not None else None,
+            "keyfile": os.fspath(keyfile) if keyfile is not None else None,
+            "cert_data": cert_data,
+            "key_data": key_data,
+            "lifespan": lifespan,
             "enable_http3": enable_http3,
+            # Only passed when given: a build without HTTP/3 has no such option.
+            "http3_port": http3_port,
+            "reload_dirs": [os.fspath(d) for d in reload_dirs] if reload_dirs is not None else None,
         }
-        for name, value in named.items():
+        for name, value in given.items():
             if value is not None:
                 options[name] = value
-        self.config = Config.from_options(app, **options)
+        options["lifespan_startup_timeout"] = lifespan_startup_timeout
+        options["reuse_port"] = reuse_port
+        options["ws_ping_interval"] = ws_ping_interval
+        options["ws_ping_timeout"] = ws_ping_timeout
+        options["reload"] = reload
+        _rename(options, "shutdown_timeout", shutdown_timeout, 30.0, "timeout_graceful_shutdown")
+        _rename(
+            options,
+            "reload_delay_ms",
+            reload_delay_ms,
+            200,
+            "reload_delay",
+            lambda ms: (
+                ms / 1000 if isinstance(ms, int | float) and not isinstance(ms, bool) else ms
+            ),
+        )
+        if reload_ignore_patterns is not None:
+            options["reload_excludes"] = [
+                *options.get("reload_excludes", ()),
+                *reload_ignore_patterns,
+            ]
+        self._setup(Config.from_options(app, **options))
+
+    @classmethod
+    def from_config(cls, config: Config) -> Server:
+        """A server for an already built :class:`Config` (used by the reloader's child)."""
+        server = cls.__new__(cls)
+        server._setup(config)
+        return server
+
+    def _setup(self, config: Config) -> None:
+        self.config = config
         #: Set once the listeners accept connections (usable from other threads).
         self.started = threading.Event()
         self.listeners: list[Listener] = []
@@ -66,6 +129,9 @@ class Server:
         self._stop_requested = False
         self._force = False
         self._ctx: ServerContext | None = None
+        self._reloader: Reloader | None = None
+        if config.reload.reload:
+            self._reloader = Reloader(config)
 
     # ------------------------------------------------------------ public API
 
@@ -78,14 +144,33 @@ class Server:
         return None
 
     def run(self) -> None:
-        """Serve until asked to stop; works from the main thread or any other."""
+        """Serve until asked to stop; works from the main thread or any other.
+
+        In the main thread SIGINT/SIGTERM stop the server; in any other thread
+        signals are left alone and :meth:`request_shutdown` stops it.  With
+        ``reload=True`` this process only watches files and runs the server in
+        a child process, restarted on every change.
+        """
         log = self.config.logging
         configure_logging(log.log_level, log.access_log, log.log_config)
+        if self._reloader is not None:
+            if self._stop_requested:
+                return
+            self._reloader.run(self)
+            return
         run_coroutine(self.serve(), self.config.runtime.loop)
 
     def request_shutdown(self) -> None:
-        """Ask the server to shut down gracefully.  Safe to call from any thread."""
+        """Ask the server to shut down gracefully.  Safe to call from any thread.
+
+        Stops accepting, lets requests in flight finish (for at most
+        ``shutdown_timeout`` seconds), runs the lifespan shutdown; ``run()``
+        then returns.  Calling it before the server has started makes it stop
+        as soon as it does.
+        """
         self._stop_requested = True
+        if self._reloader is not None:
+            self._reloader.request_shutdown()
         loop, stop = self._loop, self._stop
         if loop is None or stop is None or loop.is_closed():
             return
@@ -105,6 +190,8 @@ class Server:
     async def serve(self) -> None:
         """Start, serve until asked to stop, then drain and shut down."""
         config = self.config
+        if self._reloader is not None:
+            raise StartupError("reload needs Server.run(): serve() cannot restart its own process")
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
@@ -185,6 +272,15 @@ class Server:
             )
         if http.enable_http3 and mode is HttpProtocolVersion.AUTO:
             logger.info("HTTP/3 is not available in this build yet; serving TCP only")
+        tls_config = self.config.tls
+        if tls_config.selfcert and tls_config.cert_data is not None:
+            pin = spki_sha256_base64(tls_config.cert_data)
+            logger.info(
+                "Self-signed certificate for localhost; SHA-256 SPKI pin %s "
+                "(chromium --ignore-certificate-errors-spki-list=%s)",
+                pin,
+                pin,
+            )
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
         if threading.current_thread() is not threading.main_thread():
@@ -244,6 +340,29 @@ class Server:
             await asyncio.wait(tasks, timeout=5)
 
 
+def _rename(
+    options: dict[str, Any],
+    name: str,
+    value: Any,
+    default: Any,
+    target: str,
+    convert: Callable[[Any], Any] = lambda v: v,
+) -> None:
+    """Map an asgiri 0.3 parameter onto its config option, refusing two different values."""
+    if target in options:
+        if value != default:
+            raise ValueError(f"pass either {name} or {target}, not both")
+        return
+    options[target] = convert(value)
+
+
+def _ms_to_seconds(value: Any) -> Any:
+    """Milliseconds to seconds; anything else is left for the config to reject."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value / 1000
+    return value
+
+
 def run_coroutine(coro: Coroutine[Any, Any, None], choice: LoopChoice) -> None:
     """Run ``coro`` on a fresh loop of the chosen kind, in the calling thread."""
     factory = _loop_factory(choice)
@@ -270,8 +389,6 @@ def _loop_factory(choice: LoopChoice) -> Callable[[], asyncio.AbstractEventLoop]
         import uvloop
     except ImportError:
         if choice is LoopChoice.UVLOOP:
-            from ..errors import StartupError
-
             raise StartupError("--loop uvloop requested but uvloop is not installed") from None
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop

@@ -1,0 +1,345 @@
+"""The development reloader: serve in a child process, restart it when files change.
+
+The parent process binds the listening socket once and hands it to each child,
+so the port stays the same across restarts (also with ``port=0``) and clients
+that connect while a child restarts wait in the kernel's accept queue instead
+of being refused.  The parent never imports the app: every child starts from a
+fresh interpreter, so a restart picks up every changed module, not only the
+one that was edited.
+
+The parent only watches files (``watchfiles``, inotify/FSEvents; no polling of
+the tree) and supervises:
+
+- a change that passes the filter stops the child (SIGTERM, the same graceful
+  drain as in production, bounded by the shutdown timeouts) and starts a new one;
+- a child that dies on its own (a syntax error, a failing lifespan startup) is
+  reported, and the next change starts a new one;
+- SIGINT/SIGTERM to the parent, or :meth:`Reloader.request_shutdown` from any
+  thread, stop the child and return from :meth:`Reloader.run`.
+
+Each child runs in its own session, so Ctrl-C in a terminal reaches only the
+parent, which then stops the child once, gracefully.  The child reads its
+configuration from a pipe and treats the end of that pipe as "the parent is
+gone", so it never outlives a parent that was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path, PurePath
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any
+
+from ..config import Config, ReloadConfig
+from ..errors import StartupError
+from .listeners import Listener, bind_sockets
+
+if TYPE_CHECKING:
+    from .server import Server
+
+logger = logging.getLogger("asgiri.error")
+
+#: Set in a child process before the app module is imported: a module that
+#: calls ``Server(app, reload=True).run()`` at import time (no ``__main__``
+#: guard) must not start a reloader of its own inside the child.
+IN_CHILD = False
+
+_CHILD_CODE = "from asgiri.server.reload import child_main; child_main()"
+
+
+class Reloader:
+    """Supervise one child server process per version of the watched files."""
+
+    def __init__(self, config: Config) -> None:
+        if config.tls.ssl_context is not None:
+            raise ValueError(
+                "reload cannot be combined with ssl_context (it cannot be passed to the "
+                "server process); use certfile/keyfile or cert_data/key_data"
+            )
+        self.config = config
+        self.target, self.app_dir = import_target(config.app, config.app_options.app_dir)
+        dirs = config.reload.reload_dirs or [self.app_dir]
+        self.dirs = [Path(d).resolve() for d in dirs]
+        for directory in self.dirs:
+            if not directory.is_dir():
+                raise ValueError(f"reload_dirs: {str(directory)!r} is not a directory")
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping: subprocess.Popen[bytes] | None = None
+
+    def request_shutdown(self) -> None:
+        """Stop watching and stop the child; safe from any thread."""
+        self._stop.set()
+
+    def run(self, server: Server | None = None) -> None:
+        """Bind, start the first child, restart it on changes until asked to stop."""
+        if IN_CHILD:
+            # Reached while the child imports an app module that starts a
+            # reloading server at import time: the child serves it already.
+            return
+        try:
+            import watchfiles
+        except ImportError:
+            raise StartupError(
+                "reload needs the watchfiles package: pip install 'asgiri[reload]'"
+            ) from None
+        listeners = bind_sockets(self.config.bind, self.config.port)
+        installed = self._install_signals()
+        try:
+            if server is not None:
+                server.listeners = listeners
+            child_config = self._child_config(listeners)
+            logger.info(
+                "Started reloader process [%d]; watching %s",
+                os.getpid(),
+                ", ".join(str(d) for d in self.dirs),
+            )
+            self._start(child_config, listeners)
+            if server is not None:
+                server.started.set()
+            delay_ms = round(self.config.reload.reload_delay * 1000)
+            changes_filter = ChangeFilter(
+                self.dirs, self.config.reload.reload_includes, self.config.reload.reload_excludes
+            )
+            for changes in watchfiles.watch(
+                *self.dirs,
+                watch_filter=changes_filter,
+                step=max(delay_ms, 1),
+                debounce=max(delay_ms, 1600),
+                stop_event=self._stop,
+                raise_interrupt=False,
+            ):
+                names = sorted({self._describe(path) for _, path in changes})
+                logger.info("Detected changes in %s; restarting", ", ".join(names))
+                self._stop_child()
+                self._start(child_config, listeners)
+        finally:
+            self._stop_child()
+            for listener in listeners:
+                listener.sock.close()
+            self._restore_signals(installed)
+            if server is not None:
+                server.started.clear()
+            logger.info("Stopped reloader process [%d]", os.getpid())
+
+    # ------------------------------------------------------------ internals
+
+    def _child_config(self, listeners: list[Listener]) -> Config:
+        """The parent's configuration, serving the inherited socket, without reload."""
+        config = self.config
+        return dataclasses.replace(
+            config,
+            app=self.target,
+            app_options=dataclasses.replace(config.app_options, app_dir=self.app_dir),
+            bind=dataclasses.replace(config.bind, fd=listeners[0].sock.fileno(), uds=None),
+            reload=ReloadConfig(),
+        )
+
+    def _start(self, child_config: Config, listeners: list[Listener]) -> None:
+        env = dict(os.environ)
+        # The child must import this very asgiri, whatever put it on sys.path here.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH", "")) if p
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD_CODE],
+            stdin=subprocess.PIPE,
+            pass_fds=[listener.sock.fileno() for listener in listeners],
+            env=env,
+            start_new_session=True,
+        )
+        assert proc.stdin is not None  # stdin=PIPE
+        try:
+            proc.stdin.write(pickle.dumps(child_config))
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child died at once; its exit is reported below
+        self._proc = proc
+        threading.Thread(target=self._watch_exit, args=(proc,), daemon=True).start()
+
+    def _watch_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        code = proc.wait()
+        if proc is not self._stopping and not self._stop.is_set():
+            logger.error(
+                "Server process [%d] exited with code %d; waiting for changes to restart it",
+                proc.pid,
+                code,
+            )
+
+    def _stop_child(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        self._stopping = proc
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            timeouts = self.config.timeouts
+            grace = (
+                timeouts.timeout_graceful_shutdown
+                + self.config.app_options.lifespan_shutdown_timeout
+                + 5
+            )
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                logger.warning("Server process [%d] did not stop; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    def _describe(self, path: str) -> str:
+        for root in self.dirs:
+            with contextlib.suppress(ValueError):
+                return str(Path(path).relative_to(root))
+        return path
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            logger.info("Received %s; stopping", signal.Signals(signum).name)
+            self._stop.set()
+
+        return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _restore_signals(self, installed: dict[int, Any]) -> None:
+        for sig, handler in installed.items():
+            signal.signal(sig, handler)
+
+
+class ChangeFilter:
+    """Which changed paths restart the server.
+
+    watchfiles' default filter already drops VCS and cache directories and
+    editor swap/backup files; on top of it, hidden paths and ``*.log`` files
+    (a log written next to the code would restart the server forever) are
+    ignored, then
+    ``excludes`` (a glob on the file name or on the path relative to the
+    watched directory; ``"name/"`` drops a directory anywhere), then, when
+    given, only files matching one of ``includes`` count.
+    """
+
+    def __init__(
+        self, roots: Sequence[Path], includes: Sequence[str], excludes: Sequence[str]
+    ) -> None:
+        import watchfiles
+
+        self._default = watchfiles.DefaultFilter()
+        self._roots = list(roots)
+        self._includes = list(includes)
+        self._excludes = list(excludes)
+
+    def __call__(self, change: Any, path: str) -> bool:
+        if not self._default(change, path):
+            return False
+        rel = self._relative(path)
+        if any(part.startswith(".") for part in rel.parts) or rel.suffix == ".log":
+            return False
+        name = rel.name
+        text = rel.as_posix()
+        for pattern in self._excludes:
+            if pattern.endswith("/"):
+                if any(fnmatch.fnmatch(part, pattern[:-1]) for part in rel.parts[:-1]):
+                    return False
+            elif fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(text, pattern):
+                return False
+        if self._includes:
+            return any(
+                fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(text, pattern)
+                for pattern in self._includes
+            )
+        return True
+
+    def _relative(self, path: str) -> PurePath:
+        full = Path(path)
+        for root in self._roots:
+            with contextlib.suppress(ValueError):
+                return full.relative_to(root)
+        return PurePath(full.name)
+
+
+def import_target(app: Any, app_dir: str) -> tuple[str, str]:
+    """``(module:attr, app_dir)`` a fresh process can import the app from.
+
+    An import string is used as it is.  An app object works when it is defined
+    at module level: its module and name are found, and an app in the script
+    being run (``__main__``) is imported from that script's file.
+    """
+    if isinstance(app, str):
+        return app, app_dir
+    module_name = getattr(app, "__module__", None)
+    qualname = getattr(app, "__qualname__", None)
+    candidates: list[tuple[str, str]] = []
+    if isinstance(module_name, str) and isinstance(qualname, str) and "<" not in qualname:
+        candidates.append((module_name, qualname))
+    main = sys.modules.get("__main__")
+    if main is not None:
+        for attr, value in vars(main).items():
+            if value is app and not attr.startswith("__"):
+                candidates.append(("__main__", attr))
+    for module_name, attr in candidates:
+        module = sys.modules.get(module_name)
+        if module is None or _resolve(module, attr) is not app:
+            continue
+        if module_name != "__main__":
+            return f"{module_name}:{attr}", app_dir
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.name:
+            return f"{spec.name}:{attr}", app_dir
+        filename = getattr(module, "__file__", None)
+        if filename:
+            script = Path(filename).resolve()
+            return f"{script.stem}:{attr}", str(script.parent)
+    raise ValueError(
+        "reload needs an app that a new process can import: pass it as 'module:attr', "
+        "or define it at module level"
+    )
+
+
+def _resolve(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def child_main() -> None:
+    """Entry point of a server process started by the reloader."""
+    global IN_CHILD
+    IN_CHILD = True
+    from .server import Server
+
+    stdin: IO[bytes] = sys.stdin.buffer
+    config: Config = pickle.load(stdin)
+    server = Server.from_config(config)
+
+    def parent_watch() -> None:
+        # Unbuffered: a daemon thread must not hold the buffered reader's lock
+        # at interpreter exit.  pickle.load consumed everything the parent sent.
+        with contextlib.suppress(OSError):
+            while os.read(stdin.fileno(), 4096):
+                pass
+        server.request_shutdown()
+
+    threading.Thread(target=parent_watch, daemon=True).start()
+    try:
+        server.run()
+    except StartupError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        pass
