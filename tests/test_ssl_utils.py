@@ -294,7 +294,7 @@ def test_combined_pem_without_key_argument(pair: CertPair, tmp_path: Path) -> No
 def test_alpn_negotiation(
     pair: CertPair, offered_by_server: tuple[str, ...], expected: str
 ) -> None:
-    if offered_by_server == ("http/1.1",):
+    if offered_by_server == ("h2", "http/1.1"):
         ctx = create_ssl_context(cert_data=pair.cert_pem, key_data=pair.key_pem)  # default
     else:
         ctx = create_ssl_context(

@@ -11,6 +11,7 @@ the way the user spelled it (``--port`` on the CLI, ``port`` in Python).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import ssl
@@ -41,6 +42,13 @@ class HttpProtocolVersion(enum.Enum):
     HTTP_2 = "2"
     HTTP_3 = "3"
 
+    @classmethod
+    def _missing_(cls, value: object) -> HttpProtocolVersion | None:
+        """Accept asgiri 0.3's values too: ``HttpProtocolVersion("http/2")``."""
+        if isinstance(value, str) and value.lower().startswith("http/"):
+            return _HTTP_03_VALUES.get(value.lower())
+        return None
+
 
 class LifespanPolicy(enum.Enum):
     """Whether the ASGI lifespan protocol is run.
@@ -70,6 +78,11 @@ SUPPORTED_HTTP_VERSIONS = frozenset(
 )
 
 _HTTP_CHOICES = {v.value: v for v in HttpProtocolVersion}
+_HTTP_03_VALUES = {
+    "http/1.1": HttpProtocolVersion.HTTP_1_1,
+    "http/2": HttpProtocolVersion.HTTP_2,
+    "http/3": HttpProtocolVersion.HTTP_3,
+}
 _LIFESPAN_CHOICES = {
     "auto": LifespanPolicy.AUTO,
     "on": LifespanPolicy.ENABLED,
@@ -684,6 +697,9 @@ def _coerce_choice(name: str, value: Any, choices: Mapping[str, Any], enum_cls: 
         return value
     if isinstance(value, str) and value.lower() in choices:
         return choices[value.lower()]
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return enum_cls(value)
     allowed = ", ".join(sorted(choices))
     raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 

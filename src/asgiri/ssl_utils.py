@@ -285,7 +285,7 @@ def create_ssl_context(
     *,
     password: str | None = None,
     ciphers: str | None = None,
-    alpn_protocols: Sequence[str] = ("http/1.1",),
+    alpn_protocols: Sequence[str] = ("h2", "http/1.1"),
 ) -> ssl.SSLContext:
     """Build a hardened server-side ``SSLContext``.
 
@@ -314,8 +314,9 @@ def create_ssl_context(
             the system trust store.
         password: Passphrase for an encrypted private key.
         ciphers: OpenSSL cipher string for TLS 1.2, replacing :data:`DEFAULT_CIPHERS`.
-        alpn_protocols: ALPN identifiers to offer, in server preference order, e.g.
-            ``("h2", "http/1.1")``.  Empty means no ALPN extension at all.
+        alpn_protocols: ALPN identifiers to offer, in server preference order.  The
+            default offers HTTP/2 and HTTP/1.1, as asgiri 0.3 did; the server replaces
+            it with what its ``http_version`` serves.  Empty means no ALPN at all.
 
     Raises:
         ValueError: when arguments are missing or contradictory, a file does not exist

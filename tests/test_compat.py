@@ -1,0 +1,690 @@
+"""Code written for asgiri 0.3 runs unchanged.
+
+These tests call the public API the way an application's own test suite
+does: ``threading.Thread(target=Server(...).run, daemon=True)``, wait on
+``server.started``, talk to the server with real clients (httpx, the
+``websockets`` library, ``ssl``), then ``server.request_shutdown()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import ipaddress
+import logging
+import queue
+import re
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from websockets.sync.client import connect
+
+from asgiri.cli import build_parser
+from asgiri.config import Config
+from asgiri.errors import LifespanStartupError
+from asgiri.server import HttpProtocolVersion, LifespanPolicy, Server
+from asgiri.ssl_utils import (
+    create_ssl_context,
+    generate_self_signed_cert,
+    save_cert_and_key,
+    spki_sha256_base64,
+)
+from tests.servers import cli_server, run_cli
+
+TIMEOUT = 15.0
+
+
+# ----------------------------------------------------------------------------- apps
+
+
+async def hello(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = f"{scope['http_version']} {scope['scheme']}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+class LifespanApp:
+    """Records lifespan events; ``mode`` "ok" supports lifespan, "raise" does not."""
+
+    def __init__(self, mode: str = "ok") -> None:
+        self.mode = mode
+        self.events: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            self.events.append("lifespan-scope")
+            if self.mode == "raise":
+                raise RuntimeError("no lifespan here")
+            while True:
+                message = await receive()
+                self.events.append(message["type"])
+                if message["type"] == "lifespan.startup":
+                    if self.mode == "hang":
+                        await asyncio.Event().wait()
+                    scope["state"]["ready"] = "yes"
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        ready = scope.get("state", {}).get("ready", "no")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": ready.encode()})
+
+
+async def ws_echo(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "websocket":
+        return
+    message = await receive()
+    assert message["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text")})
+
+
+class ASGI2Hello:
+    """A double-callable (ASGI 2) app."""
+
+    def __init__(self, scope: Any) -> None:
+        self.scope = scope
+
+    async def __call__(self, receive: Any, send: Any) -> None:
+        if self.scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"asgi2 " + self.scope["path"].encode()})
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    """Exactly what an application's test suite writes."""
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + TIMEOUT
+    while not server.started.wait(0.05):
+        assert thread.is_alive(), "the server thread ended before it started serving"
+        assert time.monotonic() < deadline, "the server did not start"
+    try:
+        yield server
+    finally:
+        server.request_shutdown()
+        thread.join(TIMEOUT)
+        assert not thread.is_alive(), "request_shutdown() did not stop run()"
+
+
+def url(server: Server, path: str = "/") -> str:
+    scheme = "https" if server.config.tls.enabled else "http"
+    return f"{scheme}://127.0.0.1:{server.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def pem() -> tuple[bytes, bytes]:
+    return generate_self_signed_cert()
+
+
+@pytest.fixture
+def pem_files(tmp_path: Path, pem: tuple[bytes, bytes]) -> tuple[Path, Path]:
+    return save_cert_and_key(*pem, tmp_path / "server.crt", tmp_path / "server.key")
+
+
+def trusting(pem: tuple[bytes, bytes]) -> ssl.SSLContext:
+    """A client context that trusts exactly the generated certificate."""
+    return ssl.create_default_context(cadata=pem[0].decode())
+
+
+# ----------------------------------------------------------------------------- signature
+
+
+def test_server_signature_is_the_03_one() -> None:
+    params = list(inspect.signature(Server).parameters.values())
+    expected = [
+        ("app", inspect.Parameter.empty),
+        ("host", None),
+        ("port", None),
+        ("http_version", None),
+        ("ssl_context", None),
+        ("certfile", None),
+        ("keyfile", None),
+        ("cert_data", None),
+        ("key_data", None),
+        ("lifespan", None),
+        ("lifespan_startup_timeout", 10.0),
+        ("enable_http3", None),
+        ("http3_port", None),
+        ("reuse_port", False),
+        ("shutdown_timeout", 30.0),
+        ("ws_ping_interval", 20.0),
+        ("ws_ping_timeout", 20.0),
+        ("reload", False),
+        ("reload_dirs", None),
+        ("reload_delay_ms", 200),
+        ("reload_ignore_patterns", None),
+    ]
+    assert [(p.name, p.default) for p in params[:-1]] == expected
+    assert params[-1].kind is inspect.Parameter.VAR_KEYWORD
+
+
+def test_signature_defaults_are_the_config_defaults() -> None:
+    """The 0.3 defaults change nothing: the config stays the one source of defaults."""
+    plain = Config(app=hello)
+    server = Server(hello)
+    for attr in ("app_options", "bind", "http", "websocket", "timeouts", "reload"):
+        assert getattr(server.config, attr) == getattr(plain, attr), attr
+    assert plain.timeouts.timeout_graceful_shutdown == 30.0
+    assert plain.reload.reload_delay == 0.2
+
+
+def test_names_of_03_map_onto_config_options() -> None:
+    config = Server(
+        hello,
+        shutdown_timeout=3,
+        reload_delay_ms=50,
+        reload_ignore_patterns=["*.tmp", "build/"],
+        reuse_port=True,
+        lifespan_startup_timeout=2.5,
+    ).config
+    assert config.timeouts.timeout_graceful_shutdown == 3
+    assert config.reload.reload_delay == 0.05
+    assert config.reload.reload_excludes == ["*.tmp", "build/"]
+    assert config.bind.reuse_port is True
+    assert config.app_options.lifespan_startup_timeout == 2.5
+    # The config's own names keep working beside them, but not two values for one option.
+    assert Server(hello, timeout_graceful_shutdown=7).config.timeouts.timeout_graceful_shutdown == 7
+    with pytest.raises(ValueError, match="shutdown_timeout or timeout_graceful_shutdown"):
+        Server(hello, shutdown_timeout=3, timeout_graceful_shutdown=7)
+
+
+def test_host_and_port_defaults(pem: tuple[bytes, bytes], pem_files: tuple[Path, Path]) -> None:
+    plain = Server(hello).config
+    assert (plain.bind.host, plain.port) == ("127.0.0.1", 8000)
+    for tls in (
+        {"certfile": str(pem_files[0]), "keyfile": str(pem_files[1])},
+        {"certfile": pem_files[0], "keyfile": pem_files[1]},  # pathlib paths, as 0.3 took
+        {"cert_data": pem[0], "key_data": pem[1]},
+        {"ssl_context": create_ssl_context(cert_data=pem[0], key_data=pem[1])},
+    ):
+        assert Server(hello, **tls).config.port == 8443, tls
+    assert Server(hello, host="0.0.0.0", port=9000).config.bind.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("http_version", "tls", "enabled"),
+    [
+        (None, True, True),
+        (HttpProtocolVersion.AUTO, True, True),
+        (None, False, False),
+        (HttpProtocolVersion.HTTP_1_1, True, False),
+        (HttpProtocolVersion.HTTP_2, True, False),
+    ],
+)
+def test_enable_http3_default_follows_the_mode(
+    pem: tuple[bytes, bytes], http_version: Any, tls: bool, enabled: bool
+) -> None:
+    kwargs: dict[str, Any] = {"cert_data": pem[0], "key_data": pem[1]} if tls else {}
+    config = Server(hello, http_version=http_version, **kwargs).config
+    assert config.http.enable_http3 is enabled
+    if tls:
+        off = Server(hello, http_version=http_version, enable_http3=False, **kwargs).config
+        assert off.http.enable_http3 is False
+
+
+def test_03_enum_values_still_name_the_versions() -> None:
+    assert HttpProtocolVersion("http/1.1") is HttpProtocolVersion.HTTP_1_1
+    assert HttpProtocolVersion("http/2") is HttpProtocolVersion.HTTP_2
+    assert HttpProtocolVersion("http/3") is HttpProtocolVersion.HTTP_3
+    assert (
+        Server(hello, http_version="http/2").config.http.http_version is HttpProtocolVersion.HTTP_2
+    )
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+@pytest.mark.parametrize(
+    ("http_version", "client_http2", "expected"),
+    [
+        (HttpProtocolVersion.HTTP_1_1, True, "HTTP/1.1"),
+        (HttpProtocolVersion.HTTP_2, True, "HTTP/2"),
+        (HttpProtocolVersion.AUTO, True, "HTTP/2"),
+        (HttpProtocolVersion.AUTO, False, "HTTP/1.1"),
+        (None, True, "HTTP/2"),
+    ],
+)
+def test_each_protocol_version_over_tls(
+    pem: tuple[bytes, bytes], http_version: Any, client_http2: bool, expected: str
+) -> None:
+    server = Server(hello, port=0, http_version=http_version, cert_data=pem[0], key_data=pem[1])
+    with running(server), httpx.Client(verify=trusting(pem), http2=client_http2) as client:
+        response = client.get(url(server))
+    assert response.status_code == 200
+    assert response.http_version == expected
+    assert response.text == f"{expected[5:]} https"
+
+
+@pytest.mark.parametrize(
+    ("http_version", "expected"),
+    [
+        (HttpProtocolVersion.HTTP_1_1, "1.1"),
+        (HttpProtocolVersion.AUTO, "1.1"),
+        (HttpProtocolVersion.HTTP_2, "2"),
+    ],
+)
+def test_each_protocol_version_in_cleartext(http_version: Any, expected: str) -> None:
+    server = Server(hello, port=0, http_version=http_version)
+    prior_knowledge = http_version is HttpProtocolVersion.HTTP_2
+    with (
+        running(server),
+        httpx.Client(http1=not prior_knowledge, http2=prior_knowledge) as client,
+    ):
+        response = client.get(url(server))
+    assert response.text == f"{expected} http"
+
+
+def test_auto_in_cleartext_also_takes_http2_prior_knowledge() -> None:
+    server = Server(hello, port=0)
+    with running(server), httpx.Client(http1=False, http2=True) as client:
+        assert client.get(url(server)).text == "2 http"
+
+
+# ----------------------------------------------------------------------------- TLS
+
+
+def test_tls_from_paths(pem: tuple[bytes, bytes], pem_files: tuple[Path, Path]) -> None:
+    server = Server(hello, port=0, certfile=str(pem_files[0]), keyfile=str(pem_files[1]))
+    with running(server):
+        response = httpx.get(url(server), verify=trusting(pem))
+    assert response.text == "1.1 https"
+
+
+def test_tls_from_pem_bytes(pem: tuple[bytes, bytes]) -> None:
+    server = Server(hello, port=0, cert_data=pem[0], key_data=pem[1])
+    with running(server):
+        response = httpx.get(url(server), verify=trusting(pem))
+    assert response.text == "1.1 https"
+
+
+def test_tls_from_a_plain_ssl_context_gets_alpn_from_the_server(
+    pem_files: tuple[Path, Path], pem: tuple[bytes, bytes]
+) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no ALPN set by the caller
+    context.load_cert_chain(pem_files[0], pem_files[1])
+    server = Server(hello, port=0, ssl_context=context)
+    with running(server), httpx.Client(verify=trusting(pem), http2=True) as client:
+        response = client.get(url(server))
+    assert response.http_version == "HTTP/2"  # only possible if the server offered h2
+    assert response.text == "2 https"
+
+
+def test_tls_from_create_ssl_context(pem: tuple[bytes, bytes]) -> None:
+    context = create_ssl_context(cert_data=pem[0], key_data=pem[1])
+    server = Server(hello, port=0, ssl_context=context, http_version=HttpProtocolVersion.HTTP_1_1)
+    with running(server), httpx.Client(verify=trusting(pem), http2=True) as client:
+        response = client.get(url(server))
+    # The server narrowed the context's ALPN to what --http 1.1 serves.
+    assert response.http_version == "HTTP/1.1"
+
+
+# ----------------------------------------------------------------------------- lifespan
+
+
+@pytest.mark.parametrize(
+    "policy", [LifespanPolicy.ENABLED, LifespanPolicy.AUTO, "enabled", "auto", None]
+)
+def test_lifespan_runs_for_an_app_that_supports_it(policy: Any) -> None:
+    app = LifespanApp("ok")
+    server = Server(app, port=0, lifespan=policy)
+    with running(server):
+        assert httpx.get(url(server)).text == "yes"
+    assert app.events == ["lifespan-scope", "lifespan.startup", "lifespan.shutdown"]
+
+
+@pytest.mark.parametrize("policy", [LifespanPolicy.DISABLED, "disabled"])
+def test_lifespan_disabled_never_calls_the_app_with_lifespan(policy: Any) -> None:
+    for mode in ("ok", "raise"):
+        app = LifespanApp(mode)
+        server = Server(app, port=0, lifespan=policy)
+        with running(server):
+            assert httpx.get(url(server)).text == "no"
+        assert app.events == []
+
+
+@pytest.mark.parametrize("policy", [LifespanPolicy.AUTO, "auto", None])
+def test_lifespan_auto_serves_an_app_that_raises_on_lifespan(policy: Any) -> None:
+    app = LifespanApp("raise")
+    server = Server(app, port=0, lifespan=policy)
+    with running(server):
+        assert httpx.get(url(server)).text == "no"
+    assert app.events == ["lifespan-scope"]
+
+
+def test_lifespan_enabled_with_an_app_that_raises_is_a_clear_error() -> None:
+    app = LifespanApp("raise")
+    server = Server(app, port=0, lifespan=LifespanPolicy.ENABLED)
+    with pytest.raises(LifespanStartupError, match="no lifespan here"):
+        server.run()
+    assert not server.started.is_set()
+
+
+@pytest.mark.parametrize("policy", [LifespanPolicy.ENABLED, LifespanPolicy.AUTO])
+def test_lifespan_startup_timeout_is_a_clear_error(policy: LifespanPolicy) -> None:
+    server = Server(LifespanApp("hang"), port=0, lifespan=policy, lifespan_startup_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(LifespanStartupError, match=r"did not complete within 0\.3s"):
+        server.run()
+    assert time.monotonic() - started < 5
+    assert not server.started.is_set()
+
+
+def test_lifespan_rejects_an_unknown_policy() -> None:
+    with pytest.raises(ValueError, match="lifespan must be one of"):
+        Server(hello, lifespan="sometimes")
+
+
+# ----------------------------------------------------------------------------- WebSocket
+
+
+class _Frames(logging.Handler):
+    """Collects the frames the websockets client logs at DEBUG level."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: queue.Queue[str] = queue.Queue()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.put(record.getMessage())
+
+    def wait_for(self, needle: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                if needle in self.lines.get(timeout=remaining):
+                    return True
+            except queue.Empty:
+                break
+        return False
+
+
+def _client_logger(name: str) -> tuple[logging.Logger, _Frames]:
+    frames = _Frames()
+    client_logger = logging.getLogger(f"tests.compat.{name}")
+    client_logger.setLevel(logging.DEBUG)
+    client_logger.propagate = False
+    client_logger.handlers[:] = [frames]
+    return client_logger, frames
+
+
+def test_websocket_with_custom_ping_settings() -> None:
+    server = Server(ws_echo, port=0, ws_ping_interval=0.2, ws_ping_timeout=2.0)
+    client_logger, frames = _client_logger("pings")
+    with (
+        running(server),
+        connect(f"ws://127.0.0.1:{server.port}/", logger=client_logger, proxy=None) as ws,
+    ):
+        assert frames.wait_for("< PING", TIMEOUT)  # the server pings...
+        assert frames.wait_for("< PING", TIMEOUT)  # ...every interval, as each is answered
+        ws.send("still here")
+        assert ws.recv(TIMEOUT) == "still here"
+
+
+def test_websocket_ping_interval_none_turns_pings_off() -> None:
+    server = Server(ws_echo, port=0, ws_ping_interval=None)
+    assert server.config.websocket.ws_ping_interval is None
+    client_logger, frames = _client_logger("no-pings")
+    with (
+        running(server),
+        connect(f"ws://127.0.0.1:{server.port}/", logger=client_logger, proxy=None) as ws,
+    ):
+        # Three times the interval that pinged in the test above.
+        assert not frames.wait_for("< PING", 0.6)
+        ws.send("hello")
+        assert ws.recv(TIMEOUT) == "hello"
+
+
+@pytest.mark.parametrize("name", ["ws_ping_interval", "ws_ping_timeout"])
+def test_negative_ping_settings_are_a_value_error(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        Server(ws_echo, **{name: -1.0})
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def test_asgi2_app() -> None:
+    server = Server(ASGI2Hello, port=0)
+    with running(server):
+        assert httpx.get(url(server, "/two")).text == "asgi2 /two"
+
+
+def test_run_in_a_thread_leaves_signal_handlers_alone() -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = Server(hello, port=0)
+    with running(server):
+        during = {sig: signal.getsignal(sig) for sig in before}
+        assert httpx.get(url(server)).status_code == 200
+    assert during == before
+
+
+def test_request_shutdown_before_run_stops_it_at_once() -> None:
+    server = Server(hello, port=0)
+    server.request_shutdown()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+
+
+def test_serve_inside_a_running_loop() -> None:
+    async def main() -> str:
+        server = Server(hello, port=0)
+        task = asyncio.create_task(server.serve())
+        while not server.started.is_set():
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(url(server))).text
+        server.request_shutdown()
+        await task
+        return text
+
+    assert asyncio.run(main()) == "1.1 http"
+
+
+# ----------------------------------------------------------------------------- ssl_utils
+
+
+def test_ssl_utils_signatures() -> None:
+    def defaults(func: Any) -> list[tuple[str, Any]]:
+        return [
+            (p.name, p.default)
+            for p in inspect.signature(func).parameters.values()
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY
+        ]
+
+    assert defaults(generate_self_signed_cert) == [
+        ("hostname", "localhost"),
+        ("ip_addresses", None),
+        ("key_size", 2048),
+        ("validity_days", 365),
+    ]
+    assert defaults(save_cert_and_key) == [
+        ("cert_pem", inspect.Parameter.empty),
+        ("key_pem", inspect.Parameter.empty),
+        ("cert_path", "server.crt"),
+        ("key_path", "server.key"),
+    ]
+    assert defaults(create_ssl_context) == [
+        ("certfile", None),
+        ("keyfile", None),
+        ("cert_data", None),
+        ("key_data", None),
+        ("verify_mode", None),
+        ("cafile", None),
+    ]
+
+
+def test_generated_certificate_names_and_ssl_loading(tmp_path: Path) -> None:
+    cert_pem, key_pem = generate_self_signed_cert("dev.example", ip_addresses=["10.1.2.3"])
+    assert isinstance(cert_pem, bytes) and isinstance(key_pem, bytes)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "dev.example" in san.get_values_for_type(x509.DNSName)
+    ips = san.get_values_for_type(x509.IPAddress)
+    assert ipaddress.ip_address("10.1.2.3") in ips
+    assert ipaddress.ip_address("127.0.0.1") in ips
+    # ``ssl`` loads the pair, as a server context and as a client's trust anchor.
+    cert_path, key_path = save_cert_and_key(
+        cert_pem, key_pem, tmp_path / "server.crt", tmp_path / "server.key"
+    )
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert_path, key_path)
+    client_side = ssl.create_default_context(cadata=cert_pem.decode())
+    # A verifying client accepts it under each of its names, and no other.
+    for name in ("dev.example", "10.1.2.3", "127.0.0.1"):
+        assert _handshake(server_side, client_side, name) is None  # no ALPN offered
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(server_side, client_side, "other.example")
+
+
+def test_save_cert_and_key_default_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pem: tuple[bytes, bytes]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cert_path, key_path = save_cert_and_key(*pem)
+    assert (cert_path, key_path) == (Path("server.crt"), Path("server.key"))
+    assert (tmp_path / "server.crt").read_bytes() == pem[0]
+    assert (tmp_path / "server.key").read_bytes() == pem[1]
+
+
+def test_create_ssl_context_is_a_server_context_offering_h2(pem: tuple[bytes, bytes]) -> None:
+    context = create_ssl_context(cert_data=pem[0], key_data=pem[1])
+    assert context.protocol is ssl.PROTOCOL_TLS_SERVER
+    client_context = trusting(pem)
+    client_context.set_alpn_protocols(["h2", "http/1.1"])
+    assert _handshake(context, client_context) == "h2"
+
+
+def _handshake(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext, name: str = "localhost"
+) -> str | None:
+    """A TLS handshake in memory; returns the protocol ALPN chose."""
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    server = server_context.wrap_bio(bios[0], bios[1], server_side=True)
+    client = client_context.wrap_bio(bios[2], bios[3], server_hostname=name)
+    done = {"server": False, "client": False}
+    for _ in range(10):
+        for name, end in (("client", client), ("server", server)):
+            if not done[name]:
+                try:
+                    end.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        bios[0].write(bios[3].read())  # client -> server
+        bios[2].write(bios[1].read())  # server -> client
+        if all(done.values()):
+            break
+    assert all(done.values()), "the TLS handshake did not finish"
+    assert server.selected_alpn_protocol() == client.selected_alpn_protocol()
+    return client.selected_alpn_protocol()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+COMPAT_FLAGS = [
+    "--http11",
+    "--http2",
+    "--http3",
+    "--cert",
+    "--key",
+    "--selfcert",
+    "--lifespan-policy",
+    "--reload-ignore",
+    "--reload-delay-ms",
+]
+
+
+def test_help_groups_the_03_spellings_as_compatibility() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    before, _, compat = result.stdout.partition("\ncompatibility:\n")
+    assert compat, result.stdout
+    before = before.partition("\n\n")[2]  # the groups, without the usage summary
+    for flag in COMPAT_FLAGS:
+        assert re.search(rf"^\s+{re.escape(flag)}\b", compat, re.M), flag
+        assert not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", before), flag
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "value"),
+    [
+        (["--http11"], "http_version", "1.1"),
+        (["--http2"], "http_version", "auto"),
+        (["--http3"], "http_version", "3"),
+        (["--cert", "c.pem"], "certfile", "c.pem"),
+        (["--key", "k.pem"], "keyfile", "k.pem"),
+        (["--selfcert"], "selfcert", True),
+        (["--lifespan-policy", "enabled"], "lifespan", "enabled"),
+        (["--lifespan-policy", "disabled"], "lifespan", "disabled"),
+        (["--reload-ignore", "*.tmp"], "reload_excludes", ["*.tmp"]),
+        (["--reload-delay-ms", "500"], "reload_delay", 0.5),
+    ],
+)
+def test_compat_flags_set_the_config_options(argv: list[str], option: str, value: Any) -> None:
+    args = vars(build_parser().parse_args(["apps:hello", *argv]))
+    assert args[option] == value
+
+
+def test_cli_http11_and_http2_over_tls(
+    pem: tuple[bytes, bytes], pem_files: tuple[Path, Path]
+) -> None:
+    common = ["apps:hello", "--port", "0", "--cert", str(pem_files[0]), "--key", str(pem_files[1])]
+    for flag, expected in (("--http11", "HTTP/1.1"), ("--http2", "HTTP/2")):
+        with cli_server(*common, flag) as srv, httpx.Client(verify=trusting(pem), http2=True) as c:
+            response = c.get(srv.url + "/")
+        assert srv.scheme == "https"
+        assert (response.status_code, response.http_version) == (200, expected), flag
+
+
+def test_cli_selfcert_serves_tls_and_logs_the_pin() -> None:
+    with cli_server("apps:hello", "--port", "0", "--selfcert") as srv:
+        assert srv.scheme == "https"
+        pin = srv.wait_for(r"SPKI pin ([A-Za-z0-9+/=]{44})").group(1)
+        der = ssl.get_server_certificate(("127.0.0.1", srv.port))
+        # The certificate the server presents is the one whose pin was logged,
+        # and a client trusting exactly it gets through with full verification.
+        assert spki_sha256_base64(der.encode()) == pin
+        trusted = ssl.create_default_context(cadata=der)
+        assert httpx.get(srv.url + "/", verify=trusted).status_code == 200
+        assert httpx.get(f"https://localhost:{srv.port}/", verify=trusted).status_code == 200
+
+
+def test_cli_lifespan_policy(tmp_path: Path) -> None:
+    (tmp_path / "no_lifespan.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        raise RuntimeError('no lifespan here')\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': b'ok'})\n"
+    )
+    common = ["no_lifespan:app", "--app-dir", str(tmp_path), "--port", "0"]
+    result = run_cli(*common, "--lifespan-policy", "enabled")
+    assert result.returncode == 3, result.stderr
+    assert "no lifespan here" in result.stderr
+    for policy in ("auto", "disabled"):
+        with cli_server(*common, "--lifespan-policy", policy) as srv:
+            assert httpx.get(srv.url + "/").text == "ok"
