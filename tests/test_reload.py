@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,10 +92,10 @@ def test_cli_reload_serves_the_edited_app(tmp_path: Path) -> None:
         first_pid = srv.wait_for(r"Started server process \[(\d+)\]").group(1)
         assert _get(srv.url) == "v1"
         _edit_until(app_file, APP.format(version="v2"), srv.url, "v2")
-        # A new process answers, on the same port the parent keeps bound.
-        pids = {m for line in srv.lines for m in _pids(line)}
-        assert len(pids - {first_pid}) >= 1
-        assert "Detected changes in reload_app.py" in srv.output
+        # A new process answered, on the same port the parent keeps bound.
+        # (Log lines reach us through a reader thread: wait for them, too.)
+        srv.wait_for(rf"Started server process \[(?!{first_pid}\])\d+\]")
+        srv.wait_for(r"Detected changes in reload_app\.py")
         # A syntax error kills the server process; the reloader waits for the fix.
         app_file.write_text("async def app(:\n")
         srv.wait_for(r"exited with code 1; waiting for changes", DEADLINE)
@@ -103,13 +104,6 @@ def test_cli_reload_serves_the_edited_app(tmp_path: Path) -> None:
         code = srv.stop()
     assert code == 0, srv.output
     assert "Stopped reloader process" in srv.output
-
-
-def _pids(line: str) -> list[str]:
-    marker = "Started server process ["
-    if marker not in line:
-        return []
-    return [line.split(marker, 1)[1].split("]", 1)[0]]
 
 
 def test_ignored_changes_do_not_restart(tmp_path: Path) -> None:
@@ -137,6 +131,7 @@ def test_ignored_changes_do_not_restart(tmp_path: Path) -> None:
         # A change that does count, made after the ignored ones: the first
         # restart the log reports must be for it.
         _edit_until(app_file, APP.format(version="v2"), srv.url, "v2")
+        srv.wait_for(r"Detected changes in reload_app\.py")
     finally:
         srv.stop()
     detected = [line for line in srv.lines if "Detected changes" in line]
@@ -169,6 +164,31 @@ def test_python_api_reload_from_a_script_without_main_guard(tmp_path: Path) -> N
         output = "".join(lines) + proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, output
     assert output.count("Started reloader process") == 1, output
+
+
+def test_python_api_reload_in_a_thread_stops_on_request_shutdown(tmp_path: Path) -> None:
+    server = Server(
+        "apps:hello",
+        port=0,
+        reload=True,
+        app_dir=str(ROOT / "tests"),
+        reload_dirs=[tmp_path],
+        log_level="warning",
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert server.started.wait(DEADLINE)
+    url = f"http://127.0.0.1:{server.port}/"
+    try:
+        # The parent holds the socket: the request waits until the child serves it.
+        assert _get(url) == "Hello, World!"
+    finally:
+        server.request_shutdown()
+        thread.join(DEADLINE)
+    assert not thread.is_alive()
+    assert not server.started.is_set()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url)
 
 
 def _wait_port(proc: subprocess.Popen[str], lines: list[str]) -> int:
@@ -258,5 +278,6 @@ def test_change_filter(tmp_path: Path) -> None:
     assert passes(custom, "pkg/app.py")
     assert not passes(custom, "templates/page.html")
     assert not passes(custom, "build/app.py")
+    assert not passes(ChangeFilter([tmp_path], [], ["build/"]), "build")  # the directory itself
     assert not passes(custom, "pkg/app_test.py")
     assert not passes(custom, "gen/models.py")

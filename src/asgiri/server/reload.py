@@ -61,21 +61,25 @@ class Reloader:
     """Supervise one child server process per version of the watched files."""
 
     def __init__(self, config: Config) -> None:
+        self.config = config
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping: subprocess.Popen[bytes] | None = None
+        self.target, self.app_dir = "", config.app_options.app_dir
+        self.dirs: list[Path] = []
+        if IN_CHILD:
+            return  # see run(): inside a child this reloader never runs
         if config.tls.ssl_context is not None:
             raise ValueError(
                 "reload cannot be combined with ssl_context (it cannot be passed to the "
                 "server process); use certfile/keyfile or cert_data/key_data"
             )
-        self.config = config
         self.target, self.app_dir = import_target(config.app, config.app_options.app_dir)
         dirs = config.reload.reload_dirs or [self.app_dir]
         self.dirs = [Path(d).resolve() for d in dirs]
         for directory in self.dirs:
             if not directory.is_dir():
                 raise ValueError(f"reload_dirs: {str(directory)!r} is not a directory")
-        self._stop = threading.Event()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stopping: subprocess.Popen[bytes] | None = None
 
     def request_shutdown(self) -> None:
         """Stop watching and stop the child; safe from any thread."""
@@ -148,9 +152,11 @@ class Reloader:
     def _start(self, child_config: Config, listeners: list[Listener]) -> None:
         env = dict(os.environ)
         # The child must import this very asgiri, whatever put it on sys.path here.
+        # So must it find what the parent found through its script's directory.
         package_root = str(Path(__file__).resolve().parents[2])
+        script_dir = os.path.abspath(sys.path[0]) if sys.path and sys.path[0] else ""
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p
+            p for p in (package_root, script_dir, env.get("PYTHONPATH", "")) if p
         )
         proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD_CODE],
@@ -254,7 +260,8 @@ class ChangeFilter:
         text = rel.as_posix()
         for pattern in self._excludes:
             if pattern.endswith("/"):
-                if any(fnmatch.fnmatch(part, pattern[:-1]) for part in rel.parts[:-1]):
+                # The directory itself (created, removed) and anything below it.
+                if any(fnmatch.fnmatch(part, pattern[:-1]) for part in rel.parts):
                     return False
             elif fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(text, pattern):
                 return False

@@ -139,8 +139,9 @@ class Server:
     def port(self) -> int | None:
         """The TCP port actually bound (useful with ``port=0``)."""
         for listener in self.listeners:
-            if listener.port is not None:
-                return listener.port
+            with contextlib.suppress(OSError):  # closed once the server stopped
+                if listener.port is not None:
+                    return listener.port
         return None
 
     def run(self) -> None:
