@@ -16,7 +16,7 @@ import typing
 from typing import Any
 
 from . import __version__
-from .config import OptionSpec, iter_options
+from .config import COMPAT_FLAGS, OptionSpec, iter_options
 from .errors import StartupError
 
 
@@ -111,8 +111,10 @@ def _add_compat_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "compatibility", "Spellings of asgiri 0.3, kept so that its command lines still work."
     )
-    for opt in iter_options():
-        for compat in opt.compat:
+    options = {opt.name: opt for opt in iter_options()}
+    for name, spellings in COMPAT_FLAGS.items():
+        opt = options[name]
+        for compat in spellings:
             if compat.const is not None:
                 group.add_argument(
                     compat.flag,

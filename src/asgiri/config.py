@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "COMPAT_FLAGS",
     "CompatFlag",
     "Config",
     "HttpProtocolVersion",
@@ -123,7 +124,6 @@ def _opt(
     kind: str = "value",
     group: str = "",
     default_factory: Callable[[], Any] | None = None,
-    compat: tuple[CompatFlag, ...] = (),
 ) -> Any:
     """A config field with its command-line description.
 
@@ -131,8 +131,8 @@ def _opt(
     ``--field-name``); ``flags=None`` keeps the option out of the CLI (it is
     Python-only, such as a ready ``ssl.SSLContext``).  ``kind`` is "value",
     "bool" (``--x/--no-x``), "store_false" (only ``--no-x`` exists),
-    "store_true" or "append".  ``compat`` adds asgiri 0.3 spellings, shown
-    in their own help group.
+    "store_true" or "append".  The asgiri 0.3 spellings of an option are in
+    :data:`COMPAT_FLAGS`.
     """
     meta = {
         "help": help,
@@ -141,7 +141,6 @@ def _opt(
         "metavar": metavar,
         "kind": kind,
         "group": group,
-        "compat": compat,
     }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
@@ -164,13 +163,6 @@ class AppConfig:
             "off": LifespanPolicy.DISABLED,
         },
         help="Run the ASGI lifespan protocol: on (failure is fatal), off, or auto.",
-        compat=(
-            CompatFlag(
-                "--lifespan-policy",
-                choices=("enabled", "disabled", "auto"),
-                help="Same as --lifespan on/off/auto.",
-            ),
-        ),
     )
     lifespan_startup_timeout: float = _opt(
         10.0, help="Seconds the app may take to complete lifespan startup."
@@ -219,18 +211,10 @@ class TLSConfig:
     """TLS for the TCP listener (and QUIC, which always needs it)."""
 
     certfile: str | None = _opt(
-        None,
-        flags=("--ssl-certfile",),
-        metavar="PATH",
-        help="TLS certificate chain (PEM).",
-        compat=(CompatFlag("--cert", metavar="PATH", help="Same as --certfile."),),
+        None, flags=("--ssl-certfile",), metavar="PATH", help="TLS certificate chain (PEM)."
     )
     keyfile: str | None = _opt(
-        None,
-        flags=("--ssl-keyfile",),
-        metavar="PATH",
-        help="TLS private key (PEM).",
-        compat=(CompatFlag("--key", metavar="PATH", help="Same as --keyfile."),),
+        None, flags=("--ssl-keyfile",), metavar="PATH", help="TLS private key (PEM)."
     )
     keyfile_password: str | None = _opt(
         None, flags=("--ssl-keyfile-password",), help="Password of an encrypted private key."
@@ -255,14 +239,6 @@ class TLSConfig:
         False,
         flags=None,
         help="Serve TLS with a self-signed certificate made at start-up (development).",
-        compat=(
-            CompatFlag(
-                "--selfcert",
-                const=True,
-                help="Serve TLS with a self-signed certificate generated in memory at "
-                "start-up; its SHA-256 SPKI pin is logged (development only).",
-            ),
-        ),
     )
 
     @property
@@ -295,11 +271,6 @@ class HTTPConfig:
         flags=("--http",),
         choices=_HTTP_CHOICES,
         help="HTTP version(s) to serve.",
-        compat=(
-            CompatFlag("--http11", const="1.1", help="Same as --http 1.1."),
-            CompatFlag("--http2", const="auto", help="Same as --http auto (HTTP/1.1 and HTTP/2)."),
-            CompatFlag("--http3", const="3", help="Same as --http 3."),
-        ),
     )
     enable_http3: bool | None = _opt(
         None,
@@ -500,19 +471,9 @@ class ReloadConfig:
         kind="append",
         metavar="GLOB",
         help="Ignore changes to paths matching GLOB; 'name/' ignores a directory (repeatable).",
-        compat=(CompatFlag("--reload-ignore", metavar="GLOB", help="Same as --reload-exclude."),),
     )
     reload_delay: float = _opt(
-        0.2,
-        help="Seconds without further changes before the server restarts.",
-        compat=(
-            CompatFlag(
-                "--reload-delay-ms",
-                metavar="MS",
-                convert=_milliseconds,
-                help="Same as --reload-delay, in milliseconds.",
-            ),
-        ),
+        0.2, help="Seconds without further changes before the server restarts."
     )
 
     def __post_init__(self) -> None:
@@ -549,6 +510,45 @@ _GROUPS: dict[str, type[Any]] = {
     "logging": LoggingConfig,
     "runtime": RuntimeConfig,
     "reload": ReloadConfig,
+}
+
+#: The command-line spellings of asgiri 0.3, by the option they set.  Kept
+#: apart from the fields: they are a compatibility layer, shown in a help
+#: group of their own, and never the spelling new documentation uses.
+COMPAT_FLAGS: dict[str, tuple[CompatFlag, ...]] = {
+    "http_version": (
+        CompatFlag("--http11", const="1.1", help="Same as --http 1.1."),
+        CompatFlag("--http2", const="auto", help="Same as --http auto (HTTP/1.1 and HTTP/2)."),
+        CompatFlag("--http3", const="3", help="Same as --http 3."),
+    ),
+    "certfile": (CompatFlag("--cert", metavar="PATH", help="Same as --certfile."),),
+    "keyfile": (CompatFlag("--key", metavar="PATH", help="Same as --keyfile."),),
+    "selfcert": (
+        CompatFlag(
+            "--selfcert",
+            const=True,
+            help="Serve TLS with a self-signed certificate generated in memory at start-up; "
+            "its SHA-256 SPKI pin is logged (development only).",
+        ),
+    ),
+    "lifespan": (
+        CompatFlag(
+            "--lifespan-policy",
+            choices=("enabled", "disabled", "auto"),
+            help="Same as --lifespan on/off/auto.",
+        ),
+    ),
+    "reload_excludes": (
+        CompatFlag("--reload-ignore", metavar="GLOB", help="Same as --reload-exclude."),
+    ),
+    "reload_delay": (
+        CompatFlag(
+            "--reload-delay-ms",
+            metavar="MS",
+            convert=_milliseconds,
+            help="Same as --reload-delay, in milliseconds.",
+        ),
+    ),
 }
 
 
@@ -623,7 +623,6 @@ class OptionSpec:
     metavar: str | None
     kind: str
     type: Any
-    compat: tuple[CompatFlag, ...] = ()
 
 
 def iter_options() -> Iterator[OptionSpec]:
@@ -646,7 +645,6 @@ def iter_options() -> Iterator[OptionSpec]:
                 metavar=meta.get("metavar"),
                 kind=meta.get("kind", "value"),
                 type=hints[f.name],
-                compat=meta.get("compat", ()),
             )
 
 

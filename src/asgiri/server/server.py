@@ -95,16 +95,7 @@ class Server:
         options["ws_ping_timeout"] = ws_ping_timeout
         options["reload"] = reload
         _rename(options, "shutdown_timeout", shutdown_timeout, 30.0, "timeout_graceful_shutdown")
-        _rename(
-            options,
-            "reload_delay_ms",
-            reload_delay_ms,
-            200,
-            "reload_delay",
-            lambda ms: (
-                ms / 1000 if isinstance(ms, int | float) and not isinstance(ms, bool) else ms
-            ),
-        )
+        _rename(options, "reload_delay_ms", reload_delay_ms, 200, "reload_delay", _ms_to_seconds)
         if reload_ignore_patterns is not None:
             options["reload_excludes"] = [
                 *options.get("reload_excludes", ()),
