@@ -381,14 +381,25 @@ def test_lifespan_enabled_with_an_app_that_raises_is_a_clear_error() -> None:
     assert not server.started.is_set()
 
 
-@pytest.mark.parametrize("policy", [LifespanPolicy.ENABLED, LifespanPolicy.AUTO])
-def test_lifespan_startup_timeout_is_a_clear_error(policy: LifespanPolicy) -> None:
-    server = Server(LifespanApp("hang"), port=0, lifespan=policy, lifespan_startup_timeout=0.3)
+def test_lifespan_startup_timeout_is_a_clear_error_when_enabled() -> None:
+    server = Server(
+        LifespanApp("hang"), port=0, lifespan=LifespanPolicy.ENABLED, lifespan_startup_timeout=0.3
+    )
     started = time.monotonic()
     with pytest.raises(LifespanStartupError, match=r"did not complete within 0\.3s"):
         server.run()
     assert time.monotonic() - started < 5
     assert not server.started.is_set()
+
+
+def test_lifespan_auto_serves_an_app_whose_startup_hangs() -> None:
+    app = LifespanApp("hang")
+    server = Server(app, port=0, lifespan=LifespanPolicy.AUTO, lifespan_startup_timeout=0.3)
+    started = time.monotonic()
+    with running(server):
+        assert time.monotonic() - started < 5
+        assert httpx.get(f"http://127.0.0.1:{server.port}/").text == "no"
+    assert app.events == ["lifespan-scope", "lifespan.startup"]
 
 
 def test_lifespan_rejects_an_unknown_policy() -> None:

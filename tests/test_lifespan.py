@@ -175,6 +175,8 @@ def test_startup_timeout_on_the_cli_exits_3(tmp_path: Path) -> None:
         "0",
         "--lifespan-startup-timeout",
         "0.5",
+        "--lifespan",
+        "on",
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 3, result.stderr
@@ -188,7 +190,9 @@ def test_startup_timeout_in_the_python_api_raises() -> None:
         await receive()
         await __import__("asyncio").Event().wait()
 
-    server = Server(hanging, port=0, lifespan_startup_timeout=0.5, log_level="critical")
+    server = Server(
+        hanging, port=0, lifespan="on", lifespan_startup_timeout=0.5, log_level="critical"
+    )
     errors: list[BaseException] = []
 
     def run() -> None:

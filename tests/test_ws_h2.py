@@ -485,7 +485,6 @@ def test_app_close_then_end_stream_after_the_clients_reply() -> None:
         assert not ws.finished
         ws.send(close.response())
         assert ws.wait_finished() == "end"
-        assert ws.log[-2:] == ["data", "end"] or ws.log[-1] == "end"
         ws.end()
         assert recorder.get("closed")["type"] == "websocket.disconnect"
         # The stream is fully closed on both sides; the connection goes on.
@@ -752,13 +751,12 @@ AUTOBAHN_VENV = ROOT / ".venv-autobahn"
 KOSOKU = AUTOBAHN_VENV / "bin" / "kosoku"
 BRIDGE = Path(__file__).with_name("autobahn_h2_bridge.py")
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
-#: The whole suite over HTTP/2 takes about 10 minutes on a 2-core machine,
-#: nearly all of it in groups 12 and 13 (permessage-deflate: zlib and
-#: wsproto's per-frame work in the server, the same as over HTTP/1.1), so
-#: the 9.* performance cases are trimmed from the default run as for
-#: HTTP/1.1 in tests/test_autobahn.py.  They pass over HTTP/2 as well:
-#: ``AUTOBAHN_FULL=1`` runs them (``AUTOBAHN_CASES=9.*`` runs only them).
-DEFAULT_EXCLUDE = ["9.*"]
+#: The whole suite runs, the 9.* performance cases included: over HTTP/2
+#: they are the flow-control workout (messages up to 16 MiB against stream
+#: windows) and take only ~15 s.  The run still exceeds 5 minutes (about 10
+#: on a 2-core machine), nearly all of it in groups 12 and 13: permessage-
+#: deflate, where the server's time goes to zlib (the same over HTTP/1.1).
+#: ``AUTOBAHN_CASES=1.*,2.*`` selects cases, as for tests/test_autobahn.py.
 
 
 def ensure_kosoku() -> Path:
@@ -779,14 +777,10 @@ def ensure_kosoku() -> Path:
     return KOSOKU
 
 
-def autobahn_selection() -> tuple[list[str], list[str]]:
-    """(include, exclude): the same environment variables as tests/test_autobahn.py."""
+def autobahn_selection() -> list[str]:
+    """Cases to include (all when empty): ``AUTOBAHN_CASES``, as in tests/test_autobahn.py."""
     cases = os.environ.get("AUTOBAHN_CASES", "").strip()
-    if cases:
-        return [c.strip() for c in cases.split(",") if c.strip()], []
-    if os.environ.get("AUTOBAHN_FULL") == "1":
-        return [], []
-    return [], list(DEFAULT_EXCLUDE)
+    return [c.strip() for c in cases.split(",") if c.strip()]
 
 
 @contextlib.contextmanager
@@ -851,13 +845,11 @@ def test_autobahn_over_h2(tmp_path: Path) -> None:
     cases run longer than the default 20 s interval.
     """
     kosoku = ensure_kosoku()
-    include, exclude = autobahn_selection()
+    include = autobahn_selection()
     report_dir = tmp_path / "reports"
     args = [str(kosoku), "-m", "fuzzingclient", "-o", str(report_dir), "-p", "2"]
     for case in include:
         args += ["-i", case]
-    for case in exclude:
-        args += ["-x", case]
     with (
         cli_server(
             "tests.test_ws_h2:autobahn_echo",
@@ -884,7 +876,7 @@ def test_autobahn_over_h2(tmp_path: Path) -> None:
     assert results, "no case ran"
     if not include:
         groups = {int(case_id.split(".")[0]) for case_id in results}
-        assert {1, 2, 3, 4, 5, 6, 7, 10, 12, 13} <= groups, sorted(groups)
+        assert {1, 2, 3, 4, 5, 6, 7, 9, 10, 12, 13} <= groups, sorted(groups)
     counts: dict[str, int] = {}
     for entry in results.values():
         counts[entry["behavior"]] = counts.get(entry["behavior"], 0) + 1

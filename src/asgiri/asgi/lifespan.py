@@ -3,7 +3,9 @@
 The app runs as one long task for the whole server life; startup and
 shutdown are messages on its receive channel.  Under ``AUTO`` an app that
 raises before answering the startup message is taken not to implement
-lifespan and the server starts without it; under ``ENABLED`` that is fatal.
+lifespan, and one whose startup does not answer within the startup timeout is
+cancelled; either way the server starts without lifespan.  Under ``ENABLED``
+both are fatal.  An explicit ``lifespan.startup.failed`` is fatal under both.
 """
 
 from __future__ import annotations
@@ -84,6 +86,15 @@ class Lifespan:
                 raise LifespanStartupError(f"Application {phase} failed: {self._error!r}")
             if self._task is not None and not self._task.done():
                 self._task.cancel()
+                if self._policy is LifespanPolicy.AUTO and phase == "startup":
+                    # AUTO promises to serve apps whatever their lifespan does;
+                    # one whose startup hangs is served as if it had none.
+                    logger.warning(
+                        "Application startup did not complete within %gs; "
+                        "running without lifespan (use --lifespan on to make this fatal)",
+                        timeout,
+                    )
+                    return None
                 raise LifespanStartupError(
                     f"Application {phase} did not complete within {timeout:g}s"
                 )
