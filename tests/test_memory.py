@@ -161,3 +161,55 @@ def test_streamed_upload_to_a_slow_app(upload_server: CLIServer) -> None:
     assert rss.samples > 10
     assert rss.growth < LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
     assert elapsed < TIMEOUT
+
+
+_TCP_ESTABLISHED = 1
+
+
+def dropped_by_server(sock: socket.socket, timeout: float) -> bool:
+    """Whether the server closes ``sock`` within ``timeout``, seen without reading.
+
+    The TCP state (Linux ``TCP_INFO``) leaves ESTABLISHED when the server's
+    FIN or RST arrives, while the bytes it sent stay unread in the socket:
+    the client goes on reading nothing (its window stays shut) as it waits.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_ESTABLISHED:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_pipelining_client_that_never_reads() -> None:
+    """Requests keep coming, responses are never read: the server stops reading.
+
+    Each request is answered into the write buffer; without reading paused
+    while writing is, a few MiB of pipelined requests grow the server by
+    hundreds of MiB.  A client that stays that way is dropped after
+    ``--timeout-write``.
+    """
+    args = ("apps:hello", "--port", "0", "--no-access-log", "--timeout-write", "1")
+    with cli_server(*args, "--timeout-keep-alive", "60") as srv:
+        assert srv.port is not None
+        batch = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 1000
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with sock, RSSSampler(srv.proc.pid) as rss:
+            sock.connect(("127.0.0.1", srv.port))
+            sock.settimeout(0.5)
+            sent = 0
+            try:
+                while sent < 16 * MIB:
+                    sock.sendall(batch)
+                    sent += len(batch)
+            except TimeoutError:
+                pass  # the server stopped reading: what this test wants
+            assert sent < 16 * MIB, "the server read every request of a client reading nothing"
+            assert dropped_by_server(sock, 10), "a client reading nothing was never dropped"
+        assert rss.growth < LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+        # Everyone else is still served.
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as other:
+            other.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            head, _ = read_head(other)
+            assert head.startswith(b"HTTP/1.1 200 ")

@@ -220,6 +220,8 @@ class H1Connection:
         self._upgrade: bytes | None = None
         self._content_length = 0
         self._chunked = False
+        #: The Transfer-Encoding field values, joined.
+        self._te: bytes | None = None
         #: Framing of an Upgrade request's body still to parse: its length,
         #: "chunked", or None.
         self._upgrade_body: int | str | None = None
@@ -228,6 +230,11 @@ class H1Connection:
         #: Raw bytes of the head in progress (``_head_size`` counts its lines).
         self._head_bytes = 0
         self._body_size = 0
+        self._trailer_size = 0
+        #: Body plus trailer bytes seen when a chunked body last made progress,
+        #: and the bytes fed since then (see ``receive_data``).
+        self._progress_mark = -1
+        self._framing_bytes = 0
         #: The last complete request did not allow keep-alive: whatever the
         #: client sends after it is never processed (RFC 9112 section 9.6).
         self._input_closed = False
@@ -271,6 +278,19 @@ class H1Connection:
                 events, self._events = self._events, []
                 return events
             raise self._error or RemoteProtocolError(_describe(exc)) from None
+        if self._in_body and self._chunked:
+            # Chunk-size lines, their extensions and the trailer section are
+            # read without an event until each line ends, and llhttp keeps an
+            # unfinished trailer line in memory: bytes that make no progress
+            # (no body, no trailer field) are bounded like a header section.
+            mark = self._body_size + self._trailer_size
+            if mark == self._progress_mark and self._stream_id == first_id:
+                self._framing_bytes += len(data)
+                if self._framing_bytes > self._max_header_size:
+                    raise RemoteProtocolError("chunked framing or trailers too large", 431)
+            else:
+                self._progress_mark = mark
+                self._framing_bytes = 0
         if self.in_head:
             # A header section dribbled over many reads: count every byte fed
             # since it began, so that one endless header line is bounded too.
@@ -322,12 +342,16 @@ class H1Connection:
         self._head_size = 0
         self._body_size = 0
         self._trailers = None
+        self._trailer_size = 0
+        self._progress_mark = -1
+        self._framing_bytes = 0
         self._authority = None
         self._expect = False
         self._upgrade = None
         self.upgrade_to = None
         self._content_length = 0
         self._chunked = False
+        self._te = None
 
     def on_url(self, url: bytes) -> None:
         if self._body_only:
@@ -341,9 +365,15 @@ class H1Connection:
         if self._body_only and not self._in_body:
             return  # the synthetic head of decline_upgrade()
         if not self.in_head:
-            # Chunked trailers arrive through the same callback after the body.
+            # Chunked trailers arrive through the same callback after the body;
+            # the trailer section has the header section's limits.
             if self._trailers is None:
                 self._trailers = []
+            self._trailer_size += len(name) + len(value) + 4
+            if self._trailer_size > self._max_header_size:
+                self._fail(RemoteProtocolError("request trailer section too large", 431))
+            if len(self._trailers) >= self._max_fields:
+                self._fail(RemoteProtocolError("too many request trailers", 431))
             self._trailers.append((name.lower(), value))
             return
         self._head_size += len(name) + len(value) + 4
@@ -373,6 +403,7 @@ class H1Connection:
                 self._fail(RemoteProtocolError("request body too large", 413))
         elif name == b"transfer-encoding":
             self._chunked = True
+            self._te = value if self._te is None else self._te + b"," + value
         elif name == b"upgrade":
             self._upgrade = value.lower()
 
@@ -381,6 +412,8 @@ class H1Connection:
             self._in_body = True
             return
         self.in_head = False
+        if self._te is not None and self._te.lower() != b"chunked":
+            self._check_codings(self._te)
         parser = self._parser
         self._stream_id += 1
         url = self._url
@@ -432,6 +465,21 @@ class H1Connection:
                 authority,
             )
         )
+
+    def _check_codings(self, te: bytes) -> None:
+        """RFC 9112 6.1: a transfer coding the server cannot undo gets 501.
+
+        llhttp, right after this callback, answers 400 for codings that do not
+        end in exactly one chunked; those are left to it.  What it accepts
+        (``gzip, chunked``) would reach the app still gzip-coded as if plain.
+        """
+        codings = [c.strip().lower() for c in te.split(b",")]
+        if codings[-1] == b"chunked" and b"chunked" not in codings[:-1]:
+            self._fail(
+                RemoteProtocolError(
+                    f"transfer coding {te.decode('latin-1')!r} not implemented", 501
+                )
+            )
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)

@@ -90,6 +90,8 @@ class H1Protocol(asyncio.Protocol):
         self._timer_kind = 0
         self._deadline = 0.0
         self._read_paused = False
+        #: Input after a bad pipelined request is never read again.
+        self._input_stopped = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -158,11 +160,18 @@ class H1Protocol(asyncio.Protocol):
         self.ctx.check_drained()
 
     def pause_writing(self) -> None:
+        # A client that does not read its responses must not make the server
+        # read (and answer) more of its requests: pipelined requests would
+        # otherwise pile their responses up in the write buffer without bound.
         self._write_paused = True
+        self._pause_reading()
+        if self._stall_timer is None and not self._closed:
+            self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
 
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_writers()
+        self._maybe_resume_reading()
 
     def _wake_writers(self) -> None:
         if self._stall_timer is not None:
@@ -486,14 +495,8 @@ class H1Protocol(asyncio.Protocol):
             self.abort()
 
     def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
-        if (
-            self._read_paused
-            and stream is self._reading
-            and stream.buffered < LOW_WATER
-            and len(self._queue) < MAX_PIPELINE
-            and not self.conn.upgraded
-        ):
-            self._resume_reading()
+        if self._read_paused and stream is self._reading:
+            self._maybe_resume_reading()
 
     def sendfile(
         self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
@@ -549,9 +552,7 @@ class H1Protocol(asyncio.Protocol):
         else:
             self._arm(_IDLE)
         if self._read_paused:
-            reading = self._reading
-            if reading is None or reading.buffered < LOW_WATER:
-                self._resume_reading()
+            self._maybe_resume_reading()
 
     def app_done(self, stream: HTTPStream, failed: bool) -> None:
         ctx = self.ctx
@@ -596,6 +597,7 @@ class H1Protocol(asyncio.Protocol):
             # the current response, then close.
             self._queue.clear()
             self._closing = True
+            self._input_stopped = True
             self._pause_reading()
 
     def _write(self, data: bytes) -> None:
@@ -616,6 +618,19 @@ class H1Protocol(asyncio.Protocol):
         if self._read_paused and not self._closed:
             self._read_paused = False
             self.transport.resume_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        """Read again once no reason to pause is left (see ``_pause_reading`` callers)."""
+        reading = self._reading
+        if (
+            self._read_paused
+            and not self._write_paused
+            and not self._input_stopped
+            and (reading is None or reading.buffered < LOW_WATER)
+            and len(self._queue) < MAX_PIPELINE
+            and not self.conn.upgraded
+        ):
+            self._resume_reading()
 
     # ------------------------------------------------------------ timers
 

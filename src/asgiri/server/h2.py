@@ -73,6 +73,8 @@ class H2Protocol(asyncio.Protocol):
         self._closing = False
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
+        #: Runs while the socket is not draining (``--timeout-write``).
+        self._write_timer: asyncio.TimerHandle | None = None
         self._upgrade_body_left = 0
         #: WebSockets over extended CONNECT streams, by stream id.
         self.websockets: dict[int, H2WebSocketOutlet] = {}
@@ -161,6 +163,9 @@ class H2Protocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         for stream in list(self.streams.values()):
             stream.disconnect()
         for outlet in list(self.websockets.values()):
@@ -171,16 +176,36 @@ class H2Protocol(asyncio.Protocol):
         self.ctx.check_drained()
 
     def pause_writing(self) -> None:
+        # Frames are answered (SETTINGS, PING, responses without DATA) whether
+        # or not the peer reads them: stop reading while it does not, or its
+        # requests would pile answers up in the write buffer without bound.
         self._write_paused = True
+        if not self._closed:
+            self.transport.pause_reading()
+            if self._write_timer is None:
+                self._write_timer = self.loop.call_later(
+                    self.ctx.write_timeout, self._write_stalled
+                )
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if not self._closed:
+            self.transport.resume_reading()
         for stream_id in list(self._waiters):
             if self.conn.buffered(stream_id) <= HIGH_WATER:
                 self._wake(stream_id)
 
     def eof_received(self) -> bool | None:
         return None
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        if self._write_paused and not self._closed:
+            logger.info("HTTP/2 client %s stopped reading; closing the connection", self.client)
+            self.abort()
 
     # ------------------------------------------------------------ streams
 
