@@ -1002,3 +1002,66 @@ def test_h2c_upgrade_serves_the_request_as_stream_1(mode: str) -> None:
     assert first.header(b"x-body-length") == b"%d" % len(body)
     assert scope["http_version"] == "2"
     assert (second.status, second.body) == (200, b"second body")
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def test_limit_request_body_answers_413() -> None:
+    with serve(h2apps.main, limit_request_body=10) as srv, H2Client(srv.port) as client:
+        # At the limit: served.
+        stream_id = client.start("/echo", "POST", end=False)
+        client.send_body(stream_id, b"0123456789")
+        ok = client.response(stream_id)
+        assert (ok.status, ok.body) == (200, b"0123456789")
+        # A declared length over the limit: refused before the body is read.
+        stream_id = client.start("/echo", "POST", extra=[(b"content-length", b"11")], end=False)
+        declared = client.response(stream_id)
+        assert declared.status == 413
+        assert declared.body.startswith(b"413 ")
+        # A body growing past the limit (no content-length) while the app reads it.
+        stream_id = client.start("/echo", "POST", end=False)
+        client.send_body(stream_id, b"01234", end=False)
+        client.send_body(stream_id, b"56789!", end=False)
+        grown = client.response(stream_id)
+        assert grown.status == 413
+        assert grown.header(b"server") == b"asgiri"
+        # The connection goes on serving.
+        after = client.get("/hello")
+        assert (after.status, after.body) == (200, b"Hello, World!")
+    # httpx declares the length of what it posts.
+    with (
+        serve(h2apps.main, limit_request_body=10) as srv,
+        httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client,
+    ):
+        assert client.post(f"{srv.url}/echo", content=b"x" * 100).status_code == 413
+        small = client.post(f"{srv.url}/echo", content=b"x" * 10)
+        assert (small.status_code, small.content) == (200, b"x" * 10)
+
+
+def test_limit_concurrency_answers_503() -> None:
+    events: queue.Queue[str] = queue.Queue()
+    with (
+        serve(h2apps.make_watcher(events), limit_concurrency=1) as srv,
+        H2Client(srv.port) as client,
+    ):
+        stuck = _watch(client, events, with_body=False)
+        busy = client.get("/busy")
+        assert busy.status == 503
+        assert busy.body == b"Service Unavailable"
+        assert busy.header(b"date") is not None
+        # Once the held request is gone, requests are served again.
+        client.conn.reset_stream(stuck, h2.errors.ErrorCodes.CANCEL)
+        client.flush()
+        assert events.get(timeout=TIMEOUT) == "http.disconnect"
+        deadline = time.monotonic() + TIMEOUT
+        while (response := client.get("/again")).status == 503:
+            assert time.monotonic() < deadline, "the freed slot was never reused"
+        assert (response.status, response.body) == (200, b"/again")
+
+
+def test_access_log_line_says_http2() -> None:
+    with cli_server("apps:hello", "--port", "0") as srv:
+        with httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client:
+            assert client.get(srv.url + "/some/path?a=1&b=two").status_code == 200
+        srv.wait_for(r'127\.0\.0\.1:\d+ - "GET /some/path\?a=1&b=two HTTP/2" 200 13 \d+\.\dms')

@@ -62,6 +62,9 @@ class H2Protocol(asyncio.Protocol):
         self.server = server
         self.extensions = extensions
         self.conn = H2Connection(ctx.h2_limits)
+        self._max_body = ctx.config.limits.limit_request_body
+        #: Body bytes received per stream, kept only under ``--limit-request-body``.
+        self._body_sizes: dict[int, int] = {}
         self.streams: dict[int, HTTPStream] = {}
         self._no_body: set[int] = set()
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
@@ -119,6 +122,9 @@ class H2Protocol(asyncio.Protocol):
                 if kind is Body:
                     stream = streams.get(event.stream_id)  # type: ignore[union-attr]
                     if stream is not None:
+                        limit = self._max_body
+                        if limit is not None and self._over_limit(stream, event, limit):  # type: ignore[arg-type]
+                            continue
                         stream.body_received(event.data)  # type: ignore[union-attr]
                     elif event.stream_id in self.websockets:  # type: ignore[union-attr]
                         outlet = self.websockets[event.stream_id]  # type: ignore[union-attr]
@@ -222,6 +228,11 @@ class H2Protocol(asyncio.Protocol):
                 self.conn.reset(stream_id, _REFUSED_STREAM)
             return
         ctx = self.ctx
+        if self._max_body is not None and _declared_length(request.headers) > self._max_body:
+            # Refused before the body is read, as HTTP/1.1 does.
+            self._answer(stream_id, 413, b"413 request body too large\n")
+            self.conn.reset(stream_id, _NO_ERROR)
+            return
         scope = http_scope(
             request,
             request.scheme or self.scheme,
@@ -302,16 +313,43 @@ class H2Protocol(asyncio.Protocol):
                     stream.flush_head()
 
     def _refuse(self, stream: HTTPStream) -> None:
-        body = b"Service Unavailable"
         stream.status = 503
-        self.conn.send_headers(
-            stream.stream_id,
-            503,
-            [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-            False,
-        )
-        self.conn.send_data(stream.stream_id, body, True)
+        self._answer(stream.stream_id, 503, b"Service Unavailable")
         self.streams.pop(stream.stream_id, None)
+
+    def _answer(self, stream_id: int, status: int, body: bytes) -> None:
+        """A complete error response from the server itself, in place of the app."""
+        headers = [
+            *self.ctx.default_header_list(),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        if self.conn.send_headers(stream_id, status, headers, False):
+            self.conn.send_data(stream_id, body, True)
+
+    def _over_limit(self, stream: HTTPStream, event: Body, limit: int) -> bool:
+        """``--limit-request-body``: a body growing past it is answered 413.
+
+        The app sees ``http.disconnect``; a response it already began is
+        reset instead.  Either way the rest of the upload is refused.
+        """
+        stream_id = stream.stream_id
+        size = self._body_sizes.get(stream_id, 0) + len(event.data)
+        self._body_sizes[stream_id] = size
+        if size <= limit:
+            return False
+        self._body_sizes.pop(stream_id, None)
+        self.conn.acknowledge(stream_id, len(event.data))
+        self.streams.pop(stream_id, None)
+        started = stream.response_started
+        stream.disconnect()
+        if started:
+            self.conn.reset(stream_id, _CANCEL)
+        else:
+            stream.status = 413
+            self._answer(stream_id, 413, b"413 request body too large\n")
+            self.conn.reset(stream_id, _NO_ERROR)
+        return True
 
     def _on_reset(self, stream_id: int) -> None:
         websocket = self.websockets.get(stream_id)
@@ -456,6 +494,8 @@ class H2Protocol(asyncio.Protocol):
             self._schedule_flush()
         self.streams.pop(stream_id, None)
         self._no_body.discard(stream_id)
+        if self._body_sizes:
+            self._body_sizes.pop(stream_id, None)
         self.conn.forget(stream_id)
         self._wake(stream_id)
         self._maybe_idle()
@@ -663,3 +703,11 @@ class H2WebSocketOutlet:
         waiter = proto.loop.create_future()
         proto._waiters.setdefault(self.stream_id, []).append(waiter)
         return waiter
+
+
+def _declared_length(headers: Headers) -> int:
+    """The request's content-length (h2 has checked it is a number), or -1."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return -1
