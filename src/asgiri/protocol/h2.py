@@ -58,6 +58,7 @@ _CONTINUATION: Final = 0x9
 _PING: Final = 0x6
 _SETTINGS: Final = 0x4
 _RST_STREAM: Final = 0x3
+_WINDOW_UPDATE: Final = 0x8
 _DATA: Final = 0x0
 _END_HEADERS: Final = 0x4
 _END_STREAM: Final = 0x1
@@ -162,6 +163,8 @@ class H2Connection:
         #: Flow-controlled bytes received per stream and not yet acknowledged.
         self._unacked: dict[int, int] = {}
         self._scan = b""
+        #: The next read begins with a WINDOW_UPDATE increment (see ``_screen``).
+        self._mask_next = False
         #: The client preface is not a frame: the scanner starts after it.
         self._skip = len(PREFACE)
         #: The preface ends with a SETTINGS frame (RFC 9113 3.4).
@@ -210,7 +213,7 @@ class H2Connection:
         if self.closed:
             return []
         try:
-            self._screen(data)
+            data = self._screen(data)
             h2_events = self._conn.receive_data(data)
         except _Calm as exc:
             return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, str(exc))
@@ -339,36 +342,60 @@ class H2Connection:
                 self._conn.close_connection(error_code=code, last_stream_id=self.last_stream_id)
         return [ConnectionEnded(int(code), self.last_stream_id)]
 
-    def _screen(self, data: bytes) -> None:
+    def _screen(self, data: bytes) -> bytes:
         """Walk frame headers for the floods h2 itself does not bound.
 
         Only the 9-byte headers are read, one per frame, so the cost is a
         few operations per frame, not per byte.  ``_skip`` is how much of a
         frame payload (or of the client preface) is still to come;
         ``_scan`` holds a frame header split across reads.
+
+        Returns ``data`` with the reserved bit of WINDOW_UPDATE increments
+        cleared: RFC 9113 6.9 says to ignore it, and hyperframe would read
+        it as part of the increment and reject the frame.
         """
         pos = 0
         size = len(data)
+        masks: list[int] | None = None
+        if self._mask_next and size:
+            self._mask_next = False
+            if data[0] & 0x80:
+                masks = [0]
         if self._skip:
             if self._skip >= size:
                 self._skip -= size
-                return
+                return data if masks is None else _masked(data, masks)
             pos = self._skip
             self._skip = 0
         if self._scan:
             header = self._scan + data[pos : pos + 9 - len(self._scan)]
             if len(header) < 9:
                 self._scan = header
-                return
+                return data if masks is None else _masked(data, masks)
             pos += 9 - len(self._scan)
             self._scan = b""
-            pos += self._check_frame(header, 0)
+            length = self._check_frame(header, 0)
+            if header[3] == _WINDOW_UPDATE and length == 4:
+                masks = self._reserved_bit(data, pos, masks)
+            pos += length
         while size - pos >= 9:
-            pos += 9 + self._check_frame(data, pos)
+            length = self._check_frame(data, pos)
+            if data[pos + 3] == _WINDOW_UPDATE and length == 4:
+                masks = self._reserved_bit(data, pos + 9, masks)
+            pos += 9 + length
         if pos > size:
             self._skip = pos - size
         elif pos < size:
             self._scan = data[pos:]
+        return data if masks is None else _masked(data, masks)
+
+    def _reserved_bit(self, data: bytes, at: int, masks: list[int] | None) -> list[int] | None:
+        """Note a WINDOW_UPDATE increment starting at ``data[at]`` whose reserved bit is set."""
+        if at >= len(data):
+            self._mask_next = True  # the payload begins with the next read
+        elif data[at] & 0x80:
+            masks = [at] if masks is None else [*masks, at]
+        return masks
 
     def _check_frame(self, buf: bytes, pos: int) -> int:
         """Account for one frame header at ``buf[pos]``; returns its payload length."""
@@ -622,6 +649,14 @@ class _Reject(RemoteProtocolError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _masked(data: bytes, positions: list[int]) -> bytes:
+    """``data`` with the top bit of the bytes at ``positions`` cleared."""
+    buf = bytearray(data)
+    for at in positions:
+        buf[at] &= 0x7F
+    return bytes(buf)
 
 
 def _error_code(exc: BaseException | None, default: int) -> int:
