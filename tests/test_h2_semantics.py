@@ -1065,3 +1065,55 @@ def test_access_log_line_says_http2() -> None:
         with httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client:
             assert client.get(srv.url + "/some/path?a=1&b=two").status_code == 200
         srv.wait_for(r'127\.0\.0\.1:\d+ - "GET /some/path\?a=1&b=two HTTP/2" 200 13 \d+\.\dms')
+
+
+# ----------------------------------------------------------------------------- app errors
+
+#: Misbehaving paths of tests/test_app_errors.py answered with a 500: nothing
+#: of the response was sent yet (an invalid field or a body that cannot match
+#: its content-length is refused before it reaches the wire).
+ANSWERED_500 = [
+    "raise_before_start",
+    "raise_right_after_start",
+    "return_without_response",
+    "unknown_type",
+    "str_headers",
+    "status_out_of_range",
+    "double_start",
+    "crlf_header",
+    "crlf_header_flushed",
+    "bad_header_name",
+    "length_long",
+    "length_short",
+]
+#: Paths whose response was under way: the stream is reset (INTERNAL_ERROR).
+RESET = [
+    "raise_after_start",
+    "return_after_partial_body",
+    "length_long_streamed",
+    "length_short_streamed",
+    "bad_trailer",
+]
+
+
+def test_app_errors_over_h2() -> None:
+    """Each failure stays on its own stream: the connection serves the next request.
+
+    A field HTTP/2 forbids, or a body that does not match its content-length,
+    would make the client fail the whole connection if it reached the wire.
+    """
+    from .test_app_errors import app
+
+    with serve(app) as srv, H2Client(srv.port) as client:
+        for path in ANSWERED_500 + RESET:
+            response = client.get(f"/{path}", extra=[(b"te", b"trailers")])
+            if path in ANSWERED_500:
+                assert (response.status, response.reset) == (500, None), path
+                assert response.body == b"Internal Server Error", path
+            else:
+                assert response.status == 200, path
+                assert response.reset == h2.errors.ErrorCodes.INTERNAL_ERROR, path
+                assert b"x-injected" not in b"".join(v for _, v in response.headers)
+                assert response.trailers is None, path
+            ok = client.get("/ok")
+            assert (ok.status, ok.body) == (200, b"ok"), path

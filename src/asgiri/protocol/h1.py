@@ -66,7 +66,8 @@ def status_line(status: int) -> bytes:
     return line
 
 
-def _check_name(name: bytes) -> None:
+def check_field_name(name: bytes) -> None:
+    """A field name the app sent must be a token (RFC 9110 5.1); HTTP/2 checks it too."""
     if name not in _VALID_NAMES:
         if not _TOKEN_RE.fullmatch(name):
             raise LocalProtocolError(f"invalid header name {name!r}")
@@ -88,7 +89,7 @@ _NAME_KIND: dict[bytes, int] = {}
 
 
 def _classify_name(name: bytes) -> int:
-    _check_name(name)
+    check_field_name(name)
     kind = _SPECIAL_RESPONSE_HEADERS.get(name.lower(), 0)
     if len(_NAME_KIND) < _MAX_VALID_NAMES:
         _NAME_KIND[name] = kind
@@ -101,7 +102,8 @@ def _content_length(value: bytes) -> int:
     return int(value)
 
 
-def _check_value(value: bytes) -> None:
+def check_field_value(value: bytes) -> None:
+    """No CR, LF or NUL in a field value the app sent: they would split or end the head."""
     if b"\n" in value or b"\r" in value or b"\x00" in value:
         raise LocalProtocolError(f"invalid header value {value!r}")
 
@@ -171,8 +173,8 @@ class H1Response:
             if trailers:
                 lines = [b"0\r\n"]
                 for name, value in trailers:
-                    _check_name(name)
-                    _check_value(value)
+                    check_field_name(name)
+                    check_field_value(value)
                     lines.append(b"%b: %b\r\n" % (name, value))
                 lines.append(b"\r\n")
                 out.append(b"".join(lines))
@@ -588,7 +590,7 @@ class H1Connection:
         lines = 1 + default_headers.count(b"\n") + app_lines + (len(parts) - framing_start)
         if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
             for _, value in headers:
-                _check_value(value)
+                check_field_value(value)
             raise LocalProtocolError("invalid response header")
         response = H1Response(chunked, no_body, None if no_body else content_length, keep_alive)
         tail = response.end(body) if end else response.data(body)
@@ -604,8 +606,8 @@ class H1Connection:
         """A 1xx interim response (100 Continue, 103 Early Hints)."""
         lines = [status_line(status)]
         for name, value in headers:
-            _check_name(name)
-            _check_value(value)
+            check_field_name(name)
+            check_field_value(value)
             lines.append(b"%b: %b\r\n" % (name, value))
         lines.append(b"\r\n")
         return b"".join(lines)

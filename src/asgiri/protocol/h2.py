@@ -39,8 +39,9 @@ import h2.stream
 import hpack
 import hyperframe.frame
 
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
+from .h1 import check_field_name, check_field_value
 
 __all__ = [
     "PREFACE",
@@ -67,6 +68,7 @@ _ACK: Final = 0x1
 #: Frame types :meth:`H2Connection._conform` looks at.
 _CONFORM: Final = frozenset({_HEADERS, _RST_STREAM, _SETTINGS})
 
+_WHITESPACE: Final = (b" ", b"\t")
 _CONNECTION_HEADERS: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -159,6 +161,8 @@ class H2Connection:
         # that, not by h2_max_header_list_size.
         self._conn.decoder.max_header_list_size = limits.max_header_list_size
         self._out: dict[int, _OutStream] = {}
+        #: Response bytes still owed per stream under a declared content-length.
+        self._declared: dict[int, int] = {}
         self._trailers: dict[int, Headers] = {}
         #: Flow-controlled bytes received per stream and not yet acknowledged.
         self._unacked: dict[int, int] = {}
@@ -456,6 +460,59 @@ class H2Connection:
 
     # ------------------------------------------------------------ writing
 
+    def check_response(
+        self, stream_id: int, headers: Headers, first: int, end: bool, no_body: bool
+    ) -> None:
+        """Validate a response head the app sent before anything is queued.
+
+        Raises :class:`LocalProtocolError` (nothing is sent, so the app's
+        failure can still become a 500) for a field HTTP/2 forbids and for a
+        body that cannot match its content-length; ``first`` is the length
+        of the body sent with the head.  The declared length is then kept to
+        check what follows, as HTTP/1.1 does: a peer would take a mismatch
+        as a malformed response and fail the whole connection.
+        """
+        declared = None
+        for name, value in headers:
+            check_field_name(name)
+            check_field_value(value)
+            if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+                raise LocalProtocolError(f"header value with surrounding whitespace {value!r}")
+            if name.lower() == b"content-length":
+                if not value.isdigit():
+                    raise LocalProtocolError(f"invalid Content-Length {value!r}")
+                declared = int(value)
+        if declared is None or no_body:
+            return
+        if first > declared or (end and first < declared):
+            raise LocalProtocolError(
+                f"response body of {first} bytes does not match its Content-Length {declared}"
+            )
+        if not end:
+            self._declared[stream_id] = declared - first
+
+    def check_data(self, stream_id: int, size: int, end: bool) -> None:
+        """Account a later body chunk against the declared content-length."""
+        remaining = self._declared.get(stream_id)
+        if remaining is None:
+            return
+        remaining -= size
+        if remaining < 0:
+            raise LocalProtocolError("response body longer than its Content-Length")
+        if end:
+            del self._declared[stream_id]
+            if remaining:
+                raise LocalProtocolError(
+                    f"response body shorter than its Content-Length ({remaining} bytes missing)"
+                )
+        else:
+            self._declared[stream_id] = remaining
+
+    def check_trailers(self, trailers: Headers) -> None:
+        for name, value in trailers:
+            check_field_name(name)
+            check_field_value(value)
+
     # The send methods return False when the stream or the connection is
     # already gone (reset by the peer, or a GOAWAY received: h2 refuses to
     # send anything after that), so that the caller treats the stream as
@@ -587,6 +644,7 @@ class H2Connection:
     def forget(self, stream_id: int) -> None:
         """The stream's app is done: release credit for body it never read."""
         self._release(stream_id)
+        self._declared.pop(stream_id, None)
         self._trailers.pop(stream_id, None)
 
     def acknowledge(self, stream_id: int, nbytes: int) -> None:

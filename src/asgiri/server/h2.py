@@ -398,8 +398,10 @@ class H2Protocol(asyncio.Protocol):
         if status in _NO_BODY_STATUSES:
             self._no_body.add(stream_id)
         no_body = stream_id in self._no_body
-        all_headers = self.ctx.default_header_list() + headers
         conn = self.conn
+        # Raises LocalProtocolError before anything is queued (see HTTPStream).
+        conn.check_response(stream_id, headers, len(body), end, no_body)
+        all_headers = self.ctx.default_header_list() + headers
         if end and (no_body or not body):
             sent = conn.send_headers(stream_id, status, all_headers, True)
         else:
@@ -420,6 +422,7 @@ class H2Protocol(asyncio.Protocol):
             if not end:
                 return
             data = b""
+        self.conn.check_data(stream_id, len(data), end)
         if not self.conn.send_data(stream_id, data, end):
             stream.disconnect()
         self._schedule_flush()
@@ -428,6 +431,8 @@ class H2Protocol(asyncio.Protocol):
         stream_id = stream.stream_id
         if self._closed or stream_id not in self.streams:
             return
+        self.conn.check_trailers(trailers)
+        self.conn.check_data(stream_id, 0, True)
         if not self.conn.send_trailers(stream_id, [(n.lower(), v) for n, v in trailers]):
             stream.disconnect()
         self._schedule_flush()
