@@ -1117,3 +1117,83 @@ def test_app_errors_over_h2() -> None:
                 assert response.trailers is None, path
             ok = client.get("/ok")
             assert (ok.status, ok.body) == (200, b"ok"), path
+
+
+def test_inbound_frame_cap_is_what_is_advertised() -> None:
+    """``--h2-max-inbound-frame-size`` below ``--h2-max-frame-size``: the server
+    advertises the cap, accepts frames of that size and refuses larger ones."""
+    from hyperframe.frame import DataFrame as Data
+
+    from .h2_conformance.driver import ErrorCodes, RawH2, request_headers
+
+    cap = 1 << 20
+    with serve(h2apps.main, h2_max_frame_size=2 * cap, h2_max_inbound_frame_size=cap) as srv:
+        with RawH2(srv.port) as conn:
+            conn.handshake()
+            assert conn.server_settings[_CODES.MAX_FRAME_SIZE] == cap
+            conn.send(
+                conn.headers(1, request_headers(b"/echo", b"POST"), end_stream=False),
+                Data(1, b"y" * cap, flags=["END_STREAM"]),
+            )
+            # (The echo itself waits for a window this client never opens.)
+            conn.wait_for(lambda f: isinstance(f, HeadersFrame) and f.stream_id == 1, "HEADERS")
+            assert conn.exchanges[1].get(b"x-body-length") == b"%d" % cap
+        with RawH2(srv.port) as conn:
+            conn.handshake()
+            conn.send(
+                conn.headers(1, request_headers(b"/echo", b"POST"), end_stream=False),
+                Data(1, b"y" * (cap + 1), flags=["END_STREAM"]),
+            )
+            conn.expect_connection_error(ErrorCodes.FRAME_SIZE_ERROR)
+
+
+def _hold_window(client: H2Client, seconds: float) -> None:
+    """Read for ``seconds`` without acknowledging DATA (the window stays shut)."""
+    client.sock.settimeout(seconds)
+    try:
+        with pytest.raises(TimeoutError):
+            while True:
+                client.pump(ack=False)
+    finally:
+        client.sock.settimeout(TIMEOUT)
+
+
+def test_finished_response_waiting_for_the_window_outlives_the_idle_timeout() -> None:
+    """The app handed over its whole body and returned; the rest waits for the
+    client's window.  The connection is not idle: it must not be closed."""
+    body = bytes(range(256)) * 1200
+    with serve(h2apps.main, timeout_keep_alive=0.3) as srv, H2Client(srv.port) as client:
+        stream_id = client.start("/echo", "POST", end=False)
+        client.send_body(stream_id, body)
+        client.until(
+            lambda e: isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id,
+            ack=False,
+        )
+        _hold_window(client, 1.5)
+        for event in client.events:
+            if isinstance(event, h2.events.DataReceived):
+                client.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        client.flush()
+        response = client.response(stream_id)
+        assert response.reset is None
+        assert response.body == body
+        # Idle now, the connection is closed as usual.
+        client.sock.settimeout(TIMEOUT)
+        assert client.until(lambda e: isinstance(e, h2.events.ConnectionTerminated))
+
+
+def test_finished_response_to_a_client_that_opens_no_window_is_dropped() -> None:
+    body = bytes(range(256)) * 1200
+    with (
+        serve(h2apps.main, timeout_keep_alive=0.3, timeout_write=1) as srv,
+        H2Client(srv.port) as client,
+    ):
+        stream_id = client.start("/echo", "POST", end=False)
+        client.send_body(stream_id, body)
+        started = time.monotonic()
+        with pytest.raises((EOFError, ConnectionResetError)):
+            while True:
+                client.pump(ack=False)
+        assert 0.8 < time.monotonic() - started < 5
+        with h2_prior_knowledge(srv) as other:
+            assert other.get("/hello").text == "Hello, World!"

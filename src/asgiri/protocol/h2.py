@@ -137,12 +137,15 @@ class H2Connection:
             normalize_outbound_headers=False,
         )
         self._conn = _H2(config=config)
+        # The hard cap wins over the advertised size: advertising more than
+        # is accepted would turn the peer's conforming frames into errors.
+        frame_size = min(limits.max_frame_size, limits.max_inbound_frame_size)
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_size,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: frame_size,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
                 h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(
                     limits.enable_connect_protocol
@@ -151,9 +154,7 @@ class H2Connection:
         )
         # RFC 9113 4.2: a frame beyond the advertised SETTINGS_MAX_FRAME_SIZE
         # is a FRAME_SIZE_ERROR, so never accept more than that.
-        self._conn.max_inbound_frame_size = min(
-            limits.max_frame_size, limits.max_inbound_frame_size
-        )
+        self._conn.max_inbound_frame_size = frame_size
         # h2 hands a setting to its HPACK decoder only when an ACK changes
         # it, and settings given as initial values never change: without
         # this, the decoder would keep its 64 KiB default whatever is
@@ -587,6 +588,11 @@ class H2Connection:
     def _gone(self, stream_id: int) -> bool:
         self._out.pop(stream_id, None)
         return False
+
+    @property
+    def sending(self) -> bool:
+        """Response data still waits for the peer's flow-control window."""
+        return bool(self._out)
 
     def buffered(self, stream_id: int) -> int:
         out = self._out.get(stream_id)

@@ -78,6 +78,8 @@ class H2Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         #: Runs while the socket is not draining (``--timeout-write``).
         self._write_timer: asyncio.TimerHandle | None = None
+        #: Runs while finished responses wait for the peer's window.
+        self._output_timer: asyncio.TimerHandle | None = None
         self._upgrade_body_left = 0
         #: WebSockets over extended CONNECT streams, by stream id.
         self.websockets: dict[int, H2WebSocketOutlet] = {}
@@ -143,6 +145,8 @@ class H2Protocol(asyncio.Protocol):
                         self.websockets[event.stream_id].peer_ended()  # type: ignore[union-attr]
                 elif kind is StreamWritable:
                     self._wake(event.stream_id)  # type: ignore[union-attr]
+                    if not self.conn.sending:
+                        self._maybe_idle()
                 elif kind is StreamClosed:
                     self._on_reset(event.stream_id)  # type: ignore[union-attr]
                 elif kind is ConnectionEnded:
@@ -172,6 +176,9 @@ class H2Protocol(asyncio.Protocol):
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
+        if self._output_timer is not None:
+            self._output_timer.cancel()
+            self._output_timer = None
         for stream in list(self.streams.values()):
             stream.disconnect()
         for outlet in list(self.websockets.values()):
@@ -537,18 +544,50 @@ class H2Protocol(asyncio.Protocol):
     def _maybe_idle(self) -> None:
         if self.streams or self.websockets or self._closed:
             return
+        if self.conn.sending and not self.conn.closed:
+            # Responses whose apps are done may still wait for the peer's
+            # window: the connection is neither idle nor finished, and closing
+            # now would cut them off.  A peer that never opens its window is
+            # dropped after --timeout-write.
+            if self._output_timer is None:
+                self._output_timer = self.loop.call_later(
+                    self.ctx.write_timeout, self._output_stalled
+                )
+            return
+        if self._output_timer is not None:
+            self._output_timer.cancel()
+            self._output_timer = None
         if self._closing or self.conn.closed:
             self._close_after_flush()
         else:
             self._arm_idle()
 
+    def _output_stalled(self) -> None:
+        self._output_timer = None
+        if self._closed:
+            return
+        if self.conn.sending:
+            logger.info("HTTP/2 client %s opens no window; closing the connection", self.client)
+            self.abort()
+        else:
+            self._maybe_idle()
+
     def _arm_idle(self) -> None:
-        if self._timer is None and not self.streams and not self.websockets and not self._closed:
+        if (
+            self._timer is None
+            and not self.streams
+            and not self.websockets
+            and not self.conn.sending
+            and not self._closed
+        ):
             self._timer = self.loop.call_later(self.ctx.keep_alive_timeout, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
         self._timer = None
         if not self.streams and not self.websockets and not self._closed:
+            if self.conn.sending:
+                self._maybe_idle()
+                return
             self.conn.goaway()
             self._close_after_flush()
 
@@ -570,7 +609,7 @@ class H2Protocol(asyncio.Protocol):
             if outlet.bridge is not None:
                 outlet.bridge.shutdown()
         self._flush()
-        if not self.streams and not self.websockets:
+        if not self.streams and not self.websockets and not self.conn.sending:
             self._close_after_flush()
 
     def websocket_done(self, stream_id: int) -> None:
