@@ -1197,3 +1197,18 @@ def test_finished_response_to_a_client_that_opens_no_window_is_dropped() -> None
         assert 0.8 < time.monotonic() - started < 5
         with h2_prior_knowledge(srv) as other:
             assert other.get("/hello").text == "Hello, World!"
+
+
+def test_date_and_server_headers_can_be_disabled() -> None:
+    with serve(h2apps.main) as srv, H2Client(srv.port) as client:
+        default = client.get("/hello")
+    with (
+        serve(h2apps.main, server_header=False, date_header=False) as srv,
+        H2Client(srv.port) as client,
+    ):
+        bare = client.get("/hello")
+    assert default.header(b"server") == b"asgiri"
+    assert default.header(b"date") is not None
+    assert bare.status == 200
+    assert bare.header(b"server") is None
+    assert bare.header(b"date") is None
