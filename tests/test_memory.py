@@ -13,11 +13,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
 
-from .servers import CLIServer, cli_server
+from .servers import CLIServer, cli_server, serve
 
 MIB = 1024 * 1024
 TOTAL_MIB = 200
@@ -213,3 +214,37 @@ def test_pipelining_client_that_never_reads() -> None:
             other.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             head, _ = read_head(other)
             assert head.startswith(b"HTTP/1.1 200 ")
+
+
+def test_slow_reader_of_a_single_shot_body_is_not_dropped() -> None:
+    """``--timeout-write`` drops clients that read nothing, not slow ones.
+
+    The whole body is handed over in one send, so the server's write buffer
+    stays above its low-water mark for seconds while the client reads it
+    slowly: progress, not a stall.
+    """
+    size = 24 * MIB  # several times what the socket buffers take
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"\xa5" * size})
+
+    with serve(app, timeout_write=0.5) as srv:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        with sock:
+            sock.connect(("127.0.0.1", srv.port))
+            sock.settimeout(TIMEOUT)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            head, received = read_head(sock)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            total = len(received)
+            started = time.monotonic()
+            while total < size:
+                chunk = sock.recv(64 * 1024)
+                assert chunk, f"dropped after {time.monotonic() - started:.1f} s, {total} bytes"
+                total += len(chunk)
+                time.sleep(0.005)  # at most 13 MB/s: the transfer takes seconds
+            assert time.monotonic() - started > 1.0

@@ -95,6 +95,8 @@ class H1Protocol(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._stall_timer: asyncio.TimerHandle | None = None
+        #: Bytes waiting in the transport when the stall timer was armed.
+        self._stall_mark = 0
         self._closing = False
         self._closed = False
         self._tls = False
@@ -166,7 +168,7 @@ class H1Protocol(asyncio.Protocol):
         self._write_paused = True
         self._pause_reading()
         if self._stall_timer is None and not self._closed:
-            self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
+            self._arm_stall()
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -485,14 +487,23 @@ class H1Protocol(asyncio.Protocol):
         self._drain_waiters.append(waiter)
         if self._stall_timer is None:
             # A client that stops reading must not hold the app forever.
-            self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
+            self._arm_stall()
         return waiter
+
+    def _arm_stall(self) -> None:
+        self._stall_mark = self.transport.get_write_buffer_size()
+        self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
 
     def _stalled(self) -> None:
         self._stall_timer = None
-        if self._write_paused and not self._closed:
-            logger.info("client %s stopped reading; closing the connection", self.client)
-            self.abort()
+        if not self._write_paused or self._closed:
+            return
+        if self.transport.get_write_buffer_size() < self._stall_mark:
+            # Slow, but reading: only a client that reads nothing is dropped.
+            self._arm_stall()
+            return
+        logger.info("client %s stopped reading; closing the connection", self.client)
+        self.abort()
 
     def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
         if self._read_paused and stream is self._reading:

@@ -78,6 +78,8 @@ class H2Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         #: Runs while the socket is not draining (``--timeout-write``).
         self._write_timer: asyncio.TimerHandle | None = None
+        #: Bytes waiting in the transport when ``_write_timer`` was armed.
+        self._write_mark = 0
         #: Runs while finished responses wait for the peer's window.
         self._output_timer: asyncio.TimerHandle | None = None
         self._upgrade_body_left = 0
@@ -196,9 +198,7 @@ class H2Protocol(asyncio.Protocol):
         if not self._closed:
             self.transport.pause_reading()
             if self._write_timer is None:
-                self._write_timer = self.loop.call_later(
-                    self.ctx.write_timeout, self._write_stalled
-                )
+                self._arm_write_timer()
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -214,11 +214,20 @@ class H2Protocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return None
 
+    def _arm_write_timer(self) -> None:
+        self._write_mark = self.transport.get_write_buffer_size()
+        self._write_timer = self.loop.call_later(self.ctx.write_timeout, self._write_stalled)
+
     def _write_stalled(self) -> None:
         self._write_timer = None
-        if self._write_paused and not self._closed:
-            logger.info("HTTP/2 client %s stopped reading; closing the connection", self.client)
-            self.abort()
+        if not self._write_paused or self._closed:
+            return
+        if self.transport.get_write_buffer_size() < self._write_mark:
+            # Slow, but reading: only a client that reads nothing is dropped.
+            self._arm_write_timer()
+            return
+        logger.info("HTTP/2 client %s stopped reading; closing the connection", self.client)
+        self.abort()
 
     # ------------------------------------------------------------ streams
 
