@@ -1212,3 +1212,25 @@ def test_date_and_server_headers_can_be_disabled() -> None:
     assert bare.status == 200
     assert bare.header(b"server") is None
     assert bare.header(b"date") is None
+
+
+def test_expect_continue() -> None:
+    """RFC 9113 8.1 allows 100 Continue: sent when the app first reads, not before."""
+    expect = [(b"expect", b"100-continue")]
+    with serve(h2apps.main) as srv, H2Client(srv.port) as client:
+        stream_id = client.start("/echo", "POST", extra=expect, end=False)
+        info = client.until(
+            lambda e: (
+                isinstance(e, h2.events.InformationalResponseReceived) and e.stream_id == stream_id
+            )
+        )
+        assert dict(info.headers)[b":status"] == b"100"
+        client.send_body(stream_id, b"payload")
+        response = client.response(stream_id)
+        assert (response.status, response.body) == (200, b"payload")
+        assert response.informational == [info.headers]
+        # An app that answers without reading the body: no 100.
+        stream_id = client.start("/hello", "POST", extra=expect, end=False)
+        unread = client.response(stream_id)
+        assert (unread.status, unread.body) == (200, b"Hello, World!")
+        assert unread.informational == []

@@ -258,7 +258,14 @@ class H2Protocol(asyncio.Protocol):
             ctx.state,
             self.extensions,
         )
-        stream = HTTPStream(self, self.loop, scope, stream_id, access_log=ctx.access_log)
+        stream = HTTPStream(
+            self,
+            self.loop,
+            scope,
+            stream_id,
+            expect_continue=_expects_continue(request.headers),
+            access_log=ctx.access_log,
+        )
         if request.method == "HEAD":
             self._no_body.add(stream_id)
         self.streams[stream_id] = stream
@@ -454,8 +461,8 @@ class H2Protocol(asyncio.Protocol):
         self._schedule_flush()
 
     def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
-        if status == 100 or self._closed or stream.stream_id not in self.streams:
-            return  # HTTP/2 clients do not wait for 100 Continue here
+        if self._closed or stream.stream_id not in self.streams:
+            return
         self.conn.send_informational(stream.stream_id, status, headers)
         self._schedule_flush()
 
@@ -764,3 +771,11 @@ def _declared_length(headers: Headers) -> int:
         if name == b"content-length":
             return int(value)
     return -1
+
+
+def _expects_continue(headers: Headers) -> bool:
+    """The client waits for ``100 Continue`` before its body (RFC 9110 10.1.1)."""
+    for name, value in headers:
+        if name == b"expect":
+            return value.lower() == b"100-continue"
+    return False
