@@ -535,6 +535,42 @@ def test_zero_window_stall() -> None:
         assert get(srv.port) == (200, b"ok")
 
 
+# ---------------------------------------------------------------- WINDOW_UPDATE flood
+
+#: WINDOW_UPDATE frames in the flood (1.3 MB), and the server CPU seconds they
+#: may cost with 100 streams waiting for window: walking every waiting stream
+#: per frame costs several times this.
+WINDOW_UPDATES = 100_000
+WINDOW_UPDATE_CPU = 2.0
+
+
+def test_window_update_flood(cli: CLIServer) -> None:
+    """Tiny connection WINDOW_UPDATEs while 100 responses wait for window: each
+    read flushes the waiting streams once, not once per frame."""
+    port = cli.port
+    assert port is not None
+    process = psutil.Process(cli.proc.pid)
+    with RawConn(port, {SettingsFrame.INITIAL_WINDOW_SIZE: 0}) as conn:
+        ids = range(1, 201, 2)
+        conn.send(*(request(sid, "/big") for sid in ids))
+        for sid in ids:
+            conn.wait_for(
+                lambda f, sid=sid: isinstance(f, HeadersFrame) and f.stream_id == sid,
+                f"the response head of stream {sid}",
+            )
+        cpu_before = cpu_seconds(process)
+        flood = WindowUpdateFrame(0, window_increment=1).serialize() * 10_000
+        sender = conn.flood(flood for _ in range(WINDOW_UPDATES // 10_000))
+        sender.join(TIMEOUT * 3)
+        conn.send(PingFrame(0, opaque_data=b"afterwus"))
+        conn.wait_for(
+            lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, "the PING ACK", TIMEOUT * 3
+        )
+        cpu = cpu_seconds(process) - cpu_before
+    assert cpu < WINDOW_UPDATE_CPU, f"the flood cost the server {cpu:.2f} s of CPU"
+    assert get(port) == (200, b"ok")
+
+
 # ---------------------------------------------------------------- a client that never reads
 
 

@@ -228,6 +228,10 @@ class H2Connection:
             code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
             return self._fail(_error_code(exc, code), str(exc))
         events: list[Event | StreamWritable | ConnectionEnded] = []
+        #: Windows opened in this read: buffered data is flushed once, after
+        #: all its frames, not once per WINDOW_UPDATE (a flood of them would
+        #: otherwise walk every buffered stream per 13-byte frame).
+        window_opened = False
         ev: Any
         for ev in h2_events:
             kind = type(ev)
@@ -245,12 +249,14 @@ class H2Connection:
                 self._on_reset(ev.stream_id)
                 events.append(StreamClosed(ev.stream_id, int(ev.error_code or 0)))
             elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
-                self._flush_all(events)
+                window_opened = True
             elif kind is h2.events.ConnectionTerminated:
                 self.closed = True
                 events.append(ConnectionEnded(int(ev.error_code or 0), int(ev.last_stream_id or 0)))
         if self._resets > self.limits.max_resets + self._completed:
             return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
+        if window_opened and self._out and not self.closed:
+            self._flush_all(events)
         return events
 
     def _on_data(self, ev: Any, events: list[Any]) -> None:
