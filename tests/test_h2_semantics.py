@@ -1234,3 +1234,31 @@ def test_expect_continue() -> None:
         unread = client.response(stream_id)
         assert (unread.status, unread.body) == (200, b"Hello, World!")
         assert unread.informational == []
+
+
+def test_h2c_upgrade_expecting_100_continue_is_served_as_http11() -> None:
+    """The 101 would wait for the body, the client for a 100 before sending it:
+    the upgrade is declined and HTTP/1.1 answers 100, then the request."""
+    body = b"expecting"
+    with (
+        serve(h2apps.main) as srv,
+        socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = sock.recv(65536)
+            assert chunk, interim
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        raw = b""
+        while not raw.endswith(body):
+            chunk = sock.recv(65536)
+            assert chunk, raw
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 200 ")

@@ -263,8 +263,9 @@ class H1Protocol(asyncio.Protocol):
     def _h2c_acceptable(self, request: Request) -> bool:
         """RFC 7540 section 3.2: cleartext only, one HTTP2-Settings, a body we can frame.
 
-        A body larger than one stream window, or chunked, is not worth the
-        switch: the upgrade is declined and the request served as HTTP/1.1.
+        A body larger than one stream window, chunked, or held back until a
+        100 Continue is not worth the switch: the upgrade is declined and the
+        request served as HTTP/1.1.
         """
         if self._tls or not self.ctx.h2_enabled or self._current is not None or self._queue:
             return False
@@ -274,8 +275,14 @@ class H1Protocol(asyncio.Protocol):
         for name, value in request.headers:
             if name == b"transfer-encoding":
                 return False
-            if name == b"content-length" and int(value) > self.ctx.h2_limits.initial_window_size:
-                return False
+            if name == b"content-length":
+                length = int(value)
+                if length > self.ctx.h2_limits.initial_window_size:
+                    return False
+                if length and request.expect_continue:
+                    # The 101 waits for the body, the client for a 100 before
+                    # sending it: HTTP/1.1 answers both in the right order.
+                    return False
         return True
 
     def _upgrade_h2c(self, request: Request) -> None:
