@@ -355,6 +355,25 @@ def test_fd_serves_an_inherited_socket() -> None:
         assert proc.stop() == 0
 
 
+def test_backlog_sets_the_listen_queue() -> None:
+    """``--backlog`` reaches listen(): Linux reports a listening socket's
+    accept-queue bound as ``tcpi_sacked`` in TCP_INFO."""
+    from tests.apps import hello
+    from tests.servers import serve
+
+    def listen_backlog(sock: socket.socket) -> int:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        return int.from_bytes(info[28:32], sys.byteorder)
+
+    with serve(hello, backlog=7) as srv:
+        assert listen_backlog(srv.server.listeners[0].sock) == 7
+        assert httpx.get(srv.url).status_code == 200
+    # The default, as far as the kernel allows.
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    with serve(hello) as srv:
+        assert listen_backlog(srv.server.listeners[0].sock) == min(2048, somaxconn)
+
+
 # ---------------------------------------------------------------- logging
 
 

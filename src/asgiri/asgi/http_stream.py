@@ -310,9 +310,14 @@ class HTTPStream:
             else:
                 self._pending_trailers.extend(trailers)
             if not message.get("more_trailers", False):
-                self._state = ResponseState.DONE
                 if not self.disconnected:
-                    self._sink.send_trailers(self, self._pending_trailers)
+                    try:
+                        self._sink.send_trailers(self, self._pending_trailers)
+                    except LocalProtocolError as exc:
+                        # Nothing was written: the response stays incomplete
+                        # (TRAILERS), so the app's failure aborts it.
+                        raise ASGIMessageError(str(exc)) from None
+                self._state = ResponseState.DONE
                 self._complete()
         elif kind == "http.response.early_hint":
             if state is not ResponseState.START:

@@ -90,9 +90,13 @@ class H1Protocol(asyncio.Protocol):
         self._timer_kind = 0
         self._deadline = 0.0
         self._read_paused = False
+        #: Input after a bad pipelined request is never read again.
+        self._input_stopped = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._stall_timer: asyncio.TimerHandle | None = None
+        #: Bytes waiting in the transport when the stall timer was armed.
+        self._stall_mark = 0
         self._closing = False
         self._closed = False
         self._tls = False
@@ -158,11 +162,18 @@ class H1Protocol(asyncio.Protocol):
         self.ctx.check_drained()
 
     def pause_writing(self) -> None:
+        # A client that does not read its responses must not make the server
+        # read (and answer) more of its requests: pipelined requests would
+        # otherwise pile their responses up in the write buffer without bound.
         self._write_paused = True
+        self._pause_reading()
+        if self._stall_timer is None and not self._closed:
+            self._arm_stall()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_writers()
+        self._maybe_resume_reading()
 
     def _wake_writers(self) -> None:
         if self._stall_timer is not None:
@@ -252,8 +263,9 @@ class H1Protocol(asyncio.Protocol):
     def _h2c_acceptable(self, request: Request) -> bool:
         """RFC 7540 section 3.2: cleartext only, one HTTP2-Settings, a body we can frame.
 
-        A body larger than one stream window, or chunked, is not worth the
-        switch: the upgrade is declined and the request served as HTTP/1.1.
+        A body larger than one stream window, chunked, or held back until a
+        100 Continue is not worth the switch: the upgrade is declined and the
+        request served as HTTP/1.1.
         """
         if self._tls or not self.ctx.h2_enabled or self._current is not None or self._queue:
             return False
@@ -263,8 +275,14 @@ class H1Protocol(asyncio.Protocol):
         for name, value in request.headers:
             if name == b"transfer-encoding":
                 return False
-            if name == b"content-length" and int(value) > self.ctx.h2_limits.initial_window_size:
-                return False
+            if name == b"content-length":
+                length = int(value)
+                if length > self.ctx.h2_limits.initial_window_size:
+                    return False
+                if length and request.expect_continue:
+                    # The 101 waits for the body, the client for a 100 before
+                    # sending it: HTTP/1.1 answers both in the right order.
+                    return False
         return True
 
     def _upgrade_h2c(self, request: Request) -> None:
@@ -476,24 +494,27 @@ class H1Protocol(asyncio.Protocol):
         self._drain_waiters.append(waiter)
         if self._stall_timer is None:
             # A client that stops reading must not hold the app forever.
-            self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
+            self._arm_stall()
         return waiter
+
+    def _arm_stall(self) -> None:
+        self._stall_mark = self.transport.get_write_buffer_size()
+        self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
 
     def _stalled(self) -> None:
         self._stall_timer = None
-        if self._write_paused and not self._closed:
-            logger.info("client %s stopped reading; closing the connection", self.client)
-            self.abort()
+        if not self._write_paused or self._closed:
+            return
+        if self.transport.get_write_buffer_size() < self._stall_mark:
+            # Slow, but reading: only a client that reads nothing is dropped.
+            self._arm_stall()
+            return
+        logger.info("client %s stopped reading; closing the connection", self.client)
+        self.abort()
 
     def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
-        if (
-            self._read_paused
-            and stream is self._reading
-            and stream.buffered < LOW_WATER
-            and len(self._queue) < MAX_PIPELINE
-            and not self.conn.upgraded
-        ):
-            self._resume_reading()
+        if self._read_paused and stream is self._reading:
+            self._maybe_resume_reading()
 
     def sendfile(
         self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
@@ -549,9 +570,7 @@ class H1Protocol(asyncio.Protocol):
         else:
             self._arm(_IDLE)
         if self._read_paused:
-            reading = self._reading
-            if reading is None or reading.buffered < LOW_WATER:
-                self._resume_reading()
+            self._maybe_resume_reading()
 
     def app_done(self, stream: HTTPStream, failed: bool) -> None:
         ctx = self.ctx
@@ -596,6 +615,7 @@ class H1Protocol(asyncio.Protocol):
             # the current response, then close.
             self._queue.clear()
             self._closing = True
+            self._input_stopped = True
             self._pause_reading()
 
     def _write(self, data: bytes) -> None:
@@ -616,6 +636,19 @@ class H1Protocol(asyncio.Protocol):
         if self._read_paused and not self._closed:
             self._read_paused = False
             self.transport.resume_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        """Read again once no reason to pause is left (see ``_pause_reading`` callers)."""
+        reading = self._reading
+        if (
+            self._read_paused
+            and not self._write_paused
+            and not self._input_stopped
+            and (reading is None or reading.buffered < LOW_WATER)
+            and len(self._queue) < MAX_PIPELINE
+            and not self.conn.upgraded
+        ):
+            self._resume_reading()
 
     # ------------------------------------------------------------ timers
 
