@@ -67,6 +67,7 @@ class H3Client:
         timeout: float = 10.0,
         max_stream_data: int | None = None,
         configure: Callable[[QuicConfiguration], None] | None = None,
+        session_ticket_handler: Callable[[Any], None] | None = None,
     ) -> None:
         configuration = QuicConfiguration(
             is_client=True,
@@ -80,7 +81,9 @@ class H3Client:
             configure(configuration)
         self.address = (host, port)
         self.timeout = timeout
-        self.quic = QuicConnection(configuration=configuration)
+        self.quic = QuicConnection(
+            configuration=configuration, session_ticket_handler=session_ticket_handler
+        )
         self.h3 = H3Connection(self.quic)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)

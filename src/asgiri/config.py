@@ -500,8 +500,8 @@ class Config:
                 )
             if not (self.tls.certfile or self.tls.cert_data):
                 raise ValueError(
-                    "HTTP/3 needs a TLS certificate (QUIC is always encrypted): give "
-                    "--ssl-certfile and --ssl-keyfile"
+                    "http_version 3 needs a TLS certificate, as QUIC is always encrypted: "
+                    "give --ssl-certfile and --ssl-keyfile"
                 )
         if http.enable_http3 is None:
             http.enable_http3 = (

@@ -353,6 +353,11 @@ class H3Connection:
         )
 
     @property
+    def idle(self) -> bool:
+        """No request stream has anything in flight: closing now loses nothing."""
+        return not self.quic.request_streams_open
+
+    @property
     def goaway_sent(self) -> bool:
         return self._goaway is not None
 

@@ -99,6 +99,11 @@ class ServerQuicConnection(QuicConnection):
         self._held.pop(stream_id, None)
         self._written.pop(stream_id, None)
 
+    @property
+    def request_streams_open(self) -> bool:
+        """Whether a request stream still has data in flight either way (unacked)."""
+        return any(stream_id & 3 == 0 for stream_id in self._streams)
+
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         super().send_stream_data(stream_id, data, end_stream)
         if stream_id & 3 == 0:

@@ -243,6 +243,7 @@ class H3Protocol:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closing = False
+        self._close_when_idle = False
         self._closed = False
         ctx.connections.add(self)
         if ctx.shutting_down:
@@ -597,6 +598,12 @@ class H3Protocol:
         if transport is not None and not transport.is_closing():
             for data, addr in self.conn.datagrams_to_send(self.loop.time()):
                 transport.sendto(data, addr)
+            # (aioquic forgets acknowledged streams while building packets.)
+            if self._close_when_idle and self.conn.idle:
+                self._close_when_idle = False
+                self.conn.close(H3ErrorCode.H3_NO_ERROR)
+                for data, addr in self.conn.datagrams_to_send(self.loop.time()):
+                    transport.sendto(data, addr)
         if self.conn.closed:
             self._finish()
             return
@@ -626,8 +633,9 @@ class H3Protocol:
 
     def _maybe_done(self) -> None:
         if self._closing and not self.streams and not self.websockets and not self._closed:
-            # Every stream accepted before the GOAWAY is answered.
-            self.conn.close(H3ErrorCode.H3_NO_ERROR)
+            # Every stream accepted before the GOAWAY is answered; the close
+            # follows once the client has acknowledged all of it (_flush).
+            self._close_when_idle = True
             self._schedule_flush()
 
     def shutdown(self) -> None:
