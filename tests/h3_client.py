@@ -88,6 +88,9 @@ class H3Client:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.responses: dict[int, Response] = {}
+        #: UDP payload bytes received, and how many of them before the handshake completed.
+        self.bytes_received = 0
+        self.handshake_bytes = 0
         self.connected = False
         self.terminated: ConnectionTerminated | None = None
         self.quic_events: list[QuicEvent] = []
@@ -229,6 +232,7 @@ class H3Client:
                 data, addr = self.sock.recvfrom(65536)
             except BlockingIOError:
                 break
+            self.bytes_received += len(data)
             self.quic.receive_datagram(data, addr, now=time.monotonic())
         self._process()
 
@@ -240,6 +244,7 @@ class H3Client:
             self.quic_events.append(event)
             if isinstance(event, HandshakeCompleted):
                 self.connected = True
+                self.handshake_bytes = self.bytes_received
             elif isinstance(event, ConnectionTerminated):
                 self.terminated = event
             elif isinstance(event, StreamReset):
