@@ -322,7 +322,7 @@ class HTTP2Config:
 
 @dataclass
 class WebSocketConfig:
-    """WebSocket over HTTP/1.1 (RFC 6455) and HTTP/2 (RFC 8441)."""
+    """WebSocket over HTTP/1.1 (RFC 6455), HTTP/2 (RFC 8441) and HTTP/3 (RFC 9220)."""
 
     ws: str = _opt(
         "auto",
