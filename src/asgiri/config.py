@@ -486,6 +486,8 @@ class Config:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    #: Why HTTP/3 is off by default (for the start-up log); None when it is on or turned off.
+    http3_note: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.app is None or (not isinstance(self.app, str) and not callable(self.app)):
@@ -507,6 +509,8 @@ class Config:
             http.enable_http3 = (
                 self.tls.enabled and http.http_version is HttpProtocolVersion.AUTO
             ) or http.http_version is HttpProtocolVersion.HTTP_3
+            if http.http_version is HttpProtocolVersion.AUTO and not self.tls.enabled:
+                self.http3_note = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
 
     @classmethod
     def from_options(cls, app: Any, **options: Any) -> Config:

@@ -212,8 +212,7 @@ class Server:
         if http.http_version is HttpProtocolVersion.HTTP_3:
             return True
         if not http.enable_http3:
-            if http.http_version is HttpProtocolVersion.AUTO and not config.tls.enabled:
-                self._h3_off_reason = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
+            self._h3_off_reason = config.http3_note  # None when turned off on purpose
             return False
         if http.http_version is not HttpProtocolVersion.AUTO:
             self._h3_off_reason = f"HTTP/3 is off: --http {http.http_version.value} was asked for"
