@@ -144,6 +144,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await asyncio.sleep(0.01)
         body = await _read_body(receive)
         await _respond(send, 200, b"%d" % len(body))
+    elif path == "/badheader":
+        await _respond(send, 200, b"never", [(b"x-bad", b"line\r\nbreak")])
     elif path == "/alt-svc":
         await _respond(send, 200, b"own", [(b"alt-svc", b'h3=":9999"; ma=60')])
     else:
@@ -262,6 +264,13 @@ def test_app_error_is_500(server: ThreadServer) -> None:
         assert bytes(response.body) == b"Internal Server Error"
         # The connection is still good for the next request.
         assert client.get("/").status == 200
+
+
+def test_invalid_response_header_is_500(server: ThreadServer) -> None:
+    with H3Client(h3port(server)) as client:
+        response = client.get("/badheader")
+    assert response.status == 500
+    assert response.header(b"x-bad") is None
 
 
 def test_concurrent_streams_and_a_stream_that_never_ends(server: ThreadServer) -> None:

@@ -28,6 +28,7 @@ QPACK_DECOMPRESSION_FAILED...), which arrives here as ``ConnectionEnded``.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 
 from aioquic.buffer import encode_uint_var
@@ -37,6 +38,7 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic import events as quic_events
 
+from .errors import LocalProtocolError
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
 from .quic import Address, ServerQuicConnection
 
@@ -56,6 +58,10 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _CONNECTION_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+#: Header names already checked (apps send the same few over and over).
+_VALID_NAMES: set[bytes] = set()
 #: The server's first unidirectional stream, which aioquic's HTTP/3 layer
 #: opens as the control stream before any other (RFC 9000 2.1: id 3).
 _CONTROL_STREAM_ID = 3
@@ -258,11 +264,10 @@ class H3Connection:
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
         response: Headers = [(b":status", b"%d" % status)]
-        for name, value in headers:
-            lname = name.lower()
-            if lname in _CONNECTION_HEADERS:
+        for name, value in _checked(headers):
+            if name in _CONNECTION_HEADERS:
                 continue  # connection-specific: forbidden in HTTP/3 (RFC 9114 4.2)
-            response.append((lname, value))
+            response.append((name, value))
         try:
             h3.send_headers(stream_id, response, end_stream=end)
         except (H3Error, ValueError, AssertionError):
@@ -276,7 +281,7 @@ class H3Connection:
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
         try:
-            h3.send_headers(stream_id, [(b":status", b"%d" % status), *headers])
+            h3.send_headers(stream_id, [(b":status", b"%d" % status), *_checked(headers)])
         except (H3Error, ValueError, AssertionError):
             return self._gone(stream_id)
         return True
@@ -298,7 +303,7 @@ class H3Connection:
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
         try:
-            h3.send_headers(stream_id, [(n.lower(), v) for n, v in trailers], end_stream=True)
+            h3.send_headers(stream_id, _checked(trailers), end_stream=True)
         except (H3Error, ValueError, AssertionError):
             return self._gone(stream_id)
         self._done_sending.add(stream_id)
@@ -365,3 +370,19 @@ class H3Connection:
         """CONNECTION_CLOSE (application error space)."""
         if not self.closed:
             self.quic.close(error_code=code, reason_phrase=reason)
+
+
+def _checked(headers: Headers) -> Headers:
+    """Lower-cased headers; a name or value HTTP forbids is the app's error, not the wire's."""
+    out: Headers = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in _VALID_NAMES:
+            if not _TOKEN.fullmatch(lname):
+                raise LocalProtocolError(f"invalid header name {name!r}")
+            if len(_VALID_NAMES) < 4096:
+                _VALID_NAMES.add(lname)
+        if _BAD_VALUE.search(value):
+            raise LocalProtocolError(f"invalid value for header {name!r}")
+        out.append((lname, value))
+    return out

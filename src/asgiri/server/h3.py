@@ -35,6 +35,7 @@ from ..asgi.http_stream import HTTPStream
 from ..asgi.scope import http_scope, websocket_scope
 from ..config import Config
 from ..errors import StartupError
+from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
 from ..protocol.h3 import (
     ConnectionEnded,
@@ -308,10 +309,6 @@ class H3Protocol:
 
     def _on_request(self, request: Request) -> None:
         stream_id = request.stream_id
-        if self._closing and stream_id not in self.streams:
-            # Arrived with or after our GOAWAY: the client may retry it.
-            self.conn.reset(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
-            return
         if request.protocol is not None:
             if request.protocol == b"websocket" and self.ctx.ws_enabled:
                 self._open_websocket(request)
@@ -512,7 +509,14 @@ class H3Protocol:
         stream_id = stream.stream_id
         if self._closed or stream_id not in self.streams:
             return
-        if not self.conn.send_trailers(stream_id, trailers):
+        try:
+            sent = self.conn.send_trailers(stream_id, trailers)
+        except LocalProtocolError:
+            # The body is out already: the response can only be cut off.
+            self.conn.reset(stream_id, H3ErrorCode.H3_INTERNAL_ERROR)
+            self._schedule_flush()
+            raise
+        if not sent:
             stream.disconnect()
         self._schedule_flush()
 
