@@ -266,6 +266,24 @@ def test_app_error_is_500(server: ThreadServer) -> None:
         assert client.get("/").status == 200
 
 
+def test_connection_survives_a_client_address_change(server: ThreadServer) -> None:
+    """Routing is by connection id: a NAT rebinding (new source port) keeps the connection."""
+    with H3Client(h3port(server)) as client:
+        assert client.get("/scope").status == 200
+        old = client.sock
+        client.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.sock.setblocking(False)
+        old.close()
+        response = client.get("/scope")
+        assert response.status == 200
+        new_port = client.sock.getsockname()[1]
+        handshakes = [e for e in client.quic_events if type(e).__name__ == "HandshakeCompleted"]
+        assert len(handshakes) == 1  # the same connection, no new handshake
+    first, second = rec.scopes
+    assert second["client"] == ("127.0.0.1", new_port)
+    assert first["client"][1] != new_port
+
+
 def test_invalid_response_header_is_500(server: ThreadServer) -> None:
     with H3Client(h3port(server)) as client:
         response = client.get("/badheader")

@@ -316,6 +316,7 @@ class H3Protocol:
                 self.conn.reset(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
             return
         ctx = self.ctx
+        self._update_client()
         scope = http_scope(
             request,
             request.scheme or "https",
@@ -330,6 +331,12 @@ class H3Protocol:
             self._no_body.add(stream_id)
         self.streams[stream_id] = stream
         self._new.append(stream)
+
+    def _update_client(self) -> None:
+        """The client's current address: it may have moved (NAT rebinding, migration)."""
+        peer = self.conn.quic.get_peer_address()
+        if peer is not None and (peer[0], peer[1]) != self.client:
+            self.client = (str(peer[0]), int(peer[1]))
 
     def _extensions(self) -> dict[str, Any]:
         if not self.extensions:
@@ -363,6 +370,7 @@ class H3Protocol:
         extensions, extension_header = negotiate_extensions(
             request.headers, ctx.config.websocket.ws_per_message_deflate
         )
+        self._update_client()
         scope = websocket_scope(
             request, "wss", self.client, self.server, ctx.root_path, ctx.state, self._extensions()
         )
