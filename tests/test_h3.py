@@ -700,3 +700,37 @@ def test_websocket_client_close(server: ThreadServer) -> None:
         time.sleep(0.01)
     assert rec.messages[0]["type"] == "websocket.disconnect"
     assert rec.messages[0]["code"] == 1000
+
+
+# ----------------------------------------------------------------------------- frameworks
+
+
+@pytest.mark.parametrize("name", ["starlette", "fastapi"])
+def test_frameworks_over_h3(name: str, pems: tuple[bytes, bytes], tmp_path: Path) -> None:
+    import json
+
+    from .test_frameworks import FILE_DATA, Signals, make_fastapi, make_starlette
+    from .test_frameworks import STREAM_CHUNKS as FW_CHUNKS
+
+    path = tmp_path / "download.bin"
+    path.write_bytes(FILE_DATA)
+    factory = make_starlette if name == "starlette" else make_fastapi
+    framework_app = factory(Signals(path))
+    with (
+        serve(framework_app, lifespan="on", cert_data=pems[0], key_data=pems[1]) as srv,
+        H3Client(h3port(srv)) as client,
+    ):
+        response = client.get("/json")
+        assert response.status == 200
+        assert json.loads(response.body) == {"hello": "world", "framework": name}
+        payload = b'{"name": "widget", "count": 7}'
+        response = client.request(
+            "POST", "/echo-json", [(b"content-type", b"application/json")], payload
+        )
+        assert json.loads(response.body)["received"]["count"] == 7
+        assert bytes(client.get("/stream").body) == b"".join(FW_CHUNKS)
+        response = client.get("/file")
+        assert bytes(response.body) == FILE_DATA
+        assert response.header(b"content-length") == str(len(FILE_DATA)).encode()
+        assert client.get("/state").status == 200
+        assert client.get("/crash").status == 500
