@@ -539,14 +539,27 @@ def test_garbage_datagrams_are_dropped(
         assert client.get("/").status == 200
 
 
-def test_frame_error_closes_with_h3_code(server: ThreadServer) -> None:
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        # DATA before HEADERS on a request stream (RFC 9114 4.1).
+        (encode_frame(FrameType.DATA, b"x"), ErrorCode.H3_FRAME_UNEXPECTED),
+        # SETTINGS belongs on the control stream only (RFC 9114 7.2.4).
+        (encode_frame(FrameType.SETTINGS, b""), ErrorCode.H3_FRAME_UNEXPECTED),
+        # A field section QPACK cannot decode (RFC 9204 2.2.3).
+        (encode_frame(FrameType.HEADERS, b"\xff\xff\xff\xff"), 0x200),
+    ],
+    ids=["data-before-headers", "settings-on-request-stream", "qpack-garbage"],
+)
+def test_frame_errors_close_with_h3_codes(server: ThreadServer, frame: bytes, code: int) -> None:
     with H3Client(h3port(server)) as client:
         stream_id = client.quic.get_next_available_stream_id()
-        # DATA before HEADERS on a request stream (RFC 9114 4.1).
-        client.quic.send_stream_data(stream_id, encode_frame(FrameType.DATA, b"x"))
+        client.quic.send_stream_data(stream_id, frame)
         client.run_until(lambda: client.terminated is not None, what="the connection close")
         assert client.terminated is not None
-        assert client.terminated.error_code == ErrorCode.H3_FRAME_UNEXPECTED
+        assert client.terminated.error_code == code
+    with H3Client(h3port(server)) as client:
+        assert client.get("/").status == 200  # the server itself is fine
 
 
 def test_missing_pseudo_header_is_message_error(server: ThreadServer) -> None:
