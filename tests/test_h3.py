@@ -574,6 +574,15 @@ def test_missing_pseudo_header_is_message_error(server: ThreadServer) -> None:
         assert client.get("/").status == 200
 
 
+def test_oversized_request_headers_get_431(server: ThreadServer) -> None:
+    with H3Client(h3port(server)) as client:
+        many = [(b"x-h%d" % i, b"v") for i in range(150)]
+        assert client.get("/", many).status == 431
+        huge = [(b"x-big-%d" % i, b"v" * 4000) for i in range(20)]
+        assert client.get("/", huge).status == 431
+        assert client.get("/", [(b"x-ok", b"v" * 1000)]).status == 200
+
+
 def _big_chain_pems() -> tuple[bytes, bytes]:
     """A certificate followed by a long chain: the handshake flight is far over 3x1200 bytes."""
     cert, key = generate_self_signed_cert("localhost", key_type="rsa")

@@ -93,8 +93,17 @@ H3Event = Event | ConnectionEnded | ConnectionIdIssued | ConnectionIdRetired
 class H3Connection:
     """One HTTP/3 connection (server side)."""
 
-    def __init__(self, quic: ServerQuicConnection, *, zero_rtt: bool = False) -> None:
+    def __init__(
+        self,
+        quic: ServerQuicConnection,
+        *,
+        zero_rtt: bool = False,
+        max_header_size: int = 65536,
+        max_fields: int = 100,
+    ) -> None:
         self.quic = quic
+        self._max_header_size = max_header_size
+        self._max_fields = max_fields
         self._h3: _AioH3 | None = None
         self._zero_rtt = zero_rtt
         self.handshake_complete = False
@@ -197,11 +206,13 @@ class H3Connection:
     def _request(self, stream_id: int, event: HeadersReceived) -> Request | None:
         self._next_stream_id = max(self._next_stream_id, stream_id + 4)
         if self._goaway is not None and stream_id >= self._goaway:
-            self.reset(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            self.refuse(stream_id, ErrorCode.H3_REQUEST_REJECTED)
             return None
         method = path = scheme = authority = protocol = None
         headers: Headers = []
+        size = 0
         for name, value in event.headers:
+            size += len(name) + len(value)
             if name[:1] == b":":
                 if name == b":method":
                     method = value
@@ -216,21 +227,25 @@ class H3Connection:
             else:
                 headers.append((name, value))
         if method is None or (method != b"CONNECT" and (not path or not scheme)):
-            self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
             return None
         if method == b"CONNECT" and protocol is None:
-            self.reset(stream_id, ErrorCode.H3_CONNECT_ERROR)
+            self.refuse(stream_id, ErrorCode.H3_CONNECT_ERROR)
             return None
         if protocol is not None and method != b"CONNECT":
-            self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            return None
+        if size > self._max_header_size or len(headers) > self._max_fields:
+            self._answer(stream_id, 431, b"Request Header Fields Too Large")
             return None
         try:
             method_text = method.decode("ascii")
         except UnicodeDecodeError:
-            self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
             return None
         if self._zero_rtt and not self.handshake_complete and method_text not in _SAFE_METHODS:
-            self._too_early(stream_id)
+            # 0-RTT data can be replayed: only safe methods (RFC 8470).
+            self._answer(stream_id, 425, b"Too Early")
             return None
         if authority is not None and not any(name == b"host" for name, _ in headers):
             headers.insert(0, (b"host", authority))
@@ -248,14 +263,24 @@ class H3Connection:
             protocol,
         )
 
-    def _too_early(self, stream_id: int) -> None:
-        body = b"Too Early"
+    def _answer(self, stream_id: int, status: int, body: bytes) -> None:
+        """Answer a request the app never sees, and drop the rest of its body."""
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
-        if self.send_headers(stream_id, 425, headers, False):
+        if self.send_headers(stream_id, status, headers, False):
             self.send_data(stream_id, body, True)
-        if self._h3 is not None:
-            # The body of the refused request is not wanted.
-            self._stop(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+        self._stop(stream_id, ErrorCode.H3_NO_ERROR)
+        self._forget_refused(stream_id)
+
+    def refuse(self, stream_id: int, code: int) -> None:
+        """Reset a request the app never sees (and forget it)."""
+        self.reset(stream_id, code)
+        self._forget_refused(stream_id)
+
+    def _forget_refused(self, stream_id: int) -> None:
+        # Nothing more is sent on it; keeping its id would let a client that
+        # sends endless bad requests grow this connection's state.
+        self._done_sending.discard(stream_id)
+        self.quic.forget(stream_id)
 
     # ------------------------------------------------------------ output
 

@@ -228,7 +228,13 @@ class H3Protocol:
         self.listener = listener
         ctx = self.ctx = listener.ctx
         self.loop = ctx.loop
-        self.conn = H3Connection(quic, zero_rtt=ctx.config.quic.quic_0rtt)
+        limits = ctx.config.limits
+        self.conn = H3Connection(
+            quic,
+            zero_rtt=ctx.config.quic.quic_0rtt,
+            max_header_size=limits.limit_request_header_size,
+            max_fields=limits.limit_request_fields,
+        )
         self.client: tuple[str, int] | None = (str(addr[0]), int(addr[1]))
         self.server = listener.server_address
         self.extensions: dict[str, Any] = {}
@@ -313,7 +319,8 @@ class H3Protocol:
             if request.protocol == b"websocket" and self.ctx.ws_enabled:
                 self._open_websocket(request)
             else:
-                self.conn.reset(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
+                # Extended CONNECT is for WebSocket only (RFC 9220).
+                self.conn.refuse(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
             return
         ctx = self.ctx
         self._update_client()
@@ -366,6 +373,7 @@ class H3Protocol:
                 stream_id, exc.status, ctx.response_header_list(exc.headers, alt_svc=False), True
             )
             self.conn.stop_reading(stream_id)
+            self.conn.forget(stream_id)
             return
         extensions, extension_header = negotiate_extensions(
             request.headers, ctx.config.websocket.ws_per_message_deflate
