@@ -390,6 +390,24 @@ def test_alt_svc_off_and_max_age(pems: tuple[bytes, bytes]) -> None:
         assert h1 == [f'h3=":{srv.port}"; ma=60']
 
 
+def test_http3_port(pems: tuple[bytes, bytes]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        server = ThreadServer(app, cert_data=pems[0], key_data=pems[1], http3_port=busy)
+        with pytest.raises(RuntimeError, match="already in use"):
+            server.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    with serve(app, cert_data=pems[0], key_data=pems[1], http3_port=free) as srv:
+        assert srv.server.http3_port == free != srv.port
+        h1, _ = _h1_h2_alt_svc(srv.url)
+        assert h1 == [f'h3=":{free}"; ma=86400']
+        with H3Client(free) as client:
+            assert client.get("/").status == 200
+
+
 def test_no_http3(pems: tuple[bytes, bytes]) -> None:
     with serve(app, cert_data=pems[0], key_data=pems[1], enable_http3=False) as srv:
         assert srv.server.http3_port is None
@@ -437,6 +455,7 @@ def test_startup_log_lines(cert_files: tuple[str, str]) -> None:
         assert line.endswith("(h1, h2) + udp (h3)"), line
         with H3Client(srv.port or 0) as client:
             assert client.get("/").status == 200
+        srv.wait_for(r'"GET / HTTP/3" 200')
     with cli_server("apps:hello", "--port", "0") as srv:
         srv.wait_for("HTTP/3 is off: it needs TLS")
     with cli_server(
@@ -756,3 +775,19 @@ def test_frameworks_over_h3(name: str, pems: tuple[bytes, bytes], tmp_path: Path
         assert response.header(b"content-length") == str(len(FILE_DATA)).encode()
         assert client.get("/state").status == 200
         assert client.get("/crash").status == 500
+
+
+def test_websocket_protocol_error_resets_the_stream(server: ThreadServer) -> None:
+    with H3Client(h3port(server)) as client:
+        ws = H3WebSocket(client)
+        assert client.wait_head(ws.stream_id).status == 200
+        # A masked frame with the reserved opcode 0x3 (RFC 6455 5.2).
+        client.send_data(ws.stream_id, b"\x83\x80\x00\x00\x00\x00")
+        response = client.wait_response(ws.stream_id)
+        assert response.reset_code == ErrorCode.H3_REQUEST_CANCELLED
+        assert client.get("/").status == 200  # only the stream was affected
+    deadline = time.monotonic() + 5
+    while not rec.messages and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rec.messages[0]["type"] == "websocket.disconnect"
+    assert rec.messages[0]["code"] == 1002

@@ -21,6 +21,7 @@ them (see :class:`~asgiri.protocol.quic.ServerQuicConnection`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -34,7 +35,7 @@ from aioquic.tls import SessionTicket
 from ..asgi.http_stream import HTTPStream
 from ..asgi.scope import http_scope, websocket_scope
 from ..config import Config
-from ..errors import StartupError
+from ..errors import BindError, StartupError
 from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
 from ..protocol.h3 import (
@@ -124,7 +125,7 @@ def bind_udp(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise StartupError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+        raise BindError(f"cannot resolve host {host!r}: {exc.strerror}") from None
     family, socktype, proto, _, addr = infos[0]
     sock = socket.socket(family, socktype, proto)
     try:
@@ -133,11 +134,17 @@ def bind_udp(host: str, port: int) -> socket.socket:
         sock.bind(addr)
     except OSError as exc:
         sock.close()
-        raise StartupError(
+        if exc.errno == errno.EADDRINUSE:
+            raise UDPPortInUse(f"UDP address {host}:{port} (HTTP/3) is already in use") from None
+        raise BindError(
             f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
         ) from None
     sock.setblocking(False)
     return sock
+
+
+class UDPPortInUse(BindError):
+    """The UDP port for HTTP/3 is taken (with ``port=0``, the TCP port the kernel picked)."""
 
 
 class _TicketStore:

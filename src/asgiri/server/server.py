@@ -19,7 +19,7 @@ from ..config import Config, HttpProtocolVersion, LoopChoice
 from ..logging import configure_logging
 from .context import ServerContext
 from .h1 import H1Protocol
-from .h3 import QuicListener, bind_udp, quic_configuration
+from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
 from .listeners import Listener, bind_sockets
 from .tls import TLSInfo, build_ssl_context, read_server_cert
 
@@ -137,15 +137,7 @@ class Server:
         quic_config = None
         if self._h3_wanted():
             quic_config = quic_configuration(config)
-        if mode is not HttpProtocolVersion.HTTP_3:
-            self.listeners = bind_sockets(config.bind, config.port)
-        try:
-            if quic_config is not None:
-                self._bind_quic()
-        except BaseException:
-            for listener in self.listeners:
-                listener.sock.close()
-            raise
+        self._bind(quic_config is not None)
         ctx = ServerContext(config, app, loop)
         self._ctx = ctx
         if ssl_context is not None:
@@ -227,6 +219,36 @@ class Server:
         else:
             return True
         return False
+
+    def _bind(self, quic: bool) -> None:
+        """Bind TCP, then UDP next to it.
+
+        With ``port=0`` the kernel picks a TCP port whose UDP twin may be
+        taken; then both are bound again on another pick (a few times).
+        """
+        config = self.config
+        for attempt in range(10):
+            if config.http.http_version is not HttpProtocolVersion.HTTP_3:
+                self.listeners = bind_sockets(config.bind, config.port)
+            try:
+                if quic:
+                    self._bind_quic()
+                return
+            except BaseException as exc:
+                for listener in self.listeners:
+                    listener.sock.close()
+                self.listeners = []
+                for sock, _ in self.quic_sockets:
+                    sock.close()
+                self.quic_sockets = []
+                retry = (
+                    isinstance(exc, UDPPortInUse)
+                    and config.port == 0
+                    and config.http.http3_port is None
+                    and attempt < 9
+                )
+                if not retry:
+                    raise
 
     def _bind_quic(self) -> None:
         """A UDP socket next to each TCP listener (same host, same port unless --http3-port)."""
