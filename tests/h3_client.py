@@ -91,6 +91,7 @@ class H3Client:
         #: UDP payload bytes received, and how many of them before the handshake completed.
         self.bytes_received = 0
         self.handshake_bytes = 0
+        self.largest_datagram = 0
         self.connected = False
         self.terminated: ConnectionTerminated | None = None
         self.quic_events: list[QuicEvent] = []
@@ -233,6 +234,7 @@ class H3Client:
             except BlockingIOError:
                 break
             self.bytes_received += len(data)
+            self.largest_datagram = max(self.largest_datagram, len(data))
             self.quic.receive_datagram(data, addr, now=time.monotonic())
         self._process()
 

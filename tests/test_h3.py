@@ -474,16 +474,37 @@ def test_quic_options(pems: tuple[bytes, bytes], tmp_path: Path) -> None:
             key_data=pems[1],
             quic_retry=True,
             quic_max_streams=5,
+            quic_max_datagram_size=1200,
             quic_log_dir=str(qlog),
         ) as srv,
         H3Client(h3port(srv)) as client,
     ):
         assert client.get("/").status == 200
+        assert len(client.get("/big?200000").body) >= 200000
+        assert 1000 < client.largest_datagram <= 1200
         # The server's transport parameters carry the stream limit.
         assert client.quic._remote_max_streams_bidi == 5
         ids = [client.send_request("GET", "/") for _ in range(5)]
         assert all(client.wait_response(i).status == 200 for i in ids)
     assert list(qlog.glob("*.qlog")), "no QLOG file written"
+
+
+def test_idle_connections_are_closed(pems: tuple[bytes, bytes]) -> None:
+    with serve(app, cert_data=pems[0], key_data=pems[1], quic_idle_timeout=0.5) as srv:
+        client = H3Client(h3port(srv))
+        client.connect()
+        assert client.get("/").status == 200
+        started = time.monotonic()
+        client.run_until(lambda: client.terminated is not None, timeout=5, what="the idle close")
+        assert time.monotonic() - started < 3
+        client.sock.close()
+        # The server forgot the connection too.
+        ctx = srv.server._ctx
+        assert ctx is not None
+        deadline = time.monotonic() + 3
+        while ctx.connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not ctx.connections
 
 
 def test_zero_rtt_refuses_unsafe_methods(pems: tuple[bytes, bytes]) -> None:
