@@ -554,6 +554,9 @@ def test_garbage_datagrams_are_dropped(
     server: ThreadServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = h3port(server)
+    ctx = server.server._ctx
+    assert ctx is not None
+    before = set(ctx.connections)
     caplog.set_level(logging.INFO, logger="asgiri")
     with _raw_udp() as sock:
         samples = [
@@ -565,6 +568,13 @@ def test_garbage_datagrams_are_dropped(
             b"\xc0\x00\x00\x00\x01\xff" + os.urandom(1300),  # cid length out of range
             b"\x40" + os.urandom(40),  # short header, unknown connection id
             b"GET / HTTP/1.1\r\n\r\n",
+            # A well-formed QUIC v1 Initial header around random bytes.
+            b"\xc3\x00\x00\x00\x01\x08"
+            + os.urandom(8)
+            + b"\x08"
+            + os.urandom(8)
+            + b"\x00\x44\xd0"
+            + os.urandom(1250),
         ]
         for _ in range(50):
             for data in samples:
@@ -575,6 +585,7 @@ def test_garbage_datagrams_are_dropped(
     assert len(replies) <= 100
     assert all(len(r) < 1300 for r in replies)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert set(ctx.connections) <= before  # garbage never costs a connection object
     with H3Client(port) as client:
         assert client.get("/").status == 200
 

@@ -37,6 +37,7 @@ from typing import Any, Generic, TypeVar
 from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.crypto import CryptoError, CryptoPair
 from aioquic.quic.packet import (
     QuicPacketType,
     encode_quic_retry,
@@ -141,6 +142,25 @@ class ServerQuicConnection(QuicConnection):
             receiver.highest_offset = received
 
 
+def _authentic_initial(
+    data: bytes, payload_offset: int, length: int, header: Any, version: int
+) -> bool:
+    """Whether the first packet decrypts with the Initial keys of its connection id.
+
+    Initial keys derive from public values, so this proves no identity; it
+    proves the sender ran QUIC.  Without it, each 1200 bytes of random data
+    with a plausible header would cost a connection object until the idle
+    timeout ends it.
+    """
+    crypto = CryptoPair()
+    try:
+        crypto.setup_initial(cid=header.destination_cid, is_client=False, version=version)
+        crypto.decrypt_packet(data[:length], payload_offset, 0)
+    except (CryptoError, ValueError):
+        return False
+    return True
+
+
 class RouteKind(enum.Enum):
     """What one incoming datagram turned out to be."""
 
@@ -218,6 +238,9 @@ class QuicRouter(Generic[T]):
                 ),
             )
         if header.packet_type is not QuicPacketType.INITIAL:
+            return Route(RouteKind.DROP)
+        if not _authentic_initial(data, buf.tell(), header.packet_length, header, version):
+            # Well-formed header, garbage inside: no state, no answer.
             return Route(RouteKind.DROP)
         if self._retry is None:
             return Route(
