@@ -139,42 +139,41 @@ class H3Connection:
             event = quic.next_event()
             if event is None:
                 return out
-            kind = type(event)
-            if kind is quic_events.ProtocolNegotiated:
-                self.alpn = event.alpn_protocol  # type: ignore[attr-defined]
+            if isinstance(event, quic_events.StreamDataReceived):
+                pass  # the common case: straight to the HTTP/3 layer
+            elif isinstance(event, quic_events.ProtocolNegotiated):
+                self.alpn = event.alpn_protocol
                 if self.alpn == "h3" and self._h3 is None:
                     self._h3 = _AioH3(quic)
                 continue
-            if kind is quic_events.HandshakeCompleted:
+            elif isinstance(event, quic_events.HandshakeCompleted):
                 self.handshake_complete = True
                 continue
-            if kind is quic_events.ConnectionIdIssued:
-                out.append(ConnectionIdIssued(event.connection_id))  # type: ignore[attr-defined]
+            elif isinstance(event, quic_events.ConnectionIdIssued):
+                out.append(ConnectionIdIssued(event.connection_id))
                 continue
-            if kind is quic_events.ConnectionIdRetired:
-                out.append(ConnectionIdRetired(event.connection_id))  # type: ignore[attr-defined]
+            elif isinstance(event, quic_events.ConnectionIdRetired):
+                out.append(ConnectionIdRetired(event.connection_id))
                 continue
-            if kind is quic_events.ConnectionTerminated:
+            elif isinstance(event, quic_events.ConnectionTerminated):
                 self.closed = True
-                out.append(
-                    ConnectionEnded(event.error_code, event.reason_phrase)  # type: ignore[attr-defined]
-                )
+                out.append(ConnectionEnded(event.error_code, event.reason_phrase))
                 continue
             h3 = self._h3
             if h3 is None:
                 continue
             for h3_event in h3.handle_event(event):
-                if type(h3_event) is DataReceived:
+                if isinstance(h3_event, DataReceived):
                     self._on_data(h3_event, out)
-                elif type(h3_event) is HeadersReceived:
+                elif isinstance(h3_event, HeadersReceived):
                     self._on_headers(h3_event, out)
-            if kind is quic_events.StreamReset or kind is quic_events.StopSendingReceived:
-                stream_id = event.stream_id  # type: ignore[attr-defined]
+            if isinstance(event, quic_events.StreamReset | quic_events.StopSendingReceived):
+                stream_id = event.stream_id
                 if stream_id in self._heads:
                     # The client abandoned the request (or its response):
                     # nothing more will be sent on it either.
                     self.reset(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
-                    out.append(StreamClosed(stream_id, event.error_code))  # type: ignore[attr-defined]
+                    out.append(StreamClosed(stream_id, event.error_code))
 
     def _on_data(self, event: DataReceived, out: list[H3Event]) -> None:
         stream_id = event.stream_id

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicFileLogger
@@ -178,8 +178,12 @@ class QuicListener(asyncio.DatagramProtocol):
         self.server_address: tuple[str, int | None] | None = None
         self.closed = False
 
+    def factory(self) -> QuicListener:
+        """For ``loop.create_datagram_endpoint``, which wants a protocol factory."""
+        return self
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.DatagramTransport, transport)
         sockname = transport.get_extra_info("sockname")
         if sockname:
             self.server_address = (str(sockname[0]), int(sockname[1]))

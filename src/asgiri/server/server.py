@@ -166,7 +166,7 @@ class Server:
                 if quic_config is None:
                     break
                 quic_listener = QuicListener(ctx, quic_config)
-                await loop.create_datagram_endpoint(lambda q=quic_listener: q, sock=sock)  # type: ignore[misc]
+                await loop.create_datagram_endpoint(quic_listener.factory, sock=sock)
                 quic_listeners.append(quic_listener)
             self._log_started(ssl_context is not None)
             installed = self._install_signals(loop)
