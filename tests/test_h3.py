@@ -634,6 +634,50 @@ def test_oversized_request_headers_get_431(server: ThreadServer) -> None:
         assert client.get("/", [(b"x-ok", b"v" * 1000)]).status == 200
 
 
+def _raw_initial(port: int) -> bytes:
+    quic = QuicConnection(
+        configuration=QuicConfiguration(
+            is_client=True, alpn_protocols=["h3"], server_name="localhost", verify_mode=0
+        )
+    )
+    quic.connect(("127.0.0.1", port), now=time.monotonic())
+    return quic.datagrams_to_send(now=time.monotonic())[0][0]
+
+
+def _first_reply_type(sock: socket.socket) -> int:
+    data, _ = sock.recvfrom(65536)
+    return (data[0] & 0x30) >> 4  # long header packet type: 0 Initial, 3 Retry
+
+
+def test_retry_under_load(pems: tuple[bytes, bytes]) -> None:
+    """Past 100 handshakes in progress, new clients must prove their address first."""
+    from asgiri.server.h3 import RETRY_UNDER_LOAD
+
+    with serve(app, cert_data=pems[0], key_data=pems[1], quic_idle_timeout=10) as srv:
+        port = h3port(srv)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            sock.sendto(_raw_initial(port), ("127.0.0.1", port))
+            assert _first_reply_type(sock) == 0  # no load: straight to the handshake
+            ctx = srv.server._ctx
+            assert ctx is not None
+            deadline = time.monotonic() + 20
+            while len(ctx.connections) < RETRY_UNDER_LOAD and time.monotonic() < deadline:
+                # Handshakes that never complete (a few may be lost: UDP).
+                for initial in [_raw_initial(port) for _ in range(20)]:
+                    sock.sendto(initial, ("127.0.0.1", port))
+                time.sleep(0.05)
+            assert len(ctx.connections) >= RETRY_UNDER_LOAD
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(_raw_initial(port), ("127.0.0.1", port))
+            assert _first_reply_type(sock) == 3  # Retry
+        # A real client follows the Retry and is served.
+        with H3Client(port) as client:
+            assert client.get("/").status == 200
+
+
 def _big_chain_pems() -> tuple[bytes, bytes]:
     """A certificate followed by a long chain: the handshake flight is far over 3x1200 bytes."""
     cert, key = generate_self_signed_cert("localhost", key_type="rsa")

@@ -275,7 +275,8 @@ class QUICConfig:
     quic_retry: bool = _opt(
         False,
         kind="bool",
-        help="Make every new client prove its address with a Retry round trip first.",
+        help="Make every new client prove its address with a Retry round trip first "
+        "(without it, only while over 100 handshakes are in progress).",
     )
     quic_0rtt: bool = _opt(
         False,

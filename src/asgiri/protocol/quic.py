@@ -9,7 +9,8 @@ This module adds the two things a server needs around it:
   client whose address changes keeps its connection), the Initial packet of
   a new connection, a version the server does not speak (answered with
   Version Negotiation), a first Initial that must prove its address first
-  (answered with a Retry, ``--quic-retry``), or garbage, which is dropped
+  (answered with a Retry: always under ``--quic-retry``, otherwise only while
+  the server is under load), or garbage, which is dropped
   without a word: answering garbage would make the server a reflector.
 
 * :class:`ServerQuicConnection` is aioquic's connection with request-body
@@ -192,7 +193,9 @@ class QuicRouter(Generic[T]):
     def __init__(self, configuration: QuicConfiguration, *, retry: bool) -> None:
         self._cid_length = configuration.connection_id_length
         self._versions = list(configuration.supported_versions)
-        self._retry = QuicRetryTokenHandler() if retry else None
+        #: Retry for every new connection (``--quic-retry``), not only under load.
+        self._always = retry
+        self._retry = QuicRetryTokenHandler()
         self._targets: dict[bytes, T] = {}
 
     def __len__(self) -> int:
@@ -208,8 +211,12 @@ class QuicRouter(Generic[T]):
         for cid in [cid for cid, t in self._targets.items() if t is target]:
             del self._targets[cid]
 
-    def route(self, data: bytes, addr: Address, now: float) -> Route[T]:
-        """Classify one datagram; never raises on malformed input."""
+    def route(self, data: bytes, addr: Address, now: float, *, retry: bool = False) -> Route[T]:
+        """Classify one datagram; never raises on malformed input.
+
+        ``retry``: answer new connections with a Retry now (the server is
+        under load), even when Retry is not always on.
+        """
         buf = Buffer(data=data)
         try:
             header = pull_quic_header(buf, host_cid_length=self._cid_length)
@@ -242,13 +249,28 @@ class QuicRouter(Generic[T]):
         if not _authentic_initial(data, buf.tell(), header.packet_length, header, version):
             # Well-formed header, garbage inside: no state, no answer.
             return Route(RouteKind.DROP)
-        if self._retry is None:
-            return Route(
-                RouteKind.NEW,
-                destination_cid=header.destination_cid,
-                original_destination_cid=header.destination_cid,
-            )
-        if not header.token:
+        if header.token:
+            try:
+                original = self._retry.validate_token(
+                    address=addr,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=now,
+                )
+            except ValueError:
+                if retry or self._always:
+                    # A forged, stale or replayed token: say nothing (RFC
+                    # 9000 8.1.3 allows dropping), so a spoofed source gets
+                    # no answer at all.
+                    return Route(RouteKind.DROP)
+            else:
+                return Route(
+                    RouteKind.NEW,
+                    destination_cid=header.destination_cid,
+                    original_destination_cid=original,
+                    retry_source_cid=header.destination_cid,
+                )
+        elif retry or self._always:
             source_cid = os.urandom(self._cid_length)
             token = self._retry.create_token(
                 address=addr,
@@ -266,17 +288,8 @@ class QuicRouter(Generic[T]):
                     retry_token=token,
                 ),
             )
-        try:
-            original = self._retry.validate_token(
-                address=addr, destination_cid=header.destination_cid, token=header.token, now=now
-            )
-        except ValueError:
-            # A forged, stale or replayed token: say nothing (RFC 9000 8.1.3
-            # allows dropping), so a spoofed source gets no answer at all.
-            return Route(RouteKind.DROP)
         return Route(
             RouteKind.NEW,
             destination_cid=header.destination_cid,
-            original_destination_cid=original,
-            retry_source_cid=header.destination_cid,
+            original_destination_cid=header.destination_cid,
         )

@@ -60,6 +60,10 @@ logger = logging.getLogger("asgiri.error")
 HIGH_WATER = 64 * 1024
 #: Per-stream request-body window: what a client may send ahead of the app.
 STREAM_WINDOW = 1024 * 1024
+#: Handshakes in progress beyond which new clients must first answer a Retry
+#: (prove their address), even without ``--quic-retry``: a flood of Initial
+#: packets from spoofed addresses then costs no handshake work.
+RETRY_UNDER_LOAD = 100
 #: Initial connection-level window (aioquic grows it as data flows).
 CONNECTION_WINDOW = 4 * 1024 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -175,6 +179,8 @@ class QuicListener(asyncio.DatagramProtocol):
         self.router: QuicRouter[H3Protocol] = QuicRouter(configuration, retry=quic.quic_retry)
         self._tickets = _TicketStore() if quic.quic_0rtt else None
         self.transport: asyncio.DatagramTransport | None = None
+        #: Connections whose handshake has not completed yet.
+        self.handshakes = 0
         self.server_address: tuple[str, int | None] | None = None
         self.closed = False
 
@@ -189,7 +195,9 @@ class QuicListener(asyncio.DatagramProtocol):
             self.server_address = (str(sockname[0]), int(sockname[1]))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        route = self.router.route(data, addr, self.loop.time())
+        route = self.router.route(
+            data, addr, self.loop.time(), retry=self.handshakes >= RETRY_UNDER_LOAD
+        )
         kind = route.kind
         if kind is RouteKind.DELIVER:
             target = route.target
@@ -263,6 +271,8 @@ class H3Protocol:
         self._closing = False
         self._close_when_idle = False
         self._closed = False
+        self._handshaking = True
+        listener.handshakes += 1
         ctx.connections.add(self)
         if ctx.shutting_down:
             self._closing = True
@@ -475,6 +485,7 @@ class H3Protocol:
         if self._closed:
             return
         self._closed = True
+        self._handshake_done()
         self.ctx.connections.discard(self)
         self.listener.router.remove_target(self)
         if self._timer is not None:
@@ -625,6 +636,8 @@ class H3Protocol:
         self._flush_scheduled = False
         if self._closed:
             return
+        if self._handshaking and self.conn.handshake_complete:
+            self._handshake_done()
         transport = self.listener.transport
         if transport is not None and not transport.is_closing():
             for data, addr in self.conn.datagrams_to_send(self.loop.time()):
@@ -649,6 +662,11 @@ class H3Protocol:
             for stream_id in list(self._waiters):
                 if buffered(stream_id) <= HIGH_WATER:
                     self._wake(stream_id)
+
+    def _handshake_done(self) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            self.listener.handshakes -= 1
 
     def _wake(self, stream_id: int) -> None:
         timer = self._stall_timers.pop(stream_id, None)
