@@ -144,6 +144,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await asyncio.sleep(0.01)
         body = await _read_body(receive)
         await _respond(send, 200, b"%d" % len(body))
+    elif path == "/early-hints":
+        await send({"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload"]})
+        await _respond(send, 200, b"after hints")
     elif path == "/badheader":
         await _respond(send, 200, b"never", [(b"x-bad", b"line\r\nbreak")])
     elif path == "/alt-svc":
@@ -255,6 +258,39 @@ def test_trailers(server: ThreadServer) -> None:
     assert response.status == 200
     assert bytes(response.body) == b"data"
     assert response.trailers == [(b"x-checksum", b"abc123")]
+
+
+def test_early_hints(server: ThreadServer) -> None:
+    with H3Client(h3port(server)) as client:
+        response = client.get("/early-hints")
+    assert response.informational == [[(b"link", b"</style.css>; rel=preload")]]
+    assert response.status == 200
+    assert bytes(response.body) == b"after hints"
+
+
+def test_request_trailers_end_the_body(server: ThreadServer) -> None:
+    with H3Client(h3port(server)) as client:
+        stream_id = client.send_request("POST", "/echo", body=b"with trailers", end=False)
+        client.send_trailers(stream_id, [(b"x-digest", b"abc")])
+        response = client.wait_response(stream_id)
+    assert response.status == 200
+    assert bytes(response.body) == b"with trailers"
+
+
+def test_limit_concurrency_answers_503(pems: tuple[bytes, bytes]) -> None:
+    with (
+        serve(app, cert_data=pems[0], key_data=pems[1], limit_concurrency=1) as srv,
+        H3Client(h3port(srv)) as client,
+    ):
+        busy = client.send_request("GET", "/forever")
+        client.wait_head(busy)
+        refused = client.get("/")
+        assert refused.status == 503
+        client.reset(busy)
+        deadline = time.monotonic() + 5
+        while (status := client.get("/").status) == 503 and time.monotonic() < deadline:
+            pass
+        assert status == 200
 
 
 def test_app_error_is_500(server: ThreadServer) -> None:
