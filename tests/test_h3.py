@@ -818,6 +818,7 @@ def test_websocket_over_h3(server: ThreadServer) -> None:
     with H3Client(h3port(server)) as client:
         settings = client.h3.received_settings or {}
         assert settings.get(0x8) == 1  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+        assert settings.get(0x6) == 65536  # SETTINGS_MAX_FIELD_SECTION_SIZE
         ws = H3WebSocket(client)
         head = client.wait_head(ws.stream_id)
         assert head.status == 200
@@ -837,6 +838,17 @@ def test_websocket_over_h3(server: ThreadServer) -> None:
         assert scope["scheme"] == "wss"
         assert scope["http_version"] == "3"
         assert scope["path"] == "/ws"
+
+
+def test_websocket_off_is_not_advertised(pems: tuple[bytes, bytes]) -> None:
+    with (
+        serve(app, cert_data=pems[0], key_data=pems[1], ws="none") as srv,
+        H3Client(h3port(srv)) as client,
+    ):
+        client.run_until(lambda: client.h3.received_settings is not None, what="SETTINGS")
+        assert 0x8 not in (client.h3.received_settings or {})
+        ws = H3WebSocket(client)
+        assert client.wait_response(ws.stream_id).reset_code == ErrorCode.H3_REQUEST_REJECTED
 
 
 def test_websocket_client_close(server: ThreadServer) -> None:

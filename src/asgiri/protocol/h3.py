@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import ErrorCode, FrameType, encode_frame
+from aioquic.h3.connection import ErrorCode, FrameType, Setting, encode_frame
 from aioquic.h3.connection import H3Connection as _AioH3
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.h3.exceptions import H3Error
@@ -65,6 +65,30 @@ _VALID_NAMES: set[bytes] = set()
 #: The server's first unidirectional stream, which aioquic's HTTP/3 layer
 #: opens as the control stream before any other (RFC 9000 2.1: id 3).
 _CONTROL_STREAM_ID = 3
+
+
+_MAX_FIELD_SECTION_SIZE = 0x6  # SETTINGS_MAX_FIELD_SECTION_SIZE (RFC 9114 7.2.4.1)
+
+
+class _ServerH3(_AioH3):
+    """aioquic's HTTP/3 layer with the server's own SETTINGS.
+
+    aioquic always advertises extended CONNECT; here it is advertised only
+    when WebSocket is served (RFC 9220), and the header limit is announced
+    so that clients know it before they hit it.
+    """
+
+    def __init__(self, quic: ServerQuicConnection, enable_connect: bool, max_header_size: int):
+        self._asgiri_connect = enable_connect
+        self._asgiri_max_header = max_header_size
+        super().__init__(quic)
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        if not self._asgiri_connect:
+            settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        settings[_MAX_FIELD_SECTION_SIZE] = self._asgiri_max_header
+        return settings
 
 
 @dataclass(slots=True)
@@ -100,8 +124,10 @@ class H3Connection:
         zero_rtt: bool = False,
         max_header_size: int = 65536,
         max_fields: int = 100,
+        enable_connect: bool = True,
     ) -> None:
         self.quic = quic
+        self._enable_connect = enable_connect
         self._max_header_size = max_header_size
         self._max_fields = max_fields
         self._h3: _AioH3 | None = None
@@ -144,7 +170,7 @@ class H3Connection:
             elif isinstance(event, quic_events.ProtocolNegotiated):
                 self.alpn = event.alpn_protocol
                 if self.alpn == "h3" and self._h3 is None:
-                    self._h3 = _AioH3(quic)
+                    self._h3 = _ServerH3(quic, self._enable_connect, self._max_header_size)
                 continue
             elif isinstance(event, quic_events.HandshakeCompleted):
                 self.handshake_complete = True

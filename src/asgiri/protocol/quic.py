@@ -23,9 +23,10 @@ This module adds the two things a server needs around it:
   (handed to the app, not yet read) are not credited back until
   :meth:`ServerQuicConnection.consume` says so.  Control and QPACK streams,
   and the framing of request streams, are consumed on receipt as before.
-  This class is also the one place that reaches into aioquic's internals
-  (the stream table, the stream-limit writer, the concurrent-stream limit),
-  because aioquic exposes no setting for them.
+  This class reaches into aioquic's internals (the stream table, the
+  stream-limit writer, the concurrent-stream limit) because aioquic exposes
+  no setting for them; with the SETTINGS override in ``protocol/h3.py`` it is
+  the whole of asgiri's dependence on aioquic beyond its public API.
 """
 
 from __future__ import annotations

@@ -253,6 +253,7 @@ class H3Protocol:
             zero_rtt=ctx.config.quic.quic_0rtt,
             max_header_size=limits.limit_request_header_size,
             max_fields=limits.limit_request_fields,
+            enable_connect=ctx.ws_enabled,
         )
         self.client: tuple[str, int] | None = (str(addr[0]), int(addr[1]))
         self.server = listener.server_address
