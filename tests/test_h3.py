@@ -8,6 +8,7 @@ Raw UDP sockets play the attacker (garbage, anti-amplification).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -712,6 +713,48 @@ def test_retry_under_load(pems: tuple[bytes, bytes]) -> None:
         # A real client follows the Retry and is served.
         with H3Client(port) as client:
             assert client.get("/").status == 200
+
+
+def test_stateless_reset_for_a_forgotten_connection(pems: tuple[bytes, bytes]) -> None:
+    """A packet for a connection the server dropped gets a stateless reset (RFC 9000 10.3)."""
+    with serve(app, cert_data=pems[0], key_data=pems[1]) as srv:
+        client = H3Client(h3port(srv))
+        client.connect()
+        assert client.get("/").status == 200
+        token = client.quic._peer_cid.stateless_reset_token
+        assert token and len(token) == 16
+        # The server drops the connection; the client does not hear of it.
+        loop, ctx = srv.server._loop, srv.server._ctx
+        assert loop is not None and ctx is not None
+        dropped = threading.Event()
+
+        def drop_all() -> None:
+            for conn in list(ctx.connections):
+                conn.abort()
+            dropped.set()
+
+        loop.call_soon_threadsafe(drop_all)
+        assert dropped.wait(5)
+        time.sleep(0.2)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                client.sock.recv(65536)  # the CONNECTION_CLOSE, unread
+        stream_id = client.quic.get_next_available_stream_id()
+        client.h3.send_headers(
+            stream_id,
+            [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x"), (b":path", b"/")],
+            end_stream=True,
+        )
+        sent = client.quic.datagrams_to_send(now=time.monotonic())
+        for data, addr in sent:
+            client.sock.sendto(data, addr)
+        client.sock.setblocking(True)
+        client.sock.settimeout(5)
+        reset = client.sock.recv(65536)
+        assert reset.endswith(token)
+        assert reset[0] & 0xC0 == 0x40  # looks like a short-header packet
+        assert len(reset) < min(len(d) for d, _ in sent)
+        client.sock.close()
 
 
 def _big_chain_pems() -> tuple[bytes, bytes]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -54,6 +55,13 @@ from aioquic.quic.stream import QuicStream
 __all__ = ["QuicRouter", "Route", "RouteKind", "ServerQuicConnection"]
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
+#: Connection ids of ended connections whose reset token is remembered.
+_RESET_TOKENS_KEPT = 10000
+#: A stateless reset is at least 22 bytes (RFC 9000 10.3: 5 unpredictable
+#: bytes and the 16-byte token after the first byte) and smaller than the
+#: packet that triggered it.
+_MIN_RESET_TRIGGER = 23
+_RESET_SIZE = 42
 T = TypeVar("T")
 
 
@@ -106,6 +114,14 @@ class ServerQuicConnection(QuicConnection):
     def request_streams_open(self) -> bool:
         """Whether a request stream still has data in flight either way (unacked)."""
         return any(stream_id & 3 == 0 for stream_id in self._streams)
+
+    def reset_tokens(self) -> list[tuple[bytes, bytes]]:
+        """This connection's ids with their stateless reset tokens (kept after it ends)."""
+        return [
+            (host.cid, host.stateless_reset_token)
+            for host in self._host_cids
+            if host.stateless_reset_token
+        ]
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         super().send_stream_data(stream_id, data, end_stream)
@@ -198,6 +214,8 @@ class QuicRouter(Generic[T]):
         self._always = retry
         self._retry = QuicRetryTokenHandler()
         self._targets: dict[bytes, T] = {}
+        #: Stateless reset tokens of connections that ended, newest last.
+        self._reset_tokens: OrderedDict[bytes, bytes] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._targets)
@@ -211,6 +229,24 @@ class QuicRouter(Generic[T]):
     def remove_target(self, target: T) -> None:
         for cid in [cid for cid, t in self._targets.items() if t is target]:
             del self._targets[cid]
+
+    def remember_reset_tokens(self, tokens: list[tuple[bytes, bytes]]) -> None:
+        """Connection ids of a connection that is gone, with their stateless reset tokens."""
+        for cid, token in tokens:
+            self._reset_tokens[cid] = token
+            self._reset_tokens.move_to_end(cid)
+        while len(self._reset_tokens) > _RESET_TOKENS_KEPT:
+            self._reset_tokens.popitem(last=False)
+
+    def _stateless_reset(self, cid: bytes, received: int) -> Route[T]:
+        token = self._reset_tokens.get(cid)
+        if token is None or received < _MIN_RESET_TRIGGER:
+            return Route(RouteKind.DROP)
+        # Shorter than what triggered it, so two endpoints can never loop;
+        # unpredictable bytes before the token so it looks like any packet.
+        size = min(received - 1, _RESET_SIZE)
+        first = 0x40 | (os.urandom(1)[0] & 0x3F)
+        return Route(RouteKind.REPLY, reply=bytes([first]) + os.urandom(size - 17) + token)
 
     def route(self, data: bytes, addr: Address, now: float, *, retry: bool = False) -> Route[T]:
         """Classify one datagram; never raises on malformed input.
@@ -228,8 +264,9 @@ class QuicRouter(Generic[T]):
             return Route(RouteKind.DELIVER, target=target)
         version = header.version
         if version is None:
-            # A short-header packet for a connection we do not know.
-            return Route(RouteKind.DROP)
+            # A short-header packet for a connection we do not know: if it
+            # is one we closed, tell the client at once (RFC 9000 10.3).
+            return self._stateless_reset(header.destination_cid, len(data))
         if header.packet_type is QuicPacketType.VERSION_NEGOTIATION:
             return Route(RouteKind.DROP)  # a server never takes these
         if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:

@@ -488,7 +488,11 @@ class H3Protocol:
         self._closed = True
         self._handshake_done()
         self.ctx.connections.discard(self)
-        self.listener.router.remove_target(self)
+        router = self.listener.router
+        router.remove_target(self)
+        if self.conn.handshake_complete:
+            # Packets still in flight to it get a stateless reset, not silence.
+            router.remember_reset_tokens(self.conn.quic.reset_tokens())
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
