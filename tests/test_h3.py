@@ -342,6 +342,20 @@ def test_concurrent_streams_and_a_stream_that_never_ends(server: ThreadServer) -
         client.reset(forever)
 
 
+def test_a_stalled_connection_does_not_block_others(server: ThreadServer) -> None:
+    stalled = H3Client(h3port(server), max_stream_data=65536)
+    stalled.connect()
+    try:
+        stalled.send_request("GET", f"/big?{8 * 1024 * 1024}")
+        # The stalled client now reads nothing at all, while others are served.
+        for _ in range(3):
+            with H3Client(h3port(server)) as other:
+                ids = [other.send_request("GET", "/") for _ in range(10)]
+                assert all(other.wait_response(i).status == 200 for i in ids)
+    finally:
+        stalled.close()
+
+
 def test_disconnect_on_stream_reset(server: ThreadServer) -> None:
     with H3Client(h3port(server)) as client:
         stream_id = client.send_request("POST", "/disconnect", body=b"x")
@@ -881,6 +895,27 @@ def test_websocket_over_h3(server: ThreadServer) -> None:
         assert scope["scheme"] == "wss"
         assert scope["http_version"] == "3"
         assert scope["path"] == "/ws"
+
+
+def test_websocket_going_away_on_shutdown(pems: tuple[bytes, bytes]) -> None:
+    srv = ThreadServer(app, cert_data=pems[0], key_data=pems[1]).start()
+    try:
+        client = H3Client(h3port(srv))
+        client.connect()
+        ws = H3WebSocket(client)
+        assert client.wait_head(ws.stream_id).status == 200
+        ws.send(TextMessage("before shutdown"))
+        assert ws.receive() == TextMessage("before shutdown")
+        srv.server.request_shutdown()
+        event = ws.receive()
+        assert isinstance(event, CloseConnection)
+        assert event.code == 1001
+        client.send_data(ws.stream_id, ws.ws.send(event.response()), end=True)
+        assert client.wait_response(ws.stream_id).reset_code is None
+        client.run_until(lambda: client.terminated is not None, what="CONNECTION_CLOSE")
+        client.close()
+    finally:
+        srv.stop()
 
 
 def test_websocket_off_is_not_advertised(pems: tuple[bytes, bytes]) -> None:
