@@ -664,6 +664,16 @@ def test_frame_errors_close_with_h3_codes(server: ThreadServer, frame: bytes, co
         assert client.get("/").status == 200  # the server itself is fine
 
 
+def test_closing_a_critical_stream_is_a_connection_error(server: ThreadServer) -> None:
+    with H3Client(h3port(server)) as client:
+        control = client.h3._local_control_stream_id
+        assert control is not None
+        client.quic.reset_stream(control, 0x100)
+        client.run_until(lambda: client.terminated is not None, what="the connection close")
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCode.H3_CLOSED_CRITICAL_STREAM
+
+
 def test_missing_pseudo_header_is_message_error(server: ThreadServer) -> None:
     with H3Client(h3port(server)) as client:
         stream_id = client.quic.get_next_available_stream_id()
