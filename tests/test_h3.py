@@ -356,6 +356,39 @@ def test_a_stalled_connection_does_not_block_others(server: ThreadServer) -> Non
         stalled.close()
 
 
+def test_no_per_stream_state_is_left_behind(server: ThreadServer) -> None:
+    """After many requests of every kind, a connection holds no state for finished streams."""
+    ctx = server.server._ctx
+    assert ctx is not None
+    with H3Client(h3port(server)) as client:
+        for round_ in range(20):
+            ids = [
+                client.send_request("GET", "/"),
+                client.send_request("POST", "/echo", body=b"x" * 5000),
+                client.send_request("GET", "/error"),
+                client.send_request("GET", "/trailers"),
+                client.send_request("HEAD", "/stream"),
+            ]
+            bad = client.quic.get_next_available_stream_id()
+            client.responses[bad] = Response(bad)
+            client.h3.send_headers(bad, [(b":method", b"GET"), (b":authority", b"x")], True)
+            ids.append(bad)
+            cancelled = client.send_request("GET", "/forever")
+            client.wait_head(cancelled)
+            client.reset(cancelled)
+            for stream_id in ids:
+                client.wait_response(stream_id)
+        client.run_for(0.3)  # let the last acknowledgements and resets settle
+        protocols = [c for c in list(ctx.connections) if getattr(c, "conn", None) is not None]
+        mine = [p for p in protocols if p.client[1] == client.sock.getsockname()[1]]
+        assert len(mine) == 1
+        proto = mine[0]
+        assert proto.streams == {} and proto.websockets == {}
+        assert not proto._no_body and not proto._waiters and not proto._stall_timers
+        assert not proto.conn._heads and not proto.conn._done_sending
+        assert not proto.conn.quic._held and not proto.conn.quic._written
+
+
 def test_disconnect_on_stream_reset(server: ThreadServer) -> None:
     with H3Client(h3port(server)) as client:
         stream_id = client.send_request("POST", "/disconnect", body=b"x")
