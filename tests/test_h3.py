@@ -361,7 +361,7 @@ def test_no_per_stream_state_is_left_behind(server: ThreadServer) -> None:
     ctx = server.server._ctx
     assert ctx is not None
     with H3Client(h3port(server)) as client:
-        for round_ in range(20):
+        for _ in range(20):
             ids = [
                 client.send_request("GET", "/"),
                 client.send_request("POST", "/echo", body=b"x" * 5000),
