@@ -226,10 +226,6 @@ class QuicRouter(Generic[T]):
     def remove(self, cid: bytes) -> None:
         self._targets.pop(cid, None)
 
-    def remove_target(self, target: T) -> None:
-        for cid in [cid for cid, t in self._targets.items() if t is target]:
-            del self._targets[cid]
-
     def remember_reset_tokens(self, tokens: list[tuple[bytes, bytes]]) -> None:
         """Connection ids of a connection that is gone, with their stateless reset tokens."""
         for cid, token in tokens:

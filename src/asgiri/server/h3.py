@@ -216,8 +216,8 @@ class QuicListener(asyncio.DatagramProtocol):
                 session_ticket_handler=tickets.add if tickets is not None else None,
             )
             protocol = H3Protocol(self, quic, addr)
-            self.router.add(route.destination_cid, protocol)
-            self.router.add(quic.host_cid, protocol)
+            protocol.add_cid(route.destination_cid)
+            protocol.add_cid(quic.host_cid)
             protocol.datagram_received(data, addr)
         elif kind is RouteKind.REPLY and self.transport is not None:
             self.transport.sendto(route.reply, addr)
@@ -258,6 +258,8 @@ class H3Protocol:
         self.client: tuple[str, int] | None = (str(addr[0]), int(addr[1]))
         self.server = listener.server_address
         self.extensions: dict[str, Any] = {}
+        #: The connection ids the router maps to this connection.
+        self.cids: set[bytes] = set()
         self.streams: dict[int, HTTPStream] = {}
         self.websockets: dict[int, H3WebSocketOutlet] = {}
         self._no_body: set[int] = set()
@@ -326,12 +328,18 @@ class H3Protocol:
             elif kind is StreamClosed:
                 self._on_reset(event.stream_id)
             elif kind is ConnectionIdIssued:
-                self.listener.router.add(event.cid, self)
+                self.add_cid(event.cid)
             elif kind is ConnectionIdRetired:
+                self.cids.discard(event.cid)
                 self.listener.router.remove(event.cid)
             elif kind is ConnectionEnded:
                 self._on_ended(event)
         self._start_new()
+
+    def add_cid(self, cid: bytes) -> None:
+        """Route packets with this destination connection id here."""
+        self.cids.add(cid)
+        self.listener.router.add(cid, self)
 
     # ------------------------------------------------------------ streams
 
@@ -489,7 +497,9 @@ class H3Protocol:
         self._handshake_done()
         self.ctx.connections.discard(self)
         router = self.listener.router
-        router.remove_target(self)
+        for cid in self.cids:
+            router.remove(cid)
+        self.cids.clear()
         if self.conn.handshake_complete:
             # Packets still in flight to it get a stateless reset, not silence.
             router.remember_reset_tokens(self.conn.quic.reset_tokens())
