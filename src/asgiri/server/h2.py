@@ -424,7 +424,7 @@ class H2Protocol(asyncio.Protocol):
         conn = self.conn
         # Raises LocalProtocolError before anything is queued (see HTTPStream).
         conn.check_response(stream_id, headers, len(body), end, no_body)
-        all_headers = self.ctx.default_header_list() + headers
+        all_headers = self.ctx.response_header_list(headers)
         if end and (no_body or not body):
             sent = conn.send_headers(stream_id, status, all_headers, True)
         else:
@@ -668,7 +668,7 @@ class H2WebSocketOutlet:
         if not self._ended_local and status >= 0 and not self._head_sent:
             self._head_sent = True
             conn.send_headers(
-                self.stream_id, status, proto.ctx.default_header_list() + headers, False
+                self.stream_id, status, proto.ctx.response_header_list(headers), False
             )
         conn.send_data(self.stream_id, body, end)
         if end:
