@@ -113,7 +113,8 @@ def ngtcp2_get(
             "--no-quic-dump",
             "--no-http-dump",
             f"--timeout={seconds}s",
-            f"--handshake-timeout={seconds}s",
+            # A loopback handshake takes milliseconds; fail fast when nothing answers.
+            f"--handshake-timeout={min(seconds, 5)}s",
             f"--download={download}",
             f"--http-method={method}",
         ]
@@ -220,12 +221,13 @@ class Chromium:
             text=True,
         )
         self._ws: ClientConnection | None = None
+        self._exit = contextlib.ExitStack()
         self._next_id = 0
         self._events: list[dict[str, Any]] = []
         self._session: str | None = None
         try:
-            self._ws = connect(
-                self._wait_devtools_url(), proxy=None, max_size=None, open_timeout=timeout
+            self._ws = self._exit.enter_context(
+                connect(self._wait_devtools_url(), proxy=None, max_size=None, open_timeout=timeout)
             )
             self._session = self._open_tab()
         except BaseException:
@@ -266,7 +268,7 @@ class Chromium:
             with contextlib.suppress(Exception):
                 self._call("Browser.close", session=False)
             with contextlib.suppress(Exception):
-                self._ws.close()
+                self._exit.close()
             self._ws = None
         if self._proc.poll() is None:
             try:
