@@ -64,9 +64,7 @@ class LoopChoice(enum.Enum):
 #: Versions this build can actually serve.  Kept here so that asking for a
 #: version that is not available is a clear configuration error, never a
 #: silent fallback to HTTP/1.1.
-SUPPORTED_HTTP_VERSIONS = frozenset(
-    {HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1, HttpProtocolVersion.HTTP_2}
-)
+SUPPORTED_HTTP_VERSIONS = frozenset(HttpProtocolVersion)
 
 _HTTP_CHOICES = {v.value: v for v in HttpProtocolVersion}
 _LIFESPAN_CHOICES = {
@@ -234,8 +232,17 @@ class HTTPConfig:
         None,
         flags=("--no-http3",),
         kind="store_false",
-        help="Do not open the UDP listener for HTTP/3.",
+        help="Do not open the UDP listener for HTTP/3 (on by default with TLS in auto mode).",
     )
+    http3_port: int | None = _opt(
+        None, help="UDP port for HTTP/3 (default: the TCP port); Alt-Svc advertises it."
+    )
+    alt_svc: bool = _opt(
+        True,
+        kind="bool",
+        help="Advertise HTTP/3 with an Alt-Svc header on TCP responses (an app's own wins).",
+    )
+    alt_svc_max_age: int = _opt(86400, help="Seconds clients may remember the Alt-Svc entry.")
     server_header: bool = _opt(True, kind="bool", help="Send a 'server: asgiri' header.")
     date_header: bool = _opt(True, kind="bool", help="Send a 'date' header.")
 
@@ -245,9 +252,44 @@ class HTTPConfig:
         )
         if self.http_version not in SUPPORTED_HTTP_VERSIONS:
             raise ValueError(
-                f"http_version {self.http_version.value} is not available in this build "
-                "of asgiri (HTTP/1.1 and HTTP/2 are)"
+                f"http_version {self.http_version.value} is not available in this build of asgiri"
             )
+        if self.http3_port is not None:
+            _int_range("http3_port", self.http3_port, 0, 65535)
+        _int_range("alt_svc_max_age", self.alt_svc_max_age, 0, 1 << 31)
+
+
+@dataclass
+class QUICConfig:
+    """HTTP/3 over QUIC (UDP), served next to the TCP listener."""
+
+    quic_idle_timeout: float = _opt(
+        30.0, help="Close a QUIC connection after this many seconds without packets."
+    )
+    quic_max_streams: int = _opt(
+        100, help="Request streams a client may have open at once on one connection."
+    )
+    quic_max_datagram_size: int = _opt(
+        1350, help="Largest UDP payload sent (1200 is always safe; path MTU allowing)."
+    )
+    quic_retry: bool = _opt(
+        False,
+        kind="bool",
+        help="Make every new client prove its address with a Retry round trip first.",
+    )
+    quic_0rtt: bool = _opt(
+        False,
+        kind="bool",
+        help="Issue session tickets and accept 0-RTT requests (unsafe methods get 425).",
+    )
+    quic_log_dir: str | None = _opt(
+        None, metavar="DIR", help="Write a QLOG file per QUIC connection into DIR (debugging)."
+    )
+
+    def __post_init__(self) -> None:
+        _positive("quic_idle_timeout", self.quic_idle_timeout)
+        _int_range("quic_max_streams", self.quic_max_streams, 1, 1 << 20)
+        _int_range("quic_max_datagram_size", self.quic_max_datagram_size, 1200, 65527)
 
 
 @dataclass
@@ -414,6 +456,7 @@ _GROUPS: dict[str, type[Any]] = {
     "tls": TLSConfig,
     "http": HTTPConfig,
     "http2": HTTP2Config,
+    "quic": QUICConfig,
     "websocket": WebSocketConfig,
     "limits": LimitsConfig,
     "timeouts": TimeoutsConfig,
@@ -437,6 +480,7 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     http2: HTTP2Config = field(default_factory=HTTP2Config)
+    quic: QUICConfig = field(default_factory=QUICConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
@@ -448,11 +492,21 @@ class Config:
             raise ValueError("app must be an ASGI application or an import string 'module:attr'")
         if self.bind.port is None:
             self.bind.port = 8443 if self.tls.enabled else 8000
-        if self.http.enable_http3 is None:
-            self.http.enable_http3 = self.tls.enabled and self.http.http_version in (
-                HttpProtocolVersion.AUTO,
-                HttpProtocolVersion.HTTP_3,
-            )
+        http = self.http
+        if http.http_version is HttpProtocolVersion.HTTP_3:
+            if http.enable_http3 is False:
+                raise ValueError(
+                    "http_version 3 serves only HTTP/3; it cannot be combined with --no-http3"
+                )
+            if not (self.tls.certfile or self.tls.cert_data):
+                raise ValueError(
+                    "HTTP/3 needs a TLS certificate (QUIC is always encrypted): give "
+                    "--ssl-certfile and --ssl-keyfile"
+                )
+        if http.enable_http3 is None:
+            http.enable_http3 = (
+                self.tls.enabled and http.http_version is HttpProtocolVersion.AUTO
+            ) or http.http_version is HttpProtocolVersion.HTTP_3
 
     @classmethod
     def from_options(cls, app: Any, **options: Any) -> Config:

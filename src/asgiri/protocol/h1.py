@@ -66,6 +66,13 @@ def status_line(status: int) -> bytes:
     return line
 
 
+def without_alt_svc(block: bytes) -> bytes:
+    """A default header block minus its ``alt-svc`` line."""
+    return b"".join(
+        line for line in block.splitlines(keepends=True) if not line.startswith(b"alt-svc:")
+    )
+
+
 def _check_name(name: bytes) -> None:
     if name not in _VALID_NAMES:
         if not _TOKEN_RE.fullmatch(name):
@@ -77,10 +84,12 @@ def _check_name(name: bytes) -> None:
 _CONTENT_LENGTH: Final = 1
 _TRANSFER_ENCODING: Final = 2
 _CONNECTION: Final = 3
+_ALT_SVC: Final = 4
 _SPECIAL_RESPONSE_HEADERS: Final = {
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"connection": _CONNECTION,
+    b"alt-svc": _ALT_SVC,
 }
 #: Response header names already validated, with what framing must know of
 #: them (0 for an ordinary header); apps send the same few names over and over.
@@ -502,6 +511,11 @@ class H1Connection:
                 elif kind == _TRANSFER_ENCODING:
                     # Framing is the server's job: chunked is applied below.
                     continue
+                elif kind == _ALT_SVC:
+                    # The app's own Alt-Svc replaces the server's (one header).
+                    if b"alt-svc:" in default_headers:
+                        default_headers = without_alt_svc(default_headers)
+                        parts[1] = default_headers
                 elif b"close" in value.lower():
                     keep_alive = False
                     close_sent = True

@@ -107,6 +107,29 @@ class ServerContext:
             return self._header_list
         return [*self._static_list, *self.extra_header_pairs]
 
+    def advertise_h3(self, port: int, max_age: int) -> None:
+        """Point TCP clients at HTTP/3 on UDP ``port`` (RFC 7838 Alt-Svc)."""
+        value = b'h3=":%d"; ma=%d' % (port, max_age)
+        self.extra_header_lines = [b"alt-svc: " + value + b"\r\n"]
+        self.extra_header_pairs = [(b"alt-svc", value)]
+        self._stamp = self._list_stamp = -1  # rebuild the cached blocks
+
+    def response_header_list(
+        self, headers: list[tuple[bytes, bytes]], alt_svc: bool = True
+    ) -> list[tuple[bytes, bytes]]:
+        """Defaults + the app's headers (HTTP/2, HTTP/3); an app's own Alt-Svc wins.
+
+        ``alt_svc=False`` (HTTP/3 itself) leaves the server's advertisement out.
+        """
+        defaults = self.default_header_list()
+        if self.extra_header_pairs:
+            if not alt_svc:
+                return [pair for pair in defaults if pair[0] != b"alt-svc"] + headers
+            for name, _ in headers:
+                if name.lower() == b"alt-svc":
+                    return [pair for pair in defaults if pair[0] != b"alt-svc"] + headers
+        return defaults + headers
+
     def request_started(self) -> bool:
         """Count a request in; False when ``--limit-concurrency`` says to refuse it."""
         if self.limit_concurrency is not None and self.active_requests >= self.limit_concurrency:

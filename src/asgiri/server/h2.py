@@ -335,7 +335,7 @@ class H2Protocol(asyncio.Protocol):
         if status in _NO_BODY_STATUSES:
             self._no_body.add(stream_id)
         no_body = stream_id in self._no_body
-        all_headers = self.ctx.default_header_list() + headers
+        all_headers = self.ctx.response_header_list(headers)
         conn = self.conn
         if end and (no_body or not body):
             sent = conn.send_headers(stream_id, status, all_headers, True)
@@ -543,7 +543,7 @@ class H2WebSocketOutlet:
         if not self._ended_local and status >= 0 and not self._head_sent:
             self._head_sent = True
             conn.send_headers(
-                self.stream_id, status, proto.ctx.default_header_list() + headers, False
+                self.stream_id, status, proto.ctx.response_header_list(headers), False
             )
         conn.send_data(self.stream_id, body, end)
         if end:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Coroutine
@@ -18,6 +19,7 @@ from ..config import Config, HttpProtocolVersion, LoopChoice
 from ..logging import configure_logging
 from .context import ServerContext
 from .h1 import H1Protocol
+from .h3 import QuicListener, bind_udp, quic_configuration
 from .listeners import Listener, bind_sockets
 from .tls import TLSInfo, build_ssl_context, read_server_cert
 
@@ -61,6 +63,9 @@ class Server:
         #: Set once the listeners accept connections (usable from other threads).
         self.started = threading.Event()
         self.listeners: list[Listener] = []
+        #: UDP sockets serving HTTP/3, with the TCP listener each one sits next to.
+        self.quic_sockets: list[tuple[socket.socket, Listener | None]] = []
+        self._h3_off_reason: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
@@ -71,10 +76,17 @@ class Server:
 
     @property
     def port(self) -> int | None:
-        """The TCP port actually bound (useful with ``port=0``)."""
+        """The TCP port actually bound (useful with ``port=0``); UDP under ``--http 3``."""
         for listener in self.listeners:
             if listener.port is not None:
                 return listener.port
+        return self.http3_port
+
+    @property
+    def http3_port(self) -> int | None:
+        """The UDP port serving HTTP/3, or None when HTTP/3 is off."""
+        for sock, _ in self.quic_sockets:
+            return int(sock.getsockname()[1])
         return None
 
     def run(self) -> None:
@@ -122,14 +134,29 @@ class Server:
         if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
             alpn.append("http/1.1")
         ssl_context = build_ssl_context(config.tls, alpn)
-        self.listeners = bind_sockets(config.bind, config.port)
+        quic_config = None
+        if self._h3_wanted():
+            quic_config = quic_configuration(config)
+        if mode is not HttpProtocolVersion.HTTP_3:
+            self.listeners = bind_sockets(config.bind, config.port)
+        try:
+            if quic_config is not None:
+                self._bind_quic()
+        except BaseException:
+            for listener in self.listeners:
+                listener.sock.close()
+            raise
         ctx = ServerContext(config, app, loop)
         self._ctx = ctx
         if ssl_context is not None:
             ctx.tls_info = TLSInfo(ssl_context, read_server_cert(config.tls))
+        h3_port = self.http3_port
+        if h3_port is not None and config.http.alt_svc and self.listeners:
+            ctx.advertise_h3(h3_port, config.http.alt_svc_max_age)
         ctx.on_max_requests = self._max_requests_reached
         lifespan = Lifespan(app, loop, config.app_options.lifespan)
         servers: list[asyncio.base_events.Server] = []
+        quic_listeners: list[QuicListener] = []
         try:
             await lifespan.startup(config.app_options.lifespan_startup_timeout)
             if lifespan.running:
@@ -143,6 +170,12 @@ class Server:
                         backlog=config.bind.backlog,
                     )
                 )
+            for sock, _ in self.quic_sockets:
+                if quic_config is None:
+                    break
+                quic_listener = QuicListener(ctx, quic_config)
+                await loop.create_datagram_endpoint(lambda q=quic_listener: q, sock=sock)  # type: ignore[misc]
+                quic_listeners.append(quic_listener)
             self._log_started(ssl_context is not None)
             installed = self._install_signals(loop)
             self.started.set()
@@ -150,14 +183,18 @@ class Server:
                 await self._stop.wait()
                 # The handlers stay installed while draining, so that a second
                 # signal closes everything at once instead of killing the process.
-                await self._drain(ctx, servers)
+                await self._drain(ctx, servers, quic_listeners)
             finally:
                 self._remove_signals(loop, installed)
         finally:
             for server in servers:
                 server.close()
+            for quic_listener in quic_listeners:
+                quic_listener.close_transport()
             for listener in self.listeners:
                 listener.sock.close()
+            for sock, _ in self.quic_sockets:
+                sock.close()
             await lifespan.shutdown(config.app_options.lifespan_shutdown_timeout)
             self.started.clear()
             logger.info("Finished server process [%d]", os.getpid())
@@ -168,6 +205,45 @@ class Server:
         logger.warning("Maximum request limit reached; shutting down")
         self.request_shutdown()
 
+    def _h3_wanted(self) -> bool:
+        """Whether to open UDP for HTTP/3; when not, remember why for the log."""
+        config = self.config
+        http = config.http
+        if http.http_version is HttpProtocolVersion.HTTP_3:
+            return True
+        if not http.enable_http3:
+            if http.http_version is HttpProtocolVersion.AUTO and not config.tls.enabled:
+                self._h3_off_reason = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
+            return False
+        if http.http_version is not HttpProtocolVersion.AUTO:
+            self._h3_off_reason = f"HTTP/3 is off: --http {http.http_version.value} was asked for"
+        elif not config.tls.enabled:
+            self._h3_off_reason = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
+        elif not (config.tls.certfile or config.tls.cert_data):
+            self._h3_off_reason = (
+                "HTTP/3 is off: QUIC needs the certificate files, not a ready ssl_context"
+            )
+        elif config.bind.uds or config.bind.fd is not None:
+            self._h3_off_reason = "HTTP/3 is off: it is served next to a TCP host:port listener"
+        else:
+            return True
+        return False
+
+    def _bind_quic(self) -> None:
+        """A UDP socket next to each TCP listener (same host, same port unless --http3-port)."""
+        config = self.config
+        h3_port = config.http.http3_port
+        host = config.bind.host
+        if not self.listeners:
+            port = h3_port if h3_port is not None else config.port
+            self.quic_sockets.append((bind_udp(host, port), None))
+            return
+        for listener in self.listeners:
+            if listener.port is None:
+                continue
+            port = h3_port if h3_port is not None else listener.port
+            self.quic_sockets.append((bind_udp(host, port), listener))
+
     def _log_started(self, tls: bool) -> None:
         http = self.config.http
         logger.info("Started server process [%d]", os.getpid())
@@ -177,14 +253,24 @@ class Server:
             protocols.append("h1")
         if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
             protocols.append("h2" if tls else "h2c")
+        quic_by_listener = {id(tcp): sock for sock, tcp in self.quic_sockets if tcp is not None}
         for listener in self.listeners:
-            logger.info(
-                "Listening on %s (%s)",
-                listener.url("https" if tls else "http"),
-                ", ".join(protocols),
+            line = (
+                f"Listening on {listener.url('https' if tls else 'http')} ({', '.join(protocols)})"
             )
-        if http.enable_http3 and mode is HttpProtocolVersion.AUTO:
-            logger.info("HTTP/3 is not available in this build yet; serving TCP only")
+            sock = quic_by_listener.get(id(listener))
+            if sock is not None:
+                udp_port = sock.getsockname()[1]
+                line += " + udp (h3)" if udp_port == listener.port else f" + udp :{udp_port} (h3)"
+            logger.info("%s", line)
+        for sock, tcp in self.quic_sockets:
+            if tcp is None:
+                host, port = sock.getsockname()[:2]
+                if ":" in host:
+                    host = f"[{host}]"
+                logger.info("Listening on https://%s:%d udp (h3)", host, port)
+        if self._h3_off_reason is not None:
+            logger.info("%s", self._h3_off_reason)
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
         if threading.current_thread() is not threading.main_thread():
@@ -216,11 +302,19 @@ class Server:
         logger.info("Received %s; shutting down gracefully", sig.name)
         self.request_shutdown()
 
-    async def _drain(self, ctx: ServerContext, servers: list[asyncio.base_events.Server]) -> None:
+    async def _drain(
+        self,
+        ctx: ServerContext,
+        servers: list[asyncio.base_events.Server],
+        quic_listeners: list[QuicListener],
+    ) -> None:
         """Stop accepting, let in-flight work finish, then close what is left."""
         ctx.shutting_down = True
         for server in servers:
             server.close()
+        for quic_listener in quic_listeners:
+            # The UDP socket stays open: it still carries the open connections.
+            quic_listener.close()
         for conn in list(ctx.connections):
             conn.shutdown()
         timeout = self.config.timeouts.timeout_graceful_shutdown
