@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,8 +35,6 @@ __all__ = [
     "Chromium",
     "ChromiumError",
     "Ngtcp2Response",
-    "chromium",
-    "chromium_next_hop",
     "find_binary",
     "ngtcp2_get",
 ]
@@ -89,7 +87,6 @@ def ngtcp2_get(
     method: str = "GET",
     data: bytes | None = None,
     timeout: float = 10.0,
-    sni: str | None = None,
 ) -> Ngtcp2Response:
     """Fetch *url* over HTTP/3 with ``gtlsclient`` and return status, headers and body.
 
@@ -118,8 +115,6 @@ def ngtcp2_get(
             f"--download={download}",
             f"--http-method={method}",
         ]
-        if sni:
-            cmd.append(f"--sni={sni}")
         if data is not None:
             body_file = os.path.join(tmp, "request-body")
             with open(body_file, "wb") as handle:
@@ -185,6 +180,10 @@ _BASE_FLAGS = (
 )
 
 
+# The DevTools events a navigation looks at; all others are dropped as they arrive.
+_KEPT_EVENTS = frozenset({"Page.loadEventFired", "Network.responseReceived"})
+
+
 class Chromium:
     """One headless Chromium process with one tab, driven over DevTools.
 
@@ -225,6 +224,7 @@ class Chromium:
         self._next_id = 0
         self._events: list[dict[str, Any]] = []
         self._session: str | None = None
+        self.document_headers: dict[str, str] = {}
         try:
             self._ws = self._exit.enter_context(
                 connect(self._wait_devtools_url(), proxy=None, max_size=None, open_timeout=timeout)
@@ -310,7 +310,7 @@ class Chromium:
                     raise ChromiumError(f"{method} failed: {reply['error']}")
                 result: dict[str, Any] = reply.get("result", {})
                 return result
-            if "method" in reply:
+            if reply.get("method") in _KEPT_EVENTS:
                 self._events.append(reply)
 
     def _receive(self, deadline: float, what: str) -> dict[str, Any]:
@@ -333,7 +333,7 @@ class Chromium:
             event = self._receive(deadline, method)
             if event.get("method") == method and event.get("sessionId") == self._session:
                 return event
-            if "method" in event:
+            if event.get("method") in _KEPT_EVENTS:
                 self._events.append(event)
 
     def _open_tab(self) -> str:
@@ -346,6 +346,10 @@ class Chromium:
         session: str = attached["sessionId"]
         self._session = session
         self._call("Page.enable")
+        # Network events say what Chromium received for the document (headers,
+        # protocol); with the cache off, every load really goes to the server.
+        self._call("Network.enable")
+        self._call("Network.setCacheDisabled", {"cacheDisabled": True})
         return session
 
     def evaluate(self, expression: str) -> Any:
@@ -361,15 +365,27 @@ class Chromium:
     def navigate(self, url: str) -> str:
         """Load *url* in the tab and return the protocol the document came over.
 
-        Raises ChromiumError when the navigation fails (the net:: error Chromium
-        reports, e.g. ERR_QUIC_PROTOCOL_ERROR) or the load does not finish in time.
+        The document's response headers, as Chromium received them, are left in
+        :attr:`document_headers`.  Raises ChromiumError when the navigation fails
+        (the net:: error Chromium reports, e.g. ERR_QUIC_PROTOCOL_ERROR) or the load
+        does not finish in time.
         """
         deadline = time.monotonic() + self.timeout
-        self._events = [e for e in self._events if e.get("method") != "Page.loadEventFired"]
+        # Only this navigation's events matter; older ones would be mistaken for them.
+        self._events.clear()
         result = self._call("Page.navigate", {"url": url})
         if result.get("errorText"):
             raise ChromiumError(f"navigating to {url} failed: {result['errorText']}")
         self._wait_event("Page.loadEventFired", deadline)
+        loader = result.get("loaderId")
+        self.document_headers = {}
+        for event in self._events:
+            params = event.get("params", {})
+            if event.get("method") == "Network.responseReceived" and (
+                params.get("loaderId") == loader and params.get("type") == "Document"
+            ):
+                headers = params["response"].get("headers", {})
+                self.document_headers = {k.lower(): v for k, v in headers.items()}
         protocol: str = self.evaluate(
             "performance.getEntriesByType('navigation')[0].nextHopProtocol"
         )
@@ -390,40 +406,3 @@ class Chromium:
             if seen[-1] == protocol:
                 break
         return seen
-
-    def fetch_protocol(self, url: str) -> str:
-        """Fetch *url* from the current page and return the protocol the response came over."""
-        expression = (
-            f"fetch({json.dumps(url)}, {{cache: 'no-store'}}).then(r => r.text()).then(() => "
-            f"performance.getEntriesByName({json.dumps(url)}).pop().nextHopProtocol)"
-        )
-        protocol: str = self.evaluate(expression)
-        return protocol
-
-
-@contextlib.contextmanager
-def chromium(
-    spki_pins: Sequence[str] = (),
-    *,
-    force_quic_on: Sequence[str] = (),
-    flags: Sequence[str] = (),
-    timeout: float = 15.0,
-) -> Iterator[Chromium]:
-    browser = Chromium(spki_pins, force_quic_on=force_quic_on, flags=flags, timeout=timeout)
-    try:
-        yield browser
-    finally:
-        browser.close()
-
-
-def chromium_next_hop(
-    urls: Sequence[str],
-    spki: str,
-    force_quic_origin: str | None = None,
-    *,
-    flags: Sequence[str] = (),
-) -> list[str]:
-    """Navigate one fresh browser to each of *urls* in turn; the protocol of each load."""
-    force = [force_quic_origin] if force_quic_origin else []
-    with chromium([spki], force_quic_on=force, flags=flags) as browser:
-        return [browser.navigate(url) for url in urls]

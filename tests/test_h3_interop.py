@@ -158,11 +158,11 @@ def test_chromium_discovers_h3_through_alt_svc(
     # Nothing is known about this origin yet: TCP, where ALPN picks HTTP/2.
     assert browser.navigate(url) == "h2"
     assert page_version(browser) == "2"
-    # The TCP responses advertise HTTP/3 on the same port ...
-    alt_svc = browser.evaluate("fetch(location.href).then(r => r.headers.get('alt-svc'))")
-    assert alt_svc is not None and f'h3=":{discovery_server.port}"' in alt_svc
+    # The response advertised HTTP/3 on the same port ...
+    alt_svc = browser.document_headers.get("alt-svc", "")
+    assert f'h3=":{discovery_server.port}"' in alt_svc, browser.document_headers
     # ... and Chromium moves to it within a few loads.
-    seen = browser.navigate_until(url, "h3", attempts=10)
+    seen = browser.navigate_until(url, "h3", attempts=20)
     assert seen[-1] == "h3", f"never moved to HTTP/3: {seen}"
     assert set(seen) <= {"h2", "h3"}
     assert page_version(browser) == "3"
