@@ -67,6 +67,7 @@ class H3Client:
         timeout: float = 10.0,
         max_stream_data: int | None = None,
         configure: Callable[[QuicConfiguration], None] | None = None,
+        session_ticket_handler: Callable[[Any], None] | None = None,
     ) -> None:
         configuration = QuicConfiguration(
             is_client=True,
@@ -80,11 +81,17 @@ class H3Client:
             configure(configuration)
         self.address = (host, port)
         self.timeout = timeout
-        self.quic = QuicConnection(configuration=configuration)
+        self.quic = QuicConnection(
+            configuration=configuration, session_ticket_handler=session_ticket_handler
+        )
         self.h3 = H3Connection(self.quic)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.responses: dict[int, Response] = {}
+        #: UDP payload bytes received, and how many of them before the handshake completed.
+        self.bytes_received = 0
+        self.handshake_bytes = 0
+        self.largest_datagram = 0
         self.connected = False
         self.terminated: ConnectionTerminated | None = None
         self.quic_events: list[QuicEvent] = []
@@ -226,6 +233,8 @@ class H3Client:
                 data, addr = self.sock.recvfrom(65536)
             except BlockingIOError:
                 break
+            self.bytes_received += len(data)
+            self.largest_datagram = max(self.largest_datagram, len(data))
             self.quic.receive_datagram(data, addr, now=time.monotonic())
         self._process()
 
@@ -237,6 +246,7 @@ class H3Client:
             self.quic_events.append(event)
             if isinstance(event, HandshakeCompleted):
                 self.connected = True
+                self.handshake_bytes = self.bytes_received
             elif isinstance(event, ConnectionTerminated):
                 self.terminated = event
             elif isinstance(event, StreamReset):

@@ -275,7 +275,8 @@ class QUICConfig:
     quic_retry: bool = _opt(
         False,
         kind="bool",
-        help="Make every new client prove its address with a Retry round trip first.",
+        help="Make every new client prove its address with a Retry round trip first "
+        "(without it, only while over 100 handshakes are in progress).",
     )
     quic_0rtt: bool = _opt(
         False,
@@ -322,7 +323,7 @@ class HTTP2Config:
 
 @dataclass
 class WebSocketConfig:
-    """WebSocket over HTTP/1.1 (RFC 6455) and HTTP/2 (RFC 8441)."""
+    """WebSocket over HTTP/1.1 (RFC 6455), HTTP/2 (RFC 8441) and HTTP/3 (RFC 9220)."""
 
     ws: str = _opt(
         "auto",
@@ -486,6 +487,8 @@ class Config:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    #: Why HTTP/3 is off by default (for the start-up log); None when it is on or turned off.
+    http3_note: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.app is None or (not isinstance(self.app, str) and not callable(self.app)):
@@ -500,13 +503,15 @@ class Config:
                 )
             if not (self.tls.certfile or self.tls.cert_data):
                 raise ValueError(
-                    "HTTP/3 needs a TLS certificate (QUIC is always encrypted): give "
-                    "--ssl-certfile and --ssl-keyfile"
+                    "http_version 3 needs a TLS certificate, as QUIC is always encrypted: "
+                    "give --ssl-certfile and --ssl-keyfile"
                 )
         if http.enable_http3 is None:
             http.enable_http3 = (
                 self.tls.enabled and http.http_version is HttpProtocolVersion.AUTO
             ) or http.http_version is HttpProtocolVersion.HTTP_3
+            if http.http_version is HttpProtocolVersion.AUTO and not self.tls.enabled:
+                self.http3_note = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
 
     @classmethod
     def from_options(cls, app: Any, **options: Any) -> Config:

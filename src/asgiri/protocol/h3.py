@@ -28,15 +28,17 @@ QPACK_DECOMPRESSION_FAILED...), which arrives here as ``ConnectionEnded``.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import ErrorCode, FrameType, encode_frame
+from aioquic.h3.connection import ErrorCode, FrameType, Setting, encode_frame
 from aioquic.h3.connection import H3Connection as _AioH3
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic import events as quic_events
 
+from .errors import LocalProtocolError
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
 from .quic import Address, ServerQuicConnection
 
@@ -56,9 +58,37 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _CONNECTION_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+#: Header names already checked (apps send the same few over and over).
+_VALID_NAMES: set[bytes] = set()
 #: The server's first unidirectional stream, which aioquic's HTTP/3 layer
 #: opens as the control stream before any other (RFC 9000 2.1: id 3).
 _CONTROL_STREAM_ID = 3
+
+
+_MAX_FIELD_SECTION_SIZE = 0x6  # SETTINGS_MAX_FIELD_SECTION_SIZE (RFC 9114 7.2.4.1)
+
+
+class _ServerH3(_AioH3):
+    """aioquic's HTTP/3 layer with the server's own SETTINGS.
+
+    aioquic always advertises extended CONNECT; here it is advertised only
+    when WebSocket is served (RFC 9220), and the header limit is announced
+    so that clients know it before they hit it.
+    """
+
+    def __init__(self, quic: ServerQuicConnection, enable_connect: bool, max_header_size: int):
+        self._asgiri_connect = enable_connect
+        self._asgiri_max_header = max_header_size
+        super().__init__(quic)
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        if not self._asgiri_connect:
+            settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        settings[_MAX_FIELD_SECTION_SIZE] = self._asgiri_max_header
+        return settings
 
 
 @dataclass(slots=True)
@@ -87,8 +117,19 @@ H3Event = Event | ConnectionEnded | ConnectionIdIssued | ConnectionIdRetired
 class H3Connection:
     """One HTTP/3 connection (server side)."""
 
-    def __init__(self, quic: ServerQuicConnection, *, zero_rtt: bool = False) -> None:
+    def __init__(
+        self,
+        quic: ServerQuicConnection,
+        *,
+        zero_rtt: bool = False,
+        max_header_size: int = 65536,
+        max_fields: int = 100,
+        enable_connect: bool = True,
+    ) -> None:
         self.quic = quic
+        self._enable_connect = enable_connect
+        self._max_header_size = max_header_size
+        self._max_fields = max_fields
         self._h3: _AioH3 | None = None
         self._zero_rtt = zero_rtt
         self.handshake_complete = False
@@ -124,42 +165,41 @@ class H3Connection:
             event = quic.next_event()
             if event is None:
                 return out
-            kind = type(event)
-            if kind is quic_events.ProtocolNegotiated:
-                self.alpn = event.alpn_protocol  # type: ignore[attr-defined]
+            if isinstance(event, quic_events.StreamDataReceived):
+                pass  # the common case: straight to the HTTP/3 layer
+            elif isinstance(event, quic_events.ProtocolNegotiated):
+                self.alpn = event.alpn_protocol
                 if self.alpn == "h3" and self._h3 is None:
-                    self._h3 = _AioH3(quic)
+                    self._h3 = _ServerH3(quic, self._enable_connect, self._max_header_size)
                 continue
-            if kind is quic_events.HandshakeCompleted:
+            elif isinstance(event, quic_events.HandshakeCompleted):
                 self.handshake_complete = True
                 continue
-            if kind is quic_events.ConnectionIdIssued:
-                out.append(ConnectionIdIssued(event.connection_id))  # type: ignore[attr-defined]
+            elif isinstance(event, quic_events.ConnectionIdIssued):
+                out.append(ConnectionIdIssued(event.connection_id))
                 continue
-            if kind is quic_events.ConnectionIdRetired:
-                out.append(ConnectionIdRetired(event.connection_id))  # type: ignore[attr-defined]
+            elif isinstance(event, quic_events.ConnectionIdRetired):
+                out.append(ConnectionIdRetired(event.connection_id))
                 continue
-            if kind is quic_events.ConnectionTerminated:
+            elif isinstance(event, quic_events.ConnectionTerminated):
                 self.closed = True
-                out.append(
-                    ConnectionEnded(event.error_code, event.reason_phrase)  # type: ignore[attr-defined]
-                )
+                out.append(ConnectionEnded(event.error_code, event.reason_phrase))
                 continue
             h3 = self._h3
             if h3 is None:
                 continue
             for h3_event in h3.handle_event(event):
-                if type(h3_event) is DataReceived:
+                if isinstance(h3_event, DataReceived):
                     self._on_data(h3_event, out)
-                elif type(h3_event) is HeadersReceived:
+                elif isinstance(h3_event, HeadersReceived):
                     self._on_headers(h3_event, out)
-            if kind is quic_events.StreamReset or kind is quic_events.StopSendingReceived:
-                stream_id = event.stream_id  # type: ignore[attr-defined]
+            if isinstance(event, quic_events.StreamReset | quic_events.StopSendingReceived):
+                stream_id = event.stream_id
                 if stream_id in self._heads:
                     # The client abandoned the request (or its response):
                     # nothing more will be sent on it either.
                     self.reset(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
-                    out.append(StreamClosed(stream_id, event.error_code))  # type: ignore[attr-defined]
+                    out.append(StreamClosed(stream_id, event.error_code))
 
     def _on_data(self, event: DataReceived, out: list[H3Event]) -> None:
         stream_id = event.stream_id
@@ -191,11 +231,13 @@ class H3Connection:
     def _request(self, stream_id: int, event: HeadersReceived) -> Request | None:
         self._next_stream_id = max(self._next_stream_id, stream_id + 4)
         if self._goaway is not None and stream_id >= self._goaway:
-            self.reset(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            self.refuse(stream_id, ErrorCode.H3_REQUEST_REJECTED)
             return None
         method = path = scheme = authority = protocol = None
         headers: Headers = []
+        size = 0
         for name, value in event.headers:
+            size += len(name) + len(value)
             if name[:1] == b":":
                 if name == b":method":
                     method = value
@@ -210,21 +252,25 @@ class H3Connection:
             else:
                 headers.append((name, value))
         if method is None or (method != b"CONNECT" and (not path or not scheme)):
-            self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
             return None
         if method == b"CONNECT" and protocol is None:
-            self.reset(stream_id, ErrorCode.H3_CONNECT_ERROR)
+            self.refuse(stream_id, ErrorCode.H3_CONNECT_ERROR)
             return None
         if protocol is not None and method != b"CONNECT":
-            self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            return None
+        if size > self._max_header_size or len(headers) > self._max_fields:
+            self._answer(stream_id, 431, b"Request Header Fields Too Large")
             return None
         try:
             method_text = method.decode("ascii")
         except UnicodeDecodeError:
-            self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
             return None
         if self._zero_rtt and not self.handshake_complete and method_text not in _SAFE_METHODS:
-            self._too_early(stream_id)
+            # 0-RTT data can be replayed: only safe methods (RFC 8470).
+            self._answer(stream_id, 425, b"Too Early")
             return None
         if authority is not None and not any(name == b"host" for name, _ in headers):
             headers.insert(0, (b"host", authority))
@@ -242,14 +288,24 @@ class H3Connection:
             protocol,
         )
 
-    def _too_early(self, stream_id: int) -> None:
-        body = b"Too Early"
+    def _answer(self, stream_id: int, status: int, body: bytes) -> None:
+        """Answer a request the app never sees, and drop the rest of its body."""
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
-        if self.send_headers(stream_id, 425, headers, False):
+        if self.send_headers(stream_id, status, headers, False):
             self.send_data(stream_id, body, True)
-        if self._h3 is not None:
-            # The body of the refused request is not wanted.
-            self._stop(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+        self._stop(stream_id, ErrorCode.H3_NO_ERROR)
+        self._forget_refused(stream_id)
+
+    def refuse(self, stream_id: int, code: int) -> None:
+        """Reset a request the app never sees (and forget it)."""
+        self.reset(stream_id, code)
+        self._forget_refused(stream_id)
+
+    def _forget_refused(self, stream_id: int) -> None:
+        # Nothing more is sent on it; keeping its id would let a client that
+        # sends endless bad requests grow this connection's state.
+        self._done_sending.discard(stream_id)
+        self.quic.forget(stream_id)
 
     # ------------------------------------------------------------ output
 
@@ -258,11 +314,10 @@ class H3Connection:
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
         response: Headers = [(b":status", b"%d" % status)]
-        for name, value in headers:
-            lname = name.lower()
-            if lname in _CONNECTION_HEADERS:
+        for name, value in _checked(headers):
+            if name in _CONNECTION_HEADERS:
                 continue  # connection-specific: forbidden in HTTP/3 (RFC 9114 4.2)
-            response.append((lname, value))
+            response.append((name, value))
         try:
             h3.send_headers(stream_id, response, end_stream=end)
         except (H3Error, ValueError, AssertionError):
@@ -276,7 +331,7 @@ class H3Connection:
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
         try:
-            h3.send_headers(stream_id, [(b":status", b"%d" % status), *headers])
+            h3.send_headers(stream_id, [(b":status", b"%d" % status), *_checked(headers)])
         except (H3Error, ValueError, AssertionError):
             return self._gone(stream_id)
         return True
@@ -298,7 +353,7 @@ class H3Connection:
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
         try:
-            h3.send_headers(stream_id, [(n.lower(), v) for n, v in trailers], end_stream=True)
+            h3.send_headers(stream_id, _checked(trailers), end_stream=True)
         except (H3Error, ValueError, AssertionError):
             return self._gone(stream_id)
         self._done_sending.add(stream_id)
@@ -353,6 +408,11 @@ class H3Connection:
         )
 
     @property
+    def idle(self) -> bool:
+        """No request stream has anything in flight: closing now loses nothing."""
+        return not self.quic.request_streams_open
+
+    @property
     def goaway_sent(self) -> bool:
         return self._goaway is not None
 
@@ -360,3 +420,19 @@ class H3Connection:
         """CONNECTION_CLOSE (application error space)."""
         if not self.closed:
             self.quic.close(error_code=code, reason_phrase=reason)
+
+
+def _checked(headers: Headers) -> Headers:
+    """Lower-cased headers; a name or value HTTP forbids is the app's error, not the wire's."""
+    out: Headers = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in _VALID_NAMES:
+            if not _TOKEN.fullmatch(lname):
+                raise LocalProtocolError(f"invalid header name {name!r}")
+            if len(_VALID_NAMES) < 4096:
+                _VALID_NAMES.add(lname)
+        if _BAD_VALUE.search(value):
+            raise LocalProtocolError(f"invalid value for header {name!r}")
+        out.append((lname, value))
+    return out

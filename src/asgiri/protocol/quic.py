@@ -9,7 +9,8 @@ This module adds the two things a server needs around it:
   client whose address changes keeps its connection), the Initial packet of
   a new connection, a version the server does not speak (answered with
   Version Negotiation), a first Initial that must prove its address first
-  (answered with a Retry, ``--quic-retry``), or garbage, which is dropped
+  (answered with a Retry: always under ``--quic-retry``, otherwise only while
+  the server is under load), or garbage, which is dropped
   without a word: answering garbage would make the server a reflector.
 
 * :class:`ServerQuicConnection` is aioquic's connection with request-body
@@ -22,21 +23,24 @@ This module adds the two things a server needs around it:
   (handed to the app, not yet read) are not credited back until
   :meth:`ServerQuicConnection.consume` says so.  Control and QPACK streams,
   and the framing of request streams, are consumed on receipt as before.
-  This class is also the one place that reaches into aioquic's internals
-  (the stream table, the stream-limit writer, the concurrent-stream limit),
-  because aioquic exposes no setting for them.
+  This class reaches into aioquic's internals (the stream table, the
+  stream-limit writer, the concurrent-stream limit) because aioquic exposes
+  no setting for them; with the SETTINGS override in ``protocol/h3.py`` it is
+  the whole of asgiri's dependence on aioquic beyond its public API.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.crypto import CryptoError, CryptoPair
 from aioquic.quic.packet import (
     QuicPacketType,
     encode_quic_retry,
@@ -51,6 +55,13 @@ from aioquic.quic.stream import QuicStream
 __all__ = ["QuicRouter", "Route", "RouteKind", "ServerQuicConnection"]
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
+#: Connection ids of ended connections whose reset token is remembered.
+_RESET_TOKENS_KEPT = 10000
+#: A stateless reset is at least 22 bytes (RFC 9000 10.3: 5 unpredictable
+#: bytes and the 16-byte token after the first byte) and smaller than the
+#: packet that triggered it.
+_MIN_RESET_TRIGGER = 23
+_RESET_SIZE = 42
 T = TypeVar("T")
 
 
@@ -99,6 +110,19 @@ class ServerQuicConnection(QuicConnection):
         self._held.pop(stream_id, None)
         self._written.pop(stream_id, None)
 
+    @property
+    def request_streams_open(self) -> bool:
+        """Whether a request stream still has data in flight either way (unacked)."""
+        return any(stream_id & 3 == 0 for stream_id in self._streams)
+
+    def reset_tokens(self) -> list[tuple[bytes, bytes]]:
+        """This connection's ids with their stateless reset tokens (kept after it ends)."""
+        return [
+            (host.cid, host.stateless_reset_token)
+            for host in self._host_cids
+            if host.stateless_reset_token
+        ]
+
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         super().send_stream_data(stream_id, data, end_stream)
         if stream_id & 3 == 0:
@@ -136,6 +160,25 @@ class ServerQuicConnection(QuicConnection):
             receiver.highest_offset = received
 
 
+def _authentic_initial(
+    data: bytes, payload_offset: int, length: int, header: Any, version: int
+) -> bool:
+    """Whether the first packet decrypts with the Initial keys of its connection id.
+
+    Initial keys derive from public values, so this proves no identity; it
+    proves the sender ran QUIC.  Without it, each 1200 bytes of random data
+    with a plausible header would cost a connection object until the idle
+    timeout ends it.
+    """
+    crypto = CryptoPair()
+    try:
+        crypto.setup_initial(cid=header.destination_cid, is_client=False, version=version)
+        crypto.decrypt_packet(data[:length], payload_offset, 0)
+    except (CryptoError, ValueError):
+        return False
+    return True
+
+
 class RouteKind(enum.Enum):
     """What one incoming datagram turned out to be."""
 
@@ -167,8 +210,12 @@ class QuicRouter(Generic[T]):
     def __init__(self, configuration: QuicConfiguration, *, retry: bool) -> None:
         self._cid_length = configuration.connection_id_length
         self._versions = list(configuration.supported_versions)
-        self._retry = QuicRetryTokenHandler() if retry else None
+        #: Retry for every new connection (``--quic-retry``), not only under load.
+        self._always = retry
+        self._retry = QuicRetryTokenHandler()
         self._targets: dict[bytes, T] = {}
+        #: Stateless reset tokens of connections that ended, newest last.
+        self._reset_tokens: OrderedDict[bytes, bytes] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._targets)
@@ -183,8 +230,30 @@ class QuicRouter(Generic[T]):
         for cid in [cid for cid, t in self._targets.items() if t is target]:
             del self._targets[cid]
 
-    def route(self, data: bytes, addr: Address, now: float) -> Route[T]:
-        """Classify one datagram; never raises on malformed input."""
+    def remember_reset_tokens(self, tokens: list[tuple[bytes, bytes]]) -> None:
+        """Connection ids of a connection that is gone, with their stateless reset tokens."""
+        for cid, token in tokens:
+            self._reset_tokens[cid] = token
+            self._reset_tokens.move_to_end(cid)
+        while len(self._reset_tokens) > _RESET_TOKENS_KEPT:
+            self._reset_tokens.popitem(last=False)
+
+    def _stateless_reset(self, cid: bytes, received: int) -> Route[T]:
+        token = self._reset_tokens.get(cid)
+        if token is None or received < _MIN_RESET_TRIGGER:
+            return Route(RouteKind.DROP)
+        # Shorter than what triggered it, so two endpoints can never loop;
+        # unpredictable bytes before the token so it looks like any packet.
+        size = min(received - 1, _RESET_SIZE)
+        first = 0x40 | (os.urandom(1)[0] & 0x3F)
+        return Route(RouteKind.REPLY, reply=bytes([first]) + os.urandom(size - 17) + token)
+
+    def route(self, data: bytes, addr: Address, now: float, *, retry: bool = False) -> Route[T]:
+        """Classify one datagram; never raises on malformed input.
+
+        ``retry``: answer new connections with a Retry now (the server is
+        under load), even when Retry is not always on.
+        """
         buf = Buffer(data=data)
         try:
             header = pull_quic_header(buf, host_cid_length=self._cid_length)
@@ -195,8 +264,9 @@ class QuicRouter(Generic[T]):
             return Route(RouteKind.DELIVER, target=target)
         version = header.version
         if version is None:
-            # A short-header packet for a connection we do not know.
-            return Route(RouteKind.DROP)
+            # A short-header packet for a connection we do not know: if it
+            # is one we closed, tell the client at once (RFC 9000 10.3).
+            return self._stateless_reset(header.destination_cid, len(data))
         if header.packet_type is QuicPacketType.VERSION_NEGOTIATION:
             return Route(RouteKind.DROP)  # a server never takes these
         if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
@@ -214,13 +284,31 @@ class QuicRouter(Generic[T]):
             )
         if header.packet_type is not QuicPacketType.INITIAL:
             return Route(RouteKind.DROP)
-        if self._retry is None:
-            return Route(
-                RouteKind.NEW,
-                destination_cid=header.destination_cid,
-                original_destination_cid=header.destination_cid,
-            )
-        if not header.token:
+        if not _authentic_initial(data, buf.tell(), header.packet_length, header, version):
+            # Well-formed header, garbage inside: no state, no answer.
+            return Route(RouteKind.DROP)
+        if header.token:
+            try:
+                original = self._retry.validate_token(
+                    address=addr,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=now,
+                )
+            except ValueError:
+                if retry or self._always:
+                    # A forged, stale or replayed token: say nothing (RFC
+                    # 9000 8.1.3 allows dropping), so a spoofed source gets
+                    # no answer at all.
+                    return Route(RouteKind.DROP)
+            else:
+                return Route(
+                    RouteKind.NEW,
+                    destination_cid=header.destination_cid,
+                    original_destination_cid=original,
+                    retry_source_cid=header.destination_cid,
+                )
+        elif retry or self._always:
             source_cid = os.urandom(self._cid_length)
             token = self._retry.create_token(
                 address=addr,
@@ -238,17 +326,8 @@ class QuicRouter(Generic[T]):
                     retry_token=token,
                 ),
             )
-        try:
-            original = self._retry.validate_token(
-                address=addr, destination_cid=header.destination_cid, token=header.token, now=now
-            )
-        except ValueError:
-            # A forged, stale or replayed token: say nothing (RFC 9000 8.1.3
-            # allows dropping), so a spoofed source gets no answer at all.
-            return Route(RouteKind.DROP)
         return Route(
             RouteKind.NEW,
             destination_cid=header.destination_cid,
-            original_destination_cid=original,
-            retry_source_cid=header.destination_cid,
+            original_destination_cid=header.destination_cid,
         )

@@ -21,11 +21,12 @@ them (see :class:`~asgiri.protocol.quic.ServerQuicConnection`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicFileLogger
@@ -34,7 +35,8 @@ from aioquic.tls import SessionTicket
 from ..asgi.http_stream import HTTPStream
 from ..asgi.scope import http_scope, websocket_scope
 from ..config import Config
-from ..errors import StartupError
+from ..errors import BindError, StartupError
+from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
 from ..protocol.h3 import (
     ConnectionEnded,
@@ -58,6 +60,10 @@ logger = logging.getLogger("asgiri.error")
 HIGH_WATER = 64 * 1024
 #: Per-stream request-body window: what a client may send ahead of the app.
 STREAM_WINDOW = 1024 * 1024
+#: Handshakes in progress beyond which new clients must first answer a Retry
+#: (prove their address), even without ``--quic-retry``: a flood of Initial
+#: packets from spoofed addresses then costs no handshake work.
+RETRY_UNDER_LOAD = 100
 #: Initial connection-level window (aioquic grows it as data flows).
 CONNECTION_WINDOW = 4 * 1024 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -123,7 +129,7 @@ def bind_udp(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise StartupError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+        raise BindError(f"cannot resolve host {host!r}: {exc.strerror}") from None
     family, socktype, proto, _, addr = infos[0]
     sock = socket.socket(family, socktype, proto)
     try:
@@ -132,11 +138,17 @@ def bind_udp(host: str, port: int) -> socket.socket:
         sock.bind(addr)
     except OSError as exc:
         sock.close()
-        raise StartupError(
+        if exc.errno == errno.EADDRINUSE:
+            raise UDPPortInUse(f"UDP address {host}:{port} (HTTP/3) is already in use") from None
+        raise BindError(
             f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
         ) from None
     sock.setblocking(False)
     return sock
+
+
+class UDPPortInUse(BindError):
+    """The UDP port for HTTP/3 is taken (with ``port=0``, the TCP port the kernel picked)."""
 
 
 class _TicketStore:
@@ -167,17 +179,25 @@ class QuicListener(asyncio.DatagramProtocol):
         self.router: QuicRouter[H3Protocol] = QuicRouter(configuration, retry=quic.quic_retry)
         self._tickets = _TicketStore() if quic.quic_0rtt else None
         self.transport: asyncio.DatagramTransport | None = None
+        #: Connections whose handshake has not completed yet.
+        self.handshakes = 0
         self.server_address: tuple[str, int | None] | None = None
         self.closed = False
 
+    def factory(self) -> QuicListener:
+        """For ``loop.create_datagram_endpoint``, which wants a protocol factory."""
+        return self
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.DatagramTransport, transport)
         sockname = transport.get_extra_info("sockname")
         if sockname:
             self.server_address = (str(sockname[0]), int(sockname[1]))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        route = self.router.route(data, addr, self.loop.time())
+        route = self.router.route(
+            data, addr, self.loop.time(), retry=self.handshakes >= RETRY_UNDER_LOAD
+        )
         kind = route.kind
         if kind is RouteKind.DELIVER:
             target = route.target
@@ -227,7 +247,14 @@ class H3Protocol:
         self.listener = listener
         ctx = self.ctx = listener.ctx
         self.loop = ctx.loop
-        self.conn = H3Connection(quic, zero_rtt=ctx.config.quic.quic_0rtt)
+        limits = ctx.config.limits
+        self.conn = H3Connection(
+            quic,
+            zero_rtt=ctx.config.quic.quic_0rtt,
+            max_header_size=limits.limit_request_header_size,
+            max_fields=limits.limit_request_fields,
+            enable_connect=ctx.ws_enabled,
+        )
         self.client: tuple[str, int] | None = (str(addr[0]), int(addr[1]))
         self.server = listener.server_address
         self.extensions: dict[str, Any] = {}
@@ -243,7 +270,10 @@ class H3Protocol:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closing = False
+        self._close_when_idle = False
         self._closed = False
+        self._handshaking = True
+        listener.handshakes += 1
         ctx.connections.add(self)
         if ctx.shutting_down:
             self._closing = True
@@ -307,17 +337,15 @@ class H3Protocol:
 
     def _on_request(self, request: Request) -> None:
         stream_id = request.stream_id
-        if self._closing and stream_id not in self.streams:
-            # Arrived with or after our GOAWAY: the client may retry it.
-            self.conn.reset(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
-            return
         if request.protocol is not None:
             if request.protocol == b"websocket" and self.ctx.ws_enabled:
                 self._open_websocket(request)
             else:
-                self.conn.reset(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
+                # Extended CONNECT is for WebSocket only (RFC 9220).
+                self.conn.refuse(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
             return
         ctx = self.ctx
+        self._update_client()
         scope = http_scope(
             request,
             request.scheme or "https",
@@ -332,6 +360,12 @@ class H3Protocol:
             self._no_body.add(stream_id)
         self.streams[stream_id] = stream
         self._new.append(stream)
+
+    def _update_client(self) -> None:
+        """The client's current address: it may have moved (NAT rebinding, migration)."""
+        peer = self.conn.quic.get_peer_address()
+        if peer is not None and (peer[0], peer[1]) != self.client:
+            self.client = (str(peer[0]), int(peer[1]))
 
     def _extensions(self) -> dict[str, Any]:
         if not self.extensions:
@@ -361,10 +395,12 @@ class H3Protocol:
                 stream_id, exc.status, ctx.response_header_list(exc.headers, alt_svc=False), True
             )
             self.conn.stop_reading(stream_id)
+            self.conn.forget(stream_id)
             return
         extensions, extension_header = negotiate_extensions(
             request.headers, ctx.config.websocket.ws_per_message_deflate
         )
+        self._update_client()
         scope = websocket_scope(
             request, "wss", self.client, self.server, ctx.root_path, ctx.state, self._extensions()
         )
@@ -450,8 +486,13 @@ class H3Protocol:
         if self._closed:
             return
         self._closed = True
+        self._handshake_done()
         self.ctx.connections.discard(self)
-        self.listener.router.remove_target(self)
+        router = self.listener.router
+        router.remove_target(self)
+        if self.conn.handshake_complete:
+            # Packets still in flight to it get a stateless reset, not silence.
+            router.remember_reset_tokens(self.conn.quic.reset_tokens())
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -511,7 +552,14 @@ class H3Protocol:
         stream_id = stream.stream_id
         if self._closed or stream_id not in self.streams:
             return
-        if not self.conn.send_trailers(stream_id, trailers):
+        try:
+            sent = self.conn.send_trailers(stream_id, trailers)
+        except LocalProtocolError:
+            # The body is out already: the response can only be cut off.
+            self.conn.reset(stream_id, H3ErrorCode.H3_INTERNAL_ERROR)
+            self._schedule_flush()
+            raise
+        if not sent:
             stream.disconnect()
         self._schedule_flush()
 
@@ -593,10 +641,18 @@ class H3Protocol:
         self._flush_scheduled = False
         if self._closed:
             return
+        if self._handshaking and self.conn.handshake_complete:
+            self._handshake_done()
         transport = self.listener.transport
         if transport is not None and not transport.is_closing():
             for data, addr in self.conn.datagrams_to_send(self.loop.time()):
                 transport.sendto(data, addr)
+            # (aioquic forgets acknowledged streams while building packets.)
+            if self._close_when_idle and self.conn.idle:
+                self._close_when_idle = False
+                self.conn.close(H3ErrorCode.H3_NO_ERROR)
+                for data, addr in self.conn.datagrams_to_send(self.loop.time()):
+                    transport.sendto(data, addr)
         if self.conn.closed:
             self._finish()
             return
@@ -612,6 +668,11 @@ class H3Protocol:
                 if buffered(stream_id) <= HIGH_WATER:
                     self._wake(stream_id)
 
+    def _handshake_done(self) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            self.listener.handshakes -= 1
+
     def _wake(self, stream_id: int) -> None:
         timer = self._stall_timers.pop(stream_id, None)
         if timer is not None:
@@ -626,8 +687,9 @@ class H3Protocol:
 
     def _maybe_done(self) -> None:
         if self._closing and not self.streams and not self.websockets and not self._closed:
-            # Every stream accepted before the GOAWAY is answered.
-            self.conn.close(H3ErrorCode.H3_NO_ERROR)
+            # Every stream accepted before the GOAWAY is answered; the close
+            # follows once the client has acknowledged all of it (_flush).
+            self._close_when_idle = True
             self._schedule_flush()
 
     def shutdown(self) -> None:

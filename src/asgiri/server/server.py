@@ -19,7 +19,7 @@ from ..config import Config, HttpProtocolVersion, LoopChoice
 from ..logging import configure_logging
 from .context import ServerContext
 from .h1 import H1Protocol
-from .h3 import QuicListener, bind_udp, quic_configuration
+from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
 from .listeners import Listener, bind_sockets
 from .tls import TLSInfo, build_ssl_context, read_server_cert
 
@@ -137,15 +137,7 @@ class Server:
         quic_config = None
         if self._h3_wanted():
             quic_config = quic_configuration(config)
-        if mode is not HttpProtocolVersion.HTTP_3:
-            self.listeners = bind_sockets(config.bind, config.port)
-        try:
-            if quic_config is not None:
-                self._bind_quic()
-        except BaseException:
-            for listener in self.listeners:
-                listener.sock.close()
-            raise
+        self._bind(quic_config is not None)
         ctx = ServerContext(config, app, loop)
         self._ctx = ctx
         if ssl_context is not None:
@@ -174,7 +166,7 @@ class Server:
                 if quic_config is None:
                     break
                 quic_listener = QuicListener(ctx, quic_config)
-                await loop.create_datagram_endpoint(lambda q=quic_listener: q, sock=sock)  # type: ignore[misc]
+                await loop.create_datagram_endpoint(quic_listener.factory, sock=sock)
                 quic_listeners.append(quic_listener)
             self._log_started(ssl_context is not None)
             installed = self._install_signals(loop)
@@ -212,8 +204,7 @@ class Server:
         if http.http_version is HttpProtocolVersion.HTTP_3:
             return True
         if not http.enable_http3:
-            if http.http_version is HttpProtocolVersion.AUTO and not config.tls.enabled:
-                self._h3_off_reason = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
+            self._h3_off_reason = config.http3_note  # None when turned off on purpose
             return False
         if http.http_version is not HttpProtocolVersion.AUTO:
             self._h3_off_reason = f"HTTP/3 is off: --http {http.http_version.value} was asked for"
@@ -228,6 +219,36 @@ class Server:
         else:
             return True
         return False
+
+    def _bind(self, quic: bool) -> None:
+        """Bind TCP, then UDP next to it.
+
+        With ``port=0`` the kernel picks a TCP port whose UDP twin may be
+        taken; then both are bound again on another pick (a few times).
+        """
+        config = self.config
+        for attempt in range(10):
+            if config.http.http_version is not HttpProtocolVersion.HTTP_3:
+                self.listeners = bind_sockets(config.bind, config.port)
+            try:
+                if quic:
+                    self._bind_quic()
+                return
+            except BaseException as exc:
+                for listener in self.listeners:
+                    listener.sock.close()
+                self.listeners = []
+                for sock, _ in self.quic_sockets:
+                    sock.close()
+                self.quic_sockets = []
+                retry = (
+                    isinstance(exc, UDPPortInUse)
+                    and config.port == 0
+                    and config.http.http3_port is None
+                    and attempt < 9
+                )
+                if not retry:
+                    raise
 
     def _bind_quic(self) -> None:
         """A UDP socket next to each TCP listener (same host, same port unless --http3-port)."""
