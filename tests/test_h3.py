@@ -389,6 +389,27 @@ def test_no_per_stream_state_is_left_behind(server: ThreadServer) -> None:
         assert not proto.conn.quic._held and not proto.conn.quic._written
 
 
+def test_streams_reset_before_their_app_starts_leave_no_task(server: ThreadServer) -> None:
+    """A reset that arrives before the app's first step must still release the request.
+
+    Each request and its reset leave in datagrams of their own, back to back, so
+    the server often sees the reset in the loop turn that created the app task.
+    A task cancelled before it starts never runs its cleanup: it would stay in
+    the server's task set, and graceful shutdown would wait for it in vain.
+    """
+    ctx = server.server._ctx
+    assert ctx is not None
+    with H3Client(h3port(server)) as client:
+        for _ in range(60):
+            stream_id = client.send_request("GET", "/forever")
+            client.reset(stream_id)
+        assert client.get("/").status == 200
+        deadline = time.monotonic() + 10
+        while ctx.tasks or ctx.active_requests:
+            assert time.monotonic() < deadline, (len(ctx.tasks), ctx.active_requests)
+            client.run_for(0.05)
+
+
 def test_disconnect_on_stream_reset(server: ThreadServer) -> None:
     with H3Client(h3port(server)) as client:
         stream_id = client.send_request("POST", "/disconnect", body=b"x")

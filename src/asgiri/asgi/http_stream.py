@@ -112,6 +112,7 @@ class HTTPStream:
     """One request/response exchange seen through the ASGI ``http`` scope."""
 
     __slots__ = (
+        "_abandoned",
         "_buffered",
         "_chunks",
         "_expect_continue",
@@ -119,6 +120,7 @@ class HTTPStream:
         "_loop",
         "_pending_head",
         "_pending_trailers",
+        "_running",
         "_sink",
         "_started_at",
         "_state",
@@ -165,6 +167,8 @@ class HTTPStream:
         self.access_log = access_log
         self._started_at = time.perf_counter() if access_log else 0.0
         self.task: Any = None
+        self._running = False
+        self._abandoned = False
         #: Set by a connection while the app's first step runs inside its
         #: callback (see server.tasks.start_eagerly); the connection then
         #: calls flush_head() itself when that step ends.
@@ -213,6 +217,26 @@ class HTTPStream:
             self._chunks.clear()
             self._buffered = 0
             self._wake()
+
+    def reset_by_peer(self) -> None:
+        """The peer reset this stream (HTTP/2, HTTP/3): stop the app's wasted work.
+
+        An app blocked in ``receive()`` is not cancelled; it gets
+        ``http.disconnect``.  A task that has not taken its first step yet is
+        not cancelled either: a coroutine cancelled before it starts never
+        runs :meth:`run`'s ``finally``, so the sink would never hear
+        ``app_done`` and graceful shutdown would wait for that task forever.
+        It is marked instead, and :meth:`run` returns without calling the app.
+        """
+        receiving = self.receiving
+        self.disconnect()
+        task = self.task
+        if task is None or task.done() or receiving:
+            return
+        if self._running:
+            task.cancel()
+        else:
+            self._abandoned = True
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -460,7 +484,11 @@ class HTTPStream:
     async def run(self, app: ASGIApp) -> None:
         """Call the app and turn every way it can fail into a clean answer."""
         failed = False
+        self._running = True
         try:
+            if self._abandoned:
+                failed = True
+                return
             await app(self.scope, self.receive, self.send)
         except BaseException as exc:
             failed = self._app_failed(exc)

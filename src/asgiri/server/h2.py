@@ -381,13 +381,8 @@ class H2Protocol(asyncio.Protocol):
         stream = self.streams.pop(stream_id, None)
         self._no_body.discard(stream_id)
         if stream is not None:
-            receiving = stream.receiving
-            stream.disconnect()
-            task = stream.task
-            if task is not None and not task.done() and not receiving:
-                # A reset stream's work is wasted work: stop it (rapid reset).
-                # An app waiting in receive() is not: it gets http.disconnect.
-                task.cancel()
+            # Rapid reset: the app's work for a client that left is wasted.
+            stream.reset_by_peer()
         self._wake(stream_id)
         self._maybe_idle()
 

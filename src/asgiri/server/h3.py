@@ -469,13 +469,8 @@ class H3Protocol:
         stream = self.streams.pop(stream_id, None)
         self._no_body.discard(stream_id)
         if stream is not None:
-            receiving = stream.receiving
-            stream.disconnect()
-            task = stream.task
-            if task is not None and not task.done() and not receiving:
-                # Work for a client that left is wasted; one waiting in
-                # receive() gets http.disconnect instead.
-                task.cancel()
+            # Rapid reset: the app's work for a client that left is wasted.
+            stream.reset_by_peer()
         self._wake(stream_id)
         self._maybe_done()
 
