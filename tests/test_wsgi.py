@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from asgiri.asgi.loader import detect_interface
 from tests import apps, wsgiapps
@@ -209,3 +211,9 @@ def test_detect_interface() -> None:
     assert detect_interface(wsgiapps.flask_app) == "wsgi"
     assert detect_interface(ASGI2App) == "asgi2"
     assert detect_interface(lambda scope: ASGI2App(scope)) == "asgi2"
+
+
+def test_websocket_to_a_wsgi_app_is_refused(plain_server: ThreadServer) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"ws://127.0.0.1:{plain_server.port}/", proxy=None, open_timeout=10)
+    assert info.value.response.status_code == 403
