@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -217,3 +218,21 @@ def test_websocket_to_a_wsgi_app_is_refused(plain_server: ThreadServer) -> None:
     with pytest.raises(InvalidStatus) as info:
         connect(f"ws://127.0.0.1:{plain_server.port}/", proxy=None, open_timeout=10)
     assert info.value.response.status_code == 403
+
+
+def test_shutdown_with_a_blocked_wsgi_thread_ends_it() -> None:
+    """A generator stuck on a client that reads nothing does not outlive the server."""
+    others = set(threading.enumerate())  # the module's servers have WSGI threads too
+    srv = ThreadServer(wsgiapps.plain, timeout_graceful_shutdown=0.5).start()
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /stream?100000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        srv.stop()
+        deadline = time.monotonic() + 10
+        while any(t.name.startswith("asgiri-wsgi") for t in set(threading.enumerate()) - others):
+            assert time.monotonic() < deadline, "a WSGI thread outlived the server"
+            time.sleep(0.02)
+    finally:
+        sock.close()

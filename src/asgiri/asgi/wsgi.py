@@ -53,15 +53,28 @@ class WSGIAdapter:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="asgiri-wsgi"
         )
+        #: Waits of app threads on the loop; failed on close so that no thread
+        #: is left blocked on a loop that will never answer.
+        self.pending: set[concurrent.futures.Future[Any]] = set()
+        self.closed = False
 
     def close(self) -> None:
-        """Let running requests finish their threads; take no new ones."""
-        self._executor.shutdown(wait=False)
+        """Stop: requests not started are dropped, threads waiting on the loop are failed.
+
+        Called when the server shuts down (lifespan shutdown), after requests
+        in flight had their graceful-shutdown time.  Without it a thread that
+        waits for a ``send`` the stopped loop never runs would block the
+        interpreter's exit.
+        """
+        self.closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for waiting in list(self.pending):
+            _settle(waiting, exception=OSError("the server is shutting down"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            call = _Call(self._loop, receive, send)
+            call = _Call(self, receive, send)
             await self._loop.run_in_executor(self._executor, call.run, self.app, scope)
         elif kind == "lifespan":
             # WSGI has no lifespan: answer it, so the server does not warn.
@@ -82,8 +95,9 @@ class WSGIAdapter:
 class _Call:
     """One request: the thread side of the bridge to ``receive``/``send``."""
 
-    def __init__(self, loop: Any, receive: Receive, send: Send) -> None:
-        self._loop = loop
+    def __init__(self, adapter: WSGIAdapter, receive: Receive, send: Send) -> None:
+        self._adapter = adapter
+        self._loop = adapter._loop
         self._receive = receive
         self._send = send
         self.headers_sent = False
@@ -93,21 +107,28 @@ class _Call:
 
     def _await(self, make: Callable[[], Any]) -> Any:
         """Run the coroutine ``make()`` on the loop; block this thread until it is done."""
+        adapter = self._adapter
+        if adapter.closed:
+            raise OSError("the server is shutting down")
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def finished(task: Any) -> None:
             if task.cancelled():
-                done.cancel()
+                _settle(done, exception=OSError("cancelled"))
             elif task.exception() is not None:
-                done.set_exception(task.exception())
+                _settle(done, exception=task.exception())
             else:
-                done.set_result(task.result())
+                _settle(done, result=task.result())
 
         def start() -> None:
             self._loop.create_task(make()).add_done_callback(finished)
 
-        self._loop.call_soon_threadsafe(start)
-        return done.result()
+        adapter.pending.add(done)
+        try:
+            self._loop.call_soon_threadsafe(start)
+            return done.result()
+        finally:
+            adapter.pending.discard(done)
 
     def receive(self) -> Message:
         message: Message = self._await(self._receive)
@@ -173,6 +194,22 @@ class _Call:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
+
+
+def _settle(
+    future: concurrent.futures.Future[Any],
+    *,
+    result: Any = None,
+    exception: BaseException | None = None,
+) -> None:
+    """Complete ``future`` unless something else (close, the loop) already did."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 class _Input(io.RawIOBase):
