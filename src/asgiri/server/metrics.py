@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from typing import Any
 
 from ..config import Config, parse_host_port
@@ -182,7 +183,7 @@ class Metrics:
                 self._bytes_in.labels(protocol),
                 self._bytes_out.labels(protocol),
             )
-        per[0].observe(_now() - stream.started_at)
+        per[0].observe(time.perf_counter() - stream.started_at)
         if stream.bytes_received:
             per[1].inc(stream.bytes_received)
         if stream.bytes_sent:
@@ -224,12 +225,6 @@ class Metrics:
             mp.MultiProcessCollector(registry)
             return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
         return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 class MetricsListener:
