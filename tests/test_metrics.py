@@ -8,6 +8,11 @@ scrape is parsed with prometheus_client's own text parser.
 from __future__ import annotations
 
 import asyncio
+import os
+import queue
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from tests.servers import ThreadServer, cli_server, run_cli, serve
+from tests.servers import ROOT, ThreadServer, cli_server, run_cli, serve
 
 _release: asyncio.Event | None = None
 
@@ -184,6 +189,73 @@ def test_processes_sharing_a_multiproc_dir_are_added_up(tmp_path: Path) -> None:
             lambda s: value(s, "asgiri_requests_total", protocol="h1", status="200") == 5,
         )
         assert value(samples, "asgiri_request_duration_seconds_count", protocol="h1") == 5
+
+
+class Process:
+    """``python -m MODULE ARGS`` with its output read line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        full_env = {**os.environ, **env}
+        full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.seen.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line is not None, "process exited"
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._reader.join(10)
+
+
+def test_supervisor_serves_the_sum_of_workers_without_their_own_listeners(
+    tmp_path: Path,
+) -> None:
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    procs = [Process("metrics_processes", role, env=env) for role in ("supervisor", "w", "w")]
+    try:
+        port = int(procs[0].wait_for(r"all processes on port (\d+)").group(1))
+        worker_ports = [
+            int(p.wait_for(r"Listening on http://[^ ]+:(\d+)").group(1)) for p in procs[1:]
+        ]
+        for worker, count in zip(worker_ports, (2, 3), strict=True):
+            for _ in range(count):
+                assert httpx.get(f"http://127.0.0.1:{worker}/").status_code == 200
+        samples = wait_until(
+            port,
+            lambda s: value(s, "asgiri_requests_total", protocol="h1", status="200") == 5,
+        )
+        assert value(samples, "asgiri_requests_in_flight") == 0
+    finally:
+        for proc in procs:
+            proc.stop()
+    # The workers opened no metrics listener of their own.
+    for worker in procs[1:]:
+        assert any("Listening on" in line for line in worker.seen)
+        assert not any("Prometheus metrics on" in line for line in worker.seen)
 
 
 def test_missing_prometheus_client_is_one_line(tmp_path: Path) -> None:

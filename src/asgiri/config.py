@@ -496,6 +496,12 @@ class MetricsConfig:
         metavar="HOST:PORT",
         help="Serve Prometheus metrics at http://HOST:PORT/metrics (needs asgiri[metrics]).",
     )
+    metrics_listen: bool = _opt(
+        True,
+        flags=None,
+        help="Open the metrics listener in this process; a worker whose supervisor serves "
+        "the metrics of all workers counts with this off (Python API only).",
+    )
 
     def __post_init__(self) -> None:
         if self.metrics_bind is not None:

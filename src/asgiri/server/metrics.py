@@ -21,7 +21,10 @@ Several processes: when ``PROMETHEUS_MULTIPROC_DIR`` is set before
 files there and the endpoint adds them up (``MultiProcessCollector``);
 gauges use the ``livesum`` mode, so a process that is gone stops counting.
 A supervisor of workers calls :func:`prepare_multiprocess_dir` before it
-starts them and :func:`worker_exited` for each that ends.
+starts them, serves the endpoint itself with :func:`start_metrics_listener`
+and :func:`render_all_processes`, starts the workers with
+``metrics_listen=False`` (they count, the supervisor listens) and calls
+:func:`worker_exited` for each that ends.
 """
 
 from __future__ import annotations
@@ -30,12 +33,19 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..config import Config, parse_host_port
 from ..errors import BindError, StartupError
 
-__all__ = ["Metrics", "prepare_multiprocess_dir", "start_metrics_listener", "worker_exited"]
+__all__ = [
+    "Metrics",
+    "prepare_multiprocess_dir",
+    "render_all_processes",
+    "start_metrics_listener",
+    "worker_exited",
+]
 
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
 _PROTOCOLS = {"1.0": "h1", "1.1": "h1", "2": "h2", "3": "h3"}
@@ -216,15 +226,21 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The scrape body and its content type (every process's values in multiprocess mode)."""
-        prom = _client()
         if self.multiprocess:
-            from prometheus_client import multiprocess
-
-            mp: Any = multiprocess  # its functions are untyped
-            registry = prom.CollectorRegistry()
-            mp.MultiProcessCollector(registry)
-            return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
+            return render_all_processes()
+        prom = _client()
         return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST
+
+
+def render_all_processes() -> tuple[bytes, str]:
+    """The sum of every process writing to ``PROMETHEUS_MULTIPROC_DIR`` (for a supervisor)."""
+    prom = _client()
+    from prometheus_client import multiprocess
+
+    mp: Any = multiprocess  # its functions are untyped
+    registry = prom.CollectorRegistry()
+    mp.MultiProcessCollector(registry)
+    return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
 
 
 class MetricsListener:
@@ -245,9 +261,14 @@ class MetricsListener:
 
 
 async def start_metrics_listener(
-    loop: asyncio.AbstractEventLoop, bind: str, metrics: Metrics
+    loop: asyncio.AbstractEventLoop, bind: str, render: Callable[[], tuple[bytes, str]]
 ) -> MetricsListener:
-    """Listen on ``bind`` (HOST:PORT) and answer ``GET /metrics`` with ``metrics.render()``."""
+    """Listen on ``bind`` (HOST:PORT) and answer ``GET /metrics`` with ``render()``.
+
+    A single server passes ``Metrics.render``; a supervisor of workers passes
+    :func:`render_all_processes` and starts its workers with
+    ``metrics_listen=False``, so that they count without binding the port.
+    """
     from .context import ServerContext
     from .h1 import H1Protocol
 
@@ -260,7 +281,7 @@ async def start_metrics_listener(
             status, body, ctype = 404, b"Not Found: metrics are at /metrics\n", "text/plain"
         else:
             # Rendering reads every worker's files in multiprocess mode: off the loop.
-            body, ctype = await loop.run_in_executor(None, metrics.render)
+            body, ctype = await loop.run_in_executor(None, render)
             status = 200
         await send(
             {

@@ -241,10 +241,10 @@ class Server:
                         backlog=config.bind.backlog,
                     )
                 )
-            if metrics_bind is not None:
+            if metrics_bind is not None and config.metrics.metrics_listen:
                 from .metrics import start_metrics_listener
 
-                self._metrics = await start_metrics_listener(loop, metrics_bind, ctx.metrics)
+                self._metrics = await start_metrics_listener(loop, metrics_bind, ctx.metrics.render)
                 logger.info(
                     "Prometheus metrics on http://%s:%d/metrics",
                     metrics_bind.rpartition(":")[0],
