@@ -6,6 +6,7 @@ for the backpressure check).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -212,6 +213,8 @@ def test_detect_interface() -> None:
     assert detect_interface(wsgiapps.flask_app) == "wsgi"
     assert detect_interface(ASGI2App) == "asgi2"
     assert detect_interface(lambda scope: ASGI2App(scope)) == "asgi2"
+    assert detect_interface(functools.partial(apps.hello)) == "asgi3"
+    assert detect_interface(functools.partial(wsgiapps.plain)) == "wsgi"
 
 
 def test_websocket_to_a_wsgi_app_is_refused(plain_server: ThreadServer) -> None:

@@ -91,11 +91,14 @@ def load_app(
 def detect_interface(app: Any) -> str:
     """The interface of ``app``, asgi3, asgi2 or wsgi, told from its shape (see load_app).
 
-    A plain function taking three arguments is ASGI 3 even when it is not a
-    coroutine function (a decorated app returning an awaitable).
+    Arguments with defaults do not count.  A plain function requiring three
+    arguments is ASGI 3 even when it is not a coroutine function (a decorated
+    app returning an awaitable).
     """
     if inspect.isclass(app):
         return "asgi3" if hasattr(app, "__await__") else "asgi2"
+    if inspect.iscoroutinefunction(app):  # also sees through functools.partial
+        return "asgi3"
     call: Any
     if inspect.isfunction(app) or inspect.ismethod(app):
         call = app
@@ -105,14 +108,14 @@ def detect_interface(app: Any) -> str:
             return "asgi3"
     if inspect.iscoroutinefunction(call):
         return "asgi3"
-    count = _positional_count(call)
+    count = _positional_count(app)  # signature() sees through partials and __call__
     if count == 2:
         return "wsgi"
     return "asgi3" if count == 3 else "asgi2"
 
 
 def _positional_count(func: Any) -> int | None:
-    """How many positional arguments ``func`` takes (None: cannot tell, or *args)."""
+    """How many positional arguments ``func`` requires (None: cannot tell, or *args)."""
     try:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
@@ -121,7 +124,7 @@ def _positional_count(func: Any) -> int | None:
     for param in params:
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             return None
-        if param.kind in (
+        if param.default is inspect.Parameter.empty and param.kind in (
             inspect.Parameter.POSITIONAL_ONLY,
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
         ):
