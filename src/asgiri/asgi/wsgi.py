@@ -134,8 +134,15 @@ class _Call:
         message: Message = self._await(self._receive)
         return message
 
-    def send(self, message: Message) -> None:
-        self._await(lambda: self._send(message))
+    def send(self, *messages: Message) -> None:
+        """Send ``messages`` in order, crossing to the loop once for all of them."""
+        send = self._send
+
+        async def send_all() -> None:
+            for message in messages:
+                await send(message)
+
+        self._await(send_all)
 
     # ------------------------------------------------------------ the WSGI side
 
@@ -169,13 +176,15 @@ class _Call:
         self._body(data, more=True)
 
     def _body(self, data: bytes, more: bool) -> None:
-        if not self.headers_sent:
-            if self._head is None:
-                raise RuntimeError("WSGI app sent a body before calling start_response")
-            self.headers_sent = True
-            status, headers = self._head
-            self.send({"type": "http.response.start", "status": status, "headers": headers})
-        self.send({"type": "http.response.body", "body": data, "more_body": more})
+        body = {"type": "http.response.body", "body": data, "more_body": more}
+        if self.headers_sent:
+            self.send(body)
+            return
+        if self._head is None:
+            raise RuntimeError("WSGI app sent a body before calling start_response")
+        self.headers_sent = True
+        status, headers = self._head
+        self.send({"type": "http.response.start", "status": status, "headers": headers}, body)
 
     def run(self, app: WSGIApp, scope: Scope) -> None:
         environ = build_environ(scope, _Input(self))
