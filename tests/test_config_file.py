@@ -14,6 +14,7 @@ import pytest
 
 from asgiri.config import iter_options
 from asgiri.config_file import ConfigFileError, load_config_file
+from asgiri.server import Server
 from tests.servers import cli_server, run_cli
 
 
@@ -130,3 +131,10 @@ def test_every_cli_option_can_be_set_in_a_file(tmp_path: Path) -> None:
 def test_same_option_in_both_spellings_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="given twice"):
         load_config_file(write(tmp_path, "root_path = '/a'\nroot-path = '/b'\n"))
+
+
+def test_python_api_takes_the_same_file(tmp_path: Path) -> None:
+    conf = write(tmp_path, 'app = "apps:hello"\nport = 0\ntimeout-keep-alive = 2.5\n')
+    server = Server(**load_config_file(conf))
+    assert server.config.app == "apps:hello"
+    assert server.config.timeouts.timeout_keep_alive == 2.5
