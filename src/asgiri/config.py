@@ -91,6 +91,7 @@ _LIFESPAN_CHOICES = {
 }
 _LOOP_CHOICES = {v.value: v for v in LoopChoice}
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+_INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
 
 
 @dataclass(frozen=True)
@@ -480,6 +481,87 @@ class LoggingConfig:
         self.log_level = self.log_level.lower()
 
 
+@dataclass
+class AccessLogConfig:
+    """Access log format."""
+
+    access_log_format: str | None = _opt(
+        None,
+        metavar="FORMAT",
+        help="Access line format of {atom} placeholders, e.g. '{client} {method} {path} "
+        "{status} {duration_ms}ms'; atoms are listed in docs/operations.md.",
+    )
+    access_log_json: bool = _opt(
+        False,
+        kind="store_true",
+        help="Write each access line as a JSON object of the format's atoms.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.access_log_format is not None:
+            if not isinstance(self.access_log_format, str):
+                raise ValueError(
+                    f"access_log_format must be a string, got {self.access_log_format!r}"
+                )
+            from .asgi.access_log import compile_format
+
+            compile_format(self.access_log_format)  # unknown atoms fail here, not per request
+
+
+@dataclass
+class InterfaceConfig:
+    """How the application is called."""
+
+    interface: str = _opt(
+        "auto",
+        choices={c: c for c in _INTERFACES},
+        help="Application interface; auto tells ASGI 3, ASGI 2 and WSGI apart by their signature.",
+    )
+    wsgi_max_workers: int = _opt(
+        10, help="Threads that run a WSGI app: requests served at once (others wait)."
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.interface, str) or self.interface.lower() not in _INTERFACES:
+            raise ValueError(
+                f"interface must be one of {', '.join(_INTERFACES)}, got {self.interface!r}"
+            )
+        self.interface = self.interface.lower()
+        _int_range("wsgi_max_workers", self.wsgi_max_workers, 1, 10_000)
+
+
+@dataclass
+class MetricsConfig:
+    """Prometheus metrics."""
+
+    metrics_bind: str | None = _opt(
+        None,
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (needs asgiri[metrics]).",
+    )
+    metrics_listen: bool = _opt(
+        True,
+        flags=None,
+        help="Open the metrics listener in this process; a worker whose supervisor serves "
+        "the metrics of all workers counts with this off (Python API only).",
+    )
+
+    def __post_init__(self) -> None:
+        if self.metrics_bind is not None:
+            parse_host_port("metrics_bind", self.metrics_bind)
+
+
+def parse_host_port(name: str, value: Any) -> tuple[str, int]:
+    """``"127.0.0.1:9100"`` / ``"[::1]:9100"`` -> (host, port); ValueError names ``name``."""
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if sep and host and port.isdigit() and 0 <= int(port) <= 65535:
+            return host, int(port)
+    raise ValueError(f"{name} must be HOST:PORT, got {value!r}")
+
+
 def _milliseconds(value: str) -> float:
     """``--reload-delay-ms 200`` -> 0.2 seconds (the name shows in argparse errors)."""
     return int(value) / 1000
@@ -543,6 +625,7 @@ class RuntimeConfig:
 #: The option groups, in the order ``--help`` shows them.
 _GROUPS: dict[str, type[Any]] = {
     "app": AppConfig,
+    "interface": InterfaceConfig,
     "bind": BindConfig,
     "tls": TLSConfig,
     "http": HTTPConfig,
@@ -552,6 +635,8 @@ _GROUPS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "timeouts": TimeoutsConfig,
     "logging": LoggingConfig,
+    "access": AccessLogConfig,
+    "metrics": MetricsConfig,
     "runtime": RuntimeConfig,
     "reload": ReloadConfig,
 }
@@ -607,6 +692,7 @@ class Config:
 
     app: Any
     app_options: AppConfig = field(default_factory=AppConfig)
+    interface: InterfaceConfig = field(default_factory=InterfaceConfig)
     bind: BindConfig = field(default_factory=BindConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
@@ -616,6 +702,8 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    access: AccessLogConfig = field(default_factory=AccessLogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     #: Why HTTP/3 is off by default (for the start-up log); None when it is on or turned off.

@@ -36,7 +36,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..protocol.errors import LocalProtocolError
@@ -46,7 +46,6 @@ from .types import ASGIApp, Loop, Message
 __all__ = ["ASGIMessageError", "ClientDisconnected", "HTTPSink", "HTTPStream", "ResponseState"]
 
 logger = logging.getLogger("asgiri.error")
-access_logger = logging.getLogger("asgiri.access")
 
 _FILE_CHUNK = 256 * 1024
 _DISCONNECT: Message = {"type": "http.disconnect"}
@@ -122,16 +121,18 @@ class HTTPStream:
         "_pending_trailers",
         "_running",
         "_sink",
-        "_started_at",
         "_state",
         "_trailers",
         "_waiter",
         "access_log",
+        "bytes_received",
         "bytes_sent",
         "disconnected",
         "eager",
         "request_complete",
+        "response_headers",
         "scope",
+        "started_at",
         "status",
         "stream_id",
         "task",
@@ -145,7 +146,7 @@ class HTTPStream:
         stream_id: int,
         *,
         expect_continue: bool = False,
-        access_log: bool = False,
+        access_log: Callable[[HTTPStream], None] | None = None,
     ) -> None:
         self._sink = sink
         self._loop = loop
@@ -164,8 +165,12 @@ class HTTPStream:
         self.disconnected = False
         self.status = 0
         self.bytes_sent = 0
+        self.bytes_received = 0
+        self.response_headers: Headers = []
+        #: Called once the response is complete: the access log and/or the
+        #: metrics (see server.context); None costs nothing per request.
         self.access_log = access_log
-        self._started_at = time.perf_counter() if access_log else 0.0
+        self.started_at = time.perf_counter() if access_log is not None else 0.0
         self.task: Any = None
         self._running = False
         self._abandoned = False
@@ -203,6 +208,7 @@ class HTTPStream:
             return
         self._chunks.append(data)
         self._buffered += len(data)
+        self.bytes_received += len(data)
         self._wake()
 
     def body_ended(self) -> None:
@@ -314,6 +320,7 @@ class HTTPStream:
                 headers = _header_list(headers)
             _check_headers(headers)
             self.status = status
+            self.response_headers = headers
             self._state = ResponseState.BODY
             self._trailers = bool(message.get("trailers", False))
             self._pending_head = (status, headers, self._trailers)
@@ -457,27 +464,8 @@ class HTTPStream:
         if self._waiter is not None:
             self._wake()
         self._sink.response_complete(self)
-        if self.access_log:
-            self._log_access()
-
-    def _log_access(self) -> None:
-        scope = self.scope
-        client = scope.get("client")
-        addr = f"{client[0]}:{client[1]}" if client else "-"
-        path = scope["raw_path"].decode("latin-1")
-        if scope["query_string"]:
-            path += "?" + scope["query_string"].decode("latin-1")
-        access_logger.info(
-            '%s - "%s %s HTTP/%s" %d %d %.1fms',
-            addr,
-            scope["method"],
-            path,
-            scope["http_version"],
-            self.status,
-            self.bytes_sent,
-            (time.perf_counter() - self._started_at) * 1000.0,
-            extra={"scope": scope, "status": self.status, "bytes": self.bytes_sent},
-        )
+        if self.access_log is not None:
+            self.access_log(self)
 
     # ------------------------------------------------------------ running the app
 
@@ -537,6 +525,7 @@ class HTTPStream:
             (b"content-length", b"%d" % len(body)),
             (b"connection", b"close"),
         ]
+        self.response_headers = headers
         self._sink.send_head(self, status, headers, body, True, False)
         self._complete()
         return False

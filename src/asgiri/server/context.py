@@ -12,6 +12,7 @@ import time
 from email.utils import formatdate
 from typing import Any, Protocol
 
+from ..asgi.access_log import AccessLog
 from ..asgi.types import ASGIApp
 from ..config import Config, HttpProtocolVersion
 from ..protocol.h2 import H2Limits
@@ -43,7 +44,18 @@ class ServerContext:
         limits = config.limits
         self.limit_concurrency = limits.limit_concurrency
         self.limit_max_requests = limits.limit_max_requests
-        self.access_log = config.logging.access_log
+        access = config.access
+        self._access: AccessLog | None = (
+            AccessLog(access.access_log_format, as_json=access.access_log_json)
+            if config.logging.access_log
+            else None
+        )
+        #: What every HTTPStream calls when its response is complete (the
+        #: access log, the metrics, both, or None: then nothing is called).
+        self.access_log: Any = self._access
+        #: The Prometheus metrics (server.metrics.Metrics) or None when off;
+        #: every hook on a hot path is behind an ``is not None`` check.
+        self.metrics: Any = None
         self.root_path = config.app_options.root_path
         self.keep_alive_timeout = config.timeouts.timeout_keep_alive
         self.header_timeout = config.timeouts.timeout_request_header
@@ -130,12 +142,30 @@ class ServerContext:
                     return [pair for pair in defaults if pair[0] != b"alt-svc"] + headers
         return defaults + headers
 
+    def enable_metrics(self, metrics: Any) -> None:
+        """Count into ``metrics`` from now on (called before any connection exists)."""
+        self.metrics = metrics
+        self.connections = metrics.connection_set()
+        access = self._access
+        if access is None:
+            self.access_log = metrics.response_complete
+        else:
+            observe = metrics.response_complete
+
+            def both(stream: Any) -> None:
+                observe(stream)
+                access(stream)
+
+            self.access_log = both
+
     def request_started(self) -> bool:
         """Count a request in; False when ``--limit-concurrency`` says to refuse it."""
         if self.limit_concurrency is not None and self.active_requests >= self.limit_concurrency:
             return False
         self.active_requests += 1
         self.total_requests += 1
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         if (
             self.limit_max_requests is not None
             and self.total_requests >= self.limit_max_requests
@@ -147,6 +177,8 @@ class ServerContext:
 
     def request_finished(self) -> None:
         self.active_requests -= 1
+        if self.metrics is not None:
+            self.metrics.in_flight.dec()
 
     def drained(self) -> asyncio.Future[None]:
         """A future that completes once no connection and no app task is left."""

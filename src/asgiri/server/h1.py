@@ -61,6 +61,9 @@ _HEADER = 2
 class H1Protocol(asyncio.Protocol):
     """One HTTP/1.1 connection."""
 
+    #: Label of this connection in the open-connections metric.
+    metrics_protocol = "h1"
+
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.loop = ctx.loop

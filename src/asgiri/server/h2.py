@@ -44,6 +44,9 @@ _CANCEL = 0x8
 class H2Protocol(asyncio.Protocol):
     """One HTTP/2 connection."""
 
+    #: Label of this connection in the open-connections metric.
+    metrics_protocol = "h2"
+
     def __init__(
         self,
         ctx: ServerContext,

@@ -243,6 +243,9 @@ class QuicListener(asyncio.DatagramProtocol):
 class H3Protocol:
     """One QUIC connection carrying HTTP/3; the HTTPSink of its request streams."""
 
+    #: Label of this connection in the open-connections metric.
+    metrics_protocol = "h3"
+
     def __init__(self, listener: QuicListener, quic: ServerQuicConnection, addr: Any) -> None:
         self.listener = listener
         ctx = self.ctx = listener.ctx

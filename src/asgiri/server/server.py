@@ -126,6 +126,7 @@ class Server:
         self._force = False
         self._ctx: ServerContext | None = None
         self._reloader: Reloader | None = None
+        self._metrics: Any = None
         if config.reload.reload:
             self._reloader = Reloader(config)
 
@@ -147,6 +148,11 @@ class Server:
             return int(sock.getsockname()[1])
         return None
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of the metrics endpoint (useful with ``metrics_bind="host:0"``)."""
+        return self._metrics.port if self._metrics is not None else None
+
     def run(self) -> None:
         """Serve until asked to stop; works from the main thread or any other.
 
@@ -156,7 +162,12 @@ class Server:
         a child process, restarted on every change.
         """
         log = self.config.logging
-        configure_logging(log.log_level, log.access_log, log.log_config)
+        configure_logging(
+            log.log_level,
+            log.access_log,
+            log.log_config,
+            access_json=self.config.access.access_log_json,
+        )
         if self._reloader is not None:
             if self._stop_requested:
                 return
@@ -205,6 +216,9 @@ class Server:
             config.app,
             factory=config.app_options.factory,
             app_dir=config.app_options.app_dir,
+            interface=config.interface.interface,
+            loop=loop,
+            wsgi_max_workers=config.interface.wsgi_max_workers,
         )
         mode = config.http.http_version
         alpn = []
@@ -225,6 +239,11 @@ class Server:
         if h3_port is not None and config.http.alt_svc and self.listeners:
             ctx.advertise_h3(h3_port, config.http.alt_svc_max_age)
         ctx.on_max_requests = self._max_requests_reached
+        metrics_bind = config.metrics.metrics_bind
+        if metrics_bind is not None:
+            from .metrics import Metrics
+
+            ctx.enable_metrics(Metrics())
         lifespan = Lifespan(app, loop, config.app_options.lifespan)
         servers: list[asyncio.base_events.Server] = []
         quic_listeners: list[QuicListener] = []
@@ -247,6 +266,15 @@ class Server:
                 quic_listener = QuicListener(ctx, quic_config)
                 await loop.create_datagram_endpoint(quic_listener.factory, sock=sock)
                 quic_listeners.append(quic_listener)
+            if metrics_bind is not None and config.metrics.metrics_listen:
+                from .metrics import start_metrics_listener
+
+                self._metrics = await start_metrics_listener(loop, metrics_bind, ctx.metrics.render)
+                logger.info(
+                    "Prometheus metrics on http://%s:%d/metrics",
+                    metrics_bind.rpartition(":")[0],
+                    self._metrics.port,
+                )
             self._log_started(ssl_context is not None)
             installed = self._install_signals(loop)
             self.started.set()
@@ -266,6 +294,9 @@ class Server:
                 listener.sock.close()
             for sock, _ in self.quic_sockets:
                 sock.close()
+            if self._metrics is not None:
+                self._metrics.close()
+                self._metrics = None
             await lifespan.shutdown(config.app_options.lifespan_shutdown_timeout)
             self.started.clear()
             logger.info("Finished server process [%d]", os.getpid())
