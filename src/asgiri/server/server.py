@@ -22,6 +22,7 @@ from ..ssl_utils import spki_sha256_base64
 from .context import ServerContext
 from .h1 import H1Protocol
 from .listeners import Listener, bind_sockets
+from .proxy_protocol import ProxyProtocolListener
 from .reload import Reloader
 from .tls import TLSInfo, build_ssl_context, read_server_cert
 
@@ -208,12 +209,15 @@ class Server:
             ctx.tls_info = TLSInfo(ssl_context, read_server_cert(config.tls))
         ctx.on_max_requests = self._max_requests_reached
         lifespan = Lifespan(app, loop, config.app_options.lifespan)
-        servers: list[asyncio.base_events.Server] = []
+        servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
         try:
             await lifespan.startup(config.app_options.lifespan_startup_timeout)
             if lifespan.running:
                 ctx.state = lifespan.state
             for listener in self.listeners:
+                if config.proxy.proxy_protocol:
+                    servers.append(ProxyProtocolListener(ctx, listener.sock, ssl_context))
+                    continue
                 servers.append(
                     await loop.create_server(
                         lambda: H1Protocol(ctx),
@@ -304,7 +308,9 @@ class Server:
         logger.info("Received %s; shutting down gracefully", sig.name)
         self.request_shutdown()
 
-    async def _drain(self, ctx: ServerContext, servers: list[asyncio.base_events.Server]) -> None:
+    async def _drain(
+        self, ctx: ServerContext, servers: list[asyncio.AbstractServer | ProxyProtocolListener]
+    ) -> None:
         """Stop accepting, let in-flight work finish, then close what is left."""
         ctx.shutting_down = True
         for server in servers:
