@@ -226,20 +226,20 @@ def parse_bind(address: str) -> tuple[str, str | int, int | None]:
     if address.startswith("unix:"):
         path = address[5:]
         if not path:
-            raise ValueError(f"bind {address!r} needs a path after 'unix:'")
+            raise ValueError(f"binds entry {address!r} needs a path after 'unix:'")
         return ("unix", path, None)
     if address.startswith("fd://"):
         fd = address[5:]
         if not fd.isdigit():
-            raise ValueError(f"bind {address!r}: fd:// needs a file descriptor number")
+            raise ValueError(f"binds entry {address!r}: fd:// needs a file descriptor number")
         return ("fd", int(fd), None)
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"bind {address!r} is not HOST:PORT, unix:PATH or fd://N")
+        raise ValueError(f"binds entry {address!r} is not HOST:PORT, unix:PATH or fd://N")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ValueError(f"bind {address!r}: write an IPv6 address as [ADDRESS]:PORT")
+        raise ValueError(f"binds entry {address!r}: write an IPv6 address as [ADDRESS]:PORT")
     return ("tcp", host or "0.0.0.0", int(port))
 
 
@@ -337,7 +337,9 @@ class ProxyConfig:
         try:
             TrustedProxies(self.forwarded_allow_ips)
         except ValueError as exc:
-            raise ValueError(f"forwarded_allow_ips: {exc}") from None
+            raise ValueError(
+                f"forwarded_allow_ips must list IP addresses and networks: {exc}"
+            ) from None
 
 
 @dataclass
