@@ -1,4 +1,4 @@
-"""--proxy-headers / --forwarded-allow-ips: parsing, and real servers with trusted and untrusted peers."""
+"""--proxy-headers, --forwarded-allow-ips: parsing, and servers with trusted and untrusted peers."""
 
 from __future__ import annotations
 
