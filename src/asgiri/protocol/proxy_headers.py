@@ -37,6 +37,7 @@ _PAIR = re.compile(
 )
 #: A host with an optional port, as allowed in a Host header (RFC 9110 7.2).
 _HOST = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_NAMES = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 
@@ -118,23 +119,13 @@ def forwarded_info(
     headers: list[tuple[bytes, bytes]], proxies: TrustedProxies, websocket: bool
 ) -> ForwardedInfo | None:
     """Client, scheme and host named by the proxy headers of a trusted peer's request."""
-    xff: list[bytes] = []
-    proto: list[bytes] = []
-    xhost: list[bytes] = []
-    forwarded: list[bytes] = []
-    for name, value in headers:
-        if name[:1] not in (b"x", b"f"):
-            continue
-        if name == b"x-forwarded-for":
-            xff.append(value)
-        elif name == b"x-forwarded-proto":
-            proto.append(value)
-        elif name == b"x-forwarded-host":
-            xhost.append(value)
-        elif name == b"forwarded":
-            forwarded.append(value)
-    if not (xff or proto or xhost or forwarded):
-        return None
+    found = [(name, value) for name, value in headers if name in _NAMES]
+    if not found:
+        return None  # the common case: one set lookup per header
+    xff = [value for name, value in found if name == b"x-forwarded-for"]
+    proto = [value for name, value in found if name == b"x-forwarded-proto"]
+    xhost = [value for name, value in found if name == b"x-forwarded-host"]
+    forwarded = [value for name, value in found if name == b"forwarded"]
     info = ForwardedInfo()
     if forwarded:
         _from_forwarded(b",".join(forwarded), proxies, info)

@@ -266,6 +266,8 @@ class Server:
                 listener.url("https" if tls else "http"),
                 ", ".join(protocols),
             )
+        if self.config.proxy.proxy_protocol:
+            logger.info("Every connection must start with a PROXY protocol header")
         if http.enable_http3 and mode is HttpProtocolVersion.AUTO:
             logger.info("HTTP/3 is not available in this build yet; serving TCP only")
         tls_config = self.config.tls
