@@ -186,17 +186,47 @@ backend asgiri
     server asgiri1 127.0.0.1:{upstream_port} {send_proxy}
 """
 
+HAPROXY_HTTP_CONF = """\
+global
+    maxconn 256
+
+defaults
+    mode http
+    option http-server-close
+    timeout connect 5s
+    timeout client 1m
+    timeout server 1m
+    timeout tunnel 1h
+
+frontend asgiri_in
+    bind 127.0.0.1:{port}
+    option forwardfor
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+    http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    default_backend asgiri
+
+backend asgiri
+    server asgiri1 127.0.0.1:{upstream_port}
+"""
+
 
 @contextlib.contextmanager
 def haproxy(upstream_port: int, send_proxy: str, directory: Path) -> Iterator[RealProxy]:
-    """HAProxy in TCP mode passing connections to asgiri with a PROXY header."""
+    """HAProxy passing connections to asgiri: TCP mode with a PROXY header
+    (``send_proxy`` is ``send-proxy`` or ``send-proxy-v2``), or ``send_proxy="http"``
+    for HTTP mode with X-Forwarded-* headers."""
     exe = binary("haproxy")
     conf = directory / f"haproxy-{send_proxy}.cfg"
 
     def command(ports: list[int]) -> list[str]:
-        conf.write_text(
-            HAPROXY_CONF.format(port=ports[0], upstream_port=upstream_port, send_proxy=send_proxy)
-        )
+        if send_proxy == "http":
+            text = HAPROXY_HTTP_CONF.format(port=ports[0], upstream_port=upstream_port)
+        else:
+            text = HAPROXY_CONF.format(
+                port=ports[0], upstream_port=upstream_port, send_proxy=send_proxy
+            )
+        conf.write_text(text)
         return [exe, "-db", "-f", str(conf)]
 
     with run_proxy(command, 1, directory / f"haproxy-{send_proxy}.out") as proxy:

@@ -188,3 +188,22 @@ def test_haproxy_v2_cleartext_http2(tmp_path: Path) -> None:
         response = client.get(f"http://127.0.0.1:{proxy.port}/")
     assert response.http_version == "HTTP/2"
     assert response.json()["client"][0] == "127.0.0.7"
+
+
+def test_haproxy_http_mode_forwardfor(tmp_path: Path) -> None:
+    with (
+        serve(whoami) as srv,
+        haproxy(srv.port, "http", tmp_path) as proxy,
+    ):
+        sock = connected_from("127.0.0.8", proxy.port)
+        got = raw_get(sock, "www.example")
+        ws_sock = connected_from("127.0.0.8", proxy.port)
+        with ws_connect(f"ws://127.0.0.1:{proxy.port}/ws", sock=ws_sock) as ws:
+            ws_got = json.loads(ws.recv(timeout=TIMEOUT))
+            ws.send("through haproxy")
+            assert ws.recv(timeout=TIMEOUT) == "echo:through haproxy"
+    assert got["client"] == ["127.0.0.8", 0]
+    assert got["scheme"] == "http"
+    assert got["host"] == "www.example"
+    assert ws_got["client"] == ["127.0.0.8", 0]
+    assert ws_got["scheme"] == "ws"
