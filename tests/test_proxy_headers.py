@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -190,3 +191,16 @@ def test_websocket_scheme_from_x_forwarded_proto() -> None:
     assert got["type"] == "websocket"
     assert got["scheme"] == "wss"
     assert got["client"] == ["192.0.2.33", 0]
+
+
+def test_unix_socket_peers_trusted_with_unix(tmp_path: Path) -> None:
+    path = str(tmp_path / "app.sock")
+    headers = {"X-Forwarded-For": "192.0.2.9", "X-Forwarded-Proto": "https"}
+    for allow, expected in (("unix", ["192.0.2.9", 0]), ("127.0.0.1", None)):
+        with (
+            serve(whoami, uds=path, forwarded_allow_ips=allow),
+            httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=TIMEOUT) as client,
+        ):
+            got = client.get("http://proxy/", headers=headers).json()
+        assert got["client"] == expected, allow
+        assert got["scheme"] == ("https" if expected else "http")

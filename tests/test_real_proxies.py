@@ -8,6 +8,7 @@ from "the app sees the proxy" (127.0.0.1).
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from websockets.sync.client import connect as ws_connect
 
 from asgiri.ssl_utils import generate_self_signed_cert, save_cert_and_key
 
+from . import realproxies
 from .proxyapps import whoami
 from .realproxies import haproxy, nginx
 from .servers import ThreadServer, serve
@@ -207,3 +209,31 @@ def test_haproxy_http_mode_forwardfor(tmp_path: Path) -> None:
     assert got["host"] == "www.example"
     assert ws_got["client"] == ["127.0.0.8", 0]
     assert ws_got["scheme"] == "ws"
+
+
+def test_deployment_doc_shows_the_tested_configs() -> None:
+    """The proxy directives in docs/deployment.md are the ones these tests run."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"```(nginx|haproxy)\n(.*?)```", doc, re.S)
+    assert {kind for kind, _ in blocks} == {"nginx", "haproxy"}
+    tested = {
+        "nginx": _directives(realproxies.NGINX_CONF.replace("{{", "{").replace("}}", "}")),
+        "haproxy": _directives(realproxies.HAPROXY_CONF + realproxies.HAPROXY_HTTP_CONF)
+        | {"timeout tunnel 1h"},
+    }
+    tested["haproxy"] = {line.replace("{{", "{").replace("}}", "}") for line in tested["haproxy"]}
+    skip = re.compile(
+        r"^(listen|bind|server |ssl_certificate|server_name|frontend|backend|\}|.*\{$)"
+    )
+    for kind, text in blocks:
+        for line in _directives(text):
+            if not skip.match(line):
+                assert line in tested[kind], f"{kind}: {line!r} is not in the tested config"
+
+
+def _directives(text: str) -> set[str]:
+    return {
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    }
