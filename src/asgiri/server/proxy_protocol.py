@@ -72,7 +72,8 @@ class ProxyProtocolListener:
                     self.loop.remove_reader(self.sock.fileno())
                     self.loop.call_later(1.0, self._resume)
                     return
-                raise
+                logger.warning("accepting a connection failed: %s", exc)
+                return
             conn.setblocking(False)
             _PendingHeader(self, conn)
 
