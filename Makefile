@@ -13,7 +13,7 @@ LINT_PATHS := src tests examples
 
 # Debian packages the test-suite shells out to, as command:package pairs.
 # A package is installed only when its command is missing from PATH.
-SYSTEM_DEPS := curl:curl nghttp:nghttp2-client node:nodejs gtlsclient:ngtcp2-client chromium:chromium
+SYSTEM_DEPS := curl:curl nghttp:nghttp2-client node:nodejs gtlsclient:ngtcp2-client chromium:chromium nginx:nginx haproxy:haproxy
 
 .PHONY: venv certs demo system-deps test lint conformance bench bench-quick clean distclean
 

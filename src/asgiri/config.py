@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import os
 import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ __all__ = [
     "LoopChoice",
     "OptionSpec",
     "iter_options",
+    "parse_bind",
 ]
 
 
@@ -194,8 +196,21 @@ class BindConfig:
     fd: int | None = _opt(None, help="Serve on an already bound socket file descriptor.")
     backlog: int = _opt(2048, help="Maximum number of pending connections.")
     reuse_port: bool = _opt(False, kind="bool", help="Set SO_REUSEPORT on the listening socket.")
+    binds: list[str] = _opt(
+        default_factory=list,
+        flags=("--bind",),
+        kind="append",
+        metavar="ADDRESS",
+        help="Listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N (repeatable; "
+        "replaces --host/--port).",
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.binds, str) or not all(isinstance(b, str) for b in self.binds):
+            raise ValueError(f"binds must be a list of strings, got {self.binds!r}")
+        self.binds = list(self.binds)
+        for address in self.binds:
+            parse_bind(address)
         if self.port is not None:
             _int_range("port", self.port, 0, 65535)
         if self.fd is not None:
@@ -203,6 +218,28 @@ class BindConfig:
         _int_range("backlog", self.backlog, 1, 1 << 20)
         if not isinstance(self.host, str) or not self.host:
             raise ValueError("host must be a non-empty string")
+
+
+def parse_bind(address: str) -> tuple[str, str | int, int | None]:
+    """``--bind`` forms -> ("tcp", host, port), ("unix", path, None) or ("fd", n, None)."""
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path:
+            raise ValueError(f"binds entry {address!r} needs a path after 'unix:'")
+        return ("unix", path, None)
+    if address.startswith("fd://"):
+        fd = address[5:]
+        if not fd.isdigit():
+            raise ValueError(f"binds entry {address!r}: fd:// needs a file descriptor number")
+        return ("fd", int(fd), None)
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"binds entry {address!r} is not HOST:PORT, unix:PATH or fd://N")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"binds entry {address!r}: write an IPv6 address as [ADDRESS]:PORT")
+    return ("tcp", host or "0.0.0.0", int(port))
 
 
 @dataclass
@@ -259,6 +296,49 @@ class TLSConfig:
         if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
             raise ValueError("ssl_context must be an ssl.SSLContext")
         _int_range("cert_reqs", self.cert_reqs, 0, 2)
+
+
+@dataclass
+class ProxyConfig:
+    """Behind proxies and load balancers."""
+
+    proxy_headers: bool = _opt(
+        True,
+        kind="bool",
+        help="Take the client address, scheme and host from X-Forwarded-For/-Proto/-Host "
+        "and Forwarded headers, on connections from --forwarded-allow-ips only.",
+    )
+    forwarded_allow_ips: str | None = _opt(
+        None,
+        metavar="LIST",
+        help="Comma-separated IPs and CIDR networks of trusted proxies; '*' trusts all, "
+        "'unix' Unix-socket peers (default: $FORWARDED_ALLOW_IPS or 127.0.0.1).",
+    )
+    proxy_protocol: bool = _opt(
+        False,
+        kind="store_true",
+        help="Expect a PROXY protocol v1/v2 header on every connection (HAProxy send-proxy, "
+        "cloud load balancers); connections without one are closed.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.forwarded_allow_ips is None:
+            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+        if isinstance(self.forwarded_allow_ips, list | tuple):
+            self.forwarded_allow_ips = ",".join(self.forwarded_allow_ips)
+        if not isinstance(self.forwarded_allow_ips, str):
+            raise ValueError(
+                f"forwarded_allow_ips must be a comma-separated string, "
+                f"got {self.forwarded_allow_ips!r}"
+            )
+        from .protocol.proxy_headers import TrustedProxies
+
+        try:
+            TrustedProxies(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ValueError(
+                f"forwarded_allow_ips must list IP addresses and networks: {exc}"
+            ) from None
 
 
 @dataclass
@@ -628,6 +708,7 @@ _GROUPS: dict[str, type[Any]] = {
     "interface": InterfaceConfig,
     "bind": BindConfig,
     "tls": TLSConfig,
+    "proxy": ProxyConfig,
     "http": HTTPConfig,
     "http2": HTTP2Config,
     "quic": QUICConfig,
@@ -695,6 +776,7 @@ class Config:
     interface: InterfaceConfig = field(default_factory=InterfaceConfig)
     bind: BindConfig = field(default_factory=BindConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     http2: HTTP2Config = field(default_factory=HTTP2Config)
     quic: QUICConfig = field(default_factory=QUICConfig)

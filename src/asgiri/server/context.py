@@ -16,6 +16,7 @@ from ..asgi.access_log import AccessLog
 from ..asgi.types import ASGIApp
 from ..config import Config, HttpProtocolVersion
 from ..protocol.h2 import H2Limits
+from ..protocol.proxy_headers import TrustedProxies
 
 
 class Connection(Protocol):
@@ -91,6 +92,11 @@ class ServerContext:
             max_inbound_frame_size=h2c.h2_max_inbound_frame_size,
             enable_connect_protocol=self.ws_enabled,
         )
+        proxy = config.proxy
+        #: ``--forwarded-allow-ips`` when ``--proxy-headers`` is on, else None.
+        self.trusted_proxies: TrustedProxies | None = None
+        if proxy.proxy_headers and proxy.forwarded_allow_ips:
+            self.trusted_proxies = TrustedProxies(proxy.forwarded_allow_ips)
         self._date_enabled = config.http.date_header
         self._stamp = -1
         self._header_block = self._static
@@ -157,6 +163,17 @@ class ServerContext:
                 access(stream)
 
             self.access_log = both
+
+    def forwarded_for(self, client: tuple[str, int] | None) -> TrustedProxies | None:
+        """What ``http_scope(forwarded=...)`` gets for a connection from ``client``.
+
+        Decided once per connection, so that requests from untrusted peers,
+        or with ``--no-proxy-headers``, pay nothing for the feature.
+        """
+        proxies = self.trusted_proxies
+        if proxies is None or not proxies.trusts(client[0] if client else None):
+            return None
+        return proxies
 
     def request_started(self) -> bool:
         """Count a request in; False when ``--limit-concurrency`` says to refuse it."""

@@ -36,6 +36,7 @@ from ..protocol.h1 import (
     simple_response,
 )
 from ..protocol.h2 import PREFACE
+from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
 from .context import ServerContext
 from .h2 import H2Protocol
@@ -64,8 +65,14 @@ class H1Protocol(asyncio.Protocol):
     #: Label of this connection in the open-connections metric.
     metrics_protocol = "h1"
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(
+        self,
+        ctx: ServerContext,
+        addresses: tuple[tuple[str, int], tuple[str, int]] | None = None,
+    ) -> None:
+        """``addresses`` (client, server) replace the socket's, from a PROXY protocol header."""
         self.ctx = ctx
+        self._addresses = addresses
         self.loop = ctx.loop
         limits = ctx.config.limits
         self.conn = H1Connection(
@@ -84,6 +91,7 @@ class H1Protocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.extensions: dict[str, Any] = {}
+        self.forwarded: TrustedProxies | None = None
         self._current: HTTPStream | None = None
         self._info: RequestInfo | None = None
         self._response: H1Response | None = None
@@ -123,6 +131,10 @@ class H1Protocol(asyncio.Protocol):
             self.server = (str(sock[0]), int(sock[1]))
         elif isinstance(sock, str) and sock:
             self.server = (sock, None)
+        if self._addresses is not None:
+            self.client, self.server = self._addresses
+        #: Trusted proxy whose forwarding headers apply to this connection's requests.
+        self.forwarded = self.ctx.forwarded_for(self.client)
         ssl_object = transport.get_extra_info("ssl_object")
         self.extensions = {
             "http.response.trailers": {},
@@ -340,6 +352,7 @@ class H1Protocol(asyncio.Protocol):
             ctx.root_path,
             ctx.state,
             self.extensions,
+            forwarded=self.forwarded,
         )
         self._stop_timer()
         self._switched = True
@@ -373,6 +386,7 @@ class H1Protocol(asyncio.Protocol):
             client=self.client,
             server=self.server,
             extensions=extensions,
+            forwarded=self.forwarded,
         )
         self.transport.set_protocol(proto)
         if self._read_paused:
@@ -399,6 +413,7 @@ class H1Protocol(asyncio.Protocol):
             ctx.root_path,
             ctx.state,
             self.extensions,
+            forwarded=self.forwarded,
         )
         stream = HTTPStream(
             self,

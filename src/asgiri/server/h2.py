@@ -23,6 +23,7 @@ from ..asgi.http_stream import HTTPStream
 from ..asgi.scope import http_scope, websocket_scope
 from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
 from ..protocol.h2 import ConnectionEnded, H2Connection, StreamWritable
+from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
 from .context import ServerContext
 from .tasks import EAGER, start_eagerly
@@ -56,10 +57,12 @@ class H2Protocol(asyncio.Protocol):
         client: tuple[str, int] | None,
         server: tuple[str, int | None] | None,
         extensions: dict[str, Any],
+        forwarded: TrustedProxies | None = None,
     ) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
         self.transport = transport
+        self.forwarded = forwarded
         self.scheme = scheme
         self.client = client
         self.server = server
@@ -260,6 +263,7 @@ class H2Protocol(asyncio.Protocol):
             ctx.root_path,
             ctx.state,
             self.extensions,
+            forwarded=self.forwarded,
         )
         stream = HTTPStream(
             self,
@@ -293,7 +297,14 @@ class H2Protocol(asyncio.Protocol):
         )
         scheme = "wss" if (request.scheme or self.scheme) == "https" else "ws"
         scope = websocket_scope(
-            request, scheme, self.client, self.server, ctx.root_path, ctx.state, self.extensions
+            request,
+            scheme,
+            self.client,
+            self.server,
+            ctx.root_path,
+            ctx.state,
+            self.extensions,
+            forwarded=self.forwarded,
         )
         outlet = H2WebSocketOutlet(self, stream_id)
         bridge = WSBridge(

@@ -259,6 +259,8 @@ class H3Protocol:
             enable_connect=ctx.ws_enabled,
         )
         self.client: tuple[str, int] | None = (str(addr[0]), int(addr[1]))
+        #: Whether this peer may set client/scheme/host by forwarding headers.
+        self.forwarded = ctx.forwarded_for(self.client)
         self.server = listener.server_address
         self.extensions: dict[str, Any] = {}
         #: The connection ids the router maps to this connection.
@@ -365,6 +367,7 @@ class H3Protocol:
             ctx.root_path,
             ctx.state,
             self._extensions(),
+            forwarded=self.forwarded,
         )
         stream = HTTPStream(self, self.loop, scope, stream_id, access_log=ctx.access_log)
         if request.method == "HEAD":
@@ -377,6 +380,7 @@ class H3Protocol:
         peer = self.conn.quic.get_peer_address()
         if peer is not None and (peer[0], peer[1]) != self.client:
             self.client = (str(peer[0]), int(peer[1]))
+            self.forwarded = self.ctx.forwarded_for(self.client)
 
     def _extensions(self) -> dict[str, Any]:
         if not self.extensions:
@@ -413,7 +417,14 @@ class H3Protocol:
         )
         self._update_client()
         scope = websocket_scope(
-            request, "wss", self.client, self.server, ctx.root_path, ctx.state, self._extensions()
+            request,
+            "wss",
+            self.client,
+            self.server,
+            ctx.root_path,
+            ctx.state,
+            self._extensions(),
+            forwarded=self.forwarded,
         )
         outlet = H3WebSocketOutlet(self, stream_id)
         bridge = WSBridge(

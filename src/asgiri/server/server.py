@@ -24,6 +24,7 @@ from .context import ServerContext
 from .h1 import H1Protocol
 from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
 from .listeners import Listener, bind_sockets
+from .proxy_protocol import ProxyProtocolListener
 from .reload import Reloader
 from .tls import TLSInfo, build_ssl_context, read_server_cert
 
@@ -245,13 +246,16 @@ class Server:
 
             ctx.enable_metrics(Metrics())
         lifespan = Lifespan(app, loop, config.app_options.lifespan)
-        servers: list[asyncio.base_events.Server] = []
+        servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
         quic_listeners: list[QuicListener] = []
         try:
             await lifespan.startup(config.app_options.lifespan_startup_timeout)
             if lifespan.running:
                 ctx.state = lifespan.state
             for listener in self.listeners:
+                if config.proxy.proxy_protocol:
+                    servers.append(ProxyProtocolListener(ctx, listener.sock, ssl_context))
+                    continue
                 servers.append(
                     await loop.create_server(
                         lambda: H1Protocol(ctx),
@@ -402,6 +406,8 @@ class Server:
                 logger.info("Listening on https://%s:%d udp (h3)", host, port)
         if self._h3_off_reason is not None:
             logger.info("%s", self._h3_off_reason)
+        if self.config.proxy.proxy_protocol:
+            logger.info("Every connection must start with a PROXY protocol header")
         tls_config = self.config.tls
         if tls_config.selfcert and tls_config.cert_data is not None:
             pin = spki_sha256_base64(tls_config.cert_data)
@@ -445,7 +451,7 @@ class Server:
     async def _drain(
         self,
         ctx: ServerContext,
-        servers: list[asyncio.base_events.Server],
+        servers: list[asyncio.AbstractServer | ProxyProtocolListener],
         quic_listeners: list[QuicListener],
     ) -> None:
         """Stop accepting, let in-flight work finish, then close what is left."""
