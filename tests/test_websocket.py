@@ -769,6 +769,42 @@ def test_rsv1_is_fine_with_deflate_agreed() -> None:
         assert decompressor.decompress(reply.payload + b"\x00\x00\xff\xff") == b"squeeze"
 
 
+def _deflated_reply(port: int, text: bytes, offer: bytes = b"permessage-deflate") -> Frame:
+    with RawWS(port, "/", extra=b"Sec-WebSocket-Extensions: %b\r\n" % offer) as raw:
+        raw.send(frame(TEXT, text))
+        reply = raw.recv_frame()
+    assert reply.opcode == TEXT and reply.rsv == 4  # compressed
+    return reply
+
+
+def _inflate(payload: bytes, bits: int = 15) -> bytes:
+    return zlib.decompressobj(wbits=-bits).decompress(payload + b"\x00\x00\xff\xff")
+
+
+def test_deflate_level_is_the_servers_choice() -> None:
+    """--ws-deflate-level: level 9 sends fewer bytes than the default 1, both inflate the same."""
+    rng = random.Random(7)
+    words = [bytes(rng.choices(b"abcdefghijklmnop", k=rng.randint(2, 9))) for _ in range(400)]
+    text = b" ".join(rng.choice(words) for _ in range(20000))
+    sizes = {}
+    for level in (1, 9):
+        with serve(wsapps.echo, ws_deflate_level=level) as srv:
+            reply = _deflated_reply(srv.port, text)
+        assert _inflate(reply.payload) == text
+        sizes[level] = len(reply.payload)
+    assert sizes[9] < sizes[1] < len(text) // 2, sizes
+
+
+@pytest.mark.parametrize("bits", [9, 12])
+def test_deflate_within_a_window_the_client_limits(bits: int) -> None:
+    """server_max_window_bits: the client's inflater with that window reads every reply."""
+    text = b"".join(b"%d:%s;" % (i, b"abc" * (i % 50)) for i in range(3000))
+    offer = b"permessage-deflate; server_max_window_bits=%d; server_no_context_takeover" % bits
+    with serve(wsapps.echo) as srv:
+        reply = _deflated_reply(srv.port, text, offer)
+    assert _inflate(reply.payload, bits) == text
+
+
 # ----------------------------------------------------------------------------- fragment coalescing
 #
 # WSSession merges the fragments of a message that arrive together into one

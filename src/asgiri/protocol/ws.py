@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import LocalProtocolError, generate_accept_token, split_comma_header
 
 from .events import Headers
@@ -138,7 +140,61 @@ def offered_subprotocols(headers: Headers) -> list[str]:
     return protocols
 
 
-def negotiate_extensions(headers: Headers, enabled: bool) -> tuple[list[Extension], bytes | None]:
+#: zlib level of the messages the server compresses (``--ws-deflate-level``).
+DEFAULT_DEFLATE_LEVEL: Final = 1
+
+
+class Deflate(PerMessageDeflate):
+    """Server-side permessage-deflate whose outgoing messages use the server's zlib level.
+
+    wsproto compresses at zlib's default level 6.  Level 1 deflates text three
+    to five times faster for a few percent more bytes (Autobahn's text cases:
+    46% instead of 39% of the size), and on a server the CPU spent per message
+    is the cost that matters; nginx's gzip defaults to level 1 for the same
+    reason.  Incoming messages are inflated by wsproto as before: the level
+    is the sender's choice and needs no negotiation.
+    """
+
+    def __init__(self, level: int = DEFAULT_DEFLATE_LEVEL) -> None:
+        super().__init__()
+        self.level = level
+        self._deflater: Any = None
+
+    def frame_outbound(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        data: bytes,
+        fin: bool,
+    ) -> tuple[RsvBits, bytes]:
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            rsv = RsvBits(True, rsv.rsv2, rsv.rsv3)  # RSV1 marks a compressed message
+        elif opcode is not Opcode.CONTINUATION:
+            return rsv, data  # control frames are never compressed
+        deflater = self._deflater
+        if deflater is None:
+            # The window the client allowed us (server_max_window_bits).  zlib
+            # walks its whole hash table each time the window slides, so a
+            # small window with zlib's default table (memLevel 8) spends its
+            # time sliding: 512-byte windows compress three times slower.
+            bits = int(self.server_max_window_bits)
+            deflater = self._deflater = zlib.compressobj(
+                self.level, zlib.DEFLATED, -bits, 8 if bits >= 12 else 5
+            )
+        out = deflater.compress(data)
+        if fin:
+            # RFC 7692 7.2.1: a sync flush, without its final 00 00 ff ff.
+            out += deflater.flush(zlib.Z_SYNC_FLUSH)
+            out = out[:-4]
+            if self.server_no_context_takeover:
+                self._deflater = None
+        return rsv, out
+
+
+def negotiate_extensions(
+    headers: Headers, enabled: bool, level: int = DEFAULT_DEFLATE_LEVEL
+) -> tuple[list[Extension], bytes | None]:
     """Accept permessage-deflate when offered (and enabled).
 
     Returns the wsproto extensions for the session and the
@@ -150,12 +206,12 @@ def negotiate_extensions(headers: Headers, enabled: bool) -> tuple[list[Extensio
         for offer in split_comma_header(value):
             name = offer.split(";", 1)[0].strip()
             if name == PerMessageDeflate.name:
-                extension = PerMessageDeflate()
+                extension = Deflate(level)
                 accepted = extension.accept(offer)
                 if accepted is None:
                     continue
-                # accept() gives the parameters only (or True for none).
-                agreed = name if accepted is True else f"{name}; {accepted}"
+                # accept() gives the parameters only ("" or True for none).
+                agreed = f"{name}; {accepted}" if isinstance(accepted, str) and accepted else name
                 return [extension], agreed.encode("ascii")
     return [], None
 
