@@ -36,10 +36,11 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import BytesMessage
+from wsproto.events import BytesMessage, Ping
 
 from asgiri.ssl_utils import generate_self_signed_cert
 
+from . import wsapps
 from .servers import ROOT, ThreadServer, cli_server, serve
 from .test_memory import RSSSampler
 from .ws_h2_client import H2WebSocket, H2WSConnection, Stalled
@@ -550,6 +551,61 @@ def test_max_size_closes_1009_and_resets() -> None:
         assert ws.receive_close().code == 1009
         assert ws.wait_finished() == "reset"
         assert conn.get("/after").status == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/raise-before", 500, None),
+        ("/return-before", 500, None),
+        ("/raise-after", None, 1011),
+        ("/return-after", None, 1000),
+    ],
+)
+def test_app_errors_and_early_returns_on_a_stream(
+    path: str, status: int | None, code: int | None
+) -> None:
+    """500 before the accept; after it 1011 (app raised) or 1000 (app returned), then END_STREAM."""
+    with serve(wsapps.behave) as srv, H2WSConnection(srv.port) as conn:
+        ws = conn.websocket(path)
+        if status is not None:
+            assert ws.wait_response() == status
+            assert_complete_answer(ws)
+        else:
+            assert ws.wait_response() == 200
+            ws.send_text("trigger")
+            close = ws.receive_close()
+            assert close.code == code
+            ws.send(close.response())
+            assert ws.wait_finished() == "end"
+            ws.end()
+        # The connection, and the app, go on serving.
+        other = open_ws(conn, "/close")
+        other.send_text("x")
+        close = other.receive_close()
+        assert (close.code, close.reason) == (4321, "bye now")
+
+
+def test_ping_timeout_resets_the_stream_and_disconnects_the_app() -> None:
+    recorder = Recorder()
+    with (
+        serve(make_echo(recorder), ws_ping_interval=0.2, ws_ping_timeout=0.3) as srv,
+        H2WSConnection(srv.port) as conn,
+    ):
+        silent = conn.websocket("/silent", auto_pong=False)
+        assert silent.wait_response() == 200
+        answering = open_ws(conn, "/answering")
+        started = time.monotonic()
+        assert isinstance(silent.receive(), Ping)
+        assert silent.wait_finished() == "reset"
+        assert time.monotonic() - started < 5
+        assert recorder.get("disconnect") == 1006
+        # The stream whose client answers the pings stays open through several intervals.
+        conn.quiet_for(1.0)
+        assert not answering.finished
+        answering.send_text("still here")
+        assert answering.receive_message() == "still here"
+        close_cleanly(answering)
 
 
 def test_client_reset_is_a_1006_disconnect() -> None:
