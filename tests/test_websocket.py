@@ -1104,6 +1104,27 @@ def _warm_up_echo(port: int) -> None:
             got += len(raw.recv_frame().payload)
 
 
+def test_compressed_bomb_is_refused_without_inflating_it() -> None:
+    """A 200 KB frame that inflates to 200 MiB: close 1009, and RSS stays flat.
+
+    The limit (--ws-max-size, 16 MiB here) applies while inflating, not after.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = compressor.compress(bytes(200 * MIB)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    bomb = frame(BINARY, body[:-4], rsv=4, key=b"\0\0\0\0")
+    assert len(bomb) < MIB
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    with cli_server("wsapps:echo", "--port", "0", "--no-access-log") as srv:
+        assert srv.port is not None
+        _warm_up_echo(srv.port)
+        with RawWS(srv.port, "/", extra=offer) as raw, RSSSampler(srv.proc.pid) as rss:
+            raw.send(bomb)
+            close = raw.expect_close(1009)
+            assert close.payload[2:] == b"message too big"
+        assert rss.growth < 50 * MIB, f"RSS grew {rss.growth / MIB:.1f} MiB"
+        assert_still_serving(srv.port)
+
+
 @pytest.mark.timeout(90)
 def test_outgoing_flood_to_client_that_never_reads_is_bounded() -> None:
     """An app sending endlessly waits for the client: RSS stays flat.

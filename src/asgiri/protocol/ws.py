@@ -21,7 +21,7 @@ from typing import Any, Final
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode, RsvBits
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import LocalProtocolError, generate_accept_token, split_comma_header
 
 from .events import Headers
@@ -145,20 +145,86 @@ DEFAULT_DEFLATE_LEVEL: Final = 1
 
 
 class Deflate(PerMessageDeflate):
-    """Server-side permessage-deflate whose outgoing messages use the server's zlib level.
+    """Server-side permessage-deflate: the server's zlib level, inflation bounded by max_size.
 
-    wsproto compresses at zlib's default level 6.  Level 1 deflates text three
-    to five times faster for a few percent more bytes (Autobahn's text cases:
-    46% instead of 39% of the size), and on a server the CPU spent per message
-    is the cost that matters; nginx's gzip defaults to level 1 for the same
-    reason.  Incoming messages are inflated by wsproto as before: the level
-    is the sender's choice and needs no negotiation.
+    Incoming: wsproto's own extension inflates a whole frame whatever it grows
+    to (a 400 KB frame of compressed zeros is 400 MB) before any size check can
+    see it; here inflating stops one byte past ``max_size`` and the message is
+    refused with 1009, so the limit bounds memory as it does for plain messages.
+
+    Outgoing: wsproto compresses at zlib's default level 6.  Level 1 deflates
+    text three to five times faster for a few percent more bytes (Autobahn's
+    text cases: 46% instead of 39% of the size), and on a server the CPU spent
+    per message is the cost that matters; nginx's gzip defaults to level 1 for
+    the same reason.  The level is the sender's choice: nothing to negotiate.
     """
 
-    def __init__(self, level: int = DEFAULT_DEFLATE_LEVEL) -> None:
+    def __init__(self, level: int = DEFAULT_DEFLATE_LEVEL, max_size: int = 16 << 20) -> None:
         super().__init__()
         self.level = level
+        #: Largest inflated message: inflating stops there (1009), so a
+        #: small compressed message cannot make the server allocate more.
+        self.max_size = max_size
         self._deflater: Any = None
+        self._inflater: Any = None
+        #: The message arriving is compressed (RSV1 on its first frame).
+        self._inflating = False
+        #: This frame carries message data (not a control frame between fragments).
+        self._data_frame = False
+        self._inflated = 0
+
+    # ------------------------------------------------------------ incoming
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        if rsv.rsv1 and (opcode.iscontrol() or opcode is Opcode.CONTINUATION):
+            return CloseReason.PROTOCOL_ERROR  # RFC 7692 6.1: RSV1 on a first frame only
+        self._data_frame = not opcode.iscontrol()
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            self._inflating = rsv.rsv1
+            self._inflated = 0
+            if rsv.rsv1 and self._inflater is None:
+                self._inflater = zlib.decompressobj(-int(self.client_max_window_bits))
+        return RsvBits(True, False, False)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not (self._inflating and self._data_frame):
+            return data
+        return self._inflate(data)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if not (fin and self._inflating and self._data_frame):
+            return None
+        self._inflating = False
+        # RFC 7692 7.2.2: the sender removed the sync flush's 00 00 ff ff.
+        out = self._inflate(b"\x00\x00\xff\xff")
+        if self.client_no_context_takeover:
+            self._inflater = None
+        return out
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        room = self.max_size - self._inflated
+        try:
+            # One byte more than there is room for tells "too big" without
+            # inflating the rest.
+            out: bytes = self._inflater.decompress(data, room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if len(out) > room:
+            return CloseReason.MESSAGE_TOO_BIG
+        self._inflated += len(out)
+        return out
+
+    # ------------------------------------------------------------ outgoing
 
     def frame_outbound(
         self,
@@ -370,6 +436,9 @@ class WSSession:
     """One WebSocket after its handshake, on any transport."""
 
     def __init__(self, extensions: list[Extension] | None = None, max_size: int = 16 << 20):
+        for extension in extensions or ():
+            if isinstance(extension, Deflate):
+                extension.max_size = max_size
         self._ws = Connection(ConnectionType.SERVER, extensions or [])
         self._coalescer = FrameCoalescer()
         self._max_size = max_size
@@ -452,7 +521,7 @@ class WSSession:
         if error:
             # wsproto reports its own parse failures as a close with the code
             # to answer; the peer sent no close frame.
-            return self._fail(code, reason)
+            return self._fail(code, "message too big" if code == TOO_BIG else reason)
         self.close_received = True
         if self._ws.state is ConnectionState.REMOTE_CLOSING:
             # Echo the peer's close (RFC 6455 5.5.1); 1005 is never sent.
