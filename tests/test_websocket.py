@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import queue
 import random
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -1232,6 +1235,47 @@ def test_fastapi_websocket_endpoints() -> None:
             closed = closed_by_server(ws)
             assert closed.rcvd is not None
             assert (closed.rcvd.code, closed.rcvd.reason) == (4002, "fastapi done")
+
+
+NODE_DIR = Path(__file__).with_name("node")
+
+
+async def subprotocol_echo(scope: Any, receive: Any, send: Any) -> None:
+    """Accept with the client's first subprotocol, echo, record the close."""
+    assert scope["type"] == "websocket"
+    await receive()
+    await send({"type": "websocket.accept", "subprotocol": scope["subprotocols"][0]})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            wsapps.record("disconnect", message)
+            return
+        await send({**message, "type": "websocket.send"})
+
+
+def test_node_ws_client() -> None:
+    """Node's ``ws`` package (installed by ``make test`` into tests/node) as the client."""
+    assert (NODE_DIR / "node_modules" / "ws").is_dir(), "run `make node-deps` (make test does)"
+    with serve(subprotocol_echo) as srv:
+        run = subprocess.run(
+            ["node", str(NODE_DIR / "ws_client.mjs"), f"ws://127.0.0.1:{srv.port}/chat"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert out["protocol"] == "chat"
+        assert out["extensions"].startswith("permessage-deflate")
+        assert out["messages"] == [
+            {"text": "hello from node", "binary": False},
+            {"sha": out["messages"][1]["sha"], "binary": False, "ok": True},
+            {"binary": True, "ok": True},
+            {"text": "fragmented", "binary": False},
+        ]
+        assert out["close"]["code"] == 4000  # the server echoed the client's code
+        disconnect = event("disconnect")
+        assert (disconnect["code"], disconnect["reason"]) == (4000, "node done")
 
 
 def test_many_concurrent_connections() -> None:
