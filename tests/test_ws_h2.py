@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import queue
 import re
@@ -41,7 +40,7 @@ from asgiri.ssl_utils import generate_self_signed_cert
 
 from . import wsapps
 from .servers import ThreadServer, cli_server, serve
-from .test_autobahn import PARALLEL_CASES, PASSING, ensure_kosoku
+from .test_autobahn import PARALLEL_CASES, PASSING, ensure_kosoku, load_results, write_summary
 from .test_memory import RSSSampler
 from .ws_h2_client import H2WebSocket, H2WSConnection, Stalled
 
@@ -916,7 +915,7 @@ def test_autobahn_over_h2(tmp_path: Path) -> None:
     index_file = report_dir / "index.json"
     if not index_file.exists():
         pytest.fail(f"kosoku wrote no report:\n{run.stdout}\n{run.stderr}\n{server_output}")
-    (results,) = json.loads(index_file.read_text()).values()
+    results = load_results(report_dir)
     assert results, "no case ran"
     if include == DEFAULT_CASES:
         assert len(results) == 337, len(results)  # 517 less 180 compression cases
@@ -926,6 +925,8 @@ def test_autobahn_over_h2(tmp_path: Path) -> None:
     for entry in results.values():
         counts[entry["behavior"]] = counts.get(entry["behavior"], 0) + 1
     print(f"Autobahn over HTTP/2: {len(results)} cases in {elapsed:.0f} s: {counts}")
+    if os.environ.get("AUTOBAHN_WRITE_SUMMARY") == "1":
+        write_summary("HTTP/2 (RFC 8441)", results, include, elapsed)
     failing = sorted(
         (case_id for case_id, entry in results.items() if entry["behavior"] not in PASSING),
         key=_case_key,
