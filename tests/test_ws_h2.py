@@ -801,6 +801,33 @@ def test_app_that_never_reads_closes_the_window_and_bounds_memory() -> None:
             close_cleanly(ws)
 
 
+def test_client_that_never_reads_cannot_grow_server_memory() -> None:
+    """An app sending without end to a stream whose client grants no credit.
+
+    The client's window stops the DATA; the app's ``send`` then waits on the
+    stream's send buffer instead of queueing gigabytes.  Credit given later
+    lets the flood through again.
+    """
+    with cli_server(
+        "wsapps:behave", "--port", "0", "--no-access-log", "--ws-ping-interval", "0"
+    ) as srv:
+        assert srv.port is not None
+        with H2WSConnection(srv.port, timeout=30) as conn:
+            warm = open_ws(conn, "/flood?mib=1")
+            conn.until(lambda: sum(map(len, warm.raw)) >= MIB)  # imports, first buffers
+            conn.auto_ack = False
+            with RSSSampler(srv.proc.pid) as rss:
+                ws = open_ws(conn, "/flood")
+                conn.quiet_for(3.0)  # the app would produce gigabytes in this time
+                held = sum(map(len, ws.raw))
+                assert held <= 128 * 1024, held  # at most the windows
+                conn.auto_ack = True
+                conn.conn.acknowledge_received_data(held, ws.stream_id)
+                conn.flush()
+                conn.until(lambda: sum(map(len, ws.raw)) > 20 * MIB)
+            assert rss.growth < 50 * MIB, f"RSS grew {rss.growth / MIB:.1f} MiB"
+
+
 # ----------------------------------------------------------------------------- Autobahn
 
 BRIDGE = Path(__file__).with_name("autobahn_h2_bridge.py")
