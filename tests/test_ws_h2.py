@@ -585,6 +585,25 @@ def test_app_errors_and_early_returns_on_a_stream(
         assert (close.code, close.reason) == (4321, "bye now")
 
 
+def test_starlette_and_fastapi_endpoints_over_a_stream() -> None:
+    """Framework endpoints written for HTTP/1.1 work unchanged over RFC 8441."""
+    with serve(wsapps.starlette_app()) as srv, H2WSConnection(srv.port) as conn:
+        ws = open_ws(conn, "/echo", subprotocols=["v1"])
+        assert ws.subprotocol == "v1"
+        ws.send_text("hi")
+        assert ws.receive_message() == "starlette: hi"
+        close_cleanly(ws, 4100)
+        refused = conn.websocket("/reject")
+        assert refused.wait_response() == 403
+    with serve(wsapps.fastapi_app()) as srv, H2WSConnection(srv.port) as conn:
+        ws = open_ws(conn, "/rooms/lobby?token=secret")
+        ws.send_text('{"msg": "hello"}')
+        assert ws.receive_message() == '{"room":"lobby","data":{"msg":"hello"}}'
+        close_cleanly(ws)
+        refused = conn.websocket("/rooms/lobby?token=wrong")
+        assert refused.wait_response() == 403
+
+
 def test_ping_timeout_resets_the_stream_and_disconnects_the_app() -> None:
     recorder = Recorder()
     with (
