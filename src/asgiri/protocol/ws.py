@@ -243,7 +243,7 @@ class Deflate(PerMessageDeflate):
             # The window the client allowed us (server_max_window_bits).  zlib
             # walks its whole hash table each time the window slides, so a
             # small window with zlib's default table (memLevel 8) spends its
-            # time sliding: 512-byte windows compress three times slower.
+            # time sliding: 512-byte windows compress several times slower.
             bits = int(self.server_max_window_bits)
             deflater = self._deflater = zlib.compressobj(
                 self.level, zlib.DEFLATED, -bits, 8 if bits >= 12 else 5
