@@ -466,6 +466,11 @@ class WebSocketConfig:
     ws_per_message_deflate: bool = _opt(
         True, kind="bool", help="Negotiate permessage-deflate compression when offered."
     )
+    ws_deflate_level: int = _opt(
+        1,
+        metavar="LEVEL",
+        help="zlib level (1 fastest to 9 smallest) of the messages the server compresses.",
+    )
     ws_close_timeout: float = _opt(
         10.0, help="Seconds to wait for the client's close frame after ours."
     )
@@ -479,6 +484,7 @@ class WebSocketConfig:
             raise ValueError(f"ws must be one of auto, wsproto, none, got {self.ws!r}")
         _int_range("ws_max_size", self.ws_max_size, 1, 1 << 40)
         _int_range("ws_max_queue", self.ws_max_queue, 1, 1 << 20)
+        _int_range("ws_deflate_level", self.ws_deflate_level, 1, 9)
         for name in ("ws_ping_interval", "ws_ping_timeout"):
             value = getattr(self, name)
             if value is not None:

@@ -342,7 +342,9 @@ class H1Protocol(asyncio.Protocol):
             return
         ctx = self.ctx
         extensions, extension_header = negotiate_extensions(
-            request.headers, ctx.config.websocket.ws_per_message_deflate
+            request.headers,
+            ctx.config.websocket.ws_per_message_deflate,
+            ctx.config.websocket.ws_deflate_level,
         )
         scope = websocket_scope(
             request,

@@ -293,7 +293,9 @@ class H2Protocol(asyncio.Protocol):
             self.conn.reset(stream_id, _NO_ERROR)
             return
         extensions, extension_header = negotiate_extensions(
-            request.headers, ctx.config.websocket.ws_per_message_deflate
+            request.headers,
+            ctx.config.websocket.ws_per_message_deflate,
+            ctx.config.websocket.ws_deflate_level,
         )
         scheme = "wss" if (request.scheme or self.scheme) == "https" else "ws"
         scope = websocket_scope(
