@@ -27,7 +27,7 @@ from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
 from .context import ServerContext
 from .tasks import EAGER, start_eagerly
-from .ws import WSBridge
+from .ws import StreamOutlet, WSBridge
 
 logger = logging.getLogger("asgiri.error")
 
@@ -651,121 +651,10 @@ class H2Protocol(asyncio.Protocol):
             self.transport.abort()
 
 
-class H2WebSocketOutlet:
+class H2WebSocketOutlet(StreamOutlet):
     """RFC 8441: WebSocket bytes as DATA on one extended CONNECT stream."""
 
-    def __init__(self, proto: H2Protocol, stream_id: int) -> None:
-        self.proto = proto
-        self.stream_id = stream_id
-        self.bridge: WSBridge | None = None
-        self._paused = False
-        self._unacked = 0
-        self._ended_local = False
-        self._ended_remote = False
-        self._head_sent = False
-
-    def accept(self, headers: Headers) -> None:
-        proto = self.proto
-        self._head_sent = True
-        if not proto.conn.send_headers(self.stream_id, 200, headers, False):
-            self.reset_by_peer()
-        proto._schedule_flush()
-
-    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
-        proto = self.proto
-        conn = proto.conn
-        if self._ended_local:
-            return
-        if not self._ended_local and status >= 0 and not self._head_sent:
-            self._head_sent = True
-            conn.send_headers(
-                self.stream_id, status, proto.ctx.response_header_list(headers), False
-            )
-        conn.send_data(self.stream_id, body, end)
-        if end:
-            self._ended_local = True
-            if not self._ended_remote and not conn.buffered(self.stream_id):
-                # The answer is complete and the client's side of a refused
-                # CONNECT has nothing to say: close it too (RFC 9113 8.1),
-                # or the stream would stay half-open and the connection busy.
-                conn.reset(self.stream_id, _NO_ERROR)
-                self._ended_remote = True
-            self._maybe_done()
-        proto._schedule_flush()
-
-    def write(self, data: bytes) -> None:
-        proto = self.proto
-        if not self._ended_local and not proto.conn.send_data(self.stream_id, data, False):
-            self.reset_by_peer()
-        proto._schedule_flush()
-
-    def finish(self, error: bool) -> None:
-        """End our side: END_STREAM after a clean close, RST_STREAM after an error."""
-        if self._ended_local:
-            return
-        self._ended_local = True
-        proto = self.proto
-        if error or not self._head_sent:
-            # (Without a response head, DATA would break the client's HTTP/2.)
-            proto.conn.reset(self.stream_id, _CANCEL)
-            self._ended_remote = True
-        else:
-            proto.conn.send_data(self.stream_id, b"", True)
-            if not self._ended_remote:
-                # The peer must end its side too, as it would close TCP; one
-                # that does not is reset rather than kept half-open.
-                proto.loop.call_later(
-                    proto.ctx.config.websocket.ws_close_timeout, self._peer_end_timed_out
-                )
-        proto._schedule_flush()
-        self._maybe_done()
-
-    def _peer_end_timed_out(self) -> None:
-        if self._ended_remote or self.proto._closed:
-            return
-        self._ended_remote = True
-        self.proto.conn.reset(self.stream_id, _CANCEL)
-        self.proto._schedule_flush()
-        self._maybe_done()
-
-    def peer_ended(self) -> None:
-        self._ended_remote = True
-        bridge = self.bridge
-        if bridge is not None and not bridge.finished:
-            bridge.connection_lost()
-            self.finish(error=False)
-        self._maybe_done()
-
-    def reset_by_peer(self) -> None:
-        self._ended_local = self._ended_remote = True
-        if self.bridge is not None:
-            self.bridge.connection_lost()
-        self._maybe_done()
-
-    def _maybe_done(self) -> None:
-        if self._ended_local and self._ended_remote:
-            self.proto.websocket_done(self.stream_id)
-
-    def data_received(self, data: bytes) -> None:
-        if self.bridge is not None:
-            self.bridge.data_received(data)
-        # Credit is given back as the bridge takes the bytes, unless the app's
-        # message queue is full (then the window closes: backpressure).
-        self.data_consumed(len(data))
-
-    def data_consumed(self, nbytes: int) -> None:
-        self._unacked += nbytes
-        if not self._paused:
-            self.proto.conn.acknowledge(self.stream_id, self._unacked)
-            self._unacked = 0
-            self.proto._schedule_flush()
-
-    def pause_reading(self) -> None:
-        self._paused = True
-
-    def resume_reading(self) -> None:
-        self._paused = False
-        self.data_consumed(0)
+    proto: H2Protocol
 
     def drain(self) -> Awaitable[None] | None:
         proto = self.proto
@@ -774,6 +663,22 @@ class H2WebSocketOutlet:
         waiter = proto.loop.create_future()
         proto._waiters.setdefault(self.stream_id, []).append(waiter)
         return waiter
+
+    def _response_headers(self, headers: Headers) -> Headers:
+        return self.proto.ctx.response_header_list(headers)
+
+    def _abort_stream(self) -> None:
+        self.proto.conn.reset(self.stream_id, _CANCEL)
+
+    def _stop_peer(self) -> None:
+        self.proto.conn.reset(self.stream_id, _CANCEL)
+
+    def _close_refused_peer(self) -> bool:
+        conn = self.proto.conn
+        if conn.buffered(self.stream_id):
+            return False  # the reset waits until the answer has left
+        conn.reset(self.stream_id, _NO_ERROR)  # RFC 9113 8.1
+        return True
 
 
 def _declared_length(headers: Headers) -> int:

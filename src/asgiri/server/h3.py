@@ -49,7 +49,7 @@ from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
 from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
 from .context import ServerContext
 from .tasks import EAGER, start_eagerly
-from .ws import WSBridge
+from .ws import StreamOutlet, WSBridge
 
 if TYPE_CHECKING:
     from .tls import TLSInfo
@@ -739,124 +739,26 @@ class H3Protocol:
             self._maybe_done()
 
 
-class H3WebSocketOutlet:
+class H3WebSocketOutlet(StreamOutlet):
     """RFC 9220: WebSocket bytes as DATA frames on one extended CONNECT stream."""
 
-    def __init__(self, proto: H3Protocol, stream_id: int) -> None:
-        self.proto = proto
-        self.stream_id = stream_id
-        self.bridge: WSBridge | None = None
-        self._paused = False
-        self._unacked = 0
-        self._ended_local = False
-        self._ended_remote = False
-        self._head_sent = False
-
-    def accept(self, headers: Headers) -> None:
-        proto = self.proto
-        self._head_sent = True
-        if not proto.conn.send_headers(self.stream_id, 200, headers, False):
-            self.reset_by_peer()
-        proto._schedule_flush()
-
-    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
-        proto = self.proto
-        conn = proto.conn
-        if self._ended_local:
-            return
-        if status >= 0 and not self._head_sent:
-            self._head_sent = True
-            conn.send_headers(
-                self.stream_id,
-                status,
-                proto.ctx.response_header_list(headers, alt_svc=False),
-                False,
-            )
-        conn.send_data(self.stream_id, body, end)
-        if end:
-            self._ended_local = True
-            if not self._ended_remote:
-                # A refused CONNECT's client side has nothing more to say.
-                conn.stop_reading(self.stream_id)
-                self._ended_remote = True
-            self._maybe_done()
-        proto._schedule_flush()
-
-    def write(self, data: bytes) -> None:
-        proto = self.proto
-        if not self._ended_local and not proto.conn.send_data(self.stream_id, data, False):
-            self.reset_by_peer()
-        proto._schedule_flush()
-
-    def finish(self, error: bool) -> None:
-        """End our side: FIN after a clean close, RESET_STREAM after an error."""
-        if self._ended_local:
-            return
-        self._ended_local = True
-        proto = self.proto
-        if error or not self._head_sent:
-            proto.conn.reset(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
-            self._ended_remote = True
-        else:
-            proto.conn.send_data(self.stream_id, b"", True)
-            if not self._ended_remote:
-                # The peer must end its side too; one that does not is
-                # stopped rather than kept half-open.
-                proto.loop.call_later(
-                    proto.ctx.config.websocket.ws_close_timeout, self._peer_end_timed_out
-                )
-        proto._schedule_flush()
-        self._maybe_done()
-
-    def _peer_end_timed_out(self) -> None:
-        if self._ended_remote or self.proto._closed:
-            return
-        self._ended_remote = True
-        self.proto.conn.stop_reading(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
-        self.proto._schedule_flush()
-        self._maybe_done()
-
-    def peer_ended(self) -> None:
-        self._ended_remote = True
-        bridge = self.bridge
-        if bridge is not None and not bridge.finished:
-            bridge.connection_lost()
-            self.finish(error=False)
-        self._maybe_done()
-
-    def reset_by_peer(self) -> None:
-        self._ended_local = self._ended_remote = True
-        if self.bridge is not None:
-            self.bridge.connection_lost()
-        self._maybe_done()
-
-    def _maybe_done(self) -> None:
-        if self._ended_local and self._ended_remote:
-            self.proto.websocket_done(self.stream_id)
-
-    def data_received(self, data: bytes) -> None:
-        if self.bridge is not None:
-            self.bridge.data_received(data)
-        # Credit follows the bridge, unless the app's queue is full (then the
-        # stream's window closes: backpressure).
-        self.data_consumed(len(data))
-
-    def data_consumed(self, nbytes: int) -> None:
-        self._unacked += nbytes
-        if not self._paused:
-            self.proto.conn.acknowledge(self.stream_id, self._unacked)
-            self._unacked = 0
-            self.proto._schedule_flush()
-
-    def pause_reading(self) -> None:
-        self._paused = True
-
-    def resume_reading(self) -> None:
-        self._paused = False
-        self.data_consumed(0)
+    proto: H3Protocol
 
     def drain(self) -> Awaitable[None] | None:
         proto = self.proto
         if proto._closed or proto.conn.buffered(self.stream_id) <= HIGH_WATER:
             return None
         return proto._waiter(self.stream_id)
+
+    def _response_headers(self, headers: Headers) -> Headers:
+        return self.proto.ctx.response_header_list(headers, alt_svc=False)
+
+    def _abort_stream(self) -> None:
+        self.proto.conn.reset(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
+
+    def _stop_peer(self) -> None:
+        self.proto.conn.stop_reading(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
+
+    def _close_refused_peer(self) -> bool:
+        self.proto.conn.stop_reading(self.stream_id)
+        return True

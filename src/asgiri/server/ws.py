@@ -287,6 +287,151 @@ class WSBridge:
         ctx.check_drained()
 
 
+class StreamOutlet:
+    """The outlet of a WebSocket carried by one stream of an HTTP/2 or HTTP/3 connection.
+
+    RFC 8441 and RFC 9220 are one design: the handshake is an extended
+    CONNECT answered with 200, the frames travel as the stream's DATA, a clean
+    end is END_STREAM (FIN) and an abort is a stream reset.  Everything but
+    the few transport hooks at the bottom is therefore written here once; a
+    peer is never left with a half-open stream.
+
+    ``proto`` is the connection (``H2Protocol``, ``H3Protocol``): its ``conn``
+    frames the stream, ``_schedule_flush`` sends, ``websocket_done`` forgets.
+    """
+
+    def __init__(self, proto: Any, stream_id: int) -> None:
+        self.proto = proto
+        self.stream_id = stream_id
+        self.bridge: WSBridge | None = None
+        self._paused = False
+        self._unacked = 0
+        self._ended_local = False
+        self._ended_remote = False
+        self._head_sent = False
+
+    def accept(self, headers: Headers) -> None:
+        proto = self.proto
+        self._head_sent = True
+        if not proto.conn.send_headers(self.stream_id, 200, headers, False):
+            self.reset_by_peer()
+        proto._schedule_flush()
+
+    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        proto = self.proto
+        conn = proto.conn
+        if self._ended_local:
+            return
+        if status >= 0 and not self._head_sent:
+            self._head_sent = True
+            conn.send_headers(self.stream_id, status, self._response_headers(headers), False)
+        conn.send_data(self.stream_id, body, end)
+        if end:
+            self._ended_local = True
+            # The client's side of a refused CONNECT has nothing more to say:
+            # close it too, or the stream would stay half-open.
+            if not self._ended_remote and self._close_refused_peer():
+                self._ended_remote = True
+            self._maybe_done()
+        proto._schedule_flush()
+
+    def write(self, data: bytes) -> None:
+        proto = self.proto
+        if not self._ended_local and not proto.conn.send_data(self.stream_id, data, False):
+            self.reset_by_peer()
+        proto._schedule_flush()
+
+    def finish(self, error: bool) -> None:
+        """End our side: END_STREAM/FIN after a clean close, a reset after an error."""
+        if self._ended_local:
+            return
+        self._ended_local = True
+        proto = self.proto
+        if error or not self._head_sent:
+            # (Without a response head, DATA would break the client's HTTP framing.)
+            self._abort_stream()
+            self._ended_remote = True
+        else:
+            proto.conn.send_data(self.stream_id, b"", True)
+            if not self._ended_remote:
+                # The peer must end its side too, as it would close TCP; one
+                # that does not is stopped rather than kept half-open.
+                proto.loop.call_later(
+                    proto.ctx.config.websocket.ws_close_timeout, self._peer_end_timed_out
+                )
+        proto._schedule_flush()
+        self._maybe_done()
+
+    def _peer_end_timed_out(self) -> None:
+        if self._ended_remote or self.proto._closed:
+            return
+        self._ended_remote = True
+        self._stop_peer()
+        self.proto._schedule_flush()
+        self._maybe_done()
+
+    def peer_ended(self) -> None:
+        self._ended_remote = True
+        bridge = self.bridge
+        if bridge is not None and not bridge.finished:
+            bridge.connection_lost()
+            self.finish(error=False)
+        self._maybe_done()
+
+    def reset_by_peer(self) -> None:
+        self._ended_local = self._ended_remote = True
+        if self.bridge is not None:
+            self.bridge.connection_lost()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self._ended_local and self._ended_remote:
+            self.proto.websocket_done(self.stream_id)
+
+    def data_received(self, data: bytes) -> None:
+        if self.bridge is not None:
+            self.bridge.data_received(data)
+        # Credit is given back as the bridge takes the bytes, unless the app's
+        # message queue is full (then the window closes: backpressure).
+        self.data_consumed(len(data))
+
+    def data_consumed(self, nbytes: int) -> None:
+        self._unacked += nbytes
+        if not self._paused:
+            self.proto.conn.acknowledge(self.stream_id, self._unacked)
+            self._unacked = 0
+            self.proto._schedule_flush()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        self.data_consumed(0)
+
+    # ------------------------------------------------------------ transport hooks
+
+    def drain(self) -> Awaitable[None] | None:
+        """A waiter while the stream's send buffer is full, else None."""
+        raise NotImplementedError
+
+    def _response_headers(self, headers: Headers) -> Headers:
+        """The denial response's headers with the server's defaults."""
+        raise NotImplementedError
+
+    def _abort_stream(self) -> None:
+        """Reset the stream (both directions)."""
+        raise NotImplementedError
+
+    def _stop_peer(self) -> None:
+        """Stop a peer that did not end its side after our clean end."""
+        raise NotImplementedError
+
+    def _close_refused_peer(self) -> bool:
+        """After a complete denial response, end the client's side; True if done."""
+        raise NotImplementedError
+
+
 class WSH1Protocol(asyncio.Protocol):
     """The HTTP/1.1 outlet: owns the TCP transport from the Upgrade on."""
 
