@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
 import sys
 import types
 import typing
@@ -160,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the APP argument ('module:attribute') is required")
     from .server import Server
 
+    if "workers" not in args and os.environ.get("WEB_CONCURRENCY"):
+        # As uvicorn and gunicorn do: platforms (Heroku, Dokku...) set it per dyno size.
+        args["workers"] = os.environ["WEB_CONCURRENCY"]
     try:
         server = Server(app, **args)
     except ValueError as exc:

@@ -7,10 +7,12 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..asgi.lifespan import Lifespan
@@ -23,11 +25,32 @@ from .context import ServerContext
 from .h1 import H1Protocol
 from .listeners import Listener, bind_sockets
 from .reload import Reloader
+from .supervisor import Supervisor
 from .tls import TLSInfo, build_ssl_context, read_server_cert
 
 logger = logging.getLogger("asgiri.error")
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class WorkerHooks:
+    """What a process manager (asgiri's supervisor, gunicorn) plugs into a server it runs.
+
+    The manager owns the listening sockets and the decision when a worker is
+    replaced; the server only serves and reports.
+    """
+
+    #: Sockets bound by the manager, served instead of binding the configured address.
+    listeners: list[Listener] = field(default_factory=list)
+    #: Called in the server's loop once the listeners accept (readiness, heartbeats).
+    on_started: Callable[[asyncio.AbstractEventLoop], None] | None = None
+    #: Called instead of stopping when ``--limit-max-requests`` is reached, so the
+    #: manager can start the replacement before this worker stops.
+    on_max_requests: Callable[[], None] | None = None
+    #: UDP sockets for HTTP/3 bound by the manager (one ``SO_REUSEPORT`` socket per
+    #: worker slot); empty when HTTP/3 is off or not in this build.
+    udp_sockets: list[socket.socket] = field(default_factory=list)
 
 
 class Server:
@@ -104,13 +127,13 @@ class Server:
         self._setup(Config.from_options(app, **options))
 
     @classmethod
-    def from_config(cls, config: Config) -> Server:
-        """A server for an already built :class:`Config` (used by the reloader's child)."""
+    def from_config(cls, config: Config, hooks: WorkerHooks | None = None) -> Server:
+        """A server for an already built :class:`Config` (reloader child, worker process)."""
         server = cls.__new__(cls)
-        server._setup(config)
+        server._setup(config, hooks)
         return server
 
-    def _setup(self, config: Config) -> None:
+    def _setup(self, config: Config, hooks: WorkerHooks | None = None) -> None:
         self.config = config
         #: Set once the listeners accept connections (usable from other threads).
         self.started = threading.Event()
@@ -120,9 +143,15 @@ class Server:
         self._stop_requested = False
         self._force = False
         self._ctx: ServerContext | None = None
+        self._hooks = hooks
         self._reloader: Reloader | None = None
+        self._supervisor: Supervisor | None = None
+        if hooks is not None:
+            return  # a worker process: its manager (supervisor, gunicorn) does the rest
         if config.reload.reload:
             self._reloader = Reloader(config)
+        elif config.workers.count is not None:
+            self._supervisor = Supervisor(config)
 
     # ------------------------------------------------------------ public API
 
@@ -141,7 +170,8 @@ class Server:
         In the main thread SIGINT/SIGTERM stop the server; in any other thread
         signals are left alone and :meth:`request_shutdown` stops it.  With
         ``reload=True`` this process only watches files and runs the server in
-        a child process, restarted on every change.
+        a child process, restarted on every change; with ``workers=N`` it
+        supervises N worker processes that share its sockets.
         """
         log = self.config.logging
         configure_logging(log.log_level, log.access_log, log.log_config)
@@ -149,6 +179,11 @@ class Server:
             if self._stop_requested:
                 return
             self._reloader.run(self)
+            return
+        if self._supervisor is not None:
+            if self._stop_requested:
+                return
+            self._supervisor.run(self)
             return
         run_coroutine(self.serve(), self.config.runtime.loop)
 
@@ -163,6 +198,8 @@ class Server:
         self._stop_requested = True
         if self._reloader is not None:
             self._reloader.request_shutdown()
+        if self._supervisor is not None:
+            self._supervisor.request_shutdown()
         loop, stop = self._loop, self._stop
         if loop is None or stop is None or loop.is_closed():
             return
@@ -184,6 +221,8 @@ class Server:
         config = self.config
         if self._reloader is not None:
             raise StartupError("reload needs Server.run(): serve() cannot restart its own process")
+        if self._supervisor is not None:
+            raise StartupError("workers need Server.run(): serve() runs in one process")
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
@@ -201,7 +240,11 @@ class Server:
         if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
             alpn.append("http/1.1")
         ssl_context = build_ssl_context(config.tls, alpn)
-        self.listeners = bind_sockets(config.bind, config.port)
+        hooks = self._hooks
+        if hooks is not None and hooks.listeners:
+            self.listeners = hooks.listeners
+        else:
+            self.listeners = bind_sockets(config.bind, config.port)
         ctx = ServerContext(config, app, loop)
         self._ctx = ctx
         if ssl_context is not None:
@@ -225,6 +268,8 @@ class Server:
             self._log_started(ssl_context is not None)
             installed = self._install_signals(loop)
             self.started.set()
+            if hooks is not None and hooks.on_started is not None:
+                hooks.on_started(loop)
             try:
                 await self._stop.wait()
                 # The handlers stay installed while draining, so that a second
@@ -244,6 +289,10 @@ class Server:
     # ------------------------------------------------------------ internals
 
     def _max_requests_reached(self) -> None:
+        hooks = self._hooks
+        if hooks is not None and hooks.on_max_requests is not None:
+            hooks.on_max_requests()
+            return
         logger.warning("Maximum request limit reached; shutting down")
         self.request_shutdown()
 
