@@ -226,3 +226,55 @@ def test_sigterm_stops_workers_gracefully(supervisor: CLIServer) -> None:
     assert supervisor.wait(30) == 0
     assert "Stopped supervisor process" in supervisor.output
     assert len(re.findall(r"Worker process \[\d+\] stopped \(code 0\)", supervisor.output)) == 2
+
+
+# ---------------------------------------------------------------- zero-downtime restart
+
+
+def _load(url: str, stop: threading.Event, kind: str) -> tuple[int, list[str]]:
+    """Requests in a loop until ``stop``; (successes, failures)."""
+    ok, failures = 0, []
+    http2 = kind == "h2"
+    client: httpx.Client | None = None
+    while not stop.is_set():
+        if client is None or kind == "new":
+            if client is not None:
+                client.close()
+            client = httpx.Client(http1=not http2, http2=http2, timeout=30)
+        try:
+            response = client.get(url + "/", params={"kind": kind})
+            if response.status_code != 200:
+                failures.append(f"{kind}: status {response.status_code}")
+            elif kind == "h2" and response.http_version != "HTTP/2":
+                failures.append(f"{kind}: {response.http_version}")
+            else:
+                ok += 1
+        except httpx.HTTPError as exc:
+            failures.append(f"{kind}: {type(exc).__name__}: {exc}")
+    if client is not None:
+        client.close()
+    return ok, failures
+
+
+def test_sighup_restarts_workers_without_dropping_a_request(supervisor: CLIServer) -> None:
+    old = set(wait_ready_count(supervisor, 2))
+    stop = threading.Event()
+    kinds = ["h1", "h1", "h2", "h2", "new", "new"]
+    with ThreadPoolExecutor(len(kinds)) as pool:
+        futures = [pool.submit(_load, supervisor.url, stop, kind) for kind in kinds]
+        try:
+            # Load first, then the restart, then a little more load on the new workers.
+            wait_count(supervisor, r".", 1)
+            supervisor.signal(signal.SIGHUP)
+            wait_count(supervisor, r"Restart complete", 1, timeout=60)
+            wait_count(supervisor, r"Worker process \[\d+\] stopped", 2, timeout=60)
+        finally:
+            stop.set()
+        results = [f.result(timeout=60) for f in futures]
+    failures = [failure for _, f in results for failure in f]
+    assert failures == [], "\n".join(failures)
+    assert all(ok > 0 for ok, _ in results)
+    new = set(ready_pids(supervisor)) - old
+    assert len(new) == 2
+    # The new workers serve.
+    assert int(httpx.get(supervisor.url + "/").text) in new

@@ -57,6 +57,13 @@ _H2C_HOP_BY_HOP = frozenset({b"connection", b"upgrade", b"http2-settings", b"kee
 _IDLE = 1
 _HEADER = 2
 
+#: On graceful shutdown a keep-alive connection is closed only once it has been
+#: idle this long (at most the keep-alive timeout).  A client that has just read
+#: a response may already be sending its next request; closing under it would
+#: fail that request (or reset it, with the request unread in our buffer).  Given
+#: this moment, the request arrives and is answered with ``connection: close``.
+SHUTDOWN_IDLE_GRACE = 1.0
+
 
 class H1Protocol(asyncio.Protocol):
     """One HTTP/1.1 connection."""
@@ -568,12 +575,29 @@ class H1Protocol(asyncio.Protocol):
     # ------------------------------------------------------------ lifecycle
 
     def shutdown(self) -> None:
-        """Graceful shutdown: finish the request in flight, then close."""
+        """Graceful shutdown: finish the request in flight, then close.
+
+        An idle connection closes once it has been idle for
+        :data:`SHUTDOWN_IDLE_GRACE`; one with a request head on its way
+        gets that request answered first.
+        """
         self._closing = True
-        if self._current is None:
-            self._close()
-        elif self._info is not None:
-            self._info.keep_alive = False
+        if self._current is not None:
+            if self._info is not None:
+                self._info.keep_alive = False
+            return
+        if self._timer_kind == _HEADER:
+            return  # the request comes, is answered with connection: close
+        if self._timer_kind == _IDLE:
+            keep_alive = self.ctx.keep_alive_timeout
+            close_at = self._deadline - keep_alive + min(SHUTDOWN_IDLE_GRACE, keep_alive)
+            if close_at > self.loop.time():
+                self._deadline = close_at
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self.loop.call_at(close_at, self._on_timer)
+                return
+        self._close()
 
     def abort(self) -> None:
         if self.transport is not None and not self._closed:
