@@ -8,7 +8,6 @@ with httpx over HTTP/1.1 and HTTP/2.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import threading
@@ -32,22 +31,7 @@ def ready_pids(srv: CLIServer) -> list[int]:
 
 
 def wait_count(srv: CLIServer, pattern: str, count: int = 1, timeout: float = 30.0) -> list[str]:
-    """Wait until ``pattern`` has matched ``count`` log lines in total; return the matches."""
-    regex = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [m.group(0) for line in list(srv.lines) if (m := regex.search(line))]
-        if len(found) >= count:
-            return found
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"{count} x {pattern!r} not seen; output:\n{srv.output}")
-        try:
-            line = srv._queue.get(timeout=remaining)
-        except queue.Empty:
-            continue
-        if line is None:
-            raise RuntimeError(f"process exited; output:\n{srv.output}")
+    return srv.wait_count(pattern, count, timeout)
 
 
 def wait_ready_count(srv: CLIServer, count: int, timeout: float = 30.0) -> list[int]:
@@ -69,6 +53,8 @@ def supervisor(request: pytest.FixtureRequest) -> Iterator[CLIServer]:
 
 def supervisor_pid(srv: CLIServer) -> int:
     return int(srv.wait_for(r"Started supervisor process \[(\d+)\]").group(1))
+
+
 # ---------------------------------------------------------------- start-up and serving
 
 
