@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from asgiri.config import Config
@@ -264,3 +265,33 @@ def test_sighup_restarts_workers_without_dropping_a_request(supervisor: CLIServe
     assert len(new) == 2
     # The new workers serve.
     assert int(httpx.get(supervisor.url + "/").text) in new
+
+
+def test_workers_stop_when_the_supervisor_is_killed(supervisor: CLIServer) -> None:
+    pids = wait_ready_count(supervisor, 2)
+    supervisor.signal(signal.SIGKILL)
+    supervisor.wait(10)
+    # Each worker sees its pipe from the supervisor end and drains by itself.
+    procs = [psutil.Process(pid) for pid in pids]
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    # An exited worker may linger as a zombie until init reaps it.
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert len(re.findall(r"Finished server process", supervisor.output)) == 2
+
+
+def test_server_api_with_workers_in_a_thread() -> None:
+    from asgiri.server import Server
+
+    server = Server(APP, port=0, workers=2, access_log=False)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert server.started.wait(30)
+        assert server.port
+        response = httpx.get(f"http://127.0.0.1:{server.port}/")
+        assert response.status_code == 200
+        assert int(response.text) != os.getpid()
+    finally:
+        server.request_shutdown()
+        thread.join(30)
+    assert not thread.is_alive()
