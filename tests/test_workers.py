@@ -7,6 +7,7 @@ with httpx over HTTP/1.1 and HTTP/2.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -272,7 +273,10 @@ def test_workers_stop_when_the_supervisor_is_killed(supervisor: CLIServer) -> No
     supervisor.signal(signal.SIGKILL)
     supervisor.wait(10)
     # Each worker sees its pipe from the supervisor end and drains by itself.
-    procs = [psutil.Process(pid) for pid in pids]
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
     _, alive = psutil.wait_procs(procs, timeout=30)
     # An exited worker may linger as a zombie until init reaps it.
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
