@@ -41,7 +41,8 @@ class WorkerHooks:
     replaced; the server only serves and reports.
     """
 
-    #: Sockets bound by the manager, served instead of binding the configured address.
+    #: Sockets bound by the manager, served instead of binding the configured address
+    #: (empty under ``--http 3``, which serves only the UDP sockets).
     listeners: list[Listener] = field(default_factory=list)
     #: Called in the server's loop once the listeners accept (readiness, heartbeats).
     on_started: Callable[[asyncio.AbstractEventLoop], None] | None = None
@@ -241,7 +242,7 @@ class Server:
             alpn.append("http/1.1")
         ssl_context = build_ssl_context(config.tls, alpn)
         hooks = self._hooks
-        if hooks is not None and hooks.listeners:
+        if hooks is not None:
             self.listeners = hooks.listeners
         else:
             self.listeners = bind_sockets(config.bind, config.port)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import pickle
@@ -56,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from ..config import SUPPORTED_HTTP_VERSIONS, Config, HttpProtocolVersion, WorkersConfig
-from ..errors import StartupError
+from ..errors import BindError, StartupError
 from . import reload
 from .listeners import Listener, bind_sockets
 from .process import spawn
@@ -172,11 +173,9 @@ class Supervisor:
             # Reached while a worker imports an app module that starts a
             # supervised server at import time: the worker serves it already.
             return
-        listeners = bind_sockets(self.config.bind, self.config.port)
-        udp: list[socket.socket] = []
+        self._slots = [_Slot(i) for i in range(self.count)]
+        listeners, udp = self._bind()
         try:
-            self._slots = [_Slot(i) for i in range(self.count)]
-            udp = self._bind_udp(listeners)
             if server is not None:
                 server.listeners = listeners
             asyncio.run(self._main(listeners, server))
@@ -512,6 +511,30 @@ class Supervisor:
         logger.info("Received %s; stopping workers gracefully", name)
         self._stop.set()
 
+    def _bind(self) -> tuple[list[Listener], list[socket.socket]]:
+        """The shared listening sockets, and each slot's UDP sockets for HTTP/3.
+
+        With ``port=0`` the UDP port is the one the kernel picked for TCP, which
+        may be taken for UDP; then both are bound again on another pick.
+        """
+        config = self.config
+        for attempt in range(10):
+            listeners: list[Listener] = []
+            if config.http.http_version is not HttpProtocolVersion.HTTP_3:
+                listeners = bind_sockets(config.bind, config.port)
+            try:
+                return listeners, self._bind_udp(listeners)
+            except UDPPortInUse:
+                for listener in listeners:
+                    listener.sock.close()
+                for slot in self._slots:
+                    slot.udp.clear()
+                if config.port != 0 or getattr(config.http, "http3_port", None) is not None:
+                    raise
+                if attempt == 9:
+                    raise
+        raise AssertionError("unreachable")
+
     def _bind_udp(self, listeners: list[Listener]) -> list[socket.socket]:
         """One ``SO_REUSEPORT`` UDP socket per slot and TCP listener, for HTTP/3.
 
@@ -523,21 +546,37 @@ class Supervisor:
         never changes size and replacing one worker does not move the other
         workers' connections.  The limits are in docs/workers.md.
         """
-        http = self.config.http
+        config = self.config
+        http = config.http
         if HttpProtocolVersion.HTTP_3 not in SUPPORTED_HTTP_VERSIONS or not http.enable_http3:
             return []
-        opened: list[socket.socket] = []
+        if config.bind.uds or config.bind.fd is not None:
+            return []  # HTTP/3 is served next to a TCP host:port only
         port_option = getattr(http, "http3_port", None)
-        for listener in listeners:
-            if listener.kind != "tcp":
-                continue
-            host = listener.sock.getsockname()[0]
-            port = port_option if port_option is not None else listener.port
-            for slot in self._slots:
-                sock = bind_reuseport_udp(host, port or 0)
-                port = sock.getsockname()[1]
-                slot.udp.append(sock)
-                opened.append(sock)
+        # (host, port) of each UDP group: next to each TCP listener, or alone with --http 3.
+        targets: list[tuple[str, int]] = [
+            (
+                listener.sock.getsockname()[0],
+                port_option if port_option is not None else listener.port or 0,
+            )
+            for listener in listeners
+            if listener.kind == "tcp"
+        ]
+        if not listeners:
+            alone = port_option if port_option is not None else config.port
+            targets.append((config.bind.host, alone))
+        opened: list[socket.socket] = []
+        try:
+            for host, port in targets:
+                for slot in self._slots:
+                    sock = bind_reuseport_udp(host, port)
+                    port = sock.getsockname()[1]  # port 0: the others join the first's
+                    slot.udp.append(sock)
+                    opened.append(sock)
+        except BaseException:
+            for sock in opened:
+                sock.close()
+            raise
         return opened
 
 
@@ -550,11 +589,16 @@ def bind_reuseport_udp(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise StartupError(
-            f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
-        ) from None
+        if exc.errno == errno.EADDRINUSE:
+            raise UDPPortInUse(f"UDP address {host}:{port} (HTTP/3) is already in use") from None
+        message = f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
+        raise BindError(message) from None
     sock.setblocking(False)
     return sock
+
+
+class UDPPortInUse(BindError):
+    """The UDP port for HTTP/3 is taken (with ``port=0``: the TCP port the kernel picked)."""
 
 
 class WorkerStartError(StartupError):
