@@ -209,6 +209,14 @@ class Supervisor:
         for listener in listeners:
             scheme = "https" if self.config.tls.enabled else "http"
             logger.info("Supervisor listening on %s", listener.url(scheme))
+        if self._slots and self._slots[0].udp:
+            for sock in self._slots[0].udp:
+                host, port = sock.getsockname()[:2]
+                logger.info(
+                    "Supervisor listening on udp %s:%d (h3), one SO_REUSEPORT socket per worker",
+                    f"[{host}]" if ":" in host else host,
+                    port,
+                )
         self._fds = [listener.sock.fileno() for listener in listeners]
         self._child_config = child_config
         try:
