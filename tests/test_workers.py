@@ -101,6 +101,17 @@ def test_reload_with_workers_is_refused() -> None:
     assert "--reload cannot be combined with workers > 1" in lines[0]
 
 
+def test_web_concurrency_is_ignored_under_reload() -> None:
+    srv = CLIServer(APP, "--reload", "--port", "0", env={"WEB_CONCURRENCY": "2"})
+    try:
+        srv.wait_ready()
+        assert "Started reloader process" in srv.output
+        assert "supervisor" not in srv.output
+        assert httpx.get(srv.url + "/").status_code == 200
+    finally:
+        assert srv.stop() == 0
+
+
 def test_bad_worker_count_is_a_usage_error() -> None:
     result = run_cli(APP, "--workers", "many")
     assert result.returncode == 2
@@ -228,7 +239,7 @@ def _load(url: str, stop: threading.Event, kind: str) -> tuple[int, list[str]]:
         if client is None or kind == "new":
             if client is not None:
                 client.close()
-            client = httpx.Client(http1=not http2, http2=http2, timeout=30)
+            client = httpx.Client(http1=not http2, http2=http2, timeout=30, verify=False)
         try:
             response = client.get(url + "/", params={"kind": kind})
             if response.status_code != 200:
@@ -244,6 +255,12 @@ def _load(url: str, stop: threading.Event, kind: str) -> tuple[int, list[str]]:
     return ok, failures
 
 
+@pytest.mark.parametrize(
+    "supervisor",
+    [("--workers", "2"), ("--workers", "2", "--selfcert")],
+    ids=["cleartext", "tls"],
+    indirect=True,
+)
 def test_sighup_restarts_workers_without_dropping_a_request(supervisor: CLIServer) -> None:
     old = set(wait_ready_count(supervisor, 2))
     stop = threading.Event()
@@ -265,7 +282,7 @@ def test_sighup_restarts_workers_without_dropping_a_request(supervisor: CLIServe
     new = set(ready_pids(supervisor)) - old
     assert len(new) == 2
     # The new workers serve.
-    assert int(httpx.get(supervisor.url + "/").text) in new
+    assert int(httpx.get(supervisor.url + "/", verify=False).text) in new
 
 
 def test_workers_stop_when_the_supervisor_is_killed(supervisor: CLIServer) -> None:

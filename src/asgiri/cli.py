@@ -161,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the APP argument ('module:attribute') is required")
     from .server import Server
 
-    if "workers" not in args and os.environ.get("WEB_CONCURRENCY"):
+    if "workers" not in args and not args.get("reload") and os.environ.get("WEB_CONCURRENCY"):
         # As uvicorn and gunicorn do: platforms (Heroku, Dokku...) set it per dyno size.
+        # --reload wins over it: a development server runs one process.
         args["workers"] = os.environ["WEB_CONCURRENCY"]
     try:
         server = Server(app, **args)

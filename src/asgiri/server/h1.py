@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections import deque
 from typing import Any
 
@@ -79,6 +80,8 @@ class H1Protocol(asyncio.Protocol):
             max_body=limits.limit_request_body,
         )
         self.transport: Any = None
+        #: Set by the server while this connection's TLS handshake runs.
+        self.handshake: weakref.finalize[Any, Any] | None = None
         loop_type = type(self.loop)
         if loop_type not in _NATIVE_SENDFILE:
             _NATIVE_SENDFILE[loop_type] = (
@@ -115,6 +118,9 @@ class H1Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.ctx.connections.add(self)
+        if self.handshake is not None:
+            self.handshake()
+            self.handshake = None
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))

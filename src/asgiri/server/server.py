@@ -257,10 +257,17 @@ class Server:
             await lifespan.startup(config.app_options.lifespan_startup_timeout)
             if lifespan.running:
                 ctx.state = lifespan.state
+
+            def protocol() -> H1Protocol:
+                connection = H1Protocol(ctx)
+                if ssl_context is not None:
+                    connection.handshake = ctx.track_handshake(connection)
+                return connection
+
             for listener in self.listeners:
                 servers.append(
                     await loop.create_server(
-                        lambda: H1Protocol(ctx),
+                        protocol,
                         sock=listener.sock,
                         ssl=ssl_context,
                         backlog=config.bind.backlog,
@@ -362,8 +369,10 @@ class Server:
         for conn in list(ctx.connections):
             conn.shutdown()
         timeout = self.config.timeouts.timeout_graceful_shutdown
-        if ctx.connections or ctx.tasks:
-            logger.info("Waiting for %d connection(s) to finish", len(ctx.connections))
+        if ctx.connections or ctx.tasks or ctx.handshakes:
+            logger.info(
+                "Waiting for %d connection(s) to finish", len(ctx.connections) + ctx.handshakes
+            )
             drained = ctx.drained()
             try:
                 await asyncio.wait_for(drained, timeout)
