@@ -377,6 +377,7 @@ class LimitsConfig:
     )
     limit_max_requests_jitter: int = _opt(
         0,
+        metavar="N",
         help="Add a random 0..N to --limit-max-requests per worker, so that workers "
         "do not all recycle at once.",
     )
@@ -518,6 +519,7 @@ class WorkersConfig:
     )
     timeout_worker_healthcheck: float = _opt(
         10.0,
+        metavar="SECONDS",
         help="Seconds a worker's event loop may go without a heartbeat before the "
         "supervisor kills and replaces it.",
     )

@@ -139,13 +139,15 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
-        self._signals = 0
         self._workers: set[Worker] = set()
         self._slots: list[_Slot] = []
         self._failures = 0
         self._ever_ready = False
         self._exit_code = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Inherited by every worker: the shared listening sockets' descriptors.
+        self._fds: list[int] = []
+        self._child_config = config
         if reload.IN_CHILD:
             return  # see run(): a worker importing such a module serves it already
         if config.tls.ssl_context is not None:
@@ -199,7 +201,6 @@ class Supervisor:
         if self._stop_requested:
             self._stop.set()
         installed = self._install_signals(loop)
-        child_config = self._worker_config(listeners)
         logger.info(
             "Started supervisor process [%d]; starting %d worker%s",
             os.getpid(),
@@ -218,7 +219,7 @@ class Supervisor:
                     port,
                 )
         self._fds = [listener.sock.fileno() for listener in listeners]
-        self._child_config = child_config
+        self._child_config = self._worker_config()
         try:
             for slot in self._slots:
                 self._start(slot)
@@ -247,7 +248,8 @@ class Supervisor:
 
     # ------------------------------------------------------------ one worker
 
-    def _worker_config(self, listeners: list[Listener]) -> Config:
+    def _worker_config(self) -> Config:
+        """The supervisor's configuration, for a worker: the app by import string, no workers."""
         config = self.config
         return dataclasses.replace(
             config,
