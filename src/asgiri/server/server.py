@@ -52,6 +52,11 @@ class WorkerHooks:
     #: UDP sockets for HTTP/3 bound by the manager (one ``SO_REUSEPORT`` socket per
     #: worker slot); empty when HTTP/3 is off or not in this build.
     udp_sockets: list[socket.socket] = field(default_factory=list)
+    #: Do not read ``udp_sockets`` yet: the previous worker of this slot still
+    #: drains its QUIC connections on them.  The server then sets
+    #: :attr:`release_udp`, which the manager calls (in the loop) once they are free.
+    udp_deferred: bool = False
+    release_udp: Callable[[], None] | None = None
 
 
 class Server:

@@ -70,6 +70,8 @@ logger = logging.getLogger("asgiri.error")
 MSG_READY = b"R"
 MSG_HEARTBEAT = b"H"
 MSG_MAX_REQUESTS = b"M"
+#: Supervisor to worker (on its stdin): the slot's UDP sockets are yours now.
+MSG_TAKE_UDP = b"U"
 
 #: A worker that lived at least this long did not die "quickly": the back-off resets.
 STABLE_UPTIME = 10.0
@@ -93,6 +95,9 @@ class WorkerSpec:
     fds: list[int]
     #: This worker slot's UDP sockets for HTTP/3 (see docs/workers.md).
     udp_fds: list[int]
+    #: Serve ``udp_fds`` only once the supervisor says so (``MSG_TAKE_UDP`` on stdin):
+    #: the slot's previous worker is still draining its QUIC connections on them.
+    udp_deferred: bool
     #: Write end of the pipe to the supervisor.
     status_fd: int
     #: Seconds between heartbeats.
@@ -258,7 +263,7 @@ class Supervisor:
             workers=WorkersConfig(),
         )
 
-    def _start(self, slot: _Slot) -> Worker:
+    def _start(self, slot: _Slot, udp_deferred: bool = False) -> Worker:
         """Start a worker for ``slot``; it becomes the slot's current worker."""
         loop = asyncio.get_running_loop()
         config = self._child_config
@@ -277,6 +282,7 @@ class Supervisor:
             config=config,
             fds=self._fds,
             udp_fds=udp_fds,
+            udp_deferred=udp_deferred and bool(udp_fds),
             status_fd=write_fd,
             heartbeat=self.config.workers.timeout_worker_healthcheck / 4,
         )
@@ -435,7 +441,11 @@ class Supervisor:
                 return False
             if old is not None and (slot.worker is not old or old.stopping):
                 return True  # replaced meanwhile
-            new = self._start(slot)
+            # With HTTP/3 the slot's UDP socket passes from old to new only once
+            # the old worker has gone: two readers of one UDP socket would take
+            # each other's QUIC packets.  TCP needs no such care (shared queue).
+            handover = bool(slot.udp) and old is not None and not old.exited.done()
+            new = self._start(slot, udp_deferred=handover)
             ready = await new.ready
             if not ready:
                 logger.error(
@@ -448,7 +458,33 @@ class Supervisor:
                 return False
             if old is not None:
                 self._terminate(old, signal.SIGTERM)
+                if handover:
+                    await self._wait_stopped(old)
+                    self._take_udp(new)
             return True
+
+    async def _wait_stopped(self, worker: Worker) -> None:
+        """Wait for a worker told to stop; kill it once its shutdown timeouts are over."""
+        grace = (
+            self.config.timeouts.timeout_graceful_shutdown
+            + self.config.app_options.lifespan_shutdown_timeout
+            + STOP_MARGIN
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.exited), grace)
+        except asyncio.TimeoutError:
+            logger.warning("Worker process [%d] did not stop; killing it", worker.pid)
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.kill()
+            await worker.exited
+
+    def _take_udp(self, worker: Worker) -> None:
+        stdin = worker.proc.stdin
+        if stdin is None or worker.exited.done():
+            return
+        with contextlib.suppress(OSError):
+            stdin.write(MSG_TAKE_UDP)
+            stdin.flush()
 
     async def _rolling_restart(self) -> None:
         """SIGHUP: every worker replaced, one at a time, each new one ready first."""
@@ -645,7 +681,10 @@ def worker_main() -> None:
     status = _StatusPipe(spec.status_fd)
     listeners = [_inherited(fd) for fd in spec.fds]
 
+    loops: list[asyncio.AbstractEventLoop] = []
+
     def started(loop: asyncio.AbstractEventLoop) -> None:
+        loops.append(loop)
         status.send(MSG_READY)
 
         def beat() -> None:
@@ -659,15 +698,24 @@ def worker_main() -> None:
         on_started=started,
         on_max_requests=lambda: status.send(MSG_MAX_REQUESTS),
         udp_sockets=[_inherited_udp(fd) for fd in spec.udp_fds],
+        udp_deferred=spec.udp_deferred,
     )
     server = Server.from_config(spec.config, hooks)
+
+    def take_udp() -> None:
+        release = hooks.release_udp
+        if release is not None:
+            hooks.release_udp = None
+            release()
 
     def parent_watch() -> None:
         # Unbuffered: a daemon thread must not hold the buffered reader's lock
         # at interpreter exit.  pickle.load consumed everything the parent sent.
         with contextlib.suppress(OSError):
-            while os.read(stdin.fileno(), 4096):
-                pass
+            while data := os.read(stdin.fileno(), 4096):
+                if MSG_TAKE_UDP in data and loops:
+                    with contextlib.suppress(RuntimeError):  # the loop is closing
+                        loops[0].call_soon_threadsafe(take_udp)
         server.request_shutdown()
 
     threading.Thread(target=parent_watch, daemon=True).start()
