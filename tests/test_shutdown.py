@@ -340,3 +340,47 @@ def test_request_arriving_on_an_idle_connection_during_shutdown_is_answered() ->
         assert srv.wait(10) == 0
     finally:
         srv.stop()
+
+
+def test_h2_goaway_follows_the_answers_in_flight() -> None:
+    """On shutdown the GOAWAY comes after the response in flight, not before it."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    srv = CLIServer("apps:slow", "--port", "0").wait_ready()
+    assert srv.port is not None
+    try:
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.send_headers(
+            1,
+            # Answered well within SHUTDOWN_GOAWAY_DELAY after the signal.
+            [(":method", "GET"), (":path", "/?s=0.3"), (":scheme", "http"), (":authority", "x")],
+            end_stream=True,
+        )
+        sock.sendall(conn.data_to_send())
+        order: list[str] = []
+        while "goaway" not in order:
+            data = sock.recv(65536)
+            assert data, order
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    if not order:
+                        # The response has begun: the app is running; now stop.
+                        srv.signal(signal.SIGTERM)
+                    order.append("data")
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.StreamEnded):
+                    order.append("end")
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    assert event.error_code == 0
+                    assert event.last_stream_id == 1
+                    order.append("goaway")
+            sock.sendall(conn.data_to_send())
+        assert order.index("end") < order.index("goaway")
+        sock.close()
+        assert srv.wait(10) == 0
+    finally:
+        srv.stop()
