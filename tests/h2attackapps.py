@@ -6,6 +6,7 @@ is read directly (``STALLED``).
 
 * ``/``: a small 200.
 * ``/empty``: 204, no body (needs no flow-control window).
+* ``/mib``: 1 MiB, handed over in one ``send``.
 * ``/hang``: sends the head and a first chunk, then awaits an event nobody
   sets, as an app stuck in a long computation or a query would; only
   cancelling its task gets it out, which it counts in ``CANCELLED``.
@@ -114,6 +115,10 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     elif path == "/empty":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/mib":
+        # One send: the app never waits for the client to take it.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": CHUNK * 16})
     elif path == "/wait":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"waiting", "more_body": True})

@@ -152,6 +152,21 @@ async def length_short_streamed(send: Any) -> None:
     await body(send, b"")
 
 
+async def bad_trailer(send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"trailer", b"x-checksum")],
+            "trailers": True,
+        }
+    )
+    await body(send, b"hello")
+    await send(
+        {"type": "http.response.trailers", "headers": [(b"x-checksum", b"a\r\nx-injected: 1")]}
+    )
+
+
 async def raise_after_complete(send: Any) -> None:
     await start(send)
     await body(send, b"delivered")
@@ -183,6 +198,7 @@ BEHAVIOURS: dict[str, Callable[[Any], Any]] = {
         length_long_streamed,
         length_short_streamed,
         raise_after_complete,
+        bad_trailer,
     )
 }
 
@@ -488,3 +504,18 @@ def test_many_failures_do_not_leak_requests() -> None:
             time.sleep(0.01)
         assert ctx.active_requests == 0
         assert not ctx.tasks
+
+
+def test_invalid_trailers_abort_the_response(server: ThreadServer, error_log: LogRecords) -> None:
+    """Trailers that cannot be written leave the body unterminated and close the connection."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /bad_trailer HTTP/1.1\r\nHost: test\r\nTE: trailers\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, content = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert content == b"5\r\nhello\r\n"
+    assert b"x-injected" not in raw
+    error_log.wait_for("invalid message", "invalid header value")
+    assert_still_serving(server)

@@ -330,12 +330,14 @@ def test_scope_tls_extension(
     assert tls["client_cert_name"] is None
 
 
-def _client_cert(directory: Path) -> tuple[str, str, str]:
+def _client_cert(
+    directory: Path, common_name: str = "test-client", organization: str = "asgiri tests"
+) -> tuple[str, str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
-            x509.NameAttribute(NameOID.COMMON_NAME, "test-client"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "asgiri tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
         ]
     )
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -399,6 +401,26 @@ def test_scope_tls_client_certificate(tls_files: tuple[str, str, bytes], tmp_pat
     assert type(chain[0]) is str
     assert chain[0].strip() == client_pem.strip()
     assert tls["client_cert_name"] == "O=asgiri tests,CN=test-client"
+
+
+def test_scope_tls_client_cert_name_is_escaped(
+    tls_files: tuple[str, str, bytes], tmp_path: Path
+) -> None:
+    """RFC 4514: characters that would split the name are escaped."""
+    certfile, keyfile, _ = tls_files
+    client_cert, client_key, client_pem = _client_cert(tmp_path, 'Doe, "J" +1;<x>', "#org ")
+    app = ScopeRecorder()
+    with serve(app, certfile=certfile, keyfile=keyfile, ca_certs=client_cert, cert_reqs=2) as srv:
+        context = tls_client_context(certfile, client=(client_cert, client_key))
+        with (
+            socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as plain,
+            context.wrap_socket(plain, server_hostname="localhost") as sock,
+        ):
+            sock.sendall(request_bytes("GET", "/mtls", "Connection: close"))
+            assert read_to_eof(sock).startswith(b"HTTP/1.1 200 ")
+    expected = x509.load_pem_x509_certificate(client_pem.encode()).subject.rfc4514_string()
+    assert app.get()["extensions"]["tls"]["client_cert_name"] == expected
+    assert expected == 'O=\\#org\\ ,CN=Doe\\, \\"J\\" \\+1\\;\\<x\\>'
 
 
 # ----------------------------------------------------------------------------- extensions

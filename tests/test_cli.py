@@ -268,14 +268,13 @@ def test_invalid_option_value_is_one_line_naming_the_option(args: list[str], opt
     assert "error" in lines[0]
 
 
-@pytest.mark.parametrize("http", ["3"])
-def test_unavailable_http_version_is_an_error_not_a_fallback(http: str) -> None:
-    result = run_cli("apps:hello", "--port", "0", "--http", http)
+def test_http3_without_certificate_is_an_error_not_a_fallback() -> None:
+    result = run_cli("apps:hello", "--port", "0", "--http", "3")
     assert result.returncode == 2, result.stderr
     lines = _stderr_lines(result)
     assert len(lines) == 1, result.stderr
     assert "--http" in lines[0]
-    assert "not available" in lines[0]
+    assert "needs a TLS certificate" in lines[0]
     assert "Listening on" not in result.stderr + result.stdout
 
 
@@ -353,6 +352,25 @@ def test_fd_serves_an_inherited_socket() -> None:
         assert response.content == b"Hello, World!"
     finally:
         assert proc.stop() == 0
+
+
+def test_backlog_sets_the_listen_queue() -> None:
+    """``--backlog`` reaches listen(): Linux reports a listening socket's
+    accept-queue bound as ``tcpi_sacked`` in TCP_INFO."""
+    from tests.apps import hello
+    from tests.servers import serve
+
+    def listen_backlog(sock: socket.socket) -> int:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        return int.from_bytes(info[28:32], sys.byteorder)
+
+    with serve(hello, backlog=7) as srv:
+        assert listen_backlog(srv.server.listeners[0].sock) == 7
+        assert httpx.get(srv.url).status_code == 200
+    # The default, as far as the kernel allows.
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    with serve(hello) as srv:
+        assert listen_backlog(srv.server.listeners[0].sock) == min(2048, somaxconn)
 
 
 # ---------------------------------------------------------------- logging

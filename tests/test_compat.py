@@ -16,6 +16,7 @@ import logging
 import queue
 import re
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aioquic.quic.configuration import QuicConfiguration
 from cryptography import x509
 from websockets.sync.client import connect
 
@@ -38,6 +40,7 @@ from asgiri.ssl_utils import (
     save_cert_and_key,
     spki_sha256_base64,
 )
+from tests.h3_client import H3Client
 from tests.servers import cli_server, run_cli
 
 TIMEOUT = 15.0
@@ -231,6 +234,7 @@ def test_host_and_port_defaults(pem: tuple[bytes, bytes], pem_files: tuple[Path,
         (None, False, False),
         (HttpProtocolVersion.HTTP_1_1, True, False),
         (HttpProtocolVersion.HTTP_2, True, False),
+        (HttpProtocolVersion.HTTP_3, True, True),
     ],
 )
 def test_enable_http3_default_follows_the_mode(
@@ -239,7 +243,10 @@ def test_enable_http3_default_follows_the_mode(
     kwargs: dict[str, Any] = {"cert_data": pem[0], "key_data": pem[1]} if tls else {}
     config = Server(hello, http_version=http_version, **kwargs).config
     assert config.http.enable_http3 is enabled
-    if tls:
+    if http_version is HttpProtocolVersion.HTTP_3:
+        with pytest.raises(ValueError, match="serves only HTTP/3"):
+            Server(hello, http_version=http_version, enable_http3=False, **kwargs)
+    elif tls:
         off = Server(hello, http_version=http_version, enable_http3=False, **kwargs).config
         assert off.http.enable_http3 is False
 
@@ -275,6 +282,38 @@ def test_each_protocol_version_over_tls(
     assert response.status_code == 200
     assert response.http_version == expected
     assert response.text == f"{expected[5:]} https"
+
+
+@pytest.mark.parametrize("http_version", [HttpProtocolVersion.HTTP_3, HttpProtocolVersion.AUTO])
+def test_http3_over_quic(pem: tuple[bytes, bytes], http_version: Any) -> None:
+    server = Server(hello, port=0, http_version=http_version, cert_data=pem[0], key_data=pem[1])
+    with running(server):
+        assert server.http3_port is not None
+        with H3Client(server.http3_port) as client:
+            response = client.get("/")
+        assert response.status == 200
+        assert response.body == b"3 https"
+        if http_version is HttpProtocolVersion.AUTO:
+            # TCP answers too, and points the client at HTTP/3 on the same port.
+            with httpx.Client(verify=trusting(pem)) as tcp:
+                reply = tcp.get(url(server))
+            assert reply.text == "1.1 https"
+            assert reply.headers["alt-svc"] == f'h3=":{server.port}"; ma=86400'
+        else:
+            assert server.listeners == []  # HTTP/3 only: no TCP listener
+
+
+def test_http3_port_moves_the_udp_listener_and_alt_svc(pem: tuple[bytes, bytes]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        udp_port = probe.getsockname()[1]
+    server = Server(hello, port=0, http3_port=udp_port, cert_data=pem[0], key_data=pem[1])
+    with running(server):
+        assert server.http3_port == udp_port != server.port
+        with httpx.Client(verify=trusting(pem)) as tcp:
+            assert tcp.get(url(server)).headers["alt-svc"] == f'h3=":{udp_port}"; ma=86400'
+        with H3Client(udp_port) as client:
+            assert client.get("/").body == b"3 https"
 
 
 @pytest.mark.parametrize(
@@ -569,6 +608,13 @@ def test_generated_certificate_names_and_ssl_loading(tmp_path: Path) -> None:
         assert _handshake(server_side, client_side, name) is None  # no ALPN offered
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(server_side, client_side, "other.example")
+    # aioquic loads the same files, and a server serves HTTP/3 with them.
+    QuicConfiguration(is_client=False).load_cert_chain(cert_path, key_path)
+    server = Server(hello, port=0, certfile=cert_path, keyfile=key_path)
+    with running(server):
+        assert server.http3_port is not None
+        with H3Client(server.http3_port) as client:
+            assert client.get("/").body == b"3 https"
 
 
 def test_save_cert_and_key_default_paths(

@@ -8,12 +8,14 @@ connections.  Request-smuggling vectors follow RFC 9112 section 6.3.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from . import apps
 from .servers import serve
 from .test_h1_protocol import RawClient, app, exchange, get
 
@@ -325,3 +327,61 @@ def test_expect_continue_over_body_limit_gets_413_without_100() -> None:
         assert response.status == 413
         assert response.interim == []
         client.assert_closed()
+
+
+def test_transfer_coding_other_than_chunked_gets_501(server: Any) -> None:
+    # RFC 9112 6.1: a coding the server does not understand gets 501, rather
+    # than a body handed to the app still gzip-coded as if it were plain.
+    for codings in (b"gzip, chunked", b"deflate,chunked", b"x-custom, chunked"):
+        data = (
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: %b\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n" % codings
+        )
+        assert_rejected(server.port, data + SMUGGLED, 501)
+    # Only the coding itself matters, not how it is spelt.
+    ok = exchange(server.port, chunked_head().replace(b"chunked", b"Chunked") + b"0\r\n\r\n")
+    assert (ok.status, ok.body) == (200, b"")
+
+
+def assert_still_serving_echo(port: int) -> None:
+    response = exchange(port, chunked_head() + b"2\r\nok\r\n0\r\n\r\n")
+    assert (response.status, response.body) == (200, b"ok")
+
+
+def test_trailer_section_over_limit_gets_431() -> None:
+    with serve(app, limit_request_header_size=1024, limit_request_fields=5) as srv:
+        # Within the limits: the trailers are accepted.
+        ok = exchange(srv.port, chunked_head() + b"3\r\nabc\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n")
+        assert (ok.status, ok.body) == (200, b"abc")
+        # Many trailer fields adding up, and too many of them.
+        fields = b"".join(b"X-Field-%d: %b\r\n" % (i, b"b" * 40) for i in range(30))
+        big = chunked_head() + b"3\r\nabc\r\n0\r\n" + fields + b"\r\n"
+        assert_rejected(srv.port, big + SMUGGLED, 431)
+        many = b"".join(b"X-%d: v\r\n" % i for i in range(6))
+        assert_rejected(srv.port, chunked_head() + b"0\r\n" + many + b"\r\n" + SMUGGLED, 431)
+    # A trailer line that never ends, or a chunk-size line with an endless
+    # extension, dribbled in after the app has read the body so far: the
+    # connection is cut off instead of the line being buffered (llhttp keeps
+    # an unfinished trailer line in memory).  The app echoes each chunk, so
+    # the client knows when its body was read.
+    for endless in (b"0\r\nX-Endless: ", b"3;ext="):
+        with serve(apps.echo, limit_request_header_size=1024) as srv:
+            with RawClient(srv.port) as client:
+                client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                client.send(chunked_head() + b"3\r\nabc\r\n")
+                while b"abc" not in client.buf:
+                    client._fill()
+                client.send(endless)
+                with contextlib.suppress(OSError):  # the server may be gone already
+                    for _ in range(12):
+                        client.send(b"c" * 100)
+                # The response is cut off: its chunked body never ends.
+                rest = client.read_until_eof()
+                assert not rest.endswith(b"0\r\n\r\n"), rest
+            assert_still_serving_echo(srv.port)
+    with serve(app, limit_request_header_size=1024) as srv:
+        # Many small chunks are progress, not framing abuse.
+        chunks = b"".join(b"1\r\n%b\r\n" % bytes([97 + i % 26]) for i in range(600))
+        ok = exchange(srv.port, chunked_head() + chunks + b"0\r\n\r\n")
+        assert ok.status == 200
+        assert len(ok.body) == 600

@@ -535,6 +535,25 @@ def test_expect_continue_sent_when_app_reads(server: Any) -> None:
         assert client.read_response().body == b"/path?x"
 
 
+def test_expect_continue_sent_once_for_a_body_read_in_pieces(server: Any) -> None:
+    with RawClient(server.port) as client:
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert client._line() == b"HTTP/1.1 100 Continue"
+        assert client._line() == b""
+        # The app calls receive() once per piece; only the first asked for a 100.
+        for piece in (b"one", b"two", b"three"):
+            client.send(b"%x\r\n%b\r\n" % (len(piece), piece))
+        client.send(b"0\r\n\r\n")
+        response = client.read_response()
+        assert (response.status, response.body) == (200, b"onetwothree")
+        assert response.interim == []
+        assert b"100 Continue" not in response.raw
+
+
 @pytest.mark.parametrize("status", [417, 200])
 def test_expect_continue_not_sent_when_app_does_not_read(server: Any, status: int) -> None:
     with RawClient(server.port) as client:

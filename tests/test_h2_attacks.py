@@ -34,12 +34,14 @@ from hyperframe.frame import (
     PingFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
 from asgiri.protocol.h2 import PREFACE, H2Limits
 
 from . import h2attackapps
 from .servers import CLIServer, cli_server, serve
+from .test_memory import dropped_by_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -530,6 +532,81 @@ def test_zero_window_stall() -> None:
             conn.send(request(3, "/empty"))
             conn.wait_for(lambda f: isinstance(f, HeadersFrame) and f.stream_id == 3, "a response")
             assert conn.status[3] == 204
+        assert get(srv.port) == (200, b"ok")
+
+
+# ---------------------------------------------------------------- WINDOW_UPDATE flood
+
+#: WINDOW_UPDATE frames in the flood (1.3 MB), and the server CPU seconds they
+#: may cost with 100 streams waiting for window: walking every waiting stream
+#: per frame costs several times this.
+WINDOW_UPDATES = 100_000
+WINDOW_UPDATE_CPU = 2.0
+
+
+def test_window_update_flood(cli: CLIServer) -> None:
+    """Tiny connection WINDOW_UPDATEs while 100 responses wait for window: each
+    read flushes the waiting streams once, not once per frame."""
+    port = cli.port
+    assert port is not None
+    process = psutil.Process(cli.proc.pid)
+    with RawConn(port, {SettingsFrame.INITIAL_WINDOW_SIZE: 0}) as conn:
+        ids = range(1, 201, 2)
+        conn.send(*(request(sid, "/big") for sid in ids))
+        for sid in ids:
+            conn.wait_for(
+                lambda f, sid=sid: isinstance(f, HeadersFrame) and f.stream_id == sid,
+                f"the response head of stream {sid}",
+            )
+        cpu_before = cpu_seconds(process)
+        flood = WindowUpdateFrame(0, window_increment=1).serialize() * 10_000
+        sender = conn.flood(flood for _ in range(WINDOW_UPDATES // 10_000))
+        sender.join(TIMEOUT * 3)
+        conn.send(PingFrame(0, opaque_data=b"afterwus"))
+        conn.wait_for(
+            lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, "the PING ACK", TIMEOUT * 3
+        )
+        cpu = cpu_seconds(process) - cpu_before
+    assert cpu < WINDOW_UPDATE_CPU, f"the flood cost the server {cpu:.2f} s of CPU"
+    assert get(port) == (200, b"ok")
+
+
+# ---------------------------------------------------------------- a client that never reads
+
+
+def test_client_that_never_reads() -> None:
+    """Windows opened wide, requests keep coming, nothing is read: the server
+    stops reading, then drops the connection after ``--timeout-write``.
+
+    Each response is 1 MiB handed over in one ``send``, so no app ever waits
+    for the client: without reading paused while the socket does not drain,
+    every request would be answered into the write buffer, and a connection
+    in that state would be kept forever.
+    """
+    with served(timeout_write=1, timeout_keep_alive=60) as srv:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with sock:
+            sock.connect(("127.0.0.1", srv.port))
+            sock.settimeout(0.5)
+            window = (1 << 31) - 1
+            sock.sendall(
+                PREFACE
+                + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: window}).serialize()
+                + WindowUpdateFrame(0, window_increment=window - 65535).serialize()
+            )
+            block = request_block("/mib")
+            try:
+                # One at a time, so that the server keeps up; 40 MiB is far
+                # more than the socket buffers hold for a client reading nothing.
+                for stream_id in range(1, 81, 2):
+                    sock.sendall(
+                        HeadersFrame(stream_id, block, flags=[END_HEADERS, END_STREAM]).serialize()
+                    )
+                    time.sleep(0.01)
+            except (TimeoutError, ConnectionError):
+                pass
+            assert dropped_by_server(sock, 10), "a client reading nothing was never dropped"
         assert get(srv.port) == (200, b"ok")
 
 

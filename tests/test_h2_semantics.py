@@ -1002,3 +1002,263 @@ def test_h2c_upgrade_serves_the_request_as_stream_1(mode: str) -> None:
     assert first.header(b"x-body-length") == b"%d" % len(body)
     assert scope["http_version"] == "2"
     assert (second.status, second.body) == (200, b"second body")
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def test_limit_request_body_answers_413() -> None:
+    with serve(h2apps.main, limit_request_body=10) as srv, H2Client(srv.port) as client:
+        # At the limit: served.
+        stream_id = client.start("/echo", "POST", end=False)
+        client.send_body(stream_id, b"0123456789")
+        ok = client.response(stream_id)
+        assert (ok.status, ok.body) == (200, b"0123456789")
+        # A declared length over the limit: refused before the body is read.
+        stream_id = client.start("/echo", "POST", extra=[(b"content-length", b"11")], end=False)
+        declared = client.response(stream_id)
+        assert declared.status == 413
+        assert declared.body.startswith(b"413 ")
+        # A body growing past the limit (no content-length) while the app reads it.
+        stream_id = client.start("/echo", "POST", end=False)
+        client.send_body(stream_id, b"01234", end=False)
+        client.send_body(stream_id, b"56789!", end=False)
+        grown = client.response(stream_id)
+        assert grown.status == 413
+        assert grown.header(b"server") == b"asgiri"
+        # The connection goes on serving.
+        after = client.get("/hello")
+        assert (after.status, after.body) == (200, b"Hello, World!")
+    # httpx declares the length of what it posts.
+    with (
+        serve(h2apps.main, limit_request_body=10) as srv,
+        httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client,
+    ):
+        assert client.post(f"{srv.url}/echo", content=b"x" * 100).status_code == 413
+        small = client.post(f"{srv.url}/echo", content=b"x" * 10)
+        assert (small.status_code, small.content) == (200, b"x" * 10)
+
+
+def test_limit_concurrency_answers_503() -> None:
+    events: queue.Queue[str] = queue.Queue()
+    with (
+        serve(h2apps.make_watcher(events), limit_concurrency=1) as srv,
+        H2Client(srv.port) as client,
+    ):
+        stuck = _watch(client, events, with_body=False)
+        busy = client.get("/busy")
+        assert busy.status == 503
+        assert busy.body == b"Service Unavailable"
+        assert busy.header(b"date") is not None
+        # Once the held request is gone, requests are served again.
+        client.conn.reset_stream(stuck, h2.errors.ErrorCodes.CANCEL)
+        client.flush()
+        assert events.get(timeout=TIMEOUT) == "http.disconnect"
+        deadline = time.monotonic() + TIMEOUT
+        while (response := client.get("/again")).status == 503:
+            assert time.monotonic() < deadline, "the freed slot was never reused"
+        assert (response.status, response.body) == (200, b"/again")
+
+
+def test_access_log_line_says_http2() -> None:
+    with cli_server("apps:hello", "--port", "0") as srv:
+        with httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client:
+            assert client.get(srv.url + "/some/path?a=1&b=two").status_code == 200
+        srv.wait_for(r'127\.0\.0\.1:\d+ - "GET /some/path\?a=1&b=two HTTP/2" 200 13 \d+\.\dms')
+
+
+# ----------------------------------------------------------------------------- app errors
+
+#: Misbehaving paths of tests/test_app_errors.py answered with a 500: nothing
+#: of the response was sent yet (an invalid field or a body that cannot match
+#: its content-length is refused before it reaches the wire).
+ANSWERED_500 = [
+    "raise_before_start",
+    "raise_right_after_start",
+    "return_without_response",
+    "unknown_type",
+    "str_headers",
+    "status_out_of_range",
+    "double_start",
+    "crlf_header",
+    "crlf_header_flushed",
+    "bad_header_name",
+    "length_long",
+    "length_short",
+]
+#: Paths whose response was under way: the stream is reset (INTERNAL_ERROR).
+RESET = [
+    "raise_after_start",
+    "return_after_partial_body",
+    "length_long_streamed",
+    "length_short_streamed",
+    "bad_trailer",
+]
+
+
+def test_app_errors_over_h2() -> None:
+    """Each failure stays on its own stream: the connection serves the next request.
+
+    A field HTTP/2 forbids, or a body that does not match its content-length,
+    would make the client fail the whole connection if it reached the wire.
+    """
+    from .test_app_errors import app
+
+    with serve(app) as srv, H2Client(srv.port) as client:
+        for path in ANSWERED_500 + RESET:
+            response = client.get(f"/{path}", extra=[(b"te", b"trailers")])
+            if path in ANSWERED_500:
+                assert (response.status, response.reset) == (500, None), path
+                assert response.body == b"Internal Server Error", path
+            else:
+                assert response.status == 200, path
+                assert response.reset == h2.errors.ErrorCodes.INTERNAL_ERROR, path
+                assert b"x-injected" not in b"".join(v for _, v in response.headers)
+                assert response.trailers is None, path
+            ok = client.get("/ok")
+            assert (ok.status, ok.body) == (200, b"ok"), path
+
+
+def test_inbound_frame_cap_is_what_is_advertised() -> None:
+    """``--h2-max-inbound-frame-size`` below ``--h2-max-frame-size``: the server
+    advertises the cap, accepts frames of that size and refuses larger ones."""
+    from hyperframe.frame import DataFrame as Data
+
+    from .h2_conformance.driver import ErrorCodes, RawH2, request_headers
+
+    cap = 1 << 20
+    with serve(h2apps.main, h2_max_frame_size=2 * cap, h2_max_inbound_frame_size=cap) as srv:
+        with RawH2(srv.port) as conn:
+            conn.handshake()
+            assert conn.server_settings[_CODES.MAX_FRAME_SIZE] == cap
+            conn.send(
+                conn.headers(1, request_headers(b"/echo", b"POST"), end_stream=False),
+                Data(1, b"y" * cap, flags=["END_STREAM"]),
+            )
+            # (The echo itself waits for a window this client never opens.)
+            conn.wait_for(lambda f: isinstance(f, HeadersFrame) and f.stream_id == 1, "HEADERS")
+            assert conn.exchanges[1].get(b"x-body-length") == b"%d" % cap
+        with RawH2(srv.port) as conn:
+            conn.handshake()
+            conn.send(
+                conn.headers(1, request_headers(b"/echo", b"POST"), end_stream=False),
+                Data(1, b"y" * (cap + 1), flags=["END_STREAM"]),
+            )
+            conn.expect_connection_error(ErrorCodes.FRAME_SIZE_ERROR)
+
+
+def _hold_window(client: H2Client, seconds: float) -> None:
+    """Read for ``seconds`` without acknowledging DATA (the window stays shut)."""
+    client.sock.settimeout(seconds)
+    try:
+        with pytest.raises(TimeoutError):
+            while True:
+                client.pump(ack=False)
+    finally:
+        client.sock.settimeout(TIMEOUT)
+
+
+def test_finished_response_waiting_for_the_window_outlives_the_idle_timeout() -> None:
+    """The app handed over its whole body and returned; the rest waits for the
+    client's window.  The connection is not idle: it must not be closed."""
+    body = bytes(range(256)) * 1200
+    with serve(h2apps.main, timeout_keep_alive=0.3) as srv, H2Client(srv.port) as client:
+        stream_id = client.start("/echo", "POST", end=False)
+        client.send_body(stream_id, body)
+        client.until(
+            lambda e: isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id,
+            ack=False,
+        )
+        _hold_window(client, 1.5)
+        for event in client.events:
+            if isinstance(event, h2.events.DataReceived):
+                client.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        client.flush()
+        response = client.response(stream_id)
+        assert response.reset is None
+        assert response.body == body
+        # Idle now, the connection is closed as usual.
+        client.sock.settimeout(TIMEOUT)
+        assert client.until(lambda e: isinstance(e, h2.events.ConnectionTerminated))
+
+
+def test_finished_response_to_a_client_that_opens_no_window_is_dropped() -> None:
+    body = bytes(range(256)) * 1200
+    with (
+        serve(h2apps.main, timeout_keep_alive=0.3, timeout_write=1) as srv,
+        H2Client(srv.port) as client,
+    ):
+        stream_id = client.start("/echo", "POST", end=False)
+        client.send_body(stream_id, body)
+        started = time.monotonic()
+        with pytest.raises((EOFError, ConnectionResetError)):
+            while True:
+                client.pump(ack=False)
+        assert 0.8 < time.monotonic() - started < 5
+        with h2_prior_knowledge(srv) as other:
+            assert other.get("/hello").text == "Hello, World!"
+
+
+def test_date_and_server_headers_can_be_disabled() -> None:
+    with serve(h2apps.main) as srv, H2Client(srv.port) as client:
+        default = client.get("/hello")
+    with (
+        serve(h2apps.main, server_header=False, date_header=False) as srv,
+        H2Client(srv.port) as client,
+    ):
+        bare = client.get("/hello")
+    assert default.header(b"server") == b"asgiri"
+    assert default.header(b"date") is not None
+    assert bare.status == 200
+    assert bare.header(b"server") is None
+    assert bare.header(b"date") is None
+
+
+def test_expect_continue() -> None:
+    """RFC 9113 8.1 allows 100 Continue: sent when the app first reads, not before."""
+    expect = [(b"expect", b"100-continue")]
+    with serve(h2apps.main) as srv, H2Client(srv.port) as client:
+        stream_id = client.start("/echo", "POST", extra=expect, end=False)
+        info = client.until(
+            lambda e: (
+                isinstance(e, h2.events.InformationalResponseReceived) and e.stream_id == stream_id
+            )
+        )
+        assert dict(info.headers)[b":status"] == b"100"
+        client.send_body(stream_id, b"payload")
+        response = client.response(stream_id)
+        assert (response.status, response.body) == (200, b"payload")
+        assert response.informational == [info.headers]
+        # An app that answers without reading the body: no 100.
+        stream_id = client.start("/hello", "POST", extra=expect, end=False)
+        unread = client.response(stream_id)
+        assert (unread.status, unread.body) == (200, b"Hello, World!")
+        assert unread.informational == []
+
+
+def test_h2c_upgrade_expecting_100_continue_is_served_as_http11() -> None:
+    """The 101 would wait for the body, the client for a 100 before sending it:
+    the upgrade is declined and HTTP/1.1 answers 100, then the request."""
+    body = b"expecting"
+    with (
+        serve(h2apps.main) as srv,
+        socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = sock.recv(65536)
+            assert chunk, interim
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        raw = b""
+        while not raw.endswith(body):
+            chunk = sock.recv(65536)
+            assert chunk, raw
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 200 ")

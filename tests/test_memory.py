@@ -13,11 +13,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
 
-from .servers import CLIServer, cli_server
+from .servers import CLIServer, cli_server, serve
 
 MIB = 1024 * 1024
 TOTAL_MIB = 200
@@ -161,3 +162,89 @@ def test_streamed_upload_to_a_slow_app(upload_server: CLIServer) -> None:
     assert rss.samples > 10
     assert rss.growth < LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
     assert elapsed < TIMEOUT
+
+
+_TCP_ESTABLISHED = 1
+
+
+def dropped_by_server(sock: socket.socket, timeout: float) -> bool:
+    """Whether the server closes ``sock`` within ``timeout``, seen without reading.
+
+    The TCP state (Linux ``TCP_INFO``) leaves ESTABLISHED when the server's
+    FIN or RST arrives, while the bytes it sent stay unread in the socket:
+    the client goes on reading nothing (its window stays shut) as it waits.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_ESTABLISHED:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_pipelining_client_that_never_reads() -> None:
+    """Requests keep coming, responses are never read: the server stops reading.
+
+    Each request is answered into the write buffer; without reading paused
+    while writing is, a few MiB of pipelined requests grow the server by
+    hundreds of MiB.  A client that stays that way is dropped after
+    ``--timeout-write``.
+    """
+    args = ("apps:hello", "--port", "0", "--no-access-log", "--timeout-write", "1")
+    with cli_server(*args, "--timeout-keep-alive", "60") as srv:
+        assert srv.port is not None
+        batch = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 1000
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with sock, RSSSampler(srv.proc.pid) as rss:
+            sock.connect(("127.0.0.1", srv.port))
+            sock.settimeout(0.5)
+            sent = 0
+            try:
+                while sent < 16 * MIB:
+                    sock.sendall(batch)
+                    sent += len(batch)
+            except TimeoutError:
+                pass  # the server stopped reading: what this test wants
+            assert sent < 16 * MIB, "the server read every request of a client reading nothing"
+            assert dropped_by_server(sock, 10), "a client reading nothing was never dropped"
+        assert rss.growth < LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+        # Everyone else is still served.
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as other:
+            other.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            head, _ = read_head(other)
+            assert head.startswith(b"HTTP/1.1 200 ")
+
+
+def test_slow_reader_of_a_single_shot_body_is_not_dropped() -> None:
+    """``--timeout-write`` drops clients that read nothing, not slow ones.
+
+    The whole body is handed over in one send, so the server's write buffer
+    stays above its low-water mark for seconds while the client reads it
+    slowly: progress, not a stall.
+    """
+    size = 24 * MIB  # several times what the socket buffers take
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"\xa5" * size})
+
+    with serve(app, timeout_write=0.5) as srv:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        with sock:
+            sock.connect(("127.0.0.1", srv.port))
+            sock.settimeout(TIMEOUT)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            head, received = read_head(sock)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            total = len(received)
+            started = time.monotonic()
+            while total < size:
+                chunk = sock.recv(64 * 1024)
+                assert chunk, f"dropped after {time.monotonic() - started:.1f} s, {total} bytes"
+                total += len(chunk)
+                time.sleep(0.005)  # at most 13 MB/s: the transfer takes seconds
+            assert time.monotonic() - started > 1.0

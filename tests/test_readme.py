@@ -150,7 +150,10 @@ MORE_BLOCK = _block("bash", "asgiri --help")
 def test_more_cli_examples_run(tmp_path: Path, command: str) -> None:
     _main_py(tmp_path)
     sock = str(tmp_path / "asgiri.sock")
-    argv = _argv(command, **{"--port 8000": "--port 0", "/tmp/asgiri.sock": sock})
+    argv = _argv(
+        command,
+        **{"--port 8000": "--port 0", "/tmp/asgiri.sock": sock, "127.0.0.1:8000": "127.0.0.1:0"},
+    )
     if "--help" in argv:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0
@@ -164,7 +167,7 @@ def test_more_cli_examples_run(tmp_path: Path, command: str) -> None:
     try:
         if quiet:
             assert _get_when_up(f"http://127.0.0.1:{port}/", proc) == "Hello, World!"
-        elif "--uds" in argv:
+        elif "--uds" in argv or f"unix:{sock}" in argv:
             proc.wait_for(r"Listening on http\+unix://")
             with httpx.Client(transport=httpx.HTTPTransport(uds=sock)) as client:
                 assert client.get("http://localhost/").text == "Hello, World!"

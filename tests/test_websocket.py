@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import queue
 import random
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -769,6 +772,42 @@ def test_rsv1_is_fine_with_deflate_agreed() -> None:
         assert decompressor.decompress(reply.payload + b"\x00\x00\xff\xff") == b"squeeze"
 
 
+def _deflated_reply(port: int, text: bytes, offer: bytes = b"permessage-deflate") -> Frame:
+    with RawWS(port, "/", extra=b"Sec-WebSocket-Extensions: %b\r\n" % offer) as raw:
+        raw.send(frame(TEXT, text))
+        reply = raw.recv_frame()
+    assert reply.opcode == TEXT and reply.rsv == 4  # compressed
+    return reply
+
+
+def _inflate(payload: bytes, bits: int = 15) -> bytes:
+    return zlib.decompressobj(wbits=-bits).decompress(payload + b"\x00\x00\xff\xff")
+
+
+def test_deflate_level_is_the_servers_choice() -> None:
+    """--ws-deflate-level: level 9 sends fewer bytes than the default 1, both inflate the same."""
+    rng = random.Random(7)
+    words = [bytes(rng.choices(b"abcdefghijklmnop", k=rng.randint(2, 9))) for _ in range(400)]
+    text = b" ".join(rng.choice(words) for _ in range(20000))
+    sizes = {}
+    for level in (1, 9):
+        with serve(wsapps.echo, ws_deflate_level=level) as srv:
+            reply = _deflated_reply(srv.port, text)
+        assert _inflate(reply.payload) == text
+        sizes[level] = len(reply.payload)
+    assert sizes[9] < sizes[1] < len(text) // 2, sizes
+
+
+@pytest.mark.parametrize("bits", [9, 12])
+def test_deflate_within_a_window_the_client_limits(bits: int) -> None:
+    """server_max_window_bits: the client's inflater with that window reads every reply."""
+    text = b"".join(b"%d:%s;" % (i, b"abc" * (i % 50)) for i in range(3000))
+    offer = b"permessage-deflate; server_max_window_bits=%d; server_no_context_takeover" % bits
+    with serve(wsapps.echo) as srv:
+        reply = _deflated_reply(srv.port, text, offer)
+    assert _inflate(reply.payload, bits) == text
+
+
 # ----------------------------------------------------------------------------- fragment coalescing
 #
 # WSSession merges the fragments of a message that arrive together into one
@@ -1068,6 +1107,27 @@ def _warm_up_echo(port: int) -> None:
             got += len(raw.recv_frame().payload)
 
 
+def test_compressed_bomb_is_refused_without_inflating_it() -> None:
+    """A 200 KB frame that inflates to 200 MiB: close 1009, and RSS stays flat.
+
+    The limit (--ws-max-size, 16 MiB here) applies while inflating, not after.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = compressor.compress(bytes(200 * MIB)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    bomb = frame(BINARY, body[:-4], rsv=4, key=b"\0\0\0\0")
+    assert len(bomb) < MIB
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    with cli_server("wsapps:echo", "--port", "0", "--no-access-log") as srv:
+        assert srv.port is not None
+        _warm_up_echo(srv.port)
+        with RawWS(srv.port, "/", extra=offer) as raw, RSSSampler(srv.proc.pid) as rss:
+            raw.send(bomb)
+            close = raw.expect_close(1009)
+            assert close.payload[2:] == b"message too big"
+        assert rss.growth < 50 * MIB, f"RSS grew {rss.growth / MIB:.1f} MiB"
+        assert_still_serving(srv.port)
+
+
 @pytest.mark.timeout(90)
 def test_outgoing_flood_to_client_that_never_reads_is_bounded() -> None:
     """An app sending endlessly waits for the client: RSS stays flat.
@@ -1175,6 +1235,47 @@ def test_fastapi_websocket_endpoints() -> None:
             closed = closed_by_server(ws)
             assert closed.rcvd is not None
             assert (closed.rcvd.code, closed.rcvd.reason) == (4002, "fastapi done")
+
+
+NODE_DIR = Path(__file__).with_name("node")
+
+
+async def subprotocol_echo(scope: Any, receive: Any, send: Any) -> None:
+    """Accept with the client's first subprotocol, echo, record the close."""
+    assert scope["type"] == "websocket"
+    await receive()
+    await send({"type": "websocket.accept", "subprotocol": scope["subprotocols"][0]})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            wsapps.record("disconnect", message)
+            return
+        await send({**message, "type": "websocket.send"})
+
+
+def test_node_ws_client() -> None:
+    """Node's ``ws`` package (installed by ``make test`` into tests/node) as the client."""
+    assert (NODE_DIR / "node_modules" / "ws").is_dir(), "run `make node-deps` (make test does)"
+    with serve(subprotocol_echo) as srv:
+        run = subprocess.run(
+            ["node", str(NODE_DIR / "ws_client.mjs"), f"ws://127.0.0.1:{srv.port}/chat"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert out["protocol"] == "chat"
+        assert out["extensions"].startswith("permessage-deflate")
+        assert out["messages"] == [
+            {"text": "hello from node", "binary": False},
+            {"sha": out["messages"][1]["sha"], "binary": False, "ok": True},
+            {"binary": True, "ok": True},
+            {"text": "fragmented", "binary": False},
+        ]
+        assert out["close"]["code"] == 4000  # the server echoed the client's code
+        disconnect = event("disconnect")
+        assert (disconnect["code"], disconnect["reason"]) == (4000, "node done")
 
 
 def test_many_concurrent_connections() -> None:

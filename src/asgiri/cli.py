@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="Write a localhost development certificate (cert.pem, key.pem) into DIR and exit.",
     )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="Read options from a TOML file (pyproject.toml: its [tool.asgiri] table); "
+        "options given on the command line win.",
+    )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for opt in iter_options():
         if opt.flags is None:
@@ -156,9 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         cert, key = write_dev_cert(cert_dir)
         print(f"Wrote {cert} and {key}")
         return 0
+    config_file = args.pop("config", None)
+    if config_file is not None:
+        from .config_file import ConfigFileError, load_config_file
+
+        try:
+            from_file = load_config_file(config_file)
+        except ConfigFileError as exc:
+            parser.error(str(exc))
+        if args.get("app") is None:
+            args.pop("app", None)
+        args = {**from_file, **args}
     app = args.pop("app", None)
     if not app:
-        parser.error("the APP argument ('module:attribute') is required")
+        parser.error(
+            "the APP argument ('module:attribute') is required (or 'app' in the --config file)"
+        )
     from .server import Server
 
     if "workers" not in args and not args.get("reload") and os.environ.get("WEB_CONCURRENCY"):

@@ -29,6 +29,7 @@ __all__ = [
     "LoopChoice",
     "OptionSpec",
     "iter_options",
+    "parse_bind",
 ]
 
 
@@ -75,9 +76,7 @@ class LoopChoice(enum.Enum):
 #: Versions this build can actually serve.  Kept here so that asking for a
 #: version that is not available is a clear configuration error, never a
 #: silent fallback to HTTP/1.1.
-SUPPORTED_HTTP_VERSIONS = frozenset(
-    {HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1, HttpProtocolVersion.HTTP_2}
-)
+SUPPORTED_HTTP_VERSIONS = frozenset(HttpProtocolVersion)
 
 _HTTP_CHOICES = {v.value: v for v in HttpProtocolVersion}
 _HTTP_03_VALUES = {
@@ -94,6 +93,7 @@ _LIFESPAN_CHOICES = {
 }
 _LOOP_CHOICES = {v.value: v for v in LoopChoice}
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+_INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
 
 
 @dataclass(frozen=True)
@@ -196,8 +196,21 @@ class BindConfig:
     fd: int | None = _opt(None, help="Serve on an already bound socket file descriptor.")
     backlog: int = _opt(2048, help="Maximum number of pending connections.")
     reuse_port: bool = _opt(False, kind="bool", help="Set SO_REUSEPORT on the listening socket.")
+    binds: list[str] = _opt(
+        default_factory=list,
+        flags=("--bind",),
+        kind="append",
+        metavar="ADDRESS",
+        help="Listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N (repeatable; "
+        "replaces --host/--port).",
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.binds, str) or not all(isinstance(b, str) for b in self.binds):
+            raise ValueError(f"binds must be a list of strings, got {self.binds!r}")
+        self.binds = list(self.binds)
+        for address in self.binds:
+            parse_bind(address)
         if self.port is not None:
             _int_range("port", self.port, 0, 65535)
         if self.fd is not None:
@@ -205,6 +218,28 @@ class BindConfig:
         _int_range("backlog", self.backlog, 1, 1 << 20)
         if not isinstance(self.host, str) or not self.host:
             raise ValueError("host must be a non-empty string")
+
+
+def parse_bind(address: str) -> tuple[str, str | int, int | None]:
+    """``--bind`` forms -> ("tcp", host, port), ("unix", path, None) or ("fd", n, None)."""
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path:
+            raise ValueError(f"binds entry {address!r} needs a path after 'unix:'")
+        return ("unix", path, None)
+    if address.startswith("fd://"):
+        fd = address[5:]
+        if not fd.isdigit():
+            raise ValueError(f"binds entry {address!r}: fd:// needs a file descriptor number")
+        return ("fd", int(fd), None)
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"binds entry {address!r} is not HOST:PORT, unix:PATH or fd://N")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"binds entry {address!r}: write an IPv6 address as [ADDRESS]:PORT")
+    return ("tcp", host or "0.0.0.0", int(port))
 
 
 @dataclass
@@ -264,6 +299,49 @@ class TLSConfig:
 
 
 @dataclass
+class ProxyConfig:
+    """Behind proxies and load balancers."""
+
+    proxy_headers: bool = _opt(
+        True,
+        kind="bool",
+        help="Take the client address, scheme and host from X-Forwarded-For/-Proto/-Host "
+        "and Forwarded headers, on connections from --forwarded-allow-ips only.",
+    )
+    forwarded_allow_ips: str | None = _opt(
+        None,
+        metavar="LIST",
+        help="Comma-separated IPs and CIDR networks of trusted proxies; '*' trusts all, "
+        "'unix' Unix-socket peers (default: $FORWARDED_ALLOW_IPS or 127.0.0.1).",
+    )
+    proxy_protocol: bool = _opt(
+        False,
+        kind="store_true",
+        help="Expect a PROXY protocol v1/v2 header on every connection (HAProxy send-proxy, "
+        "cloud load balancers); connections without one are closed.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.forwarded_allow_ips is None:
+            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+        if isinstance(self.forwarded_allow_ips, list | tuple):
+            self.forwarded_allow_ips = ",".join(self.forwarded_allow_ips)
+        if not isinstance(self.forwarded_allow_ips, str):
+            raise ValueError(
+                f"forwarded_allow_ips must be a comma-separated string, "
+                f"got {self.forwarded_allow_ips!r}"
+            )
+        from .protocol.proxy_headers import TrustedProxies
+
+        try:
+            TrustedProxies(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ValueError(
+                f"forwarded_allow_ips must list IP addresses and networks: {exc}"
+            ) from None
+
+
+@dataclass
 class HTTPConfig:
     """Which protocols are spoken and what every response carries."""
 
@@ -277,8 +355,17 @@ class HTTPConfig:
         None,
         flags=("--no-http3",),
         kind="store_false",
-        help="Do not open the UDP listener for HTTP/3.",
+        help="Do not open the UDP listener for HTTP/3 (on by default with TLS in auto mode).",
     )
+    http3_port: int | None = _opt(
+        None, help="UDP port for HTTP/3 (default: the TCP port); Alt-Svc advertises it."
+    )
+    alt_svc: bool = _opt(
+        True,
+        kind="bool",
+        help="Advertise HTTP/3 with an Alt-Svc header on TCP responses (an app's own wins).",
+    )
+    alt_svc_max_age: int = _opt(86400, help="Seconds clients may remember the Alt-Svc entry.")
     server_header: bool = _opt(True, kind="bool", help="Send a 'server: asgiri' header.")
     date_header: bool = _opt(True, kind="bool", help="Send a 'date' header.")
 
@@ -288,9 +375,45 @@ class HTTPConfig:
         )
         if self.http_version not in SUPPORTED_HTTP_VERSIONS:
             raise ValueError(
-                f"http_version {self.http_version.value} is not available in this build "
-                "of asgiri (HTTP/1.1 and HTTP/2 are)"
+                f"http_version {self.http_version.value} is not available in this build of asgiri"
             )
+        if self.http3_port is not None:
+            _int_range("http3_port", self.http3_port, 0, 65535)
+        _int_range("alt_svc_max_age", self.alt_svc_max_age, 0, 1 << 31)
+
+
+@dataclass
+class QUICConfig:
+    """HTTP/3 over QUIC (UDP), served next to the TCP listener."""
+
+    quic_idle_timeout: float = _opt(
+        30.0, help="Close a QUIC connection after this many seconds without packets."
+    )
+    quic_max_streams: int = _opt(
+        100, help="Request streams a client may have open at once on one connection."
+    )
+    quic_max_datagram_size: int = _opt(
+        1350, help="Largest UDP payload sent (1200 is always safe; path MTU allowing)."
+    )
+    quic_retry: bool = _opt(
+        False,
+        kind="bool",
+        help="Make every new client prove its address with a Retry round trip first "
+        "(without it, only while over 100 handshakes are in progress).",
+    )
+    quic_0rtt: bool = _opt(
+        False,
+        kind="bool",
+        help="Issue session tickets and accept 0-RTT requests (unsafe methods get 425).",
+    )
+    quic_log_dir: str | None = _opt(
+        None, metavar="DIR", help="Write a QLOG file per QUIC connection into DIR (debugging)."
+    )
+
+    def __post_init__(self) -> None:
+        _positive("quic_idle_timeout", self.quic_idle_timeout)
+        _int_range("quic_max_streams", self.quic_max_streams, 1, 1 << 20)
+        _int_range("quic_max_datagram_size", self.quic_max_datagram_size, 1200, 65527)
 
 
 @dataclass
@@ -323,7 +446,7 @@ class HTTP2Config:
 
 @dataclass
 class WebSocketConfig:
-    """WebSocket over HTTP/1.1 (RFC 6455) and HTTP/2 (RFC 8441)."""
+    """WebSocket over HTTP/1.1 (RFC 6455), HTTP/2 (RFC 8441) and HTTP/3 (RFC 9220)."""
 
     ws: str = _opt(
         "auto",
@@ -343,6 +466,11 @@ class WebSocketConfig:
     ws_per_message_deflate: bool = _opt(
         True, kind="bool", help="Negotiate permessage-deflate compression when offered."
     )
+    ws_deflate_level: int = _opt(
+        1,
+        metavar="LEVEL",
+        help="zlib level (1 fastest to 9 smallest) of the messages the server compresses.",
+    )
     ws_close_timeout: float = _opt(
         10.0, help="Seconds to wait for the client's close frame after ours."
     )
@@ -356,6 +484,7 @@ class WebSocketConfig:
             raise ValueError(f"ws must be one of auto, wsproto, none, got {self.ws!r}")
         _int_range("ws_max_size", self.ws_max_size, 1, 1 << 40)
         _int_range("ws_max_queue", self.ws_max_queue, 1, 1 << 20)
+        _int_range("ws_deflate_level", self.ws_deflate_level, 1, 9)
         for name in ("ws_ping_interval", "ws_ping_timeout"):
             value = getattr(self, name)
             if value is not None:
@@ -445,6 +574,87 @@ class LoggingConfig:
                 f"log_level must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}"
             )
         self.log_level = self.log_level.lower()
+
+
+@dataclass
+class AccessLogConfig:
+    """Access log format."""
+
+    access_log_format: str | None = _opt(
+        None,
+        metavar="FORMAT",
+        help="Access line format of {atom} placeholders, e.g. '{client} {method} {path} "
+        "{status} {duration_ms}ms'; atoms are listed in docs/operations.md.",
+    )
+    access_log_json: bool = _opt(
+        False,
+        kind="store_true",
+        help="Write each access line as a JSON object of the format's atoms.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.access_log_format is not None:
+            if not isinstance(self.access_log_format, str):
+                raise ValueError(
+                    f"access_log_format must be a string, got {self.access_log_format!r}"
+                )
+            from .asgi.access_log import compile_format
+
+            compile_format(self.access_log_format)  # unknown atoms fail here, not per request
+
+
+@dataclass
+class InterfaceConfig:
+    """How the application is called."""
+
+    interface: str = _opt(
+        "auto",
+        choices={c: c for c in _INTERFACES},
+        help="Application interface; auto tells ASGI 3, ASGI 2 and WSGI apart by their signature.",
+    )
+    wsgi_max_workers: int = _opt(
+        10, help="Threads that run a WSGI app: requests served at once (others wait)."
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.interface, str) or self.interface.lower() not in _INTERFACES:
+            raise ValueError(
+                f"interface must be one of {', '.join(_INTERFACES)}, got {self.interface!r}"
+            )
+        self.interface = self.interface.lower()
+        _int_range("wsgi_max_workers", self.wsgi_max_workers, 1, 10_000)
+
+
+@dataclass
+class MetricsConfig:
+    """Prometheus metrics."""
+
+    metrics_bind: str | None = _opt(
+        None,
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (needs asgiri[metrics]).",
+    )
+    metrics_listen: bool = _opt(
+        True,
+        flags=None,
+        help="Open the metrics listener in this process; a worker whose supervisor serves "
+        "the metrics of all workers counts with this off (Python API only).",
+    )
+
+    def __post_init__(self) -> None:
+        if self.metrics_bind is not None:
+            parse_host_port("metrics_bind", self.metrics_bind)
+
+
+def parse_host_port(name: str, value: Any) -> tuple[str, int]:
+    """``"127.0.0.1:9100"`` / ``"[::1]:9100"`` -> (host, port); ValueError names ``name``."""
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if sep and host and port.isdigit() and 0 <= int(port) <= 65535:
+            return host, int(port)
+    raise ValueError(f"{name} must be HOST:PORT, got {value!r}")
 
 
 def _milliseconds(value: str) -> float:
@@ -553,14 +763,19 @@ def _cpu_count() -> int:
 #: The option groups, in the order ``--help`` shows them.
 _GROUPS: dict[str, type[Any]] = {
     "app": AppConfig,
+    "interface": InterfaceConfig,
     "bind": BindConfig,
     "tls": TLSConfig,
+    "proxy": ProxyConfig,
     "http": HTTPConfig,
     "http2": HTTP2Config,
+    "quic": QUICConfig,
     "websocket": WebSocketConfig,
     "limits": LimitsConfig,
     "timeouts": TimeoutsConfig,
     "logging": LoggingConfig,
+    "access": AccessLogConfig,
+    "metrics": MetricsConfig,
     "runtime": RuntimeConfig,
     "workers": WorkersConfig,
     "reload": ReloadConfig,
@@ -617,17 +832,24 @@ class Config:
 
     app: Any
     app_options: AppConfig = field(default_factory=AppConfig)
+    interface: InterfaceConfig = field(default_factory=InterfaceConfig)
     bind: BindConfig = field(default_factory=BindConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     http2: HTTP2Config = field(default_factory=HTTP2Config)
+    quic: QUICConfig = field(default_factory=QUICConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    access: AccessLogConfig = field(default_factory=AccessLogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
+    #: Why HTTP/3 is off by default (for the start-up log); None when it is on or turned off.
+    http3_note: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.app is None or (not isinstance(self.app, str) and not callable(self.app)):
@@ -641,11 +863,23 @@ class Config:
                 "reload cannot be combined with workers > 1: the reloader runs one server "
                 "process (drop --workers for development, or --reload for production)"
             )
-        if self.http.enable_http3 is None:
-            self.http.enable_http3 = self.tls.enabled and self.http.http_version in (
-                HttpProtocolVersion.AUTO,
-                HttpProtocolVersion.HTTP_3,
-            )
+        http = self.http
+        if http.http_version is HttpProtocolVersion.HTTP_3:
+            if http.enable_http3 is False:
+                raise ValueError(
+                    "http_version 3 serves only HTTP/3; it cannot be combined with --no-http3"
+                )
+            if not (self.tls.certfile or self.tls.cert_data):
+                raise ValueError(
+                    "http_version 3 needs a TLS certificate, as QUIC is always encrypted: "
+                    "give --ssl-certfile and --ssl-keyfile"
+                )
+        if http.enable_http3 is None:
+            http.enable_http3 = (
+                self.tls.enabled and http.http_version is HttpProtocolVersion.AUTO
+            ) or http.http_version is HttpProtocolVersion.HTTP_3
+            if http.http_version is HttpProtocolVersion.AUTO and not self.tls.enabled:
+                self.http3_note = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
 
     @classmethod
     def from_options(cls, app: Any, **options: Any) -> Config:

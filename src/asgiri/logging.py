@@ -31,8 +31,14 @@ def level_of(name: str) -> int:
     return _LEVELS[name]
 
 
-def configure_logging(log_level: str, access_log: bool, log_config: str | None) -> None:
-    """Install handlers unless the host application already configured ours."""
+def configure_logging(
+    log_level: str, access_log: bool, log_config: str | None, *, access_json: bool = False
+) -> None:
+    """Install handlers unless the host application already configured ours.
+
+    JSON access lines go out bare (no timestamp prefix), so that each line
+    is one JSON document a log shipper can parse; they carry their own time.
+    """
     if log_config:
         _load_config(log_config)
     else:
@@ -43,7 +49,9 @@ def configure_logging(log_level: str, access_log: bool, log_config: str | None) 
                 handler.setFormatter(
                     logging.Formatter("%(asctime)s %(levelname)-7s %(message)s")
                     if name == "asgiri.error"
-                    else logging.Formatter("%(asctime)s %(message)s")
+                    else logging.Formatter(
+                        "%(message)s" if access_json else "%(asctime)s %(message)s"
+                    )
                 )
                 log.addHandler(handler)
                 log.propagate = False

@@ -224,16 +224,44 @@ def test_4_1_reserved_bit_on_ping_stream_zero_is_ignored(port: int) -> None:
         conn.expect_ping_ack(b"reserved")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hyperframe rejects a WINDOW_UPDATE whose reserved bit is set "
-    "(increment > 2^31-1 -> PROTOCOL_ERROR) instead of ignoring the bit",
-)
 def test_4_1_reserved_bit_in_window_update_increment_is_ignored(port: int) -> None:
+    """6.9: the bit is reserved and MUST be ignored when receiving (h2spec 6.9)."""
     with RawH2(port) as conn:
         conn.handshake()
         conn.send(raw_frame(WINDOW_UPDATE, 0, 0, (RESERVED | 1).to_bytes(4, "big")))
         conn.expect_ping_ack(conn.ping())
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-write", "byte-by-byte"])
+def test_4_1_reserved_bit_in_window_update_is_not_part_of_the_increment(
+    port: int, split: bool
+) -> None:
+    """The increment is the 31 bits after the reserved one: a stream window of
+    0 opened by RESERVED|10 lets exactly 10 octets through, then RESERVED|90
+    the rest."""
+    with RawH2(port) as conn:
+        conn.handshake({0x4: 0})
+        conn.send(conn.headers(1, request_headers(b"/big?n=100")))
+        conn.wait_for(lambda f: isinstance(f, HeadersFrame) and f.stream_id == 1, "HEADERS")
+        first = raw_frame(WINDOW_UPDATE, 0, 1, (RESERVED | 10).to_bytes(4, "big"))
+        if split:
+            for i in range(len(first)):
+                conn.send(first[i : i + 1])
+        else:
+            conn.send(first)
+        conn.wait_for(lambda f: isinstance(f, DataFrame) and f.stream_id == 1, "DATA")
+        conn.expect_ping_ack(conn.ping())
+        assert conn.octets(1) == 10
+        conn.send(raw_frame(WINDOW_UPDATE, 0, 1, (RESERVED | 90).to_bytes(4, "big")))
+        assert conn.expect_response(1).body == b"x" * 100
+
+
+def test_4_1_reserved_bit_alone_is_a_zero_increment(port: int) -> None:
+    """With the reserved bit ignored, an increment of 0 remains a PROTOCOL_ERROR (6.9)."""
+    with RawH2(port) as conn:
+        conn.handshake()
+        conn.send(raw_frame(WINDOW_UPDATE, 0, 0, RESERVED.to_bytes(4, "big")))
+        conn.expect_connection_error(E.PROTOCOL_ERROR)
 
 
 # ---------------------------------------------------------------- 4.2 frame size

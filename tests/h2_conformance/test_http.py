@@ -220,6 +220,19 @@ def test_8_3_malformed_pseudo_headers(port: int, headers: list[tuple[bytes, byte
     _malformed(port, headers)
 
 
+def test_8_3_1_host_differing_from_authority_is_malformed(port: int) -> None:
+    """8.3.1: a Host naming another entity than :authority (SHOULD be malformed)."""
+    _malformed(port, [*request_headers(), (b"host", b"elsewhere")])
+
+
+def test_8_3_1_host_matching_authority_is_accepted(port: int) -> None:
+    """The same authority in both is fine."""
+    with RawH2(port) as conn:
+        conn.handshake()
+        conn.send(conn.headers(1, [*request_headers(), (b"host", b"localhost")]))
+        assert conn.expect_response(1).status == 200
+
+
 def test_8_3_pseudo_header_in_trailers(port: int) -> None:
     """h2spec 8.1.2.1/3."""
     with RawH2(port) as conn:

@@ -36,7 +36,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..protocol.errors import LocalProtocolError
@@ -46,7 +46,6 @@ from .types import ASGIApp, Loop, Message
 __all__ = ["ASGIMessageError", "ClientDisconnected", "HTTPSink", "HTTPStream", "ResponseState"]
 
 logger = logging.getLogger("asgiri.error")
-access_logger = logging.getLogger("asgiri.access")
 
 _FILE_CHUNK = 256 * 1024
 _DISCONNECT: Message = {"type": "http.disconnect"}
@@ -112,6 +111,7 @@ class HTTPStream:
     """One request/response exchange seen through the ASGI ``http`` scope."""
 
     __slots__ = (
+        "_abandoned",
         "_buffered",
         "_chunks",
         "_expect_continue",
@@ -119,17 +119,20 @@ class HTTPStream:
         "_loop",
         "_pending_head",
         "_pending_trailers",
+        "_running",
         "_sink",
-        "_started_at",
         "_state",
         "_trailers",
         "_waiter",
         "access_log",
+        "bytes_received",
         "bytes_sent",
         "disconnected",
         "eager",
         "request_complete",
+        "response_headers",
         "scope",
+        "started_at",
         "status",
         "stream_id",
         "task",
@@ -143,7 +146,7 @@ class HTTPStream:
         stream_id: int,
         *,
         expect_continue: bool = False,
-        access_log: bool = False,
+        access_log: Callable[[HTTPStream], None] | None = None,
     ) -> None:
         self._sink = sink
         self._loop = loop
@@ -162,9 +165,15 @@ class HTTPStream:
         self.disconnected = False
         self.status = 0
         self.bytes_sent = 0
+        self.bytes_received = 0
+        self.response_headers: Headers = []
+        #: Called once the response is complete: the access log and/or the
+        #: metrics (see server.context); None costs nothing per request.
         self.access_log = access_log
-        self._started_at = time.perf_counter() if access_log else 0.0
+        self.started_at = time.perf_counter() if access_log is not None else 0.0
         self.task: Any = None
+        self._running = False
+        self._abandoned = False
         #: Set by a connection while the app's first step runs inside its
         #: callback (see server.tasks.start_eagerly); the connection then
         #: calls flush_head() itself when that step ends.
@@ -199,6 +208,7 @@ class HTTPStream:
             return
         self._chunks.append(data)
         self._buffered += len(data)
+        self.bytes_received += len(data)
         self._wake()
 
     def body_ended(self) -> None:
@@ -213,6 +223,26 @@ class HTTPStream:
             self._chunks.clear()
             self._buffered = 0
             self._wake()
+
+    def reset_by_peer(self) -> None:
+        """The peer reset this stream (HTTP/2, HTTP/3): stop the app's wasted work.
+
+        An app blocked in ``receive()`` is not cancelled; it gets
+        ``http.disconnect``.  A task that has not taken its first step yet is
+        not cancelled either: a coroutine cancelled before it starts never
+        runs :meth:`run`'s ``finally``, so the sink would never hear
+        ``app_done`` and graceful shutdown would wait for that task forever.
+        It is marked instead, and :meth:`run` returns without calling the app.
+        """
+        receiving = self.receiving
+        self.disconnect()
+        task = self.task
+        if task is None or task.done() or receiving:
+            return
+        if self._running:
+            task.cancel()
+        else:
+            self._abandoned = True
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -290,6 +320,7 @@ class HTTPStream:
                 headers = _header_list(headers)
             _check_headers(headers)
             self.status = status
+            self.response_headers = headers
             self._state = ResponseState.BODY
             self._trailers = bool(message.get("trailers", False))
             self._pending_head = (status, headers, self._trailers)
@@ -310,9 +341,14 @@ class HTTPStream:
             else:
                 self._pending_trailers.extend(trailers)
             if not message.get("more_trailers", False):
-                self._state = ResponseState.DONE
                 if not self.disconnected:
-                    self._sink.send_trailers(self, self._pending_trailers)
+                    try:
+                        self._sink.send_trailers(self, self._pending_trailers)
+                    except LocalProtocolError as exc:
+                        # Nothing was written: the response stays incomplete
+                        # (TRAILERS), so the app's failure aborts it.
+                        raise ASGIMessageError(str(exc)) from None
+                self._state = ResponseState.DONE
                 self._complete()
         elif kind == "http.response.early_hint":
             if state is not ResponseState.START:
@@ -428,34 +464,19 @@ class HTTPStream:
         if self._waiter is not None:
             self._wake()
         self._sink.response_complete(self)
-        if self.access_log:
-            self._log_access()
-
-    def _log_access(self) -> None:
-        scope = self.scope
-        client = scope.get("client")
-        addr = f"{client[0]}:{client[1]}" if client else "-"
-        path = scope["raw_path"].decode("latin-1")
-        if scope["query_string"]:
-            path += "?" + scope["query_string"].decode("latin-1")
-        access_logger.info(
-            '%s - "%s %s HTTP/%s" %d %d %.1fms',
-            addr,
-            scope["method"],
-            path,
-            scope["http_version"],
-            self.status,
-            self.bytes_sent,
-            (time.perf_counter() - self._started_at) * 1000.0,
-            extra={"scope": scope, "status": self.status, "bytes": self.bytes_sent},
-        )
+        if self.access_log is not None:
+            self.access_log(self)
 
     # ------------------------------------------------------------ running the app
 
     async def run(self, app: ASGIApp) -> None:
         """Call the app and turn every way it can fail into a clean answer."""
         failed = False
+        self._running = True
         try:
+            if self._abandoned:
+                failed = True
+                return
             await app(self.scope, self.receive, self.send)
         except BaseException as exc:
             failed = self._app_failed(exc)
@@ -504,6 +525,7 @@ class HTTPStream:
             (b"content-length", b"%d" % len(body)),
             (b"connection", b"close"),
         ]
+        self.response_headers = headers
         self._sink.send_head(self, status, headers, body, True, False)
         self._complete()
         return False

@@ -1,8 +1,8 @@
 """Turning ``module:attr`` into an ASGI 3 callable.
 
 Failures are :class:`~asgiri.errors.AppLoadError` with a one-line message,
-so the CLI can print it without a traceback.  ASGI 2 (double-callable) apps
-are wrapped into ASGI 3.
+so the CLI can print it without a traceback.  ASGI 2 (double-callable) and
+WSGI apps are wrapped into ASGI 3.
 """
 
 from __future__ import annotations
@@ -46,8 +46,23 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def load_app(app: Any, *, factory: bool = False, app_dir: str = ".") -> ASGIApp:
-    """Import (if needed), call the factory (if asked) and adapt ASGI 2 apps."""
+def load_app(
+    app: Any,
+    *,
+    factory: bool = False,
+    app_dir: str = ".",
+    interface: str = "auto",
+    loop: Any = None,
+    wsgi_max_workers: int = 10,
+) -> ASGIApp:
+    """Import (if needed), call the factory (if asked) and adapt ASGI 2 and WSGI apps.
+
+    ``interface="auto"`` looks at the callable: a coroutine function (or an
+    object whose ``__call__`` is one) is ASGI 3; a class, or a plain callable
+    taking one argument, is ASGI 2 (``app(scope)`` returns the coroutine
+    callable); a plain callable taking two, ``(environ, start_response)``, is
+    WSGI (Flask, Django's ``WSGIHandler``).  WSGI needs the server's ``loop``.
+    """
     if isinstance(app, str):
         path = os.path.abspath(app_dir)
         if path not in sys.path:
@@ -60,18 +75,61 @@ def load_app(app: Any, *, factory: bool = False, app_dir: str = ".") -> ASGIApp:
             raise AppLoadError(f"error calling the app factory: {exc!r}") from exc
     if not callable(app):
         raise AppLoadError(f"the app {app!r} is not callable")
-    if _is_asgi2(app):
+    if interface == "auto":
+        interface = detect_interface(app)
+    if interface == "wsgi":
+        if loop is None:
+            raise AppLoadError("a WSGI app needs the server's event loop")
+        from .wsgi import WSGIAdapter
+
+        return WSGIAdapter(app, loop, wsgi_max_workers)
+    if interface == "asgi2":
         return _asgi2_adapter(app)
     return app  # type: ignore[no-any-return]
 
 
-def _is_asgi2(app: Any) -> bool:
+def detect_interface(app: Any) -> str:
+    """The interface of ``app``, asgi3, asgi2 or wsgi, told from its shape (see load_app).
+
+    Arguments with defaults do not count.  A plain function requiring three
+    arguments is ASGI 3 even when it is not a coroutine function (a decorated
+    app returning an awaitable).
+    """
     if inspect.isclass(app):
-        return not hasattr(app, "__await__")
+        return "asgi3" if hasattr(app, "__await__") else "asgi2"
+    if inspect.iscoroutinefunction(app):  # also sees through functools.partial
+        return "asgi3"
+    call: Any
     if inspect.isfunction(app) or inspect.ismethod(app):
-        return not inspect.iscoroutinefunction(app)
-    call = getattr(app, "__call__", None)  # noqa: B004 - want the bound method
-    return call is not None and not inspect.iscoroutinefunction(call)
+        call = app
+    else:
+        call = getattr(app, "__call__", None)  # noqa: B004 - want the bound method
+        if call is None:
+            return "asgi3"
+    if inspect.iscoroutinefunction(call):
+        return "asgi3"
+    count = _positional_count(app)  # signature() sees through partials and __call__
+    if count == 2:
+        return "wsgi"
+    return "asgi3" if count == 3 else "asgi2"
+
+
+def _positional_count(func: Any) -> int | None:
+    """How many positional arguments ``func`` requires (None: cannot tell, or *args)."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    count = 0
+    for param in params:
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            return None
+        if param.default is inspect.Parameter.empty and param.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            count += 1
+    return count
 
 
 def _asgi2_adapter(app: Any) -> ASGIApp:

@@ -11,6 +11,7 @@ from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
 from ..protocol.events import Request
+from ..protocol.proxy_headers import TrustedProxies, forwarded_info
 
 ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.4"}
 
@@ -34,8 +35,27 @@ def http_scope(
     state: dict[str, Any] | None,
     extensions: dict[str, Any],
     scope_type: str = "http",
+    forwarded: TrustedProxies | None = None,
 ) -> dict[str, Any]:
-    """The scope of one request; ``root_path`` is prefixed to ``path`` like uvicorn does."""
+    """The scope of one request; ``root_path`` is prefixed to ``path`` like uvicorn does.
+
+    ``forwarded`` is given only for connections from a trusted proxy
+    (``--proxy-headers``): their ``X-Forwarded-*``/``Forwarded`` headers then
+    replace the client address, the scheme and the ``host`` header.
+    """
+    headers = request.headers
+    if forwarded is not None:
+        info = forwarded_info(headers, forwarded, scope_type == "websocket")
+        if info is not None:
+            if info.client is not None:
+                client = info.client
+            if info.scheme is not None:
+                scheme = info.scheme
+            if info.host is not None:
+                host = info.host
+                headers = [(n, host if n == b"host" else v) for n, v in headers]
+                if not any(n == b"host" for n, _ in headers):
+                    headers.insert(0, (b"host", host))
     raw_path = request.raw_path
     if b"%" in raw_path or not raw_path.isascii():
         path = decode_path(raw_path)
@@ -56,7 +76,7 @@ def http_scope(
         "path": path,
         "raw_path": raw_path,
         "query_string": request.query_string,
-        "headers": request.headers,
+        "headers": headers,
         "extensions": extensions,
     }
     if state is not None:
@@ -72,13 +92,22 @@ def websocket_scope(
     root_path: str,
     state: dict[str, Any] | None,
     connection_extensions: dict[str, Any],
+    forwarded: TrustedProxies | None = None,
 ) -> dict[str, Any]:
     """The scope of a WebSocket request, on any transport (ASGI websocket spec 2.4)."""
     extensions: dict[str, Any] = {"websocket.http.response": {}}
     if "tls" in connection_extensions:
         extensions["tls"] = connection_extensions["tls"]
     scope = http_scope(
-        request, scheme, client, server, root_path, state, extensions, scope_type="websocket"
+        request,
+        scheme,
+        client,
+        server,
+        root_path,
+        state,
+        extensions,
+        scope_type="websocket",
+        forwarded=forwarded,
     )
     del scope["method"]
     protocols: list[str] = []

@@ -66,7 +66,15 @@ def status_line(status: int) -> bytes:
     return line
 
 
-def _check_name(name: bytes) -> None:
+def without_alt_svc(block: bytes) -> bytes:
+    """A default header block minus its ``alt-svc`` line."""
+    return b"".join(
+        line for line in block.splitlines(keepends=True) if not line.startswith(b"alt-svc:")
+    )
+
+
+def check_field_name(name: bytes) -> None:
+    """A field name the app sent must be a token (RFC 9110 5.1); HTTP/2 checks it too."""
     if name not in _VALID_NAMES:
         if not _TOKEN_RE.fullmatch(name):
             raise LocalProtocolError(f"invalid header name {name!r}")
@@ -77,10 +85,12 @@ def _check_name(name: bytes) -> None:
 _CONTENT_LENGTH: Final = 1
 _TRANSFER_ENCODING: Final = 2
 _CONNECTION: Final = 3
+_ALT_SVC: Final = 4
 _SPECIAL_RESPONSE_HEADERS: Final = {
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"connection": _CONNECTION,
+    b"alt-svc": _ALT_SVC,
 }
 #: Response header names already validated, with what framing must know of
 #: them (0 for an ordinary header); apps send the same few names over and over.
@@ -88,7 +98,7 @@ _NAME_KIND: dict[bytes, int] = {}
 
 
 def _classify_name(name: bytes) -> int:
-    _check_name(name)
+    check_field_name(name)
     kind = _SPECIAL_RESPONSE_HEADERS.get(name.lower(), 0)
     if len(_NAME_KIND) < _MAX_VALID_NAMES:
         _NAME_KIND[name] = kind
@@ -101,7 +111,8 @@ def _content_length(value: bytes) -> int:
     return int(value)
 
 
-def _check_value(value: bytes) -> None:
+def check_field_value(value: bytes) -> None:
+    """No CR, LF or NUL in a field value the app sent: they would split or end the head."""
     if b"\n" in value or b"\r" in value or b"\x00" in value:
         raise LocalProtocolError(f"invalid header value {value!r}")
 
@@ -171,8 +182,8 @@ class H1Response:
             if trailers:
                 lines = [b"0\r\n"]
                 for name, value in trailers:
-                    _check_name(name)
-                    _check_value(value)
+                    check_field_name(name)
+                    check_field_value(value)
                     lines.append(b"%b: %b\r\n" % (name, value))
                 lines.append(b"\r\n")
                 out.append(b"".join(lines))
@@ -220,6 +231,8 @@ class H1Connection:
         self._upgrade: bytes | None = None
         self._content_length = 0
         self._chunked = False
+        #: The Transfer-Encoding field values, joined.
+        self._te: bytes | None = None
         #: Framing of an Upgrade request's body still to parse: its length,
         #: "chunked", or None.
         self._upgrade_body: int | str | None = None
@@ -228,6 +241,11 @@ class H1Connection:
         #: Raw bytes of the head in progress (``_head_size`` counts its lines).
         self._head_bytes = 0
         self._body_size = 0
+        self._trailer_size = 0
+        #: Body plus trailer bytes seen when a chunked body last made progress,
+        #: and the bytes fed since then (see ``receive_data``).
+        self._progress_mark = -1
+        self._framing_bytes = 0
         #: The last complete request did not allow keep-alive: whatever the
         #: client sends after it is never processed (RFC 9112 section 9.6).
         self._input_closed = False
@@ -271,6 +289,19 @@ class H1Connection:
                 events, self._events = self._events, []
                 return events
             raise self._error or RemoteProtocolError(_describe(exc)) from None
+        if self._in_body and self._chunked:
+            # Chunk-size lines, their extensions and the trailer section are
+            # read without an event until each line ends, and llhttp keeps an
+            # unfinished trailer line in memory: bytes that make no progress
+            # (no body, no trailer field) are bounded like a header section.
+            mark = self._body_size + self._trailer_size
+            if mark == self._progress_mark and self._stream_id == first_id:
+                self._framing_bytes += len(data)
+                if self._framing_bytes > self._max_header_size:
+                    raise RemoteProtocolError("chunked framing or trailers too large", 431)
+            else:
+                self._progress_mark = mark
+                self._framing_bytes = 0
         if self.in_head:
             # A header section dribbled over many reads: count every byte fed
             # since it began, so that one endless header line is bounded too.
@@ -322,12 +353,16 @@ class H1Connection:
         self._head_size = 0
         self._body_size = 0
         self._trailers = None
+        self._trailer_size = 0
+        self._progress_mark = -1
+        self._framing_bytes = 0
         self._authority = None
         self._expect = False
         self._upgrade = None
         self.upgrade_to = None
         self._content_length = 0
         self._chunked = False
+        self._te = None
 
     def on_url(self, url: bytes) -> None:
         if self._body_only:
@@ -341,9 +376,15 @@ class H1Connection:
         if self._body_only and not self._in_body:
             return  # the synthetic head of decline_upgrade()
         if not self.in_head:
-            # Chunked trailers arrive through the same callback after the body.
+            # Chunked trailers arrive through the same callback after the body;
+            # the trailer section has the header section's limits.
             if self._trailers is None:
                 self._trailers = []
+            self._trailer_size += len(name) + len(value) + 4
+            if self._trailer_size > self._max_header_size:
+                self._fail(RemoteProtocolError("request trailer section too large", 431))
+            if len(self._trailers) >= self._max_fields:
+                self._fail(RemoteProtocolError("too many request trailers", 431))
             self._trailers.append((name.lower(), value))
             return
         self._head_size += len(name) + len(value) + 4
@@ -373,6 +414,7 @@ class H1Connection:
                 self._fail(RemoteProtocolError("request body too large", 413))
         elif name == b"transfer-encoding":
             self._chunked = True
+            self._te = value if self._te is None else self._te + b"," + value
         elif name == b"upgrade":
             self._upgrade = value.lower()
 
@@ -381,6 +423,8 @@ class H1Connection:
             self._in_body = True
             return
         self.in_head = False
+        if self._te is not None and self._te.lower() != b"chunked":
+            self._check_codings(self._te)
         parser = self._parser
         self._stream_id += 1
         url = self._url
@@ -432,6 +476,21 @@ class H1Connection:
                 authority,
             )
         )
+
+    def _check_codings(self, te: bytes) -> None:
+        """RFC 9112 6.1: a transfer coding the server cannot undo gets 501.
+
+        llhttp, right after this callback, answers 400 for codings that do not
+        end in exactly one chunked; those are left to it.  What it accepts
+        (``gzip, chunked``) would reach the app still gzip-coded as if plain.
+        """
+        codings = [c.strip().lower() for c in te.split(b",")]
+        if codings[-1] == b"chunked" and b"chunked" not in codings[:-1]:
+            self._fail(
+                RemoteProtocolError(
+                    f"transfer coding {te.decode('latin-1')!r} not implemented", 501
+                )
+            )
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -502,6 +561,11 @@ class H1Connection:
                 elif kind == _TRANSFER_ENCODING:
                     # Framing is the server's job: chunked is applied below.
                     continue
+                elif kind == _ALT_SVC:
+                    # The app's own Alt-Svc replaces the server's (one header).
+                    if b"alt-svc:" in default_headers:
+                        default_headers = without_alt_svc(default_headers)
+                        parts[1] = default_headers
                 elif b"close" in value.lower():
                     keep_alive = False
                     close_sent = True
@@ -540,7 +604,7 @@ class H1Connection:
         lines = 1 + default_headers.count(b"\n") + app_lines + (len(parts) - framing_start)
         if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
             for _, value in headers:
-                _check_value(value)
+                check_field_value(value)
             raise LocalProtocolError("invalid response header")
         response = H1Response(chunked, no_body, None if no_body else content_length, keep_alive)
         tail = response.end(body) if end else response.data(body)
@@ -556,8 +620,8 @@ class H1Connection:
         """A 1xx interim response (100 Continue, 103 Early Hints)."""
         lines = [status_line(status)]
         for name, value in headers:
-            _check_name(name)
-            _check_value(value)
+            check_field_name(name)
+            check_field_value(value)
             lines.append(b"%b: %b\r\n" % (name, value))
         lines.append(b"\r\n")
         return b"".join(lines)

@@ -39,8 +39,9 @@ import h2.stream
 import hpack
 import hyperframe.frame
 
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
+from .h1 import check_field_name, check_field_value
 
 __all__ = [
     "PREFACE",
@@ -58,6 +59,7 @@ _CONTINUATION: Final = 0x9
 _PING: Final = 0x6
 _SETTINGS: Final = 0x4
 _RST_STREAM: Final = 0x3
+_WINDOW_UPDATE: Final = 0x8
 _DATA: Final = 0x0
 _END_HEADERS: Final = 0x4
 _END_STREAM: Final = 0x1
@@ -66,6 +68,7 @@ _ACK: Final = 0x1
 #: Frame types :meth:`H2Connection._conform` looks at.
 _CONFORM: Final = frozenset({_HEADERS, _RST_STREAM, _SETTINGS})
 
+_WHITESPACE: Final = (b" ", b"\t")
 _CONNECTION_HEADERS: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -134,12 +137,15 @@ class H2Connection:
             normalize_outbound_headers=False,
         )
         self._conn = _H2(config=config)
+        # The hard cap wins over the advertised size: advertising more than
+        # is accepted would turn the peer's conforming frames into errors.
+        frame_size = min(limits.max_frame_size, limits.max_inbound_frame_size)
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_size,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: frame_size,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
                 h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(
                     limits.enable_connect_protocol
@@ -148,9 +154,7 @@ class H2Connection:
         )
         # RFC 9113 4.2: a frame beyond the advertised SETTINGS_MAX_FRAME_SIZE
         # is a FRAME_SIZE_ERROR, so never accept more than that.
-        self._conn.max_inbound_frame_size = min(
-            limits.max_frame_size, limits.max_inbound_frame_size
-        )
+        self._conn.max_inbound_frame_size = frame_size
         # h2 hands a setting to its HPACK decoder only when an ACK changes
         # it, and settings given as initial values never change: without
         # this, the decoder would keep its 64 KiB default whatever is
@@ -158,10 +162,14 @@ class H2Connection:
         # that, not by h2_max_header_list_size.
         self._conn.decoder.max_header_list_size = limits.max_header_list_size
         self._out: dict[int, _OutStream] = {}
+        #: Response bytes still owed per stream under a declared content-length.
+        self._declared: dict[int, int] = {}
         self._trailers: dict[int, Headers] = {}
         #: Flow-controlled bytes received per stream and not yet acknowledged.
         self._unacked: dict[int, int] = {}
         self._scan = b""
+        #: The next read begins with a WINDOW_UPDATE increment (see ``_screen``).
+        self._mask_next = False
         #: The client preface is not a frame: the scanner starts after it.
         self._skip = len(PREFACE)
         #: The preface ends with a SETTINGS frame (RFC 9113 3.4).
@@ -210,7 +218,7 @@ class H2Connection:
         if self.closed:
             return []
         try:
-            self._screen(data)
+            data = self._screen(data)
             h2_events = self._conn.receive_data(data)
         except _Calm as exc:
             return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, str(exc))
@@ -220,6 +228,10 @@ class H2Connection:
             code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
             return self._fail(_error_code(exc, code), str(exc))
         events: list[Event | StreamWritable | ConnectionEnded] = []
+        #: Windows opened in this read: buffered data is flushed once, after
+        #: all its frames, not once per WINDOW_UPDATE (a flood of them would
+        #: otherwise walk every buffered stream per 13-byte frame).
+        window_opened = False
         ev: Any
         for ev in h2_events:
             kind = type(ev)
@@ -237,12 +249,14 @@ class H2Connection:
                 self._on_reset(ev.stream_id)
                 events.append(StreamClosed(ev.stream_id, int(ev.error_code or 0)))
             elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
-                self._flush_all(events)
+                window_opened = True
             elif kind is h2.events.ConnectionTerminated:
                 self.closed = True
                 events.append(ConnectionEnded(int(ev.error_code or 0), int(ev.last_stream_id or 0)))
         if self._resets > self.limits.max_resets + self._completed:
             return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
+        if window_opened and self._out and not self.closed:
+            self._flush_all(events)
         return events
 
     def _on_data(self, ev: Any, events: list[Any]) -> None:
@@ -339,36 +353,60 @@ class H2Connection:
                 self._conn.close_connection(error_code=code, last_stream_id=self.last_stream_id)
         return [ConnectionEnded(int(code), self.last_stream_id)]
 
-    def _screen(self, data: bytes) -> None:
+    def _screen(self, data: bytes) -> bytes:
         """Walk frame headers for the floods h2 itself does not bound.
 
         Only the 9-byte headers are read, one per frame, so the cost is a
         few operations per frame, not per byte.  ``_skip`` is how much of a
         frame payload (or of the client preface) is still to come;
         ``_scan`` holds a frame header split across reads.
+
+        Returns ``data`` with the reserved bit of WINDOW_UPDATE increments
+        cleared: RFC 9113 6.9 says to ignore it, and hyperframe would read
+        it as part of the increment and reject the frame.
         """
         pos = 0
         size = len(data)
+        masks: list[int] | None = None
+        if self._mask_next and size:
+            self._mask_next = False
+            if data[0] & 0x80:
+                masks = [0]
         if self._skip:
             if self._skip >= size:
                 self._skip -= size
-                return
+                return data if masks is None else _masked(data, masks)
             pos = self._skip
             self._skip = 0
         if self._scan:
             header = self._scan + data[pos : pos + 9 - len(self._scan)]
             if len(header) < 9:
                 self._scan = header
-                return
+                return data if masks is None else _masked(data, masks)
             pos += 9 - len(self._scan)
             self._scan = b""
-            pos += self._check_frame(header, 0)
+            length = self._check_frame(header, 0)
+            if header[3] == _WINDOW_UPDATE and length == 4:
+                masks = self._reserved_bit(data, pos, masks)
+            pos += length
         while size - pos >= 9:
-            pos += 9 + self._check_frame(data, pos)
+            length = self._check_frame(data, pos)
+            if data[pos + 3] == _WINDOW_UPDATE and length == 4:
+                masks = self._reserved_bit(data, pos + 9, masks)
+            pos += 9 + length
         if pos > size:
             self._skip = pos - size
         elif pos < size:
             self._scan = data[pos:]
+        return data if masks is None else _masked(data, masks)
+
+    def _reserved_bit(self, data: bytes, at: int, masks: list[int] | None) -> list[int] | None:
+        """Note a WINDOW_UPDATE increment starting at ``data[at]`` whose reserved bit is set."""
+        if at >= len(data):
+            self._mask_next = True  # the payload begins with the next read
+        elif data[at] & 0x80:
+            masks = [at] if masks is None else [*masks, at]
+        return masks
 
     def _check_frame(self, buf: bytes, pos: int) -> int:
         """Account for one frame header at ``buf[pos]``; returns its payload length."""
@@ -428,6 +466,59 @@ class H2Connection:
             raise _Reject(h2.errors.ErrorCodes.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
 
     # ------------------------------------------------------------ writing
+
+    def check_response(
+        self, stream_id: int, headers: Headers, first: int, end: bool, no_body: bool
+    ) -> None:
+        """Validate a response head the app sent before anything is queued.
+
+        Raises :class:`LocalProtocolError` (nothing is sent, so the app's
+        failure can still become a 500) for a field HTTP/2 forbids and for a
+        body that cannot match its content-length; ``first`` is the length
+        of the body sent with the head.  The declared length is then kept to
+        check what follows, as HTTP/1.1 does: a peer would take a mismatch
+        as a malformed response and fail the whole connection.
+        """
+        declared = None
+        for name, value in headers:
+            check_field_name(name)
+            check_field_value(value)
+            if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+                raise LocalProtocolError(f"header value with surrounding whitespace {value!r}")
+            if name.lower() == b"content-length":
+                if not value.isdigit():
+                    raise LocalProtocolError(f"invalid Content-Length {value!r}")
+                declared = int(value)
+        if declared is None or no_body:
+            return
+        if first > declared or (end and first < declared):
+            raise LocalProtocolError(
+                f"response body of {first} bytes does not match its Content-Length {declared}"
+            )
+        if not end:
+            self._declared[stream_id] = declared - first
+
+    def check_data(self, stream_id: int, size: int, end: bool) -> None:
+        """Account a later body chunk against the declared content-length."""
+        remaining = self._declared.get(stream_id)
+        if remaining is None:
+            return
+        remaining -= size
+        if remaining < 0:
+            raise LocalProtocolError("response body longer than its Content-Length")
+        if end:
+            del self._declared[stream_id]
+            if remaining:
+                raise LocalProtocolError(
+                    f"response body shorter than its Content-Length ({remaining} bytes missing)"
+                )
+        else:
+            self._declared[stream_id] = remaining
+
+    def check_trailers(self, trailers: Headers) -> None:
+        for name, value in trailers:
+            check_field_name(name)
+            check_field_value(value)
 
     # The send methods return False when the stream or the connection is
     # already gone (reset by the peer, or a GOAWAY received: h2 refuses to
@@ -504,6 +595,11 @@ class H2Connection:
         self._out.pop(stream_id, None)
         return False
 
+    @property
+    def sending(self) -> bool:
+        """Response data still waits for the peer's flow-control window."""
+        return bool(self._out)
+
     def buffered(self, stream_id: int) -> int:
         out = self._out.get(stream_id)
         return out.size if out is not None else 0
@@ -560,6 +656,7 @@ class H2Connection:
     def forget(self, stream_id: int) -> None:
         """The stream's app is done: release credit for body it never read."""
         self._release(stream_id)
+        self._declared.pop(stream_id, None)
         self._trailers.pop(stream_id, None)
 
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
@@ -622,6 +719,14 @@ class _Reject(RemoteProtocolError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _masked(data: bytes, positions: list[int]) -> bytes:
+    """``data`` with the top bit of the bytes at ``positions`` cleared."""
+    buf = bytearray(data)
+    for at in positions:
+        buf[at] &= 0x7F
+    return bytes(buf)
 
 
 def _error_code(exc: BaseException | None, default: int) -> int:

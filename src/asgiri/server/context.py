@@ -13,9 +13,11 @@ import weakref
 from email.utils import formatdate
 from typing import Any, Protocol
 
+from ..asgi.access_log import AccessLog
 from ..asgi.types import ASGIApp
 from ..config import Config, HttpProtocolVersion
 from ..protocol.h2 import H2Limits
+from ..protocol.proxy_headers import TrustedProxies
 
 
 class Connection(Protocol):
@@ -47,7 +49,18 @@ class ServerContext:
         limits = config.limits
         self.limit_concurrency = limits.limit_concurrency
         self.limit_max_requests = limits.limit_max_requests
-        self.access_log = config.logging.access_log
+        access = config.access
+        self._access: AccessLog | None = (
+            AccessLog(access.access_log_format, as_json=access.access_log_json)
+            if config.logging.access_log
+            else None
+        )
+        #: What every HTTPStream calls when its response is complete (the
+        #: access log, the metrics, both, or None: then nothing is called).
+        self.access_log: Any = self._access
+        #: The Prometheus metrics (server.metrics.Metrics) or None when off;
+        #: every hook on a hot path is behind an ``is not None`` check.
+        self.metrics: Any = None
         self.root_path = config.app_options.root_path
         self.keep_alive_timeout = config.timeouts.timeout_keep_alive
         self.header_timeout = config.timeouts.timeout_request_header
@@ -83,6 +96,11 @@ class ServerContext:
             max_inbound_frame_size=h2c.h2_max_inbound_frame_size,
             enable_connect_protocol=self.ws_enabled,
         )
+        proxy = config.proxy
+        #: ``--forwarded-allow-ips`` when ``--proxy-headers`` is on, else None.
+        self.trusted_proxies: TrustedProxies | None = None
+        if proxy.proxy_headers and proxy.forwarded_allow_ips:
+            self.trusted_proxies = TrustedProxies(proxy.forwarded_allow_ips)
         self._date_enabled = config.http.date_header
         self._stamp = -1
         self._header_block = self._static
@@ -111,12 +129,64 @@ class ServerContext:
             return self._header_list
         return [*self._static_list, *self.extra_header_pairs]
 
+    def advertise_h3(self, port: int, max_age: int) -> None:
+        """Point TCP clients at HTTP/3 on UDP ``port`` (RFC 7838 Alt-Svc)."""
+        value = b'h3=":%d"; ma=%d' % (port, max_age)
+        self.extra_header_lines = [b"alt-svc: " + value + b"\r\n"]
+        self.extra_header_pairs = [(b"alt-svc", value)]
+        self._stamp = self._list_stamp = -1  # rebuild the cached blocks
+
+    def response_header_list(
+        self, headers: list[tuple[bytes, bytes]], alt_svc: bool = True
+    ) -> list[tuple[bytes, bytes]]:
+        """Defaults + the app's headers (HTTP/2, HTTP/3); an app's own Alt-Svc wins.
+
+        ``alt_svc=False`` (HTTP/3 itself) leaves the server's advertisement out.
+        """
+        defaults = self.default_header_list()
+        if self.extra_header_pairs:
+            if not alt_svc:
+                return [pair for pair in defaults if pair[0] != b"alt-svc"] + headers
+            for name, _ in headers:
+                if name.lower() == b"alt-svc":
+                    return [pair for pair in defaults if pair[0] != b"alt-svc"] + headers
+        return defaults + headers
+
+    def enable_metrics(self, metrics: Any) -> None:
+        """Count into ``metrics`` from now on (called before any connection exists)."""
+        self.metrics = metrics
+        self.connections = metrics.connection_set()
+        access = self._access
+        if access is None:
+            self.access_log = metrics.response_complete
+        else:
+            observe = metrics.response_complete
+
+            def both(stream: Any) -> None:
+                observe(stream)
+                access(stream)
+
+            self.access_log = both
+
+    def forwarded_for(self, client: tuple[str, int] | None) -> TrustedProxies | None:
+        """What ``http_scope(forwarded=...)`` gets for a connection from ``client``.
+
+        Decided once per connection, so that requests from untrusted peers,
+        or with ``--no-proxy-headers``, pay nothing for the feature.
+        """
+        proxies = self.trusted_proxies
+        if proxies is None or not proxies.trusts(client[0] if client else None):
+            return None
+        return proxies
+
     def request_started(self) -> bool:
         """Count a request in; False when ``--limit-concurrency`` says to refuse it."""
         if self.limit_concurrency is not None and self.active_requests >= self.limit_concurrency:
             return False
         self.active_requests += 1
         self.total_requests += 1
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         if (
             self.limit_max_requests is not None
             and self.total_requests >= self.limit_max_requests
@@ -128,6 +198,8 @@ class ServerContext:
 
     def request_finished(self) -> None:
         self.active_requests -= 1
+        if self.metrics is not None:
+            self.metrics.in_flight.dec()
 
     def track_handshake(self, protocol: object) -> weakref.finalize[Any, Any]:
         """Count ``protocol``'s TLS handshake until it is called or ``protocol`` is dropped.

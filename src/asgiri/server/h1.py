@@ -37,6 +37,7 @@ from ..protocol.h1 import (
     simple_response,
 )
 from ..protocol.h2 import PREFACE
+from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
 from .context import ServerContext
 from .h2 import H2Protocol
@@ -69,8 +70,17 @@ SHUTDOWN_IDLE_GRACE = 1.0
 class H1Protocol(asyncio.Protocol):
     """One HTTP/1.1 connection."""
 
-    def __init__(self, ctx: ServerContext) -> None:
+    #: Label of this connection in the open-connections metric.
+    metrics_protocol = "h1"
+
+    def __init__(
+        self,
+        ctx: ServerContext,
+        addresses: tuple[tuple[str, int], tuple[str, int]] | None = None,
+    ) -> None:
+        """``addresses`` (client, server) replace the socket's, from a PROXY protocol header."""
         self.ctx = ctx
+        self._addresses = addresses
         self.loop = ctx.loop
         limits = ctx.config.limits
         self.conn = H1Connection(
@@ -91,6 +101,7 @@ class H1Protocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.extensions: dict[str, Any] = {}
+        self.forwarded: TrustedProxies | None = None
         self._current: HTTPStream | None = None
         self._info: RequestInfo | None = None
         self._response: H1Response | None = None
@@ -100,9 +111,13 @@ class H1Protocol(asyncio.Protocol):
         self._timer_kind = 0
         self._deadline = 0.0
         self._read_paused = False
+        #: Input after a bad pipelined request is never read again.
+        self._input_stopped = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._stall_timer: asyncio.TimerHandle | None = None
+        #: Bytes waiting in the transport when the stall timer was armed.
+        self._stall_mark = 0
         self._closing = False
         self._closed = False
         self._tls = False
@@ -129,6 +144,10 @@ class H1Protocol(asyncio.Protocol):
             self.server = (str(sock[0]), int(sock[1]))
         elif isinstance(sock, str) and sock:
             self.server = (sock, None)
+        if self._addresses is not None:
+            self.client, self.server = self._addresses
+        #: Trusted proxy whose forwarding headers apply to this connection's requests.
+        self.forwarded = self.ctx.forwarded_for(self.client)
         ssl_object = transport.get_extra_info("ssl_object")
         self.extensions = {
             "http.response.trailers": {},
@@ -171,11 +190,18 @@ class H1Protocol(asyncio.Protocol):
         self.ctx.check_drained()
 
     def pause_writing(self) -> None:
+        # A client that does not read its responses must not make the server
+        # read (and answer) more of its requests: pipelined requests would
+        # otherwise pile their responses up in the write buffer without bound.
         self._write_paused = True
+        self._pause_reading()
+        if self._stall_timer is None and not self._closed:
+            self._arm_stall()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_writers()
+        self._maybe_resume_reading()
 
     def _wake_writers(self) -> None:
         if self._stall_timer is not None:
@@ -265,8 +291,9 @@ class H1Protocol(asyncio.Protocol):
     def _h2c_acceptable(self, request: Request) -> bool:
         """RFC 7540 section 3.2: cleartext only, one HTTP2-Settings, a body we can frame.
 
-        A body larger than one stream window, or chunked, is not worth the
-        switch: the upgrade is declined and the request served as HTTP/1.1.
+        A body larger than one stream window, chunked, or held back until a
+        100 Continue is not worth the switch: the upgrade is declined and the
+        request served as HTTP/1.1.
         """
         if self._tls or not self.ctx.h2_enabled or self._current is not None or self._queue:
             return False
@@ -276,8 +303,14 @@ class H1Protocol(asyncio.Protocol):
         for name, value in request.headers:
             if name == b"transfer-encoding":
                 return False
-            if name == b"content-length" and int(value) > self.ctx.h2_limits.initial_window_size:
-                return False
+            if name == b"content-length":
+                length = int(value)
+                if length > self.ctx.h2_limits.initial_window_size:
+                    return False
+                if length and request.expect_continue:
+                    # The 101 waits for the body, the client for a 100 before
+                    # sending it: HTTP/1.1 answers both in the right order.
+                    return False
         return True
 
     def _upgrade_h2c(self, request: Request) -> None:
@@ -322,7 +355,9 @@ class H1Protocol(asyncio.Protocol):
             return
         ctx = self.ctx
         extensions, extension_header = negotiate_extensions(
-            request.headers, ctx.config.websocket.ws_per_message_deflate
+            request.headers,
+            ctx.config.websocket.ws_per_message_deflate,
+            ctx.config.websocket.ws_deflate_level,
         )
         scope = websocket_scope(
             request,
@@ -332,6 +367,7 @@ class H1Protocol(asyncio.Protocol):
             ctx.root_path,
             ctx.state,
             self.extensions,
+            forwarded=self.forwarded,
         )
         self._stop_timer()
         self._switched = True
@@ -365,6 +401,7 @@ class H1Protocol(asyncio.Protocol):
             client=self.client,
             server=self.server,
             extensions=extensions,
+            forwarded=self.forwarded,
         )
         self.transport.set_protocol(proto)
         if self._read_paused:
@@ -391,6 +428,7 @@ class H1Protocol(asyncio.Protocol):
             ctx.root_path,
             ctx.state,
             self.extensions,
+            forwarded=self.forwarded,
         )
         stream = HTTPStream(
             self,
@@ -489,24 +527,27 @@ class H1Protocol(asyncio.Protocol):
         self._drain_waiters.append(waiter)
         if self._stall_timer is None:
             # A client that stops reading must not hold the app forever.
-            self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
+            self._arm_stall()
         return waiter
+
+    def _arm_stall(self) -> None:
+        self._stall_mark = self.transport.get_write_buffer_size()
+        self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
 
     def _stalled(self) -> None:
         self._stall_timer = None
-        if self._write_paused and not self._closed:
-            logger.info("client %s stopped reading; closing the connection", self.client)
-            self.abort()
+        if not self._write_paused or self._closed:
+            return
+        if self.transport.get_write_buffer_size() < self._stall_mark:
+            # Slow, but reading: only a client that reads nothing is dropped.
+            self._arm_stall()
+            return
+        logger.info("client %s stopped reading; closing the connection", self.client)
+        self.abort()
 
     def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
-        if (
-            self._read_paused
-            and stream is self._reading
-            and stream.buffered < LOW_WATER
-            and len(self._queue) < MAX_PIPELINE
-            and not self.conn.upgraded
-        ):
-            self._resume_reading()
+        if self._read_paused and stream is self._reading:
+            self._maybe_resume_reading()
 
     def sendfile(
         self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
@@ -562,9 +603,7 @@ class H1Protocol(asyncio.Protocol):
         else:
             self._arm(_IDLE)
         if self._read_paused:
-            reading = self._reading
-            if reading is None or reading.buffered < LOW_WATER:
-                self._resume_reading()
+            self._maybe_resume_reading()
 
     def app_done(self, stream: HTTPStream, failed: bool) -> None:
         ctx = self.ctx
@@ -626,6 +665,7 @@ class H1Protocol(asyncio.Protocol):
             # the current response, then close.
             self._queue.clear()
             self._closing = True
+            self._input_stopped = True
             self._pause_reading()
 
     def _write(self, data: bytes) -> None:
@@ -646,6 +686,19 @@ class H1Protocol(asyncio.Protocol):
         if self._read_paused and not self._closed:
             self._read_paused = False
             self.transport.resume_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        """Read again once no reason to pause is left (see ``_pause_reading`` callers)."""
+        reading = self._reading
+        if (
+            self._read_paused
+            and not self._write_paused
+            and not self._input_stopped
+            and (reading is None or reading.buffered < LOW_WATER)
+            and len(self._queue) < MAX_PIPELINE
+            and not self.conn.upgraded
+        ):
+            self._resume_reading()
 
     # ------------------------------------------------------------ timers
 

@@ -23,6 +23,7 @@ from ..asgi.http_stream import HTTPStream
 from ..asgi.scope import http_scope, websocket_scope
 from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
 from ..protocol.h2 import ConnectionEnded, H2Connection, StreamWritable
+from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
 from .context import ServerContext
 from .tasks import EAGER, start_eagerly
@@ -47,6 +48,9 @@ _CANCEL = 0x8
 class H2Protocol(asyncio.Protocol):
     """One HTTP/2 connection."""
 
+    #: Label of this connection in the open-connections metric.
+    metrics_protocol = "h2"
+
     def __init__(
         self,
         ctx: ServerContext,
@@ -56,15 +60,20 @@ class H2Protocol(asyncio.Protocol):
         client: tuple[str, int] | None,
         server: tuple[str, int | None] | None,
         extensions: dict[str, Any],
+        forwarded: TrustedProxies | None = None,
     ) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
         self.transport = transport
+        self.forwarded = forwarded
         self.scheme = scheme
         self.client = client
         self.server = server
         self.extensions = extensions
         self.conn = H2Connection(ctx.h2_limits)
+        self._max_body = ctx.config.limits.limit_request_body
+        #: Body bytes received per stream, kept only under ``--limit-request-body``.
+        self._body_sizes: dict[int, int] = {}
         self.streams: dict[int, HTTPStream] = {}
         self._no_body: set[int] = set()
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
@@ -76,6 +85,12 @@ class H2Protocol(asyncio.Protocol):
         self._closing = False
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
+        #: Runs while the socket is not draining (``--timeout-write``).
+        self._write_timer: asyncio.TimerHandle | None = None
+        #: Bytes waiting in the transport when ``_write_timer`` was armed.
+        self._write_mark = 0
+        #: Runs while finished responses wait for the peer's window.
+        self._output_timer: asyncio.TimerHandle | None = None
         self._upgrade_body_left = 0
         #: WebSockets over extended CONNECT streams, by stream id.
         self.websockets: dict[int, H2WebSocketOutlet] = {}
@@ -120,6 +135,9 @@ class H2Protocol(asyncio.Protocol):
                 if kind is Body:
                     stream = streams.get(event.stream_id)  # type: ignore[union-attr]
                     if stream is not None:
+                        limit = self._max_body
+                        if limit is not None and self._over_limit(stream, event, limit):  # type: ignore[arg-type]
+                            continue
                         stream.body_received(event.data)  # type: ignore[union-attr]
                     elif event.stream_id in self.websockets:  # type: ignore[union-attr]
                         outlet = self.websockets[event.stream_id]  # type: ignore[union-attr]
@@ -138,6 +156,8 @@ class H2Protocol(asyncio.Protocol):
                         self.websockets[event.stream_id].peer_ended()  # type: ignore[union-attr]
                 elif kind is StreamWritable:
                     self._wake(event.stream_id)  # type: ignore[union-attr]
+                    if not self.conn.sending:
+                        self._maybe_idle()
                 elif kind is StreamClosed:
                     self._on_reset(event.stream_id)  # type: ignore[union-attr]
                 elif kind is ConnectionEnded:
@@ -164,6 +184,12 @@ class H2Protocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if self._output_timer is not None:
+            self._output_timer.cancel()
+            self._output_timer = None
         for stream in list(self.streams.values()):
             stream.disconnect()
         for outlet in list(self.websockets.values()):
@@ -174,16 +200,43 @@ class H2Protocol(asyncio.Protocol):
         self.ctx.check_drained()
 
     def pause_writing(self) -> None:
+        # Frames are answered (SETTINGS, PING, responses without DATA) whether
+        # or not the peer reads them: stop reading while it does not, or its
+        # requests would pile answers up in the write buffer without bound.
         self._write_paused = True
+        if not self._closed:
+            self.transport.pause_reading()
+            if self._write_timer is None:
+                self._arm_write_timer()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if not self._closed:
+            self.transport.resume_reading()
         for stream_id in list(self._waiters):
             if self.conn.buffered(stream_id) <= HIGH_WATER:
                 self._wake(stream_id)
 
     def eof_received(self) -> bool | None:
         return None
+
+    def _arm_write_timer(self) -> None:
+        self._write_mark = self.transport.get_write_buffer_size()
+        self._write_timer = self.loop.call_later(self.ctx.write_timeout, self._write_stalled)
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        if not self._write_paused or self._closed:
+            return
+        if self.transport.get_write_buffer_size() < self._write_mark:
+            # Slow, but reading: only a client that reads nothing is dropped.
+            self._arm_write_timer()
+            return
+        logger.info("HTTP/2 client %s stopped reading; closing the connection", self.client)
+        self.abort()
 
     # ------------------------------------------------------------ streams
 
@@ -200,6 +253,11 @@ class H2Protocol(asyncio.Protocol):
                 self.conn.reset(stream_id, _REFUSED_STREAM)
             return
         ctx = self.ctx
+        if self._max_body is not None and _declared_length(request.headers) > self._max_body:
+            # Refused before the body is read, as HTTP/1.1 does.
+            self._answer(stream_id, 413, b"413 request body too large\n")
+            self.conn.reset(stream_id, _NO_ERROR)
+            return
         scope = http_scope(
             request,
             request.scheme or self.scheme,
@@ -208,8 +266,16 @@ class H2Protocol(asyncio.Protocol):
             ctx.root_path,
             ctx.state,
             self.extensions,
+            forwarded=self.forwarded,
         )
-        stream = HTTPStream(self, self.loop, scope, stream_id, access_log=ctx.access_log)
+        stream = HTTPStream(
+            self,
+            self.loop,
+            scope,
+            stream_id,
+            expect_continue=_expects_continue(request.headers),
+            access_log=ctx.access_log,
+        )
         if request.method == "HEAD":
             self._no_body.add(stream_id)
         self.streams[stream_id] = stream
@@ -230,11 +296,20 @@ class H2Protocol(asyncio.Protocol):
             self.conn.reset(stream_id, _NO_ERROR)
             return
         extensions, extension_header = negotiate_extensions(
-            request.headers, ctx.config.websocket.ws_per_message_deflate
+            request.headers,
+            ctx.config.websocket.ws_per_message_deflate,
+            ctx.config.websocket.ws_deflate_level,
         )
         scheme = "wss" if (request.scheme or self.scheme) == "https" else "ws"
         scope = websocket_scope(
-            request, scheme, self.client, self.server, ctx.root_path, ctx.state, self.extensions
+            request,
+            scheme,
+            self.client,
+            self.server,
+            ctx.root_path,
+            ctx.state,
+            self.extensions,
+            forwarded=self.forwarded,
         )
         outlet = H2WebSocketOutlet(self, stream_id)
         bridge = WSBridge(
@@ -280,16 +355,43 @@ class H2Protocol(asyncio.Protocol):
                     stream.flush_head()
 
     def _refuse(self, stream: HTTPStream) -> None:
-        body = b"Service Unavailable"
         stream.status = 503
-        self.conn.send_headers(
-            stream.stream_id,
-            503,
-            [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-            False,
-        )
-        self.conn.send_data(stream.stream_id, body, True)
+        self._answer(stream.stream_id, 503, b"Service Unavailable")
         self.streams.pop(stream.stream_id, None)
+
+    def _answer(self, stream_id: int, status: int, body: bytes) -> None:
+        """A complete error response from the server itself, in place of the app."""
+        headers = [
+            *self.ctx.default_header_list(),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        if self.conn.send_headers(stream_id, status, headers, False):
+            self.conn.send_data(stream_id, body, True)
+
+    def _over_limit(self, stream: HTTPStream, event: Body, limit: int) -> bool:
+        """``--limit-request-body``: a body growing past it is answered 413.
+
+        The app sees ``http.disconnect``; a response it already began is
+        reset instead.  Either way the rest of the upload is refused.
+        """
+        stream_id = stream.stream_id
+        size = self._body_sizes.get(stream_id, 0) + len(event.data)
+        self._body_sizes[stream_id] = size
+        if size <= limit:
+            return False
+        self._body_sizes.pop(stream_id, None)
+        self.conn.acknowledge(stream_id, len(event.data))
+        self.streams.pop(stream_id, None)
+        started = stream.response_started
+        stream.disconnect()
+        if started:
+            self.conn.reset(stream_id, _CANCEL)
+        else:
+            stream.status = 413
+            self._answer(stream_id, 413, b"413 request body too large\n")
+            self.conn.reset(stream_id, _NO_ERROR)
+        return True
 
     def _on_reset(self, stream_id: int) -> None:
         websocket = self.websockets.get(stream_id)
@@ -298,13 +400,8 @@ class H2Protocol(asyncio.Protocol):
         stream = self.streams.pop(stream_id, None)
         self._no_body.discard(stream_id)
         if stream is not None:
-            receiving = stream.receiving
-            stream.disconnect()
-            task = stream.task
-            if task is not None and not task.done() and not receiving:
-                # A reset stream's work is wasted work: stop it (rapid reset).
-                # An app waiting in receive() is not: it gets http.disconnect.
-                task.cancel()
+            # Rapid reset: the app's work for a client that left is wasted.
+            stream.reset_by_peer()
         self._wake(stream_id)
         self._maybe_idle()
 
@@ -338,8 +435,10 @@ class H2Protocol(asyncio.Protocol):
         if status in _NO_BODY_STATUSES:
             self._no_body.add(stream_id)
         no_body = stream_id in self._no_body
-        all_headers = self.ctx.default_header_list() + headers
         conn = self.conn
+        # Raises LocalProtocolError before anything is queued (see HTTPStream).
+        conn.check_response(stream_id, headers, len(body), end, no_body)
+        all_headers = self.ctx.response_header_list(headers)
         if end and (no_body or not body):
             sent = conn.send_headers(stream_id, status, all_headers, True)
         else:
@@ -360,6 +459,7 @@ class H2Protocol(asyncio.Protocol):
             if not end:
                 return
             data = b""
+        self.conn.check_data(stream_id, len(data), end)
         if not self.conn.send_data(stream_id, data, end):
             stream.disconnect()
         self._schedule_flush()
@@ -368,13 +468,15 @@ class H2Protocol(asyncio.Protocol):
         stream_id = stream.stream_id
         if self._closed or stream_id not in self.streams:
             return
+        self.conn.check_trailers(trailers)
+        self.conn.check_data(stream_id, 0, True)
         if not self.conn.send_trailers(stream_id, [(n.lower(), v) for n, v in trailers]):
             stream.disconnect()
         self._schedule_flush()
 
     def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
-        if status == 100 or self._closed or stream.stream_id not in self.streams:
-            return  # HTTP/2 clients do not wait for 100 Continue here
+        if self._closed or stream.stream_id not in self.streams:
+            return
         self.conn.send_informational(stream.stream_id, status, headers)
         self._schedule_flush()
 
@@ -434,6 +536,8 @@ class H2Protocol(asyncio.Protocol):
             self._schedule_flush()
         self.streams.pop(stream_id, None)
         self._no_body.discard(stream_id)
+        if self._body_sizes:
+            self._body_sizes.pop(stream_id, None)
         self.conn.forget(stream_id)
         self._wake(stream_id)
         self._maybe_idle()
@@ -470,19 +574,51 @@ class H2Protocol(asyncio.Protocol):
     def _maybe_idle(self) -> None:
         if self.streams or self.websockets or self._closed:
             return
+        if self.conn.sending and not self.conn.closed:
+            # Responses whose apps are done may still wait for the peer's
+            # window: the connection is neither idle nor finished, and closing
+            # now would cut them off.  A peer that never opens its window is
+            # dropped after --timeout-write.
+            if self._output_timer is None:
+                self._output_timer = self.loop.call_later(
+                    self.ctx.write_timeout, self._output_stalled
+                )
+            return
+        if self._output_timer is not None:
+            self._output_timer.cancel()
+            self._output_timer = None
         if self._closing or self.conn.closed:
             self.conn.goaway()  # no-op when sent already
             self._close_after_flush()
         else:
             self._arm_idle()
 
+    def _output_stalled(self) -> None:
+        self._output_timer = None
+        if self._closed:
+            return
+        if self.conn.sending:
+            logger.info("HTTP/2 client %s opens no window; closing the connection", self.client)
+            self.abort()
+        else:
+            self._maybe_idle()
+
     def _arm_idle(self) -> None:
-        if self._timer is None and not self.streams and not self.websockets and not self._closed:
+        if (
+            self._timer is None
+            and not self.streams
+            and not self.websockets
+            and not self.conn.sending
+            and not self._closed
+        ):
             self._timer = self.loop.call_later(self.ctx.keep_alive_timeout, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
         self._timer = None
         if not self.streams and not self.websockets and not self._closed:
+            if self.conn.sending:
+                self._maybe_idle()
+                return
             self.conn.goaway()
             self._close_after_flush()
 
@@ -516,7 +652,7 @@ class H2Protocol(asyncio.Protocol):
             return
         self.conn.goaway()
         self._flush()
-        if not self.streams and not self.websockets:
+        if not self.streams and not self.websockets and not self.conn.sending:
             self._close_after_flush()
 
     def _goaway_now(self) -> None:
@@ -565,7 +701,7 @@ class H2WebSocketOutlet:
         if not self._ended_local and status >= 0 and not self._head_sent:
             self._head_sent = True
             conn.send_headers(
-                self.stream_id, status, proto.ctx.default_header_list() + headers, False
+                self.stream_id, status, proto.ctx.response_header_list(headers), False
             )
         conn.send_data(self.stream_id, body, end)
         if end:
@@ -660,3 +796,19 @@ class H2WebSocketOutlet:
         waiter = proto.loop.create_future()
         proto._waiters.setdefault(self.stream_id, []).append(waiter)
         return waiter
+
+
+def _declared_length(headers: Headers) -> int:
+    """The request's content-length (h2 has checked it is a number), or -1."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return -1
+
+
+def _expects_continue(headers: Headers) -> bool:
+    """The client waits for ``100 Continue`` before its body (RFC 9110 10.1.1)."""
+    for name, value in headers:
+        if name == b"expect":
+            return value.lower() == b"100-continue"
+    return False

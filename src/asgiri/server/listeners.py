@@ -14,7 +14,7 @@ import socket
 import stat
 from dataclasses import dataclass
 
-from ..config import BindConfig
+from ..config import BindConfig, parse_bind
 from ..errors import BindError
 
 
@@ -41,12 +41,56 @@ class Listener:
 
 
 def bind_sockets(bind: BindConfig, port: int) -> list[Listener]:
-    """Bind every socket the configuration asks for, or raise BindError."""
-    if bind.fd is not None:
-        return [_from_fd(bind.fd)]
-    if bind.uds:
-        return [_bind_unix(bind.uds, bind.backlog)]
-    return _bind_tcp(bind.host, port, bind.backlog, bind.reuse_port)
+    """Bind every socket the configuration asks for, or raise BindError.
+
+    ``--bind``, ``--uds`` and ``--fd`` add up; only when none is given does
+    the server listen on sockets systemd passed (``LISTEN_FDS``) or, without
+    those, on ``--host``/``--port``.
+    """
+    listeners: list[Listener] = []
+    try:
+        for address in bind.binds:
+            kind, value, bind_port = parse_bind(address)
+            if kind == "unix":
+                listeners.append(_bind_unix(str(value), bind.backlog))
+            elif kind == "fd":
+                listeners.append(_from_fd(int(value)))
+            else:
+                assert bind_port is not None  # parse_bind gives tcp a port
+                listeners += _bind_tcp(str(value), bind_port, bind.backlog, bind.reuse_port)
+        if bind.uds:
+            listeners.append(_bind_unix(bind.uds, bind.backlog))
+        if bind.fd is not None:
+            listeners.append(_from_fd(bind.fd))
+        if not listeners:
+            listeners = systemd_sockets() or _bind_tcp(
+                bind.host, port, bind.backlog, bind.reuse_port
+            )
+    except BindError:
+        for listener in listeners:
+            listener.sock.close()
+        raise
+    return listeners
+
+
+#: The first file descriptor systemd passes (SD_LISTEN_FDS_START).
+_SD_LISTEN_FDS_START = 3
+
+
+def systemd_sockets() -> list[Listener]:
+    """Sockets passed by systemd socket activation (sd_listen_fds(3)), if any.
+
+    They are for this process only when ``LISTEN_PID`` names it; the
+    variables are removed so that child processes do not take them too.
+    """
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = os.environ.pop("LISTEN_FDS", "")
+    os.environ.pop("LISTEN_PID", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if not count.isdigit():
+        return []
+    return [_from_fd(fd) for fd in range(_SD_LISTEN_FDS_START, _SD_LISTEN_FDS_START + int(count))]
 
 
 def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool) -> list[Listener]:

@@ -146,7 +146,12 @@ class Reloader:
             config,
             app=self.target,
             app_options=dataclasses.replace(config.app_options, app_dir=self.app_dir),
-            bind=dataclasses.replace(config.bind, fd=listeners[0].sock.fileno(), uds=None),
+            bind=dataclasses.replace(
+                config.bind,
+                binds=[f"fd://{listener.sock.fileno()}" for listener in listeners],
+                fd=None,
+                uds=None,
+            ),
             reload=ReloadConfig(),
             workers=WorkersConfig(),
         )

@@ -23,7 +23,9 @@ from ..logging import configure_logging
 from ..ssl_utils import spki_sha256_base64
 from .context import ServerContext
 from .h1 import H1Protocol
+from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
 from .listeners import Listener, bind_sockets
+from .proxy_protocol import ProxyProtocolListener
 from .reload import Reloader
 from .supervisor import Supervisor
 from .tls import TLSInfo, build_ssl_context, read_server_cert
@@ -144,6 +146,9 @@ class Server:
         #: Set once the listeners accept connections (usable from other threads).
         self.started = threading.Event()
         self.listeners: list[Listener] = []
+        #: UDP sockets serving HTTP/3, with the TCP listener each one sits next to.
+        self.quic_sockets: list[tuple[socket.socket, Listener | None]] = []
+        self._h3_off_reason: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
@@ -151,6 +156,7 @@ class Server:
         self._ctx: ServerContext | None = None
         self._hooks = hooks
         self._reloader: Reloader | None = None
+        self._metrics: Any = None
         self._supervisor: Supervisor | None = None
         if hooks is not None:
             return  # a worker process: its manager (supervisor, gunicorn) does the rest
@@ -163,12 +169,24 @@ class Server:
 
     @property
     def port(self) -> int | None:
-        """The TCP port actually bound (useful with ``port=0``)."""
+        """The TCP port actually bound (useful with ``port=0``); UDP under ``--http 3``."""
         for listener in self.listeners:
             with contextlib.suppress(OSError):  # closed once the server stopped
                 if listener.port is not None:
                     return listener.port
+        return self.http3_port
+
+    @property
+    def http3_port(self) -> int | None:
+        """The UDP port serving HTTP/3, or None when HTTP/3 is off."""
+        for sock, _ in self.quic_sockets:
+            return int(sock.getsockname()[1])
         return None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of the metrics endpoint (useful with ``metrics_bind="host:0"``)."""
+        return self._metrics.port if self._metrics is not None else None
 
     def run(self) -> None:
         """Serve until asked to stop; works from the main thread or any other.
@@ -180,7 +198,12 @@ class Server:
         supervises N worker processes that share its sockets.
         """
         log = self.config.logging
-        configure_logging(log.log_level, log.access_log, log.log_config)
+        configure_logging(
+            log.log_level,
+            log.access_log,
+            log.log_config,
+            access_json=self.config.access.access_log_json,
+        )
         if self._reloader is not None:
             if self._stop_requested:
                 return
@@ -238,6 +261,9 @@ class Server:
             config.app,
             factory=config.app_options.factory,
             app_dir=config.app_options.app_dir,
+            interface=config.interface.interface,
+            loop=loop,
+            wsgi_max_workers=config.interface.wsgi_max_workers,
         )
         mode = config.http.http_version
         alpn = []
@@ -246,18 +272,37 @@ class Server:
         if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
             alpn.append("http/1.1")
         ssl_context = build_ssl_context(config.tls, alpn)
+        quic_config = None
+        if self._h3_wanted():
+            quic_config = quic_configuration(config)
         hooks = self._hooks
         if hooks is not None:
             self.listeners = hooks.listeners
+            if quic_config is not None:
+                tcp: list[Listener | None] = [
+                    listener for listener in self.listeners if listener.kind == "tcp"
+                ]
+                if not tcp:
+                    tcp = [None] * len(hooks.udp_sockets)
+                self.quic_sockets = list(zip(hooks.udp_sockets, tcp, strict=False))
         else:
-            self.listeners = bind_sockets(config.bind, config.port)
+            self._bind(quic_config is not None)
         ctx = ServerContext(config, app, loop)
         self._ctx = ctx
         if ssl_context is not None:
             ctx.tls_info = TLSInfo(ssl_context, read_server_cert(config.tls))
+        h3_port = self.http3_port
+        if h3_port is not None and config.http.alt_svc and self.listeners:
+            ctx.advertise_h3(h3_port, config.http.alt_svc_max_age)
         ctx.on_max_requests = self._max_requests_reached
+        metrics_bind = config.metrics.metrics_bind
+        if metrics_bind is not None:
+            from .metrics import Metrics
+
+            ctx.enable_metrics(Metrics())
         lifespan = Lifespan(app, loop, config.app_options.lifespan)
-        servers: list[asyncio.base_events.Server] = []
+        servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
+        quic_listeners: list[QuicListener] = []
         try:
             await lifespan.startup(config.app_options.lifespan_startup_timeout)
             if lifespan.running:
@@ -270,6 +315,9 @@ class Server:
                 return connection
 
             for listener in self.listeners:
+                if config.proxy.proxy_protocol:
+                    servers.append(ProxyProtocolListener(ctx, listener.sock, ssl_context))
+                    continue
                 servers.append(
                     await loop.create_server(
                         protocol,
@@ -277,6 +325,38 @@ class Server:
                         ssl=ssl_context,
                         backlog=config.bind.backlog,
                     )
+                )
+
+            async def open_quic(quic: Any) -> None:
+                for sock, _ in self.quic_sockets:
+                    if ctx.shutting_down:
+                        return
+                    quic_listener = QuicListener(ctx, quic)
+                    await loop.create_datagram_endpoint(quic_listener.factory, sock=sock)
+                    quic_listeners.append(quic_listener)
+
+            if quic_config is not None:
+                if hooks is not None and hooks.udp_deferred:
+                    # The supervisor hands the UDP sockets over once the slot's
+                    # previous worker has gone (see supervisor.py).
+                    deferred = quic_config
+                    pending: list[asyncio.Task[None]] = []
+
+                    def release() -> None:
+                        pending.append(loop.create_task(open_quic(deferred)))
+                        logger.info("Serving HTTP/3 on the UDP sockets handed over")
+
+                    hooks.release_udp = release
+                else:
+                    await open_quic(quic_config)
+            if metrics_bind is not None and config.metrics.metrics_listen:
+                from .metrics import start_metrics_listener
+
+                self._metrics = await start_metrics_listener(loop, metrics_bind, ctx.metrics.render)
+                logger.info(
+                    "Prometheus metrics on http://%s:%d/metrics",
+                    metrics_bind.rpartition(":")[0],
+                    self._metrics.port,
                 )
             self._log_started(ssl_context is not None)
             installed = self._install_signals(loop)
@@ -287,14 +367,21 @@ class Server:
                 await self._stop.wait()
                 # The handlers stay installed while draining, so that a second
                 # signal closes everything at once instead of killing the process.
-                await self._drain(ctx, servers)
+                await self._drain(ctx, servers, quic_listeners)
             finally:
                 self._remove_signals(loop, installed)
         finally:
             for server in servers:
                 server.close()
+            for quic_listener in quic_listeners:
+                quic_listener.close_transport()
             for listener in self.listeners:
                 listener.sock.close()
+            for sock, _ in self.quic_sockets:
+                sock.close()
+            if self._metrics is not None:
+                self._metrics.close()
+                self._metrics = None
             await lifespan.shutdown(config.app_options.lifespan_shutdown_timeout)
             self.started.clear()
             logger.info("Finished server process [%d]", os.getpid())
@@ -309,6 +396,74 @@ class Server:
         logger.warning("Maximum request limit reached; shutting down")
         self.request_shutdown()
 
+    def _h3_wanted(self) -> bool:
+        """Whether to open UDP for HTTP/3; when not, remember why for the log."""
+        config = self.config
+        http = config.http
+        if http.http_version is HttpProtocolVersion.HTTP_3:
+            return True
+        if not http.enable_http3:
+            self._h3_off_reason = config.http3_note  # None when turned off on purpose
+            return False
+        if http.http_version is not HttpProtocolVersion.AUTO:
+            self._h3_off_reason = f"HTTP/3 is off: --http {http.http_version.value} was asked for"
+        elif not config.tls.enabled:
+            self._h3_off_reason = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
+        elif not (config.tls.certfile or config.tls.cert_data):
+            self._h3_off_reason = (
+                "HTTP/3 is off: QUIC needs the certificate files, not a ready ssl_context"
+            )
+        elif config.bind.uds or config.bind.fd is not None:
+            self._h3_off_reason = "HTTP/3 is off: it is served next to a TCP host:port listener"
+        else:
+            return True
+        return False
+
+    def _bind(self, quic: bool) -> None:
+        """Bind TCP, then UDP next to it.
+
+        With ``port=0`` the kernel picks a TCP port whose UDP twin may be
+        taken; then both are bound again on another pick (a few times).
+        """
+        config = self.config
+        for attempt in range(10):
+            if config.http.http_version is not HttpProtocolVersion.HTTP_3:
+                self.listeners = bind_sockets(config.bind, config.port)
+            try:
+                if quic:
+                    self._bind_quic()
+                return
+            except BaseException as exc:
+                for listener in self.listeners:
+                    listener.sock.close()
+                self.listeners = []
+                for sock, _ in self.quic_sockets:
+                    sock.close()
+                self.quic_sockets = []
+                retry = (
+                    isinstance(exc, UDPPortInUse)
+                    and config.port == 0
+                    and config.http.http3_port is None
+                    and attempt < 9
+                )
+                if not retry:
+                    raise
+
+    def _bind_quic(self) -> None:
+        """A UDP socket next to each TCP listener (same host, same port unless --http3-port)."""
+        config = self.config
+        h3_port = config.http.http3_port
+        host = config.bind.host
+        if not self.listeners:
+            port = h3_port if h3_port is not None else config.port
+            self.quic_sockets.append((bind_udp(host, port), None))
+            return
+        for listener in self.listeners:
+            if listener.port is None:
+                continue
+            port = h3_port if h3_port is not None else listener.port
+            self.quic_sockets.append((bind_udp(host, port), listener))
+
     def _log_started(self, tls: bool) -> None:
         http = self.config.http
         logger.info("Started server process [%d]", os.getpid())
@@ -318,14 +473,26 @@ class Server:
             protocols.append("h1")
         if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
             protocols.append("h2" if tls else "h2c")
+        quic_by_listener = {id(tcp): sock for sock, tcp in self.quic_sockets if tcp is not None}
         for listener in self.listeners:
-            logger.info(
-                "Listening on %s (%s)",
-                listener.url("https" if tls else "http"),
-                ", ".join(protocols),
+            line = (
+                f"Listening on {listener.url('https' if tls else 'http')} ({', '.join(protocols)})"
             )
-        if http.enable_http3 and mode is HttpProtocolVersion.AUTO:
-            logger.info("HTTP/3 is not available in this build yet; serving TCP only")
+            sock = quic_by_listener.get(id(listener))
+            if sock is not None:
+                udp_port = sock.getsockname()[1]
+                line += " + udp (h3)" if udp_port == listener.port else f" + udp :{udp_port} (h3)"
+            logger.info("%s", line)
+        for sock, tcp in self.quic_sockets:
+            if tcp is None:
+                host, port = sock.getsockname()[:2]
+                if ":" in host:
+                    host = f"[{host}]"
+                logger.info("Listening on https://%s:%d udp (h3)", host, port)
+        if self._h3_off_reason is not None:
+            logger.info("%s", self._h3_off_reason)
+        if self.config.proxy.proxy_protocol:
+            logger.info("Every connection must start with a PROXY protocol header")
         tls_config = self.config.tls
         if tls_config.selfcert and tls_config.cert_data is not None:
             pin = spki_sha256_base64(tls_config.cert_data)
@@ -366,11 +533,19 @@ class Server:
         logger.info("Received %s; shutting down gracefully", sig.name)
         self.request_shutdown()
 
-    async def _drain(self, ctx: ServerContext, servers: list[asyncio.base_events.Server]) -> None:
+    async def _drain(
+        self,
+        ctx: ServerContext,
+        servers: list[asyncio.AbstractServer | ProxyProtocolListener],
+        quic_listeners: list[QuicListener],
+    ) -> None:
         """Stop accepting, let in-flight work finish, then close what is left."""
         ctx.shutting_down = True
         for server in servers:
             server.close()
+        for quic_listener in quic_listeners:
+            # The UDP socket stays open: it still carries the open connections.
+            quic_listener.close()
         for conn in list(ctx.connections):
             conn.shutdown()
         timeout = self.config.timeouts.timeout_graceful_shutdown

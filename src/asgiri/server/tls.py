@@ -109,6 +109,19 @@ def _rfc4514(subject: Any) -> str:
     }
     parts = []
     for rdn in reversed(subject):
-        for key, value in rdn:
-            parts.append(f"{names.get(key, key)}={value}")
+        # A multi-valued RDN is one element, its attributes joined by "+".
+        parts.append("+".join(f"{names.get(key, key)}={_escape_dn(value)}" for key, value in rdn))
     return ",".join(parts)
+
+
+_DN_SPECIAL = frozenset('"+,;<>\\')
+
+
+def _escape_dn(value: str) -> str:
+    """RFC 4514 section 2.4: escape what would otherwise end or split the value."""
+    out = "".join("\\" + c if c in _DN_SPECIAL else "\\00" if c == "\0" else c for c in value)
+    if out[:1] in ("#", " "):
+        out = "\\" + out
+    if out.endswith(" ") and not out.endswith("\\ "):
+        out = out[:-1] + "\\ "
+    return out

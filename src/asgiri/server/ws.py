@@ -86,6 +86,7 @@ class WSBridge:
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_payload = b""
         self.finished = False
+        self._counted = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -210,6 +211,9 @@ class WSBridge:
         skip = {name for name, _ in answer}
         answer.extend((n, v) for n, v in headers if n.lower() not in skip)
         self.session = WSSession(self._extensions, self.ctx.config.websocket.ws_max_size)
+        if self.ctx.metrics is not None:
+            self._counted = True
+            self.ctx.metrics.websocket_opened()
         self.outlet.accept(answer)
         self._arm_ping()
         early, self._early = self._early, []
@@ -274,6 +278,9 @@ class WSBridge:
     def ws_done(self, stream: WebSocketStream) -> None:
         ctx = self.ctx
         ctx.active_requests -= 1
+        if self._counted:
+            self._counted = False
+            ctx.metrics.websocket_closed()
         task = stream.task
         if task is not None:
             ctx.tasks.discard(task)
@@ -282,6 +289,9 @@ class WSBridge:
 
 class WSH1Protocol(asyncio.Protocol):
     """The HTTP/1.1 outlet: owns the TCP transport from the Upgrade on."""
+
+    #: Label of this connection in the open-connections metric.
+    metrics_protocol = "websocket"
 
     def __init__(self, ctx: ServerContext, transport: Any, info: RequestInfo) -> None:
         self.ctx = ctx

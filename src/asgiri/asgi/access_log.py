@@ -1,0 +1,213 @@
+"""The access log: one line per completed response, in a format the user chose.
+
+A format is a string of literal text and ``{atom}`` placeholders, for example
+``{client} "{method} {path}" {status} {duration_ms}ms``; ``{{`` and ``}}`` are
+literal braces.  It is compiled once, when the server starts, into a
+``%``-template and a tuple of small getters, so a line costs one call per atom
+and one string formatting; an unknown atom is a configuration error.  The
+default format keeps its own hand-written path, the cheapest there is.
+
+In JSON mode each line is one JSON object whose keys are the atoms of the
+format (literal text is dropped), with numbers as numbers.
+
+Atoms (``ATOMS`` below is the authority; docs/operations.md lists them):
+client, client_host, client_port, method, scheme, path, query, path_query,
+protocol (h1, h2, h3), http_version (``HTTP/1.1``), status, bytes, bytes_in,
+duration_ms, duration_s, duration_us, ``header:NAME`` (a request header),
+``response_header:NAME`` (a response header).  A missing value is ``-``
+(``null`` in JSON).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .http_stream import HTTPStream
+
+__all__ = ["ATOMS", "DEFAULT_FORMAT", "AccessLog", "compile_format"]
+
+access_logger = logging.getLogger("asgiri.access")
+
+#: What the default line looks like, spelled as a format (used by JSON mode
+#: and in the documentation; the text mode has a faster path of its own).
+DEFAULT_FORMAT = (
+    '{client} - "{method} {path_query} {http_version}" {status} {bytes} {duration_ms}ms'
+)
+
+#: A getter receives the stream and the duration in seconds.
+Getter = Callable[["HTTPStream", float], Any]
+
+_PROTOCOLS = {"1.0": "h1", "1.1": "h1", "2": "h2", "3": "h3"}
+
+
+def _client(stream: HTTPStream, _: float) -> str:
+    client = stream.scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+def _client_host(stream: HTTPStream, _: float) -> str | None:
+    client = stream.scope.get("client")
+    return client[0] if client else None
+
+
+def _client_port(stream: HTTPStream, _: float) -> int | None:
+    client = stream.scope.get("client")
+    return client[1] if client else None
+
+
+def _path(stream: HTTPStream, _: float) -> str:
+    return str(stream.scope["raw_path"].decode("latin-1"))
+
+
+def _query(stream: HTTPStream, _: float) -> str:
+    return str(stream.scope["query_string"].decode("latin-1"))
+
+
+def _path_query(stream: HTTPStream, _: float) -> str:
+    scope = stream.scope
+    path = str(scope["raw_path"].decode("latin-1"))
+    if scope["query_string"]:
+        path += "?" + scope["query_string"].decode("latin-1")
+    return path
+
+
+#: Every atom without an argument, by name.
+ATOMS: dict[str, Getter] = {
+    "client": _client,
+    "client_host": _client_host,
+    "client_port": _client_port,
+    "method": lambda s, _: s.scope["method"],
+    "scheme": lambda s, _: s.scope["scheme"],
+    "path": _path,
+    "query": _query,
+    "path_query": _path_query,
+    "protocol": lambda s, _: _PROTOCOLS.get(s.scope["http_version"], "-"),
+    "http_version": lambda s, _: "HTTP/" + s.scope["http_version"],
+    "status": lambda s, _: s.status,
+    "bytes": lambda s, _: s.bytes_sent,
+    "bytes_in": lambda s, _: s.bytes_received,
+    "duration_ms": lambda _, d: round(d * 1000.0, 1),
+    "duration_s": lambda _, d: round(d, 6),
+    "duration_us": lambda _, d: int(d * 1_000_000),
+}
+
+#: Atoms that take an argument: ``{header:user-agent}``.
+_ARG_ATOMS = ("header", "response_header")
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([a-z_]+)(?::([^{}]*))?\}|[{}]")
+
+
+def _request_header(name: str) -> Getter:
+    key = name.lower().encode("latin-1")
+
+    def get(stream: HTTPStream, _: float) -> str | None:
+        values = [v for n, v in stream.scope["headers"] if n == key]
+        return b", ".join(values).decode("latin-1") if values else None
+
+    return get
+
+
+def _response_header(name: str) -> Getter:
+    key = name.lower().encode("latin-1")
+
+    def get(stream: HTTPStream, _: float) -> str | None:
+        values = [v for n, v in stream.response_headers if n.lower() == key]
+        return b", ".join(values).decode("latin-1") if values else None
+
+    return get
+
+
+def compile_format(fmt: str) -> tuple[str, list[tuple[str, Getter]]]:
+    """``fmt`` as a ``%``-template and its (atom, getter) pairs; ValueError names a bad atom."""
+    template: list[str] = []
+    getters: list[tuple[str, Getter]] = []
+    pos = 0
+    for match in _TOKEN.finditer(fmt):
+        template.append(fmt[pos : match.start()].replace("%", "%%"))
+        pos = match.end()
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            template.append(token[0])
+            continue
+        name, arg = match.group(1), match.group(2)
+        if name is None:
+            raise ValueError(f"access_log_format has an unmatched {token!r} (write {token * 2})")
+        if name in _ARG_ATOMS:
+            if not arg:
+                raise ValueError(f"access_log_format atom {{{name}:NAME}} needs a header name")
+            try:
+                arg.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError(f"access_log_format header name {arg!r} is not latin-1") from None
+            getter = _request_header(arg) if name == "header" else _response_header(arg)
+            getters.append((f"{name}:{arg.lower()}", getter))
+        elif name in ATOMS and arg is None:
+            getters.append((name, ATOMS[name]))
+        else:
+            raise ValueError(f"access_log_format has an unknown atom {match.group(0)!r}")
+        template.append("%s")
+    template.append(fmt[pos:].replace("%", "%%"))
+    return "".join(template), getters
+
+
+class AccessLog:
+    """Called with each stream whose response completed; writes its line."""
+
+    __slots__ = ("_getters", "_json", "_template", "wants_response_headers")
+
+    def __init__(self, fmt: str | None = None, *, as_json: bool = False) -> None:
+        self._json = as_json
+        self._template: str | None = None
+        self._getters: list[tuple[str, Getter]] = []
+        if fmt is not None or as_json:
+            self._template, self._getters = compile_format(fmt or DEFAULT_FORMAT)
+        self.wants_response_headers = any(
+            k.startswith("response_header:") for k, _ in self._getters
+        )
+
+    def __call__(self, stream: HTTPStream) -> None:
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        duration = time.perf_counter() - stream.started_at
+        scope = stream.scope
+        extra = {"scope": scope, "status": stream.status, "bytes": stream.bytes_sent}
+        template = self._template
+        if template is None:
+            client = scope.get("client")
+            addr = f"{client[0]}:{client[1]}" if client else "-"
+            path = scope["raw_path"].decode("latin-1")
+            if scope["query_string"]:
+                path += "?" + scope["query_string"].decode("latin-1")
+            access_logger.info(
+                '%s - "%s %s HTTP/%s" %d %d %.1fms',
+                addr,
+                scope["method"],
+                path,
+                scope["http_version"],
+                stream.status,
+                stream.bytes_sent,
+                duration * 1000.0,
+                extra=extra,
+            )
+        elif self._json:
+            record: dict[str, Any] = {
+                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="milliseconds"
+                )
+            }
+            for key, getter in self._getters:
+                record[key] = getter(stream, duration)
+            access_logger.info("%s", json.dumps(record, ensure_ascii=False), extra=extra)
+        else:
+            values = []
+            for _, getter in self._getters:
+                value = getter(stream, duration)
+                values.append("-" if value is None else value)
+            access_logger.info("%s", template % tuple(values), extra=extra)

@@ -1,0 +1,132 @@
+"""``--config FILE``: options from a TOML file, checked against the option table.
+
+A file holds the same options as the command line, under their Python names
+(``timeout_keep_alive = 10``; the dashed CLI spelling ``timeout-keep-alive``
+is accepted too).  ``pyproject.toml`` is read from its ``[tool.asgiri]``
+table, any other file from its top level.  The file is only read when named:
+a server that changes behaviour because of a file lying in the working
+directory is hard to debug, so nothing is picked up implicitly.
+
+Nothing here builds a configuration of its own: the file becomes the same
+flat ``name=value`` options ``Server(**options)`` takes, the command line is
+laid over them, and :meth:`Config.from_options` validates the result.  This
+module only checks what TOML can get wrong on its own (an unknown key, a
+value of the wrong type) so that such errors name the key and the file.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import types
+import typing
+from typing import Any
+
+from .config import COMPAT_FLAGS, Config, OptionSpec, iter_options
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["ConfigFileError", "load_config_file"]
+
+#: Keys a file may hold besides the options: the app itself.
+_EXTRA_KEYS = ("app",)
+
+
+class ConfigFileError(ValueError):
+    """A configuration file that cannot be used; the message is one line."""
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The options of ``path`` as ``Server`` keyword arguments (plus ``app``)."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read config file {name!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"config file {name!r} is not valid TOML: {exc}") from None
+    if os.path.basename(name) == "pyproject.toml":
+        table = data.get("tool", {}).get("asgiri")
+        if table is None:
+            raise ConfigFileError(f"{name}: no [tool.asgiri] table")
+        where = f"{name} [tool.asgiri]"
+    else:
+        table, where = data, name
+    if not isinstance(table, dict):
+        raise ConfigFileError(f"{where}: [tool.asgiri] must be a table")
+    specs = {o.name: o for o in iter_options() if _settable(o)}
+    options: dict[str, Any] = {}
+    for key, value in table.items():
+        option = key.replace("-", "_")
+        if option in _EXTRA_KEYS:
+            if not isinstance(value, str):
+                raise ConfigFileError(f"{where}: 'app' must be a string 'module:attribute'")
+            options[option] = value
+            continue
+        spec = specs.get(option)
+        if spec is None:
+            raise ConfigFileError(f"{where}: unknown option {key!r}")
+        if option in options:
+            raise ConfigFileError(f"{where}: option {key!r} is given twice")
+        options[option] = _check_type(where, key, spec, value)
+    # Ranges and combinations are the config's to judge; checked here as well
+    # so that a bad value is blamed on the file, not on the command line.
+    try:
+        Config.from_options("config:file", **{k: v for k, v in options.items() if k != "app"})
+    except ValueError as exc:
+        raise ConfigFileError(f"{where}: {exc}") from None
+    return options
+
+
+def _settable(spec: OptionSpec) -> bool:
+    """Options a file can hold: the CLI's (Python objects such as ssl_context are not)."""
+    return spec.flags is not None or spec.name in COMPAT_FLAGS
+
+
+def _check_type(where: str, key: str, spec: OptionSpec, value: Any) -> Any:
+    if spec.kind in ("bool", "store_true", "store_false"):
+        if not isinstance(value, bool):
+            raise ConfigFileError(f"{where}: {key!r} must be true or false, got {value!r}")
+        return value
+    if spec.kind == "append":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigFileError(f"{where}: {key!r} must be a list of strings, got {value!r}")
+        return value
+    if spec.choices:
+        allowed = list(spec.choices)
+        text = value.value if isinstance(value, enum.Enum) else value
+        if isinstance(text, int | float) and not isinstance(text, bool):
+            text = str(text)  # http_version = 2
+        if not isinstance(text, str) or text.lower() not in allowed:
+            raise ConfigFileError(
+                f"{where}: {key!r} must be one of {', '.join(allowed)}, got {value!r}"
+            )
+        return text.lower()
+    base = _base_type(spec.type)
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ConfigFileError(f"{where}: {key!r} must be true or false, got {value!r}")
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigFileError(f"{where}: {key!r} must be an integer, got {value!r}")
+    elif base is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigFileError(f"{where}: {key!r} must be a number, got {value!r}")
+        value = float(value)
+    elif base is str and not isinstance(value, str):
+        raise ConfigFileError(f"{where}: {key!r} must be a string, got {value!r}")
+    return value
+
+
+def _base_type(hint: Any) -> Any:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else object
+    return hint

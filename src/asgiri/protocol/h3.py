@@ -1,0 +1,438 @@
+"""HTTP/3 without I/O, on aioquic: datagrams in, the same stream events as HTTP/2 out.
+
+:class:`H3Connection` drives one QUIC connection (a
+:class:`~asgiri.protocol.quic.ServerQuicConnection`) and aioquic's HTTP/3
+layer on top of it.  ``receive_datagram`` / ``handle_timer`` return
+:mod:`asgiri.protocol.events` (``Request``, ``Body``, ``EndBody``,
+``StreamClosed``, with the QUIC stream id as ``stream_id``) plus the
+connection-level events below; ``send_headers`` / ``send_data`` /
+``send_trailers`` queue a response and ``datagrams_to_send`` hands out what
+is ready.  Time is a parameter (``now``), never read here.
+
+Rules a server needs beyond aioquic's HTTP/3 layer:
+
+* a request without ``:method``, or (except CONNECT) without ``:scheme`` /
+  ``:path``, has its stream reset with H3_MESSAGE_ERROR; a plain CONNECT
+  (a tunnel, not served) with H3_CONNECT_ERROR;
+* after our GOAWAY, new request streams are refused with
+  H3_REQUEST_REJECTED, so the client may retry them elsewhere;
+* with 0-RTT enabled, a request that arrived before the handshake completed
+  and whose method is not safe is answered ``425 Too Early`` (RFC 8470)
+  here, without reaching the app: 0-RTT data can be replayed.
+
+Frame and QPACK errors are aioquic's to detect; it closes the connection
+with the matching H3 error code (H3_FRAME_UNEXPECTED, H3_MESSAGE_ERROR,
+QPACK_DECOMPRESSION_FAILED...), which arrives here as ``ConnectionEnded``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import ErrorCode, FrameType, Setting, encode_frame
+from aioquic.h3.connection import H3Connection as _AioH3
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.h3.exceptions import H3Error
+from aioquic.quic import events as quic_events
+
+from .errors import LocalProtocolError
+from .events import Body, EndBody, Event, Headers, Request, StreamClosed
+from .quic import Address, ServerQuicConnection
+
+__all__ = [
+    "ConnectionEnded",
+    "ConnectionIdIssued",
+    "ConnectionIdRetired",
+    "H3Connection",
+    "H3ErrorCode",
+    "H3Event",
+]
+
+H3ErrorCode = ErrorCode
+
+#: Methods that may be answered from 0-RTT data (RFC 9110 9.2.1, RFC 8470).
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_CONNECTION_HEADERS = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+#: Header names already checked (apps send the same few over and over).
+_VALID_NAMES: set[bytes] = set()
+#: The server's first unidirectional stream, which aioquic's HTTP/3 layer
+#: opens as the control stream before any other (RFC 9000 2.1: id 3).
+_CONTROL_STREAM_ID = 3
+
+
+_MAX_FIELD_SECTION_SIZE = 0x6  # SETTINGS_MAX_FIELD_SECTION_SIZE (RFC 9114 7.2.4.1)
+
+
+class _ServerH3(_AioH3):
+    """aioquic's HTTP/3 layer with the server's own SETTINGS.
+
+    aioquic always advertises extended CONNECT; here it is advertised only
+    when WebSocket is served (RFC 9220), and the header limit is announced
+    so that clients know it before they hit it.
+    """
+
+    def __init__(self, quic: ServerQuicConnection, enable_connect: bool, max_header_size: int):
+        self._asgiri_connect = enable_connect
+        self._asgiri_max_header = max_header_size
+        super().__init__(quic)
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        if not self._asgiri_connect:
+            settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        settings[_MAX_FIELD_SECTION_SIZE] = self._asgiri_max_header
+        return settings
+
+
+@dataclass(slots=True)
+class ConnectionEnded:
+    """The QUIC connection is over (closed by either side, or idle)."""
+
+    error_code: int = 0
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class ConnectionIdIssued:
+    """Packets with this destination connection id belong to this connection."""
+
+    cid: bytes
+
+
+@dataclass(slots=True)
+class ConnectionIdRetired:
+    cid: bytes
+
+
+H3Event = Event | ConnectionEnded | ConnectionIdIssued | ConnectionIdRetired
+
+
+class H3Connection:
+    """One HTTP/3 connection (server side)."""
+
+    def __init__(
+        self,
+        quic: ServerQuicConnection,
+        *,
+        zero_rtt: bool = False,
+        max_header_size: int = 65536,
+        max_fields: int = 100,
+        enable_connect: bool = True,
+    ) -> None:
+        self.quic = quic
+        self._enable_connect = enable_connect
+        self._max_header_size = max_header_size
+        self._max_fields = max_fields
+        self._h3: _AioH3 | None = None
+        self._zero_rtt = zero_rtt
+        self.handshake_complete = False
+        self.closed = False
+        #: Client request streams that have sent their request head.
+        self._heads: set[int] = set()
+        #: Streams we reset or finished sending on: nothing more may be queued.
+        self._done_sending: set[int] = set()
+        self._goaway: int | None = None
+        self._next_stream_id = 0
+        self.alpn: str | None = None
+
+    # ------------------------------------------------------------ input
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> list[H3Event]:
+        self.quic.receive_datagram(data, addr, now)
+        return self._events()
+
+    def handle_timer(self, now: float) -> list[H3Event]:
+        self.quic.handle_timer(now)
+        return self._events()
+
+    def get_timer(self) -> float | None:
+        return self.quic.get_timer()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return self.quic.datagrams_to_send(now)
+
+    def _events(self) -> list[H3Event]:
+        out: list[H3Event] = []
+        quic = self.quic
+        while True:
+            event = quic.next_event()
+            if event is None:
+                return out
+            if isinstance(event, quic_events.StreamDataReceived):
+                pass  # the common case: straight to the HTTP/3 layer
+            elif isinstance(event, quic_events.ProtocolNegotiated):
+                self.alpn = event.alpn_protocol
+                if self.alpn == "h3" and self._h3 is None:
+                    self._h3 = _ServerH3(quic, self._enable_connect, self._max_header_size)
+                continue
+            elif isinstance(event, quic_events.HandshakeCompleted):
+                self.handshake_complete = True
+                continue
+            elif isinstance(event, quic_events.ConnectionIdIssued):
+                out.append(ConnectionIdIssued(event.connection_id))
+                continue
+            elif isinstance(event, quic_events.ConnectionIdRetired):
+                out.append(ConnectionIdRetired(event.connection_id))
+                continue
+            elif isinstance(event, quic_events.ConnectionTerminated):
+                self.closed = True
+                out.append(ConnectionEnded(event.error_code, event.reason_phrase))
+                continue
+            h3 = self._h3
+            if h3 is None:
+                continue
+            for h3_event in h3.handle_event(event):
+                if isinstance(h3_event, DataReceived):
+                    self._on_data(h3_event, out)
+                elif isinstance(h3_event, HeadersReceived):
+                    self._on_headers(h3_event, out)
+            if isinstance(event, quic_events.StreamReset | quic_events.StopSendingReceived):
+                stream_id = event.stream_id
+                if stream_id in self._heads:
+                    # The client abandoned the request (or its response):
+                    # nothing more will be sent on it either.
+                    self.reset(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+                    out.append(StreamClosed(stream_id, event.error_code))
+
+    def _on_data(self, event: DataReceived, out: list[H3Event]) -> None:
+        stream_id = event.stream_id
+        if stream_id not in self._heads:
+            return
+        if event.data:
+            self.quic.hold(stream_id, len(event.data))
+            out.append(Body(stream_id, event.data))
+        if event.stream_ended:
+            out.append(EndBody(stream_id))
+
+    def _on_headers(self, event: HeadersReceived, out: list[H3Event]) -> None:
+        stream_id = event.stream_id
+        if stream_id & 3:
+            return  # not a client request stream (aioquic checks the rest)
+        if stream_id in self._heads:
+            # A second HEADERS frame is the trailer section, which ends the body.
+            out.append(EndBody(stream_id, list(event.headers)))
+            return
+        request = self._request(stream_id, event)
+        if request is None:
+            return
+        self._heads.add(stream_id)
+        self.quic.track(stream_id)
+        out.append(request)
+        if event.stream_ended:
+            out.append(EndBody(stream_id))
+
+    def _request(self, stream_id: int, event: HeadersReceived) -> Request | None:
+        self._next_stream_id = max(self._next_stream_id, stream_id + 4)
+        if self._goaway is not None and stream_id >= self._goaway:
+            self.refuse(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            return None
+        method = path = scheme = authority = protocol = None
+        headers: Headers = []
+        size = 0
+        for name, value in event.headers:
+            size += len(name) + len(value)
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":scheme":
+                    scheme = value
+                elif name == b":authority":
+                    authority = value
+                elif name == b":protocol":
+                    protocol = value
+            else:
+                headers.append((name, value))
+        if method is None or (method != b"CONNECT" and (not path or not scheme)):
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            return None
+        if method == b"CONNECT" and protocol is None:
+            self.refuse(stream_id, ErrorCode.H3_CONNECT_ERROR)
+            return None
+        if protocol is not None and method != b"CONNECT":
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            return None
+        if size > self._max_header_size or len(headers) > self._max_fields:
+            self._answer(stream_id, 431, b"Request Header Fields Too Large")
+            return None
+        try:
+            method_text = method.decode("ascii")
+        except UnicodeDecodeError:
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            return None
+        if self._zero_rtt and not self.handshake_complete and method_text not in _SAFE_METHODS:
+            # 0-RTT data can be replayed: only safe methods (RFC 8470).
+            self._answer(stream_id, 425, b"Too Early")
+            return None
+        if authority is not None and not any(name == b"host" for name, _ in headers):
+            headers.insert(0, (b"host", authority))
+        raw_path, _, query = (path or b"/").partition(b"?")
+        return Request(
+            stream_id,
+            method_text,
+            raw_path,
+            query,
+            headers,
+            "3",
+            False,
+            authority,
+            scheme.decode("ascii", "replace") if scheme else None,
+            protocol,
+        )
+
+    def _answer(self, stream_id: int, status: int, body: bytes) -> None:
+        """Answer a request the app never sees, and drop the rest of its body."""
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+        if self.send_headers(stream_id, status, headers, False):
+            self.send_data(stream_id, body, True)
+        self._stop(stream_id, ErrorCode.H3_NO_ERROR)
+        self._forget_refused(stream_id)
+
+    def refuse(self, stream_id: int, code: int) -> None:
+        """Reset a request the app never sees (and forget it)."""
+        self.reset(stream_id, code)
+        self._forget_refused(stream_id)
+
+    def _forget_refused(self, stream_id: int) -> None:
+        # Nothing more is sent on it; keeping its id would let a client that
+        # sends endless bad requests grow this connection's state.
+        self._done_sending.discard(stream_id)
+        self.quic.forget(stream_id)
+
+    # ------------------------------------------------------------ output
+
+    def send_headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> bool:
+        h3 = self._h3
+        if h3 is None or self.closed or stream_id in self._done_sending:
+            return False
+        response: Headers = [(b":status", b"%d" % status)]
+        for name, value in _checked(headers):
+            if name in _CONNECTION_HEADERS:
+                continue  # connection-specific: forbidden in HTTP/3 (RFC 9114 4.2)
+            response.append((name, value))
+        try:
+            h3.send_headers(stream_id, response, end_stream=end)
+        except (H3Error, ValueError, AssertionError):
+            return self._gone(stream_id)
+        if end:
+            self._done_sending.add(stream_id)
+        return True
+
+    def send_informational(self, stream_id: int, status: int, headers: Headers) -> bool:
+        h3 = self._h3
+        if h3 is None or self.closed or stream_id in self._done_sending:
+            return False
+        try:
+            h3.send_headers(stream_id, [(b":status", b"%d" % status), *_checked(headers)])
+        except (H3Error, ValueError, AssertionError):
+            return self._gone(stream_id)
+        return True
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> bool:
+        h3 = self._h3
+        if h3 is None or self.closed or stream_id in self._done_sending:
+            return False
+        try:
+            h3.send_data(stream_id, data, end_stream=end)
+        except (H3Error, ValueError, AssertionError):
+            return self._gone(stream_id)
+        if end:
+            self._done_sending.add(stream_id)
+        return True
+
+    def send_trailers(self, stream_id: int, trailers: Headers) -> bool:
+        h3 = self._h3
+        if h3 is None or self.closed or stream_id in self._done_sending:
+            return False
+        try:
+            h3.send_headers(stream_id, _checked(trailers), end_stream=True)
+        except (H3Error, ValueError, AssertionError):
+            return self._gone(stream_id)
+        self._done_sending.add(stream_id)
+        return True
+
+    def _gone(self, stream_id: int) -> bool:
+        self._done_sending.add(stream_id)
+        return False
+
+    def buffered(self, stream_id: int) -> int:
+        """Response bytes of ``stream_id`` still waiting to be put on the wire."""
+        return self.quic.send_buffered(stream_id)
+
+    def acknowledge(self, stream_id: int, nbytes: int) -> None:
+        """The app consumed ``nbytes`` of body: let the client send that much more."""
+        self.quic.consume(stream_id, nbytes)
+
+    def reset(self, stream_id: int, code: int) -> None:
+        """Abandon both directions of a request stream (RESET_STREAM + STOP_SENDING)."""
+        if self.closed:
+            return
+        if stream_id not in self._done_sending:
+            self._done_sending.add(stream_id)
+            with contextlib.suppress(ValueError, AssertionError):
+                self.quic.reset_stream(stream_id, code)
+        self._stop(stream_id, code)
+
+    def stop_reading(self, stream_id: int, code: int = ErrorCode.H3_NO_ERROR) -> None:
+        """The response is complete and the rest of the upload is not wanted."""
+        if not self.closed:
+            self._stop(stream_id, code)
+
+    def _stop(self, stream_id: int, code: int) -> None:
+        self.quic.release(stream_id)
+        with contextlib.suppress(ValueError):  # already gone, or never opened
+            self.quic.stop_stream(stream_id, code)
+
+    def forget(self, stream_id: int) -> None:
+        """The server is done with ``stream_id``."""
+        self._heads.discard(stream_id)
+        self._done_sending.discard(stream_id)
+        self.quic.forget(stream_id)
+
+    def goaway(self) -> None:
+        """Graceful GOAWAY: streams below the id sent still complete (RFC 9114 5.2)."""
+        if self._goaway is not None or self.closed or self._h3 is None:
+            return
+        self._goaway = self._next_stream_id
+        self.quic.send_stream_data(
+            _CONTROL_STREAM_ID,
+            encode_frame(FrameType.GOAWAY, encode_uint_var(self._goaway)),
+        )
+
+    @property
+    def idle(self) -> bool:
+        """No request stream has anything in flight: closing now loses nothing."""
+        return not self.quic.request_streams_open
+
+    @property
+    def goaway_sent(self) -> bool:
+        return self._goaway is not None
+
+    def close(self, code: int = ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
+        """CONNECTION_CLOSE (application error space)."""
+        if not self.closed:
+            self.quic.close(error_code=code, reason_phrase=reason)
+
+
+def _checked(headers: Headers) -> Headers:
+    """Lower-cased headers; a name or value HTTP forbids is the app's error, not the wire's."""
+    out: Headers = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in _VALID_NAMES:
+            if not _TOKEN.fullmatch(lname):
+                raise LocalProtocolError(f"invalid header name {name!r}")
+            if len(_VALID_NAMES) < 4096:
+                _VALID_NAMES.add(lname)
+        if _BAD_VALUE.search(value):
+            raise LocalProtocolError(f"invalid value for header {name!r}")
+        out.append((lname, value))
+    return out

@@ -1,0 +1,329 @@
+"""QUIC without I/O: routing datagrams to connections, and flow control tied to the app.
+
+Everything QUIC itself does (handshake, loss recovery, congestion control,
+packet protection) is aioquic's :class:`~aioquic.quic.connection.QuicConnection`.
+This module adds the two things a server needs around it:
+
+* :class:`QuicRouter` decides what one incoming UDP datagram is: a packet
+  for a known connection (looked up by destination connection id, so a
+  client whose address changes keeps its connection), the Initial packet of
+  a new connection, a version the server does not speak (answered with
+  Version Negotiation), a first Initial that must prove its address first
+  (answered with a Retry: always under ``--quic-retry``, otherwise only while
+  the server is under load), or garbage, which is dropped
+  without a word: answering garbage would make the server a reflector.
+
+* :class:`ServerQuicConnection` is aioquic's connection with request-body
+  credit tied to consumption.  aioquic raises a stream's MAX_STREAM_DATA as
+  bytes *arrive* (it doubles the limit once half of it is used), which
+  assumes the application reads everything at once; a server that hands the
+  body to an app reading at its own pace would then buffer whatever the
+  client sends.  Here a request stream's limit is instead "what the app has
+  consumed plus one window": bytes the connection is told are *held*
+  (handed to the app, not yet read) are not credited back until
+  :meth:`ServerQuicConnection.consume` says so.  Control and QPACK streams,
+  and the framing of request streams, are consumed on receipt as before.
+  This class reaches into aioquic's internals (the stream table, the
+  stream-limit writer, the concurrent-stream limit) because aioquic exposes
+  no setting for them; with the SETTINGS override in ``protocol/h3.py`` it is
+  the whole of asgiri's dependence on aioquic beyond its public API.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from aioquic.buffer import Buffer, BufferReadError
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.crypto import CryptoError, CryptoPair
+from aioquic.quic.packet import (
+    QuicPacketType,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.retry import QuicRetryTokenHandler
+from aioquic.quic.stream import QuicStream
+
+__all__ = ["QuicRouter", "Route", "RouteKind", "ServerQuicConnection"]
+
+Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
+#: Connection ids of ended connections whose reset token is remembered.
+_RESET_TOKENS_KEPT = 10000
+#: A stateless reset is at least 22 bytes (RFC 9000 10.3: 5 unpredictable
+#: bytes and the 16-byte token after the first byte) and smaller than the
+#: packet that triggered it.
+_MIN_RESET_TRIGGER = 23
+_RESET_SIZE = 42
+T = TypeVar("T")
+
+
+class ServerQuicConnection(QuicConnection):
+    """A server-side QuicConnection whose request-body credit follows the app."""
+
+    def __init__(
+        self,
+        *,
+        configuration: QuicConfiguration,
+        max_streams: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(configuration=configuration, **kwargs)
+        self._window = configuration.max_stream_data
+        #: Request-body bytes per stream handed to the app and not yet read.
+        self._held: dict[int, int] = {}
+        #: Bytes ever queued per stream, to tell how much still waits to be sent.
+        self._written: dict[int, int] = {}
+        # aioquic lets a peer open 128 bidirectional streams at once and has
+        # no setting for it; the transport parameter is encoded from this
+        # limit during the handshake, so set it before any packet is handled.
+        self._local_max_streams_bidi.value = max_streams
+        self._local_max_streams_bidi.sent = max_streams
+
+    def hold(self, stream_id: int, nbytes: int) -> None:
+        """``nbytes`` of body went to the app; credit them only once it reads them."""
+        self._held[stream_id] = self._held.get(stream_id, 0) + nbytes
+
+    def consume(self, stream_id: int, nbytes: int) -> None:
+        """The app read ``nbytes`` of held body: they may be credited again."""
+        held = self._held.get(stream_id)
+        if held is not None:
+            self._held[stream_id] = max(0, held - nbytes)
+
+    def release(self, stream_id: int) -> None:
+        """Nobody will read this stream's body any more: credit as aioquic would."""
+        self._held.pop(stream_id, None)
+
+    def track(self, stream_id: int) -> None:
+        """Start crediting ``stream_id`` by consumption (a request stream)."""
+        self._held.setdefault(stream_id, 0)
+
+    def forget(self, stream_id: int) -> None:
+        """The stream is over for the server: drop its bookkeeping."""
+        self._held.pop(stream_id, None)
+        self._written.pop(stream_id, None)
+
+    @property
+    def request_streams_open(self) -> bool:
+        """Whether a request stream still has data in flight either way (unacked)."""
+        return any(stream_id & 3 == 0 for stream_id in self._streams)
+
+    def reset_tokens(self) -> list[tuple[bytes, bytes]]:
+        """This connection's ids with their stateless reset tokens (kept after it ends)."""
+        return [
+            (host.cid, host.stateless_reset_token)
+            for host in self._host_cids
+            if host.stateless_reset_token
+        ]
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        super().send_stream_data(stream_id, data, end_stream)
+        if stream_id & 3 == 0:
+            self._written[stream_id] = self._written.get(stream_id, 0) + len(data)
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes queued on request stream ``stream_id`` not put on the wire yet."""
+        written = self._written.get(stream_id)
+        if not written:
+            return 0
+        stream: QuicStream | None = self._streams.get(stream_id)
+        if stream is None:
+            return 0
+        return max(0, written - stream.sender.highest_offset)
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
+    ) -> None:
+        held = None if stream.stream_id is None else self._held.get(stream.stream_id)
+        if held is None:
+            super()._write_stream_limits(builder, space, stream)
+            return
+        receiver = stream.receiver
+        received = receiver.highest_offset
+        credit = received - held + self._window
+        # Batch updates: only move the limit once a quarter window opened up.
+        if credit - stream.max_stream_data_local >= self._window // 4:
+            stream.max_stream_data_local = credit
+        # aioquic's own rule would double the limit on arrival; hide the
+        # arrivals from it so that it only sends the limit set above.
+        receiver.highest_offset = 0
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            receiver.highest_offset = received
+
+
+def _authentic_initial(
+    data: bytes, payload_offset: int, length: int, header: Any, version: int
+) -> bool:
+    """Whether the first packet decrypts with the Initial keys of its connection id.
+
+    Initial keys derive from public values, so this proves no identity; it
+    proves the sender ran QUIC.  Without it, each 1200 bytes of random data
+    with a plausible header would cost a connection object until the idle
+    timeout ends it.
+    """
+    crypto = CryptoPair()
+    try:
+        crypto.setup_initial(cid=header.destination_cid, is_client=False, version=version)
+        crypto.decrypt_packet(data[:length], payload_offset, 0)
+    except (CryptoError, ValueError):
+        return False
+    return True
+
+
+class RouteKind(enum.Enum):
+    """What one incoming datagram turned out to be."""
+
+    #: A packet for a known connection: hand it to ``Route.target``.
+    DELIVER = "deliver"
+    #: The Initial packet of a new connection: create one and register it.
+    NEW = "new"
+    #: A stateless answer (Version Negotiation, Retry) is in ``Route.reply``.
+    REPLY = "reply"
+    #: Not QUIC, too short, or for a connection that no longer exists.
+    DROP = "drop"
+
+
+@dataclass(slots=True)
+class Route(Generic[T]):
+    kind: RouteKind
+    target: T | None = None
+    reply: bytes = b""
+    #: For NEW: the client's chosen destination cid (routes its next packets).
+    destination_cid: bytes = b""
+    #: For NEW: what the QuicConnection needs to be created.
+    original_destination_cid: bytes = b""
+    retry_source_cid: bytes | None = None
+
+
+class QuicRouter(Generic[T]):
+    """Connection-id routing for one UDP socket; ``T`` is whatever serves a connection."""
+
+    def __init__(self, configuration: QuicConfiguration, *, retry: bool) -> None:
+        self._cid_length = configuration.connection_id_length
+        self._versions = list(configuration.supported_versions)
+        #: Retry for every new connection (``--quic-retry``), not only under load.
+        self._always = retry
+        self._retry = QuicRetryTokenHandler()
+        self._targets: dict[bytes, T] = {}
+        #: Stateless reset tokens of connections that ended, newest last.
+        self._reset_tokens: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def add(self, cid: bytes, target: T) -> None:
+        self._targets[cid] = target
+
+    def remove(self, cid: bytes) -> None:
+        self._targets.pop(cid, None)
+
+    def remember_reset_tokens(self, tokens: list[tuple[bytes, bytes]]) -> None:
+        """Connection ids of a connection that is gone, with their stateless reset tokens."""
+        for cid, token in tokens:
+            self._reset_tokens[cid] = token
+            self._reset_tokens.move_to_end(cid)
+        while len(self._reset_tokens) > _RESET_TOKENS_KEPT:
+            self._reset_tokens.popitem(last=False)
+
+    def _stateless_reset(self, cid: bytes, received: int) -> Route[T]:
+        token = self._reset_tokens.get(cid)
+        if token is None or received < _MIN_RESET_TRIGGER:
+            return Route(RouteKind.DROP)
+        # Shorter than what triggered it, so two endpoints can never loop;
+        # unpredictable bytes before the token so it looks like any packet.
+        size = min(received - 1, _RESET_SIZE)
+        first = 0x40 | (os.urandom(1)[0] & 0x3F)
+        return Route(RouteKind.REPLY, reply=bytes([first]) + os.urandom(size - 17) + token)
+
+    def route(self, data: bytes, addr: Address, now: float, *, retry: bool = False) -> Route[T]:
+        """Classify one datagram; never raises on malformed input.
+
+        ``retry``: answer new connections with a Retry now (the server is
+        under load), even when Retry is not always on.
+        """
+        buf = Buffer(data=data)
+        try:
+            header = pull_quic_header(buf, host_cid_length=self._cid_length)
+        except (ValueError, BufferReadError):
+            return Route(RouteKind.DROP)
+        target = self._targets.get(header.destination_cid)
+        if target is not None:
+            return Route(RouteKind.DELIVER, target=target)
+        version = header.version
+        if version is None:
+            # A short-header packet for a connection we do not know: if it
+            # is one we closed, tell the client at once (RFC 9000 10.3).
+            return self._stateless_reset(header.destination_cid, len(data))
+        if header.packet_type is QuicPacketType.VERSION_NEGOTIATION:
+            return Route(RouteKind.DROP)  # a server never takes these
+        if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+            # RFC 9000 14.1: Initial datagrams are padded to 1200 bytes, and
+            # anything smaller is not worth an answer (no amplification).
+            return Route(RouteKind.DROP)
+        if version not in self._versions:
+            return Route(
+                RouteKind.REPLY,
+                reply=encode_quic_version_negotiation(
+                    source_cid=header.destination_cid,
+                    destination_cid=header.source_cid,
+                    supported_versions=self._versions,
+                ),
+            )
+        if header.packet_type is not QuicPacketType.INITIAL:
+            return Route(RouteKind.DROP)
+        if not _authentic_initial(data, buf.tell(), header.packet_length, header, version):
+            # Well-formed header, garbage inside: no state, no answer.
+            return Route(RouteKind.DROP)
+        if header.token:
+            try:
+                original = self._retry.validate_token(
+                    address=addr,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=now,
+                )
+            except ValueError:
+                if retry or self._always:
+                    # A forged, stale or replayed token: say nothing (RFC
+                    # 9000 8.1.3 allows dropping), so a spoofed source gets
+                    # no answer at all.
+                    return Route(RouteKind.DROP)
+            else:
+                return Route(
+                    RouteKind.NEW,
+                    destination_cid=header.destination_cid,
+                    original_destination_cid=original,
+                    retry_source_cid=header.destination_cid,
+                )
+        elif retry or self._always:
+            source_cid = os.urandom(self._cid_length)
+            token = self._retry.create_token(
+                address=addr,
+                original_destination_connection_id=header.destination_cid,
+                retry_source_connection_id=source_cid,
+                now=now,
+            )
+            return Route(
+                RouteKind.REPLY,
+                reply=encode_quic_retry(
+                    version=version,
+                    source_cid=source_cid,
+                    destination_cid=header.source_cid,
+                    original_destination_cid=header.destination_cid,
+                    retry_token=token,
+                ),
+            )
+        return Route(
+            RouteKind.NEW,
+            destination_cid=header.destination_cid,
+            original_destination_cid=header.destination_cid,
+        )

@@ -1,0 +1,862 @@
+"""HTTP/3 over a UDP socket: the I/O edge of :mod:`asgiri.protocol.h3`.
+
+:class:`QuicListener` is the ``asyncio.DatagramProtocol`` of one UDP socket,
+bound to the same host and port number as the TCP listener.  It routes each
+datagram by connection id (:class:`~asgiri.protocol.quic.QuicRouter`) to an
+:class:`H3Protocol`, one per QUIC connection, which is the
+:class:`~asgiri.asgi.http_stream.HTTPSink` of every request stream on it, as
+:class:`~asgiri.server.h2.H2Protocol` is for HTTP/2.
+
+I/O discipline, per connection: the datagrams a connection has to send
+after handling one incoming datagram or timer (and after app steps in the
+same loop iteration) leave together, then its one timer is re-armed from
+``get_timer()``; nothing polls.  Response backpressure: ``drain`` makes an
+app wait while more than :data:`HIGH_WATER` bytes of its stream are queued
+but not yet sent (QUIC flow control or congestion holding them back), and
+every send batch wakes the streams that fell below it.  Request-body
+backpressure: body bytes are credited to the client only as the app reads
+them (see :class:`~asgiri.protocol.quic.ServerQuicConnection`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, cast
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.logger import QuicFileLogger
+from aioquic.tls import SessionTicket
+
+from ..asgi.http_stream import HTTPStream
+from ..asgi.scope import http_scope, websocket_scope
+from ..config import Config
+from ..errors import BindError, StartupError
+from ..protocol.errors import LocalProtocolError
+from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
+from ..protocol.h3 import (
+    ConnectionEnded,
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    H3Connection,
+    H3ErrorCode,
+)
+from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
+from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
+from .context import ServerContext
+from .tasks import EAGER, start_eagerly
+from .ws import WSBridge
+
+if TYPE_CHECKING:
+    from .tls import TLSInfo
+
+logger = logging.getLogger("asgiri.error")
+
+#: Response bytes a stream may have queued but unsent before its app waits.
+HIGH_WATER = 64 * 1024
+#: Per-stream request-body window: what a client may send ahead of the app.
+STREAM_WINDOW = 1024 * 1024
+#: Handshakes in progress beyond which new clients must first answer a Retry
+#: (prove their address), even without ``--quic-retry``: a flood of Initial
+#: packets from spoofed addresses then costs no handshake work.
+RETRY_UNDER_LOAD = 100
+#: Initial connection-level window (aioquic grows it as data flows).
+CONNECTION_WINDOW = 4 * 1024 * 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+_TLS13 = 0x0304
+
+
+def quic_configuration(config: Config) -> QuicConfiguration:
+    """aioquic's server configuration from ours; certificate errors name the option."""
+    quic = config.quic
+    configuration = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=["h3"],
+        idle_timeout=quic.quic_idle_timeout,
+        max_datagram_size=quic.quic_max_datagram_size,
+        max_stream_data=STREAM_WINDOW,
+        max_data=CONNECTION_WINDOW,
+    )
+    tls = config.tls
+    try:
+        if tls.cert_data is not None:
+            _load_pem(configuration, tls.cert_data, tls.key_data, tls.keyfile_password)
+        elif tls.certfile:
+            configuration.load_cert_chain(
+                tls.certfile, tls.keyfile or None, tls.keyfile_password or None
+            )
+        else:
+            raise StartupError(
+                "HTTP/3 needs the certificate as --ssl-certfile/--ssl-keyfile "
+                "(or cert_data/key_data); a ready ssl_context cannot be used by QUIC"
+            )
+    except (ValueError, TypeError, OSError) as exc:
+        raise StartupError(f"TLS configuration error (HTTP/3): {exc}") from exc
+    if quic.quic_log_dir:
+        try:
+            os.makedirs(quic.quic_log_dir, exist_ok=True)
+            configuration.quic_logger = QuicFileLogger(quic.quic_log_dir)
+        except OSError as exc:
+            raise StartupError(f"cannot use --quic-log-dir {quic.quic_log_dir!r}: {exc}") from exc
+    return configuration
+
+
+def _load_pem(
+    configuration: QuicConfiguration,
+    cert: bytes | str,
+    key: bytes | str | None,
+    password: str | None,
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert_bytes = cert.encode() if isinstance(cert, str) else cert
+    key_bytes = cert_bytes if key is None else (key.encode() if isinstance(key, str) else key)
+    certificates = x509.load_pem_x509_certificates(cert_bytes)
+    configuration.certificate = certificates[0]
+    configuration.certificate_chain = certificates[1:]
+    configuration.private_key = serialization.load_pem_private_key(
+        key_bytes, password.encode() if password else None
+    )
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    """A UDP socket for QUIC; a port in use is a one-line StartupError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    family, socktype, proto, _, addr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UDPPortInUse(f"UDP address {host}:{port} (HTTP/3) is already in use") from None
+        raise BindError(
+            f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
+class UDPPortInUse(BindError):
+    """The UDP port for HTTP/3 is taken (with ``port=0``, the TCP port the kernel picked)."""
+
+
+class _TicketStore:
+    """Session tickets for resumption (and so 0-RTT), kept in memory, used once."""
+
+    def __init__(self, limit: int = 10000) -> None:
+        self._tickets: dict[bytes, SessionTicket] = {}
+        self._limit = limit
+
+    def add(self, ticket: SessionTicket) -> None:
+        if len(self._tickets) >= self._limit:
+            self._tickets.pop(next(iter(self._tickets)))
+        self._tickets[ticket.ticket] = ticket
+
+    def pop(self, label: bytes) -> SessionTicket | None:
+        # Used once: a replayed ClientHello finds no ticket (RFC 8446 8.1).
+        return self._tickets.pop(label, None)
+
+
+class QuicListener(asyncio.DatagramProtocol):
+    """One UDP socket serving HTTP/3: routes datagrams to connections."""
+
+    def __init__(self, ctx: ServerContext, configuration: QuicConfiguration) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.configuration = configuration
+        quic = ctx.config.quic
+        self.router: QuicRouter[H3Protocol] = QuicRouter(configuration, retry=quic.quic_retry)
+        self._tickets = _TicketStore() if quic.quic_0rtt else None
+        self.transport: asyncio.DatagramTransport | None = None
+        #: Connections whose handshake has not completed yet.
+        self.handshakes = 0
+        self.server_address: tuple[str, int | None] | None = None
+        self.closed = False
+
+    def factory(self) -> QuicListener:
+        """For ``loop.create_datagram_endpoint``, which wants a protocol factory."""
+        return self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sockname = transport.get_extra_info("sockname")
+        if sockname:
+            self.server_address = (str(sockname[0]), int(sockname[1]))
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        route = self.router.route(
+            data, addr, self.loop.time(), retry=self.handshakes >= RETRY_UNDER_LOAD
+        )
+        kind = route.kind
+        if kind is RouteKind.DELIVER:
+            target = route.target
+            if target is not None:
+                target.datagram_received(data, addr)
+        elif kind is RouteKind.NEW:
+            if self.ctx.shutting_down or self.closed:
+                return  # no new connections while draining
+            tickets = self._tickets
+            quic = ServerQuicConnection(
+                configuration=self.configuration,
+                max_streams=self.ctx.config.quic.quic_max_streams,
+                original_destination_connection_id=route.original_destination_cid,
+                retry_source_connection_id=route.retry_source_cid,
+                session_ticket_fetcher=tickets.pop if tickets is not None else None,
+                session_ticket_handler=tickets.add if tickets is not None else None,
+            )
+            protocol = H3Protocol(self, quic, addr)
+            protocol.add_cid(route.destination_cid)
+            protocol.add_cid(quic.host_cid)
+            protocol.datagram_received(data, addr)
+        elif kind is RouteKind.REPLY and self.transport is not None:
+            self.transport.sendto(route.reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for one peer (port unreachable...) are that peer's
+        # problem; QUIC's own timers notice a dead path.
+        logger.debug("UDP error on the HTTP/3 socket: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+
+    def close(self) -> None:
+        """Stop taking new connections (the socket stays for the open ones)."""
+        self.closed = True
+
+    def close_transport(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class H3Protocol:
+    """One QUIC connection carrying HTTP/3; the HTTPSink of its request streams."""
+
+    #: Label of this connection in the open-connections metric.
+    metrics_protocol = "h3"
+
+    def __init__(self, listener: QuicListener, quic: ServerQuicConnection, addr: Any) -> None:
+        self.listener = listener
+        ctx = self.ctx = listener.ctx
+        self.loop = ctx.loop
+        limits = ctx.config.limits
+        self.conn = H3Connection(
+            quic,
+            zero_rtt=ctx.config.quic.quic_0rtt,
+            max_header_size=limits.limit_request_header_size,
+            max_fields=limits.limit_request_fields,
+            enable_connect=ctx.ws_enabled,
+        )
+        self.client: tuple[str, int] | None = (str(addr[0]), int(addr[1]))
+        #: Whether this peer may set client/scheme/host by forwarding headers.
+        self.forwarded = ctx.forwarded_for(self.client)
+        self.server = listener.server_address
+        self.extensions: dict[str, Any] = {}
+        #: The connection ids the router maps to this connection.
+        self.cids: set[bytes] = set()
+        self.streams: dict[int, HTTPStream] = {}
+        self.websockets: dict[int, H3WebSocketOutlet] = {}
+        self._no_body: set[int] = set()
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._stall_timers: dict[int, asyncio.TimerHandle] = {}
+        self._new: list[HTTPStream] = []
+        self._new_websockets: list[WSBridge] = []
+        self._in_receive = False
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closing = False
+        self._close_when_idle = False
+        self._closed = False
+        self._handshaking = True
+        listener.handshakes += 1
+        ctx.connections.add(self)
+        if ctx.shutting_down:
+            self._closing = True
+
+    # ------------------------------------------------------------ input
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self._closed:
+            return
+        self._in_receive = True
+        try:
+            self._dispatch(self.conn.receive_datagram(data, addr, self.loop.time()))
+        finally:
+            self._in_receive = False
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._closed:
+            return
+        self._in_receive = True
+        try:
+            self._dispatch(self.conn.handle_timer(self.loop.time()))
+        finally:
+            self._in_receive = False
+        self._flush()
+
+    def _dispatch(self, events: list[Any]) -> None:
+        streams = self.streams
+        for event in events:
+            kind = type(event)
+            if kind is Body:
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.body_received(event.data)
+                elif event.stream_id in self.websockets:
+                    self.websockets[event.stream_id].data_received(event.data)
+                else:
+                    self.conn.acknowledge(event.stream_id, len(event.data))
+            elif kind is Request:
+                self._on_request(event)
+            elif kind is EndBody:
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.body_ended()
+                elif event.stream_id in self.websockets:
+                    # The client's FIN is the WebSocket's TCP FIN (RFC 9220 3).
+                    self.websockets[event.stream_id].peer_ended()
+            elif kind is StreamClosed:
+                self._on_reset(event.stream_id)
+            elif kind is ConnectionIdIssued:
+                self.add_cid(event.cid)
+            elif kind is ConnectionIdRetired:
+                self.cids.discard(event.cid)
+                self.listener.router.remove(event.cid)
+            elif kind is ConnectionEnded:
+                self._on_ended(event)
+        self._start_new()
+
+    def add_cid(self, cid: bytes) -> None:
+        """Route packets with this destination connection id here."""
+        self.cids.add(cid)
+        self.listener.router.add(cid, self)
+
+    # ------------------------------------------------------------ streams
+
+    def _on_request(self, request: Request) -> None:
+        stream_id = request.stream_id
+        if request.protocol is not None:
+            if request.protocol == b"websocket" and self.ctx.ws_enabled:
+                self._open_websocket(request)
+            else:
+                # Extended CONNECT is for WebSocket only (RFC 9220).
+                self.conn.refuse(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
+            return
+        ctx = self.ctx
+        self._update_client()
+        scope = http_scope(
+            request,
+            request.scheme or "https",
+            self.client,
+            self.server,
+            ctx.root_path,
+            ctx.state,
+            self._extensions(),
+            forwarded=self.forwarded,
+        )
+        stream = HTTPStream(self, self.loop, scope, stream_id, access_log=ctx.access_log)
+        if request.method == "HEAD":
+            self._no_body.add(stream_id)
+        self.streams[stream_id] = stream
+        self._new.append(stream)
+
+    def _update_client(self) -> None:
+        """The client's current address: it may have moved (NAT rebinding, migration)."""
+        peer = self.conn.quic.get_peer_address()
+        if peer is not None and (peer[0], peer[1]) != self.client:
+            self.client = (str(peer[0]), int(peer[1]))
+            self.forwarded = self.ctx.forwarded_for(self.client)
+
+    def _extensions(self) -> dict[str, Any]:
+        if not self.extensions:
+            info: TLSInfo | None = self.ctx.tls_info
+            tls = self.conn.quic.tls
+            cipher = getattr(getattr(tls, "key_schedule", None), "cipher_suite", None)
+            self.extensions = {
+                "tls": {
+                    "server_cert": info.server_cert if info is not None else None,
+                    "client_cert_chain": [],
+                    "client_cert_name": None,
+                    "client_cert_error": None,
+                    "tls_version": _TLS13,
+                    "cipher_suite": int(cipher) if cipher is not None else None,
+                }
+            }
+        return self.extensions
+
+    def _open_websocket(self, request: Request) -> None:
+        """RFC 9220: an extended CONNECT stream carries one WebSocket."""
+        stream_id = request.stream_id
+        ctx = self.ctx
+        try:
+            check_connect_handshake(request.headers)
+        except HandshakeError as exc:
+            self.conn.send_headers(
+                stream_id, exc.status, ctx.response_header_list(exc.headers, alt_svc=False), True
+            )
+            self.conn.stop_reading(stream_id)
+            self.conn.forget(stream_id)
+            return
+        extensions, extension_header = negotiate_extensions(
+            request.headers, ctx.config.websocket.ws_per_message_deflate
+        )
+        self._update_client()
+        scope = websocket_scope(
+            request,
+            "wss",
+            self.client,
+            self.server,
+            ctx.root_path,
+            ctx.state,
+            self._extensions(),
+            forwarded=self.forwarded,
+        )
+        outlet = H3WebSocketOutlet(self, stream_id)
+        bridge = WSBridge(
+            ctx,
+            outlet,
+            scope,
+            stream_id,
+            key=None,
+            extensions=extensions,
+            extension_header=extension_header,
+        )
+        outlet.bridge = bridge
+        self.websockets[stream_id] = outlet
+        self._new_websockets.append(bridge)
+
+    def _start_new(self) -> None:
+        """Start the apps of streams opened by this datagram, now that their bodies are in."""
+        if self._new_websockets:
+            websockets, self._new_websockets = self._new_websockets, []
+            for bridge in websockets:
+                bridge.start()
+        if not self._new:
+            return
+        new, self._new = self._new, []
+        ctx = self.ctx
+        for stream in new:
+            if stream.disconnected:
+                continue
+            if not ctx.request_started():
+                self._refuse(stream)
+                continue
+            stream.eager = True
+            task = start_eagerly(self.loop, stream.run(ctx.app))
+            stream.eager = False
+            if task is not None:
+                stream.task = task
+                ctx.tasks.add(task)
+                if EAGER:
+                    stream.flush_head()
+
+    def _refuse(self, stream: HTTPStream) -> None:
+        body = b"Service Unavailable"
+        stream.status = 503
+        stream_id = stream.stream_id
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+        if self.conn.send_headers(stream_id, 503, headers, False):
+            self.conn.send_data(stream_id, body, True)
+        self.conn.stop_reading(stream_id)
+        self.streams.pop(stream_id, None)
+        self.conn.forget(stream_id)
+
+    def _on_reset(self, stream_id: int) -> None:
+        websocket = self.websockets.get(stream_id)
+        if websocket is not None:
+            websocket.reset_by_peer()
+        stream = self.streams.pop(stream_id, None)
+        self._no_body.discard(stream_id)
+        if stream is not None:
+            # Rapid reset: the app's work for a client that left is wasted.
+            stream.reset_by_peer()
+        self._wake(stream_id)
+        self._maybe_done()
+
+    def _on_ended(self, event: ConnectionEnded) -> None:
+        if event.error_code:
+            logger.debug(
+                "HTTP/3 connection from %s ended: code %#x %s",
+                self.client,
+                event.error_code,
+                event.reason,
+            )
+        self._finish()
+
+    def _finish(self) -> None:
+        """The QUIC connection is gone: every stream is a disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        self._handshake_done()
+        self.ctx.connections.discard(self)
+        router = self.listener.router
+        for cid in self.cids:
+            router.remove(cid)
+        self.cids.clear()
+        if self.conn.handshake_complete:
+            # Packets still in flight to it get a stateless reset, not silence.
+            router.remember_reset_tokens(self.conn.quic.reset_tokens())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for stream in list(self.streams.values()):
+            stream.disconnect()
+        for outlet in list(self.websockets.values()):
+            if outlet.bridge is not None:
+                outlet.bridge.connection_lost()
+        for stream_id in list(self._waiters):
+            self._wake(stream_id)
+        self.ctx.check_drained()
+
+    # ------------------------------------------------------------ HTTPSink
+
+    def send_head(
+        self,
+        stream: HTTPStream,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        end: bool,
+        trailers: bool,
+    ) -> None:
+        stream_id = stream.stream_id
+        if self._closed or stream_id not in self.streams:
+            return
+        if status in _NO_BODY_STATUSES:
+            self._no_body.add(stream_id)
+        no_body = stream_id in self._no_body
+        all_headers = self.ctx.response_header_list(headers, alt_svc=False)
+        conn = self.conn
+        if end and (no_body or not body):
+            sent = conn.send_headers(stream_id, status, all_headers, True)
+        else:
+            sent = conn.send_headers(stream_id, status, all_headers, False)
+            if no_body:
+                body = b""
+            if sent and (body or end):
+                sent = conn.send_data(stream_id, body, end)
+        if not sent:
+            stream.disconnect()
+        self._schedule_flush()
+
+    def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
+        stream_id = stream.stream_id
+        if self._closed or stream_id not in self.streams:
+            return
+        if stream_id in self._no_body:
+            if not end:
+                return
+            data = b""
+        if not self.conn.send_data(stream_id, data, end):
+            stream.disconnect()
+        self._schedule_flush()
+
+    def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
+        stream_id = stream.stream_id
+        if self._closed or stream_id not in self.streams:
+            return
+        try:
+            sent = self.conn.send_trailers(stream_id, trailers)
+        except LocalProtocolError:
+            # The body is out already: the response can only be cut off.
+            self.conn.reset(stream_id, H3ErrorCode.H3_INTERNAL_ERROR)
+            self._schedule_flush()
+            raise
+        if not sent:
+            stream.disconnect()
+        self._schedule_flush()
+
+    def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
+        if status == 100 or self._closed or stream.stream_id not in self.streams:
+            return  # HTTP/3 clients do not wait for 100 Continue
+        self.conn.send_informational(stream.stream_id, status, headers)
+        self._schedule_flush()
+
+    def drain(self, stream: HTTPStream) -> asyncio.Future[None] | None:
+        if self._closed:
+            return None
+        stream_id = stream.stream_id
+        if self.conn.buffered(stream_id) <= HIGH_WATER:
+            return None
+        return self._waiter(stream_id)
+
+    def _waiter(self, stream_id: int) -> asyncio.Future[None]:
+        waiter = self.loop.create_future()
+        self._waiters.setdefault(stream_id, []).append(waiter)
+        if stream_id not in self._stall_timers:
+            # A peer that never opens its window must not hold the app forever.
+            self._stall_timers[stream_id] = self.loop.call_later(
+                self.ctx.write_timeout, self._stalled, stream_id
+            )
+        return waiter
+
+    def _stalled(self, stream_id: int) -> None:
+        self._stall_timers.pop(stream_id, None)
+        if self._closed or stream_id not in self._waiters:
+            return
+        logger.info("HTTP/3 stream %d from %s stalled; resetting it", stream_id, self.client)
+        self.conn.reset(stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
+        self._on_reset(stream_id)
+        self._flush()
+
+    def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
+        if not self._closed:
+            self.conn.acknowledge(stream.stream_id, nbytes)
+            self._schedule_flush()
+
+    def sendfile(
+        self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
+    ) -> None:
+        return None  # QUIC packets are built in memory: the stream sends chunks
+
+    def response_complete(self, stream: HTTPStream) -> None:
+        if not stream.request_complete and not self._closed:
+            # The answer is complete; the rest of the upload is not wanted.
+            self.conn.stop_reading(stream.stream_id)
+            self._schedule_flush()
+
+    def app_done(self, stream: HTTPStream, failed: bool) -> None:
+        ctx = self.ctx
+        ctx.request_finished()
+        task = stream.task
+        if task is not None:
+            ctx.tasks.discard(task)
+        stream_id = stream.stream_id
+        if failed and not self._closed and stream_id in self.streams:
+            self.conn.reset(stream_id, H3ErrorCode.H3_INTERNAL_ERROR)
+        self.streams.pop(stream_id, None)
+        self._no_body.discard(stream_id)
+        self.conn.forget(stream_id)
+        self._wake(stream_id)
+        self._maybe_done()
+        self._schedule_flush()
+        ctx.check_drained()
+
+    # ------------------------------------------------------------ output
+
+    def _schedule_flush(self) -> None:
+        if not self._in_receive and not self._flush_scheduled and not self._closed:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send what the connection has ready, re-arm its timer, wake drained streams."""
+        self._flush_scheduled = False
+        if self._closed:
+            return
+        if self._handshaking and self.conn.handshake_complete:
+            self._handshake_done()
+        transport = self.listener.transport
+        if transport is not None and not transport.is_closing():
+            for data, addr in self.conn.datagrams_to_send(self.loop.time()):
+                transport.sendto(data, addr)
+            # (aioquic forgets acknowledged streams while building packets.)
+            if self._close_when_idle and self.conn.idle:
+                self._close_when_idle = False
+                self.conn.close(H3ErrorCode.H3_NO_ERROR)
+                for data, addr in self.conn.datagrams_to_send(self.loop.time()):
+                    transport.sendto(data, addr)
+        if self.conn.closed:
+            self._finish()
+            return
+        at = self.conn.get_timer()
+        if at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(at, self._on_timer) if at is not None else None
+            self._timer_at = at
+        if self._waiters:
+            buffered = self.conn.buffered
+            for stream_id in list(self._waiters):
+                if buffered(stream_id) <= HIGH_WATER:
+                    self._wake(stream_id)
+
+    def _handshake_done(self) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            self.listener.handshakes -= 1
+
+    def _wake(self, stream_id: int) -> None:
+        timer = self._stall_timers.pop(stream_id, None)
+        if timer is not None:
+            timer.cancel()
+        waiters = self._waiters.pop(stream_id, None)
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _maybe_done(self) -> None:
+        if self._closing and not self.streams and not self.websockets and not self._closed:
+            # Every stream accepted before the GOAWAY is answered; the close
+            # follows once the client has acknowledged all of it (_flush).
+            self._close_when_idle = True
+            self._schedule_flush()
+
+    def shutdown(self) -> None:
+        """Graceful: GOAWAY, let the accepted streams finish, then CONNECTION_CLOSE."""
+        if self._closed:
+            return
+        self._closing = True
+        self.conn.goaway()
+        for outlet in list(self.websockets.values()):
+            if outlet.bridge is not None:
+                outlet.bridge.shutdown()
+        self._maybe_done()
+        self._flush()
+
+    def abort(self) -> None:
+        """Close now: CONNECTION_CLOSE goes out once, then the state is dropped."""
+        if self._closed:
+            return
+        self.conn.close(H3ErrorCode.H3_NO_ERROR, "server shutting down")
+        self._flush()
+        self._finish()
+
+    def websocket_done(self, stream_id: int) -> None:
+        """A WebSocket's stream is over (both sides, or reset)."""
+        if self.websockets.pop(stream_id, None) is not None:
+            self.conn.forget(stream_id)
+            self._wake(stream_id)
+            self._maybe_done()
+
+
+class H3WebSocketOutlet:
+    """RFC 9220: WebSocket bytes as DATA frames on one extended CONNECT stream."""
+
+    def __init__(self, proto: H3Protocol, stream_id: int) -> None:
+        self.proto = proto
+        self.stream_id = stream_id
+        self.bridge: WSBridge | None = None
+        self._paused = False
+        self._unacked = 0
+        self._ended_local = False
+        self._ended_remote = False
+        self._head_sent = False
+
+    def accept(self, headers: Headers) -> None:
+        proto = self.proto
+        self._head_sent = True
+        if not proto.conn.send_headers(self.stream_id, 200, headers, False):
+            self.reset_by_peer()
+        proto._schedule_flush()
+
+    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        proto = self.proto
+        conn = proto.conn
+        if self._ended_local:
+            return
+        if status >= 0 and not self._head_sent:
+            self._head_sent = True
+            conn.send_headers(
+                self.stream_id,
+                status,
+                proto.ctx.response_header_list(headers, alt_svc=False),
+                False,
+            )
+        conn.send_data(self.stream_id, body, end)
+        if end:
+            self._ended_local = True
+            if not self._ended_remote:
+                # A refused CONNECT's client side has nothing more to say.
+                conn.stop_reading(self.stream_id)
+                self._ended_remote = True
+            self._maybe_done()
+        proto._schedule_flush()
+
+    def write(self, data: bytes) -> None:
+        proto = self.proto
+        if not self._ended_local and not proto.conn.send_data(self.stream_id, data, False):
+            self.reset_by_peer()
+        proto._schedule_flush()
+
+    def finish(self, error: bool) -> None:
+        """End our side: FIN after a clean close, RESET_STREAM after an error."""
+        if self._ended_local:
+            return
+        self._ended_local = True
+        proto = self.proto
+        if error or not self._head_sent:
+            proto.conn.reset(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
+            self._ended_remote = True
+        else:
+            proto.conn.send_data(self.stream_id, b"", True)
+            if not self._ended_remote:
+                # The peer must end its side too; one that does not is
+                # stopped rather than kept half-open.
+                proto.loop.call_later(
+                    proto.ctx.config.websocket.ws_close_timeout, self._peer_end_timed_out
+                )
+        proto._schedule_flush()
+        self._maybe_done()
+
+    def _peer_end_timed_out(self) -> None:
+        if self._ended_remote or self.proto._closed:
+            return
+        self._ended_remote = True
+        self.proto.conn.stop_reading(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
+        self.proto._schedule_flush()
+        self._maybe_done()
+
+    def peer_ended(self) -> None:
+        self._ended_remote = True
+        bridge = self.bridge
+        if bridge is not None and not bridge.finished:
+            bridge.connection_lost()
+            self.finish(error=False)
+        self._maybe_done()
+
+    def reset_by_peer(self) -> None:
+        self._ended_local = self._ended_remote = True
+        if self.bridge is not None:
+            self.bridge.connection_lost()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self._ended_local and self._ended_remote:
+            self.proto.websocket_done(self.stream_id)
+
+    def data_received(self, data: bytes) -> None:
+        if self.bridge is not None:
+            self.bridge.data_received(data)
+        # Credit follows the bridge, unless the app's queue is full (then the
+        # stream's window closes: backpressure).
+        self.data_consumed(len(data))
+
+    def data_consumed(self, nbytes: int) -> None:
+        self._unacked += nbytes
+        if not self._paused:
+            self.proto.conn.acknowledge(self.stream_id, self._unacked)
+            self._unacked = 0
+            self.proto._schedule_flush()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        self.data_consumed(0)
+
+    def drain(self) -> Awaitable[None] | None:
+        proto = self.proto
+        if proto._closed or proto.conn.buffered(self.stream_id) <= HIGH_WATER:
+            return None
+        return proto._waiter(self.stream_id)
