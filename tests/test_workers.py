@@ -316,3 +316,29 @@ def test_server_api_with_workers_in_a_thread() -> None:
         server.request_shutdown()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_metrics_add_up_all_workers() -> None:
+    from tests.test_metrics import scrape, value
+
+    srv = CLIServer(
+        APP, "--port", "0", "--workers", "2", "--metrics-bind", "127.0.0.1:0", "--no-access-log"
+    )
+    try:
+        metrics_port = int(srv.wait_for(r"metrics of all workers on http://[^:]+:(\d+)").group(1))
+        srv.wait_ready()
+        pids = set(wait_ready_count(srv, 2))
+        served: set[int] = set()
+        requests = 0
+        deadline = time.monotonic() + 30
+        # New connections until both workers have answered (the kernel picks).
+        while (served != pids or requests < 10) and time.monotonic() < deadline:
+            response = httpx.get(srv.url + "/", headers={"connection": "close"})
+            assert response.status_code == 200
+            served.add(int(response.text))
+            requests += 1
+        assert served == pids
+        total = value(scrape(metrics_port), "asgiri_requests_total", protocol="h1", status="200")
+        assert total == requests
+    finally:
+        assert srv.stop() == 0

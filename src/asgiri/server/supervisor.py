@@ -225,7 +225,9 @@ class Supervisor:
                 )
         self._fds = [listener.sock.fileno() for listener in listeners]
         self._child_config = self._worker_config()
+        metrics = None
         try:
+            metrics = await self._start_metrics(loop)
             for slot in self._slots:
                 self._start(slot)
             if server is not None:
@@ -233,10 +235,29 @@ class Supervisor:
             await self._stop.wait()
         finally:
             await self._stop_all()
+            if metrics is not None:
+                metrics.close()
             for task in list(self._tasks):
                 task.cancel()
             for sig in installed:
                 loop.remove_signal_handler(sig)
+
+    async def _start_metrics(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """``--metrics-bind``: workers write to a shared directory, this process serves the sum."""
+        bind = self.config.metrics.metrics_bind
+        if bind is None or not self.config.metrics.metrics_listen:
+            return None
+        from .metrics import prepare_multiprocess_dir, render_all_processes, start_metrics_listener
+
+        # Exported before any worker starts, so that every one of them inherits it.
+        prepare_multiprocess_dir()
+        listener = await start_metrics_listener(loop, bind, render_all_processes)
+        logger.info(
+            "Prometheus metrics of all workers on http://%s:%d/metrics",
+            bind.rpartition(":")[0],
+            listener.port,
+        )
+        return listener
 
     async def _mark_started(self, server: Server) -> None:
         """``Server.started`` for API users: set once every worker is ready."""
@@ -261,6 +282,8 @@ class Supervisor:
             app=self.target,
             app_options=dataclasses.replace(config.app_options, app_dir=self.app_dir),
             workers=WorkersConfig(),
+            # Workers count; the supervisor serves the sum of all of them.
+            metrics=dataclasses.replace(config.metrics, metrics_listen=False),
         )
 
     def _start(self, slot: _Slot, udp_deferred: bool = False) -> Worker:
@@ -387,6 +410,10 @@ class Supervisor:
         if worker.watchdog is not None:
             worker.watchdog.cancel()
         self._workers.discard(worker)
+        if self.config.metrics.metrics_bind is not None:
+            from .metrics import worker_exited
+
+            worker_exited(worker.pid)  # its live gauges (open connections...) stop counting
         if not worker.ready.done():
             worker.ready.set_result(False)
         worker.exited.set_result(code)
