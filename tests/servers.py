@@ -83,7 +83,11 @@ class CLIServer:
     """``python -m asgiri ARGS`` in a subprocess; ``port`` parsed from its log."""
 
     def __init__(
-        self, *args: str, cwd: str | Path | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        module: str = "asgiri",
     ):
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join(
@@ -92,7 +96,7 @@ class CLIServer:
         full_env["PYTHONUNBUFFERED"] = "1"
         if env:
             full_env.update(env)
-        self.args = [sys.executable, "-m", "asgiri", *args]
+        self.args = [sys.executable, "-m", module, *args]
         self.proc = subprocess.Popen(
             self.args,
             cwd=cwd or ROOT,
@@ -136,6 +140,25 @@ class CLIServer:
             match = regex.search(line)
             if match:
                 return match
+
+    def wait_count(self, pattern: str, count: int = 1, timeout: float = 30.0) -> list[str]:
+        """Wait until ``pattern`` has matched ``count`` log lines in all; the matches."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [m.group(0) for line in list(self.lines) if (m := regex.search(line))]
+            if len(found) >= count:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{count} x {pattern!r} not seen; output:\n{self.output}")
+            try:
+                # Any new line may be the one; the list above is the record.
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise RuntimeError(f"process exited; output:\n{self.output}")
 
     def wait_ready(self, timeout: float = 15.0) -> CLIServer:
         match = self.wait_for(_LISTEN_RE.pattern, timeout)

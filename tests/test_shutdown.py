@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from asgiri.server import Server
+from asgiri.server.h1 import SHUTDOWN_IDLE_GRACE
 from tests import apps
 from tests.servers import CLIServer
 
@@ -83,7 +84,7 @@ def test_signal_lets_the_in_flight_request_finish(sig: signal.Signals) -> None:
         srv.stop()
 
 
-def test_idle_keep_alive_connections_are_closed_at_once() -> None:
+def test_idle_keep_alive_connections_are_closed_promptly() -> None:
     srv = CLIServer(
         "apps:slow",
         "--port",
@@ -116,7 +117,8 @@ def test_idle_keep_alive_connections_are_closed_at_once() -> None:
             for sock in (idle, silent):
                 assert sock.recv(65536) == b""  # EOF, not a timeout
             closed_after = time.monotonic() - started
-            assert closed_after < 1.0
+            # Within the moment an idle connection gets in case a request is on its way.
+            assert closed_after < SHUTDOWN_IDLE_GRACE + 1.0
             assert srv.proc.poll() is None  # it was the shutdown, not the exit
             assert b"".join(busy_chunks) == b"end"
         assert srv.wait(10) == 0
@@ -298,6 +300,86 @@ def test_response_started_during_shutdown_says_connection_close(tmp_path: Path) 
         assert b"\r\nconnection: close" in head.lower()
         assert body == b"late"
         assert sock.recv(65536) == b""  # and the server does close it
+        sock.close()
+        assert srv.wait(10) == 0
+    finally:
+        srv.stop()
+
+
+def test_request_arriving_on_an_idle_connection_during_shutdown_is_answered() -> None:
+    """The next keep-alive request, sent just as the server starts draining, is not cut off."""
+    srv = CLIServer("apps:slow", "--port", "0", "--timeout-keep-alive", "60").wait_ready()
+    assert srv.port is not None
+    try:
+        idle = _raw_get(srv.port, "/?s=0")
+        data = b""
+        while not data.endswith(b"end\r\n0\r\n\r\n"):
+            chunk = idle.recv(65536)
+            assert chunk, data
+            data += chunk
+        # Something in flight keeps the server draining while the request comes.
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream("GET", srv.url + "/?s=2") as busy,
+        ):
+            busy_chunks = busy.iter_raw()
+            assert next(busy_chunks) == b"begin;"
+            srv.signal(signal.SIGTERM)
+            srv.wait_for("shutting down gracefully")
+            idle.sendall(b"GET /?s=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while True:
+                chunk = idle.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert b"connection: close" in answer.lower()
+            assert answer.endswith(b"end\r\n0\r\n\r\n")
+            assert b"".join(busy_chunks) == b"end"
+        assert srv.wait(10) == 0
+    finally:
+        srv.stop()
+
+
+def test_h2_goaway_follows_the_answers_in_flight() -> None:
+    """On shutdown the GOAWAY comes after the response in flight, not before it."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    srv = CLIServer("apps:slow", "--port", "0").wait_ready()
+    assert srv.port is not None
+    try:
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.send_headers(
+            1,
+            # Answered well within SHUTDOWN_GOAWAY_DELAY after the signal.
+            [(":method", "GET"), (":path", "/?s=0.3"), (":scheme", "http"), (":authority", "x")],
+            end_stream=True,
+        )
+        sock.sendall(conn.data_to_send())
+        order: list[str] = []
+        while "goaway" not in order:
+            data = sock.recv(65536)
+            assert data, order
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    if not order:
+                        # The response has begun: the app is running; now stop.
+                        srv.signal(signal.SIGTERM)
+                    order.append("data")
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.StreamEnded):
+                    order.append("end")
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    assert event.error_code == 0
+                    assert event.last_stream_id == 1
+                    order.append("goaway")
+            sock.sendall(conn.data_to_send())
+        assert order.index("end") < order.index("goaway")
         sock.close()
         assert srv.wait(10) == 0
     finally:

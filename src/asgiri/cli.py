@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
 import sys
 import types
 import typing
@@ -179,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     from .server import Server
 
+    if "workers" not in args and not args.get("reload") and os.environ.get("WEB_CONCURRENCY"):
+        # As uvicorn and gunicorn do: platforms (Heroku, Dokku...) set it per dyno size.
+        # --reload wins over it: a development server runs one process.
+        args["workers"] = os.environ["WEB_CONCURRENCY"]
     try:
         server = Server(app, **args)
     except ValueError as exc:

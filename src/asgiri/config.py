@@ -500,7 +500,15 @@ class LimitsConfig:
         None, help="Maximum concurrent requests; beyond it new requests get 503."
     )
     limit_max_requests: int | None = _opt(
-        None, help="Stop the server after this many requests (used to recycle workers)."
+        None,
+        help="Stop the server after this many requests; with --workers, the worker is "
+        "replaced by a fresh one instead (no request is dropped).",
+    )
+    limit_max_requests_jitter: int = _opt(
+        0,
+        metavar="N",
+        help="Add a random 0..N to --limit-max-requests per worker, so that workers "
+        "do not all recycle at once.",
     )
     limit_request_header_size: int = _opt(
         65536, help="Maximum bytes in a request's header section (431 beyond)."
@@ -516,6 +524,7 @@ class LimitsConfig:
             value = getattr(self, name)
             if value is not None:
                 _int_range(name, value, 0 if name == "limit_request_body" else 1, 1 << 62)
+        _int_range("limit_max_requests_jitter", self.limit_max_requests_jitter, 0, 1 << 62)
         _int_range("limit_request_header_size", self.limit_request_header_size, 256, 1 << 30)
         _int_range("limit_request_line", self.limit_request_line, 16, 1 << 30)
         _int_range("limit_request_fields", self.limit_request_fields, 1, 1 << 20)
@@ -708,6 +717,49 @@ class RuntimeConfig:
         self.loop = _coerce_choice("loop", self.loop, _LOOP_CHOICES, LoopChoice)
 
 
+@dataclass
+class WorkersConfig:
+    """Worker processes: one supervisor process, N workers sharing its sockets."""
+
+    workers: str | int | None = _opt(
+        None,
+        metavar="N",
+        help="Run N worker processes under a supervisor ('auto': one per CPU core; "
+        "default: $WEB_CONCURRENCY, else a single process without supervisor).",
+    )
+    timeout_worker_healthcheck: float = _opt(
+        10.0,
+        metavar="SECONDS",
+        help="Seconds a worker's event loop may go without a heartbeat before the "
+        "supervisor kills and replaces it.",
+    )
+
+    @property
+    def count(self) -> int | None:
+        """The number of workers, or None to serve in this process without a supervisor."""
+        return self.workers if isinstance(self.workers, int) else None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.workers, str):
+            text = self.workers.strip().lower()
+            if text == "auto":
+                self.workers = _cpu_count()
+            elif text.isdigit():
+                self.workers = int(text)
+            else:
+                raise ValueError(f"workers must be a number or 'auto', got {self.workers!r}")
+        if self.workers is not None:
+            _int_range("workers", self.workers, 1, 1024)
+        _positive("timeout_worker_healthcheck", self.timeout_worker_healthcheck)
+
+
+def _cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, e.g. under ``taskset`` or cgroups)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 #: The option groups, in the order ``--help`` shows them.
 _GROUPS: dict[str, type[Any]] = {
     "app": AppConfig,
@@ -725,6 +777,7 @@ _GROUPS: dict[str, type[Any]] = {
     "access": AccessLogConfig,
     "metrics": MetricsConfig,
     "runtime": RuntimeConfig,
+    "workers": WorkersConfig,
     "reload": ReloadConfig,
 }
 
@@ -793,6 +846,7 @@ class Config:
     access: AccessLogConfig = field(default_factory=AccessLogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     #: Why HTTP/3 is off by default (for the start-up log); None when it is on or turned off.
     http3_note: str | None = field(default=None, init=False, repr=False)
@@ -804,6 +858,11 @@ class Config:
             self.tls.cert_data, self.tls.key_data = _self_signed_cert(self.bind.host)
         if self.bind.port is None:
             self.bind.port = 8443 if self.tls.enabled else 8000
+        if self.reload.reload and self.workers.count is not None and self.workers.count > 1:
+            raise ValueError(
+                "reload cannot be combined with workers > 1: the reloader runs one server "
+                "process (drop --workers for development, or --reload for production)"
+            )
         http = self.http
         if http.http_version is HttpProtocolVersion.HTTP_3:
             if http.enable_http3 is False:

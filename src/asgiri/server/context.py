@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from email.utils import formatdate
 from typing import Any, Protocol
 
@@ -39,6 +40,9 @@ class ServerContext:
         self.state: dict[str, Any] | None = None
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        #: TLS connections accepted whose handshake has not finished: not yet in
+        #: ``connections``, but a drain must wait for them like for the others.
+        self.handshakes = 0
         self.shutting_down = False
         self.active_requests = 0
         self.total_requests = 0
@@ -197,6 +201,19 @@ class ServerContext:
         if self.metrics is not None:
             self.metrics.in_flight.dec()
 
+    def track_handshake(self, protocol: object) -> weakref.finalize[Any, Any]:
+        """Count ``protocol``'s TLS handshake until it is called or ``protocol`` is dropped.
+
+        asyncio never tells the protocol of a failed handshake; the protocol
+        object being freed is the only sign, hence the finalizer.
+        """
+        self.handshakes += 1
+        return weakref.finalize(protocol, self._handshake_ended)
+
+    def _handshake_ended(self) -> None:
+        self.handshakes -= 1
+        self.check_drained()
+
     def drained(self) -> asyncio.Future[None]:
         """A future that completes once no connection and no app task is left."""
         if self._drained is None:
@@ -207,5 +224,11 @@ class ServerContext:
     def check_drained(self) -> None:
         """Called when a connection or a task ends; cheap unless draining."""
         waiter = self._drained
-        if waiter is not None and not self.connections and not self.tasks and not waiter.done():
+        if (
+            waiter is not None
+            and not self.connections
+            and not self.tasks
+            and not self.handshakes
+            and not waiter.done()
+        ):
             waiter.set_result(None)

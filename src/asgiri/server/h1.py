@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections import deque
 from typing import Any
 
@@ -58,6 +59,13 @@ _H2C_HOP_BY_HOP = frozenset({b"connection", b"upgrade", b"http2-settings", b"kee
 _IDLE = 1
 _HEADER = 2
 
+#: On graceful shutdown a keep-alive connection is closed only once it has been
+#: idle this long (at most the keep-alive timeout).  A client that has just read
+#: a response may already be sending its next request; closing under it would
+#: fail that request (or reset it, with the request unread in our buffer).  Given
+#: this moment, the request arrives and is answered with ``connection: close``.
+SHUTDOWN_IDLE_GRACE = 1.0
+
 
 class H1Protocol(asyncio.Protocol):
     """One HTTP/1.1 connection."""
@@ -82,6 +90,8 @@ class H1Protocol(asyncio.Protocol):
             max_body=limits.limit_request_body,
         )
         self.transport: Any = None
+        #: Set by the server while this connection's TLS handshake runs.
+        self.handshake: weakref.finalize[Any, Any] | None = None
         loop_type = type(self.loop)
         if loop_type not in _NATIVE_SENDFILE:
             _NATIVE_SENDFILE[loop_type] = (
@@ -123,6 +133,9 @@ class H1Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.ctx.connections.add(self)
+        if self.handshake is not None:
+            self.handshake()
+            self.handshake = None
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))
@@ -607,12 +620,29 @@ class H1Protocol(asyncio.Protocol):
     # ------------------------------------------------------------ lifecycle
 
     def shutdown(self) -> None:
-        """Graceful shutdown: finish the request in flight, then close."""
+        """Graceful shutdown: finish the request in flight, then close.
+
+        An idle connection closes once it has been idle for
+        :data:`SHUTDOWN_IDLE_GRACE`; one with a request head on its way
+        gets that request answered first.
+        """
         self._closing = True
-        if self._current is None:
-            self._close()
-        elif self._info is not None:
-            self._info.keep_alive = False
+        if self._current is not None:
+            if self._info is not None:
+                self._info.keep_alive = False
+            return
+        if self._timer_kind == _HEADER:
+            return  # the request comes, is answered with connection: close
+        if self._timer_kind == _IDLE:
+            keep_alive = self.ctx.keep_alive_timeout
+            close_at = self._deadline - keep_alive + min(SHUTDOWN_IDLE_GRACE, keep_alive)
+            if close_at > self.loop.time():
+                self._deadline = close_at
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self.loop.call_at(close_at, self._on_timer)
+                return
+        self._close()
 
     def abort(self) -> None:
         if self.transport is not None and not self._closed:

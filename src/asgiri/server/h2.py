@@ -34,6 +34,9 @@ logger = logging.getLogger("asgiri.error")
 #: Response bytes a stream may have waiting for flow-control credit before
 #: its app is made to wait.
 HIGH_WATER = 64 * 1024
+#: On graceful shutdown, how long the GOAWAY may wait for the requests in flight
+#: to be answered first (see :meth:`H2Protocol.shutdown`).
+SHUTDOWN_GOAWAY_DELAY = 1.0
 _NO_BODY_STATUSES = frozenset({204, 304})
 _NO_ERROR = 0x0
 _PROTOCOL_ERROR = 0x1
@@ -585,6 +588,7 @@ class H2Protocol(asyncio.Protocol):
             self._output_timer.cancel()
             self._output_timer = None
         if self._closing or self.conn.closed:
+            self.conn.goaway()  # no-op when sent already
             self._close_after_flush()
         else:
             self._arm_idle()
@@ -629,15 +633,33 @@ class H2Protocol(asyncio.Protocol):
             self.transport.close()
 
     def shutdown(self) -> None:
-        """Graceful: GOAWAY, let the accepted streams finish, then close."""
+        """Graceful: GOAWAY, let the accepted streams finish, then close.
+
+        While requests are in flight the GOAWAY waits until they are answered
+        (for at most :data:`SHUTDOWN_GOAWAY_DELAY`) and leaves right behind
+        their last frames.  Clients such as httpcore fail every request whose
+        answer has not arrived when they read a GOAWAY, even one the GOAWAY
+        says will be processed; sent this way, it reaches them between requests.
+        """
         self._closing = True
-        self.conn.goaway()
         for outlet in list(self.websockets.values()):
             if outlet.bridge is not None:
                 outlet.bridge.shutdown()
+        if self.streams and not self.conn.goaway_sent:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(SHUTDOWN_GOAWAY_DELAY, self._goaway_now)
+            return
+        self.conn.goaway()
         self._flush()
         if not self.streams and not self.websockets and not self.conn.sending:
             self._close_after_flush()
+
+    def _goaway_now(self) -> None:
+        self._timer = None
+        if not self._closed:
+            self.conn.goaway()
+            self._flush()
 
     def websocket_done(self, stream_id: int) -> None:
         """A WebSocket's carrier stream is over (both sides, or reset)."""

@@ -40,9 +40,10 @@ from pathlib import Path, PurePath
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
-from ..config import Config, ReloadConfig
+from ..config import Config, ReloadConfig, WorkersConfig
 from ..errors import StartupError
 from .listeners import Listener, bind_sockets
+from .process import spawn
 
 if TYPE_CHECKING:
     from .server import Server
@@ -152,30 +153,12 @@ class Reloader:
                 uds=None,
             ),
             reload=ReloadConfig(),
+            workers=WorkersConfig(),
         )
 
     def _start(self, child_config: Config, listeners: list[Listener]) -> None:
-        env = dict(os.environ)
-        # The child must import this very asgiri, whatever put it on sys.path here.
-        # So must it find what the parent found through its script's directory.
-        package_root = str(Path(__file__).resolve().parents[2])
-        script_dir = os.path.abspath(sys.path[0]) if sys.path and sys.path[0] else ""
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, script_dir, env.get("PYTHONPATH", "")) if p
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_CODE],
-            stdin=subprocess.PIPE,
-            pass_fds=[listener.sock.fileno() for listener in listeners],
-            env=env,
-            start_new_session=True,
-        )
-        assert proc.stdin is not None  # stdin=PIPE
-        try:
-            proc.stdin.write(pickle.dumps(child_config))
-            proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # the child died at once; its exit is reported below
+        fds = [listener.sock.fileno() for listener in listeners]
+        proc = spawn(_CHILD_CODE, child_config, fds)
         self._proc = proc
         threading.Thread(target=self._watch_exit, args=(proc,), daemon=True).start()
 

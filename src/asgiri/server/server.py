@@ -12,6 +12,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..asgi.lifespan import Lifespan
@@ -26,11 +27,38 @@ from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
 from .listeners import Listener, bind_sockets
 from .proxy_protocol import ProxyProtocolListener
 from .reload import Reloader
+from .supervisor import Supervisor
 from .tls import TLSInfo, build_ssl_context, read_server_cert
 
 logger = logging.getLogger("asgiri.error")
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class WorkerHooks:
+    """What a process manager (asgiri's supervisor, gunicorn) plugs into a server it runs.
+
+    The manager owns the listening sockets and the decision when a worker is
+    replaced; the server only serves and reports.
+    """
+
+    #: Sockets bound by the manager, served instead of binding the configured address
+    #: (empty under ``--http 3``, which serves only the UDP sockets).
+    listeners: list[Listener] = field(default_factory=list)
+    #: Called in the server's loop once the listeners accept (readiness, heartbeats).
+    on_started: Callable[[asyncio.AbstractEventLoop], None] | None = None
+    #: Called instead of stopping when ``--limit-max-requests`` is reached, so the
+    #: manager can start the replacement before this worker stops.
+    on_max_requests: Callable[[], None] | None = None
+    #: UDP sockets for HTTP/3 bound by the manager (one ``SO_REUSEPORT`` socket per
+    #: worker slot); empty when HTTP/3 is off or not in this build.
+    udp_sockets: list[socket.socket] = field(default_factory=list)
+    #: Do not read ``udp_sockets`` yet: the previous worker of this slot still
+    #: drains its QUIC connections on them.  The server then sets
+    #: :attr:`release_udp`, which the manager calls (in the loop) once they are free.
+    udp_deferred: bool = False
+    release_udp: Callable[[], None] | None = None
 
 
 class Server:
@@ -107,13 +135,13 @@ class Server:
         self._setup(Config.from_options(app, **options))
 
     @classmethod
-    def from_config(cls, config: Config) -> Server:
-        """A server for an already built :class:`Config` (used by the reloader's child)."""
+    def from_config(cls, config: Config, hooks: WorkerHooks | None = None) -> Server:
+        """A server for an already built :class:`Config` (reloader child, worker process)."""
         server = cls.__new__(cls)
-        server._setup(config)
+        server._setup(config, hooks)
         return server
 
-    def _setup(self, config: Config) -> None:
+    def _setup(self, config: Config, hooks: WorkerHooks | None = None) -> None:
         self.config = config
         #: Set once the listeners accept connections (usable from other threads).
         self.started = threading.Event()
@@ -126,10 +154,16 @@ class Server:
         self._stop_requested = False
         self._force = False
         self._ctx: ServerContext | None = None
+        self._hooks = hooks
         self._reloader: Reloader | None = None
         self._metrics: Any = None
+        self._supervisor: Supervisor | None = None
+        if hooks is not None:
+            return  # a worker process: its manager (supervisor, gunicorn) does the rest
         if config.reload.reload:
             self._reloader = Reloader(config)
+        elif config.workers.count is not None:
+            self._supervisor = Supervisor(config)
 
     # ------------------------------------------------------------ public API
 
@@ -160,7 +194,8 @@ class Server:
         In the main thread SIGINT/SIGTERM stop the server; in any other thread
         signals are left alone and :meth:`request_shutdown` stops it.  With
         ``reload=True`` this process only watches files and runs the server in
-        a child process, restarted on every change.
+        a child process, restarted on every change; with ``workers=N`` it
+        supervises N worker processes that share its sockets.
         """
         log = self.config.logging
         configure_logging(
@@ -173,6 +208,11 @@ class Server:
             if self._stop_requested:
                 return
             self._reloader.run(self)
+            return
+        if self._supervisor is not None:
+            if self._stop_requested:
+                return
+            self._supervisor.run(self)
             return
         run_coroutine(self.serve(), self.config.runtime.loop)
 
@@ -187,6 +227,8 @@ class Server:
         self._stop_requested = True
         if self._reloader is not None:
             self._reloader.request_shutdown()
+        if self._supervisor is not None:
+            self._supervisor.request_shutdown()
         loop, stop = self._loop, self._stop
         if loop is None or stop is None or loop.is_closed():
             return
@@ -208,6 +250,8 @@ class Server:
         config = self.config
         if self._reloader is not None:
             raise StartupError("reload needs Server.run(): serve() cannot restart its own process")
+        if self._supervisor is not None:
+            raise StartupError("workers need Server.run(): serve() runs in one process")
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
@@ -231,7 +275,18 @@ class Server:
         quic_config = None
         if self._h3_wanted():
             quic_config = quic_configuration(config)
-        self._bind(quic_config is not None)
+        hooks = self._hooks
+        if hooks is not None:
+            self.listeners = hooks.listeners
+            if quic_config is not None:
+                tcp: list[Listener | None] = [
+                    listener for listener in self.listeners if listener.kind == "tcp"
+                ]
+                if not tcp:
+                    tcp = [None] * len(hooks.udp_sockets)
+                self.quic_sockets = list(zip(hooks.udp_sockets, tcp, strict=False))
+        else:
+            self._bind(quic_config is not None)
         ctx = ServerContext(config, app, loop)
         self._ctx = ctx
         if ssl_context is not None:
@@ -252,24 +307,48 @@ class Server:
             await lifespan.startup(config.app_options.lifespan_startup_timeout)
             if lifespan.running:
                 ctx.state = lifespan.state
+
+            def protocol() -> H1Protocol:
+                connection = H1Protocol(ctx)
+                if ssl_context is not None:
+                    connection.handshake = ctx.track_handshake(connection)
+                return connection
+
             for listener in self.listeners:
                 if config.proxy.proxy_protocol:
                     servers.append(ProxyProtocolListener(ctx, listener.sock, ssl_context))
                     continue
                 servers.append(
                     await loop.create_server(
-                        lambda: H1Protocol(ctx),
+                        protocol,
                         sock=listener.sock,
                         ssl=ssl_context,
                         backlog=config.bind.backlog,
                     )
                 )
-            for sock, _ in self.quic_sockets:
-                if quic_config is None:
-                    break
-                quic_listener = QuicListener(ctx, quic_config)
-                await loop.create_datagram_endpoint(quic_listener.factory, sock=sock)
-                quic_listeners.append(quic_listener)
+
+            async def open_quic(quic: Any) -> None:
+                for sock, _ in self.quic_sockets:
+                    if ctx.shutting_down:
+                        return
+                    quic_listener = QuicListener(ctx, quic)
+                    await loop.create_datagram_endpoint(quic_listener.factory, sock=sock)
+                    quic_listeners.append(quic_listener)
+
+            if quic_config is not None:
+                if hooks is not None and hooks.udp_deferred:
+                    # The supervisor hands the UDP sockets over once the slot's
+                    # previous worker has gone (see supervisor.py).
+                    deferred = quic_config
+                    pending: list[asyncio.Task[None]] = []
+
+                    def release() -> None:
+                        pending.append(loop.create_task(open_quic(deferred)))
+                        logger.info("Serving HTTP/3 on the UDP sockets handed over")
+
+                    hooks.release_udp = release
+                else:
+                    await open_quic(quic_config)
             if metrics_bind is not None and config.metrics.metrics_listen:
                 from .metrics import start_metrics_listener
 
@@ -282,6 +361,8 @@ class Server:
             self._log_started(ssl_context is not None)
             installed = self._install_signals(loop)
             self.started.set()
+            if hooks is not None and hooks.on_started is not None:
+                hooks.on_started(loop)
             try:
                 await self._stop.wait()
                 # The handlers stay installed while draining, so that a second
@@ -308,6 +389,10 @@ class Server:
     # ------------------------------------------------------------ internals
 
     def _max_requests_reached(self) -> None:
+        hooks = self._hooks
+        if hooks is not None and hooks.on_max_requests is not None:
+            hooks.on_max_requests()
+            return
         logger.warning("Maximum request limit reached; shutting down")
         self.request_shutdown()
 
@@ -464,8 +549,10 @@ class Server:
         for conn in list(ctx.connections):
             conn.shutdown()
         timeout = self.config.timeouts.timeout_graceful_shutdown
-        if ctx.connections or ctx.tasks:
-            logger.info("Waiting for %d connection(s) to finish", len(ctx.connections))
+        if ctx.connections or ctx.tasks or ctx.handshakes:
+            logger.info(
+                "Waiting for %d connection(s) to finish", len(ctx.connections) + ctx.handshakes
+            )
             drained = ctx.drained()
             try:
                 await asyncio.wait_for(drained, timeout)
