@@ -542,6 +542,13 @@ class H1Connection:
             for _, value in headers:
                 _check_value(value)
             raise LocalProtocolError("invalid response header")
+        if end and content_length == len(body) and not no_body:
+            # The common response: the whole body at once, as long as it says.
+            # Nothing is left to frame or to count.
+            response = H1Response(False, False, 0, keep_alive)
+            if len(body) < COPY_LIMIT:
+                return [head + body], response
+            return [head, body], response
         response = H1Response(chunked, no_body, None if no_body else content_length, keep_alive)
         tail = response.end(body) if end else response.data(body)
         if not tail:
