@@ -633,8 +633,9 @@ class H2Connection:
 
 #: A field name: no controls, SP, DEL, non-ASCII, upper case or colon (RFC 9113 8.2.1).
 _FIELD_NAME: Final = re.compile(rb"[^\x00-\x20A-Z\x7f-\xff:]+")
-#: A field value: no NUL, CR or LF, no SP or HTAB at either end (RFC 9113 8.2.1).
-_BAD_FIELD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+#: A non-empty field value: no NUL, CR or LF, no SP or HTAB at either end (RFC 9113
+#: 8.2.1).  (A full match of what is allowed runs faster than searching for what is not.)
+_FIELD_VALUE: Final = re.compile(rb"[^\x00\r\n \t](?:[^\x00\r\n]*[^\x00\r\n \t])?")
 _REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 _FORBIDDEN: Final = frozenset(
     {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
@@ -697,7 +698,7 @@ def check_header_block(headers: list[Any], trailers: bool) -> list[Any]:
                 if cookies is None:
                     cookies = []
                 cookies.append(value)
-        if value and _BAD_FIELD_VALUE.search(value):
+        if value and not _FIELD_VALUE.fullmatch(value):
             raise h2.exceptions.ProtocolError(f"invalid header value {value!r}")
     if not trailers:
         if method is None:
