@@ -230,6 +230,20 @@ def _median(xs: list) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def _cpu_us(row: dict) -> float | None:
+    """Server CPU microseconds per request (or message) of one run.
+
+    The harness samples the server's CPU time over warm-up + measurement; the measured rate
+    stands for both.  Unlike the rate, this barely moves when other work on the machine
+    takes CPU time away from the server, so it is the steadier figure on a busy machine.
+    """
+    cpu, rps = row.get("server_cpu_s"), row.get("rps")
+    seconds = (row.get("duration_s") or 0) + (row.get("warmup_s") or 0)
+    if not cpu or cpu <= 0 or not rps or not seconds:
+        return None
+    return cpu / (rps * seconds) * 1e6
+
+
 def _connections(meta: dict | None, scenario: str) -> int | None:
     conns = ((meta or {}).get("settings") or {}).get("connections") or {}
     if scenario in conns:
@@ -260,6 +274,7 @@ def summarize_pair(pair: dict, rows: list[dict], meta: dict | None = None) -> li
                 "rounds": len(rs),
                 "ok_rounds": len(ok),
                 "rps": _median([r["rps"] for r in ok]),
+                "cpu_us": _median([_cpu_us(r) for r in ok]),
                 "p99_ms": _median([r["p99_ms"] for r in ok]),
                 "errors": sum(errs) if errs else None,
                 "statuses": sorted({r["status"] for r in rs}),
@@ -280,6 +295,11 @@ def summarize_pair(pair: dict, rows: list[dict], meta: dict | None = None) -> li
             for rnd in sorted(set(a["by_round"]) & set(p["by_round"]))
             if p["by_round"][rnd]["rps"]
         ]
+        cpu_per_round = []
+        for rnd in sorted(set(a["by_round"]) & set(p["by_round"])):
+            ca, cp = _cpu_us(a["by_round"][rnd]), _cpu_us(p["by_round"][rnd])
+            if ca and cp:
+                cpu_per_round.append(cp / ca)
         for s in (a, p):
             del s["by_round"]
         out.append(
@@ -290,6 +310,7 @@ def summarize_pair(pair: dict, rows: list[dict], meta: dict | None = None) -> li
                 "asgiri": a,
                 "peer": p,
                 "ratio": _median(per_round),
+                "cpu_ratio": _median(cpu_per_round),
                 "target": TARGETS.get((pair["label"], sc)),
                 "ratios": [round(x, 4) for x in per_round],
                 "connections": conns,
@@ -420,6 +441,14 @@ def render(run_dir: Path) -> tuple[str, list[dict]]:
     )
     L.append("")
     L.append(
+        "Server CPU µs per unit: the server's CPU time (user + system, whole process group) "
+        "over warm-up and measurement, divided by the requests (messages) served in that time; "
+        "CPU ratio = peer ÷ asgiri of that, median over rounds (> 1: asgiri needs less CPU per "
+        "request). Other work on the machine distorts it far less than the rate, so on a busy "
+        "machine it is the steadier comparison."
+    )
+    L.append("")
+    L.append(
         "A cell like `error (1,234)` is a side whose rounds did not count (more than 1% of its "
         "requests failed, or its connections were reset): the bracketed req/s or p99 was "
         "measured anyway, for orientation, and is left out of the ratio."
@@ -454,9 +483,10 @@ def render(run_dir: Path) -> tuple[str, list[dict]]:
         unit = _unit(family)
         L.append(
             f"| scenario | peer | asgiri {unit} | peer {unit} | ratio | target | asgiri p99 ms "
-            "| peer p99 ms | errors asgiri / peer | per-round ratios |"
+            "| peer p99 ms | errors asgiri / peer | per-round ratios "
+            "| server CPU µs per unit, asgiri / peer | CPU ratio |"
         )
-        L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|---|")
+        L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|")
         for s in items:
             a, p = s["asgiri"], s["peer"]
             name = f"{s['scenario']} (extra)" if s["extra"] else s["scenario"]
@@ -470,7 +500,8 @@ def render(run_dir: Path) -> tuple[str, list[dict]]:
             L.append(
                 f"| {name} | {descs[s['pair']]['description']} | {_cell_rps(a)} "
                 f"| {_cell_rps(p)} | {ratio} | {target} | {_cell_p99(a)} | {_cell_p99(p)} | {errs} "
-                f"| {' '.join(f'{x:.3f}' for x in s['ratios']) or '-'} |"
+                f"| {' '.join(f'{x:.3f}' for x in s['ratios']) or '-'} "
+                f"| {_f(a['cpu_us'], 1)} / {_f(p['cpu_us'], 1)} | {_f(s['cpu_ratio'], 3)} |"
             )
         L.append("")
     L.append("### Memory")

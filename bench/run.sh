@@ -13,9 +13,11 @@
 # --results bench/RESULTS.md to publish).
 # Later options override what --quick set, e.g. `--quick --duration 3`.
 #
-# Harness: ../shared/bench/bench.sh when it exists (what CI and developers have), else the
-# vendored copy in bench/harness/ (--harness picks one explicitly); a pair that needs a
-# scenario only the vendored copy has (h2c_big, ws_big) runs on the vendored copy.  The app
+# Harness: the vendored copy in bench/harness/ by default: the reference harness
+# (../shared/bench/bench.sh) with the same scenarios and load, plus h2c_big, ws_big and the
+# server's CPU time per run.  --harness shared (or auto: shared when present) runs the
+# reference itself; a pair that needs a scenario only the vendored copy has (h2c_big,
+# ws_big) then still runs on the vendored copy.  The app
 # is always bench/app.py (a copy of the reference app).  The server runs on CPU 1, the load
 # generator on CPU 0 (SERVER_CPU / LOAD_CPU override).
 #
@@ -36,7 +38,7 @@ export SERVER_CPU="${SERVER_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}"
 # --quick: one headline scenario per protocol family, 1 round of 5 s (~1.5 minutes).
 QUICK_PAIRS="uvloop,h2-granian,ws-uvicorn"; QUICK_SCENARIOS="h1_hello,h1_echo,h2c_hello,ws_echo"
 ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio,h2,ws"; SCENARIOS=""; QUICK=0
-INSTALL=1; HARNESS_PREF="${BENCH_HARNESS:-auto}"; RESULTS_MD="$BENCH_DIR/RESULTS.md"
+INSTALL=1; HARNESS_PREF="${BENCH_HARNESS:-vendored}"; RESULTS_MD="$BENCH_DIR/RESULTS.md"
 
 die() { echo "bench/run.sh: $*" >&2; exit 2; }
 log() { echo "[run.sh $(date +%T)] $*" >&2; }
