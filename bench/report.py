@@ -421,8 +421,8 @@ def render(run_dir: Path) -> tuple[str, list[dict]]:
     hv, uv = both("httptools"), both("uvloop")
     L.append(
         f"- **Versions:** asgiri {pv.get('asgiri')}, uvicorn {bv.get('uvicorn')}, httptools {hv}, "
-        f"uvloop {uv}; also installed: hypercorn {bv.get('hypercorn')}, granian {bv.get('granian')}, "
-        f"websockets {bv.get('websockets')}"
+        f"uvloop {uv}; also installed: hypercorn {bv.get('hypercorn')}, "
+        f"granian {bv.get('granian')}, websockets {bv.get('websockets')}"
     )
     tools = ", ".join(f"{k} {v}" for k, v in meta.get("tools", {}).items() if v)
     L.append(f"- **Load generators:** {tools or 'unknown'}")
