@@ -95,12 +95,6 @@ def _classify_name(name: bytes) -> int:
     return kind
 
 
-def _content_length(value: bytes) -> int:
-    if not value.isdigit():
-        raise LocalProtocolError(f"invalid Content-Length {value!r}")
-    return int(value)
-
-
 def _check_value(value: bytes) -> None:
     if b"\n" in value or b"\r" in value or b"\x00" in value:
         raise LocalProtocolError(f"invalid header value {value!r}")
@@ -489,7 +483,7 @@ class H1Connection:
         keep_alive = info.keep_alive
         content_length: int | None = None
         close_sent = False
-        parts = [status_line(status), default_headers]
+        parts = [_STATUS_LINES.get(status) or status_line(status), default_headers]
         extend = parts.extend
         app_lines = 0
         for name, value in headers:
@@ -498,7 +492,9 @@ class H1Connection:
                 kind = _classify_name(name)
             if kind:
                 if kind == _CONTENT_LENGTH:
-                    content_length = _content_length(value)
+                    if not value.isdigit():
+                        raise LocalProtocolError(f"invalid Content-Length {value!r}")
+                    content_length = int(value)
                 elif kind == _TRANSFER_ENCODING:
                     # Framing is the server's job: chunked is applied below.
                     continue
