@@ -5,16 +5,20 @@
 #                [--warmup S] [--harness auto|shared|vendored] [--results PATH] [--no-install]
 #   bench/run.sh --list        # the comparison pairs this script knows
 #
-# `make bench` runs it with no options: pairs uvloop,asyncio,h2 (h2 = h2-granian and
-# h2-hypercorn), 3 interleaved rounds of 10 s (+2 s warm-up), and writes
-# bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md} and bench/RESULTS.md.  `make bench-quick` (= --quick): pair uvloop, h1_hello + h1_echo, 1 round
-# of 5 s, and only writes bench/out/<run-id>/ (pass --results bench/RESULTS.md to publish).
+# `make bench` runs it with no options: pairs uvloop,asyncio,h2,ws (h2 = h2-granian and
+# h2-hypercorn, ws = ws-uvicorn and ws-hypercorn), 3 interleaved rounds of 10 s (+2 s
+# warm-up), and writes bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md} and
+# bench/RESULTS.md.  `make bench-quick` (= --quick): h1_hello + h1_echo (uvloop), h2c_hello
+# (granian) and ws_echo (uvicorn), 1 round of 5 s, and only writes bench/out/<run-id>/ (pass
+# --results bench/RESULTS.md to publish).
 # Later options override what --quick set, e.g. `--quick --duration 3`.
 #
-# Harness: ../shared/bench/bench.sh when it exists (what CI and developers have), else the
-# vendored copy in bench/harness/ (--harness picks one explicitly); a pair that needs a
-# scenario only the vendored copy has (h2c_big) runs on the vendored copy.  The app is always
-# bench/app.py (a copy of the reference app).  The server runs on CPU 1, the load
+# Harness: the vendored copy in bench/harness/ by default: the reference harness
+# (../shared/bench/bench.sh) with the same scenarios and load, plus h2c_big, ws_big and the
+# server's CPU time per run.  --harness shared (or auto: shared when present) runs the
+# reference itself; a pair that needs a scenario only the vendored copy has (h2c_big,
+# ws_big) then still runs on the vendored copy.  The app
+# is always bench/app.py (a copy of the reference app).  The server runs on CPU 1, the load
 # generator on CPU 0 (SERVER_CPU / LOAD_CPU override).
 #
 # Installs what it needs: wrk, h2load (nghttp2-client), gtlsclient (ngtcp2-client) with
@@ -31,8 +35,10 @@ BPY="$BENCH_VENV/bin/python"
 SHARED_HARNESS="$ROOT/../shared/bench"
 export SERVER_CPU="${SERVER_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}"
 
-ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio,h2"; SCENARIOS=""; QUICK=0
-INSTALL=1; HARNESS_PREF="${BENCH_HARNESS:-auto}"; RESULTS_MD="$BENCH_DIR/RESULTS.md"
+# --quick: one headline scenario per protocol family, 1 round of 5 s (~1.5 minutes).
+QUICK_PAIRS="uvloop,h2-granian,ws-uvicorn"; QUICK_SCENARIOS="h1_hello,h1_echo,h2c_hello,ws_echo"
+ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio,h2,ws"; SCENARIOS=""; QUICK=0
+INSTALL=1; HARNESS_PREF="${BENCH_HARNESS:-vendored}"; RESULTS_MD="$BENCH_DIR/RESULTS.md"
 
 die() { echo "bench/run.sh: $*" >&2; exit 2; }
 log() { echo "[run.sh $(date +%T)] $*" >&2; }
@@ -89,36 +95,58 @@ pair_def() {
       P_ASGIRI=asgiri-h2-vs-hypercorn; P_ASGIRI_CMD="$ASGIRI --loop uvloop"
       P_ASGIRI_TLS="$ASGIRI_TLS --loop uvloop --no-http3"
       P_SCENARIOS="h2c_hello,h2tls_hello,h2c_big"; P_EXTRAS="h2c_big" ;;
-    # ---- opt-in pairs for protocols asgiri does not serve yet; not part of `make bench`.
-    h3)       # HTTP/3: hypercorn (aioquic) is the only Python peer
+    # ---- WebSocket (group "ws"): 64 B echo round trips (the headline) and 1 MiB messages,
+    # against uvicorn with its websockets implementation and against hypercorn (wsproto).
+    ws-uvicorn)
+      P_DESC="uvicorn (websockets + uvloop)"
+      P_PEER=uvicorn-ws;       P_PEER_CMD="$UVICORN --ws websockets --loop uvloop $UVICORN_TAIL"
+      P_ASGIRI=asgiri-ws-vs-uvicorn;   P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_SCENARIOS="ws_echo,ws_big" ;;
+    ws-hypercorn)
+      P_DESC="hypercorn (wsproto, uvloop, 1 worker)"
+      P_PEER=hypercorn-ws;     P_PEER_CMD="$HYPERCORN {APP}"
+      P_ASGIRI=asgiri-ws-vs-hypercorn; P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_SCENARIOS="ws_echo,ws_big" ;;
+    # ---- HTTP/3: opt-in until asgiri serves it on this branch; `make bench` picks it up by
+    # adding h3 to the default PAIRS.  hypercorn (aioquic) is the only Python peer.
+    h3)
       P_DESC="hypercorn (uvloop, aioquic)"
       P_PEER=hypercorn-h3;     P_PEER_CMD="$HYPERCORN {APP}"
       P_PEER_H3="$HYPERCORN --quic-bind {HOST}:{PORT} --certfile {CERT} --keyfile {KEY} {APP}"
       P_ASGIRI=asgiri-h3;      P_ASGIRI_CMD="$ASGIRI --loop uvloop"
       P_ASGIRI_H3="$ASGIRI_TLS --loop uvloop"
       P_SCENARIOS="h3_hello" ;;
-    ws)       # WebSocket echo, 16 connections x 64 B ping-pong
-      P_DESC="uvicorn (websockets + uvloop)"
-      P_PEER=uvicorn-ws;       P_PEER_CMD="$UVICORN --loop uvloop $UVICORN_TAIL"
-      P_ASGIRI=asgiri-ws;      P_ASGIRI_CMD="$ASGIRI --loop uvloop"
-      P_SCENARIOS="ws_echo" ;;
     *) return 1 ;;
   esac
 }
-KNOWN_PAIRS="uvloop asyncio h2-granian h2-hypercorn h3 ws"
+KNOWN_PAIRS="uvloop asyncio h2-granian h2-hypercorn ws-uvicorn ws-hypercorn h3"
 # Group names usable in --pairs, each expanding to several pairs.
 pair_group() {
   case "$1" in
     h2) echo "h2-granian,h2-hypercorn" ;;
+    ws) echo "ws-uvicorn,ws-hypercorn" ;;
     *) echo "$1" ;;
   esac
 }
-PAIR_GROUPS="h2"
+PAIR_GROUPS="h2 ws"
+
+# The scenarios a pair runs: --scenarios when given, else the pair's own (with --quick,
+# only those of them in QUICK_SCENARIOS).  Call after pair_def.
+pair_scenarios() {
+  if [ -n "$SCENARIOS" ]; then echo "$SCENARIOS"; return; fi
+  if [ "$QUICK" != 1 ]; then echo "$P_SCENARIOS"; return; fi
+  local sc out=""
+  IFS=, read -r -a _pscs <<<"$P_SCENARIOS"
+  for sc in "${_pscs[@]}"; do
+    if [[ ",$QUICK_SCENARIOS," == *",$sc,"* ]]; then out="$out,$sc"; fi
+  done
+  echo "${out#,}"
+}
 
 # ------------------------------------------------------------------------ arguments
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) QUICK=1; ROUNDS=1; DURATION=5; PAIRS=uvloop; SCENARIOS="h1_hello,h1_echo"; RESULTS_MD=""; shift ;;
+    --quick) QUICK=1; ROUNDS=1; DURATION=5; PAIRS="$QUICK_PAIRS"; RESULTS_MD=""; shift ;;
     --pairs) PAIRS="$2"; shift 2 ;;
     --scenarios) SCENARIOS="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
@@ -205,7 +233,7 @@ esac
 HARNESS_LABEL="vendored (bench/harness/bench.sh)"
 VENDORED="$BENCH_DIR/harness/bench.sh"
 # harness_for SCENARIOS: the chosen harness, or the vendored one when the chosen one has no
-# case for one of the scenarios (h2c_big is only in the vendored copy so far).
+# case for one of the scenarios (h2c_big and ws_big are only in the vendored copy so far).
 harness_for() {
   local sc
   IFS=, read -r -a _scs <<<"$1"
@@ -245,8 +273,8 @@ quick_flag=(); if [ "$QUICK" = 1 ]; then quick_flag=(--quick); fi
 meta_pairs=(); on_vendored=""
 for p in "${PAIR_LIST[@]}"; do
   pair_def "$p"
-  meta_pairs+=(--pair "$p" "$P_PEER" "$P_ASGIRI" "${SCENARIOS:-$P_SCENARIOS}" "$P_EXTRAS" "$P_DESC")
-  if [ "$(harness_for "${SCENARIOS:-$P_SCENARIOS}")" != "$HARNESS" ]; then on_vendored="$on_vendored $p"; fi
+  meta_pairs+=(--pair "$p" "$P_PEER" "$P_ASGIRI" "$(pair_scenarios)" "$P_EXTRAS" "$P_DESC")
+  if [ "$(harness_for "$(pair_scenarios)")" != "$HARNESS" ]; then on_vendored="$on_vendored $p"; fi
 done
 if [ -n "$on_vendored" ]; then
   HARNESS_LABEL="$HARNESS_LABEL; vendored bench/harness/bench.sh for$on_vendored (scenarios the other lacks)"
@@ -258,11 +286,11 @@ fi
 
 for p in "${PAIR_LIST[@]}"; do
   pair_def "$p"
-  pair_harness="$(harness_for "${SCENARIOS:-$P_SCENARIOS}")"
-  log "pair $p: asgiri vs $P_DESC on ${SCENARIOS:-$P_SCENARIOS}"
+  pair_harness="$(harness_for "$(pair_scenarios)")"
+  log "pair $p: asgiri vs $P_DESC on $(pair_scenarios)"
   if [ "$pair_harness" != "$HARNESS" ]; then log "pair $p runs on $pair_harness (a scenario is missing from $HARNESS)"; fi
   args=(ratio --name "$P_PEER" --cmd "$P_PEER_CMD" --name-b "$P_ASGIRI" --cmd-b "$P_ASGIRI_CMD"
-        --scenarios "${SCENARIOS:-$P_SCENARIOS}" --rounds "$ROUNDS" --duration "$DURATION"
+        --scenarios "$(pair_scenarios)" --rounds "$ROUNDS" --duration "$DURATION"
         --warmup "$WARMUP" --out "$OUTDIR/results.jsonl")
   if [ -n "$P_PEER_TLS" ]; then args+=(--tls-cmd "$P_PEER_TLS"); fi
   if [ -n "$P_ASGIRI_TLS" ]; then args+=(--tls-cmd-b "$P_ASGIRI_TLS"); fi

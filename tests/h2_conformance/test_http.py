@@ -199,6 +199,10 @@ def test_8_2_3_cookie_crumbs_are_joined(port: int) -> None:
         [METHOD, SCHEME, PATH, PATH, AUTHORITY],  # h2spec 8.1.2.3/7
         [METHOD, SCHEME, PATH, AUTHORITY, AUTHORITY],
         [(b":method", b"CONNECT"), SCHEME, PATH, AUTHORITY],  # 8.5: no :scheme/:path
+        [METHOD, SCHEME, PATH, AUTHORITY, (b"host", b"elsewhere.example")],  # 8.3.1
+        [METHOD, SCHEME, PATH, (b"host", b"a.example"), (b"host", b"a.example")],
+        [METHOD, SCHEME, PATH],  # 8.3.1: neither :authority nor Host
+        [METHOD, SCHEME, PATH, AUTHORITY, (b":protocol", b"websocket")],  # RFC 8441 4
     ],
     ids=[
         "unknown-pseudo",
@@ -214,6 +218,10 @@ def test_8_2_3_cookie_crumbs_are_joined(port: int) -> None:
         "duplicate-path",
         "duplicate-authority",
         "connect-with-path",
+        "host-mismatch",
+        "two-hosts",
+        "no-authority-or-host",
+        "protocol-without-connect",
     ],
 )
 def test_8_3_malformed_pseudo_headers(port: int, headers: list[tuple[bytes, bytes]]) -> None:

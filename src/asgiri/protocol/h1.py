@@ -548,7 +548,7 @@ class H1Connection:
         keep_alive = info.keep_alive
         content_length: int | None = None
         close_sent = False
-        parts = [status_line(status), default_headers]
+        parts = [_STATUS_LINES.get(status) or status_line(status), default_headers]
         extend = parts.extend
         app_lines = 0
         for name, value in headers:
@@ -557,7 +557,9 @@ class H1Connection:
                 kind = _classify_name(name)
             if kind:
                 if kind == _CONTENT_LENGTH:
-                    content_length = _content_length(value)
+                    if not value.isdigit():
+                        raise LocalProtocolError(f"invalid Content-Length {value!r}")
+                    content_length = int(value)
                 elif kind == _TRANSFER_ENCODING:
                     # Framing is the server's job: chunked is applied below.
                     continue
@@ -606,6 +608,13 @@ class H1Connection:
             for _, value in headers:
                 check_field_value(value)
             raise LocalProtocolError("invalid response header")
+        if end and content_length == len(body) and not no_body:
+            # The common response: the whole body at once, as long as it says.
+            # Nothing is left to frame or to count.
+            response = H1Response(False, False, 0, keep_alive)
+            if len(body) < COPY_LIMIT:
+                return [head + body], response
+            return [head, body], response
         response = H1Response(chunked, no_body, None if no_body else content_length, keep_alive)
         tail = response.end(body) if end else response.data(body)
         if not tail:

@@ -24,6 +24,7 @@ floods).  Exceeding one ends the connection with ENHANCE_YOUR_CALM.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections import deque
 from dataclasses import dataclass, field
@@ -69,6 +70,13 @@ _ACK: Final = 0x1
 _CONFORM: Final = frozenset({_HEADERS, _RST_STREAM, _SETTINGS})
 
 _WHITESPACE: Final = (b" ", b"\t")
+#: Text of the usual methods and schemes, so most requests decode none.
+_METHODS: Final = {
+    m.encode(): m
+    for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+}
+_SCHEMES: Final = {b"http": "http", b"https": "https"}
+
 _CONNECTION_HEADERS: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -129,8 +137,11 @@ class H2Connection:
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
-            validate_inbound_headers=True,
-            normalize_inbound_headers=True,
+            # Received header blocks are checked (RFC 9113 8.2, 8.3) and their
+            # cookies joined by check_header_block, in one pass and without
+            # h2's per-byte loops; see _H2._receive_frame.
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
             # What the app sends is validated by the ASGI stream; h2's own
             # outbound checks would only repeat them.
             validate_outbound_headers=False,
@@ -278,6 +289,9 @@ class H2Connection:
         self.last_stream_id = max(self.last_stream_id, stream_id)
         method = path = scheme = authority = protocol = None
         headers: Headers = []
+        # What the checks below need from the regular headers, noted in the
+        # one pass over them.
+        has_host = has_length = False
         for name, value in ev.headers:
             if name[:1] == b":":
                 if name == b":method":
@@ -292,12 +306,14 @@ class H2Connection:
                     protocol = value
             else:
                 headers.append((name, value))
+                if name == b"host":
+                    has_host = True
+                elif name == b"content-length" and value.lstrip(b"0"):
+                    has_length = True
         if method is None or (method != b"CONNECT" and (path is None or scheme is None)):
             self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return None
-        if ev.stream_ended is not None and any(
-            name == b"content-length" and value.lstrip(b"0") for name, value in headers
-        ):
+        if has_length and ev.stream_ended is not None:
             # RFC 9113 8.1.1: content-length must match the DATA octets, and
             # h2 checks that only when DATA frames come: here none will.
             self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
@@ -307,20 +323,23 @@ class H2Connection:
             # the tunnel semantics forbid, so refuse the stream.
             self._reset(stream_id, h2.errors.ErrorCodes.CONNECT_ERROR)
             return None
-        if authority is not None and not any(name == b"host" for name, _ in headers):
+        if authority is not None and not has_host:
             headers.insert(0, (b"host", authority))
         raw = path or b"/"
         raw_path, _, query = raw.partition(b"?")
+        text_method = _METHODS.get(method)
+        if text_method is None:
+            text_method = method.decode("ascii")
         request = Request(
             stream_id,
-            method.decode("ascii"),
+            text_method,
             raw_path,
             query,
             headers,
             "2",
             False,
             authority,
-            scheme.decode("ascii") if scheme else None,
+            _SCHEMES.get(scheme) or scheme.decode("ascii") if scheme else None,
             protocol,
         )
         # Useful work: it pays back the control-frame budget.
@@ -709,6 +728,96 @@ class H2Connection:
         return int(self._conn.open_inbound_streams)
 
 
+#: A field name: no controls, SP, DEL, non-ASCII, upper case or colon (RFC 9113 8.2.1).
+_FIELD_NAME: Final = re.compile(rb"[^\x00-\x20A-Z\x7f-\xff:]+")
+#: A non-empty field value: no NUL, CR or LF, no SP or HTAB at either end (RFC 9113
+#: 8.2.1).  (A full match of what is allowed runs faster than searching for what is not.)
+_FIELD_VALUE: Final = re.compile(rb"[^\x00\r\n \t](?:[^\x00\r\n]*[^\x00\r\n \t])?")
+_REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
+_FORBIDDEN: Final = frozenset(
+    {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
+)
+#: Field names already seen to be valid: clients send the same few again and again.
+_VALID_NAMES: set[bytes] = set()
+_MAX_VALID_NAMES: Final = 4096
+
+
+def check_header_block(headers: list[Any], trailers: bool) -> list[Any]:
+    """Validate a received request header block (or trailers); returns it normalised.
+
+    The rules are those h2's inbound validation applies (RFC 9113 8.2 and
+    8.3, RFC 8441 4): field name and value characters, no connection-specific
+    fields, TE only "trailers", pseudo-header fields known, unique, first,
+    and the ones a request (CONNECT, extended CONNECT) needs, :authority and
+    Host consistent, a non-empty :path.  Cookie fields are joined into one,
+    last (RFC 9113 8.2.3).  Raises h2's ProtocolError, which h2 answers with a
+    connection error, as it does for its own checks.
+    """
+    pseudo: set[bytes] = set()
+    regular = False
+    method = authority = host = None
+    cookies: list[bytes] | None = None
+    valid = _VALID_NAMES
+    for name, value in headers:
+        if name[:1] == b":":
+            if trailers:
+                raise h2.exceptions.ProtocolError(f"pseudo-header field {name!r} in trailers")
+            if regular:
+                raise h2.exceptions.ProtocolError(f"pseudo-header field {name!r} out of sequence")
+            if name not in _REQUEST_PSEUDO:
+                raise h2.exceptions.ProtocolError(f"invalid pseudo-header field {name!r}")
+            if name in pseudo:
+                raise h2.exceptions.ProtocolError(f"duplicate pseudo-header field {name!r}")
+            pseudo.add(name)
+            if name == b":method":
+                method = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":path" and not value:
+                raise h2.exceptions.ProtocolError("empty :path")
+        else:
+            regular = True
+            if name not in valid:
+                if not _FIELD_NAME.fullmatch(name):
+                    raise h2.exceptions.ProtocolError(f"invalid header name {name!r}")
+                if name in _FORBIDDEN:
+                    raise h2.exceptions.ProtocolError(f"connection-specific header {name!r}")
+                if name != b"te" and len(valid) < _MAX_VALID_NAMES:
+                    valid.add(name)
+            if name == b"te":
+                if value.lower() != b"trailers":
+                    raise h2.exceptions.ProtocolError(f"invalid TE header {value!r}")
+            elif name == b"host":
+                if host is not None and not trailers:
+                    raise h2.exceptions.ProtocolError("multiple Host headers")
+                host = value
+            elif name == b"cookie":
+                if cookies is None:
+                    cookies = []
+                cookies.append(value)
+        if value and not _FIELD_VALUE.fullmatch(value):
+            raise h2.exceptions.ProtocolError(f"invalid header value {value!r}")
+    if not trailers:
+        if method is None:
+            raise h2.exceptions.ProtocolError("request without :method")
+        if method == b"CONNECT" and b":protocol" not in pseudo:
+            if b":scheme" in pseudo or b":path" in pseudo:
+                raise h2.exceptions.ProtocolError("CONNECT with :scheme or :path")
+        else:
+            if b":scheme" not in pseudo or b":path" not in pseudo:
+                raise h2.exceptions.ProtocolError("request without :scheme or :path")
+            if method != b"CONNECT" and b":protocol" in pseudo:
+                raise h2.exceptions.ProtocolError(":protocol outside CONNECT")
+        if authority is None and host is None:
+            raise h2.exceptions.ProtocolError("request without :authority or Host")
+        if authority is not None and host is not None and authority != host:
+            raise h2.exceptions.ProtocolError("mismatched :authority and Host")
+    if cookies is not None:
+        headers = [pair for pair in headers if pair[0] != b"cookie"]
+        headers.append(hpack.NeverIndexedHeaderTuple(b"cookie", b"; ".join(cookies)))
+    return headers
+
+
 class _Calm(RemoteProtocolError):
     """A flood limit was hit; answered with ENHANCE_YOUR_CALM."""
 
@@ -753,7 +862,19 @@ class _H2(h2.connection.H2Connection):
             # rest of a body) with a PROTOCOL_ERROR of its own: RFC 9113 6.8
             # allows them, and nothing can be answered now, so drop them.
             return []
-        return super()._receive_frame(frame)
+        events = super()._receive_frame(frame)
+        if type(frame) is not hyperframe.frame.DataFrame:
+            # Header blocks are checked here, while h2 is still handling the
+            # frame that completed them, so an error ends the connection just
+            # as h2's own validation would (see H2Connection.__init__).
+            ev: Any
+            for ev in events:
+                kind = type(ev)
+                if kind is h2.events.RequestReceived:
+                    ev.headers = check_header_block(ev.headers, False)
+                elif kind is h2.events.TrailersReceived:
+                    ev.headers = check_header_block(ev.headers, True)
+        return events
 
     def _receive_goaway_frame(
         self, frame: hyperframe.frame.GoAwayFrame

@@ -416,8 +416,7 @@ class H1Protocol(asyncio.Protocol):
     # ------------------------------------------------------------ requests
 
     def _on_request(self, request: Request) -> None:
-        if self._timer_kind:
-            self._cancel_timer()
+        self._timer_kind = 0  # the lazy timer: see _arm
         info = self.conn.request_info(request)
         ctx = self.ctx
         scope = http_scope(
@@ -719,9 +718,6 @@ class H1Protocol(asyncio.Protocol):
                 return
             timer.cancel()
         self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _cancel_timer(self) -> None:
-        self._timer_kind = 0
 
     def _stop_timer(self) -> None:
         self._timer_kind = 0
