@@ -41,7 +41,7 @@ from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
 from .context import ServerContext
 from .h2 import H2Protocol
-from .tasks import EAGER, start_eagerly
+from .tasks import start_app
 from .tls import tls_extension
 from .ws import WSBridge, WSH1Protocol
 
@@ -458,15 +458,7 @@ class H1Protocol(asyncio.Protocol):
             stream.disconnect()
             self._close()
             return
-        stream.eager = True
-        task = start_eagerly(self.loop, stream.run(ctx.app))
-        stream.eager = False
-        if task is not None:
-            stream.task = task
-            ctx.tasks.add(task)
-            if EAGER:
-                # The app suspended: a head it sent must not wait for its body.
-                stream.flush_head()
+        start_app(ctx, stream)
 
     # ------------------------------------------------------------ HTTPSink
 

@@ -26,7 +26,7 @@ from ..protocol.h2 import ConnectionEnded, H2Connection, StreamWritable
 from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
 from .context import ServerContext
-from .tasks import EAGER, start_eagerly
+from .tasks import start_app
 from .ws import StreamOutlet, WSBridge
 
 logger = logging.getLogger("asgiri.error")
@@ -345,14 +345,7 @@ class H2Protocol(asyncio.Protocol):
             if not ctx.request_started():
                 self._refuse(stream)
                 continue
-            stream.eager = True
-            task = start_eagerly(self.loop, stream.run(ctx.app))
-            stream.eager = False
-            if task is not None:
-                stream.task = task
-                ctx.tasks.add(task)
-                if EAGER:
-                    stream.flush_head()
+            start_app(ctx, stream)
 
     def _refuse(self, stream: HTTPStream) -> None:
         stream.status = 503

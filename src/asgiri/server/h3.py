@@ -48,7 +48,7 @@ from ..protocol.h3 import (
 from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
 from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
 from .context import ServerContext
-from .tasks import EAGER, start_eagerly
+from .tasks import start_app
 from .ws import StreamOutlet, WSBridge
 
 if TYPE_CHECKING:
@@ -456,14 +456,7 @@ class H3Protocol:
             if not ctx.request_started():
                 self._refuse(stream)
                 continue
-            stream.eager = True
-            task = start_eagerly(self.loop, stream.run(ctx.app))
-            stream.eager = False
-            if task is not None:
-                stream.task = task
-                ctx.tasks.add(task)
-                if EAGER:
-                    stream.flush_head()
+            start_app(ctx, stream)
 
     def _refuse(self, stream: HTTPStream) -> None:
         body = b"Service Unavailable"

@@ -18,9 +18,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["EAGER", "start_eagerly"]
+if TYPE_CHECKING:
+    from ..asgi.http_stream import HTTPStream
+    from .context import ServerContext
+
+__all__ = ["EAGER", "start_app", "start_eagerly"]
 
 #: Whether app coroutines start inside the connection's callback.
 EAGER = sys.version_info >= (3, 12)
@@ -38,3 +42,21 @@ def start_eagerly(
         )
         return None if task.done() else task
     return loop.create_task(coro)
+
+
+def start_app(ctx: ServerContext, stream: HTTPStream) -> None:
+    """Run the app of one request stream, the same way for HTTP/1.1, HTTP/2 and HTTP/3.
+
+    While the first step runs inside the connection's callback the stream
+    holds a response head back (``eager``), so that head and first body
+    chunk leave in one write; if the app then suspends, a head it sent must
+    not wait for its body.
+    """
+    stream.eager = True
+    task = start_eagerly(ctx.loop, stream.run(ctx.app))
+    stream.eager = False
+    if task is not None:
+        stream.task = task
+        ctx.tasks.add(task)
+        if EAGER:
+            stream.flush_head()
