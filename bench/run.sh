@@ -5,7 +5,7 @@
 #                [--warmup S] [--harness auto|shared|vendored] [--results PATH] [--no-install]
 #   bench/run.sh --list        # the comparison pairs this script knows
 #
-# `make bench` runs it with no options: pairs uvloop,asyncio,h2,ws (h2 = h2-granian and
+# `make bench` runs it with no options: pairs uvloop,asyncio,h2,ws,h3,workers (h2 = h2-granian and
 # h2-hypercorn, ws = ws-uvicorn and ws-hypercorn), 3 interleaved rounds of 10 s (+2 s
 # warm-up), and writes bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md} and
 # bench/RESULTS.md.  `make bench-quick` (= --quick): h1_hello + h1_echo (uvloop), h2c_hello
@@ -37,7 +37,7 @@ export SERVER_CPU="${SERVER_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}"
 
 # --quick: one headline scenario per protocol family, 1 round of 5 s (~1.5 minutes).
 QUICK_PAIRS="uvloop,h2-granian,ws-uvicorn"; QUICK_SCENARIOS="h1_hello,h1_echo,h2c_hello,ws_echo"
-ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio,h2,ws"; SCENARIOS=""; QUICK=0
+ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio,h2,ws,h3,workers"; SCENARIOS=""; QUICK=0
 INSTALL=1; HARNESS_PREF="${BENCH_HARNESS:-vendored}"; RESULTS_MD="$BENCH_DIR/RESULTS.md"
 
 die() { echo "bench/run.sh: $*" >&2; exit 2; }
@@ -107,8 +107,7 @@ pair_def() {
       P_PEER=hypercorn-ws;     P_PEER_CMD="$HYPERCORN {APP}"
       P_ASGIRI=asgiri-ws-vs-hypercorn; P_ASGIRI_CMD="$ASGIRI --loop uvloop"
       P_SCENARIOS="ws_echo,ws_big" ;;
-    # ---- HTTP/3: opt-in until asgiri serves it on this branch; `make bench` picks it up by
-    # adding h3 to the default PAIRS.  hypercorn (aioquic) is the only Python peer.
+    # ---- HTTP/3: hypercorn (aioquic) is the only Python peer that serves it.
     h3)
       P_DESC="hypercorn (uvloop, aioquic)"
       P_PEER=hypercorn-h3;     P_PEER_CMD="$HYPERCORN {APP}"
@@ -116,10 +115,18 @@ pair_def() {
       P_ASGIRI=asgiri-h3;      P_ASGIRI_CMD="$ASGIRI --loop uvloop"
       P_ASGIRI_H3="$ASGIRI_TLS --loop uvloop"
       P_SCENARIOS="h3_hello" ;;
+    # ---- Two worker processes each (issue: --workers 2 against uvicorn --workers 2).  Both
+    # servers' workers share the one pinned server core, so this measures what the process
+    # model costs or gains on the same CPU, not scaling across cores.
+    workers)
+      P_DESC="uvicorn (httptools + uvloop, --workers 2)"
+      P_PEER=uvicorn-workers2; P_PEER_CMD="$UVICORN --loop uvloop --workers 2 $UVICORN_TAIL"
+      P_ASGIRI=asgiri-workers2; P_ASGIRI_CMD="$ASGIRI --loop uvloop --workers 2"
+      P_SCENARIOS="h1_hello,h1_echo" ;;
     *) return 1 ;;
   esac
 }
-KNOWN_PAIRS="uvloop asyncio h2-granian h2-hypercorn ws-uvicorn ws-hypercorn h3"
+KNOWN_PAIRS="uvloop asyncio h2-granian h2-hypercorn ws-uvicorn ws-hypercorn h3 workers"
 # Group names usable in --pairs, each expanding to several pairs.
 pair_group() {
   case "$1" in
