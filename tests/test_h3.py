@@ -612,6 +612,24 @@ def test_idle_connections_are_closed(pems: tuple[bytes, bytes]) -> None:
         assert not ctx.connections
 
 
+def test_resumption_without_zero_rtt(pems: tuple[bytes, bytes]) -> None:
+    """By default a session ticket gives a resumed handshake but no early data."""
+    tickets: list[Any] = []
+    with serve(app, cert_data=pems[0], key_data=pems[1]) as srv:
+        with H3Client(h3port(srv), session_ticket_handler=tickets.append) as client:
+            assert client.get("/").status == 200
+            client.run_until(lambda: bool(tickets), what="a session ticket")
+        assert tickets[-1].max_early_data_size is None  # no invitation to 0-RTT
+
+        def resume(configuration: QuicConfiguration) -> None:
+            configuration.session_ticket = tickets[-1]
+
+        with H3Client(h3port(srv), configure=resume) as resumed:
+            assert resumed.get("/").status == 200
+            assert resumed.quic.tls.session_resumed
+            assert not resumed.quic.tls.early_data_accepted
+
+
 def test_zero_rtt_refuses_unsafe_methods(pems: tuple[bytes, bytes]) -> None:
     tickets: list[Any] = []
     with serve(app, cert_data=pems[0], key_data=pems[1], quic_0rtt=True) as srv:

@@ -404,7 +404,10 @@ class QUICConfig:
     quic_0rtt: bool = _opt(
         False,
         kind="bool",
-        help="Issue session tickets and accept 0-RTT requests (unsafe methods get 425).",
+        help=(
+            "Accept 0-RTT requests on resumed connections (replayable: unsafe methods get "
+            "425). Session tickets for resumption are issued either way."
+        ),
     )
     quic_log_dir: str | None = _opt(
         None, metavar="DIR", help="Write a QLOG file per QUIC connection into DIR (debugging)."

@@ -121,7 +121,6 @@ class H3Connection:
         self,
         quic: ServerQuicConnection,
         *,
-        zero_rtt: bool = False,
         max_header_size: int = 65536,
         max_fields: int = 100,
         enable_connect: bool = True,
@@ -131,7 +130,6 @@ class H3Connection:
         self._max_header_size = max_header_size
         self._max_fields = max_fields
         self._h3: _AioH3 | None = None
-        self._zero_rtt = zero_rtt
         self.handshake_complete = False
         self.closed = False
         #: Client request streams that have sent their request head.
@@ -268,8 +266,10 @@ class H3Connection:
         except UnicodeDecodeError:
             self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
             return None
-        if self._zero_rtt and not self.handshake_complete and method_text not in _SAFE_METHODS:
-            # 0-RTT data can be replayed: only safe methods (RFC 8470).
+        if not self.handshake_complete and method_text not in _SAFE_METHODS:
+            # 0-RTT data can be replayed: only safe methods (RFC 8470).  Without
+            # --quic-0rtt tickets do not invite early data; a client that sends
+            # it anyway is held to the same rule.
             self._answer(stream_id, 425, b"Too Early")
             return None
         if authority is not None and not any(name == b"host" for name, _ in headers):

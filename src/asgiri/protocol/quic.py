@@ -73,9 +73,11 @@ class ServerQuicConnection(QuicConnection):
         *,
         configuration: QuicConfiguration,
         max_streams: int,
+        early_data: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(configuration=configuration, **kwargs)
+        self._early_data = early_data
         self._window = configuration.max_stream_data
         #: Request-body bytes per stream handed to the app and not yet read.
         self._held: dict[int, int] = {}
@@ -86,6 +88,15 @@ class ServerQuicConnection(QuicConnection):
         # limit during the handshake, so set it before any packet is handled.
         self._local_max_streams_bidi.value = max_streams
         self._local_max_streams_bidi.sent = max_streams
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if not self._early_data:
+            # aioquic's session tickets always invite 0-RTT; without --quic-0rtt
+            # they still give resumption (a shorter handshake), only without
+            # early data.  A client that sends early data anyway still gets
+            # 425 for unsafe methods (see H3Connection).
+            self.tls._max_early_data = None
 
     def hold(self, stream_id: int, nbytes: int) -> None:
         """``nbytes`` of body went to the app; credit them only once it reads them."""

@@ -177,7 +177,7 @@ class QuicListener(asyncio.DatagramProtocol):
         self.configuration = configuration
         quic = ctx.config.quic
         self.router: QuicRouter[H3Protocol] = QuicRouter(configuration, retry=quic.quic_retry)
-        self._tickets = _TicketStore() if quic.quic_0rtt else None
+        self._tickets = _TicketStore()
         self.transport: asyncio.DatagramTransport | None = None
         #: Connections whose handshake has not completed yet.
         self.handshakes = 0
@@ -212,8 +212,9 @@ class QuicListener(asyncio.DatagramProtocol):
                 max_streams=self.ctx.config.quic.quic_max_streams,
                 original_destination_connection_id=route.original_destination_cid,
                 retry_source_connection_id=route.retry_source_cid,
-                session_ticket_fetcher=tickets.pop if tickets is not None else None,
-                session_ticket_handler=tickets.add if tickets is not None else None,
+                early_data=self.ctx.config.quic.quic_0rtt,
+                session_ticket_fetcher=tickets.pop,
+                session_ticket_handler=tickets.add,
             )
             protocol = H3Protocol(self, quic, addr)
             protocol.add_cid(route.destination_cid)
@@ -253,7 +254,6 @@ class H3Protocol:
         limits = ctx.config.limits
         self.conn = H3Connection(
             quic,
-            zero_rtt=ctx.config.quic.quic_0rtt,
             max_header_size=limits.limit_request_header_size,
             max_fields=limits.limit_request_fields,
             enable_connect=ctx.ws_enabled,
