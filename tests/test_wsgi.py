@@ -1,4 +1,4 @@
-"""WSGI apps (a plain PEP 3333 app and Flask) over HTTP/1.1 and HTTP/2.
+"""WSGI apps (a plain PEP 3333 app, Flask and Django) over HTTP/1.1 and HTTP/2.
 
 Each test runs a real server on port 0 and a real client (httpx; a raw socket
 for the backpressure check).
@@ -239,3 +239,29 @@ def test_shutdown_with_a_blocked_wsgi_thread_ends_it() -> None:
             time.sleep(0.02)
     finally:
         sock.close()
+
+
+# ---------------------------------------------------------------- Django (WSGI handler)
+
+
+@pytest.fixture(scope="module")
+def django_server() -> Iterator[str]:
+    """Django's WSGIHandler from the command line, detected as WSGI without --interface."""
+    with cli_server("tests.djangoapp:application", "--port", "0") as srv:
+        yield srv.url
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_django_wsgi_views(django_server: str, protocol: str) -> None:
+    body = os.urandom(5 * 1024 * 1024)
+    with client_for(protocol) as client:
+        hello = client.get(django_server + "/hello?name=asgiri")
+        upload = client.post(django_server + "/upload", content=body)
+        with client.stream("GET", django_server + "/stream?parts=40") as streamed:
+            lines = list(streamed.iter_lines())
+    version = "HTTP/2" if protocol == "h2" else "HTTP/1.1"
+    assert hello.status_code == 200
+    assert hello.text == f"hello asgiri over {version}"
+    assert upload.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    assert streamed.headers.get("content-length") is None
+    assert lines == [f"part {i}" for i in range(40)]
