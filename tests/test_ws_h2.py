@@ -40,7 +40,7 @@ from asgiri.ssl_utils import generate_self_signed_cert
 
 from . import wsapps
 from .servers import ThreadServer, cli_server, serve
-from .test_autobahn import PARALLEL_CASES, PASSING, ensure_kosoku, load_results, write_summary
+from .test_autobahn import PASSING, ensure_kosoku, load_results, write_summary
 from .test_memory import RSSSampler
 from .ws_h2_client import H2WebSocket, H2WSConnection, Stalled
 
@@ -935,7 +935,12 @@ def test_autobahn_over_h2(tmp_path: Path) -> None:
     kosoku = ensure_kosoku()
     include = autobahn_selection()
     report_dir = tmp_path / "reports"
-    args = [str(kosoku), "-m", "fuzzingclient", "-o", str(report_dir), "-p", PARALLEL_CASES]
+    # One case at a time: with two at once, case 9.1.6 (a 16 MiB text message)
+    # intermittently ends after ~80 ms as "did not receive message" while the
+    # server logs nothing at debug level and the bridge sees no error; serially
+    # it passes every time.  Until that is understood the HTTP/2 run stays
+    # serial (the 337 cases take about a minute).
+    args = [str(kosoku), "-m", "fuzzingclient", "-o", str(report_dir), "-p", "1"]
     for case in include:
         args += ["-i", case]
     with (
