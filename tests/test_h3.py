@@ -152,6 +152,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _respond(send, 200, b"never", [(b"x-bad", b"line\r\nbreak")])
     elif path == "/alt-svc":
         await _respond(send, 200, b"own", [(b"alt-svc", b'h3=":9999"; ma=60')])
+    elif path == "/short-body":
+        # Declares 10 bytes, sends 5 and ends: refused before anything leaves.
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]}
+        )
+        await send({"type": "http.response.body", "body": b"12345"})
+    elif path == "/long-body":
+        # The head and the declared 4 bytes are out when the overflow comes.
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]}
+        )
+        await send({"type": "http.response.body", "body": b"1234", "more_body": True})
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"5678"})
     else:
         await _respond(send, 200, b"hello " + scope["method"].encode())
 
@@ -326,6 +340,24 @@ def test_invalid_response_header_is_500(server: ThreadServer) -> None:
         response = client.get("/badheader")
     assert response.status == 500
     assert response.header(b"x-bad") is None
+
+
+def test_response_body_must_match_its_content_length(server: ThreadServer) -> None:
+    """A body that cannot match its content-length never reaches the wire as if it did.
+
+    An HTTP/3 client must treat such a response as malformed (RFC 9114
+    4.1.2): before the head is out the app's error becomes a 500, after it
+    the stream is reset, and either way the connection keeps serving.
+    """
+    with H3Client(h3port(server)) as client:
+        short = client.get("/short-body")
+        assert short.status == 500
+        assert short.header(b"content-length") != b"10"
+        stream_id = client.send_request("GET", "/long-body")
+        response = client.wait_response(stream_id)
+        assert response.reset_code == ErrorCode.H3_INTERNAL_ERROR
+        assert bytes(response.body) != b"12345678"
+        assert client.get("/").status == 200
 
 
 def test_concurrent_streams_and_a_stream_that_never_ends(server: ThreadServer) -> None:

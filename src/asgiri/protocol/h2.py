@@ -40,9 +40,9 @@ import h2.stream
 import hpack
 import hyperframe.frame
 
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import RemoteProtocolError
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
-from .h1 import check_field_name, check_field_value
+from .response import ResponseChecker
 
 __all__ = [
     "PREFACE",
@@ -69,7 +69,6 @@ _ACK: Final = 0x1
 #: Frame types :meth:`H2Connection._conform` looks at.
 _CONFORM: Final = frozenset({_HEADERS, _RST_STREAM, _SETTINGS})
 
-_WHITESPACE: Final = (b" ", b"\t")
 #: Text of the usual methods and schemes, so most requests decode none.
 _METHODS: Final = {
     m.encode(): m
@@ -174,7 +173,8 @@ class H2Connection:
         self._conn.decoder.max_header_list_size = limits.max_header_list_size
         self._out: dict[int, _OutStream] = {}
         #: Response bytes still owed per stream under a declared content-length.
-        self._declared: dict[int, int] = {}
+        #: Checks of what the app sends (the server layer calls them first).
+        self.responses = ResponseChecker()
         self._trailers: dict[int, Headers] = {}
         #: Flow-controlled bytes received per stream and not yet acknowledged.
         self._unacked: dict[int, int] = {}
@@ -486,59 +486,6 @@ class H2Connection:
 
     # ------------------------------------------------------------ writing
 
-    def check_response(
-        self, stream_id: int, headers: Headers, first: int, end: bool, no_body: bool
-    ) -> None:
-        """Validate a response head the app sent before anything is queued.
-
-        Raises :class:`LocalProtocolError` (nothing is sent, so the app's
-        failure can still become a 500) for a field HTTP/2 forbids and for a
-        body that cannot match its content-length; ``first`` is the length
-        of the body sent with the head.  The declared length is then kept to
-        check what follows, as HTTP/1.1 does: a peer would take a mismatch
-        as a malformed response and fail the whole connection.
-        """
-        declared = None
-        for name, value in headers:
-            check_field_name(name)
-            check_field_value(value)
-            if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
-                raise LocalProtocolError(f"header value with surrounding whitespace {value!r}")
-            if name.lower() == b"content-length":
-                if not value.isdigit():
-                    raise LocalProtocolError(f"invalid Content-Length {value!r}")
-                declared = int(value)
-        if declared is None or no_body:
-            return
-        if first > declared or (end and first < declared):
-            raise LocalProtocolError(
-                f"response body of {first} bytes does not match its Content-Length {declared}"
-            )
-        if not end:
-            self._declared[stream_id] = declared - first
-
-    def check_data(self, stream_id: int, size: int, end: bool) -> None:
-        """Account a later body chunk against the declared content-length."""
-        remaining = self._declared.get(stream_id)
-        if remaining is None:
-            return
-        remaining -= size
-        if remaining < 0:
-            raise LocalProtocolError("response body longer than its Content-Length")
-        if end:
-            del self._declared[stream_id]
-            if remaining:
-                raise LocalProtocolError(
-                    f"response body shorter than its Content-Length ({remaining} bytes missing)"
-                )
-        else:
-            self._declared[stream_id] = remaining
-
-    def check_trailers(self, trailers: Headers) -> None:
-        for name, value in trailers:
-            check_field_name(name)
-            check_field_value(value)
-
     # The send methods return False when the stream or the connection is
     # already gone (reset by the peer, or a GOAWAY received: h2 refuses to
     # send anything after that), so that the caller treats the stream as
@@ -598,6 +545,7 @@ class H2Connection:
     def send_trailers(self, stream_id: int, trailers: Headers) -> bool:
         if self.closed:
             return False
+        trailers = [(name.lower(), value) for name, value in trailers]
         out = self._out.get(stream_id)
         if out is not None and out.size:
             out.trailers = trailers
@@ -675,7 +623,7 @@ class H2Connection:
     def forget(self, stream_id: int) -> None:
         """The stream's app is done: release credit for body it never read."""
         self._release(stream_id)
-        self._declared.pop(stream_id, None)
+        self.responses.forget(stream_id)
         self._trailers.pop(stream_id, None)
 
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
@@ -690,6 +638,14 @@ class H2Connection:
 
     def reset(self, stream_id: int, code: int = h2.errors.ErrorCodes.INTERNAL_ERROR) -> None:
         self._reset(stream_id, code)
+
+    def stop_reading(self, stream_id: int) -> None:
+        """The response is complete and the rest of the upload is not wanted.
+
+        HTTP/2 has no STOP_SENDING: RST_STREAM with NO_ERROR after a complete
+        response says just that (RFC 9113 8.1).
+        """
+        self._reset(stream_id, h2.errors.ErrorCodes.NO_ERROR)
 
     def _reset(self, stream_id: int, code: int) -> None:
         self._out.pop(stream_id, None)

@@ -28,7 +28,6 @@ QPACK_DECOMPRESSION_FAILED...), which arrives here as ``ConnectionEnded``.
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 
 from aioquic.buffer import encode_uint_var
@@ -38,9 +37,9 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic import events as quic_events
 
-from .errors import LocalProtocolError
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
 from .quic import Address, ServerQuicConnection
+from .response import ResponseChecker
 
 __all__ = [
     "ConnectionEnded",
@@ -58,10 +57,6 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _CONNECTION_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
-_BAD_VALUE = re.compile(rb"[\r\n\x00]")
-#: Header names already checked (apps send the same few over and over).
-_VALID_NAMES: set[bytes] = set()
 #: The server's first unidirectional stream, which aioquic's HTTP/3 layer
 #: opens as the control stream before any other (RFC 9000 2.1: id 3).
 _CONTROL_STREAM_ID = 3
@@ -139,6 +134,8 @@ class H3Connection:
         self._goaway: int | None = None
         self._next_stream_id = 0
         self.alpn: str | None = None
+        #: Checks of what the app sends (the server layer calls them first).
+        self.responses = ResponseChecker()
 
     # ------------------------------------------------------------ input
 
@@ -314,10 +311,11 @@ class H3Connection:
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
         response: Headers = [(b":status", b"%d" % status)]
-        for name, value in _checked(headers):
-            if name in _CONNECTION_HEADERS:
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _CONNECTION_HEADERS:
                 continue  # connection-specific: forbidden in HTTP/3 (RFC 9114 4.2)
-            response.append((name, value))
+            response.append((lname, value))
         try:
             h3.send_headers(stream_id, response, end_stream=end)
         except (H3Error, ValueError, AssertionError):
@@ -331,7 +329,7 @@ class H3Connection:
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
         try:
-            h3.send_headers(stream_id, [(b":status", b"%d" % status), *_checked(headers)])
+            h3.send_headers(stream_id, [(b":status", b"%d" % status), *_lowered(headers)])
         except (H3Error, ValueError, AssertionError):
             return self._gone(stream_id)
         return True
@@ -353,7 +351,7 @@ class H3Connection:
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
         try:
-            h3.send_headers(stream_id, _checked(trailers), end_stream=True)
+            h3.send_headers(stream_id, _lowered(trailers), end_stream=True)
         except (H3Error, ValueError, AssertionError):
             return self._gone(stream_id)
         self._done_sending.add(stream_id)
@@ -395,6 +393,7 @@ class H3Connection:
         """The server is done with ``stream_id``."""
         self._heads.discard(stream_id)
         self._done_sending.discard(stream_id)
+        self.responses.forget(stream_id)
         self.quic.forget(stream_id)
 
     def goaway(self) -> None:
@@ -422,17 +421,6 @@ class H3Connection:
             self.quic.close(error_code=code, reason_phrase=reason)
 
 
-def _checked(headers: Headers) -> Headers:
-    """Lower-cased headers; a name or value HTTP forbids is the app's error, not the wire's."""
-    out: Headers = []
-    for name, value in headers:
-        lname = name.lower()
-        if lname not in _VALID_NAMES:
-            if not _TOKEN.fullmatch(lname):
-                raise LocalProtocolError(f"invalid header name {name!r}")
-            if len(_VALID_NAMES) < 4096:
-                _VALID_NAMES.add(lname)
-        if _BAD_VALUE.search(value):
-            raise LocalProtocolError(f"invalid value for header {name!r}")
-        out.append((lname, value))
-    return out
+def _lowered(headers: Headers) -> Headers:
+    """Field names as HTTP/3 sends them (already checked by ``H3Connection.responses``)."""
+    return [(name.lower(), value) for name, value in headers]

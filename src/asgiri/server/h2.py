@@ -20,24 +20,19 @@ from collections.abc import Awaitable
 from typing import Any
 
 from ..asgi.http_stream import HTTPStream
-from ..asgi.scope import http_scope, websocket_scope
 from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
 from ..protocol.h2 import ConnectionEnded, H2Connection, StreamWritable
 from ..protocol.proxy_headers import TrustedProxies
-from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
+from ..protocol.ws import HandshakeError
 from .context import ServerContext
-from .tasks import start_app
-from .ws import StreamOutlet, WSBridge
+from .streams import StreamSink
+from .ws import StreamOutlet
 
 logger = logging.getLogger("asgiri.error")
 
-#: Response bytes a stream may have waiting for flow-control credit before
-#: its app is made to wait.
-HIGH_WATER = 64 * 1024
 #: On graceful shutdown, how long the GOAWAY may wait for the requests in flight
 #: to be answered first (see :meth:`H2Protocol.shutdown`).
 SHUTDOWN_GOAWAY_DELAY = 1.0
-_NO_BODY_STATUSES = frozenset({204, 304})
 _NO_ERROR = 0x0
 _PROTOCOL_ERROR = 0x1
 _INTERNAL_ERROR = 0x2
@@ -45,11 +40,41 @@ _REFUSED_STREAM = 0x7
 _CANCEL = 0x8
 
 
-class H2Protocol(asyncio.Protocol):
+class H2WebSocketOutlet(StreamOutlet):
+    """RFC 8441: WebSocket bytes as DATA on one extended CONNECT stream."""
+
+    proto: H2Protocol
+
+    def drain(self) -> Awaitable[None] | None:
+        return self.proto._drain(self.stream_id, timed=False)
+
+    def _response_headers(self, headers: Headers) -> Headers:
+        return self.proto.ctx.response_header_list(headers)
+
+    def _abort_stream(self) -> None:
+        self.proto.conn.reset(self.stream_id, _CANCEL)
+
+    def _stop_peer(self) -> None:
+        self.proto.conn.reset(self.stream_id, _CANCEL)
+
+    def _close_refused_peer(self) -> bool:
+        conn = self.proto.conn
+        if conn.buffered(self.stream_id):
+            return False  # the reset waits until the answer has left
+        conn.reset(self.stream_id, _NO_ERROR)  # RFC 9113 8.1
+        return True
+
+
+class H2Protocol(StreamSink, asyncio.Protocol):
     """One HTTP/2 connection."""
 
     #: Label of this connection in the open-connections metric.
     metrics_protocol = "h2"
+    label = "HTTP/2"
+    cancel_code = _CANCEL
+    internal_code = _INTERNAL_ERROR
+    outlet_class = H2WebSocketOutlet
+    conn: H2Connection
 
     def __init__(
         self,
@@ -62,8 +87,7 @@ class H2Protocol(asyncio.Protocol):
         extensions: dict[str, Any],
         forwarded: TrustedProxies | None = None,
     ) -> None:
-        self.ctx = ctx
-        self.loop = ctx.loop
+        self._init_streams(ctx)
         self.transport = transport
         self.forwarded = forwarded
         self.scheme = scheme
@@ -72,18 +96,6 @@ class H2Protocol(asyncio.Protocol):
         self.extensions = extensions
         self.conn = H2Connection(ctx.h2_limits)
         self._max_body = ctx.config.limits.limit_request_body
-        #: Body bytes received per stream, kept only under ``--limit-request-body``.
-        self._body_sizes: dict[int, int] = {}
-        self.streams: dict[int, HTTPStream] = {}
-        self._no_body: set[int] = set()
-        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
-        self._stall_timers: dict[int, asyncio.TimerHandle] = {}
-        self._new: list[HTTPStream] = []
-        self._in_receive = False
-        self._flush_scheduled = False
-        self._write_paused = False
-        self._closing = False
-        self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         #: Runs while the socket is not draining (``--timeout-write``).
         self._write_timer: asyncio.TimerHandle | None = None
@@ -92,9 +104,6 @@ class H2Protocol(asyncio.Protocol):
         #: Runs while finished responses wait for the peer's window.
         self._output_timer: asyncio.TimerHandle | None = None
         self._upgrade_body_left = 0
-        #: WebSockets over extended CONNECT streams, by stream id.
-        self.websockets: dict[int, H2WebSocketOutlet] = {}
-        self._new_websockets: list[WSBridge] = []
 
     # ------------------------------------------------------------ start
 
@@ -190,14 +199,7 @@ class H2Protocol(asyncio.Protocol):
         if self._output_timer is not None:
             self._output_timer.cancel()
             self._output_timer = None
-        for stream in list(self.streams.values()):
-            stream.disconnect()
-        for outlet in list(self.websockets.values()):
-            if outlet.bridge is not None:
-                outlet.bridge.connection_lost()
-        for stream_id in list(self._waiters):
-            self._wake(stream_id)
-        self.ctx.check_drained()
+        self._disconnect_all()
 
     def pause_writing(self) -> None:
         # Frames are answered (SETTINGS, PING, responses without DATA) whether
@@ -216,9 +218,7 @@ class H2Protocol(asyncio.Protocol):
             self._write_timer = None
         if not self._closed:
             self.transport.resume_reading()
-        for stream_id in list(self._waiters):
-            if self.conn.buffered(stream_id) <= HIGH_WATER:
-                self._wake(stream_id)
+        self._wake_drained()
 
     def eof_received(self) -> bool | None:
         return None
@@ -252,100 +252,25 @@ class H2Protocol(asyncio.Protocol):
                 # Extended CONNECT is advertised only for WebSocket (RFC 8441).
                 self.conn.reset(stream_id, _REFUSED_STREAM)
             return
-        ctx = self.ctx
         if self._max_body is not None and _declared_length(request.headers) > self._max_body:
             # Refused before the body is read, as HTTP/1.1 does.
             self._answer(stream_id, 413, b"413 request body too large\n")
             self.conn.reset(stream_id, _NO_ERROR)
             return
-        scope = http_scope(
-            request,
-            request.scheme or self.scheme,
-            self.client,
-            self.server,
-            ctx.root_path,
-            ctx.state,
-            self.extensions,
-            forwarded=self.forwarded,
-        )
-        stream = HTTPStream(
-            self,
-            self.loop,
-            scope,
-            stream_id,
-            expect_continue=_expects_continue(request.headers),
-            access_log=ctx.access_log,
-        )
-        if request.method == "HEAD":
-            self._no_body.add(stream_id)
-        self.streams[stream_id] = stream
-        self._new.append(stream)
+        self._new_stream(request)
+
+    def _busy(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _open_websocket(self, request: Request) -> None:
-        """RFC 8441: an extended CONNECT stream carries one WebSocket."""
-        stream_id = request.stream_id
-        ctx = self.ctx
-        try:
-            check_connect_handshake(request.headers)
-        except HandshakeError as exc:
-            self.conn.send_headers(stream_id, exc.status, exc.headers, True)
-            # Complete answer; the client's side has nothing more to send.
-            self.conn.reset(stream_id, _NO_ERROR)
-            return
-        extensions, extension_header = negotiate_extensions(
-            request.headers,
-            ctx.config.websocket.ws_per_message_deflate,
-            ctx.config.websocket.ws_deflate_level,
-        )
-        scheme = "wss" if (request.scheme or self.scheme) == "https" else "ws"
-        scope = websocket_scope(
-            request,
-            scheme,
-            self.client,
-            self.server,
-            ctx.root_path,
-            ctx.state,
-            self.extensions,
-            forwarded=self.forwarded,
-        )
-        outlet = H2WebSocketOutlet(self, stream_id)
-        bridge = WSBridge(
-            ctx,
-            outlet,
-            scope,
-            stream_id,
-            key=None,
-            extensions=extensions,
-            extension_header=extension_header,
-        )
-        outlet.bridge = bridge
-        self.websockets[stream_id] = outlet
-        self._new_websockets.append(bridge)
-        if self._timer is not None:
-            # An open WebSocket is not an idle connection.
-            self._timer.cancel()
-            self._timer = None
+    def _extensions(self) -> dict[str, Any]:
+        return self.extensions
 
-    def _start_new(self) -> None:
-        """Start the apps of streams opened by this read, now that their bodies are in."""
-        if self._new_websockets:
-            websockets, self._new_websockets = self._new_websockets, []
-            for bridge in websockets:
-                bridge.start()
-        if not self._new:
-            return
-        new, self._new = self._new, []
-        ctx = self.ctx
-        for stream in new:
-            if stream.disconnected:
-                continue
-            if not ctx.request_started():
-                self._refuse(stream)
-                continue
-            start_app(ctx, stream)
+    def _refuse_handshake(self, stream_id: int, exc: HandshakeError) -> None:
+        self.conn.send_headers(stream_id, exc.status, exc.headers, True)
+        # Complete answer; the client's side has nothing more to send.
+        self.conn.reset(stream_id, _NO_ERROR)
 
     def _refuse(self, stream: HTTPStream) -> None:
         stream.status = 503
@@ -386,18 +311,6 @@ class H2Protocol(asyncio.Protocol):
             self.conn.reset(stream_id, _NO_ERROR)
         return True
 
-    def _on_reset(self, stream_id: int) -> None:
-        websocket = self.websockets.get(stream_id)
-        if websocket is not None:
-            websocket.reset_by_peer()
-        stream = self.streams.pop(stream_id, None)
-        self._no_body.discard(stream_id)
-        if stream is not None:
-            # Rapid reset: the app's work for a client that left is wasted.
-            stream.reset_by_peer()
-        self._wake(stream_id)
-        self._maybe_idle()
-
     def _on_ended(self, event: ConnectionEnded) -> None:
         """The peer sent GOAWAY, or we ended the connection on an error.
 
@@ -411,138 +324,7 @@ class H2Protocol(asyncio.Protocol):
             stream.disconnect()
         self._close_after_flush()
 
-    # ------------------------------------------------------------ HTTPSink
-
-    def send_head(
-        self,
-        stream: HTTPStream,
-        status: int,
-        headers: Headers,
-        body: bytes,
-        end: bool,
-        trailers: bool,
-    ) -> None:
-        stream_id = stream.stream_id
-        if self._closed or stream_id not in self.streams:
-            return
-        if status in _NO_BODY_STATUSES:
-            self._no_body.add(stream_id)
-        no_body = stream_id in self._no_body
-        conn = self.conn
-        # Raises LocalProtocolError before anything is queued (see HTTPStream).
-        conn.check_response(stream_id, headers, len(body), end, no_body)
-        all_headers = self.ctx.response_header_list(headers)
-        if end and (no_body or not body):
-            sent = conn.send_headers(stream_id, status, all_headers, True)
-        else:
-            sent = conn.send_headers(stream_id, status, all_headers, False)
-            if no_body:
-                body = b""
-            if sent and (body or end):
-                sent = conn.send_data(stream_id, body, end)
-        if not sent:
-            stream.disconnect()
-        self._schedule_flush()
-
-    def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
-        stream_id = stream.stream_id
-        if self._closed or stream_id not in self.streams:
-            return
-        if stream_id in self._no_body:
-            if not end:
-                return
-            data = b""
-        self.conn.check_data(stream_id, len(data), end)
-        if not self.conn.send_data(stream_id, data, end):
-            stream.disconnect()
-        self._schedule_flush()
-
-    def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
-        stream_id = stream.stream_id
-        if self._closed or stream_id not in self.streams:
-            return
-        self.conn.check_trailers(trailers)
-        self.conn.check_data(stream_id, 0, True)
-        if not self.conn.send_trailers(stream_id, [(n.lower(), v) for n, v in trailers]):
-            stream.disconnect()
-        self._schedule_flush()
-
-    def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
-        if self._closed or stream.stream_id not in self.streams:
-            return
-        self.conn.send_informational(stream.stream_id, status, headers)
-        self._schedule_flush()
-
-    def drain(self, stream: HTTPStream) -> asyncio.Future[None] | None:
-        if self._closed:
-            return None
-        stream_id = stream.stream_id
-        if self.conn.buffered(stream_id) <= HIGH_WATER and not self._write_paused:
-            return None
-        waiter = self.loop.create_future()
-        self._waiters.setdefault(stream_id, []).append(waiter)
-        if stream_id not in self._stall_timers:
-            # A peer that never opens its window must not hold the app forever.
-            self._stall_timers[stream_id] = self.loop.call_later(
-                self.ctx.write_timeout, self._stalled, stream_id
-            )
-        return waiter
-
-    def _stalled(self, stream_id: int) -> None:
-        self._stall_timers.pop(stream_id, None)
-        if self._closed or stream_id not in self._waiters:
-            return
-        logger.info("HTTP/2 stream %d from %s stalled; resetting it", stream_id, self.client)
-        if self._write_paused:
-            # The socket itself is not draining: nothing on it can progress.
-            self.abort()
-            return
-        self.conn.reset(stream_id, _CANCEL)
-        self._on_reset(stream_id)
-        self._flush()
-
-    def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
-        if not self._closed:
-            self.conn.acknowledge(stream.stream_id, nbytes)
-            self._schedule_flush()
-
-    def sendfile(
-        self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
-    ) -> None:
-        return None  # frames must be built in memory: the stream sends chunks
-
-    def response_complete(self, stream: HTTPStream) -> None:
-        if not stream.request_complete and not self._closed:
-            # The answer is complete; the rest of the upload is not wanted.
-            self.conn.reset(stream.stream_id, _NO_ERROR)
-            self._schedule_flush()
-
-    def app_done(self, stream: HTTPStream, failed: bool) -> None:
-        ctx = self.ctx
-        ctx.request_finished()
-        task = stream.task
-        if task is not None:
-            ctx.tasks.discard(task)
-        stream_id = stream.stream_id
-        if failed and not self._closed and stream_id in self.streams:
-            self.conn.reset(stream_id, _INTERNAL_ERROR)
-            self._schedule_flush()
-        self.streams.pop(stream_id, None)
-        self._no_body.discard(stream_id)
-        if self._body_sizes:
-            self._body_sizes.pop(stream_id, None)
-        self.conn.forget(stream_id)
-        self._wake(stream_id)
-        self._maybe_idle()
-        self._schedule_flush()
-        ctx.check_drained()
-
     # ------------------------------------------------------------ output
-
-    def _schedule_flush(self) -> None:
-        if not self._in_receive and not self._flush_scheduled and not self._closed:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -551,16 +333,6 @@ class H2Protocol(asyncio.Protocol):
         data = self.conn.data_to_send()
         if data:
             self.transport.write(data)
-
-    def _wake(self, stream_id: int) -> None:
-        timer = self._stall_timers.pop(stream_id, None)
-        if timer is not None:
-            timer.cancel()
-        waiters = self._waiters.pop(stream_id, None)
-        if waiters:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -654,46 +426,9 @@ class H2Protocol(asyncio.Protocol):
             self.conn.goaway()
             self._flush()
 
-    def websocket_done(self, stream_id: int) -> None:
-        """A WebSocket's carrier stream is over (both sides, or reset)."""
-        if self.websockets.pop(stream_id, None) is not None:
-            self.conn.forget(stream_id)
-            self._wake(stream_id)
-            self._maybe_idle()
-
     def abort(self) -> None:
         if not self._closed:
             self.transport.abort()
-
-
-class H2WebSocketOutlet(StreamOutlet):
-    """RFC 8441: WebSocket bytes as DATA on one extended CONNECT stream."""
-
-    proto: H2Protocol
-
-    def drain(self) -> Awaitable[None] | None:
-        proto = self.proto
-        if proto.conn.buffered(self.stream_id) <= HIGH_WATER and not proto._write_paused:
-            return None
-        waiter = proto.loop.create_future()
-        proto._waiters.setdefault(self.stream_id, []).append(waiter)
-        return waiter
-
-    def _response_headers(self, headers: Headers) -> Headers:
-        return self.proto.ctx.response_header_list(headers)
-
-    def _abort_stream(self) -> None:
-        self.proto.conn.reset(self.stream_id, _CANCEL)
-
-    def _stop_peer(self) -> None:
-        self.proto.conn.reset(self.stream_id, _CANCEL)
-
-    def _close_refused_peer(self) -> bool:
-        conn = self.proto.conn
-        if conn.buffered(self.stream_id):
-            return False  # the reset waits until the answer has left
-        conn.reset(self.stream_id, _NO_ERROR)  # RFC 9113 8.1
-        return True
 
 
 def _declared_length(headers: Headers) -> int:
@@ -702,11 +437,3 @@ def _declared_length(headers: Headers) -> int:
         if name == b"content-length":
             return int(value)
     return -1
-
-
-def _expects_continue(headers: Headers) -> bool:
-    """The client waits for ``100 Continue`` before its body (RFC 9110 10.1.1)."""
-    for name, value in headers:
-        if name == b"expect":
-            return value.lower() == b"100-continue"
-    return False

@@ -11,7 +11,7 @@ I/O discipline, per connection: the datagrams a connection has to send
 after handling one incoming datagram or timer (and after app steps in the
 same loop iteration) leave together, then its one timer is re-armed from
 ``get_timer()``; nothing polls.  Response backpressure: ``drain`` makes an
-app wait while more than :data:`HIGH_WATER` bytes of its stream are queued
+app wait while more than :data:`~.streams.HIGH_WATER` bytes of its stream are queued
 but not yet sent (QUIC flow control or congestion holding them back), and
 every send batch wakes the streams that fell below it.  Request-body
 backpressure: body bytes are credited to the client only as the app reads
@@ -33,10 +33,8 @@ from aioquic.quic.logger import QuicFileLogger
 from aioquic.tls import SessionTicket
 
 from ..asgi.http_stream import HTTPStream
-from ..asgi.scope import http_scope, websocket_scope
 from ..config import Config
 from ..errors import BindError, StartupError
-from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
 from ..protocol.h3 import (
     ConnectionEnded,
@@ -46,18 +44,16 @@ from ..protocol.h3 import (
     H3ErrorCode,
 )
 from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
-from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
+from ..protocol.ws import HandshakeError
 from .context import ServerContext
-from .tasks import start_app
-from .ws import StreamOutlet, WSBridge
+from .streams import StreamSink
+from .ws import StreamOutlet
 
 if TYPE_CHECKING:
     from .tls import TLSInfo
 
 logger = logging.getLogger("asgiri.error")
 
-#: Response bytes a stream may have queued but unsent before its app waits.
-HIGH_WATER = 64 * 1024
 #: Per-stream request-body window: what a client may send ahead of the app.
 STREAM_WINDOW = 1024 * 1024
 #: Handshakes in progress beyond which new clients must first answer a Retry
@@ -66,7 +62,6 @@ STREAM_WINDOW = 1024 * 1024
 RETRY_UNDER_LOAD = 100
 #: Initial connection-level window (aioquic grows it as data flows).
 CONNECTION_WINDOW = 4 * 1024 * 1024
-_NO_BODY_STATUSES = frozenset({204, 304})
 _TLS13 = 0x0304
 
 
@@ -241,16 +236,46 @@ class QuicListener(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class H3Protocol:
+class H3WebSocketOutlet(StreamOutlet):
+    """RFC 9220: WebSocket bytes as DATA frames on one extended CONNECT stream."""
+
+    proto: H3Protocol
+
+    def drain(self) -> Awaitable[None] | None:
+        return self.proto._drain(self.stream_id, timed=True)
+
+    def _response_headers(self, headers: Headers) -> Headers:
+        return self.proto.ctx.response_header_list(headers, alt_svc=False)
+
+    def _abort_stream(self) -> None:
+        self.proto.conn.reset(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
+
+    def _stop_peer(self) -> None:
+        self.proto.conn.stop_reading(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
+
+    def _close_refused_peer(self) -> bool:
+        self.proto.conn.stop_reading(self.stream_id)
+        return True
+
+
+class H3Protocol(StreamSink):
     """One QUIC connection carrying HTTP/3; the HTTPSink of its request streams."""
 
     #: Label of this connection in the open-connections metric.
     metrics_protocol = "h3"
+    label = "HTTP/3"
+    cancel_code = H3ErrorCode.H3_REQUEST_CANCELLED
+    internal_code = H3ErrorCode.H3_INTERNAL_ERROR
+    alt_svc = False
+    sends_continue = False
+    outlet_class = H3WebSocketOutlet
+    conn: H3Connection
 
     def __init__(self, listener: QuicListener, quic: ServerQuicConnection, addr: Any) -> None:
         self.listener = listener
-        ctx = self.ctx = listener.ctx
-        self.loop = ctx.loop
+        ctx = listener.ctx
+        self._init_streams(ctx)
+        self.scheme = "https"
         limits = ctx.config.limits
         self.conn = H3Connection(
             quic,
@@ -265,20 +290,9 @@ class H3Protocol:
         self.extensions: dict[str, Any] = {}
         #: The connection ids the router maps to this connection.
         self.cids: set[bytes] = set()
-        self.streams: dict[int, HTTPStream] = {}
-        self.websockets: dict[int, H3WebSocketOutlet] = {}
-        self._no_body: set[int] = set()
-        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
-        self._stall_timers: dict[int, asyncio.TimerHandle] = {}
-        self._new: list[HTTPStream] = []
-        self._new_websockets: list[WSBridge] = []
-        self._in_receive = False
-        self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._closing = False
         self._close_when_idle = False
-        self._closed = False
         self._handshaking = True
         listener.handshakes += 1
         ctx.connections.add(self)
@@ -357,23 +371,7 @@ class H3Protocol:
                 # Extended CONNECT is for WebSocket only (RFC 9220).
                 self.conn.refuse(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
             return
-        ctx = self.ctx
-        self._update_client()
-        scope = http_scope(
-            request,
-            request.scheme or "https",
-            self.client,
-            self.server,
-            ctx.root_path,
-            ctx.state,
-            self._extensions(),
-            forwarded=self.forwarded,
-        )
-        stream = HTTPStream(self, self.loop, scope, stream_id, access_log=ctx.access_log)
-        if request.method == "HEAD":
-            self._no_body.add(stream_id)
-        self.streams[stream_id] = stream
-        self._new.append(stream)
+        self._new_stream(request)
 
     def _update_client(self) -> None:
         """The client's current address: it may have moved (NAT rebinding, migration)."""
@@ -399,64 +397,11 @@ class H3Protocol:
             }
         return self.extensions
 
-    def _open_websocket(self, request: Request) -> None:
-        """RFC 9220: an extended CONNECT stream carries one WebSocket."""
-        stream_id = request.stream_id
-        ctx = self.ctx
-        try:
-            check_connect_handshake(request.headers)
-        except HandshakeError as exc:
-            self.conn.send_headers(
-                stream_id, exc.status, ctx.response_header_list(exc.headers, alt_svc=False), True
-            )
-            self.conn.stop_reading(stream_id)
-            self.conn.forget(stream_id)
-            return
-        extensions, extension_header = negotiate_extensions(
-            request.headers, ctx.config.websocket.ws_per_message_deflate
-        )
-        self._update_client()
-        scope = websocket_scope(
-            request,
-            "wss",
-            self.client,
-            self.server,
-            ctx.root_path,
-            ctx.state,
-            self._extensions(),
-            forwarded=self.forwarded,
-        )
-        outlet = H3WebSocketOutlet(self, stream_id)
-        bridge = WSBridge(
-            ctx,
-            outlet,
-            scope,
-            stream_id,
-            key=None,
-            extensions=extensions,
-            extension_header=extension_header,
-        )
-        outlet.bridge = bridge
-        self.websockets[stream_id] = outlet
-        self._new_websockets.append(bridge)
-
-    def _start_new(self) -> None:
-        """Start the apps of streams opened by this datagram, now that their bodies are in."""
-        if self._new_websockets:
-            websockets, self._new_websockets = self._new_websockets, []
-            for bridge in websockets:
-                bridge.start()
-        if not self._new:
-            return
-        new, self._new = self._new, []
-        ctx = self.ctx
-        for stream in new:
-            if stream.disconnected:
-                continue
-            if not ctx.request_started():
-                self._refuse(stream)
-                continue
-            start_app(ctx, stream)
+    def _refuse_handshake(self, stream_id: int, exc: HandshakeError) -> None:
+        headers = self.ctx.response_header_list(exc.headers, alt_svc=False)
+        self.conn.send_headers(stream_id, exc.status, headers, True)
+        self.conn.stop_reading(stream_id)
+        self.conn.forget(stream_id)
 
     def _refuse(self, stream: HTTPStream) -> None:
         body = b"Service Unavailable"
@@ -468,18 +413,6 @@ class H3Protocol:
         self.conn.stop_reading(stream_id)
         self.streams.pop(stream_id, None)
         self.conn.forget(stream_id)
-
-    def _on_reset(self, stream_id: int) -> None:
-        websocket = self.websockets.get(stream_id)
-        if websocket is not None:
-            websocket.reset_by_peer()
-        stream = self.streams.pop(stream_id, None)
-        self._no_body.discard(stream_id)
-        if stream is not None:
-            # Rapid reset: the app's work for a client that left is wasted.
-            stream.reset_by_peer()
-        self._wake(stream_id)
-        self._maybe_done()
 
     def _on_ended(self, event: ConnectionEnded) -> None:
         if event.error_code:
@@ -508,145 +441,9 @@ class H3Protocol:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for stream in list(self.streams.values()):
-            stream.disconnect()
-        for outlet in list(self.websockets.values()):
-            if outlet.bridge is not None:
-                outlet.bridge.connection_lost()
-        for stream_id in list(self._waiters):
-            self._wake(stream_id)
-        self.ctx.check_drained()
-
-    # ------------------------------------------------------------ HTTPSink
-
-    def send_head(
-        self,
-        stream: HTTPStream,
-        status: int,
-        headers: Headers,
-        body: bytes,
-        end: bool,
-        trailers: bool,
-    ) -> None:
-        stream_id = stream.stream_id
-        if self._closed or stream_id not in self.streams:
-            return
-        if status in _NO_BODY_STATUSES:
-            self._no_body.add(stream_id)
-        no_body = stream_id in self._no_body
-        all_headers = self.ctx.response_header_list(headers, alt_svc=False)
-        conn = self.conn
-        if end and (no_body or not body):
-            sent = conn.send_headers(stream_id, status, all_headers, True)
-        else:
-            sent = conn.send_headers(stream_id, status, all_headers, False)
-            if no_body:
-                body = b""
-            if sent and (body or end):
-                sent = conn.send_data(stream_id, body, end)
-        if not sent:
-            stream.disconnect()
-        self._schedule_flush()
-
-    def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
-        stream_id = stream.stream_id
-        if self._closed or stream_id not in self.streams:
-            return
-        if stream_id in self._no_body:
-            if not end:
-                return
-            data = b""
-        if not self.conn.send_data(stream_id, data, end):
-            stream.disconnect()
-        self._schedule_flush()
-
-    def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
-        stream_id = stream.stream_id
-        if self._closed or stream_id not in self.streams:
-            return
-        try:
-            sent = self.conn.send_trailers(stream_id, trailers)
-        except LocalProtocolError:
-            # The body is out already: the response can only be cut off.
-            self.conn.reset(stream_id, H3ErrorCode.H3_INTERNAL_ERROR)
-            self._schedule_flush()
-            raise
-        if not sent:
-            stream.disconnect()
-        self._schedule_flush()
-
-    def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
-        if status == 100 or self._closed or stream.stream_id not in self.streams:
-            return  # HTTP/3 clients do not wait for 100 Continue
-        self.conn.send_informational(stream.stream_id, status, headers)
-        self._schedule_flush()
-
-    def drain(self, stream: HTTPStream) -> asyncio.Future[None] | None:
-        if self._closed:
-            return None
-        stream_id = stream.stream_id
-        if self.conn.buffered(stream_id) <= HIGH_WATER:
-            return None
-        return self._waiter(stream_id)
-
-    def _waiter(self, stream_id: int) -> asyncio.Future[None]:
-        waiter = self.loop.create_future()
-        self._waiters.setdefault(stream_id, []).append(waiter)
-        if stream_id not in self._stall_timers:
-            # A peer that never opens its window must not hold the app forever.
-            self._stall_timers[stream_id] = self.loop.call_later(
-                self.ctx.write_timeout, self._stalled, stream_id
-            )
-        return waiter
-
-    def _stalled(self, stream_id: int) -> None:
-        self._stall_timers.pop(stream_id, None)
-        if self._closed or stream_id not in self._waiters:
-            return
-        logger.info("HTTP/3 stream %d from %s stalled; resetting it", stream_id, self.client)
-        self.conn.reset(stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
-        self._on_reset(stream_id)
-        self._flush()
-
-    def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
-        if not self._closed:
-            self.conn.acknowledge(stream.stream_id, nbytes)
-            self._schedule_flush()
-
-    def sendfile(
-        self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
-    ) -> None:
-        return None  # QUIC packets are built in memory: the stream sends chunks
-
-    def response_complete(self, stream: HTTPStream) -> None:
-        if not stream.request_complete and not self._closed:
-            # The answer is complete; the rest of the upload is not wanted.
-            self.conn.stop_reading(stream.stream_id)
-            self._schedule_flush()
-
-    def app_done(self, stream: HTTPStream, failed: bool) -> None:
-        ctx = self.ctx
-        ctx.request_finished()
-        task = stream.task
-        if task is not None:
-            ctx.tasks.discard(task)
-        stream_id = stream.stream_id
-        if failed and not self._closed and stream_id in self.streams:
-            self.conn.reset(stream_id, H3ErrorCode.H3_INTERNAL_ERROR)
-        self.streams.pop(stream_id, None)
-        self._no_body.discard(stream_id)
-        self.conn.forget(stream_id)
-        self._wake(stream_id)
-        self._maybe_done()
-        self._schedule_flush()
-        ctx.check_drained()
+        self._disconnect_all()
 
     # ------------------------------------------------------------ output
-
-    def _schedule_flush(self) -> None:
-        if not self._in_receive and not self._flush_scheduled and not self._closed:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Send what the connection has ready, re-arm its timer, wake drained streams."""
@@ -675,29 +472,16 @@ class H3Protocol:
             self._timer = self.loop.call_at(at, self._on_timer) if at is not None else None
             self._timer_at = at
         if self._waiters:
-            buffered = self.conn.buffered
-            for stream_id in list(self._waiters):
-                if buffered(stream_id) <= HIGH_WATER:
-                    self._wake(stream_id)
+            self._wake_drained()
 
     def _handshake_done(self) -> None:
         if self._handshaking:
             self._handshaking = False
             self.listener.handshakes -= 1
 
-    def _wake(self, stream_id: int) -> None:
-        timer = self._stall_timers.pop(stream_id, None)
-        if timer is not None:
-            timer.cancel()
-        waiters = self._waiters.pop(stream_id, None)
-        if waiters:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
     # ------------------------------------------------------------ lifecycle
 
-    def _maybe_done(self) -> None:
+    def _maybe_idle(self) -> None:
         if self._closing and not self.streams and not self.websockets and not self._closed:
             # Every stream accepted before the GOAWAY is answered; the close
             # follows once the client has acknowledged all of it (_flush).
@@ -713,7 +497,7 @@ class H3Protocol:
         for outlet in list(self.websockets.values()):
             if outlet.bridge is not None:
                 outlet.bridge.shutdown()
-        self._maybe_done()
+        self._maybe_idle()
         self._flush()
 
     def abort(self) -> None:
@@ -723,35 +507,3 @@ class H3Protocol:
         self.conn.close(H3ErrorCode.H3_NO_ERROR, "server shutting down")
         self._flush()
         self._finish()
-
-    def websocket_done(self, stream_id: int) -> None:
-        """A WebSocket's stream is over (both sides, or reset)."""
-        if self.websockets.pop(stream_id, None) is not None:
-            self.conn.forget(stream_id)
-            self._wake(stream_id)
-            self._maybe_done()
-
-
-class H3WebSocketOutlet(StreamOutlet):
-    """RFC 9220: WebSocket bytes as DATA frames on one extended CONNECT stream."""
-
-    proto: H3Protocol
-
-    def drain(self) -> Awaitable[None] | None:
-        proto = self.proto
-        if proto._closed or proto.conn.buffered(self.stream_id) <= HIGH_WATER:
-            return None
-        return proto._waiter(self.stream_id)
-
-    def _response_headers(self, headers: Headers) -> Headers:
-        return self.proto.ctx.response_header_list(headers, alt_svc=False)
-
-    def _abort_stream(self) -> None:
-        self.proto.conn.reset(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
-
-    def _stop_peer(self) -> None:
-        self.proto.conn.stop_reading(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
-
-    def _close_refused_peer(self) -> bool:
-        self.proto.conn.stop_reading(self.stream_id)
-        return True
