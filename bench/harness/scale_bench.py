@@ -50,7 +50,8 @@ CHUNK = b"u" * (256 * 1024)
 
 
 def group_pids(leader: int) -> list[int]:
-    """The process group ``leader`` leads plus every descendant (workers may setsid)."""
+    """``leader``, the process group it leads (if any) and every descendant of them
+    (workers may be in sessions of their own)."""
     procs: dict[int, tuple[int, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -61,7 +62,7 @@ def group_pids(leader: int) -> list[int]:
         except (OSError, IndexError):
             continue
         procs[int(entry)] = (int(fields[1]), int(fields[2]))  # ppid, pgrp
-    keep = {pid for pid, (_, pgrp) in procs.items() if pgrp == leader}
+    keep = {pid for pid, (_, pgrp) in procs.items() if pgrp == leader or pid == leader}
     grew = True
     while grew:
         grew = False
@@ -303,7 +304,9 @@ class H2Client(asyncio.Protocol):
         self._progress.set()
         self.flush()
 
-    def request(self, method: str, path: str, length: int | None = None) -> tuple[int, asyncio.Future]:
+    def request(
+        self, method: str, path: str, length: int | None = None
+    ) -> tuple[int, asyncio.Future]:
         sid = self.conn.get_next_available_stream_id()
         headers = [
             (b":method", method.encode()),
@@ -588,9 +591,7 @@ async def stream_h1(a: argparse.Namespace) -> dict:
 
 async def stream_h2(a: argparse.Namespace) -> dict:
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(
-        lambda: H2Client(f"{a.host}:{a.port}"), a.host, a.port
-    )
+    _, proto = await loop.create_connection(lambda: H2Client(f"{a.host}:{a.port}"), a.host, a.port)
     await asyncio.wait_for(proto.ready, 30)
 
     async def download():
@@ -651,7 +652,9 @@ def main() -> int:
     ap.add_argument("mode", choices=sorted(MODES))
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--pid", type=int, required=True, help="the server's process group leader")
+    ap.add_argument(
+        "--pid", type=int, required=True, help="the server (its process group, descendants)"
+    )
     ap.add_argument("-c", "--connections", type=int, default=None, help="idle-*: connections")
     ap.add_argument("--parallel", type=int, default=256, help="idle-*: connections set up at once")
     ap.add_argument("--hold", type=float, default=3.0, help="idle-*: seconds held before sampling")
