@@ -30,18 +30,22 @@ async def _stream(scope, send):
         total = -1
     if total < 0:
         body = b"bytes must be a non-negative integer"
-        await send({
-            "type": "http.response.start",
-            "status": 400,
-            "headers": [TEXT_PLAIN, (b"content-length", str(len(body)).encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [TEXT_PLAIN, (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         return
-    await send({
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [OCTET_STREAM, (b"content-length", str(total).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [OCTET_STREAM, (b"content-length", str(total).encode())],
+        }
+    )
     left = total
     while left > len(CHUNK):
         await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
@@ -59,11 +63,13 @@ async def _upload(receive, send):
         received += len(msg.get("body", b""))
         more = msg.get("more_body", False)
     body = str(received).encode()
-    await send({
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [TEXT_PLAIN, (b"content-length", str(len(body)).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [TEXT_PLAIN, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
