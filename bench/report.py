@@ -87,7 +87,10 @@ class Target(NamedTuple):
     note: str = ""
 
     def label(self) -> str:
-        return f"≥ {self.ratio:g}" + (f" ({self.note})" if self.note else "")
+        value = f"{self.ratio:g}"
+        if "." not in value and self.ratio < 10:
+            value += ".0"  # 1.0, as the issues write it
+        return f"≥ {value}" + (f" ({self.note})" if self.note else "")
 
 
 # Targets by (pair, scenario): the table of the performance issue (issue 7); the asyncio

@@ -207,8 +207,8 @@ def test_report_shows_targets_met_and_the_memory_and_scale_tables(tmp_path: Path
         return found[0]
 
     assert "| **1.400** | ≥ 1.3 | yes |" in line("| h1_hello |")
-    assert "| **0.900** | ≥ 1 | **no** |" in line("| h1_big |")
-    assert "| **1.100** | ≥ 1 (issue 4: 1.2) | yes |" in line("| ws_echo |")
+    assert "| **0.900** | ≥ 1.0 | **no** |" in line("| h1_big |")
+    assert "| **1.100** | ≥ 1.0 (issue 4: 1.2) | yes |" in line("| ws_echo |")
     assert "- **Targets:** 2 of 3 met; not met (or no ratio): h1_big vs uvloop" in md
     assert "### Memory and scale" in md
     assert "| idle_h1 | asgiri-scale | 10,000 / 10,000 |" in md
