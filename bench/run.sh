@@ -9,18 +9,19 @@
 # h2-granian and h2-hypercorn, ws = ws-uvicorn, ws-hypercorn and ws-granian, scale = the memory
 # and scale pairs), 3 interleaved rounds of 10 s (+2 s warm-up; the scale pairs: SCALE_ROUNDS,
 # 1), and writes bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md,results.png} and
-# bench/RESULTS.md + bench/results.png.  `make bench-quick` (= --quick): h1_hello + h1_echo (uvloop), h2c_hello
-# (granian) and ws_echo (uvicorn), 1 round of 5 s, and only writes bench/out/<run-id>/ (pass
-# --results bench/RESULTS.md to publish).
+# bench/RESULTS.md + bench/results.png.  `make bench-quick` (= --quick): h1_hello + h1_echo
+# (uvloop), h2c_hello (granian) and ws_echo (uvicorn), 1 round of 5 s, and only writes
+# bench/out/<run-id>/ (pass --results bench/RESULTS.md to publish).
 # Later options override what --quick set, e.g. `--quick --duration 3`.
 #
 # Harness: the vendored copy in bench/harness/ by default: the reference harness
-# (../shared/bench/bench.sh) with the same scenarios and load, plus h2c_big, ws_big and the
-# server's CPU time per run.  --harness shared (or auto: shared when present) runs the
-# reference itself; a pair that needs a scenario only the vendored copy has (h2c_big,
-# ws_big) then still runs on the vendored copy.  The app
-# is always bench/app.py (a copy of the reference app).  The server runs on CPU 1, the load
-# generator on CPU 0 (SERVER_CPU / LOAD_CPU override).
+# (../shared/bench/bench.sh) with the same scenarios and load, plus h2c_big, ws_big, the
+# memory and scale scenarios (idle_*, stream_*), h3_hello's latency and the server's CPU time
+# per run.  --harness shared (or auto: shared when present) runs the reference itself; a pair
+# that needs a scenario only the vendored copy has then still runs on the vendored copy.  The
+# app is bench/app.py (a copy of the reference app), bench/scale_app.py (app.py plus /stream
+# and /upload) for the scale pairs.  The server runs on CPU 1, the load generator on CPU 0
+# (SERVER_CPU / LOAD_CPU override).
 #
 # Installs what it needs: wrk, h2load (nghttp2-client), gtlsclient (ngtcp2-client) with
 # apt-get when missing, and the bench venv (BENCH_VENV, default bench/.venv) with the peers
