@@ -73,8 +73,8 @@ conformance: venv
 	AUTOBAHN_FULL=1 AUTOBAHN_WRITE_SUMMARY=1 $(BIN)/python -m pytest -q -m autobahn tests/test_autobahn.py tests/test_ws_h2.py $(PYTEST_ARGS)
 
 # Benchmarks against uvicorn, granian and hypercorn (see bench/README.md); BENCH_ARGS passes options to bench/run.sh.
-# `bench` takes ~25 minutes and rewrites bench/RESULTS.md; `bench-quick` (~1.5 minutes) only
-# checks the harness and writes under bench/out/.
+# `bench` takes ~40 minutes and rewrites bench/RESULTS.md and bench/results.png; `bench-quick`
+# (~1.5 minutes) only checks the harness and writes under bench/out/
 BENCH_ARGS ?=
 
 bench: venv certs

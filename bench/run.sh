@@ -5,21 +5,23 @@
 #                [--warmup S] [--harness auto|shared|vendored] [--results PATH] [--no-install]
 #   bench/run.sh --list        # the comparison pairs this script knows
 #
-# `make bench` runs it with no options: pairs uvloop,asyncio,h2,ws,h3,workers (h2 = h2-granian and
-# h2-hypercorn, ws = ws-uvicorn and ws-hypercorn), 3 interleaved rounds of 10 s (+2 s
-# warm-up), and writes bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md} and
-# bench/RESULTS.md.  `make bench-quick` (= --quick): h1_hello + h1_echo (uvloop), h2c_hello
-# (granian) and ws_echo (uvicorn), 1 round of 5 s, and only writes bench/out/<run-id>/ (pass
-# --results bench/RESULTS.md to publish).
+# `make bench` runs it with no options: pairs uvloop,asyncio,h2,ws,h3,workers,scale (h2 =
+# h2-granian and h2-hypercorn, ws = ws-uvicorn, ws-hypercorn and ws-granian, scale = the memory
+# and scale pairs), 3 interleaved rounds of 10 s (+2 s warm-up; the scale pairs: SCALE_ROUNDS,
+# 1), and writes bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md,results.png} and
+# bench/RESULTS.md + bench/results.png.  `make bench-quick` (= --quick): h1_hello + h1_echo
+# (uvloop), h2c_hello (granian) and ws_echo (uvicorn), 1 round of 5 s, and only writes
+# bench/out/<run-id>/ (pass --results bench/RESULTS.md to publish).
 # Later options override what --quick set, e.g. `--quick --duration 3`.
 #
 # Harness: the vendored copy in bench/harness/ by default: the reference harness
-# (../shared/bench/bench.sh) with the same scenarios and load, plus h2c_big, ws_big and the
-# server's CPU time per run.  --harness shared (or auto: shared when present) runs the
-# reference itself; a pair that needs a scenario only the vendored copy has (h2c_big,
-# ws_big) then still runs on the vendored copy.  The app
-# is always bench/app.py (a copy of the reference app).  The server runs on CPU 1, the load
-# generator on CPU 0 (SERVER_CPU / LOAD_CPU override).
+# (../shared/bench/bench.sh) with the same scenarios and load, plus h2c_big, ws_big, the
+# memory and scale scenarios (idle_*, stream_*), h3_hello's latency and the server's CPU time
+# per run.  --harness shared (or auto: shared when present) runs the reference itself; a pair
+# that needs a scenario only the vendored copy has then still runs on the vendored copy.  The
+# app is bench/app.py (a copy of the reference app), bench/scale_app.py (app.py plus /stream
+# and /upload) for the scale pairs.  The server runs on CPU 1, the load generator on CPU 0
+# (SERVER_CPU / LOAD_CPU override).
 #
 # Installs what it needs: wrk, h2load (nghttp2-client), gtlsclient (ngtcp2-client) with
 # apt-get when missing, and the bench venv (BENCH_VENV, default bench/.venv) with the peers
@@ -37,7 +39,8 @@ export SERVER_CPU="${SERVER_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}"
 
 # --quick: one headline scenario per protocol family, 1 round of 5 s (~1.5 minutes).
 QUICK_PAIRS="uvloop,h2-granian,ws-uvicorn"; QUICK_SCENARIOS="h1_hello,h1_echo,h2c_hello,ws_echo"
-ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio,h2,ws,h3,workers"; SCENARIOS=""; QUICK=0
+ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio,h2,ws,h3,workers,scale"; SCENARIOS=""; QUICK=0
+SCALE_ROUNDS="${SCALE_ROUNDS:-1}"
 INSTALL=1; HARNESS_PREF="${BENCH_HARNESS:-vendored}"; RESULTS_MD="$BENCH_DIR/RESULTS.md"
 
 die() { echo "bench/run.sh: $*" >&2; exit 2; }
@@ -52,11 +55,15 @@ log() { echo "[run.sh $(date +%T)] $*" >&2; }
 #   P_*_TLS, P_*_H3             TLS (h2tls_hello) and TLS+QUIC (h3_hello) commands, may be empty
 #   P_SCENARIOS                 comma-separated harness scenarios (see bench/README.md)
 #   P_EXTRAS                    those of P_SCENARIOS reported as extras (not headline ratios)
+#   P_APP                       the app (default app:app; scale_app:app for the scale pairs)
+#   P_ROUNDS                    rounds of this pair (empty: --rounds)
+# An empty P_PEER runs asgiri alone (`bench.sh run`): figures without a ratio.
 # Placeholders {HOST} {PORT} {CERT} {KEY} {APP} are filled in by the harness.
 # To add a comparison (h3, ws...), add a case here and name it in --pairs; a group name
 # (PAIR_GROUPS) runs several pairs.
 ASGIRI="$ASGIRI_BIN {APP} --host {HOST} --port {PORT} --no-access-log --log-level warning"
 ASGIRI_TLS="$ASGIRI --certfile {CERT} --keyfile {KEY}"
+ASGIRI_SCALE="$ASGIRI --loop uvloop --timeout-keep-alive 600"
 BV="$BENCH_VENV/bin"
 UVICORN="$BV/uvicorn --host {HOST} --port {PORT} --http httptools"
 UVICORN_TAIL="--log-level warning --no-access-log {APP}"
@@ -65,12 +72,13 @@ HYPERCORN="$BV/hypercorn -k uvloop -w 1 --bind {HOST}:{PORT} --log-level warning
 
 pair_def() {
   P_PEER_TLS=""; P_ASGIRI_TLS=""; P_PEER_H3=""; P_ASGIRI_H3=""; P_EXTRAS=""
+  P_APP="app:app"; P_ROUNDS=""
   case "$1" in
     uvloop)   # headline: both on uvloop, uvicorn with its httptools parser
       P_DESC="uvicorn (httptools + uvloop)"
       P_PEER=uvicorn-uvloop;   P_PEER_CMD="$UVICORN --loop uvloop $UVICORN_TAIL"
       P_ASGIRI=asgiri-uvloop;  P_ASGIRI_CMD="$ASGIRI --loop uvloop"
-      P_SCENARIOS="h1_hello,h1_echo,h1_big"; P_EXTRAS="h1_big" ;;
+      P_SCENARIOS="h1_hello,h1_echo,h1_big" ;;
     asyncio)  # both on the stdlib asyncio loop
       P_DESC="uvicorn (httptools + asyncio)"
       P_PEER=uvicorn-asyncio;  P_PEER_CMD="$UVICORN --loop asyncio $UVICORN_TAIL"
@@ -107,6 +115,11 @@ pair_def() {
       P_PEER=hypercorn-ws;     P_PEER_CMD="$HYPERCORN {APP}"
       P_ASGIRI=asgiri-ws-vs-hypercorn; P_ASGIRI_CMD="$ASGIRI --loop uvloop"
       P_SCENARIOS="ws_echo,ws_big" ;;
+    ws-granian)   # WebSocket is on by default in granian's ASGI interface (--ws)
+      P_DESC="granian (WebSocket, uvloop, 1 worker)"
+      P_PEER=granian-ws;       P_PEER_CMD="$GRANIAN --ws {APP}"
+      P_ASGIRI=asgiri-ws-vs-granian;   P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_SCENARIOS="ws_echo,ws_big" ;;
     # ---- HTTP/3: hypercorn (aioquic) is the only Python peer that serves it.
     h3)
       P_DESC="hypercorn (uvloop, aioquic)"
@@ -123,19 +136,46 @@ pair_def() {
       P_PEER=uvicorn-workers2; P_PEER_CMD="$UVICORN --loop uvloop --workers 2 $UVICORN_TAIL"
       P_ASGIRI=asgiri-workers2; P_ASGIRI_CMD="$ASGIRI --loop uvloop --workers 2"
       P_SCENARIOS="h1_hello,h1_echo" ;;
+    # ---- Memory and scale (group "scale"): reported, not ratios.  Idle connections held open
+    # (RSS per connection) and 1 GiB streamed each way on one connection (peak RSS growth),
+    # with bench/scale_app.py (app.py plus /stream and /upload).  Every server gets a
+    # keep-alive timeout longer than the hold (600 s), hypercorn a backlog like the others'.
+    scale-h1)
+      P_DESC="uvicorn (httptools + uvloop)"
+      P_PEER=uvicorn-scale;    P_PEER_CMD="$UVICORN --loop uvloop --timeout-keep-alive 600 $UVICORN_TAIL"
+      P_ASGIRI=asgiri-scale-vs-uvicorn; P_ASGIRI_CMD="$ASGIRI_SCALE"
+      P_SCENARIOS="idle_h1,stream_h1"; P_APP="scale_app:app"; P_ROUNDS="$SCALE_ROUNDS" ;;
+    scale-h2-hypercorn)
+      P_DESC="hypercorn (HTTP/2, uvloop, 1 worker)"
+      P_PEER=hypercorn-scale;  P_PEER_CMD="$HYPERCORN --keep-alive 600 --backlog 2048 {APP}"
+      P_ASGIRI=asgiri-scale-vs-hypercorn; P_ASGIRI_CMD="$ASGIRI_SCALE"
+      P_SCENARIOS="idle_h2,stream_h2"; P_APP="scale_app:app"; P_ROUNDS="$SCALE_ROUNDS" ;;
+    scale-h2-granian)
+      P_DESC="granian (HTTP/2, uvloop, 1 worker)"
+      P_PEER=granian-scale;    P_PEER_CMD="$GRANIAN {APP}"
+      P_ASGIRI=asgiri-scale-vs-granian; P_ASGIRI_CMD="$ASGIRI_SCALE"
+      P_SCENARIOS="idle_h2,stream_h2"; P_APP="scale_app:app"; P_ROUNDS="$SCALE_ROUNDS" ;;
+    scale-h3)     # asgiri alone: hypercorn's HTTP/3 would take many minutes per GiB
+      P_DESC="asgiri alone"
+      P_PEER="";               P_PEER_CMD=""
+      P_ASGIRI=asgiri-scale-h3; P_ASGIRI_CMD="$ASGIRI_SCALE"
+      P_ASGIRI_H3="$ASGIRI_TLS --loop uvloop --timeout-keep-alive 600"
+      P_SCENARIOS="stream_h3"; P_APP="scale_app:app"; P_ROUNDS="$SCALE_ROUNDS" ;;
     *) return 1 ;;
   esac
 }
-KNOWN_PAIRS="uvloop asyncio h2-granian h2-hypercorn ws-uvicorn ws-hypercorn h3 workers"
+KNOWN_PAIRS="uvloop asyncio h2-granian h2-hypercorn ws-uvicorn ws-hypercorn ws-granian h3 workers"
+KNOWN_PAIRS="$KNOWN_PAIRS scale-h1 scale-h2-hypercorn scale-h2-granian scale-h3"
 # Group names usable in --pairs, each expanding to several pairs.
 pair_group() {
   case "$1" in
     h2) echo "h2-granian,h2-hypercorn" ;;
-    ws) echo "ws-uvicorn,ws-hypercorn" ;;
+    ws) echo "ws-uvicorn,ws-hypercorn,ws-granian" ;;
+    scale) echo "scale-h1,scale-h2-hypercorn,scale-h2-granian,scale-h3" ;;
     *) echo "$1" ;;
   esac
 }
-PAIR_GROUPS="h2 ws"
+PAIR_GROUPS="h2 ws scale"
 
 # The scenarios a pair runs: --scenarios when given, else the pair's own (with --quick,
 # only those of them in QUICK_SCENARIOS).  Call after pair_def.
@@ -164,8 +204,8 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --list)
       for p in $KNOWN_PAIRS; do pair_def "$p"
-        printf '%-13s asgiri vs %-37s %s\n' "$p" "$P_DESC" "$P_SCENARIOS"; done
-      for g in $PAIR_GROUPS; do printf '%-13s = %s\n' "$g" "$(pair_group "$g")"; done; exit 0 ;;
+        printf '%-19s %-52s %s\n' "$p" "${P_PEER:+asgiri vs }$P_DESC" "$P_SCENARIOS"; done
+      for g in $PAIR_GROUPS; do printf '%-19s = %s\n' "$g" "$(pair_group "$g")"; done; exit 0 ;;
     -h|--help) awk 'NR>1 && !/^#/ {exit} NR>1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -278,8 +318,11 @@ log "load average before: $LOADAVG_BEFORE ($(nproc) CPUs; server on CPU $SERVER_
 
 quick_flag=(); if [ "$QUICK" = 1 ]; then quick_flag=(--quick); fi
 meta_pairs=(); on_vendored=""
+run_pairs=()
 for p in "${PAIR_LIST[@]}"; do
   pair_def "$p"
+  if [ -z "$(pair_scenarios)" ]; then log "pair $p: none of its scenarios is in this run, skipped"; continue; fi
+  run_pairs+=("$p")
   meta_pairs+=(--pair "$p" "$P_PEER" "$P_ASGIRI" "$(pair_scenarios)" "$P_EXTRAS" "$P_DESC")
   if [ "$(harness_for "$(pair_scenarios)")" != "$HARNESS" ]; then on_vendored="$on_vendored $p"; fi
 done
@@ -291,25 +334,35 @@ fi
   --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" "${quick_flag[@]}" \
   --server-cpu "$SERVER_CPU" --load-cpu "$LOAD_CPU" --loadavg-before "$LOADAVG_BEFORE" "${meta_pairs[@]}"
 
-for p in "${PAIR_LIST[@]}"; do
+for p in "${run_pairs[@]}"; do
   pair_def "$p"
   pair_harness="$(harness_for "$(pair_scenarios)")"
-  log "pair $p: asgiri vs $P_DESC on $(pair_scenarios)"
+  pair_rounds="${P_ROUNDS:-$ROUNDS}"
+  if [ -n "$P_PEER" ]; then
+    log "pair $p: asgiri vs $P_DESC on $(pair_scenarios)"
+    args=(ratio --name "$P_PEER" --cmd "$P_PEER_CMD" --name-b "$P_ASGIRI" --cmd-b "$P_ASGIRI_CMD")
+    if [ -n "$P_PEER_TLS" ]; then args+=(--tls-cmd "$P_PEER_TLS"); fi
+    if [ -n "$P_ASGIRI_TLS" ]; then args+=(--tls-cmd-b "$P_ASGIRI_TLS"); fi
+    if [ -n "$P_PEER_H3" ]; then args+=(--h3-cmd "$P_PEER_H3"); fi
+    if [ -n "$P_ASGIRI_H3" ]; then args+=(--h3-cmd-b "$P_ASGIRI_H3"); fi
+  else   # asgiri alone
+    log "pair $p: asgiri alone on $(pair_scenarios)"
+    args=(run --name "$P_ASGIRI" --cmd "$P_ASGIRI_CMD")
+    if [ -n "$P_ASGIRI_TLS" ]; then args+=(--tls-cmd "$P_ASGIRI_TLS"); fi
+    if [ -n "$P_ASGIRI_H3" ]; then args+=(--h3-cmd "$P_ASGIRI_H3"); fi
+  fi
+  args+=(--scenarios "$(pair_scenarios)" --rounds "$pair_rounds" --duration "$DURATION"
+         --warmup "$WARMUP" --out "$OUTDIR/results.jsonl")
   if [ "$pair_harness" != "$HARNESS" ]; then log "pair $p runs on $pair_harness (a scenario is missing from $HARNESS)"; fi
-  args=(ratio --name "$P_PEER" --cmd "$P_PEER_CMD" --name-b "$P_ASGIRI" --cmd-b "$P_ASGIRI_CMD"
-        --scenarios "$(pair_scenarios)" --rounds "$ROUNDS" --duration "$DURATION"
-        --warmup "$WARMUP" --out "$OUTDIR/results.jsonl")
-  if [ -n "$P_PEER_TLS" ]; then args+=(--tls-cmd "$P_PEER_TLS"); fi
-  if [ -n "$P_ASGIRI_TLS" ]; then args+=(--tls-cmd-b "$P_ASGIRI_TLS"); fi
-  if [ -n "$P_PEER_H3" ]; then args+=(--h3-cmd "$P_PEER_H3"); fi
-  if [ -n "$P_ASGIRI_H3" ]; then args+=(--h3-cmd-b "$P_ASGIRI_H3"); fi
-  PY="$BPY" APP="app:app" APPDIR="$BENCH_DIR" CERT="$CERT" KEY="$KEY" BENCH_RESULTS="$OUTDIR" \
+  PY="$BPY" APP="$P_APP" APPDIR="$BENCH_DIR" CERT="$CERT" KEY="$KEY" BENCH_RESULTS="$OUTDIR" \
     bash "$pair_harness" "${args[@]}" 2>&1 | tee "$OUTDIR/$p.log" || \
     log "WARN: pair $p: the harness exited with an error (see $OUTDIR/$p.log); rendering what was recorded"
 done
 
-render_args=(render "$OUTDIR" -o "$OUTDIR/RESULTS.md")
-if [ -n "$RESULTS_MD" ]; then render_args+=(-o "$RESULTS_MD"); fi
+# The chart goes next to each Markdown file: RESULTS.md -> results.png, RESULTS-x.md -> results-x.png.
+chart_for() { local d b; d="$(dirname "$1")"; b="$(basename "$1" .md)"; echo "$d/$(echo "$b" | tr '[:upper:]' '[:lower:]').png"; }
+render_args=(render "$OUTDIR" -o "$OUTDIR/RESULTS.md" --chart "$OUTDIR/results.png")
+if [ -n "$RESULTS_MD" ]; then render_args+=(-o "$RESULTS_MD" --chart "$(chart_for "$RESULTS_MD")"); fi
 echo
 "$BPY" "$BENCH_DIR/report.py" "${render_args[@]}" --print
-log "results: $OUTDIR (results.jsonl, RESULTS.md)${RESULTS_MD:+ and $RESULTS_MD}"
+log "results: $OUTDIR (results.jsonl, RESULTS.md, results.png)${RESULTS_MD:+ and $RESULTS_MD, $(chart_for "$RESULTS_MD")}"
