@@ -273,7 +273,7 @@ class H2Protocol(asyncio.Protocol):
             self.loop,
             scope,
             stream_id,
-            expect_continue=_expects_continue(request.headers),
+            expect_continue=request.expect_continue,
             access_log=ctx.access_log,
         )
         if request.method == "HEAD":
@@ -702,11 +702,3 @@ def _declared_length(headers: Headers) -> int:
         if name == b"content-length":
             return int(value)
     return -1
-
-
-def _expects_continue(headers: Headers) -> bool:
-    """The client waits for ``100 Continue`` before its body (RFC 9110 10.1.1)."""
-    for name, value in headers:
-        if name == b"expect":
-            return value.lower() == b"100-continue"
-    return False
