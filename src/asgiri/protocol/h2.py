@@ -82,6 +82,34 @@ _CONNECTION_HEADERS: Final = frozenset(
 )
 
 
+#: Response field names already checked, with the form they are sent in:
+#: lower case, or b"" for a connection-specific field HTTP/2 leaves out.
+#: Apps send the same few names again and again.
+_RESPONSE_NAMES: dict[bytes, bytes] = {}
+#: Response field values already checked (bounded as ``_VALID_VALUES``).
+_RESPONSE_VALUES: set[bytes] = set()
+_STATUS: Final = {code: b"%d" % code for code in range(100, 600)}
+
+
+def _response_name(name: bytes) -> bytes:
+    """Check a response field name the app sent; note the form it is sent in."""
+    check_field_name(name)
+    lname = name.lower()
+    if len(_RESPONSE_NAMES) < 4096:
+        _RESPONSE_NAMES[name] = b"" if lname in _CONNECTION_HEADERS else lname
+    return lname
+
+
+def _check_response_value(value: bytes) -> None:
+    check_field_value(value)
+    if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+        raise LocalProtocolError(f"header value with surrounding whitespace {value!r}")
+    if len(value) <= 256:
+        if len(_RESPONSE_VALUES) >= 4096:
+            _RESPONSE_VALUES.clear()
+        _RESPONSE_VALUES.add(value)
+
+
 @dataclass(slots=True)
 class StreamWritable:
     """Buffered response data of ``stream_id`` has all been sent (window opened)."""
@@ -484,12 +512,15 @@ class H2Connection:
         as a malformed response and fail the whole connection.
         """
         declared = None
+        names = _RESPONSE_NAMES
+        values = _RESPONSE_VALUES
         for name, value in headers:
-            check_field_name(name)
-            check_field_value(value)
-            if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
-                raise LocalProtocolError(f"header value with surrounding whitespace {value!r}")
-            if name.lower() == b"content-length":
+            lname = names.get(name)
+            if lname is None:
+                lname = _response_name(name)
+            if value not in values:
+                _check_response_value(value)
+            if lname == b"content-length":
                 if not value.isdigit():
                     raise LocalProtocolError(f"invalid Content-Length {value!r}")
                 declared = int(value)
@@ -530,11 +561,16 @@ class H2Connection:
     # disconnected instead of raising into the app.
 
     def send_headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> bool:
-        response: Headers = [(b":status", b"%d" % status)]
+        response: Headers = [(b":status", _STATUS.get(status) or b"%d" % status)]
+        names = _RESPONSE_NAMES
         for name, value in headers:
-            lname = name.lower()
-            if lname in _CONNECTION_HEADERS:
-                continue  # meaningless in HTTP/2 and forbidden on the wire
+            lname = names.get(name)
+            if lname is None:
+                lname = name.lower()
+                if lname in _CONNECTION_HEADERS:
+                    continue
+            elif not lname:
+                continue  # connection-specific: meaningless in HTTP/2, forbidden on the wire
             response.append((lname, value))
         if self.closed:
             return False
