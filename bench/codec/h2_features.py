@@ -508,7 +508,16 @@ def p_priority(a: type) -> str:
     peer2 = Peer(a)
     peer2.send(PriorityFrame(3, depends_on=3).serialize())
     selfdep = peer2.rejected(3)
-    return f"PRIORITY {'ignored' if ok else 'BROKE'}, self-dep {selfdep or 'ACCEPTED'}"
+    peer3 = Peer(a)
+    frame = HeadersFrame(1, block(GET), depends_on=1, stream_weight=16)
+    for flag in ("END_HEADERS", "END_STREAM", "PRIORITY"):
+        frame.flags.add(flag)
+    peer3.send(frame.serialize())
+    in_headers = peer3.rejected(1)
+    return (
+        f"PRIORITY {'ignored' if ok else 'BROKE'}; self-dependency: PRIORITY"
+        f" {selfdep or 'ACCEPTED'}, HEADERS {in_headers or 'ACCEPTED'}"
+    )
 
 
 def p_informational(a: type) -> str:
