@@ -42,7 +42,7 @@ import hyperframe.frame
 
 from .errors import RemoteProtocolError
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
-from .response import ResponseChecker
+from .response import ResponseChecker, wire_fields
 
 __all__ = [
     "PREFACE",
@@ -75,10 +75,6 @@ _METHODS: Final = {
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 }
 _SCHEMES: Final = {b"http": "http", b"https": "https"}
-
-_CONNECTION_HEADERS: Final = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 @dataclass(slots=True)
@@ -287,33 +283,18 @@ class H2Connection:
             self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return None
         self.last_stream_id = max(self.last_stream_id, stream_id)
-        method = path = scheme = authority = protocol = None
-        headers: Headers = []
-        # What the checks below need from the regular headers, noted in the
-        # one pass over them.
-        has_host = has_length = False
-        for name, value in ev.headers:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":scheme":
-                    scheme = value
-                elif name == b":authority":
-                    authority = value
-                elif name == b":protocol":
-                    protocol = value
-            else:
-                headers.append((name, value))
-                if name == b"host":
-                    has_host = True
-                elif name == b"content-length" and value.lstrip(b"0"):
-                    has_length = True
+        # Checked and taken apart by check_header_block (see _H2._receive_frame).
+        head: RequestHead = ev.head
+        method = head.method
+        path = head.path
+        scheme = head.scheme
+        authority = head.authority
+        protocol = head.protocol
+        headers: Headers = head.fields
         if method is None or (method != b"CONNECT" and (path is None or scheme is None)):
             self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return None
-        if has_length and ev.stream_ended is not None:
+        if head.has_length and ev.stream_ended is not None:
             # RFC 9113 8.1.1: content-length must match the DATA octets, and
             # h2 checks that only when DATA frames come: here none will.
             self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
@@ -323,7 +304,7 @@ class H2Connection:
             # the tunnel semantics forbid, so refuse the stream.
             self._reset(stream_id, h2.errors.ErrorCodes.CONNECT_ERROR)
             return None
-        if authority is not None and not has_host:
+        if authority is not None and not head.has_host:
             headers.insert(0, (b"host", authority))
         raw = path or b"/"
         raw_path, _, query = raw.partition(b"?")
@@ -337,7 +318,7 @@ class H2Connection:
             query,
             headers,
             "2",
-            False,
+            head.expect_continue,
             authority,
             _SCHEMES.get(scheme) or scheme.decode("ascii") if scheme else None,
             protocol,
@@ -492,12 +473,7 @@ class H2Connection:
     # disconnected instead of raising into the app.
 
     def send_headers(self, stream_id: int, status: int, headers: Headers, end: bool) -> bool:
-        response: Headers = [(b":status", b"%d" % status)]
-        for name, value in headers:
-            lname = name.lower()
-            if lname in _CONNECTION_HEADERS:
-                continue  # meaningless in HTTP/2 and forbidden on the wire
-            response.append((lname, value))
+        response = wire_fields(status, headers)
         if self.closed:
             return False
         try:
@@ -696,10 +672,49 @@ _FORBIDDEN: Final = frozenset(
 #: Field names already seen to be valid: clients send the same few again and again.
 _VALID_NAMES: set[bytes] = set()
 _MAX_VALID_NAMES: Final = 4096
+#: Short field values already seen to be valid (methods, schemes, authorities,
+#: user agents, accept-*: most of every request).  A set lookup costs a fifth
+#: of the regular expression; the set starts over when full, so it follows
+#: what clients send now.
+_VALID_VALUES: set[bytes] = set()
+_MAX_VALID_VALUES: Final = 4096
+_MAX_CACHED_VALUE: Final = 256
 
 
-def check_header_block(headers: list[Any], trailers: bool) -> list[Any]:
-    """Validate a received request header block (or trailers); returns it normalised.
+class RequestHead:
+    """What the one pass of :func:`check_header_block` found in a header block.
+
+    ``fields`` are the regular fields (cookies joined, last); the pseudo-header
+    values are None when absent.
+    """
+
+    __slots__ = (
+        "authority",
+        "expect_continue",
+        "fields",
+        "has_host",
+        "has_length",
+        "method",
+        "path",
+        "protocol",
+        "scheme",
+    )
+
+    def __init__(self, fields: list[Any]) -> None:
+        self.fields = fields
+        self.method: bytes | None = None
+        self.path: bytes | None = None
+        self.scheme: bytes | None = None
+        self.authority: bytes | None = None
+        self.protocol: bytes | None = None
+        self.has_host = False
+        #: A content-length other than zero.
+        self.has_length = False
+        self.expect_continue = False
+
+
+def check_header_block(headers: list[Any], trailers: bool) -> RequestHead:
+    """Validate a received request header block (or trailers), in one pass.
 
     The rules are those h2's inbound validation applies (RFC 9113 8.2 and
     8.3, RFC 8441 4): field name and value characters, no connection-specific
@@ -708,12 +723,19 @@ def check_header_block(headers: list[Any], trailers: bool) -> list[Any]:
     Host consistent, a non-empty :path.  Cookie fields are joined into one,
     last (RFC 9113 8.2.3).  Raises h2's ProtocolError, which h2 answers with a
     connection error, as it does for its own checks.
+
+    The same pass notes what building the request needs (pseudo-header values,
+    Host, a non-zero Content-Length, Expect), so that nothing walks the block
+    a second time.
     """
     pseudo: set[bytes] = set()
     regular = False
-    method = authority = host = None
+    host = None
+    fields: list[Any] = []
+    head = RequestHead(fields)
     cookies: list[bytes] | None = None
     valid = _VALID_NAMES
+    valid_values = _VALID_VALUES
     for name, value in headers:
         if name[:1] == b":":
             if trailers:
@@ -726,11 +748,17 @@ def check_header_block(headers: list[Any], trailers: bool) -> list[Any]:
                 raise h2.exceptions.ProtocolError(f"duplicate pseudo-header field {name!r}")
             pseudo.add(name)
             if name == b":method":
-                method = value
+                head.method = value
+            elif name == b":path":
+                if not value:
+                    raise h2.exceptions.ProtocolError("empty :path")
+                head.path = value
+            elif name == b":scheme":
+                head.scheme = value
             elif name == b":authority":
-                authority = value
-            elif name == b":path" and not value:
-                raise h2.exceptions.ProtocolError("empty :path")
+                head.authority = value
+            else:
+                head.protocol = value
         else:
             regular = True
             if name not in valid:
@@ -740,20 +768,34 @@ def check_header_block(headers: list[Any], trailers: bool) -> list[Any]:
                     raise h2.exceptions.ProtocolError(f"connection-specific header {name!r}")
                 if name != b"te" and len(valid) < _MAX_VALID_NAMES:
                     valid.add(name)
-            if name == b"te":
-                if value.lower() != b"trailers":
-                    raise h2.exceptions.ProtocolError(f"invalid TE header {value!r}")
-            elif name == b"host":
-                if host is not None and not trailers:
-                    raise h2.exceptions.ProtocolError("multiple Host headers")
-                host = value
-            elif name == b"cookie":
+            if name == b"cookie":
                 if cookies is None:
                     cookies = []
                 cookies.append(value)
-        if value and not _FIELD_VALUE.fullmatch(value):
-            raise h2.exceptions.ProtocolError(f"invalid header value {value!r}")
+            else:
+                fields.append((name, value))
+                if name == b"te":
+                    if value.lower() != b"trailers":
+                        raise h2.exceptions.ProtocolError(f"invalid TE header {value!r}")
+                elif name == b"host":
+                    if host is not None and not trailers:
+                        raise h2.exceptions.ProtocolError("multiple Host headers")
+                    host = value
+                elif name == b"content-length":
+                    if value.lstrip(b"0"):
+                        head.has_length = True
+                elif name == b"expect":
+                    head.expect_continue = value.lower() == b"100-continue"
+        if value and value not in valid_values:
+            if not _FIELD_VALUE.fullmatch(value):
+                raise h2.exceptions.ProtocolError(f"invalid header value {value!r}")
+            if len(value) <= _MAX_CACHED_VALUE:
+                if len(valid_values) >= _MAX_VALID_VALUES:
+                    valid_values.clear()
+                valid_values.add(value)
     if not trailers:
+        method = head.method
+        authority = head.authority
         if method is None:
             raise h2.exceptions.ProtocolError("request without :method")
         if method == b"CONNECT" and b":protocol" not in pseudo:
@@ -768,10 +810,10 @@ def check_header_block(headers: list[Any], trailers: bool) -> list[Any]:
             raise h2.exceptions.ProtocolError("request without :authority or Host")
         if authority is not None and host is not None and authority != host:
             raise h2.exceptions.ProtocolError("mismatched :authority and Host")
+        head.has_host = host is not None
     if cookies is not None:
-        headers = [pair for pair in headers if pair[0] != b"cookie"]
-        headers.append(hpack.NeverIndexedHeaderTuple(b"cookie", b"; ".join(cookies)))
-    return headers
+        fields.append(hpack.NeverIndexedHeaderTuple(b"cookie", b"; ".join(cookies)))
+    return head
 
 
 class _Calm(RemoteProtocolError):
@@ -827,9 +869,9 @@ class _H2(h2.connection.H2Connection):
             for ev in events:
                 kind = type(ev)
                 if kind is h2.events.RequestReceived:
-                    ev.headers = check_header_block(ev.headers, False)
+                    ev.head = check_header_block(ev.headers, False)
                 elif kind is h2.events.TrailersReceived:
-                    ev.headers = check_header_block(ev.headers, True)
+                    ev.headers = check_header_block(ev.headers, True).fields
         return events
 
     def _receive_goaway_frame(

@@ -39,7 +39,7 @@ from aioquic.quic import events as quic_events
 
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
 from .quic import Address, ServerQuicConnection
-from .response import ResponseChecker
+from .response import ResponseChecker, wire_fields
 
 __all__ = [
     "ConnectionEnded",
@@ -54,9 +54,6 @@ H3ErrorCode = ErrorCode
 
 #: Methods that may be answered from 0-RTT data (RFC 9110 9.2.1, RFC 8470).
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_CONNECTION_HEADERS = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 #: The server's first unidirectional stream, which aioquic's HTTP/3 layer
 #: opens as the control stream before any other (RFC 9000 2.1: id 3).
 _CONTROL_STREAM_ID = 3
@@ -310,12 +307,7 @@ class H3Connection:
         h3 = self._h3
         if h3 is None or self.closed or stream_id in self._done_sending:
             return False
-        response: Headers = [(b":status", b"%d" % status)]
-        for name, value in headers:
-            lname = name.lower()
-            if lname in _CONNECTION_HEADERS:
-                continue  # connection-specific: forbidden in HTTP/3 (RFC 9114 4.2)
-            response.append((lname, value))
+        response = wire_fields(status, headers)
         try:
             h3.send_headers(stream_id, response, end_stream=end)
         except (H3Error, ValueError, AssertionError):

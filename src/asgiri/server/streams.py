@@ -142,7 +142,7 @@ class StreamSink:
             self.loop,
             scope,
             stream_id,
-            expect_continue=self.sends_continue and _expects_continue(request.headers),
+            expect_continue=self.sends_continue and request.expect_continue,
             access_log=ctx.access_log,
         )
         if request.method == "HEAD":
@@ -388,10 +388,3 @@ class StreamSink:
         for stream_id in list(self._waiters):
             self._wake(stream_id)
         self.ctx.check_drained()
-
-
-def _expects_continue(headers: Headers) -> bool:
-    for name, value in headers:
-        if name == b"expect":
-            return value.lower() == b"100-continue"
-    return False

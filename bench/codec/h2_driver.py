@@ -1,0 +1,119 @@
+"""asgiri's whole HTTP/2 path in process: H2Protocol, HTTPStream and the bench app.
+
+The same client bytes as ``h2_codec.py`` (one connection, 16 GETs per read)
+are fed to a real :class:`asgiri.server.h2.H2Protocol` on a real event loop,
+with a transport that only collects what is written; after each read the loop
+runs until every app task of that read is done.  What is measured is the
+Python side per request (no socket system calls): CPU time per request, or,
+with ``--reads`` given twice under callgrind, instructions per request with
+start-up subtracted.
+
+    .venv/bin/python bench/codec/h2_driver.py                      # µs per request
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python bench/codec/h2_driver.py --reads 50 --repeat 1   # then --reads 250
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench.app import app  # noqa: E402
+from h2_codec import BODY, STREAMS, client_reads  # noqa: E402
+
+from asgiri.config import Config  # noqa: E402
+from asgiri.server.context import ServerContext  # noqa: E402
+from asgiri.server.h2 import H2Protocol  # noqa: E402
+
+
+class Transport(asyncio.Transport):
+    """Keeps the byte count of what the server writes; never pauses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.written += len(data)
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def serve(reads: list[bytes], connections: int) -> float:
+    loop = asyncio.get_running_loop()
+    config = Config.from_options(app, access_log=False)
+    ctx = ServerContext(config, app, loop)
+    start = time.process_time()
+    for _ in range(connections):
+        transport = Transport()
+        proto = H2Protocol(
+            ctx, transport, scheme="http", client=("127.0.0.1", 1), server=None, extensions={}
+        )
+        proto.start(b"")
+        for data in reads:
+            proto.data_received(data)
+            while ctx.tasks:
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)  # the flush scheduled by the last app
+        if transport.closing or transport.written < len(reads) * STREAMS * len(BODY):
+            raise RuntimeError("the connection did not serve every request")
+        proto.connection_lost(None)
+    return time.process_time() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reads", type=int, default=250, help="reads per connection (16 each)")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
+    reads = client_reads(args.reads)
+    times = [asyncio.run(serve(reads, args.connections)) for _ in range(args.repeat)]
+    n = args.reads * STREAMS * args.connections
+    print(
+        f"{n} requests per run: best {min(times) / n * 1e6:.2f} µs/request,"
+        f" median {statistics.median(times) / n * 1e6:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
