@@ -333,6 +333,14 @@ class FrameCoalescer:
     def feed(self, data: bytes) -> bytes:
         if self._off:
             return data
+        n = len(data)
+        if (
+            6 <= n < 132
+            and (data[0] == 0x82 or data[0] == 0x81)
+            and data[1] == 0x80 + n - 6
+            and not (self._passthrough or self._held or self._in_message)
+        ):
+            return data  # the common case: exactly one small, whole, masked message
         out: list[bytes] = []
         if self._passthrough:
             if len(data) <= self._passthrough:
@@ -454,8 +462,7 @@ class _IntMasker(XorMaskerSimple):
     frame that arrives in pieces.
     """
 
-    def __init__(self, key: bytes) -> None:
-        super().__init__(key)
+    def __init__(self, key: bytes) -> None:  # (wsproto's __init__ keeps the key only)
         self._key = key
 
     def process(self, data: bytearray) -> bytearray:
@@ -497,6 +504,11 @@ class _Decoder(FrameDecoder):
                 self.masker = _IntMasker(key)
         return True
 
+    @property
+    def idle(self) -> bool:
+        """No frame in progress and nothing buffered: parsing on would find nothing."""
+        return self.header is None and not self.buffer.buffer
+
 
 class _Frames(FrameProtocol):
     """wsproto's frame layer for a server, reading through :class:`_Decoder`.
@@ -507,11 +519,7 @@ class _Frames(FrameProtocol):
 
     def __init__(self, extensions: list[Extension]) -> None:
         super().__init__(False, extensions)
-        self._frame_decoder = _Decoder(False, self.extensions)
-
-    @property
-    def decoder(self) -> FrameDecoder:
-        return self._frame_decoder
+        self.decoder = self._frame_decoder = _Decoder(False, self.extensions)
 
 
 # ---------------------------------------------------------------- session
@@ -571,6 +579,7 @@ class WSSession:
 
     def _frames(self, data: bytes) -> list[WSEvent]:
         proto = self._proto
+        decoder = proto.decoder
         proto.receive_bytes(data)
         out: list[WSEvent] = []
         try:
@@ -591,6 +600,8 @@ class WSSession:
                     code, reason = frame.payload  # type: ignore[str-unpack]
                     out.append(self._on_close(int(code), str(reason)))
                     return out
+                if decoder.idle:
+                    break  # (wsproto would look for one more header first)
         except ParseFailed as exc:
             # wsproto names the close code to answer with (1002, 1007, 1009).
             code = int(exc.code)
