@@ -956,6 +956,23 @@ def test_session_reads_as_wsproto_connection_does(seed: int) -> None:
         assert ours == _wsproto_events(deflate, data, chunks)
 
 
+def test_small_frames_are_unmasked_by_the_session_s_masker() -> None:
+    """wsproto parses with the session's decoder: a guard against a wsproto whose internals moved.
+
+    (Were the decoder not used, messages would still be right, only slower.)
+    """
+    session = WSSession()
+    decoder = session._proto.decoder
+    whole = frame(BINARY, b"0123456789", key=b"\x01\x02\x03\x04")
+    assert session.receive_data(whole[:-3]) == []
+    assert decoder.header is not None  # wsproto parsed the header with this decoder
+    assert type(decoder.masker).__name__ == "_IntMasker"
+    assert [m.data for m in session.receive_data(whole[-3:])] == [b"0123456789"]  # type: ignore[union-attr]
+    big = frame(BINARY, b"x" * 5000)
+    assert session.receive_data(big[:100]) == []
+    assert type(decoder.masker).__name__ == "XorMaskerSimple"  # large frames: wsproto's own
+
+
 def test_coalescing_merges_fragments_that_arrive_together() -> None:
     session = _session(deflate=False, coalesce=True)
     text = "x" * 1000
