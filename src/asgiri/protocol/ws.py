@@ -490,17 +490,19 @@ class _Decoder(FrameDecoder):
     """
 
     def parse_header(self) -> bool:
-        head = bytes(self.buffer.buffer[:14])
+        buf = self.buffer.buffer
+        if len(buf) < 6 or not buf[1] & 0x80:
+            return super().parse_header()  # (incomplete, or wsproto refuses it: unmasked)
+        size = buf[1] & 0x7F
+        at = 2 if size < 126 else 4 if size == 126 else 10
+        key = bytes(buf[at : at + 4])  # (short when incomplete: then wsproto waits)
         if not super().parse_header():
             return False
-        if len(head) >= 2 and head[1] & 0x80:  # masked (a server sees nothing else)
+        if key == _ZERO_KEY:
+            self.masker = XorMaskerNull()
+        else:
             header = self.header
-            size = head[1] & 0x7F
-            at = 2 if size < 126 else 4 if size == 126 else 10
-            key = head[at : at + 4]
-            if key == _ZERO_KEY:
-                self.masker = XorMaskerNull()
-            elif header is not None and header.payload_len <= _INT_UNMASK_LIMIT:
+            if header is not None and header.payload_len <= _INT_UNMASK_LIMIT:
                 self.masker = _IntMasker(key)
         return True
 
