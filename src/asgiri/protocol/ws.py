@@ -451,7 +451,8 @@ class FrameCoalescer:
 #: wsproto's own masker.  Both run in C, but CPython converts between bytes
 #: and int at about 1-4 ns a byte while wsproto's four strided ``translate``
 #: passes cost a fixed ~1.5 µs plus ~1.2 ns a byte: the XOR is three times
-#: faster for a 64-byte message, even at 1-2 KiB, and slower above.
+#: faster for a 64-byte message, still ahead at 1 KiB, and slower from a few
+#: KiB on (8 KiB: 15 µs against 10; docs/performance.md has the table).
 _INT_UNMASK_LIMIT: Final = 2048
 
 
