@@ -31,6 +31,8 @@ import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from asgiri.protocol.ws import WSSession, negotiate_extensions
 from asgiri.ssl_utils import generate_self_signed_cert, save_cert_and_key
@@ -903,6 +905,72 @@ def test_coalescing_changes_nothing_but_speed(seed: int) -> None:
         plain = _events(_session(deflate, coalesce=False), data, chunks)
         merged = _events(_session(deflate, coalesce=True), data, chunks)
         assert merged == plain
+
+
+def _wsproto_events(deflate: bool, data: bytes, chunks: list[int]) -> list[tuple[str, Any]]:
+    """What wsproto's own ``Connection`` makes of the same bytes, in ``_events``' terms."""
+    offer = [(b"sec-websocket-extensions", b"permessage-deflate")]
+    extensions, _ = negotiate_extensions(offer, deflate)
+    conn = Connection(ConnectionType.SERVER, extensions)
+    seen: list[tuple[str, Any]] = []
+    parts: list[Any] = []
+    pongs = 0
+    pos = 0
+    for size in chunks:
+        piece, pos = data[pos : pos + size], pos + size
+        if not piece:
+            break
+        conn.receive_data(piece)
+        for event in conn.events():
+            if isinstance(event, TextMessage | BytesMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    joined = "".join(parts) if isinstance(event.data, str) else b"".join(parts)
+                    seen.append(("MessageReceived", joined))
+                    parts = []
+            elif isinstance(event, Ping):
+                pongs += conn.send(event.response()).count(b"\x8a")
+            elif isinstance(event, Pong):
+                seen.append(("PongReceived", None))
+            elif isinstance(event, CloseConnection):
+                seen.append(("CloseReceived", event.code))
+                return seen
+        seen.append(("sent", pongs))
+        pongs = 0
+    return seen
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_session_reads_as_wsproto_connection_does(seed: int) -> None:
+    """WSSession drives wsproto's frame layer and its own unmasking: same results as Connection."""
+    rng = random.Random(100 + seed)
+    for _ in range(150):
+        deflate = rng.random() < 0.5
+        data = _random_stream(rng, deflate)
+        chunks: list[int] = []
+        while sum(chunks) < len(data):
+            chunks.append(rng.choice([1, 2, 3, 7, 50, 200, 1000, 3000, 65536, 300000]))
+        ours = _events(
+            _session(deflate, coalesce=rng.random() < 0.5, max_size=1 << 20), data, chunks
+        )
+        assert ours == _wsproto_events(deflate, data, chunks)
+
+
+def test_small_frames_are_unmasked_by_the_session_s_masker() -> None:
+    """wsproto parses with the session's decoder: a guard against a wsproto whose internals moved.
+
+    (Were the decoder not used, messages would still be right, only slower.)
+    """
+    session = WSSession()
+    decoder = session._proto.decoder
+    whole = frame(BINARY, b"0123456789", key=b"\x01\x02\x03\x04")
+    assert session.receive_data(whole[:-3]) == []
+    assert decoder.header is not None  # wsproto parsed the header with this decoder
+    assert type(decoder.masker).__name__ == "_IntMasker"
+    assert [m.data for m in session.receive_data(whole[-3:])] == [b"0123456789"]  # type: ignore[union-attr]
+    big = frame(BINARY, b"x" * 5000)
+    assert session.receive_data(big[:100]) == []
+    assert type(decoder.masker).__name__ == "XorMaskerSimple"  # large frames: wsproto's own
 
 
 def test_coalescing_merges_fragments_that_arrive_together() -> None:

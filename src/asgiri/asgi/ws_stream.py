@@ -39,6 +39,7 @@ __all__ = ["WSSink", "WSState", "WebSocketStream"]
 logger = logging.getLogger("asgiri.error")
 
 _CONNECT: Message = {"type": "websocket.connect"}
+_ONE_OF = "websocket.send needs exactly one of 'text' and 'bytes'"
 #: An RFC 9110 token: what a Sec-WebSocket-Protocol value may be.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -61,14 +62,15 @@ class WSSink(Protocol):
     ) -> None:
         """Answer the handshake with an HTTP response instead (403, 500, denial)."""
 
-    def ws_send(self, stream: WebSocketStream, data: str | bytes) -> None:
-        """Send one message."""
+    def ws_send(self, stream: WebSocketStream, data: str | bytes) -> Awaitable[None] | None:
+        """Send one message; returns a waiter while the peer is not reading, else None.
+
+        (One call per message instead of a send and a drain check: this is
+        the hot path of every WebSocket app.)
+        """
 
     def ws_close(self, stream: WebSocketStream, code: int, reason: str) -> None:
         """Start the closing handshake."""
-
-    def drain(self, stream: WebSocketStream) -> Awaitable[None] | None:
-        """A waiter while the peer is not reading, else None."""
 
     def ws_consumed(self, stream: WebSocketStream) -> None:
         """The app took a queued message: reading may resume."""
@@ -145,8 +147,11 @@ class WebSocketStream:
             return _CONNECT
         while True:
             if self._queue:
-                data = self._queue.popleft()
-                self._sink.ws_consumed(self)
+                queue = self._queue
+                data = queue.popleft()
+                if len(queue) + 1 >= self._max_queue:
+                    # It was full: the sink may have stopped reading.
+                    self._sink.ws_consumed(self)
                 if type(data) is str:
                     return {"type": "websocket.receive", "text": data}
                 return {"type": "websocket.receive", "bytes": data}
@@ -177,17 +182,22 @@ class WebSocketStream:
                 raise ASGIMessageError(f"websocket.send in state {state.value!r}")
             text = message.get("text")
             data = message.get("bytes")
-            if (text is None) == (data is None):
-                raise ASGIMessageError("websocket.send needs exactly one of 'text' and 'bytes'")
-            if text is not None:
-                if not isinstance(text, str):
-                    raise ASGIMessageError("websocket.send 'text' must be str")
-                self._sink.ws_send(self, text)
+            payload: str | bytes
+            if text is None:
+                if data is None:
+                    raise ASGIMessageError(_ONE_OF)
+                if type(data) is not bytes:
+                    if not isinstance(data, bytes | bytearray | memoryview):
+                        raise ASGIMessageError("websocket.send 'bytes' must be bytes")
+                    data = bytes(data)
+                payload = data
+            elif data is not None:
+                raise ASGIMessageError(_ONE_OF)
+            elif isinstance(text, str):
+                payload = text
             else:
-                if not isinstance(data, bytes | bytearray | memoryview):
-                    raise ASGIMessageError("websocket.send 'bytes' must be bytes")
-                self._sink.ws_send(self, bytes(data))
-            waiter = self._sink.drain(self)
+                raise ASGIMessageError("websocket.send 'text' must be str")
+            waiter = self._sink.ws_send(self, payload)
             if waiter is not None:
                 await waiter
         elif kind == "websocket.accept":

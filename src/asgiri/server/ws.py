@@ -233,12 +233,16 @@ class WSBridge:
             self.finished = True
             self._stop_timers()
 
-    def ws_send(self, stream: WebSocketStream, data: str | bytes) -> None:
+    def ws_send(self, stream: WebSocketStream, data: str | bytes) -> Awaitable[None] | None:
         session = self.session
-        if session is not None and not self.finished:
-            out = session.send_message(data)
-            if out:
-                self.outlet.write(out)
+        if session is None or self.finished:
+            return None
+        out = session.send_message(data)
+        if out:
+            self.outlet.write(out)
+            if self.finished:  # (the write found the carrier gone)
+                return None
+        return self.outlet.drain()
 
     def ws_close(self, stream: WebSocketStream, code: int, reason: str) -> None:
         self._send_close(code, reason)
@@ -264,11 +268,6 @@ class WSBridge:
         # The peer broke the closing handshake: fail the connection (on
         # HTTP/2 a reset, not an END_STREAM that leaves its side open).
         self._finish(error=True)
-
-    def drain(self, stream: WebSocketStream) -> Awaitable[None] | None:
-        if self.finished:
-            return None
-        return self.outlet.drain()
 
     def ws_consumed(self, stream: WebSocketStream) -> None:
         if self._paused and not stream.queue_full:
