@@ -74,7 +74,7 @@ conformance: venv
 
 # Benchmarks against uvicorn, granian and hypercorn (see bench/README.md); BENCH_ARGS passes options to bench/run.sh.
 # `bench` takes ~40 minutes and rewrites bench/RESULTS.md and bench/results.png; `bench-quick`
-# (~1.5 minutes) only checks the harness and writes under bench/out/
+# (about a minute) only checks the harness and writes under bench/out/
 BENCH_ARGS ?=
 
 bench: venv certs

@@ -10,7 +10,7 @@
 # and scale pairs), 3 interleaved rounds of 10 s (+2 s warm-up; the scale pairs: SCALE_ROUNDS,
 # 1), and writes bench/out/<run-id>/{meta.json,results.jsonl,RESULTS.md,results.png} and
 # bench/RESULTS.md + bench/results.png.  `make bench-quick` (= --quick): h1_hello + h1_echo
-# (uvloop), h2c_hello (granian) and ws_echo (uvicorn), 1 round of 5 s, and only writes
+# (uvloop), h2c_hello (granian) and ws_echo (uvicorn), 1 round of 4 s, and only writes
 # bench/out/<run-id>/ (pass --results bench/RESULTS.md to publish).
 # Later options override what --quick set, e.g. `--quick --duration 3`.
 #
@@ -37,7 +37,7 @@ BPY="$BENCH_VENV/bin/python"
 SHARED_HARNESS="$ROOT/../shared/bench"
 export SERVER_CPU="${SERVER_CPU:-1}" LOAD_CPU="${LOAD_CPU:-0}"
 
-# --quick: one headline scenario per protocol family, 1 round of 5 s (~1.5 minutes).
+# --quick: one headline scenario per protocol family, 1 round of 4 s (about a minute).
 QUICK_PAIRS="uvloop,h2-granian,ws-uvicorn"; QUICK_SCENARIOS="h1_hello,h1_echo,h2c_hello,ws_echo"
 ROUNDS=3; DURATION=10; WARMUP=2; PAIRS="uvloop,asyncio,h2,ws,h3,workers,scale"; SCENARIOS=""; QUICK=0
 SCALE_ROUNDS="${SCALE_ROUNDS:-1}"
@@ -193,7 +193,7 @@ pair_scenarios() {
 # ------------------------------------------------------------------------ arguments
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) QUICK=1; ROUNDS=1; DURATION=5; PAIRS="$QUICK_PAIRS"; RESULTS_MD=""; shift ;;
+    --quick) QUICK=1; ROUNDS=1; DURATION=4; PAIRS="$QUICK_PAIRS"; RESULTS_MD=""; shift ;;
     --pairs) PAIRS="$2"; shift 2 ;;
     --scenarios) SCENARIOS="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
