@@ -78,17 +78,7 @@ def client_reads(reads: int) -> list[bytes]:
     dynamic table, so the header blocks no longer change).  Windows are opened
     as h2load opens them (2^30 - 1), so no WINDOW_UPDATE is needed in between.
     """
-    config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-    client = h2.connection.H2Connection(config)
-    client.local_settings = h2.settings.Settings(
-        client=True,
-        initial_values={
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 30) - 1,
-        },
-    )
-    client.initiate_connection()
-    client.increment_flow_control_window((1 << 30) - 1 - 65535)
+    client = _client()
     preface = client.data_to_send()
     rounds = []
     for r in range(2):
@@ -245,12 +235,8 @@ CODECS: dict[str, tuple[Callable[[], Server], str | None]] = {
 }
 
 
-# ----------------------------------------------------------------------------- run
-
-
-def check(make: Callable[[], Server], reads: list[bytes]) -> None:
-    """Feed the codec's output to an h2 client: every request gets its whole answer."""
-    serve = make()
+def _client() -> h2.connection.H2Connection:
+    """An h2 client with windows opened as h2load opens them (2^30 - 1)."""
     config = h2.config.H2Configuration(client_side=True, header_encoding=None)
     client = h2.connection.H2Connection(config)
     client.local_settings = h2.settings.Settings(
@@ -262,6 +248,16 @@ def check(make: Callable[[], Server], reads: list[bytes]) -> None:
     )
     client.initiate_connection()
     client.increment_flow_control_window((1 << 30) - 1 - 65535)
+    return client
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def check(make: Callable[[], Server], reads: list[bytes]) -> None:
+    """Feed the codec's output to an h2 client: every request gets its whole answer."""
+    serve = make()
+    client = _client()
     client.data_to_send()
     for n, data in enumerate(reads):
         for i in range(STREAMS):
