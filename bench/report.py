@@ -108,6 +108,7 @@ TARGETS = {
     ("h2-granian", "h2c_hello"): Target(0.25),
     ("h3", "h3_hello"): Target(3.0),
     ("ws-uvicorn", "ws_echo"): Target(1.0, "issue 4: 1.2"),
+    ("ws-uvicorn", "ws_echo_raw"): Target(1.2, "issue 4"),
     ("ws-granian", "ws_echo"): Target(1.5),
 }
 

@@ -109,7 +109,7 @@ pair_def() {
       P_DESC="uvicorn (websockets + uvloop)"
       P_PEER=uvicorn-ws;       P_PEER_CMD="$UVICORN --ws websockets --loop uvloop $UVICORN_TAIL"
       P_ASGIRI=asgiri-ws-vs-uvicorn;   P_ASGIRI_CMD="$ASGIRI --loop uvloop"
-      P_SCENARIOS="ws_echo,ws_big" ;;
+      P_SCENARIOS="ws_echo,ws_echo_raw,ws_big" ;;
     ws-hypercorn)
       P_DESC="hypercorn (wsproto, uvloop, 1 worker)"
       P_PEER=hypercorn-ws;     P_PEER_CMD="$HYPERCORN {APP}"
