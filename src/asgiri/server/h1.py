@@ -41,6 +41,7 @@ from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
 from .context import ServerContext
 from .h2 import H2Protocol
+from .stall import WriteStallWatch
 from .tasks import start_app
 from .tls import tls_extension
 from .ws import WSBridge, WSH1Protocol
@@ -115,9 +116,7 @@ class H1Protocol(asyncio.Protocol):
         self._input_stopped = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._stall_timer: asyncio.TimerHandle | None = None
-        #: Bytes waiting in the transport when the stall timer was armed.
-        self._stall_mark = 0
+        self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout, self._stopped_reading)
         self._closing = False
         self._closed = False
         self._tls = False
@@ -195,8 +194,8 @@ class H1Protocol(asyncio.Protocol):
         # otherwise pile their responses up in the write buffer without bound.
         self._write_paused = True
         self._pause_reading()
-        if self._stall_timer is None and not self._closed:
-            self._arm_stall()
+        if not self._closed:
+            self._stall.start(self.transport)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -204,9 +203,7 @@ class H1Protocol(asyncio.Protocol):
         self._maybe_resume_reading()
 
     def _wake_writers(self) -> None:
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
+        self._stall.stop()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -516,23 +513,11 @@ class H1Protocol(asyncio.Protocol):
             return None
         waiter = self.loop.create_future()
         self._drain_waiters.append(waiter)
-        if self._stall_timer is None:
-            # A client that stops reading must not hold the app forever.
-            self._arm_stall()
+        # A client that stops reading must not hold the app forever.
+        self._stall.start(self.transport)
         return waiter
 
-    def _arm_stall(self) -> None:
-        self._stall_mark = self.transport.get_write_buffer_size()
-        self._stall_timer = self.loop.call_later(self.ctx.write_timeout, self._stalled)
-
-    def _stalled(self) -> None:
-        self._stall_timer = None
-        if not self._write_paused or self._closed:
-            return
-        if self.transport.get_write_buffer_size() < self._stall_mark:
-            # Slow, but reading: only a client that reads nothing is dropped.
-            self._arm_stall()
-            return
+    def _stopped_reading(self) -> None:
         logger.info("client %s stopped reading; closing the connection", self.client)
         self.abort()
 

@@ -25,6 +25,7 @@ from ..protocol.h2 import ConnectionEnded, H2Connection, StreamWritable
 from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError
 from .context import ServerContext
+from .stall import WriteStallWatch
 from .streams import StreamSink
 from .ws import StreamOutlet
 
@@ -98,9 +99,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         self._max_body = ctx.config.limits.limit_request_body
         self._timer: asyncio.TimerHandle | None = None
         #: Runs while the socket is not draining (``--timeout-write``).
-        self._write_timer: asyncio.TimerHandle | None = None
-        #: Bytes waiting in the transport when ``_write_timer`` was armed.
-        self._write_mark = 0
+        self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout, self._stopped_reading)
         #: Runs while finished responses wait for the peer's window.
         self._output_timer: asyncio.TimerHandle | None = None
         self._upgrade_body_left = 0
@@ -193,9 +192,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
+        self._stall.stop()
         if self._output_timer is not None:
             self._output_timer.cancel()
             self._output_timer = None
@@ -208,14 +205,11 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         self._write_paused = True
         if not self._closed:
             self.transport.pause_reading()
-            if self._write_timer is None:
-                self._arm_write_timer()
+            self._stall.start(self.transport)
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
+        self._stall.stop()
         if not self._closed:
             self.transport.resume_reading()
         self._wake_drained()
@@ -223,18 +217,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return None
 
-    def _arm_write_timer(self) -> None:
-        self._write_mark = self.transport.get_write_buffer_size()
-        self._write_timer = self.loop.call_later(self.ctx.write_timeout, self._write_stalled)
-
-    def _write_stalled(self) -> None:
-        self._write_timer = None
-        if not self._write_paused or self._closed:
-            return
-        if self.transport.get_write_buffer_size() < self._write_mark:
-            # Slow, but reading: only a client that reads nothing is dropped.
-            self._arm_write_timer()
-            return
+    def _stopped_reading(self) -> None:
         logger.info("HTTP/2 client %s stopped reading; closing the connection", self.client)
         self.abort()
 
