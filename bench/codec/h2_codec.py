@@ -133,33 +133,26 @@ def h2_default() -> Server:
     return _h2_server(h2.config.H2Configuration(client_side=False, header_encoding=None))
 
 
-def h2_novalidate() -> Server:
-    return _h2_server(
-        h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
+def _no_validation() -> h2.config.H2Configuration:
+    """h2 with its header validation and normalisation off, both ways (as asgiri runs it)."""
+    return h2.config.H2Configuration(
+        client_side=False,
+        header_encoding=None,
+        validate_inbound_headers=False,
+        normalize_inbound_headers=False,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
     )
+
+
+def h2_novalidate() -> Server:
+    return _h2_server(_no_validation())
 
 
 def h2_asgiri() -> Server:
     from asgiri.protocol.h2 import _H2
 
-    return _h2_server(
-        h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        ),
-        _H2,
-    )
+    return _h2_server(_no_validation(), _H2)
 
 
 def asgiri_protocol() -> Server:
