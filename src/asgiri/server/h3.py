@@ -46,6 +46,7 @@ from ..protocol.h3 import (
 from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
 from ..protocol.ws import HandshakeError
 from .context import ServerContext
+from .listeners import new_socket
 from .streams import StreamSink
 from .ws import StreamOutlet
 
@@ -121,12 +122,7 @@ def _load_pem(
 
 def bind_udp(host: str, port: int) -> socket.socket:
     """A UDP socket for QUIC; a port in use is a one-line StartupError."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise BindError(f"cannot resolve host {host!r}: {exc.strerror}") from None
-    family, socktype, proto, _, addr = infos[0]
-    sock = socket.socket(family, socktype, proto)
+    sock, family, addr = new_socket(host, port, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)

@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import BindConfig, parse_bind
 from ..errors import BindError
@@ -93,13 +94,21 @@ def systemd_sockets() -> list[Listener]:
     return [_from_fd(fd) for fd in range(_SD_LISTEN_FDS_START, _SD_LISTEN_FDS_START + int(count))]
 
 
-def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool) -> list[Listener]:
+def new_socket(host: str, port: int, kind: int) -> tuple[socket.socket, int, Any]:
+    """A socket of ``kind`` for the first address ``host`` resolves to: (socket, family, address).
+
+    A host that does not resolve is a one-line :class:`BindError`; binding is the caller's.
+    """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise BindError(f"cannot resolve host {host!r}: {exc.strerror}") from None
     family, socktype, proto, _, addr = infos[0]
-    sock = socket.socket(family, socktype, proto)
+    return socket.socket(family, socktype, proto), family, addr
+
+
+def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool) -> list[Listener]:
+    sock, family, addr = new_socket(host, port, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port and hasattr(socket, "SO_REUSEPORT"):
