@@ -722,7 +722,13 @@ def test_window_never_opened_resets_the_stream_after_timeout_write() -> None:
 # ----------------------------------------------------------------------------- lifecycle
 
 
-def test_graceful_shutdown_finishes_the_stream_in_flight_and_refuses_new_ones() -> None:
+def test_graceful_shutdown_answers_every_stream_before_its_goaway() -> None:
+    """No GOAWAY while a stream is in flight: the h2 library (httpx) fails such streams.
+
+    A stream opened right after the shutdown began is still served; one opened
+    once the accept grace is over is refused with REFUSED_STREAM (retryable);
+    the GOAWAY follows the last answer, bounded by the last stream served.
+    """
     started: queue.Queue[str] = queue.Queue()
     release = threading.Event()
     srv = ThreadServer(h2apps.make_gate_app(started, release)).start()
@@ -733,23 +739,31 @@ def test_graceful_shutdown_finishes_the_stream_in_flight_and_refuses_new_ones() 
         frames = client.until(lambda f: isinstance(f, DataFrame) and f.stream_id == 1)
         assert frames[-1][0].data == b"begin;"
         assert started.get(timeout=TIMEOUT) == "started"
+        shutdown_at = time.monotonic()
         srv.server.request_shutdown()
-        frames = client.until(lambda f: isinstance(f, GoAwayFrame))
-        goaway = frames[-1][0]
-        assert (goaway.last_stream_id, goaway.error_code) == (1, 0)
-        # A stream opened after the GOAWAY is refused; the one in flight is not.
-        client.send(client.headers(3, b"/late"))
-        frames = client.until(lambda f: isinstance(f, RstStreamFrame))
+        # Opened within the accept grace: answered.
+        client.send(client.headers(3, b"/early"))
+        frames = client.until(ends_stream(3))
+        assert b"".join(f.data for f, _ in frames if isinstance(f, DataFrame) and f.stream_id == 3)
+        # Opened after it: refused, retryable, and still no GOAWAY.
+        time.sleep(max(0.0, shutdown_at + 1.3 - time.monotonic()))
+        client.send(client.headers(5, b"/late"))
+        frames += client.until(lambda f: isinstance(f, RstStreamFrame))
         refused = frames[-1][0]
-        assert (refused.stream_id, refused.error_code) == (3, h2.errors.ErrorCodes.REFUSED_STREAM)
-        assert not [f for f, _ in frames if f.stream_id == 1 and "END_STREAM" in f.flags]
+        assert (refused.stream_id, refused.error_code) == (5, h2.errors.ErrorCodes.REFUSED_STREAM)
+        assert not [f for f, _ in frames if isinstance(f, GoAwayFrame)]
         release.set()
         rest = client.to_eof()
         client.close()
         body = b"".join(f.data for f, _ in rest if isinstance(f, DataFrame) and f.stream_id == 1)
         assert body == b"end"
-        assert any(f.stream_id == 1 and "END_STREAM" in f.flags for f, _ in rest)
-        assert not [f for f, _ in rest if isinstance(f, HeadersFrame) and f.stream_id == 3]
+        end = next(i for i, (f, _) in enumerate(rest) if ends_stream(1)(f))
+        goaways = [(i, f) for i, (f, _) in enumerate(rest) if isinstance(f, GoAwayFrame)]
+        assert len(goaways) == 1
+        index, goaway = goaways[0]
+        assert index > end
+        assert (goaway.last_stream_id, goaway.error_code) == (3, 0)
+        assert not [f for f, _ in rest if isinstance(f, HeadersFrame) and f.stream_id == 5]
         srv.thread.join(TIMEOUT)
         assert not srv.thread.is_alive()
     finally:
@@ -1048,7 +1062,7 @@ def test_limit_concurrency_answers_503() -> None:
         stuck = _watch(client, events, with_body=False)
         busy = client.get("/busy")
         assert busy.status == 503
-        assert busy.body == b"Service Unavailable"
+        assert busy.body == b"503 Service Unavailable\n"
         assert busy.header(b"date") is not None
         # Once the held request is gone, requests are served again.
         client.conn.reset_stream(stuck, h2.errors.ErrorCodes.CANCEL)

@@ -1093,14 +1093,17 @@ def test_frameworks_over_h3(name: str, pems: tuple[bytes, bytes], tmp_path: Path
         assert client.get("/crash").status == 500
 
 
-def test_websocket_protocol_error_resets_the_stream(server: ThreadServer) -> None:
+def test_websocket_protocol_error_closes_1002_and_ends_the_stream(server: ThreadServer) -> None:
+    """The close frame reaches the client (a stream reset would discard it), then FIN."""
     with H3Client(h3port(server)) as client:
         ws = H3WebSocket(client)
         assert client.wait_head(ws.stream_id).status == 200
         # A masked frame with the reserved opcode 0x3 (RFC 6455 5.2).
         client.send_data(ws.stream_id, b"\x83\x80\x00\x00\x00\x00")
+        closed = ws.receive()
+        assert isinstance(closed, CloseConnection) and closed.code == 1002
         response = client.wait_response(ws.stream_id)
-        assert response.reset_code == ErrorCode.H3_REQUEST_CANCELLED
+        assert response.ended and response.reset_code is None
         assert client.get("/").status == 200  # only the stream was affected
     deadline = time.monotonic() + 5
     while not rec.messages and time.monotonic() < deadline:

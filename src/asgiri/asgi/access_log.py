@@ -10,6 +10,11 @@ default format keeps its own hand-written path, the cheapest there is.
 In JSON mode each line is one JSON object whose keys are the atoms of the
 format (literal text is dropped), with numbers as numbers.
 
+A line is written for every *exchange*: a request the app answered (an
+:class:`~asgiri.asgi.http_stream.HTTPStream`), a response the server gave
+itself in the app's place (400, 413, 431, 503...) and a WebSocket session,
+on every protocol; the last two are :class:`Answered` records.
+
 Atoms (``ATOMS`` below is the authority; docs/operations.md lists them):
 client, client_host, client_port, method, scheme, path, query, path_query,
 protocol (h1, h2, h3), http_version (``HTTP/1.1``), status, bytes, bytes_in,
@@ -26,12 +31,91 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .http_stream import HTTPStream
+from ..protocol.events import Headers, Request
 
-__all__ = ["ATOMS", "DEFAULT_FORMAT", "AccessLog", "compile_format"]
+__all__ = [
+    "ATOMS",
+    "DEFAULT_FORMAT",
+    "AccessLog",
+    "Answered",
+    "Exchange",
+    "answered_scope",
+    "compile_format",
+]
+
+
+class Exchange(Protocol):
+    """What the access log and the metrics read of one answered request."""
+
+    @property
+    def scope(self) -> dict[str, Any]: ...
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def bytes_sent(self) -> int: ...
+
+    @property
+    def bytes_received(self) -> int: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def response_headers(self) -> Headers: ...
+
+
+@dataclass(slots=True)
+class Answered:
+    """An exchange the app did not answer itself: a server response or a WebSocket session."""
+
+    scope: dict[str, Any]
+    status: int
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    started_at: float = field(default_factory=time.perf_counter)
+    response_headers: Headers = field(default_factory=list)
+
+
+def answered_scope(
+    request: Request | None,
+    http_version: str,
+    scheme: str,
+    client: tuple[str, int] | None,
+    method: str | None = None,
+) -> dict[str, Any]:
+    """The little of a scope a log line needs, for a request no app saw.
+
+    ``request`` is None when its head could not be parsed; its method and
+    path are then logged as ``-``.  ``method`` overrides the request's (a
+    WebSocket scope has none of its own).
+    """
+    if request is None:
+        return {
+            "type": "http",
+            "http_version": http_version,
+            "method": method or "-",
+            "scheme": scheme,
+            "raw_path": b"-",
+            "query_string": b"",
+            "headers": [],
+            "client": client,
+        }
+    return {
+        "type": "http",
+        "http_version": http_version,
+        "method": method or request.method,
+        "scheme": scheme,
+        "raw_path": request.raw_path,
+        "query_string": request.query_string,
+        "headers": request.headers,
+        "client": client,
+    }
+
 
 access_logger = logging.getLogger("asgiri.access")
 
@@ -41,36 +125,36 @@ DEFAULT_FORMAT = (
     '{client} - "{method} {path_query} {http_version}" {status} {bytes} {duration_ms}ms'
 )
 
-#: A getter receives the stream and the duration in seconds.
-Getter = Callable[["HTTPStream", float], Any]
+#: A getter receives the exchange and the duration in seconds.
+Getter = Callable[[Exchange, float], Any]
 
 _PROTOCOLS = {"1.0": "h1", "1.1": "h1", "2": "h2", "3": "h3"}
 
 
-def _client(stream: HTTPStream, _: float) -> str:
+def _client(stream: Exchange, _: float) -> str:
     client = stream.scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "-"
 
 
-def _client_host(stream: HTTPStream, _: float) -> str | None:
+def _client_host(stream: Exchange, _: float) -> str | None:
     client = stream.scope.get("client")
     return client[0] if client else None
 
 
-def _client_port(stream: HTTPStream, _: float) -> int | None:
+def _client_port(stream: Exchange, _: float) -> int | None:
     client = stream.scope.get("client")
     return client[1] if client else None
 
 
-def _path(stream: HTTPStream, _: float) -> str:
+def _path(stream: Exchange, _: float) -> str:
     return str(stream.scope["raw_path"].decode("latin-1"))
 
 
-def _query(stream: HTTPStream, _: float) -> str:
+def _query(stream: Exchange, _: float) -> str:
     return str(stream.scope["query_string"].decode("latin-1"))
 
 
-def _path_query(stream: HTTPStream, _: float) -> str:
+def _path_query(stream: Exchange, _: float) -> str:
     scope = stream.scope
     path = str(scope["raw_path"].decode("latin-1"))
     if scope["query_string"]:
@@ -107,7 +191,7 @@ _TOKEN = re.compile(r"\{\{|\}\}|\{([a-z_]+)(?::([^{}]*))?\}|[{}]")
 def _request_header(name: str) -> Getter:
     key = name.lower().encode("latin-1")
 
-    def get(stream: HTTPStream, _: float) -> str | None:
+    def get(stream: Exchange, _: float) -> str | None:
         values = [v for n, v in stream.scope["headers"] if n == key]
         return b", ".join(values).decode("latin-1") if values else None
 
@@ -117,7 +201,7 @@ def _request_header(name: str) -> Getter:
 def _response_header(name: str) -> Getter:
     key = name.lower().encode("latin-1")
 
-    def get(stream: HTTPStream, _: float) -> str | None:
+    def get(stream: Exchange, _: float) -> str | None:
         values = [v for n, v in stream.response_headers if n.lower() == key]
         return b", ".join(values).decode("latin-1") if values else None
 
@@ -158,7 +242,7 @@ def compile_format(fmt: str) -> tuple[str, list[tuple[str, Getter]]]:
 
 
 class AccessLog:
-    """Called with each stream whose response completed; writes its line."""
+    """Called with each exchange that completed; writes its line."""
 
     __slots__ = ("_getters", "_json", "_template", "wants_response_headers")
 
@@ -172,7 +256,7 @@ class AccessLog:
             k.startswith("response_header:") for k, _ in self._getters
         )
 
-    def __call__(self, stream: HTTPStream) -> None:
+    def __call__(self, stream: Exchange) -> None:
         if not access_logger.isEnabledFor(logging.INFO):
             return
         duration = time.perf_counter() - stream.started_at

@@ -6,6 +6,8 @@ raises before answering the startup message is taken not to implement
 lifespan, and one whose startup does not answer within the startup timeout is
 cancelled; either way the server starts without lifespan.  Under ``ENABLED``
 both are fatal.  An explicit ``lifespan.startup.failed`` is fatal under both.
+A shutdown that fails (or times out) is logged as one line: the server is
+stopping anyway, and its requests are already drained.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from ..errors import LifespanStartupError
 from .types import ASGIApp, Loop, Message
 
 logger = logging.getLogger("asgiri.error")
+
+
+class _Failed(Exception):
+    """A lifespan phase failed; the message says how."""
 
 
 class Lifespan:
@@ -48,7 +54,10 @@ class Lifespan:
         self._answer = self._loop.create_future()
         self._task = self._loop.create_task(self._main(scope))
         self._put({"type": "lifespan.startup"})
-        message = await self._await_answer(timeout, "startup")
+        try:
+            message = await self._await_answer(timeout, "startup")
+        except _Failed as exc:
+            raise LifespanStartupError(str(exc)) from None
         if message is None:
             return
         if message["type"] == "lifespan.startup.failed":
@@ -62,7 +71,11 @@ class Lifespan:
         self.running = False
         self._answer = self._loop.create_future()
         self._put({"type": "lifespan.shutdown"})
-        message = await self._await_answer(timeout, "shutdown")
+        try:
+            message = await self._await_answer(timeout, "shutdown")
+        except _Failed as exc:
+            logger.error("%s", exc)
+            return
         if message is not None and message["type"] == "lifespan.shutdown.failed":
             logger.error("Application shutdown failed: %s", message.get("message") or "")
 
@@ -77,13 +90,11 @@ class Lifespan:
             # The app's lifespan task ended or timed out without answering.
             if self._error is not None and self._unsupported:
                 if self._policy is LifespanPolicy.ENABLED or phase == "shutdown":
-                    raise LifespanStartupError(
-                        f"Application lifespan {phase} failed: {self._error!r}"
-                    )
+                    raise _Failed(f"Application lifespan {phase} failed: {self._error!r}")
                 logger.info("ASGI 'lifespan' not supported by the app; running without it")
                 return None
             if self._error is not None:
-                raise LifespanStartupError(f"Application {phase} failed: {self._error!r}")
+                raise _Failed(f"Application {phase} failed: {self._error!r}")
             if self._task is not None and not self._task.done():
                 self._task.cancel()
                 if self._policy is LifespanPolicy.AUTO and phase == "startup":
@@ -95,11 +106,9 @@ class Lifespan:
                         timeout,
                     )
                     return None
-                raise LifespanStartupError(
-                    f"Application {phase} did not complete within {timeout:g}s"
-                )
+                raise _Failed(f"Application {phase} did not complete within {timeout:g}s")
             if self._policy is LifespanPolicy.ENABLED and phase == "startup":
-                raise LifespanStartupError("Application returned from lifespan without startup")
+                raise _Failed("Application returned from lifespan without startup")
             return None
         return message
 

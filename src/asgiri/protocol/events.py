@@ -57,4 +57,44 @@ class StreamClosed:
     error_code: int = 0
 
 
+@dataclass(slots=True)
+class RequestRejected:
+    """A request the connection refuses to hand on: answer ``status`` in its place.
+
+    Raised by a wire limit (``--limit-request-body``, the header limits) or a
+    rule the request broke after its head was accepted.  The request's
+    stream may already carry an app: the server answers ``status`` if that
+    app has not started its response (the app then sees ``http.disconnect``),
+    else it cuts the stream.  ``request`` is the head, when it was parsed,
+    for the access log.
+    """
+
+    stream_id: int
+    status: int
+    reason: str
+    request: Request | None = None
+
+
+@dataclass(slots=True)
+class StreamWritable:
+    """Response data buffered for ``stream_id`` has all been sent (a window opened)."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class ConnectionEnded:
+    """The connection is over: the peer closed it (GOAWAY, CONNECTION_CLOSE) or failed it.
+
+    ``error_code`` 0 is a graceful end; ``reason`` is the peer's text (HTTP/3)
+    and ``last_stream_id`` the peer's GOAWAY bound (HTTP/2), where known.
+    """
+
+    error_code: int = 0
+    reason: str = ""
+    last_stream_id: int = 0
+
+
 Event = Request | Body | EndBody | StreamClosed
+#: What a multiplexed connection (HTTP/2, HTTP/3) reports besides stream events.
+StreamEvent = Event | RequestRejected | StreamWritable | ConnectionEnded

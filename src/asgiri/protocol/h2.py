@@ -24,10 +24,9 @@ floods).  Exceeding one ends the connection with ENHANCE_YOUR_CALM.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import h2.config
@@ -41,7 +40,18 @@ import hpack
 import hyperframe.frame
 
 from .errors import RemoteProtocolError
-from .events import Body, EndBody, Event, Headers, Request, StreamClosed
+from .events import (
+    Body,
+    ConnectionEnded,
+    EndBody,
+    Headers,
+    Request,
+    RequestRejected,
+    StreamClosed,
+    StreamEvent,
+    StreamWritable,
+)
+from .fields import MalformedRequest, RequestHead, check_header_block
 from .response import ResponseChecker, wire_fields
 
 __all__ = [
@@ -77,21 +87,6 @@ _METHODS: Final = {
 _SCHEMES: Final = {b"http": "http", b"https": "https"}
 
 
-@dataclass(slots=True)
-class StreamWritable:
-    """Buffered response data of ``stream_id`` has all been sent (window opened)."""
-
-    stream_id: int
-
-
-@dataclass(slots=True)
-class ConnectionEnded:
-    """The peer sent GOAWAY, or the connection failed; ``error_code`` 0 is graceful."""
-
-    error_code: int = 0
-    last_stream_id: int = 0
-
-
 @dataclass
 class H2Limits:
     """Settings advertised to the peer and flood thresholds."""
@@ -109,11 +104,12 @@ class H2Limits:
     flood_budget: int = 1000
     #: Client resets tolerated beyond the streams that completed normally.
     max_resets: int = 200
-    _extra: dict[str, Any] = field(default_factory=dict)
+    #: ``--limit-request-body``: a larger request body is answered 413.
+    max_body: int | None = None
 
 
 class _OutStream:
-    __slots__ = ("data", "end", "offset", "size", "trailers")
+    __slots__ = ("data", "end", "offset", "size", "stop", "trailers")
 
     def __init__(self) -> None:
         self.data: deque[bytes] = deque()
@@ -122,10 +118,15 @@ class _OutStream:
         self.size = 0
         self.end = False
         self.trailers: Headers | None = None
+        #: RST_STREAM code to send once the rest has left (``stop_reading``).
+        self.stop: int | None = None
 
 
 class H2Connection:
-    """The server side of one HTTP/2 connection."""
+    """The server side of one HTTP/2 connection (a :class:`~.multiplexed.StreamConnection`)."""
+
+    cancel_code: int = h2.errors.ErrorCodes.CANCEL
+    internal_error_code: int = h2.errors.ErrorCodes.INTERNAL_ERROR
 
     def __init__(self, limits: H2Limits | None = None) -> None:
         self.limits = limits = limits or H2Limits()
@@ -172,6 +173,11 @@ class H2Connection:
         #: Checks of what the app sends (the server layer calls them first).
         self.responses = ResponseChecker()
         self._trailers: dict[int, Headers] = {}
+        self._max_body = limits.max_body
+        #: Body bytes received per stream, counted only under ``max_body``.
+        self._body_sizes: dict[int, int] = {}
+        #: Streams answered 413: the rest of their body is credited back unread.
+        self._rejected: set[int] = set()
         #: Flow-controlled bytes received per stream and not yet acknowledged.
         self._unacked: dict[int, int] = {}
         self._scan = b""
@@ -194,6 +200,8 @@ class H2Connection:
         self.closed = False
         self.last_stream_id = 0
         self._goaway_sent: int | None = None
+        #: New streams are refused (a draining connection that is still busy).
+        self._refusing = False
         self._extra_out: list[bytes] = []
 
     # ------------------------------------------------------------ set-up
@@ -216,7 +224,7 @@ class H2Connection:
 
     # ------------------------------------------------------------ reading
 
-    def receive_data(self, data: bytes) -> list[Event | StreamWritable | ConnectionEnded]:
+    def receive_data(self, data: bytes) -> list[StreamEvent]:
         """Feed received bytes; returns the events they complete.
 
         A connection error is answered here (GOAWAY queued) and reported as
@@ -234,11 +242,13 @@ class H2Connection:
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
             return self._fail(_error_code(exc, code), str(exc))
-        events: list[Event | StreamWritable | ConnectionEnded] = []
+        events: list[StreamEvent] = []
         #: Windows opened in this read: buffered data is flushed once, after
         #: all its frames, not once per WINDOW_UPDATE (a flood of them would
         #: otherwise walk every buffered stream per 13-byte frame).
         window_opened = False
+        #: Streams refused in this read: the end of their (empty) body is nobody's.
+        refused: set[int] = set()
         ev: Any
         for ev in h2_events:
             kind = type(ev)
@@ -248,8 +258,13 @@ class H2Connection:
                 request = self._request(ev)
                 if request is not None:
                     events.append(request)
+                elif ev.stream_ended is not None:
+                    refused.add(ev.stream_id)
             elif kind is h2.events.StreamEnded:
-                events.append(EndBody(ev.stream_id, self._trailers.pop(ev.stream_id, None)))
+                stream_id = ev.stream_id
+                trailers = self._trailers.pop(stream_id, None)
+                if stream_id not in refused and stream_id not in self._rejected:
+                    events.append(EndBody(stream_id, trailers))
             elif kind is h2.events.TrailersReceived:
                 self._trailers[ev.stream_id] = list(ev.headers)
             elif kind is h2.events.StreamReset:
@@ -259,7 +274,11 @@ class H2Connection:
                 window_opened = True
             elif kind is h2.events.ConnectionTerminated:
                 self.closed = True
-                events.append(ConnectionEnded(int(ev.error_code or 0), int(ev.last_stream_id or 0)))
+                events.append(
+                    ConnectionEnded(
+                        int(ev.error_code or 0), last_stream_id=int(ev.last_stream_id or 0)
+                    )
+                )
         if self._resets > self.limits.max_resets + self._completed:
             return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
         if window_opened and self._out and not self.closed:
@@ -271,15 +290,34 @@ class H2Connection:
         data = ev.data
         flow = ev.flow_controlled_length
         if data:
+            if self._max_body is not None and self._over_limit(stream_id, len(data), events):
+                # Nobody reads it: keep the connection window open.
+                self._conn.acknowledge_received_data(flow, stream_id)
+                return
             self._unacked[stream_id] = self._unacked.get(stream_id, 0) + len(data)
             events.append(Body(stream_id, data))
         if flow > len(data):
             # Padding is never given to the app: credit it back at once.
             self._conn.acknowledge_received_data(flow - len(data), stream_id)
 
-    def _request(self, ev: Any) -> Request | None:
+    def _over_limit(self, stream_id: int, size: int, events: list[Any]) -> bool:
+        """``--limit-request-body`` for a body that grows past it (no or a false length)."""
+        if stream_id in self._rejected:
+            return True
+        sizes = self._body_sizes
+        total = sizes.get(stream_id, 0) + size
+        limit = self._max_body
+        if limit is None or total <= limit:
+            sizes[stream_id] = total
+            return False
+        sizes.pop(stream_id, None)
+        self._rejected.add(stream_id)
+        events.append(RequestRejected(stream_id, 413, "request body too large"))
+        return True
+
+    def _request(self, ev: Any) -> Request | RequestRejected | None:
         stream_id = ev.stream_id
-        if self._goaway_sent is not None and stream_id > self._goaway_sent:
+        if self._refusing or (self._goaway_sent is not None and stream_id > self._goaway_sent):
             self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return None
         self.last_stream_id = max(self.last_stream_id, stream_id)
@@ -294,16 +332,25 @@ class H2Connection:
         if method is None or (method != b"CONNECT" and (path is None or scheme is None)):
             self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return None
-        if head.has_length and ev.stream_ended is not None:
+        if head.content_length and ev.stream_ended is not None:
             # RFC 9113 8.1.1: content-length must match the DATA octets, and
             # h2 checks that only when DATA frames come: here none will.
             self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return None
-        if method == b"CONNECT" and protocol is None:
-            # Plain CONNECT (tunnels) is not served: 405 would need a body
-            # the tunnel semantics forbid, so refuse the stream.
-            self._reset(stream_id, h2.errors.ErrorCodes.CONNECT_ERROR)
-            return None
+        if method == b"CONNECT":
+            if protocol is None:
+                # Plain CONNECT (tunnels) is not served: 405 would need a body
+                # the tunnel semantics forbid, so refuse the stream.
+                self._reset(stream_id, h2.errors.ErrorCodes.CONNECT_ERROR)
+                return None
+            if not self.limits.enable_connect_protocol:
+                # Not advertised: a malformed request (RFC 8441 section 4).
+                self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                return None
+            if protocol != b"websocket":
+                # Extended CONNECT is advertised for WebSocket only.
+                self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                return None
         if authority is not None and not head.has_host:
             headers.insert(0, (b"host", authority))
         raw = path or b"/"
@@ -326,13 +373,24 @@ class H2Connection:
         # Useful work: it pays back the control-frame budget.
         if self._flood:
             self._flood -= 1
+        limit = self._max_body
+        if limit is not None and (head.content_length or 0) > limit:
+            # Refused before the body is read, as HTTP/1.1 does.
+            self._rejected.add(stream_id)
+            return RequestRejected(stream_id, 413, "request body too large", request)
         return request
 
     def _on_reset(self, stream_id: int) -> None:
         self._out.pop(stream_id, None)
         self._release(stream_id)
         self._trailers.pop(stream_id, None)
+        self._forget_limit(stream_id)
         self._resets += 1
+
+    def _forget_limit(self, stream_id: int) -> None:
+        if self._max_body is not None:
+            self._body_sizes.pop(stream_id, None)
+            self._rejected.discard(stream_id)
 
     def _release(self, stream_id: int) -> None:
         """Give back the connection-window credit of body nobody will read.
@@ -345,13 +403,13 @@ class H2Connection:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self._conn.acknowledge_received_data(pending, stream_id)
 
-    def _fail(self, code: int, message: str) -> list[Event | StreamWritable | ConnectionEnded]:
+    def _fail(self, code: int, message: str) -> list[StreamEvent]:
         self.closed = True
         if self._conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
             # (h2 has already queued its GOAWAY for the errors it raises.)
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self._conn.close_connection(error_code=code, last_stream_id=self.last_stream_id)
-        return [ConnectionEnded(int(code), self.last_stream_id)]
+        return [ConnectionEnded(int(code), message, self.last_stream_id)]
 
     def _screen(self, data: bytes) -> bytes:
         """Walk frame headers for the floods h2 itself does not bound.
@@ -580,6 +638,8 @@ class H2Connection:
             if out.trailers is not None:
                 conn.send_headers(stream_id, out.trailers, end_stream=True)
             self._stream_done(stream_id)
+        if out.stop is not None:
+            self._reset(stream_id, out.stop)
         return True
 
     def _flush_all(self, events: list[Any]) -> None:
@@ -601,6 +661,7 @@ class H2Connection:
         self._release(stream_id)
         self.responses.forget(stream_id)
         self._trailers.pop(stream_id, None)
+        self._forget_limit(stream_id)
 
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
         """The app consumed ``nbytes`` of the stream's body: grant that credit back."""
@@ -615,13 +676,19 @@ class H2Connection:
     def reset(self, stream_id: int, code: int = h2.errors.ErrorCodes.INTERNAL_ERROR) -> None:
         self._reset(stream_id, code)
 
-    def stop_reading(self, stream_id: int) -> None:
-        """The response is complete and the rest of the upload is not wanted.
+    def stop_reading(self, stream_id: int, code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
+        """The peer's direction of the stream is not wanted any more.
 
-        HTTP/2 has no STOP_SENDING: RST_STREAM with NO_ERROR after a complete
-        response says just that (RFC 9113 8.1).
+        HTTP/2 has no STOP_SENDING: RST_STREAM after a complete response says
+        just that (RFC 9113 8.1, NO_ERROR).  A reset drops what is still
+        queued for the stream, so while its response waits for window it is
+        sent only once the response has left.
         """
-        self._reset(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        out = self._out.get(stream_id)
+        if out is not None:
+            out.stop = code
+            return
+        self._reset(stream_id, code)
 
     def _reset(self, stream_id: int, code: int) -> None:
         self._out.pop(stream_id, None)
@@ -644,6 +711,14 @@ class H2Connection:
         self._goaway_sent = self.last_stream_id
         self._extra_out.append(frame.serialize())
 
+    def refuse_new_streams(self) -> None:
+        """Refuse streams opened from now on with REFUSED_STREAM, before any GOAWAY.
+
+        RFC 9113 8.7: the client may retry them (elsewhere); the streams
+        already accepted go on.
+        """
+        self._refusing = True
+
     @property
     def goaway_sent(self) -> bool:
         return self._goaway_sent is not None
@@ -654,166 +729,6 @@ class H2Connection:
             out += b"".join(self._extra_out)
             self._extra_out.clear()
         return out
-
-    @property
-    def open_streams(self) -> int:
-        return int(self._conn.open_inbound_streams)
-
-
-#: A field name: no controls, SP, DEL, non-ASCII, upper case or colon (RFC 9113 8.2.1).
-_FIELD_NAME: Final = re.compile(rb"[^\x00-\x20A-Z\x7f-\xff:]+")
-#: A non-empty field value: no NUL, CR or LF, no SP or HTAB at either end (RFC 9113
-#: 8.2.1).  (A full match of what is allowed runs faster than searching for what is not.)
-_FIELD_VALUE: Final = re.compile(rb"[^\x00\r\n \t](?:[^\x00\r\n]*[^\x00\r\n \t])?")
-_REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
-_FORBIDDEN: Final = frozenset(
-    {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
-)
-#: Field names already seen to be valid: clients send the same few again and again.
-_VALID_NAMES: set[bytes] = set()
-_MAX_VALID_NAMES: Final = 4096
-#: Short field values already seen to be valid (methods, schemes, authorities,
-#: user agents, accept-*: most of every request).  A set lookup costs a fifth
-#: of the regular expression; the set starts over when full, so it follows
-#: what clients send now.
-_VALID_VALUES: set[bytes] = set()
-_MAX_VALID_VALUES: Final = 4096
-_MAX_CACHED_VALUE: Final = 256
-
-
-class RequestHead:
-    """What the one pass of :func:`check_header_block` found in a header block.
-
-    ``fields`` are the regular fields (cookies joined, last); the pseudo-header
-    values are None when absent.
-    """
-
-    __slots__ = (
-        "authority",
-        "expect_continue",
-        "fields",
-        "has_host",
-        "has_length",
-        "method",
-        "path",
-        "protocol",
-        "scheme",
-    )
-
-    def __init__(self, fields: list[Any]) -> None:
-        self.fields = fields
-        self.method: bytes | None = None
-        self.path: bytes | None = None
-        self.scheme: bytes | None = None
-        self.authority: bytes | None = None
-        self.protocol: bytes | None = None
-        self.has_host = False
-        #: A content-length other than zero.
-        self.has_length = False
-        self.expect_continue = False
-
-
-def check_header_block(headers: list[Any], trailers: bool) -> RequestHead:
-    """Validate a received request header block (or trailers), in one pass.
-
-    The rules are those h2's inbound validation applies (RFC 9113 8.2 and
-    8.3, RFC 8441 4): field name and value characters, no connection-specific
-    fields, TE only "trailers", pseudo-header fields known, unique, first,
-    and the ones a request (CONNECT, extended CONNECT) needs, :authority and
-    Host consistent, a non-empty :path.  Cookie fields are joined into one,
-    last (RFC 9113 8.2.3).  Raises h2's ProtocolError, which h2 answers with a
-    connection error, as it does for its own checks.
-
-    The same pass notes what building the request needs (pseudo-header values,
-    Host, a non-zero Content-Length, Expect), so that nothing walks the block
-    a second time.
-    """
-    pseudo: set[bytes] = set()
-    regular = False
-    host = None
-    fields: list[Any] = []
-    head = RequestHead(fields)
-    cookies: list[bytes] | None = None
-    valid = _VALID_NAMES
-    valid_values = _VALID_VALUES
-    for name, value in headers:
-        if name[:1] == b":":
-            if trailers:
-                raise h2.exceptions.ProtocolError(f"pseudo-header field {name!r} in trailers")
-            if regular:
-                raise h2.exceptions.ProtocolError(f"pseudo-header field {name!r} out of sequence")
-            if name not in _REQUEST_PSEUDO:
-                raise h2.exceptions.ProtocolError(f"invalid pseudo-header field {name!r}")
-            if name in pseudo:
-                raise h2.exceptions.ProtocolError(f"duplicate pseudo-header field {name!r}")
-            pseudo.add(name)
-            if name == b":method":
-                head.method = value
-            elif name == b":path":
-                if not value:
-                    raise h2.exceptions.ProtocolError("empty :path")
-                head.path = value
-            elif name == b":scheme":
-                head.scheme = value
-            elif name == b":authority":
-                head.authority = value
-            else:
-                head.protocol = value
-        else:
-            regular = True
-            if name not in valid:
-                if not _FIELD_NAME.fullmatch(name):
-                    raise h2.exceptions.ProtocolError(f"invalid header name {name!r}")
-                if name in _FORBIDDEN:
-                    raise h2.exceptions.ProtocolError(f"connection-specific header {name!r}")
-                if name != b"te" and len(valid) < _MAX_VALID_NAMES:
-                    valid.add(name)
-            if name == b"cookie":
-                if cookies is None:
-                    cookies = []
-                cookies.append(value)
-            else:
-                fields.append((name, value))
-                if name == b"te":
-                    if value.lower() != b"trailers":
-                        raise h2.exceptions.ProtocolError(f"invalid TE header {value!r}")
-                elif name == b"host":
-                    if host is not None and not trailers:
-                        raise h2.exceptions.ProtocolError("multiple Host headers")
-                    host = value
-                elif name == b"content-length":
-                    if value.lstrip(b"0"):
-                        head.has_length = True
-                elif name == b"expect":
-                    head.expect_continue = value.lower() == b"100-continue"
-        if value and value not in valid_values:
-            if not _FIELD_VALUE.fullmatch(value):
-                raise h2.exceptions.ProtocolError(f"invalid header value {value!r}")
-            if len(value) <= _MAX_CACHED_VALUE:
-                if len(valid_values) >= _MAX_VALID_VALUES:
-                    valid_values.clear()
-                valid_values.add(value)
-    if not trailers:
-        method = head.method
-        authority = head.authority
-        if method is None:
-            raise h2.exceptions.ProtocolError("request without :method")
-        if method == b"CONNECT" and b":protocol" not in pseudo:
-            if b":scheme" in pseudo or b":path" in pseudo:
-                raise h2.exceptions.ProtocolError("CONNECT with :scheme or :path")
-        else:
-            if b":scheme" not in pseudo or b":path" not in pseudo:
-                raise h2.exceptions.ProtocolError("request without :scheme or :path")
-            if method != b"CONNECT" and b":protocol" in pseudo:
-                raise h2.exceptions.ProtocolError(":protocol outside CONNECT")
-        if authority is None and host is None:
-            raise h2.exceptions.ProtocolError("request without :authority or Host")
-        if authority is not None and host is not None and authority != host:
-            raise h2.exceptions.ProtocolError("mismatched :authority and Host")
-        head.has_host = host is not None
-    if cookies is not None:
-        fields.append(hpack.NeverIndexedHeaderTuple(b"cookie", b"; ".join(cookies)))
-    return head
 
 
 class _Calm(RemoteProtocolError):
@@ -868,10 +783,13 @@ class _H2(h2.connection.H2Connection):
             ev: Any
             for ev in events:
                 kind = type(ev)
-                if kind is h2.events.RequestReceived:
-                    ev.head = check_header_block(ev.headers, False)
-                elif kind is h2.events.TrailersReceived:
-                    ev.headers = check_header_block(ev.headers, True).fields
+                try:
+                    if kind is h2.events.RequestReceived:
+                        ev.head = check_header_block(ev.headers, False)
+                    elif kind is h2.events.TrailersReceived:
+                        ev.headers = check_header_block(ev.headers, True).fields
+                except MalformedRequest as exc:
+                    raise h2.exceptions.ProtocolError(str(exc)) from None
         return events
 
     def _receive_goaway_frame(

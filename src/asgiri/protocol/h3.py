@@ -11,14 +11,23 @@ is ready.  Time is a parameter (``now``), never read here.
 
 Rules a server needs beyond aioquic's HTTP/3 layer:
 
-* a request without ``:method``, or (except CONNECT) without ``:scheme`` /
-  ``:path``, has its stream reset with H3_MESSAGE_ERROR; a plain CONNECT
-  (a tunnel, not served) with H3_CONNECT_ERROR;
+* a request head that breaks the field rules HTTP/2 and HTTP/3 share
+  (:func:`~asgiri.protocol.fields.check_header_block`: pseudo-header fields,
+  field characters, ``:authority`` against Host, Content-Length) has its
+  stream reset with H3_MESSAGE_ERROR (RFC 9114 4.1.2), as does a body that
+  grows past its Content-Length (aioquic itself closes the connection when
+  the stream ends short of it, or with a Content-Length that is not a
+  number); a plain CONNECT (a tunnel, not
+  served) with H3_CONNECT_ERROR, an extended CONNECT for a protocol not
+  served with H3_REQUEST_REJECTED;
 * after our GOAWAY, new request streams are refused with
   H3_REQUEST_REJECTED, so the client may retry them elsewhere;
-* with 0-RTT enabled, a request that arrived before the handshake completed
-  and whose method is not safe is answered ``425 Too Early`` (RFC 8470)
-  here, without reaching the app: 0-RTT data can be replayed.
+* requests the server answers itself are reported as
+  :class:`~asgiri.protocol.events.RequestRejected`: a head over the header
+  limits (431), a body over ``max_body`` (413, declared or as it grows), and,
+  with 0-RTT enabled, a request that arrived before the handshake completed
+  and whose method is not safe (``425 Too Early``, RFC 8470: 0-RTT data can
+  be replayed).
 
 Frame and QPACK errors are aioquic's to detect; it closes the connection
 with the matching H3 error code (H3_FRAME_UNEXPECTED, H3_MESSAGE_ERROR,
@@ -37,7 +46,17 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic import events as quic_events
 
-from .events import Body, EndBody, Event, Headers, Request, StreamClosed
+from .events import (
+    Body,
+    ConnectionEnded,
+    EndBody,
+    Headers,
+    Request,
+    RequestRejected,
+    StreamClosed,
+    StreamEvent,
+)
+from .fields import MalformedRequest, check_header_block
 from .quic import Address, ServerQuicConnection
 from .response import ResponseChecker, wire_fields
 
@@ -84,14 +103,6 @@ class _ServerH3(_AioH3):
 
 
 @dataclass(slots=True)
-class ConnectionEnded:
-    """The QUIC connection is over (closed by either side, or idle)."""
-
-    error_code: int = 0
-    reason: str = ""
-
-
-@dataclass(slots=True)
 class ConnectionIdIssued:
     """Packets with this destination connection id belong to this connection."""
 
@@ -103,11 +114,14 @@ class ConnectionIdRetired:
     cid: bytes
 
 
-H3Event = Event | ConnectionEnded | ConnectionIdIssued | ConnectionIdRetired
+H3Event = StreamEvent | ConnectionIdIssued | ConnectionIdRetired
 
 
 class H3Connection:
-    """One HTTP/3 connection (server side)."""
+    """One HTTP/3 connection, server side (a :class:`~.multiplexed.StreamConnection`)."""
+
+    cancel_code: int = ErrorCode.H3_REQUEST_CANCELLED
+    internal_error_code: int = ErrorCode.H3_INTERNAL_ERROR
 
     def __init__(
         self,
@@ -115,12 +129,19 @@ class H3Connection:
         *,
         max_header_size: int = 65536,
         max_fields: int = 100,
+        max_body: int | None = None,
         enable_connect: bool = True,
     ) -> None:
         self.quic = quic
         self._enable_connect = enable_connect
         self._max_header_size = max_header_size
         self._max_fields = max_fields
+        self._max_body = max_body
+        #: Body bytes each request may still send under its Content-Length
+        #: (RFC 9114 4.1.2) or else ``max_body``; streams with neither are not in it.
+        self._allowed: dict[int, int] = {}
+        #: The bound in ``_allowed`` is the declared Content-Length.
+        self._declared: set[int] = set()
         self._h3: _AioH3 | None = None
         self.handshake_complete = False
         self.closed = False
@@ -197,11 +218,35 @@ class H3Connection:
         stream_id = event.stream_id
         if stream_id not in self._heads:
             return
-        if event.data:
-            self.quic.hold(stream_id, len(event.data))
-            out.append(Body(stream_id, event.data))
+        data = event.data
+        if data:
+            allowed = self._allowed.get(stream_id)
+            if allowed is not None:
+                allowed -= len(data)
+                if allowed < 0:
+                    self._too_long(stream_id, out)
+                    return
+                self._allowed[stream_id] = allowed
+            self.quic.hold(stream_id, len(data))
+            out.append(Body(stream_id, data))
         if event.stream_ended:
+            self._allowed.pop(stream_id, None)
             out.append(EndBody(stream_id))
+
+    def _too_long(self, stream_id: int, out: list[H3Event]) -> None:
+        """A body past its Content-Length (malformed) or past ``max_body`` (413).
+
+        (aioquic compares a body with its Content-Length only once the stream
+        ends; without this the app would be handed the excess first.)
+        """
+        self._allowed.pop(stream_id, None)
+        if stream_id in self._declared:
+            self._declared.discard(stream_id)
+            self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            out.append(StreamClosed(stream_id, ErrorCode.H3_MESSAGE_ERROR))
+            return
+        self._heads.discard(stream_id)  # the rest of the body is dropped unread
+        out.append(RequestRejected(stream_id, 413, "request body too large"))
 
     def _on_headers(self, event: HeadersReceived, out: list[H3Event]) -> None:
         stream_id = event.stream_id
@@ -209,86 +254,96 @@ class H3Connection:
             return  # not a client request stream (aioquic checks the rest)
         if stream_id in self._heads:
             # A second HEADERS frame is the trailer section, which ends the body.
-            out.append(EndBody(stream_id, list(event.headers)))
+            self._allowed.pop(stream_id, None)
+            try:
+                trailers = check_header_block(event.headers, True).fields
+            except MalformedRequest:
+                self.reset(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+                out.append(StreamClosed(stream_id, ErrorCode.H3_MESSAGE_ERROR))
+                return
+            out.append(EndBody(stream_id, trailers))
             return
         request = self._request(stream_id, event)
         if request is None:
+            return
+        if type(request) is RequestRejected:
+            out.append(request)
             return
         self._heads.add(stream_id)
         self.quic.track(stream_id)
         out.append(request)
         if event.stream_ended:
+            self._allowed.pop(stream_id, None)
             out.append(EndBody(stream_id))
 
-    def _request(self, stream_id: int, event: HeadersReceived) -> Request | None:
+    def _request(self, stream_id: int, event: HeadersReceived) -> Request | RequestRejected | None:
         self._next_stream_id = max(self._next_stream_id, stream_id + 4)
         if self._goaway is not None and stream_id >= self._goaway:
             self.refuse(stream_id, ErrorCode.H3_REQUEST_REJECTED)
             return None
-        method = path = scheme = authority = protocol = None
-        headers: Headers = []
+        fields = event.headers
         size = 0
-        for name, value in event.headers:
+        for name, value in fields:
             size += len(name) + len(value)
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":scheme":
-                    scheme = value
-                elif name == b":authority":
-                    authority = value
-                elif name == b":protocol":
-                    protocol = value
-            else:
-                headers.append((name, value))
+        try:
+            head = check_header_block(fields, False)
+        except MalformedRequest:
+            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
+            return None
+        method = head.method
+        path = head.path
+        scheme = head.scheme
+        authority = head.authority
+        protocol = head.protocol
+        headers = head.fields
         if method is None or (method != b"CONNECT" and (not path or not scheme)):
             self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
             return None
-        if method == b"CONNECT" and protocol is None:
-            self.refuse(stream_id, ErrorCode.H3_CONNECT_ERROR)
-            return None
-        if protocol is not None and method != b"CONNECT":
-            self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
-            return None
-        if size > self._max_header_size or len(headers) > self._max_fields:
-            self._answer(stream_id, 431, b"Request Header Fields Too Large")
-            return None
+        if method == b"CONNECT":
+            if protocol is None:
+                self.refuse(stream_id, ErrorCode.H3_CONNECT_ERROR)
+                return None
+            if protocol != b"websocket" or not self._enable_connect:
+                # Extended CONNECT is served for WebSocket only (RFC 9220).
+                self.refuse(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+                return None
         try:
             method_text = method.decode("ascii")
         except UnicodeDecodeError:
             self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
             return None
-        if not self.handshake_complete and method_text not in _SAFE_METHODS:
-            # 0-RTT data can be replayed: only safe methods (RFC 8470).  Without
-            # --quic-0rtt tickets do not invite early data; a client that sends
-            # it anyway is held to the same rule.
-            self._answer(stream_id, 425, b"Too Early")
-            return None
-        if authority is not None and not any(name == b"host" for name, _ in headers):
+        if authority is not None and not head.has_host:
             headers.insert(0, (b"host", authority))
         raw_path, _, query = (path or b"/").partition(b"?")
-        return Request(
+        request = Request(
             stream_id,
             method_text,
             raw_path,
             query,
             headers,
             "3",
-            False,
+            head.expect_continue,
             authority,
             scheme.decode("ascii", "replace") if scheme else None,
             protocol,
         )
-
-    def _answer(self, stream_id: int, status: int, body: bytes) -> None:
-        """Answer a request the app never sees, and drop the rest of its body."""
-        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
-        if self.send_headers(stream_id, status, headers, False):
-            self.send_data(stream_id, body, True)
-        self._stop(stream_id, ErrorCode.H3_NO_ERROR)
-        self._forget_refused(stream_id)
+        if size > self._max_header_size or len(headers) > self._max_fields:
+            return RequestRejected(stream_id, 431, "request header fields too large", request)
+        if not self.handshake_complete and method_text not in _SAFE_METHODS:
+            # 0-RTT data can be replayed: only safe methods (RFC 8470).  Without
+            # --quic-0rtt tickets do not invite early data; a client that sends
+            # it anyway is held to the same rule.
+            return RequestRejected(stream_id, 425, "too early", request)
+        declared = head.content_length
+        limit = self._max_body
+        if limit is not None and declared is not None and declared > limit:
+            return RequestRejected(stream_id, 413, "request body too large", request)
+        if declared is not None:
+            self._allowed[stream_id] = declared
+            self._declared.add(stream_id)
+        elif limit is not None:
+            self._allowed[stream_id] = limit
+        return request
 
     def refuse(self, stream_id: int, code: int) -> None:
         """Reset a request the app never sees (and forget it)."""
@@ -362,7 +417,11 @@ class H3Connection:
         self.quic.consume(stream_id, nbytes)
 
     def reset(self, stream_id: int, code: int) -> None:
-        """Abandon both directions of a request stream (RESET_STREAM + STOP_SENDING)."""
+        """Abandon both directions of a request stream (RESET_STREAM + STOP_SENDING).
+
+        Nothing more of the stream is reported (not even the peer's answering reset).
+        """
+        self._heads.discard(stream_id)
         if self.closed:
             return
         if stream_id not in self._done_sending:
@@ -384,6 +443,8 @@ class H3Connection:
     def forget(self, stream_id: int) -> None:
         """The server is done with ``stream_id``."""
         self._heads.discard(stream_id)
+        self._allowed.pop(stream_id, None)
+        self._declared.discard(stream_id)
         self._done_sending.discard(stream_id)
         self.responses.forget(stream_id)
         self.quic.forget(stream_id)

@@ -53,6 +53,8 @@ PROTOCOL_ERROR: Final = 1002
 INVALID_DATA: Final = 1007
 TOO_BIG: Final = 1009
 INTERNAL_ERROR: Final = 1011
+#: The server is restarting (a rolling restart); the client may reconnect at once.
+SERVICE_RESTART: Final = 1012
 NO_STATUS: Final = 1005
 ABNORMAL: Final = 1006
 

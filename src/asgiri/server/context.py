@@ -13,9 +13,11 @@ import weakref
 from email.utils import formatdate
 from typing import Any, Protocol
 
-from ..asgi.access_log import AccessLog
+from ..asgi.access_log import AccessLog, Exchange
 from ..asgi.types import ASGIApp
 from ..config import Config, HttpProtocolVersion
+from ..protocol.events import Headers
+from ..protocol.h1 import simple_response
 from ..protocol.h2 import H2Limits
 from ..protocol.proxy_headers import TrustedProxies
 
@@ -43,7 +45,12 @@ class ServerContext:
         #: TLS connections accepted whose handshake has not finished: not yet in
         #: ``connections``, but a drain must wait for them like for the others.
         self.handshakes = 0
+        #: Handshakes of :meth:`track_handshake_task`, cancelled by :meth:`abort_handshakes`.
+        self.handshake_tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False
+        #: The drain is a rolling restart (SIGHUP, worker recycling): WebSockets
+        #: are closed with 1012 (service restart) instead of 1001 (going away).
+        self.restarting = False
         self.active_requests = 0
         self.total_requests = 0
         limits = config.limits
@@ -95,6 +102,7 @@ class ServerContext:
             max_header_list_size=h2c.h2_max_header_list_size,
             max_inbound_frame_size=h2c.h2_max_inbound_frame_size,
             enable_connect_protocol=self.ws_enabled,
+            max_body=limits.limit_request_body,
         )
         proxy = config.proxy
         #: ``--forwarded-allow-ips`` when ``--proxy-headers`` is on, else None.
@@ -151,6 +159,37 @@ class ServerContext:
                 if name.lower() == b"alt-svc":
                     return [pair for pair in defaults if pair[0] != b"alt-svc"] + headers
         return defaults + headers
+
+    @staticmethod
+    def answer(status: int, reason: str, extra: Headers | None = None) -> tuple[Headers, bytes]:
+        """A response the server gives in the app's place: its fields and body.
+
+        The same on every protocol (400, 413, 431, 503...); the default
+        fields (date, server) are added by each protocol's framing.
+        """
+        body = b"%d %b\n" % (status, reason.encode("latin-1", "replace"))
+        fields = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        if extra:
+            fields.extend(extra)
+        return fields, body
+
+    def h1_answer(
+        self, status: int, reason: str, extra: Headers | None = None
+    ) -> tuple[bytes, int]:
+        """:meth:`answer` as HTTP/1.1 bytes (the connection closes after it), and its body size."""
+        _, body = self.answer(status, reason)
+        headers = self.default_headers()
+        if extra:
+            headers += b"".join(b"%b: %b\r\n" % pair for pair in extra)
+        return simple_response(status, body, headers), len(body)
+
+    def log_exchange(self, exchange: Exchange) -> None:
+        """The access-log line (and metrics) of an exchange the app did not complete itself."""
+        if self.access_log is not None:
+            self.access_log(exchange)
 
     def enable_metrics(self, metrics: Any) -> None:
         """Count into ``metrics`` from now on (called before any connection exists)."""
@@ -213,6 +252,24 @@ class ServerContext:
     def _handshake_ended(self) -> None:
         self.handshakes -= 1
         self.check_drained()
+
+    def track_handshake_task(self, task: asyncio.Task[Any]) -> None:
+        """Count a TLS handshake run as a task (PROXY protocol listeners) until it ends.
+
+        A drain waits for it like for a connection; :meth:`abort_handshakes`
+        cancels it when the graceful timeout runs out.
+        """
+        self.handshakes += 1
+        self.handshake_tasks.add(task)
+        task.add_done_callback(self._handshake_task_ended)
+
+    def _handshake_task_ended(self, task: asyncio.Task[Any]) -> None:
+        self.handshake_tasks.discard(task)
+        self._handshake_ended()
+
+    def abort_handshakes(self) -> None:
+        for task in list(self.handshake_tasks):
+            task.cancel()
 
     def drained(self) -> asyncio.Future[None]:
         """A future that completes once no connection and no app task is left."""

@@ -25,6 +25,7 @@ import weakref
 from collections import deque
 from typing import Any
 
+from ..asgi.access_log import Answered, answered_scope
 from ..asgi.http_stream import HTTPStream
 from ..asgi.scope import http_scope, websocket_scope
 from ..protocol.errors import RemoteProtocolError
@@ -34,11 +35,11 @@ from ..protocol.h1 import (
     H1Connection,
     H1Response,
     RequestInfo,
-    simple_response,
 )
 from ..protocol.h2 import PREFACE
 from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
+from .closing import close_transport
 from .context import ServerContext
 from .h2 import H2Protocol
 from .stall import WriteStallWatch
@@ -57,6 +58,8 @@ LOW_WATER = 16 * 1024
 MAX_PIPELINE = 16
 
 _H2C_HOP_BY_HOP = frozenset({b"connection", b"upgrade", b"http2-settings", b"keep-alive"})
+#: The start of the HTTP/2 preface that no HTTP/1.1 request line can have.
+_PRI = PREFACE[:14]
 _IDLE = 1
 _HEADER = 2
 
@@ -226,15 +229,15 @@ class H1Protocol(asyncio.Protocol):
                     return
                 self._switch_to_h2(data)
                 return
+            if data.startswith(_PRI):
+                # An HTTP/2 preface gone wrong is HTTP/2's to answer: a
+                # connection error PROTOCOL_ERROR (RFC 9113 3.4), not a 505.
+                self._switch_to_h2(data)
+                return
             self._detect = False
             self._prefix = b""
             if not self.ctx.h1_enabled:
-                self._write(
-                    simple_response(
-                        505, b"This server speaks HTTP/2 only.\n", self.ctx.default_headers()
-                    )
-                )
-                self._close()
+                self._answer(505, "This server speaks HTTP/2 only", None)
                 return
         # The idle timer keeps running until a request head begins: empty
         # lines between requests (RFC 9112 2.2) must not keep a connection open.
@@ -340,17 +343,13 @@ class H1Protocol(asyncio.Protocol):
         try:
             key = check_h1_handshake(request.method, request.headers)
         except HandshakeError as exc:
-            self._write(
-                simple_response(
-                    exc.status,
-                    f"{exc.status} {exc}\n".encode(),
-                    self.ctx.default_headers()
-                    + b"".join(b"%b: %b\r\n" % pair for pair in exc.headers),
-                )
-            )
-            self._close()
+            self._answer(exc.status, str(exc), request, exc.headers)
             return
         ctx = self.ctx
+        if not ctx.request_started():
+            # A WebSocket counts as a request for --limit-concurrency.
+            self._answer(503, "Service Unavailable", request)
+            return
         extensions, extension_header = negotiate_extensions(
             request.headers,
             ctx.config.websocket.ws_per_message_deflate,
@@ -378,6 +377,7 @@ class H1Protocol(asyncio.Protocol):
             key=key,
             extensions=extensions,
             extension_header=extension_header,
+            request=request,
         )
         self.transport.set_protocol(proto)
         if self._read_paused:
@@ -449,11 +449,8 @@ class H1Protocol(asyncio.Protocol):
         if self._closing or ctx.shutting_down:
             info.keep_alive = False
         if not ctx.request_started():
-            stream.status = 503
-            self._info.keep_alive = False
-            self._write(simple_response(503, b"Service Unavailable", ctx.default_headers()))
             stream.disconnect()
-            self._close()
+            self._answer(503, "Service Unavailable", scope=stream.scope)
             return
         start_app(ctx, stream)
 
@@ -631,9 +628,8 @@ class H1Protocol(asyncio.Protocol):
             reading.disconnect()
         current = self._current
         if current is None or (current is reading and not current.response_started):
-            body = f"{exc.status} {exc}\n".encode()
-            self._write(simple_response(exc.status, body, self.ctx.default_headers()))
-            self._close()
+            scope = reading.scope if reading is not None and not reading.request_complete else None
+            self._answer(exc.status, str(exc), scope=scope)
         elif current is reading:
             self._close()
         else:
@@ -644,14 +640,41 @@ class H1Protocol(asyncio.Protocol):
             self._input_stopped = True
             self._pause_reading()
 
+    def _answer(
+        self,
+        status: int,
+        reason: str,
+        request: Request | None = None,
+        extra: Headers | None = None,
+        *,
+        scope: dict[str, Any] | None = None,
+    ) -> None:
+        """A response from the server itself, in place of the app; the connection closes.
+
+        ``scope`` (the request's, when its head was parsed) or ``request``
+        names the request in its access-log line.
+        """
+        ctx = self.ctx
+        data, size = ctx.h1_answer(status, reason, extra)
+        self._write(data)
+        self._close()
+        if scope is None:
+            scope = answered_scope(
+                request,
+                request.http_version if request is not None else "1.1",
+                self.scheme,
+                self.client,
+            )
+        ctx.log_exchange(Answered(scope, status, size))
+
     def _write(self, data: bytes) -> None:
         if not self._closed and self.transport is not None:
             self.transport.write(data)
 
     def _close(self) -> None:
         self._stop_timer()
-        if not self._closed and self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        if not self._closed and self.transport is not None:
+            close_transport(self.transport, self.loop)
 
     def _pause_reading(self) -> None:
         if not self._read_paused and not self._closed:
@@ -714,5 +737,6 @@ class H1Protocol(asyncio.Protocol):
         if self._current is not None:
             return
         if kind == _HEADER and self.conn.in_head:
-            self._write(simple_response(408, b"Request Timeout\n", self.ctx.default_headers()))
+            self._answer(408, "Request Timeout")
+            return
         self._close()

@@ -6,64 +6,36 @@ A connection becomes HTTP/2 in one of three ways, all decided by
 began with the HTTP/2 preface (prior knowledge), or an HTTP/1.1 request
 asked to ``Upgrade: h2c``.
 
-Every request stream is an :class:`~asgiri.asgi.http_stream.HTTPStream`, the
-same state machine HTTP/1.1 uses; this class is its sink.  Frames produced
-while handling one read (and by app steps in the same loop iteration) leave
-in one ``transport.write``.
+The request lifecycle (events, admission, answers, streams, WebSockets) is
+:class:`~.streams.StreamSink`'s, shared with HTTP/3; this class adds reading
+and writing the TCP transport (frames produced while handling one read, and
+by app steps in the same loop iteration, leave in one ``transport.write``),
+the idle and stalled-output timers, and a graceful shutdown that no client
+loses a response to (see :meth:`H2Protocol.shutdown`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
-from ..asgi.http_stream import HTTPStream
-from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
-from ..protocol.h2 import ConnectionEnded, H2Connection, StreamWritable
+from ..protocol.events import ConnectionEnded, Request
+from ..protocol.h2 import H2Connection
 from ..protocol.proxy_headers import TrustedProxies
-from ..protocol.ws import HandshakeError
+from .closing import close_transport
 from .context import ServerContext
 from .stall import WriteStallWatch
 from .streams import StreamSink
-from .ws import StreamOutlet
 
 logger = logging.getLogger("asgiri.error")
 
-#: On graceful shutdown, how long the GOAWAY may wait for the requests in flight
-#: to be answered first (see :meth:`H2Protocol.shutdown`).
-SHUTDOWN_GOAWAY_DELAY = 1.0
-_NO_ERROR = 0x0
-_PROTOCOL_ERROR = 0x1
-_INTERNAL_ERROR = 0x2
-_REFUSED_STREAM = 0x7
-_CANCEL = 0x8
-
-
-class H2WebSocketOutlet(StreamOutlet):
-    """RFC 8441: WebSocket bytes as DATA on one extended CONNECT stream."""
-
-    proto: H2Protocol
-
-    def drain(self) -> Awaitable[None] | None:
-        return self.proto._drain(self.stream_id, timed=False)
-
-    def _response_headers(self, headers: Headers) -> Headers:
-        return self.proto.ctx.response_header_list(headers)
-
-    def _abort_stream(self) -> None:
-        self.proto.conn.reset(self.stream_id, _CANCEL)
-
-    def _stop_peer(self) -> None:
-        self.proto.conn.reset(self.stream_id, _CANCEL)
-
-    def _close_refused_peer(self) -> bool:
-        conn = self.proto.conn
-        if conn.buffered(self.stream_id):
-            return False  # the reset waits until the answer has left
-        conn.reset(self.stream_id, _NO_ERROR)  # RFC 9113 8.1
-        return True
+#: On graceful shutdown, how long streams the client opens while others are
+#: still being answered are served; after that they are refused.
+SHUTDOWN_ACCEPT_GRACE = 1.0
+#: On graceful shutdown, how long a connection that never carried a request
+#: is given for the one its client may be sending (as HTTP/1.1 does).
+SHUTDOWN_IDLE_GRACE = 1.0
 
 
 class H2Protocol(StreamSink, asyncio.Protocol):
@@ -72,9 +44,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
     #: Label of this connection in the open-connections metric.
     metrics_protocol = "h2"
     label = "HTTP/2"
-    cancel_code = _CANCEL
-    internal_code = _INTERNAL_ERROR
-    outlet_class = H2WebSocketOutlet
+    http_version = "2"
     conn: H2Connection
 
     def __init__(
@@ -96,7 +66,6 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         self.server = server
         self.extensions = extensions
         self.conn = H2Connection(ctx.h2_limits)
-        self._max_body = ctx.config.limits.limit_request_body
         self._timer: asyncio.TimerHandle | None = None
         #: Runs while the socket is not draining (``--timeout-write``).
         self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout, self._stopped_reading)
@@ -136,41 +105,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
                 return
         self._in_receive = True
         try:
-            events = self.conn.receive_data(data)
-            streams = self.streams
-            for event in events:
-                kind = type(event)
-                if kind is Body:
-                    stream = streams.get(event.stream_id)  # type: ignore[union-attr]
-                    if stream is not None:
-                        limit = self._max_body
-                        if limit is not None and self._over_limit(stream, event, limit):  # type: ignore[arg-type]
-                            continue
-                        stream.body_received(event.data)  # type: ignore[union-attr]
-                    elif event.stream_id in self.websockets:  # type: ignore[union-attr]
-                        outlet = self.websockets[event.stream_id]  # type: ignore[union-attr]
-                        outlet.data_received(event.data)  # type: ignore[union-attr]
-                    else:
-                        # Nobody will read it: keep the connection window open.
-                        self.conn.acknowledge(event.stream_id, len(event.data))  # type: ignore[union-attr]
-                elif kind is Request:
-                    self._on_request(event)  # type: ignore[arg-type]
-                elif kind is EndBody:
-                    stream = streams.get(event.stream_id)  # type: ignore[union-attr]
-                    if stream is not None:
-                        stream.body_ended()
-                    elif event.stream_id in self.websockets:  # type: ignore[union-attr]
-                        # END_STREAM is the WebSocket's TCP FIN (RFC 8441 5).
-                        self.websockets[event.stream_id].peer_ended()  # type: ignore[union-attr]
-                elif kind is StreamWritable:
-                    self._wake(event.stream_id)  # type: ignore[union-attr]
-                    if not self.conn.sending:
-                        self._maybe_idle()
-                elif kind is StreamClosed:
-                    self._on_reset(event.stream_id)  # type: ignore[union-attr]
-                elif kind is ConnectionEnded:
-                    self._on_ended(event)  # type: ignore[arg-type]
-            self._start_new()
+            self._dispatch(self.conn.receive_data(data))
         finally:
             self._in_receive = False
         self._flush()
@@ -189,9 +124,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.ctx.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         self._stall.stop()
         if self._output_timer is not None:
             self._output_timer.cancel()
@@ -221,78 +154,10 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         logger.info("HTTP/2 client %s stopped reading; closing the connection", self.client)
         self.abort()
 
-    # ------------------------------------------------------------ streams
-
-    def _on_request(self, request: Request) -> None:
-        stream_id = request.stream_id
-        if request.protocol is not None:
-            if not self.ctx.ws_enabled:
-                # Not advertised: a malformed request (RFC 8441 section 4).
-                self.conn.reset(stream_id, _PROTOCOL_ERROR)
-            elif request.protocol == b"websocket":
-                self._open_websocket(request)
-            else:
-                # Extended CONNECT is advertised only for WebSocket (RFC 8441).
-                self.conn.reset(stream_id, _REFUSED_STREAM)
-            return
-        if self._max_body is not None and _declared_length(request.headers) > self._max_body:
-            # Refused before the body is read, as HTTP/1.1 does.
-            self._answer(stream_id, 413, b"413 request body too large\n")
-            self.conn.reset(stream_id, _NO_ERROR)
-            return
-        self._new_stream(request)
+    # ------------------------------------------------------------ protocol hooks
 
     def _busy(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _extensions(self) -> dict[str, Any]:
-        return self.extensions
-
-    def _refuse_handshake(self, stream_id: int, exc: HandshakeError) -> None:
-        self.conn.send_headers(stream_id, exc.status, exc.headers, True)
-        # Complete answer; the client's side has nothing more to send.
-        self.conn.reset(stream_id, _NO_ERROR)
-
-    def _refuse(self, stream: HTTPStream) -> None:
-        stream.status = 503
-        self._answer(stream.stream_id, 503, b"Service Unavailable")
-        self.streams.pop(stream.stream_id, None)
-
-    def _answer(self, stream_id: int, status: int, body: bytes) -> None:
-        """A complete error response from the server itself, in place of the app."""
-        headers = [
-            *self.ctx.default_header_list(),
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
-        if self.conn.send_headers(stream_id, status, headers, False):
-            self.conn.send_data(stream_id, body, True)
-
-    def _over_limit(self, stream: HTTPStream, event: Body, limit: int) -> bool:
-        """``--limit-request-body``: a body growing past it is answered 413.
-
-        The app sees ``http.disconnect``; a response it already began is
-        reset instead.  Either way the rest of the upload is refused.
-        """
-        stream_id = stream.stream_id
-        size = self._body_sizes.get(stream_id, 0) + len(event.data)
-        self._body_sizes[stream_id] = size
-        if size <= limit:
-            return False
-        self._body_sizes.pop(stream_id, None)
-        self.conn.acknowledge(stream_id, len(event.data))
-        self.streams.pop(stream_id, None)
-        started = stream.response_started
-        stream.disconnect()
-        if started:
-            self.conn.reset(stream_id, _CANCEL)
-        else:
-            stream.status = 413
-            self._answer(stream_id, 413, b"413 request body too large\n")
-            self.conn.reset(stream_id, _NO_ERROR)
-        return True
+        self._cancel_timer()
 
     def _on_ended(self, event: ConnectionEnded) -> None:
         """The peer sent GOAWAY, or we ended the connection on an error.
@@ -320,7 +185,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
     # ------------------------------------------------------------ lifecycle
 
     def _maybe_idle(self) -> None:
-        if self.streams or self.websockets or self._closed:
+        if self._has_work() or self._closed:
             return
         if self.conn.sending and not self.conn.closed:
             # Responses whose apps are done may still wait for the peer's
@@ -336,8 +201,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
             self._output_timer.cancel()
             self._output_timer = None
         if self._closing or self.conn.closed:
-            self.conn.goaway()  # no-op when sent already
-            self._close_after_flush()
+            self._goaway_and_close()
         else:
             self._arm_idle()
 
@@ -354,8 +218,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
     def _arm_idle(self) -> None:
         if (
             self._timer is None
-            and not self.streams
-            and not self.websockets
+            and not self._has_work()
             and not self.conn.sending
             and not self._closed
         ):
@@ -363,60 +226,60 @@ class H2Protocol(StreamSink, asyncio.Protocol):
 
     def _idle_timeout(self) -> None:
         self._timer = None
-        if not self.streams and not self.websockets and not self._closed:
+        if not self._has_work() and not self._closed:
             if self.conn.sending:
                 self._maybe_idle()
                 return
-            self.conn.goaway()
-            self._close_after_flush()
+            self._goaway_and_close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _goaway_and_close(self) -> None:
+        self.conn.goaway()  # a no-op when sent already
+        self._close_after_flush()
 
     def _close_after_flush(self) -> None:
         if self._closed:
             return
         self._flush()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
+        self._cancel_timer()
+        close_transport(self.transport, self.loop)
 
     def shutdown(self) -> None:
-        """Graceful: GOAWAY, let the accepted streams finish, then close.
+        """Graceful: every stream accepted is answered before the GOAWAY.
 
-        While requests are in flight the GOAWAY waits until they are answered
-        (for at most :data:`SHUTDOWN_GOAWAY_DELAY`) and leaves right behind
-        their last frames.  Clients such as httpcore fail every request whose
-        answer has not arrived when they read a GOAWAY, even one the GOAWAY
-        says will be processed; sent this way, it reaches them between requests.
+        The GOAWAY goes out only once no stream is in flight, with the last
+        stream answered as its bound, and the connection closes right behind
+        it.  The h2 library (and so httpx/httpcore) fails every stream it has
+        not finished reading when a GOAWAY arrives, whatever the GOAWAY's
+        bound says; a request it sends after the GOAWAY left is above the
+        bound, which it retries on a new connection.  Streams the client opens
+        while others are still answered are served for
+        :data:`SHUTDOWN_ACCEPT_GRACE`, then refused with REFUSED_STREAM (a
+        refusal every client may retry), so a busy connection still ends.
         """
-        self._closing = True
-        for outlet in list(self.websockets.values()):
-            if outlet.bridge is not None:
-                outlet.bridge.shutdown()
-        if self.streams and not self.conn.goaway_sent:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_later(SHUTDOWN_GOAWAY_DELAY, self._goaway_now)
+        if self._closing:
             return
-        self.conn.goaway()
-        self._flush()
-        if not self.streams and not self.websockets and not self.conn.sending:
-            self._close_after_flush()
+        self._closing = True
+        self._shutdown_websockets()
+        if self._has_work() or self.conn.sending:
+            self._cancel_timer()
+            self.loop.call_later(SHUTDOWN_ACCEPT_GRACE, self._refuse_new)
+            return
+        if self.conn.last_stream_id:
+            self._goaway_and_close()
+            return
+        # Never used: its first request may be on its way.
+        self._cancel_timer()
+        self._timer = self.loop.call_later(SHUTDOWN_IDLE_GRACE, self._idle_timeout)
 
-    def _goaway_now(self) -> None:
-        self._timer = None
+    def _refuse_new(self) -> None:
         if not self._closed:
-            self.conn.goaway()
-            self._flush()
+            self.conn.refuse_new_streams()
 
     def abort(self) -> None:
         if not self._closed:
             self.transport.abort()
-
-
-def _declared_length(headers: Headers) -> int:
-    """The request's content-length (h2 has checked it is a number), or -1."""
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value)
-    return -1

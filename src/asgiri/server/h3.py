@@ -25,30 +25,25 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicFileLogger
 from aioquic.tls import SessionTicket
 
-from ..asgi.http_stream import HTTPStream
 from ..config import Config
 from ..errors import BindError, StartupError
-from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
+from ..protocol.events import ConnectionEnded
 from ..protocol.h3 import (
-    ConnectionEnded,
     ConnectionIdIssued,
     ConnectionIdRetired,
     H3Connection,
     H3ErrorCode,
 )
 from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
-from ..protocol.ws import HandshakeError
 from .context import ServerContext
 from .listeners import new_socket
 from .streams import StreamSink
-from .ws import StreamOutlet
 
 if TYPE_CHECKING:
     from .tls import TLSInfo
@@ -232,39 +227,15 @@ class QuicListener(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class H3WebSocketOutlet(StreamOutlet):
-    """RFC 9220: WebSocket bytes as DATA frames on one extended CONNECT stream."""
-
-    proto: H3Protocol
-
-    def drain(self) -> Awaitable[None] | None:
-        return self.proto._drain(self.stream_id, timed=True)
-
-    def _response_headers(self, headers: Headers) -> Headers:
-        return self.proto.ctx.response_header_list(headers, alt_svc=False)
-
-    def _abort_stream(self) -> None:
-        self.proto.conn.reset(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
-
-    def _stop_peer(self) -> None:
-        self.proto.conn.stop_reading(self.stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
-
-    def _close_refused_peer(self) -> bool:
-        self.proto.conn.stop_reading(self.stream_id)
-        return True
-
-
 class H3Protocol(StreamSink):
     """One QUIC connection carrying HTTP/3; the HTTPSink of its request streams."""
 
     #: Label of this connection in the open-connections metric.
     metrics_protocol = "h3"
     label = "HTTP/3"
-    cancel_code = H3ErrorCode.H3_REQUEST_CANCELLED
-    internal_code = H3ErrorCode.H3_INTERNAL_ERROR
+    http_version = "3"
     alt_svc = False
     sends_continue = False
-    outlet_class = H3WebSocketOutlet
     conn: H3Connection
 
     def __init__(self, listener: QuicListener, quic: ServerQuicConnection, addr: Any) -> None:
@@ -277,6 +248,7 @@ class H3Protocol(StreamSink):
             quic,
             max_header_size=limits.limit_request_header_size,
             max_fields=limits.limit_request_fields,
+            max_body=limits.limit_request_body,
             enable_connect=ctx.ws_enabled,
         )
         self.client: tuple[str, int] | None = (str(addr[0]), int(addr[1]))
@@ -319,37 +291,13 @@ class H3Protocol(StreamSink):
             self._in_receive = False
         self._flush()
 
-    def _dispatch(self, events: list[Any]) -> None:
-        streams = self.streams
-        for event in events:
-            kind = type(event)
-            if kind is Body:
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream.body_received(event.data)
-                elif event.stream_id in self.websockets:
-                    self.websockets[event.stream_id].data_received(event.data)
-                else:
-                    self.conn.acknowledge(event.stream_id, len(event.data))
-            elif kind is Request:
-                self._on_request(event)
-            elif kind is EndBody:
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream.body_ended()
-                elif event.stream_id in self.websockets:
-                    # The client's FIN is the WebSocket's TCP FIN (RFC 9220 3).
-                    self.websockets[event.stream_id].peer_ended()
-            elif kind is StreamClosed:
-                self._on_reset(event.stream_id)
-            elif kind is ConnectionIdIssued:
-                self.add_cid(event.cid)
-            elif kind is ConnectionIdRetired:
-                self.cids.discard(event.cid)
-                self.listener.router.remove(event.cid)
-            elif kind is ConnectionEnded:
-                self._on_ended(event)
-        self._start_new()
+    def _on_other(self, event: Any) -> None:
+        kind = type(event)
+        if kind is ConnectionIdIssued:
+            self.add_cid(event.cid)
+        elif kind is ConnectionIdRetired:
+            self.cids.discard(event.cid)
+            self.listener.router.remove(event.cid)
 
     def add_cid(self, cid: bytes) -> None:
         """Route packets with this destination connection id here."""
@@ -357,17 +305,6 @@ class H3Protocol(StreamSink):
         self.listener.router.add(cid, self)
 
     # ------------------------------------------------------------ streams
-
-    def _on_request(self, request: Request) -> None:
-        stream_id = request.stream_id
-        if request.protocol is not None:
-            if request.protocol == b"websocket" and self.ctx.ws_enabled:
-                self._open_websocket(request)
-            else:
-                # Extended CONNECT is for WebSocket only (RFC 9220).
-                self.conn.refuse(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)
-            return
-        self._new_stream(request)
 
     def _update_client(self) -> None:
         """The client's current address: it may have moved (NAT rebinding, migration)."""
@@ -382,6 +319,9 @@ class H3Protocol(StreamSink):
             tls = self.conn.quic.tls
             cipher = getattr(getattr(tls, "key_schedule", None), "cipher_suite", None)
             self.extensions = {
+                "http.response.trailers": {},
+                "http.response.early_hint": {},
+                "http.response.pathsend": {},
                 "tls": {
                     "server_cert": info.server_cert if info is not None else None,
                     "client_cert_chain": [],
@@ -389,26 +329,9 @@ class H3Protocol(StreamSink):
                     "client_cert_error": None,
                     "tls_version": _TLS13,
                     "cipher_suite": int(cipher) if cipher is not None else None,
-                }
+                },
             }
         return self.extensions
-
-    def _refuse_handshake(self, stream_id: int, exc: HandshakeError) -> None:
-        headers = self.ctx.response_header_list(exc.headers, alt_svc=False)
-        self.conn.send_headers(stream_id, exc.status, headers, True)
-        self.conn.stop_reading(stream_id)
-        self.conn.forget(stream_id)
-
-    def _refuse(self, stream: HTTPStream) -> None:
-        body = b"Service Unavailable"
-        stream.status = 503
-        stream_id = stream.stream_id
-        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
-        if self.conn.send_headers(stream_id, 503, headers, False):
-            self.conn.send_data(stream_id, body, True)
-        self.conn.stop_reading(stream_id)
-        self.streams.pop(stream_id, None)
-        self.conn.forget(stream_id)
 
     def _on_ended(self, event: ConnectionEnded) -> None:
         if event.error_code:
@@ -478,11 +401,11 @@ class H3Protocol(StreamSink):
     # ------------------------------------------------------------ lifecycle
 
     def _maybe_idle(self) -> None:
-        if self._closing and not self.streams and not self.websockets and not self._closed:
+        if self._closing and not self._has_work() and not self._closed:
             # Every stream accepted before the GOAWAY is answered; the close
             # follows once the client has acknowledged all of it (_flush).
             self._close_when_idle = True
-            self._schedule_flush()
+            self.schedule_flush()
 
     def shutdown(self) -> None:
         """Graceful: GOAWAY, let the accepted streams finish, then CONNECTION_CLOSE."""
@@ -490,9 +413,7 @@ class H3Protocol(StreamSink):
             return
         self._closing = True
         self.conn.goaway()
-        for outlet in list(self.websockets.values()):
-            if outlet.bridge is not None:
-                outlet.bridge.shutdown()
+        self._shutdown_websockets()
         self._maybe_idle()
         self._flush()
 

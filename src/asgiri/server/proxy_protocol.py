@@ -49,6 +49,7 @@ class ProxyProtocolListener:
         self.sock = sock
         self.ssl_context = ssl_context
         self._closed = False
+        #: Hand-overs in progress (asyncio keeps only weak references to tasks).
         self._handovers: set[asyncio.Task[Any]] = set()
         self.loop.add_reader(sock.fileno(), self._accept)
 
@@ -93,6 +94,10 @@ class ProxyProtocolListener:
                 lambda: H1Protocol(ctx, addresses), conn, ssl=self.ssl_context
             )
         )
+        if self.ssl_context is not None:
+            # Until its handshake ends the connection is nobody's: the drain
+            # must still wait for it (and cancel it when time runs out).
+            ctx.track_handshake_task(task)
         self._handovers.add(task)
         task.add_done_callback(self._handed_over)
 

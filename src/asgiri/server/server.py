@@ -152,6 +152,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
+        self._restart = False
         self._force = False
         self._ctx: ServerContext | None = None
         self._hooks = hooks
@@ -216,15 +217,19 @@ class Server:
             return
         run_coroutine(self.serve(), self.config.runtime.loop)
 
-    def request_shutdown(self) -> None:
+    def request_shutdown(self, *, restart: bool = False) -> None:
         """Ask the server to shut down gracefully.  Safe to call from any thread.
 
         Stops accepting, lets requests in flight finish (for at most
         ``shutdown_timeout`` seconds), runs the lifespan shutdown; ``run()``
         then returns.  Calling it before the server has started makes it stop
-        as soon as it does.
+        as soon as it does.  ``restart``: this process is being replaced (a
+        rolling restart), so open WebSockets are closed with 1012 (service
+        restart, reconnect now) instead of 1001 (going away).
         """
         self._stop_requested = True
+        if restart:
+            self._restart = True
         if self._reloader is not None:
             self._reloader.request_shutdown()
         if self._supervisor is not None:
@@ -527,6 +532,7 @@ class Server:
             if self._ctx is not None:
                 for conn in list(self._ctx.connections):
                     conn.abort()
+                self._ctx.abort_handshakes()
                 for task in list(self._ctx.tasks):
                     task.cancel()
             return
@@ -541,6 +547,7 @@ class Server:
     ) -> None:
         """Stop accepting, let in-flight work finish, then close what is left."""
         ctx.shutting_down = True
+        ctx.restarting = self._restart
         for server in servers:
             server.close()
         for quic_listener in quic_listeners:
@@ -564,6 +571,7 @@ class Server:
                 )
         for conn in list(ctx.connections):
             conn.abort()
+        ctx.abort_handshakes()
         tasks = list(ctx.tasks)
         for task in tasks:
             task.cancel()

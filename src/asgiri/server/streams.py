@@ -1,13 +1,17 @@
-"""What an HTTP/2 and an HTTP/3 connection share: being the sink of many request streams.
+"""The request lifecycle of a multiplexed connection, written once for HTTP/2 and HTTP/3.
 
-Both protocols carry each request on a stream of its own, send the response
-as HEADERS + DATA with flow control per stream, and carry a WebSocket on an
-extended CONNECT stream (RFC 8441, RFC 9220).  Everything that follows from
-that alone, the :class:`~asgiri.asgi.http_stream.HTTPSink` side of the
-request streams, backpressure, stalled-peer timers, starting apps and
-WebSockets once a read is handled, is written once here; the connection
-classes in :mod:`.h2` and :mod:`.h3` add how their transport is read,
-written and timed, and the few wire details that differ.
+Both protocols carry each request on a stream of its own, report the same
+events (:data:`~asgiri.protocol.events.StreamEvent`) and take the same calls
+(:class:`~asgiri.protocol.multiplexed.StreamConnection`).  Everything that
+follows from that alone lives here: the one dispatcher of those events,
+admission (``--limit-concurrency``) of requests and WebSockets, the answers
+the server gives in the app's place (413, 431, 425, 503, a refused
+handshake) with their access-log lines, the
+:class:`~asgiri.asgi.http_stream.HTTPSink` side of the request streams,
+backpressure and the ``--timeout-write`` watch per stream, and the
+WebSocket outlet of an extended CONNECT stream (RFC 8441, RFC 9220).  The
+connection classes in :mod:`.h2` and :mod:`.h3` add how their transport is
+read, written and timed, and how they drain.
 """
 
 from __future__ import annotations
@@ -17,9 +21,21 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from ..asgi.access_log import Answered, answered_scope
 from ..asgi.http_stream import HTTPStream
 from ..asgi.scope import http_scope, websocket_scope
-from ..protocol.events import Headers, Request
+from ..protocol.events import (
+    Body,
+    ConnectionEnded,
+    EndBody,
+    Headers,
+    Request,
+    RequestRejected,
+    StreamClosed,
+    StreamEvent,
+    StreamWritable,
+)
+from ..protocol.multiplexed import StreamConnection
 from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
 from .context import ServerContext
@@ -34,36 +50,29 @@ logger = logging.getLogger("asgiri.error")
 #: the transport) before its app is made to wait.
 HIGH_WATER = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+_NO_ERROR = 0
 
 
 class StreamSink:
-    """Base of :class:`~.h2.H2Protocol` and :class:`~.h3.H3Protocol`.
-
-    ``conn`` is the sans-I/O connection (:class:`~asgiri.protocol.h2.H2Connection`
-    or :class:`~asgiri.protocol.h3.H3Connection`); both offer the same
-    stream-level calls (``responses`` checks, ``send_*``, ``buffered``,
-    ``acknowledge``, ``reset``, ``stop_reading``, ``forget``).
-    """
+    """Base of :class:`~.h2.H2Protocol` and :class:`~.h3.H3Protocol`."""
 
     #: The protocol's name in log lines.
     label: ClassVar[str]
-    #: Stream error codes: a stream given up (stalled, cancelled) and an app failure.
-    cancel_code: ClassVar[int]
-    internal_code: ClassVar[int]
+    #: ``http_version`` of the scopes of this protocol.
+    http_version: ClassVar[str]
     #: Whether responses advertise HTTP/3 (pointless on HTTP/3 itself).
     alt_svc: ClassVar[bool] = True
     #: Whether ``100 Continue`` is sent (HTTP/3 clients do not wait for it).
     sends_continue: ClassVar[bool] = True
-    #: The WebSocket outlet class of this protocol.
-    outlet_class: ClassVar[type[StreamOutlet]]
 
     ctx: ServerContext
     loop: asyncio.AbstractEventLoop
-    conn: Any
+    conn: StreamConnection
     client: tuple[str, int] | None
     server: tuple[str, int | None] | None
     scheme: str
     forwarded: TrustedProxies | None
+    extensions: dict[str, Any]
 
     def _init_streams(self, ctx: ServerContext) -> None:
         self.ctx = ctx
@@ -78,8 +87,6 @@ class StreamSink:
         #: Streams opened by the read being handled, started once it is done.
         self._new: list[HTTPStream] = []
         self._new_websockets: list[WSBridge] = []
-        #: Body bytes received per stream, kept only under ``--limit-request-body``.
-        self._body_sizes: dict[int, int] = {}
         self._in_receive = False
         self._flush_scheduled = False
         #: Whether the transport stopped taking writes (HTTP/2 only).
@@ -90,6 +97,7 @@ class StreamSink:
     # ------------------------------------------------------------ hooks
 
     def _flush(self) -> None:
+        """Hand what the connection has queued to the transport."""
         raise NotImplementedError
 
     def _maybe_idle(self) -> None:
@@ -99,21 +107,82 @@ class StreamSink:
     def abort(self) -> None:
         raise NotImplementedError
 
-    def _refuse(self, stream: HTTPStream) -> None:
-        """Answer 503 in place of an app that may not start (``--limit-concurrency``)."""
+    def _on_ended(self, event: ConnectionEnded) -> None:
+        """The peer ended the connection (or it failed)."""
         raise NotImplementedError
 
-    def _refuse_handshake(self, stream_id: int, exc: HandshakeError) -> None:
-        raise NotImplementedError
-
-    def _extensions(self) -> dict[str, Any]:
-        raise NotImplementedError
+    def _on_other(self, event: Any) -> None:
+        """An event only this protocol has (HTTP/3 connection ids)."""
 
     def _update_client(self) -> None:
         """Refresh ``client`` before a scope is built (QUIC peers may move)."""
 
+    def _extensions(self) -> dict[str, Any]:
+        """The scope extensions of this connection's requests."""
+        return self.extensions
+
     def _busy(self) -> None:
         """A stream opened: the connection is no longer idle."""
+
+    # ------------------------------------------------------------ for outlets and timers
+
+    @property
+    def closed(self) -> bool:
+        """The transport is gone: nothing more can be written."""
+        return self._closed
+
+    def schedule_flush(self) -> None:
+        """Write what is queued at the end of this loop iteration (one write for many steps)."""
+        if not self._in_receive and not self._flush_scheduled and not self._closed:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def response_headers(self, headers: Headers) -> Headers:
+        """The server's default fields (date, server, alt-svc) followed by ``headers``."""
+        return self.ctx.response_header_list(headers, alt_svc=self.alt_svc)
+
+    # ------------------------------------------------------------ the dispatcher
+
+    def _dispatch(self, events: list[Any]) -> None:
+        """Route one read's events; the apps of streams it opened start after all of them."""
+        streams = self.streams
+        event: StreamEvent
+        for event in events:
+            kind = type(event)
+            if kind is Body:
+                stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+                if stream is not None:
+                    stream.body_received(event.data)  # type: ignore[union-attr]
+                    continue
+                outlet = self.websockets.get(event.stream_id)  # type: ignore[union-attr]
+                if outlet is not None:
+                    outlet.data_received(event.data)  # type: ignore[union-attr]
+                else:
+                    # Nobody will read it: keep the connection window open.
+                    self.conn.acknowledge(event.stream_id, len(event.data))  # type: ignore[union-attr]
+            elif kind is Request:
+                self._on_request(event)  # type: ignore[arg-type]
+            elif kind is EndBody:
+                stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+                if stream is not None:
+                    stream.body_ended()
+                    continue
+                outlet = self.websockets.get(event.stream_id)  # type: ignore[union-attr]
+                if outlet is not None:
+                    # END_STREAM / FIN is the WebSocket's TCP FIN (RFC 8441 5, RFC 9220 3).
+                    outlet.peer_ended()
+            elif kind is StreamWritable:
+                self._wake(event.stream_id)  # type: ignore[union-attr]
+                self._maybe_idle()
+            elif kind is StreamClosed:
+                self._on_reset(event.stream_id)  # type: ignore[union-attr]
+            elif kind is RequestRejected:
+                self._on_rejected(event)  # type: ignore[arg-type]
+            elif kind is ConnectionEnded:
+                self._on_ended(event)  # type: ignore[arg-type]
+            else:
+                self._on_other(event)
+        self._start_new()
 
     # ------------------------------------------------------------ streams
 
@@ -132,8 +201,11 @@ class StreamSink:
             forwarded=self.forwarded,
         )
 
-    def _new_stream(self, request: Request) -> HTTPStream:
-        """The stream of a request, started once the read that carried it is handled."""
+    def _on_request(self, request: Request) -> None:
+        if request.protocol is not None:
+            # The protocol layer lets through only the extended CONNECTs served.
+            self._open_websocket(request)
+            return
         ctx = self.ctx
         scope = self._scope(http_scope, request, request.scheme or self.scheme)
         stream_id = request.stream_id
@@ -150,7 +222,6 @@ class StreamSink:
         self.streams[stream_id] = stream
         self._new.append(stream)
         self._busy()
-        return stream
 
     def _open_websocket(self, request: Request) -> None:
         """RFC 8441 / RFC 9220: an extended CONNECT stream carries one WebSocket."""
@@ -159,7 +230,7 @@ class StreamSink:
         try:
             check_connect_handshake(request.headers)
         except HandshakeError as exc:
-            self._refuse_handshake(stream_id, exc)
+            self._answer(stream_id, exc.status, str(exc), request, exc.headers)
             return
         options = ctx.config.websocket
         extensions, extension_header = negotiate_extensions(
@@ -167,7 +238,7 @@ class StreamSink:
         )
         scheme = "wss" if (request.scheme or self.scheme) == "https" else "ws"
         scope = self._scope(websocket_scope, request, scheme)
-        outlet = self.outlet_class(self, stream_id)
+        outlet = StreamOutlet(self, stream_id)
         bridge = WSBridge(
             ctx,
             outlet,
@@ -176,6 +247,7 @@ class StreamSink:
             key=None,
             extensions=extensions,
             extension_header=extension_header,
+            request=request,
         )
         outlet.bridge = bridge
         self.websockets[stream_id] = outlet
@@ -183,22 +255,86 @@ class StreamSink:
         self._busy()  # an open WebSocket is not an idle connection
 
     def _start_new(self) -> None:
-        """Start the apps of streams opened by this read, now that their bodies are in."""
+        """Admit and start the apps of streams opened by this read, their bodies now in."""
+        ctx = self.ctx
         if self._new_websockets:
             websockets, self._new_websockets = self._new_websockets, []
             for bridge in websockets:
+                if bridge.finished:
+                    continue
+                if not ctx.request_started():
+                    self._refuse_websocket(bridge)
+                    continue
                 bridge.start()
         if not self._new:
             return
         new, self._new = self._new, []
-        ctx = self.ctx
         for stream in new:
             if stream.disconnected:
                 continue
             if not ctx.request_started():
-                self._refuse(stream)
+                self.streams.pop(stream.stream_id, None)
+                stream.disconnect()
+                self._answer(stream.stream_id, 503, "Service Unavailable", scope=stream.scope)
                 continue
             start_app(ctx, stream)
+
+    def _refuse_websocket(self, bridge: WSBridge) -> None:
+        """``--limit-concurrency``: a WebSocket handshake gets 503 like a request."""
+        stream_id = bridge.stream_id
+        outlet = self.websockets.pop(stream_id, None)
+        if outlet is not None:
+            outlet.bridge = None
+        bridge.finished = True
+        self._answer(stream_id, 503, "Service Unavailable", bridge.request)
+
+    def _answer(
+        self,
+        stream_id: int,
+        status: int,
+        reason: str,
+        request: Request | None = None,
+        extra: Headers | None = None,
+        *,
+        scope: dict[str, Any] | None = None,
+    ) -> None:
+        """A complete response from the server itself, in place of the app.
+
+        The rest of the request is not wanted; the exchange gets its
+        access-log line like any other.
+        """
+        ctx = self.ctx
+        fields, body = ctx.answer(status, reason, extra)
+        conn = self.conn
+        if conn.send_headers(stream_id, status, self.response_headers(fields), False):
+            conn.send_data(stream_id, body, True)
+        conn.stop_reading(stream_id, _NO_ERROR)
+        conn.forget(stream_id)
+        if scope is None:
+            self._update_client()
+            scope = answered_scope(request, self.http_version, self.scheme, self.client)
+        ctx.log_exchange(Answered(scope, status, len(body), response_headers=fields))
+        self.schedule_flush()
+
+    def _on_rejected(self, event: RequestRejected) -> None:
+        """A wire limit refused a request (413, 431, 425): answer it, or cut a started response."""
+        stream_id = event.stream_id
+        stream = self.streams.pop(stream_id, None)
+        self._no_body.discard(stream_id)
+        if stream is None:
+            self._answer(stream_id, event.status, event.reason, event.request)
+            return
+        if stream in self._new:
+            self._new.remove(stream)
+        started = stream.response_started
+        # The app sees http.disconnect; whatever it sends from now on is dropped.
+        stream.disconnect()
+        if started:
+            self.conn.reset(stream_id, self.conn.cancel_code)
+            self._wake(stream_id)
+            self.schedule_flush()
+        else:
+            self._answer(stream_id, event.status, event.reason, scope=stream.scope)
 
     def _on_reset(self, stream_id: int) -> None:
         websocket = self.websockets.get(stream_id)
@@ -239,7 +375,7 @@ class StreamSink:
         conn = self.conn
         # Raises LocalProtocolError before anything is queued (see HTTPStream).
         conn.responses.head(stream_id, headers, len(body), end, no_body)
-        all_headers = self.ctx.response_header_list(headers, alt_svc=self.alt_svc)
+        all_headers = self.response_headers(headers)
         if end and (no_body or not body):
             sent = conn.send_headers(stream_id, status, all_headers, True)
         else:
@@ -250,7 +386,7 @@ class StreamSink:
                 sent = conn.send_data(stream_id, body, end)
         if not sent:
             stream.disconnect()
-        self._schedule_flush()
+        self.schedule_flush()
 
     def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
         stream_id = stream.stream_id
@@ -263,7 +399,7 @@ class StreamSink:
         self.conn.responses.data(stream_id, len(data), end)
         if not self.conn.send_data(stream_id, data, end):
             stream.disconnect()
-        self._schedule_flush()
+        self.schedule_flush()
 
     def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
         stream_id = stream.stream_id
@@ -274,7 +410,7 @@ class StreamSink:
         conn.responses.data(stream_id, 0, True)
         if not conn.send_trailers(stream_id, trailers):
             stream.disconnect()
-        self._schedule_flush()
+        self.schedule_flush()
 
     def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
         if self._closed or stream.stream_id not in self.streams:
@@ -283,16 +419,17 @@ class StreamSink:
             return
         self.conn.responses.fields(headers)
         self.conn.send_informational(stream.stream_id, status, headers)
-        self._schedule_flush()
+        self.schedule_flush()
 
     def drain(self, stream: HTTPStream) -> asyncio.Future[None] | None:
-        return self._drain(stream.stream_id, timed=True)
+        return self.stream_drain(stream.stream_id)
 
-    def _drain(self, stream_id: int, timed: bool) -> asyncio.Future[None] | None:
+    def stream_drain(self, stream_id: int) -> asyncio.Future[None] | None:
         """A waiter while the stream has too much queued, else None.
 
-        ``timed``: a peer that never opens its window must not hold the app
-        forever; after ``--timeout-write`` the stream is reset.
+        A peer that never opens its window (or never reads the socket) must
+        not hold the app forever: after ``--timeout-write`` the stream is
+        reset, for a response and a WebSocket alike.
         """
         if self._closed:
             return None
@@ -300,7 +437,7 @@ class StreamSink:
             return None
         waiter = self.loop.create_future()
         self._waiters.setdefault(stream_id, []).append(waiter)
-        if timed and stream_id not in self._stall_timers:
+        if stream_id not in self._stall_timers:
             self._stall_timers[stream_id] = self.loop.call_later(
                 self.ctx.write_timeout, self._stalled, stream_id
             )
@@ -317,7 +454,7 @@ class StreamSink:
             # The socket itself is not draining: nothing on it can progress.
             self.abort()
             return
-        self.conn.reset(stream_id, self.cancel_code)
+        self.conn.reset(stream_id, self.conn.cancel_code)
         self._on_reset(stream_id)
         self._flush()
 
@@ -341,7 +478,7 @@ class StreamSink:
     def body_consumed(self, stream: HTTPStream, nbytes: int) -> None:
         if not self._closed:
             self.conn.acknowledge(stream.stream_id, nbytes)
-            self._schedule_flush()
+            self.schedule_flush()
 
     def sendfile(
         self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
@@ -351,8 +488,8 @@ class StreamSink:
     def response_complete(self, stream: HTTPStream) -> None:
         if not stream.request_complete and not self._closed:
             # The answer is complete; the rest of the upload is not wanted.
-            self.conn.stop_reading(stream.stream_id)
-            self._schedule_flush()
+            self.conn.stop_reading(stream.stream_id, _NO_ERROR)
+            self.schedule_flush()
 
     def app_done(self, stream: HTTPStream, failed: bool) -> None:
         ctx = self.ctx
@@ -361,22 +498,16 @@ class StreamSink:
         if task is not None:
             ctx.tasks.discard(task)
         stream_id = stream.stream_id
-        if failed and not self._closed and stream_id in self.streams:
-            self.conn.reset(stream_id, self.internal_code)
-        self.streams.pop(stream_id, None)
-        self._no_body.discard(stream_id)
-        if self._body_sizes:
-            self._body_sizes.pop(stream_id, None)
+        if failed and not self._closed and self.streams.get(stream_id) is stream:
+            self.conn.reset(stream_id, self.conn.internal_error_code)
+        if self.streams.get(stream_id) is stream:
+            del self.streams[stream_id]
+            self._no_body.discard(stream_id)
         self.conn.forget(stream_id)
         self._wake(stream_id)
         self._maybe_idle()
-        self._schedule_flush()
+        self.schedule_flush()
         ctx.check_drained()
-
-    def _schedule_flush(self) -> None:
-        if not self._in_receive and not self._flush_scheduled and not self._closed:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
 
     def _disconnect_all(self) -> None:
         """The connection is gone: every stream and WebSocket on it sees a disconnect."""
@@ -388,3 +519,13 @@ class StreamSink:
         for stream_id in list(self._waiters):
             self._wake(stream_id)
         self.ctx.check_drained()
+
+    def _shutdown_websockets(self) -> None:
+        """Graceful shutdown: every WebSocket on this connection starts its close (1001/1012)."""
+        for outlet in list(self.websockets.values()):
+            if outlet.bridge is not None:
+                outlet.bridge.shutdown()
+
+    def _has_work(self) -> bool:
+        """A stream or WebSocket is open (the connection is not idle)."""
+        return bool(self.streams or self.websockets)

@@ -72,6 +72,9 @@ MSG_HEARTBEAT = b"H"
 MSG_MAX_REQUESTS = b"M"
 #: Supervisor to worker (on its stdin): the slot's UDP sockets are yours now.
 MSG_TAKE_UDP = b"U"
+#: Supervisor to worker: you are being replaced (rolling restart, recycling):
+#: shut down gracefully, WebSockets with 1012 (service restart).
+MSG_RESTART = b"X"
 
 #: A worker that lived at least this long did not die "quickly": the back-off resets.
 STABLE_UPTIME = 10.0
@@ -132,6 +135,9 @@ class _Slot:
     index: int
     udp: list[socket.socket] = field(default_factory=list)
     worker: Worker | None = None
+    #: A replaced worker still draining its QUIC connections on ``udp``: the
+    #: slot's next worker takes the UDP sockets only once it has gone.
+    draining: Worker | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -286,8 +292,14 @@ class Supervisor:
             metrics=dataclasses.replace(config.metrics, metrics_listen=False),
         )
 
-    def _start(self, slot: _Slot, udp_deferred: bool = False) -> Worker:
-        """Start a worker for ``slot``; it becomes the slot's current worker."""
+    def _start(self, slot: _Slot) -> Worker:
+        """Start a worker for ``slot``; it becomes the slot's current worker.
+
+        While a replaced worker still drains on the slot's UDP sockets, the
+        new one waits for them (two readers of one UDP socket would take each
+        other's QUIC packets; TCP needs no such care, its queue is shared).
+        """
+        udp_deferred = slot.draining is not None and not slot.draining.exited.done()
         loop = asyncio.get_running_loop()
         config = self._child_config
         limits = config.limits
@@ -469,10 +481,11 @@ class Supervisor:
             if old is not None and (slot.worker is not old or old.stopping):
                 return True  # replaced meanwhile
             # With HTTP/3 the slot's UDP socket passes from old to new only once
-            # the old worker has gone: two readers of one UDP socket would take
-            # each other's QUIC packets.  TCP needs no such care (shared queue).
+            # the old worker has gone (see _start).
             handover = bool(slot.udp) and old is not None and not old.exited.done()
-            new = self._start(slot, udp_deferred=handover)
+            if handover:
+                slot.draining = old
+            new = self._start(slot)
             ready = await new.ready
             if not ready:
                 logger.error(
@@ -480,15 +493,21 @@ class Supervisor:
                     new.pid,
                     old.pid if old is not None else "-",
                 )
+                slot.draining = None
                 if old is not None and not old.exited.done():
                     slot.worker = old
                 return False
             if old is not None:
-                self._terminate(old, signal.SIGTERM)
-                if handover:
-                    await self._wait_stopped(old)
-                    self._take_udp(new)
-            return True
+                self._retire(old)
+        if handover and old is not None:
+            # Outside the lock: a new worker that dies meanwhile is replaced
+            # at once (its successor waits for the UDP sockets too).
+            await self._wait_stopped(old)
+            if slot.draining is old:
+                slot.draining = None
+                if slot.worker is not None:
+                    self._take_udp(slot.worker)
+        return True
 
     async def _wait_stopped(self, worker: Worker) -> None:
         """Wait for a worker told to stop; kill it once its shutdown timeouts are over."""
@@ -506,12 +525,28 @@ class Supervisor:
             await worker.exited
 
     def _take_udp(self, worker: Worker) -> None:
+        self._tell(worker, MSG_TAKE_UDP)
+
+    def _tell(self, worker: Worker, message: bytes) -> bool:
+        """Send ``message`` down the worker's stdin; False when it cannot be."""
         stdin = worker.proc.stdin
         if stdin is None or worker.exited.done():
-            return
-        with contextlib.suppress(OSError):
-            stdin.write(MSG_TAKE_UDP)
+            return False
+        try:
+            stdin.write(message)
             stdin.flush()
+        except OSError:
+            return False
+        return True
+
+    def _retire(self, worker: Worker) -> None:
+        """Stop a worker that has been replaced, as a restart (not a shutdown)."""
+        worker.stopping = True
+        if worker.watchdog is not None:
+            worker.watchdog.cancel()
+            worker.watchdog = None
+        if not self._tell(worker, MSG_RESTART):
+            self._terminate(worker, signal.SIGTERM)
 
     async def _rolling_restart(self) -> None:
         """SIGHUP: every worker replaced, one at a time, each new one ready first."""
@@ -743,6 +778,8 @@ def worker_main() -> None:
                 if MSG_TAKE_UDP in data and loops:
                     with contextlib.suppress(RuntimeError):  # the loop is closing
                         loops[0].call_soon_threadsafe(take_udp)
+                if MSG_RESTART in data:
+                    server.request_shutdown(restart=True)
         server.request_shutdown()
 
     threading.Thread(target=parent_watch, daemon=True).start()

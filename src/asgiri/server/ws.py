@@ -14,29 +14,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..asgi.access_log import Answered
 from ..asgi.ws_stream import WebSocketStream, WSState
-from ..protocol.events import Headers
+from ..protocol.events import Headers, Request
 from ..protocol.h1 import H1Connection, H1Response, RequestInfo
 from ..protocol.ws import (
     ABNORMAL,
     GOING_AWAY,
+    SERVICE_RESTART,
     CloseReceived,
     MessageReceived,
     PongReceived,
     WSSession,
     accept_token,
 )
+from .closing import close_transport
 from .context import ServerContext
+from .stall import WriteStallWatch
 from .tasks import start_eagerly
+
+if TYPE_CHECKING:
+    from .streams import StreamSink
 
 logger = logging.getLogger("asgiri.error")
 
 
 class Outlet(Protocol):
     """How WebSocket bytes travel on one transport."""
+
+    #: The status of an accepted handshake (101 on HTTP/1.1, 200 on a CONNECT stream).
+    handshake_status: int
 
     def accept(self, headers: Headers) -> None:
         """Send the success answer of the handshake with these extra headers."""
@@ -47,7 +58,11 @@ class Outlet(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def finish(self, error: bool) -> None:
-        """The WebSocket is over: end the carrier (``error``: abortively)."""
+        """The WebSocket is over: end the carrier.
+
+        What was written (a close frame included) is delivered either way;
+        ``error``: the peer is not waited for or heard any more.
+        """
 
     def pause_reading(self) -> None: ...
 
@@ -69,10 +84,14 @@ class WSBridge:
         key: bytes | None,
         extensions: Any,
         extension_header: bytes | None,
+        request: Request,
     ) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
         self.outlet = outlet
+        self.stream_id = stream_id
+        #: The handshake request, for the session's access-log line.
+        self.request = request
         cfg = ctx.config.websocket
         self.stream = WebSocketStream(self, self.loop, scope, stream_id, max_queue=cfg.ws_max_queue)
         self._key = key
@@ -87,13 +106,23 @@ class WSBridge:
         self._ping_payload = b""
         self.finished = False
         self._counted = False
+        #: What the handshake was answered with (0: not yet), and the bytes sent.
+        self.status = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.started_at = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Run the app (eagerly where the interpreter allows)."""
+        """Run the app (eagerly where the interpreter allows).
+
+        The caller has admitted the session (``ServerContext.request_started``):
+        a WebSocket counts as a request for ``--limit-concurrency``,
+        ``--limit-max-requests`` and the in-flight metric, whatever carries it.
+        """
         ctx = self.ctx
-        ctx.active_requests += 1
+        self.started_at = time.perf_counter()
         task = start_eagerly(self.loop, self.stream.run(ctx.app))
         if task is not None:
             self.stream.task = task
@@ -110,6 +139,7 @@ class WSBridge:
                     self._paused = True
                     self.outlet.pause_reading()
             return
+        self.bytes_received += len(data)
         for event in session.receive_data(data):
             kind = type(event)
             if kind is MessageReceived:
@@ -134,12 +164,13 @@ class WSBridge:
         self.stream.peer_closed(ABNORMAL)
 
     def shutdown(self) -> None:
-        """Graceful shutdown: close 1001, wait for the peer's close."""
+        """Graceful shutdown: close 1001 (1012 in a rolling restart), wait for the peer's close."""
+        code = SERVICE_RESTART if self.ctx.restarting else GOING_AWAY
         if self.session is not None and self.stream.state is WSState.ACCEPTED:
-            self.stream.peer_closed(GOING_AWAY, "server shutting down")
-            self._send_close(GOING_AWAY, "")
+            self.stream.peer_closed(code, "server shutting down")
+            self._send_close(code, "")
         elif self.session is None and not self.finished:
-            self.stream.peer_closed(GOING_AWAY)
+            self.stream.peer_closed(code)
 
     def _on_close(self, event: CloseReceived) -> None:
         self.stream.peer_closed(event.code, event.reason)
@@ -214,6 +245,7 @@ class WSBridge:
         if self.ctx.metrics is not None:
             self._counted = True
             self.ctx.metrics.websocket_opened()
+        self.status = self.outlet.handshake_status
         self.outlet.accept(answer)
         self._arm_ping()
         early, self._early = self._early, []
@@ -228,6 +260,9 @@ class WSBridge:
     ) -> None:
         if self.finished:
             return
+        if not self.status:
+            self.status = status
+        self.bytes_sent += len(body)
         self.outlet.reject(status, headers, body, end)
         if end:
             self.finished = True
@@ -239,6 +274,7 @@ class WSBridge:
             return None
         out = session.send_message(data)
         if out:
+            self.bytes_sent += len(out)
             self.outlet.write(out)
             if self.finished:  # (the write found the carrier gone)
                 return None
@@ -276,10 +312,18 @@ class WSBridge:
 
     def ws_done(self, stream: WebSocketStream) -> None:
         ctx = self.ctx
-        ctx.active_requests -= 1
+        ctx.request_finished()
         if self._counted:
             self._counted = False
             ctx.metrics.websocket_closed()
+        if self.status:
+            # One line per session, when it ends: "GET /ws HTTP/1.1" 101,
+            # "CONNECT /ws HTTP/2" 200, or the status it was denied with.
+            record = dict(self.stream.scope)
+            record["method"] = "GET" if record["http_version"][0] == "1" else "CONNECT"
+            ctx.log_exchange(
+                Answered(record, self.status, self.bytes_sent, self.bytes_received, self.started_at)
+            )
         task = stream.task
         if task is not None:
             ctx.tasks.discard(task)
@@ -291,15 +335,14 @@ class StreamOutlet:
 
     RFC 8441 and RFC 9220 are one design: the handshake is an extended
     CONNECT answered with 200, the frames travel as the stream's DATA, a clean
-    end is END_STREAM (FIN) and an abort is a stream reset.  Everything but
-    the few transport hooks at the bottom is therefore written here once; a
-    peer is never left with a half-open stream.
-
-    ``proto`` is the connection (``H2Protocol``, ``H3Protocol``): its ``conn``
-    frames the stream, ``_schedule_flush`` sends, ``websocket_done`` forgets.
+    end is END_STREAM (FIN) and an abort is a stream reset.  The connection
+    (``proto``) offers the same calls on both protocols, so this class serves
+    both; a peer is never left with a half-open stream.
     """
 
-    def __init__(self, proto: Any, stream_id: int) -> None:
+    handshake_status = 200
+
+    def __init__(self, proto: StreamSink, stream_id: int) -> None:
         self.proto = proto
         self.stream_id = stream_id
         self.bridge: WSBridge | None = None
@@ -312,61 +355,74 @@ class StreamOutlet:
     def accept(self, headers: Headers) -> None:
         proto = self.proto
         self._head_sent = True
-        if not proto.conn.send_headers(self.stream_id, 200, headers, False):
+        if not proto.conn.send_headers(self.stream_id, 200, proto.response_headers(headers), False):
             self.reset_by_peer()
-        proto._schedule_flush()
+        proto.schedule_flush()
 
     def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
         proto = self.proto
         conn = proto.conn
         if self._ended_local:
             return
-        if status >= 0 and not self._head_sent:
+        if not self._head_sent:
             self._head_sent = True
-            conn.send_headers(self.stream_id, status, self._response_headers(headers), False)
+            conn.send_headers(self.stream_id, status, proto.response_headers(headers), False)
         conn.send_data(self.stream_id, body, end)
         if end:
             self._ended_local = True
-            # The client's side of a refused CONNECT has nothing more to say:
-            # close it too, or the stream would stay half-open.
-            if not self._ended_remote and self._close_refused_peer():
+            if not self._ended_remote:
+                # The client's side of a refused CONNECT has nothing more to
+                # say: close it too, or the stream would stay half-open.
                 self._ended_remote = True
+                conn.stop_reading(self.stream_id, 0)
             self._maybe_done()
-        proto._schedule_flush()
+        proto.schedule_flush()
 
     def write(self, data: bytes) -> None:
         proto = self.proto
         if not self._ended_local and not proto.conn.send_data(self.stream_id, data, False):
             self.reset_by_peer()
-        proto._schedule_flush()
+        proto.schedule_flush()
 
     def finish(self, error: bool) -> None:
-        """End our side: END_STREAM/FIN after a clean close, a reset after an error."""
+        """End our side with END_STREAM/FIN after what was written (a close frame included).
+
+        ``error``: the peer is not heard any more either (its direction is
+        stopped at once).  Without a response head there is nothing to end
+        cleanly: DATA would break the client's HTTP framing, so the stream
+        is reset.
+        """
         if self._ended_local:
             return
         self._ended_local = True
         proto = self.proto
-        if error or not self._head_sent:
-            # (Without a response head, DATA would break the client's HTTP framing.)
-            self._abort_stream()
+        conn = proto.conn
+        if not self._head_sent:
+            conn.reset(self.stream_id, conn.cancel_code)
             self._ended_remote = True
         else:
-            proto.conn.send_data(self.stream_id, b"", True)
-            if not self._ended_remote:
+            conn.send_data(self.stream_id, b"", True)
+            if error:
+                self._stop_peer()
+            elif not self._ended_remote:
                 # The peer must end its side too, as it would close TCP; one
                 # that does not is stopped rather than kept half-open.
                 proto.loop.call_later(
                     proto.ctx.config.websocket.ws_close_timeout, self._peer_end_timed_out
                 )
-        proto._schedule_flush()
+        proto.schedule_flush()
         self._maybe_done()
 
+    def _stop_peer(self) -> None:
+        if not self._ended_remote:
+            self._ended_remote = True
+            self.proto.conn.stop_reading(self.stream_id, self.proto.conn.cancel_code)
+
     def _peer_end_timed_out(self) -> None:
-        if self._ended_remote or self.proto._closed:
+        if self._ended_remote or self.proto.closed:
             return
-        self._ended_remote = True
         self._stop_peer()
-        self.proto._schedule_flush()
+        self.proto.schedule_flush()
         self._maybe_done()
 
     def peer_ended(self) -> None:
@@ -399,7 +455,7 @@ class StreamOutlet:
         if not self._paused:
             self.proto.conn.acknowledge(self.stream_id, self._unacked)
             self._unacked = 0
-            self.proto._schedule_flush()
+            self.proto.schedule_flush()
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -408,27 +464,9 @@ class StreamOutlet:
         self._paused = False
         self.data_consumed(0)
 
-    # ------------------------------------------------------------ transport hooks
-
     def drain(self) -> Awaitable[None] | None:
-        """A waiter while the stream's send buffer is full, else None."""
-        raise NotImplementedError
-
-    def _response_headers(self, headers: Headers) -> Headers:
-        """The denial response's headers with the server's defaults."""
-        raise NotImplementedError
-
-    def _abort_stream(self) -> None:
-        """Reset the stream (both directions)."""
-        raise NotImplementedError
-
-    def _stop_peer(self) -> None:
-        """Stop a peer that did not end its side after our clean end."""
-        raise NotImplementedError
-
-    def _close_refused_peer(self) -> bool:
-        """After a complete denial response, end the client's side; True if done."""
-        raise NotImplementedError
+        """A waiter while the stream's send buffer is full (``--timeout-write`` applies)."""
+        return self.proto.stream_drain(self.stream_id)
 
 
 class WSH1Protocol(asyncio.Protocol):
@@ -436,6 +474,7 @@ class WSH1Protocol(asyncio.Protocol):
 
     #: Label of this connection in the open-connections metric.
     metrics_protocol = "websocket"
+    handshake_status = 101
 
     def __init__(self, ctx: ServerContext, transport: Any, info: RequestInfo) -> None:
         self.ctx = ctx
@@ -447,6 +486,8 @@ class WSH1Protocol(asyncio.Protocol):
         self._closed = False
         #: The framing of a denial response once its head went out.
         self._response: H1Response | None = None
+        #: A peer that reads nothing while the app sends is dropped (``--timeout-write``).
+        self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout, self._stopped_reading)
         self._abort_timer: asyncio.TimerHandle | None = None
 
     def start(self, bridge: WSBridge, data: bytes) -> None:
@@ -467,6 +508,7 @@ class WSH1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._stall.stop()
         if self._abort_timer is not None:
             self._abort_timer.cancel()
             self._abort_timer = None
@@ -478,9 +520,12 @@ class WSH1Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        if not self._closed:
+            self._stall.start(self.transport)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._stall.stop()
         self._wake()
 
     def _wake(self) -> None:
@@ -489,11 +534,18 @@ class WSH1Protocol(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _stopped_reading(self) -> None:
+        logger.info("WebSocket client stopped reading; closing the connection")
+        if self.bridge is not None:
+            self.bridge.connection_lost()
+        self.abort()
+
     # ------------------------------------------------------------ Outlet
 
     def accept(self, headers: Headers) -> None:
         lines = [
-            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n",
+            self.ctx.default_headers(),
         ]
         lines.extend(b"%b: %b\r\n" % (name, value) for name, value in headers)
         lines.append(b"\r\n")
@@ -515,7 +567,7 @@ class WSH1Protocol(asyncio.Protocol):
         if parts:
             self.transport.writelines(parts)
         if end:
-            self.transport.close()
+            close_transport(self.transport, self.ctx.loop)
 
     def write(self, data: bytes) -> None:
         if not self._closed:
@@ -525,9 +577,9 @@ class WSH1Protocol(asyncio.Protocol):
         if self._closed:
             return
         # What was written (our close frame included) goes out, then the TCP
-        # close; a peer that stopped reading does not hold the connection open
-        # past the close timeout.
-        self.transport.close()
+        # close; a peer that stopped reading does not hold the connection
+        # open past the close timeout.
+        close_transport(self.transport, self.ctx.loop)
         if self.transport.get_write_buffer_size():
             self._abort_timer = self.ctx.loop.call_later(
                 self.ctx.config.websocket.ws_close_timeout, self.abort
@@ -552,6 +604,8 @@ class WSH1Protocol(asyncio.Protocol):
         # transport that no longer pauses it.
         waiter = self.ctx.loop.create_future()
         self._waiters.append(waiter)
+        if self._write_paused:
+            self._stall.start(self.transport)
         return waiter
 
     # ------------------------------------------------------------ server lifecycle
