@@ -565,9 +565,12 @@ class Server:
                 await asyncio.wait_for(drained, timeout)
             except asyncio.TimeoutError:
                 logger.warning(
-                    "Graceful shutdown timed out after %gs; closing %d connection(s)",
+                    "Graceful shutdown timed out after %gs; closing %d connection(s) "
+                    "(%d TLS handshake(s)), cancelling %d app task(s)",
                     timeout,
-                    len(ctx.connections),
+                    len(ctx.connections) + ctx.handshakes,
+                    ctx.handshakes,
+                    len(ctx.tasks),
                 )
         for conn in list(ctx.connections):
             conn.abort()
