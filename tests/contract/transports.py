@@ -558,6 +558,9 @@ class HTTPTransport:
     version: str
     #: The stream error code of a response the app failed in (None: HTTP/1.1 closes).
     internal_error: int | None
+    #: A stream reset may discard what was sent before it but not delivered yet
+    #: (QUIC's RESET_STREAM, RFC 9000 3.3): a cut response may arrive as a bare reset.
+    reset_discards: bool = False
 
     def __str__(self) -> str:
         return self.name
@@ -637,7 +640,9 @@ H1 = HTTPTransport("h1", tls=False, version="HTTP/1.1", internal_error=None)
 H1_TLS = HTTPTransport("h1-tls", tls=True, version="HTTP/1.1", internal_error=None)
 H2_TLS = HTTPTransport("h2-tls", tls=True, version="HTTP/2", internal_error=H2_INTERNAL_ERROR)
 H2C = HTTPTransport("h2c", tls=False, version="HTTP/2", internal_error=H2_INTERNAL_ERROR)
-H3 = HTTPTransport("h3", tls=True, version="HTTP/3", internal_error=H3_INTERNAL_ERROR)
+H3 = HTTPTransport(
+    "h3", tls=True, version="HTTP/3", internal_error=H3_INTERNAL_ERROR, reset_discards=True
+)
 
 HTTP_TRANSPORTS = [H1, H1_TLS, H2_TLS, H2C, H3]
 
