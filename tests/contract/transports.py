@@ -390,6 +390,7 @@ class H2Conn(HTTPConn):
         reply = Reply()
         deadline = time.monotonic() + timeout
         index = 0
+        paused_at = 0
         while True:
             events = client.events
             while index < len(events):
@@ -408,8 +409,9 @@ class H2Conn(HTTPConn):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("no complete response in time")
-            if burst is not None and reply.received:
+            if burst is not None and reply.received - paused_at >= burst:
                 time.sleep(pause)
+                paused_at = reply.received
             client.sock.settimeout(remaining)
             try:
                 client.pump()
