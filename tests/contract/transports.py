@@ -110,6 +110,8 @@ class Reply:
     reset: int | None = None
     #: The connection ended before the response did.
     closed: bool = False
+    #: HTTP/2 GOAWAY, HTTP/3 CONNECTION_CLOSE: the error code the server ended it with.
+    connection_error: int | None = None
 
     def header(self, name: bytes) -> bytes | None:
         return next((v for n, v in self.headers if n == name), None)
@@ -401,10 +403,21 @@ class H2Conn(HTTPConn):
                 if self._take(reply, event, keep_body):
                     return reply
             if keep_body is False:
-                client.events.clear()
-                index = 0
+                # (Only what ends a connection needs keeping.)
+                client.events[:] = [
+                    e for e in client.events if isinstance(e, h2.events.ConnectionTerminated)
+                ]
+                index = len(client.events)
             if self._eof:
                 reply.closed = True
+                reply.connection_error = next(
+                    (
+                        int(e.error_code)
+                        for e in client.events
+                        if isinstance(e, h2.events.ConnectionTerminated)
+                    ),
+                    None,
+                )
                 return reply
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -540,6 +553,9 @@ class H3Conn(HTTPConn):
             complete=response.ended,
             reset=response.reset_code,
             closed=closed,
+            connection_error=(
+                client.terminated.error_code if client.terminated is not None else None
+            ),
         )
 
     def abandon(self, handle: int) -> None:
@@ -582,12 +598,19 @@ class HTTPTransport:
             return port
         return srv.port
 
-    def connect(self, srv: ThreadServer, *, rcvbuf: int | None = None) -> HTTPConn:
-        """A new connection; ``rcvbuf`` shrinks the socket's receive buffer (TCP)."""
+    def connect(
+        self, srv: ThreadServer, *, rcvbuf: int | None = None, validate: bool = True
+    ) -> HTTPConn:
+        """A new connection.
+
+        ``rcvbuf`` shrinks what the client takes before it reads (the TCP
+        receive buffer; HTTP/3's stream window); ``validate=False`` lets the
+        HTTP/2 client send heads its library would refuse.
+        """
         if self.version == "HTTP/1.1":
             return H1Conn(self.port(srv), self.tls, rcvbuf)
         if self.version == "HTTP/2":
-            return H2Conn(self.port(srv), self.tls)
+            return H2Conn(self.port(srv), self.tls, validate=validate)
         return H3Conn(self.port(srv), max_stream_data=rcvbuf)
 
     def request(
