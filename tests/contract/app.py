@@ -100,6 +100,10 @@ async def _http(scope: Scope, receive: Any, send: Any) -> None:
     if path == "/ok":
         await _start(send)
         await _body(send, b"ok")
+    elif path == "/pid":
+        # Which worker process answered (--workers).
+        await _start(send)
+        await _body(send, b"%d" % os.getpid())
     elif path == "/echo":
         body = await _read_body(receive, "echo")
         if body is not None:
@@ -154,6 +158,7 @@ async def _http(scope: Scope, receive: Any, send: Any) -> None:
         await _stream(send, int(query))
     elif path == "/slow":
         RECORD.note("slow", "started")
+        print(f"slow request started in {os.getpid()}", flush=True)  # for CLI servers
         await asyncio.sleep(float(query or "1"))
         await _start(send)
         await _body(send, b"finished after a while")

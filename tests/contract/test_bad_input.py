@@ -54,9 +54,7 @@ def _exchange(srv: ThreadServer, data: bytes) -> bytes:
     ],
     ids=["wrong-tail", "http1-after-the-request-line"],
 )
-def test_a_broken_http2_preface_is_an_http2_connection_error(
-    data: bytes, servers: Servers
-) -> None:
+def test_a_broken_http2_preface_is_an_http2_connection_error(data: bytes, servers: Servers) -> None:
     """Bytes that begin like the preface are HTTP/2's to refuse (RFC 9113 3.4), not HTTP/1.1's."""
     srv = servers.get(H1)
     answer = _exchange(srv, data)

@@ -50,10 +50,10 @@ from wsproto.events import (
 )
 
 from ..h3_client import H3Client
-from ..servers import ThreadServer
+from ..servers import CLIServer, ThreadServer
 from ..test_h2_semantics import H2Client
 from ..test_h3 import H3WebSocket
-from ..ws_h2_client import H2WebSocket, H2WSConnection
+from ..ws_h2_client import H2WebSocket, H2WSConnection, TolerantH2Connection
 
 __all__ = [
     "ALL_TRANSPORTS",
@@ -70,6 +70,8 @@ __all__ = [
 
 TIMEOUT = 10.0
 Headers = list[tuple[bytes, bytes]]
+#: A server in this process or a CLI process (``--workers``).
+ServerLike = ThreadServer | CLIServer
 
 H2_INTERNAL_ERROR = int(h2.errors.ErrorCodes.INTERNAL_ERROR)
 H3_INTERNAL_ERROR = 0x102
@@ -335,8 +337,13 @@ class H2Conn(HTTPConn):
     """HTTP/2 with the h2 library over a socket (TLS with ALPN h2, or prior knowledge)."""
 
     def __init__(self, port: int, tls: bool, *, validate: bool = True) -> None:
-        self.client = _H2Client(port, ssl_context=client_tls(["h2"]) if tls else None)
-        self.client.sock.settimeout(TIMEOUT)
+        client = _H2Client(port, ssl_context=client_tls(["h2"]) if tls else None, initiate=False)
+        # Streams a graceful GOAWAY lets finish can finish (RFC 9113 6.8).
+        client.conn = TolerantH2Connection(config=client.conn.config)
+        client.conn.initiate_connection()
+        client.flush()
+        client.sock.settimeout(TIMEOUT)
+        self.client = client
         if not validate:
             # Send what the test wrote, even what h2 itself would refuse to send.
             self.client.conn.config.validate_outbound_headers = False
@@ -591,7 +598,10 @@ class HTTPTransport:
     def scope_version(self) -> str:
         return self.version.removeprefix("HTTP/")
 
-    def port(self, srv: ThreadServer) -> int:
+    def port(self, srv: ServerLike) -> int:
+        if isinstance(srv, CLIServer):
+            assert srv.port is not None, "the server is not ready"
+            return srv.port  # HTTP/3 on the UDP port of the same number
         if self.version == "HTTP/3":
             port = srv.server.http3_port
             assert port is not None, "the server does not serve HTTP/3"
@@ -599,7 +609,7 @@ class HTTPTransport:
         return srv.port
 
     def connect(
-        self, srv: ThreadServer, *, rcvbuf: int | None = None, validate: bool = True
+        self, srv: ServerLike, *, rcvbuf: int | None = None, validate: bool = True
     ) -> HTTPConn:
         """A new connection.
 
@@ -615,7 +625,7 @@ class HTTPTransport:
 
     def request(
         self,
-        srv: ThreadServer,
+        srv: ServerLike,
         method: str = "GET",
         path: str = "/ok",
         headers: Sequence[tuple[bytes, bytes]] = (),
@@ -642,18 +652,18 @@ class HTTPTransport:
         """Open ``POST /hold``: the app waits in ``receive()`` for a body that never ends."""
         return conn.start("POST", "/hold", [(b"content-length", b"100")], b"x", end=False)
 
-    def assert_serving(self, srv: ThreadServer) -> None:
+    def assert_serving(self, srv: ServerLike) -> None:
         """A fresh request is answered: whatever the test did, the server serves on."""
         reply = self.request(srv, "GET", "/ok")
         assert (reply.status, reply.body) == (200, b"ok"), reply
 
-    def httpx_client(self, srv: ThreadServer, timeout: float = TIMEOUT) -> httpx.Client:
+    def httpx_client(self, srv: ServerLike, timeout: float = TIMEOUT) -> httpx.Client:
         """httpx speaking this transport's protocol (not for HTTP/3)."""
         if self.version == "HTTP/3":
             raise ValueError("httpx has no HTTP/3")
         http2 = self.version == "HTTP/2"
         return httpx.Client(
-            base_url=f"{'https' if self.tls else 'http'}://127.0.0.1:{srv.port}",
+            base_url=f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port(srv)}",
             http1=not http2,
             http2=http2,
             verify=False,
@@ -727,7 +737,13 @@ class WSConn(abc.ABC):
             if isinstance(event, CloseConnection):
                 with contextlib.suppress(Exception):
                     self._send(event.response())
+                with contextlib.suppress(Exception):
+                    self._end()
                 return event
+
+    @abc.abstractmethod
+    def _end(self) -> None:
+        """After the closing handshake: end our side of the carrier, as a TCP client closes."""
 
     def __enter__(self) -> WSConn:
         return self
@@ -793,6 +809,9 @@ class WSH1Conn(WSConn):
     def _send(self, event: Event) -> None:
         self.sock.sendall(self.ws.send(event))
 
+    def _end(self) -> None:
+        """Nothing: over HTTP/1.1 the server closes TCP first (RFC 6455 7.1.1)."""
+
     def receive(self, timeout: float = TIMEOUT) -> Event | None:
         return self._next(timeout)
 
@@ -823,6 +842,10 @@ class WSH2Conn(WSConn):
 
     def _send(self, event: Event) -> None:
         self.ws.send(event)
+
+    def _end(self) -> None:
+        if not self.ws.finished:
+            self.ws.end()
 
     def receive(self, timeout: float = TIMEOUT) -> Event | None:
         self.conn.timeout = timeout
@@ -862,6 +885,9 @@ class WSH3Conn(WSConn):
 
     def _send(self, event: Event) -> None:
         self.ws.send(event)
+
+    def _end(self) -> None:
+        self.client.send_data(self.ws.stream_id, b"", end=True)
 
     def receive(self, timeout: float = TIMEOUT) -> Event | None:
         self.client.timeout = timeout
@@ -911,7 +937,7 @@ class WSTransport:
     def kind(self) -> str:
         return "websocket"
 
-    def connect(self, srv: ThreadServer, path: str = "/ws", *, reading: bool = True) -> WSConn:
+    def connect(self, srv: ServerLike, path: str = "/ws", *, reading: bool = True) -> WSConn:
         """Open a WebSocket; ``reading=False`` makes a client whose buffers fill at once."""
         port = self.http.port(srv)
         small = None if reading else 16 * 1024
@@ -927,6 +953,8 @@ WS_H2 = WSTransport("ws-h2", True, "HTTP/2", H2_TLS, accepted=200, method="CONNE
 WS_H3 = WSTransport("ws-h3", True, "HTTP/3", H3, accepted=200, method="CONNECT")
 
 WS_TRANSPORTS = [WS_H1, WS_H2, WS_H3]
+#: RFC 8441 over cleartext prior knowledge (next to h2c; used where h2c is).
+WS_H2C = WSTransport("ws-h2c", False, "HTTP/2", H2C, accepted=200, method="CONNECT")
 
 Transport = HTTPTransport | WSTransport
 ALL_TRANSPORTS: list[Transport] = [*HTTP_TRANSPORTS, *WS_TRANSPORTS]
