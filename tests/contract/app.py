@@ -88,7 +88,7 @@ async def _read_body(receive: Any, key: str) -> bytes | None:
         RECORD.note(key, message["type"])
         if message["type"] == "http.disconnect":
             return None
-        body += message.get("body", b"")
+        body += bytes(message.get("body", b""))
         if not message.get("more_body", False):
             return body
 

@@ -419,7 +419,7 @@ class H2Conn(HTTPConn):
                 reply.closed = True
                 reply.connection_error = next(
                     (
-                        int(e.error_code)
+                        int(e.error_code or 0)
                         for e in client.events
                         if isinstance(e, h2.events.ConnectionTerminated)
                     ),
@@ -506,8 +506,9 @@ class H3Conn(HTTPConn):
             return False
         try:
             self.client.send_data(handle, data, end)
-            # Let the server's answer (a 413, a STOP_SENDING) in between sends.
-            self.client.run_for(0.001)
+            # Take in what the server said meanwhile (a 413, a STOP_SENDING), waiting 1 ms.
+            with contextlib.suppress(TimeoutError):
+                self.client.run_until(lambda: False, 0.001)
         except Exception:  # aioquic refuses to send on a stream the peer stopped
             return False
         return True
@@ -892,7 +893,7 @@ class WSH3Conn(WSConn):
     def receive(self, timeout: float = TIMEOUT) -> Event | None:
         self.client.timeout = timeout
         try:
-            event = self.ws.receive()
+            event: Event | None = self.ws.receive()
         except ConnectionError:
             return None
         finally:
