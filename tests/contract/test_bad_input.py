@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from hyperframe.frame import Frame, GoAwayFrame
 
-from ..servers import ThreadServer
+from ..test_h2_semantics import PREFACE, raw_exchange
 from .app import RECORD
 from .conftest import Servers
-from .transports import H1, H2_TLS, H2C, H3, TIMEOUT, HTTPTransport, Reply
+from .transports import H1, H2_TLS, H2C, H3, HTTPTransport, Reply
 
 pytestmark = pytest.mark.timeout(60)
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 PROTOCOL_ERROR = 0x1
 H3_MESSAGE_ERROR = 0x10E
 
@@ -32,20 +29,6 @@ def _frames(data: bytes) -> list[Frame]:
     return frames
 
 
-def _exchange(srv: ThreadServer, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock:
-        sock.sendall(data)
-        answer = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                return answer
-            if not chunk:
-                return answer
-            answer += chunk
-
-
 @pytest.mark.parametrize(
     "data",
     [
@@ -57,7 +40,7 @@ def _exchange(srv: ThreadServer, data: bytes) -> bytes:
 def test_a_broken_http2_preface_is_an_http2_connection_error(data: bytes, servers: Servers) -> None:
     """Bytes that begin like the preface are HTTP/2's to refuse (RFC 9113 3.4), not HTTP/1.1's."""
     srv = servers.get(H1)
-    answer = _exchange(srv, data)
+    answer = raw_exchange(srv.port, data)
     assert not answer.startswith(b"HTTP/"), answer[:80]
     goaways = [f for f in _frames(answer) if isinstance(f, GoAwayFrame)]
     assert [g.error_code for g in goaways] == [PROTOCOL_ERROR], answer

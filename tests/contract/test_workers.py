@@ -94,6 +94,11 @@ def _load(
     return failures
 
 
+def _events(srv: CLIServer) -> str:
+    """The supervisor's and workers' log without the access lines (for failure messages)."""
+    return "".join(line for line in srv.lines if '" 200 ' not in line)
+
+
 def _stopped(srv: CLIServer, pids: set[int]) -> set[int]:
     found = re.findall(r"Worker process \[(\d+)\] stopped", srv.output)
     return {int(pid) for pid in found} & pids
@@ -138,8 +143,10 @@ def test_rolling_restart_under_keep_alive_load(
                 RESTART_WITHIN,
             )
             took = time.monotonic() - started
-            assert "Restart complete" in supervisor.output
-            assert _stopped(supervisor, old) == old, f"old workers still draining after {took:.1f}s"
+            assert "Restart complete" in supervisor.output, _events(supervisor)
+            assert _stopped(supervisor, old) == old, (
+                f"old workers still draining after {took:.1f}s\n{_events(supervisor)}"
+            )
         finally:
             stop.set()
         failures = [failure for future in loads for failure in future.result(timeout=40)]
@@ -197,7 +204,9 @@ def test_worker_killed_during_a_rolling_restart_is_replaced_at_once(
         starts = r"Started worker process \[(\d+)\] \(slot 0\)"
         replaced = _poll(lambda: len(re.findall(starts, supervisor.output)) >= 3, TIMEOUT)
         took = time.monotonic() - killed
-        assert replaced and took < 1.5, f"slot 0 had no new worker {took:.1f}s after the kill"
+        assert replaced and took < 1.5, (
+            f"slot 0 had no new worker {took:.1f}s after the kill\n{_events(supervisor)}"
+        )
         with transport.httpx_client(supervisor) as client:
             assert client.get("/ok").status_code == 200  # the supervisor serves
         assert _poll(lambda: _live_workers(supervisor) == 2, 20), "the count did not return to 2"
