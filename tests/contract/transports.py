@@ -57,15 +57,29 @@ from ..ws_h2_client import H2WebSocket, H2WSConnection, TolerantH2Connection
 
 __all__ = [
     "ALL_TRANSPORTS",
+    "H1",
+    "H1_TLS",
+    "H2C",
+    "H2_TLS",
+    "H3",
     "HTTP_TRANSPORTS",
     "TIMEOUT",
+    "WS_H1",
+    "WS_H2",
+    "WS_H2C",
+    "WS_H3",
     "WS_TRANSPORTS",
+    "H1Conn",
+    "H2Conn",
+    "H3Conn",
     "HTTPConn",
     "HTTPTransport",
     "Reply",
+    "ServerLike",
     "Transport",
     "WSConn",
     "WSTransport",
+    "client_tls",
 ]
 
 TIMEOUT = 10.0
@@ -78,7 +92,7 @@ H3_INTERNAL_ERROR = 0x102
 
 
 def client_tls(alpn: list[str]) -> ssl.SSLContext:
-    """A client context offering ``alpn`` that trusts the test server's certificate."""
+    """A client context offering ``alpn``; the self-signed test certificate is not verified."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -592,10 +606,6 @@ class HTTPTransport:
         return self.name
 
     @property
-    def kind(self) -> str:
-        return "http"
-
-    @property
     def scope_version(self) -> str:
         return self.version.removeprefix("HTTP/")
 
@@ -933,10 +943,6 @@ class WSTransport:
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def kind(self) -> str:
-        return "websocket"
 
     def connect(self, srv: ServerLike, path: str = "/ws", *, reading: bool = True) -> WSConn:
         """Open a WebSocket; ``reading=False`` makes a client whose buffers fill at once."""
