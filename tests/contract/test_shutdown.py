@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ..servers import CLIServer, ThreadServer
@@ -227,6 +228,8 @@ def test_failed_lifespan_shutdown_is_one_error_line(how: str, tmp_path: Path) ->
     srv = CLIServer("failing_shutdown:app", "--app-dir", str(tmp_path), "--port", "0")
     try:
         srv.wait_ready()
+        # A request answered: the signal handlers are in place (they follow "Listening on").
+        assert httpx.get(srv.url + "/", timeout=TIMEOUT).status_code == 200
         srv.signal(signal.SIGTERM)
         srv.wait(TIMEOUT)
     finally:
