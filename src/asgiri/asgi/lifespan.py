@@ -152,7 +152,12 @@ class Lifespan:
             self._unsupported = not answered and not self.running
             if type(exc).__name__ == "CancelledError":
                 return
-            if self._policy is LifespanPolicy.ENABLED or answered or self.running:
+            reported = self._answer.result() if answered else None
+            if reported is not None and reported["type"].endswith(".failed"):
+                # The app reported its failure (Starlette sends the traceback
+                # as the message, then raises): that is logged once already.
+                logger.debug("lifespan raised after reporting a failure", exc_info=exc)
+            elif self._policy is LifespanPolicy.ENABLED or answered or self.running:
                 logger.error("Exception in ASGI lifespan", exc_info=exc)
             else:
                 logger.debug("lifespan raised", exc_info=exc)

@@ -9,6 +9,11 @@ apart is what lets the server blame the right party in its logs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .events import Request
+
 
 class ProtocolError(Exception):
     """Base of all wire-protocol errors."""
@@ -20,6 +25,9 @@ class RemoteProtocolError(ProtocolError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+        #: What was parsed of the request refused, when its request line was
+        #: (for the access log): method, target and the fields so far.
+        self.request: Request | None = None
 
 
 class LocalProtocolError(ProtocolError):

@@ -513,8 +513,21 @@ class H1Connection:
     def _fail(self, error: RemoteProtocolError) -> None:
         # Raised inside an llhttp callback, the exception comes back wrapped
         # in HttpParserCallbackError; remembering it keeps the status.
+        if self.in_head and self._url and error.request is None:
+            error.request = self._partial_request()
         self._error = error
         raise error
+
+    def _partial_request(self) -> Request | None:
+        """The request line (and fields so far) of a head refused before it ended."""
+        parser = self._parser
+        try:
+            method = parser.get_method().decode("ascii", "replace")
+            version = parser.get_http_version()
+        except httptools.HttpParserError:
+            return None
+        path, _, query = self._url.partition(b"?")
+        return Request(self._stream_id + 1, method, path, query, self._headers, version)
 
     @property
     def in_body(self) -> bool:

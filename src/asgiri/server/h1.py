@@ -628,8 +628,10 @@ class H1Protocol(asyncio.Protocol):
             reading.disconnect()
         current = self._current
         if current is None or (current is reading and not current.response_started):
-            scope = reading.scope if reading is not None and not reading.request_complete else None
-            self._answer(exc.status, str(exc), scope=scope)
+            if reading is not None and not reading.request_complete:
+                self._answer(exc.status, str(exc), scope=reading.scope)
+            else:
+                self._answer(exc.status, str(exc), exc.request)
         elif current is reading:
             self._close()
         else:

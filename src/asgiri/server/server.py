@@ -363,8 +363,10 @@ class Server:
                     metrics_bind.rpartition(":")[0],
                     self._metrics.port,
                 )
-            self._log_started(ssl_context is not None)
+            # Handlers first: a signal sent as soon as "Listening on" is read
+            # must find a graceful shutdown, not the default action.
             installed = self._install_signals(loop)
+            self._log_started(ssl_context is not None)
             self.started.set()
             if hooks is not None and hooks.on_started is not None:
                 hooks.on_started(loop)
