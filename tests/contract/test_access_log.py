@@ -35,7 +35,7 @@ CASES = {
     "413": {"h1", "h1-tls", "h2-tls", "h2c", "h3"},
     "503": {"h1", "h1-tls", "h2-tls", "h2c", "h3"},
     "400": {"h1", "h1-tls"},
-    "431": {"h1", "h1-tls", "h3"},
+    "431": {"h1", "h1-tls", "h2-tls", "h2c", "h3"},
 }
 PAIRS = [(t, case) for t in HTTP_TRANSPORTS for case in CASES if t.name in CASES[case]]
 

@@ -64,6 +64,7 @@ class RequestHead:
         "path",
         "protocol",
         "scheme",
+        "size",
     )
 
     def __init__(self, fields: list[Any]) -> None:
@@ -76,6 +77,9 @@ class RequestHead:
         self.has_host = False
         #: The declared Content-Length (validated), or None.
         self.content_length: int | None = None
+        #: Bytes of field names and values, pseudo-header fields included
+        #: (what ``--limit-request-header-size`` bounds).
+        self.size = 0
         self.expect_continue = False
 
 
@@ -102,7 +106,9 @@ def check_header_block(headers: list[Any], trailers: bool) -> RequestHead:
     cookies: list[bytes] | None = None
     valid = _VALID_NAMES
     valid_values = _VALID_VALUES
+    size = 0
     for name, value in headers:
+        size += len(name) + len(value)
         if name[:1] == b":":
             if trailers:
                 raise MalformedRequest(f"pseudo-header field {name!r} in trailers")
@@ -185,4 +191,5 @@ def check_header_block(headers: list[Any], trailers: bool) -> RequestHead:
         head.has_host = host is not None
     if cookies is not None:
         fields.append(hpack.NeverIndexedHeaderTuple(b"cookie", b"; ".join(cookies)))
+    head.size = size
     return head

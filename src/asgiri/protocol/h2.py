@@ -106,6 +106,11 @@ class H2Limits:
     max_resets: int = 200
     #: ``--limit-request-body``: a larger request body is answered 413.
     max_body: int | None = None
+    #: ``--limit-request-header-size`` / ``--limit-request-fields``: a larger
+    #: request head is answered 431, as on HTTP/1.1 and HTTP/3 (a header block
+    #: over ``max_header_list_size`` is a connection error before that).
+    max_header_size: int = 65536
+    max_fields: int = 100
 
 
 class _OutStream:
@@ -290,7 +295,9 @@ class H2Connection:
         data = ev.data
         flow = ev.flow_controlled_length
         if data:
-            if self._max_body is not None and self._over_limit(stream_id, len(data), events):
+            if (self._rejected and stream_id in self._rejected) or (
+                self._max_body is not None and self._over_limit(stream_id, len(data), events)
+            ):
                 # Nobody reads it: keep the connection window open.
                 self._conn.acknowledge_received_data(flow, stream_id)
                 return
@@ -302,8 +309,6 @@ class H2Connection:
 
     def _over_limit(self, stream_id: int, size: int, events: list[Any]) -> bool:
         """``--limit-request-body`` for a body that grows past it (no or a false length)."""
-        if stream_id in self._rejected:
-            return True
         sizes = self._body_sizes
         total = sizes.get(stream_id, 0) + size
         limit = self._max_body
@@ -373,6 +378,10 @@ class H2Connection:
         # Useful work: it pays back the control-frame budget.
         if self._flood:
             self._flood -= 1
+        limits = self.limits
+        if head.size > limits.max_header_size or len(headers) > limits.max_fields:
+            self._rejected.add(stream_id)
+            return RequestRejected(stream_id, 431, "request header fields too large", request)
         limit = self._max_body
         if limit is not None and (head.content_length or 0) > limit:
             # Refused before the body is read, as HTTP/1.1 does.
@@ -390,7 +399,7 @@ class H2Connection:
     def _forget_limit(self, stream_id: int) -> None:
         if self._max_body is not None:
             self._body_sizes.pop(stream_id, None)
-            self._rejected.discard(stream_id)
+        self._rejected.discard(stream_id)
 
     def _release(self, stream_id: int) -> None:
         """Give back the connection-window credit of body nobody will read.

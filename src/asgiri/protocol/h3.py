@@ -281,12 +281,8 @@ class H3Connection:
         if self._goaway is not None and stream_id >= self._goaway:
             self.refuse(stream_id, ErrorCode.H3_REQUEST_REJECTED)
             return None
-        fields = event.headers
-        size = 0
-        for name, value in fields:
-            size += len(name) + len(value)
         try:
-            head = check_header_block(fields, False)
+            head = check_header_block(event.headers, False)
         except MalformedRequest:
             self.refuse(stream_id, ErrorCode.H3_MESSAGE_ERROR)
             return None
@@ -327,7 +323,7 @@ class H3Connection:
             scheme.decode("ascii", "replace") if scheme else None,
             protocol,
         )
-        if size > self._max_header_size or len(headers) > self._max_fields:
+        if head.size > self._max_header_size or len(headers) > self._max_fields:
             return RequestRejected(stream_id, 431, "request header fields too large", request)
         if not self.handshake_complete and method_text not in _SAFE_METHODS:
             # 0-RTT data can be replayed: only safe methods (RFC 8470).  Without

@@ -103,6 +103,8 @@ class ServerContext:
             max_inbound_frame_size=h2c.h2_max_inbound_frame_size,
             enable_connect_protocol=self.ws_enabled,
             max_body=limits.limit_request_body,
+            max_header_size=limits.limit_request_header_size,
+            max_fields=limits.limit_request_fields,
         )
         proxy = config.proxy
         #: ``--forwarded-allow-ips`` when ``--proxy-headers`` is on, else None.
