@@ -56,6 +56,15 @@ class Record:
             time.sleep(0.01)
         return found
 
+    def wait_value(self, key: str, value: Any, timeout: float = 10.0) -> list[Any]:
+        """The values noted under ``key`` once ``value`` is one of them."""
+        deadline = time.monotonic() + timeout
+        while value not in (found := self.values(key)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{key!r} never noted {value!r} within {timeout}s: {found}")
+            time.sleep(0.01)
+        return found
+
 
 RECORD = Record()
 

@@ -373,3 +373,23 @@ def test_tls_handshake_in_progress_is_drained_like_a_connection(
     finally:
         stalled.close()
         partial.close()
+
+
+@pytest.mark.parametrize("proxy", [False, True], ids=["tls", "proxy-protocol-tls"])
+def test_failed_tls_handshake_does_not_hold_the_drain(proxy: bool, servers: Servers) -> None:
+    """A handshake that failed is not waited for (asyncio never reports the failure)."""
+    options = {"proxy_protocol": proxy, "enable_http3": False}
+    srv = servers.start(H1_TLS, timeout_graceful_shutdown=10, **options)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock:
+        if proxy:
+            sock.sendall(b"PROXY TCP4 10.0.0.1 10.0.0.2 1000 443\r\n")
+        # Plain HTTP on the TLS port: the handshake fails at its first byte.
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with contextlib.suppress(OSError):
+            while sock.recv(4096):
+                pass
+    started = time.monotonic()
+    srv.server.request_shutdown()
+    srv.thread.join(TIMEOUT)
+    assert not srv.thread.is_alive()
+    assert time.monotonic() - started < 3

@@ -8,6 +8,7 @@ Server headers are rendered once per second, not once per response.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import weakref
 from email.utils import formatdate
@@ -20,6 +21,9 @@ from ..protocol.events import Headers
 from ..protocol.h1 import simple_response
 from ..protocol.h2 import H2Limits
 from ..protocol.proxy_headers import TrustedProxies
+
+#: How often a drain looks for failed TLS handshakes (see ServerContext._probe_handshakes).
+HANDSHAKE_PROBE = 0.5
 
 
 class Connection(Protocol):
@@ -277,8 +281,26 @@ class ServerContext:
         """A future that completes once no connection and no app task is left."""
         if self._drained is None:
             self._drained = self.loop.create_future()
+            self.loop.call_soon(self._probe_handshakes)
         self.check_drained()
         return self._drained
+
+    def _probe_handshakes(self) -> None:
+        """While draining, find the TLS handshakes that have failed.
+
+        asyncio never tells a protocol that its handshake failed: the protocol
+        object becoming garbage is the only sign (see :meth:`track_handshake`),
+        and it can sit in a reference cycle with its transport until the
+        collector runs, which an idle draining process may not do for a long
+        time.  A handshake still in progress is reachable and stays counted.
+        """
+        waiter = self._drained
+        if waiter is None or waiter.done() or not self.handshakes:
+            return
+        gc.collect()
+        self.check_drained()
+        if not waiter.done():
+            self.loop.call_later(HANDSHAKE_PROBE, self._probe_handshakes)
 
     def check_drained(self) -> None:
         """Called when a connection or a task ends; cheap unless draining."""
