@@ -78,7 +78,9 @@ def _stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    )
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -455,6 +457,35 @@ def test_generate_cert_writes_a_usable_pair(tmp_path: Path) -> None:
     assert "PRIVATE KEY" in key.read_text()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)  # raises if they do not match
+
+
+def test_generate_cert_keeps_existing_files_unless_forced(tmp_path: Path) -> None:
+    assert run_cli("--generate-cert", str(tmp_path)).returncode == 0
+    cert = tmp_path / "cert.pem"
+    first = cert.read_bytes()
+    refused = run_cli("--generate-cert", str(tmp_path))
+    assert refused.returncode == 1
+    assert _stderr_lines(refused) == [
+        f"Error: {tmp_path / 'cert.pem'} and {tmp_path / 'key.pem'} already exist; "
+        "add --force to replace"
+    ]
+    assert cert.read_bytes() == first
+    (tmp_path / "cert.pem").unlink()  # one file left is enough to refuse
+    assert run_cli("--generate-cert", str(tmp_path)).returncode == 1
+    assert not cert.exists()
+    forced = run_cli("--generate-cert", str(tmp_path), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert cert.read_bytes() != first
+    devcert = subprocess.run(
+        [sys.executable, "-m", "asgiri.devcert", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert devcert.returncode == 1
+    assert "add --force to replace" in devcert.stderr
+    assert run_cli("--force").returncode == 2
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--generate-cert",
         metavar="DIR",
-        help="Write a localhost development certificate (cert.pem, key.pem) into DIR and exit.",
+        help="Write a localhost development certificate (cert.pem, key.pem) into DIR and exit; "
+        "existing files are kept unless --force is given.",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="With --generate-cert: replace cert.pem and key.pem when they exist.",
     )
     parser.add_argument(
         "--config",
@@ -156,12 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     cert_dir = args.pop("generate_cert", None)
+    force = args.pop("force", False)
     if cert_dir is not None:
-        from .devcert import write_dev_cert
+        from .devcert import CertificateExistsError, write_dev_cert
 
-        cert, key = write_dev_cert(cert_dir)
+        try:
+            cert, key = write_dev_cert(cert_dir, force=force)
+        except CertificateExistsError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
+        except (OSError, ValueError) as exc:
+            print(f"Error: could not write the development certificate: {exc}", file=sys.stderr)
+            return 1
         print(f"Wrote {cert} and {key}")
         return 0
+    if force:
+        parser.error("--force only applies to --generate-cert")
     config_file = args.pop("config", None)
     if config_file is not None:
         from .config_file import ConfigFileError, load_config_file
