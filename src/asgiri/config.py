@@ -172,8 +172,16 @@ class AppConfig:
         10.0, help="Seconds the app may take to complete lifespan shutdown."
     )
     root_path: str = _opt("", help="ASGI root_path, for apps mounted below a path prefix.")
+    env_file: str | None = _opt(
+        None,
+        metavar="PATH",
+        help="Set the variables of this dotenv file (KEY=VALUE lines) for the app; variables "
+        "already in the environment win. Its ASGIRI_* lines configure the server too.",
+    )
 
     def __post_init__(self) -> None:
+        if self.env_file is not None and (not isinstance(self.env_file, str) or not self.env_file):
+            raise ValueError(f"env_file must be a file path, got {self.env_file!r}")
         self.lifespan = _coerce_choice("lifespan", self.lifespan, _LIFESPAN_CHOICES, LifespanPolicy)
         _positive("lifespan_startup_timeout", self.lifespan_startup_timeout)
         _positive("lifespan_shutdown_timeout", self.lifespan_shutdown_timeout)
@@ -198,7 +206,7 @@ class BindConfig:
     reuse_port: bool = _opt(False, kind="bool", help="Set SO_REUSEPORT on the listening socket.")
     binds: list[str] = _opt(
         default_factory=list,
-        flags=("--bind",),
+        flags=("--bind", "-b"),
         kind="append",
         metavar="ADDRESS",
         help="Listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N (repeatable; "
@@ -726,6 +734,7 @@ class WorkersConfig:
 
     workers: str | int | None = _opt(
         None,
+        flags=("-w",),
         metavar="N",
         help="Run N worker processes under a supervisor ('auto': one per CPU core; "
         "default: $WEB_CONCURRENCY, else a single process without supervisor).",
@@ -891,7 +900,9 @@ class Config:
         index = _option_index()
         for name, value in options.items():
             if name not in index:
-                raise ValueError(f"unknown option {name!r}")
+                from .spellings import did_you_mean
+
+                raise ValueError(f"unknown option {name!r}{did_you_mean(name, index)}")
             groups[index[name].group_key][name] = value
         built = {_attr_for_group(g): _GROUPS[g](**kw) for g, kw in groups.items()}
         return cls(app=app, **built)

@@ -17,6 +17,7 @@ value of the wrong type) so that such errors name the key and the file.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import sys
 import types
@@ -24,6 +25,7 @@ import typing
 from typing import Any
 
 from .config import COMPAT_FLAGS, Config, OptionSpec, iter_options
+from .spellings import did_you_mean, normalize_values
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,8 +42,14 @@ class ConfigFileError(ValueError):
     """A configuration file that cannot be used; the message is one line."""
 
 
-def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The options of ``path`` as ``Server`` keyword arguments (plus ``app``)."""
+def load_config_file(
+    path: str | os.PathLike[str], *, notices: list[str] | None = None
+) -> dict[str, Any]:
+    """The options of ``path`` as ``Server`` keyword arguments (plus ``app``).
+
+    uvicorn's implementation names (``http_version = "h11"``, ``ws = "websockets"``)
+    are replaced, and a line saying so is appended to ``notices``.
+    """
     name = os.fspath(path)
     try:
         with open(name, "rb") as fh:
@@ -70,9 +78,17 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             continue
         spec = specs.get(option)
         if spec is None:
-            raise ConfigFileError(f"{where}: unknown option {key!r}")
+            hint = did_you_mean(key, [*specs, *_EXTRA_KEYS], _flag_aliases())
+            raise ConfigFileError(f"{where}: unknown option {key!r}{hint}")
         if option in options:
             raise ConfigFileError(f"{where}: option {key!r} is given twice")
+        replaced = normalize_values({option: value}, functools.partial(_label, f"{where}: {key} ="))
+        if replaced:
+            if notices is not None:
+                notices.extend(replaced)
+            if option == "http_version":
+                continue  # asgiri's choice of versions stays
+            value = "auto"
         options[option] = _check_type(where, key, spec, value)
     # Ranges and combinations are the config's to judge; checked here as well
     # so that a bad value is blamed on the file, not on the command line.
@@ -81,6 +97,24 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigFileError(f"{where}: {exc}") from None
     return options
+
+
+def _label(text: str, _: str) -> str:
+    return text
+
+
+def _flag_aliases() -> dict[str, str]:
+    """Command-line spellings (``bind`` of ``--bind``) -> option names, for "did you mean"."""
+    from .cli import option_flags
+
+    aliases: dict[str, str] = {}
+    for spec in iter_options():
+        if spec.flags is None:
+            continue
+        for flag in option_flags(spec):
+            if flag.startswith("--") and spec.kind != "store_false":
+                aliases.setdefault(flag[2:].replace("-", "_"), spec.name)
+    return aliases
 
 
 def _settable(spec: OptionSpec) -> bool:

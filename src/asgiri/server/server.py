@@ -132,6 +132,12 @@ class Server:
                 *options.get("reload_excludes", ()),
                 *reload_ignore_patterns,
             ]
+        env_file = options.get("env_file")
+        if isinstance(env_file, str) and env_file:
+            # Before the config is built: the file may set FORWARDED_ALLOW_IPS and the like.
+            from ..environment import apply_env_file
+
+            apply_env_file(env_file)
         self._setup(Config.from_options(app, **options))
 
     @classmethod

@@ -1,0 +1,276 @@
+"""Where options come from: the command line, ASGIRI_* variables, --env-file, --config.
+
+Precedence is command line > environment > config file > defaults; every
+source is tried against a real server process, and every mistake is one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from asgiri.environment import EnvironmentConfigError, options_from_environ, read_env_file
+from asgiri.server import Server
+from tests.servers import CLIServer, cli_server, run_cli
+
+
+def _run_env(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    from tests.servers import ROOT
+
+    full = dict(os.environ)
+    full["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "tests"), str(ROOT), full.get("PYTHONPATH", "")]
+    )
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "asgiri", *args],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# ---------------------------------------------------------------- environment
+
+
+def test_environment_sets_options_and_the_app() -> None:
+    env = {
+        "ASGIRI_APP": "apps:scope_json",
+        "ASGIRI_PORT": "0",
+        "ASGIRI_ROOT_PATH": "/mounted",
+        "ASGIRI_SERVER_HEADER": "false",
+        "ASGIRI_TIMEOUT_KEEP_ALIVE": "7.5",
+    }
+    with cli_server(env=env) as srv:
+        response = httpx.get(srv.url + "/mounted/x")
+    assert response.json()["root_path"] == "/mounted"
+    assert "server" not in response.headers
+
+
+def test_command_line_beats_environment_beats_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "asgiri.toml"
+    config.write_text(
+        'app = "apps:scope_json"\nroot_path = "/from-file"\nserver_header = false\n'
+        "date_header = false\n"
+    )
+    env = {"ASGIRI_ROOT_PATH": "/from-env", "ASGIRI_DATE_HEADER": "true"}
+    with cli_server("--config", str(config), "--port", "0", env=env) as srv:
+        from_env = httpx.get(srv.url + "/from-env/x")
+    assert from_env.json()["root_path"] == "/from-env"  # environment over file
+    assert "date" in from_env.headers  # environment over file
+    assert "server" not in from_env.headers  # the file, where nothing else says otherwise
+    with cli_server(
+        "--config", str(config), "--port", "0", "--root-path", "/from-cli", env=env
+    ) as srv:
+        from_cli = httpx.get(srv.url + "/from-cli/x")
+    assert from_cli.json()["root_path"] == "/from-cli"
+
+
+def test_config_file_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "asgiri.toml"
+    config.write_text('app = "apps:scope_json"\nport = 0\nroot_path = "/f"\n')
+    with cli_server(env={"ASGIRI_CONFIG": str(config)}) as srv:
+        assert httpx.get(srv.url + "/f/x").json()["root_path"] == "/f"
+
+
+def test_repeatable_options_and_flag_spellings_as_variables(tmp_path: Path) -> None:
+    sock = tmp_path / "s.sock"
+    env = {"ASGIRI_BIND": f"127.0.0.1:0 unix:{sock}"}  # --bind's spelling, whitespace-separated
+    with cli_server("apps:hello", env=env) as srv:
+        assert httpx.get(srv.url).text == "Hello, World!"
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock))) as client:
+            assert client.get("http://localhost/").text == "Hello, World!"
+    parsed = options_from_environ({"ASGIRI_BIND": '["127.0.0.1:1", "unix:/a b"]'})
+    assert parsed == {"binds": ["127.0.0.1:1", "unix:/a b"]}
+    assert options_from_environ({"ASGIRI_NO_HTTP3": "yes"}) == {"enable_http3": False}
+    assert options_from_environ({"ASGIRI_HTTP": "2"}) == {"http_version": "2"}
+    assert options_from_environ({"ASGIRI_SSL_CERTFILE": "c.pem"}) == {"certfile": "c.pem"}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"ASGIRI_WORKRES": "2"},
+            "asgiri: error: unknown environment variable ASGIRI_WORKRES "
+            "(did you mean ASGIRI_WORKERS?)",
+        ),
+        ({"ASGIRI_PORT": "eighty"}, "asgiri: error: ASGIRI_PORT must be an integer, got 'eighty'"),
+        (
+            {"ASGIRI_ACCESS_LOG": "maybe"},
+            "asgiri: error: ASGIRI_ACCESS_LOG must be true or false (or 1/0, yes/no, on/off), "
+            "got 'maybe'",
+        ),
+        (
+            {"ASGIRI_PORT": "70000"},
+            "asgiri: error: ASGIRI_PORT must be between 0 and 65535, got 70000 "
+            "(see 'asgiri --help')",
+        ),
+        (
+            {"ASGIRI_BIND": "0.0.0.0:1", "ASGIRI_BINDS": "0.0.0.0:2"},
+            "asgiri: error: ASGIRI_BIND and ASGIRI_BINDS both set option 'binds'; keep one",
+        ),
+    ],
+)
+def test_bad_variables_are_one_line(env: dict[str, str], expected: str) -> None:
+    result = _run_env("apps:hello", env=env)
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert line.startswith(expected), line
+
+
+# ---------------------------------------------------------------- --env-file
+
+
+def test_env_file_sets_variables_for_the_app_and_the_server(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# deployment settings\n"
+        "export DATABASE_URL=postgres://db/app  # trailing comment\n"
+        "GREETING='hello # not a comment'\n"
+        'MULTI="line one\\nline two"\n'
+        "ALREADY=from-file\n"
+        "ASGIRI_ROOT_PATH=/via-env-file\n"
+    )
+    query = "/via-env-file/?DATABASE_URL,GREETING,MULTI,ALREADY"
+    with cli_server(
+        "opsapps:environ", "--port", "0", "--env-file", str(env_file), env={"ALREADY": "real"}
+    ) as srv:
+        seen = httpx.get(srv.url + query).json()
+    assert seen == {
+        "DATABASE_URL": "postgres://db/app",
+        "GREETING": "hello # not a comment",
+        "MULTI": "line one\nline two",
+        "ALREADY": "real",  # the real environment wins over the file
+    }
+
+
+def test_env_file_from_python_and_with_workers(tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("OPS_TEST_TOKEN=s3cret\n")
+    with cli_server(
+        "opsapps:environ", "--port", "0", "--workers", "2", "--env-file", str(env_file)
+    ) as srv:
+        srv.wait_count(r"Worker process \[\d+\] is ready", 2)
+        assert httpx.get(srv.url + "/?OPS_TEST_TOKEN").json() == {"OPS_TEST_TOKEN": "s3cret"}
+    import os
+
+    assert "OPS_TEST_TOKEN_API" not in os.environ
+    env_file.write_text("OPS_TEST_TOKEN_API=yes\n")
+    try:
+        Server("opsapps:environ", env_file=str(env_file))
+        assert os.environ["OPS_TEST_TOKEN_API"] == "yes"
+    finally:
+        os.environ.pop("OPS_TEST_TOKEN_API", None)
+
+
+def test_bad_env_files_are_one_line(tmp_path: Path) -> None:
+    missing = run_cli("apps:hello", "--env-file", str(tmp_path / "nope.env"))
+    assert missing.returncode == 2
+    assert "cannot read env file" in _one_line(missing)
+    bad = tmp_path / "bad.env"
+    bad.write_text("OK=1\nthis is not an assignment\n")
+    result = run_cli("apps:hello", "--env-file", str(bad))
+    assert result.returncode == 2
+    assert _one_line(result).startswith(f"asgiri: error: {bad}:2: expected KEY=VALUE")
+    with pytest.raises(EnvironmentConfigError, match="unterminated double quote"):
+        bad.write_text('A="open\n')
+        read_env_file(bad)
+
+
+# ---------------------------------------------------------------- other servers' spellings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('bind = ["0.0.0.0:8000"]', "unknown option 'bind' (did you mean 'binds'?)"),
+        ('http = "2"', "unknown option 'http' (did you mean 'http_version'?)"),
+        ("keep_alive_timeout = 5", "unknown option 'keep_alive_timeout' (did you mean"),
+        ("graceful_timeout = 5", "(did you mean 'timeout_graceful_shutdown'?)"),
+        ("timeout_keepalive = 5", "(did you mean 'timeout_keep_alive'?)"),
+    ],
+)
+def test_config_file_keys_close_to_an_option_get_did_you_mean(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text + "\n")
+    result = run_cli("apps:hello", "--config", str(config))
+    assert result.returncode == 2
+    assert expected in _one_line(result)
+
+
+def test_python_keywords_close_to_an_option_get_did_you_mean() -> None:
+    with pytest.raises(ValueError, match=r"unknown option 'http' \(did you mean 'http_version'"):
+        Server("apps:hello", http="2")
+    with pytest.raises(ValueError, match=r"unknown option 'bind' \(did you mean 'binds'"):
+        Server("apps:hello", bind=["127.0.0.1:0"])
+
+
+def test_uvicorn_implementation_choices_get_a_notice_and_serve(tmp_path: Path) -> None:
+    with cli_server(
+        "apps:hello", "--port", "0", "--http", "h11", "--ws", "websockets-sansio"
+    ) as srv:
+        assert httpx.get(srv.url).text == "Hello, World!"
+    notes = [line for line in srv.lines if line.startswith("asgiri: note:")]
+    assert len(notes) == 2, srv.output
+    assert "--http h11: asgiri picks its HTTP parsers itself" in notes[0]
+    assert "--ws websockets-sansio: asgiri frames WebSocket with wsproto" in notes[1]
+    config = tmp_path / "u.toml"
+    config.write_text('http_version = "httptools"\nws = "websockets"\n')
+    with cli_server("apps:hello", "--port", "0", "--config", str(config)) as srv:
+        assert httpx.get(srv.url).text == "Hello, World!"
+    assert f"{config}: http_version = httptools" in srv.output
+    with cli_server("apps:hello", "--port", "0", env={"ASGIRI_HTTP": "h11"}) as srv:
+        assert httpx.get(srv.url).text == "Hello, World!"
+    assert "ASGIRI_HTTP= h11: asgiri picks" in srv.output
+
+
+@pytest.mark.parametrize("value", ["false", "False", "0"])
+def test_on_off_flags_take_uvicorns_true_false_values(value: str) -> None:
+    offered = "permessage-deflate; client_max_window_bits"
+
+    async def extensions(port: int) -> str | None:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.send("x")
+            await ws.recv()
+            return ws.response.headers.get("sec-websocket-extensions")
+
+    with cli_server("wsapps:echo", "--port", "0", "--ws-per-message-deflate", value) as srv:
+        assert asyncio.run(extensions(srv.port or 0)) is None
+    with cli_server("wsapps:echo", "--port", "0", "--ws-per-message-deflate", "true") as srv:
+        negotiated = asyncio.run(extensions(srv.port or 0))
+    assert negotiated is not None and negotiated.startswith(offered.split(";")[0])
+    with cli_server("apps:hello", "--port", "0", "--access-log", "false") as srv:
+        httpx.get(srv.url)
+    assert '"GET / HTTP/1.1" 200' not in srv.output
+
+
+def test_hypercorn_short_flags(tmp_path: Path) -> None:
+    config = tmp_path / "h.toml"
+    config.write_text("root_path = '/short'\n")
+    srv = CLIServer("opsapps:pid", "-b", "127.0.0.1:0", "-w", "1", "-c", str(config))
+    try:
+        srv.wait_ready()
+        srv.wait_for(r"Worker process \[\d+\] is ready")
+        assert httpx.get(srv.url + "/short/").status_code == 200
+        assert "Started supervisor process" in srv.output
+    finally:
+        srv.stop()
