@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import queue
 import re
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
@@ -158,8 +160,18 @@ def test_help_lists_every_documented_option() -> None:
 def test_version_prints_the_installed_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"asgiri {dist_version('asgiri')}"
+    first, python, libraries = result.stdout.strip().splitlines()
+    assert first == f"asgiri {dist_version('asgiri')}"
     assert asgiri.__version__ == dist_version("asgiri")
+    assert python.startswith(f"Python {platform.python_version()} (")
+    assert platform.system() in python
+    for name in ("httptools", "h2", "aioquic", "wsproto"):
+        assert f"{name} {dist_version(name)}" in libraries
+    try:
+        uvloop = f"uvloop {dist_version('uvloop')}"
+    except PackageNotFoundError:
+        uvloop = "uvloop not installed"
+    assert uvloop in libraries
 
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("asgiri")

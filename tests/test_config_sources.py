@@ -274,3 +274,44 @@ def test_hypercorn_short_flags(tmp_path: Path) -> None:
         assert "Started supervisor process" in srv.output
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------- --print-config
+
+
+def test_print_config_round_trips_through_config(tmp_path: Path) -> None:
+    config = tmp_path / "base.toml"
+    config.write_text('root_path = "/rt"\nreload_excludes = ["tests/"]\n')
+    env = {"ASGIRI_TIMEOUT_KEEP_ALIVE": "3.5", "ASGIRI_KEYFILE_PASSWORD": "hunter2"}
+    printed = _run_env(
+        "apps:scope_json", "--config", str(config), "--port", "0", "--print-config", env=env
+    )
+    assert printed.returncode == 0, printed.stderr
+    text = printed.stdout
+    assert 'app = "apps:scope_json"' in text
+    assert "timeout_keep_alive = 3.5" in text  # from the environment
+    assert 'root_path = "/rt"' in text  # from the file
+    assert "port = 0" in text  # from the command line
+    assert 'reload_excludes = ["tests/"]' in text
+    assert 'lifespan = "auto"' in text and "backlog = 2048" in text  # defaults too
+    assert "hunter2" not in text and "# keyfile_password = ...  (set; not shown)" in text
+    assert "# enable_http3 =  (auto: HTTP/3 is off: it needs TLS" in text
+    dumped = tmp_path / "effective.toml"
+    dumped.write_text(text)
+    again = run_cli("--config", str(dumped), "--print-config")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == text.replace(
+        "# keyfile_password = ...  (set; not shown)", "# keyfile_password =  (not set)"
+    )
+    with cli_server("--config", str(dumped)) as srv:
+        assert httpx.get(srv.url + "/rt/x").json()["root_path"] == "/rt"
+
+
+def test_print_config_without_an_app_shows_the_defaults() -> None:
+    result = run_cli("--print-config", "--workers", "auto")
+    assert result.returncode == 0, result.stderr
+    assert '# app = "module:attribute"' in result.stdout
+    assert "workers = " in result.stdout and "# workers =" not in result.stdout
+    bad = run_cli("--print-config", "--port", "70000")
+    assert bad.returncode == 2
+    assert _one_line(bad).startswith("asgiri: error: --port must be between 0 and 65535")

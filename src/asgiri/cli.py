@@ -53,7 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("app", nargs="?", metavar="APP", help="The ASGI app as 'module:attribute'.")
-    parser.add_argument("--version", action="version", version=f"asgiri {__version__}")
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="Print the versions of asgiri, Python, the platform and the protocol libraries, "
+        "and exit.",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="Print the effective configuration (command line, environment and --config file "
+        "together, defaults included) as TOML that --config reads, and exit.",
+    )
     parser.add_argument(
         "--generate-cert",
         metavar="DIR",
@@ -178,6 +189,32 @@ def _switches() -> tuple[set[str], set[str]]:
     return negatable, switches
 
 
+#: Libraries whose versions decide what asgiri does on the wire.
+_LIBRARIES = ("httptools", "h2", "aioquic", "wsproto", "uvloop")
+
+
+def version_report() -> str:
+    """``--version``: asgiri, Python and platform, and the protocol libraries' versions."""
+    import platform
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    libraries = []
+    for name in _LIBRARIES:
+        try:
+            libraries.append(f"{name} {dist_version(name)}")
+        except PackageNotFoundError:
+            libraries.append(f"{name} not installed")
+    return "\n".join(
+        (
+            f"asgiri {__version__}",
+            f"Python {platform.python_version()} ({platform.python_implementation()}) "
+            f"on {platform.platform()}",
+            ", ".join(libraries),
+        )
+    )
+
+
 def _note(message: str) -> None:
     print(f"asgiri: note: {message}", file=sys.stderr)
 
@@ -191,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(raw))
     for notice in notices:
         _note(notice)
+    if args.pop("version", False):
+        print(version_report())
+        return 0
+    print_config = args.pop("print_config", False)
     cert_dir = args.pop("generate_cert", None)
     force = args.pop("force", False)
     if cert_dir is not None:
@@ -212,6 +253,19 @@ def main(argv: list[str] | None = None) -> int:
         args.pop("app", None)
     options, sources = _gather(parser, args)
     app = options.pop("app", None)
+    if print_config:
+        from .config import Config
+        from .config_file import render_config
+
+        try:
+            config = Config.from_options(app or "module:attribute", **options)
+        except ValueError as exc:
+            parser.error(_cli_message(str(exc), sources))
+        text = render_config(config)
+        if not app:
+            text = text.replace('app = "module:attribute"', '# app = "module:attribute"', 1)
+        sys.stdout.write(text)
+        return 0
     if not app:
         parser.error(
             "the APP argument ('module:attribute') is required "

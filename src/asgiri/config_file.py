@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
+import math
 import os
 import sys
 import types
@@ -164,3 +166,83 @@ def _base_type(hint: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return args[0] if len(args) == 1 else object
     return hint
+
+
+# ---------------------------------------------------------------- writing a file
+
+#: Options whose value is a secret: named in the output, never shown.
+_SECRETS = frozenset({"keyfile_password"})
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as a TOML file ``--config`` reads back.
+
+    Every option a file can hold is written with the value in effect, defaults
+    and values worked out at start-up included (the port, ``enable_http3``,
+    ``forwarded_allow_ips``, ``workers = "auto"`` as a number), grouped under
+    the titles ``--help`` uses.  Options without a value are written as
+    comments, and so are secrets (``keyfile_password``), whose value is left out.
+    """
+    lines = ["# asgiri configuration (asgiri --print-config); read it with --config FILE", ""]
+    if isinstance(config.app, str):
+        lines.append(f"app = {_toml_value(config.app)}")
+    else:
+        lines.append('# app = "module:attribute"  (an app object given from Python)')
+    title = None
+    for spec in iter_options():
+        if not _settable(spec):
+            continue
+        if spec.group_title != title:
+            title = spec.group_title
+            lines += ["", f"# {title.rstrip('.')}"]
+        value = getattr(getattr(config, _group_attribute(spec.group_key)), spec.name)
+        if spec.name in _SECRETS:
+            if value:
+                lines.append(f"# {spec.name} = ...  (set; not shown)")
+            else:
+                lines.append(f"# {spec.name} =  (not set)")
+            continue
+        if value is None:
+            lines.append(f"# {spec.name} =  (not set)")
+            continue
+        if spec.name == "enable_http3" and config.http3_note is not None:
+            # Off only for want of TLS: written out, it would stay off once TLS is added.
+            lines.append(f"# {spec.name} =  (auto: {config.http3_note})")
+            continue
+        lines.append(f"{spec.name} = {_toml_value(_choice_key(spec, value))}")
+    return "\n".join(lines) + "\n"
+
+
+def _group_attribute(group_key: str) -> str:
+    return "app_options" if group_key == "app" else group_key
+
+
+def _choice_key(spec: OptionSpec, value: Any) -> Any:
+    """An enum back to the word the option takes (``LifespanPolicy.ENABLED`` -> ``"on"``)."""
+    if spec.choices and isinstance(value, enum.Enum):
+        for key, choice in spec.choices.items():
+            if choice is value:
+                return key
+        return value.value
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        # A TOML basic string: JSON's escapes are TOML's (\\uXXXX included).
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, bytes):
+        return _toml_value(value.decode("latin-1"))
+    raise TypeError(f"cannot write {value!r} as TOML")
