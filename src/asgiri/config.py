@@ -30,6 +30,7 @@ __all__ = [
     "OptionSpec",
     "iter_options",
     "parse_bind",
+    "parse_header",
 ]
 
 
@@ -376,8 +377,23 @@ class HTTPConfig:
     alt_svc_max_age: int = _opt(86400, help="Seconds clients may remember the Alt-Svc entry.")
     server_header: bool = _opt(True, kind="bool", help="Send a 'server: asgiri' header.")
     date_header: bool = _opt(True, kind="bool", help="Send a 'date' header.")
+    headers: list[str] = _opt(
+        default_factory=list,
+        flags=("--header",),
+        kind="append",
+        metavar="NAME:VALUE",
+        help="Add this header to every response (repeatable); 'server:...' or 'date:...' "
+        "replaces the server's own.",
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.headers, str) or not all(isinstance(h, str) for h in self.headers):
+            raise ValueError(
+                f"headers must be a list of 'NAME:VALUE' strings, got {self.headers!r}"
+            )
+        self.headers = list(self.headers)
+        for header in self.headers:
+            parse_header(header)
         self.http_version = _coerce_choice(
             "http_version", self.http_version, _HTTP_CHOICES, HttpProtocolVersion
         )
@@ -388,6 +404,40 @@ class HTTPConfig:
         if self.http3_port is not None:
             _int_range("http3_port", self.http3_port, 0, 65535)
         _int_range("alt_svc_max_age", self.alt_svc_max_age, 0, 1 << 31)
+
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+#: Headers that frame the message or the connection: the protocol code owns them.
+_FRAMING_HEADERS = frozenset(
+    ("content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer")
+)
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``--header`` ``"NAME:VALUE"`` -> (NAME, VALUE); ValueError says what is wrong."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
+        raise ValueError(f"headers entry {text!r} is not NAME:VALUE")
+    if not set(name) <= _TOKEN_CHARS:
+        raise ValueError(f"headers entry {text!r}: {name!r} is not a valid header name")
+    if name.lower() in _FRAMING_HEADERS:
+        raise ValueError(
+            f"headers entry {text!r}: {name.lower()} is set by the server for each response"
+        )
+    if any(c in value for c in "\r\n\0") or not value.isprintable() or not _latin1(value):
+        raise ValueError(f"headers entry {text!r}: the value must be printable latin-1 text")
+    return name, value
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass

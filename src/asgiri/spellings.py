@@ -60,7 +60,6 @@ _PEER_NAMES = {
     "include_server_header": "server_header",
     "websocket_max_message_size": "ws_max_size",
     "websocket_ping_interval": "ws_ping_interval",
-    "headers": "header",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from ..asgi.access_log import AccessLog
 from ..asgi.types import ASGIApp
-from ..config import Config, HttpProtocolVersion
+from ..config import Config, HttpProtocolVersion, parse_header
 from ..protocol.h2 import H2Limits
 from ..protocol.proxy_headers import TrustedProxies
 
@@ -69,16 +69,21 @@ class ServerContext:
         #: Per-server TLS facts for the ``tls`` scope extension (None in cleartext).
         self.tls_info: Any = None
         self._drained: asyncio.Future[None] | None = None
+        custom = [parse_header(header) for header in config.http.headers]
+        custom_names = {name.lower() for name, _ in custom}
+        #: ``--header server:...`` replaces ours, as ``--header date:...`` does the date.
+        server_header = config.http.server_header and "server" not in custom_names
         static = []
-        if config.http.server_header:
+        if server_header:
             static.append(b"server: asgiri\r\n")
+        static += [f"{name}: {value}\r\n".encode("latin-1") for name, value in custom]
         #: Extra pre-encoded header lines (Alt-Svc once HTTP/3 is on).
         self.extra_header_lines: list[bytes] = []
         self.extra_header_pairs: list[tuple[bytes, bytes]] = []
         self._static = b"".join(static)
         self._static_list: list[tuple[bytes, bytes]] = (
-            [(b"server", b"asgiri")] if config.http.server_header else []
-        )
+            [(b"server", b"asgiri")] if server_header else []
+        ) + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in custom]
         self._list_stamp = -1
         self._header_list = self._static_list
         mode = config.http.http_version
@@ -101,7 +106,7 @@ class ServerContext:
         self.trusted_proxies: TrustedProxies | None = None
         if proxy.proxy_headers and proxy.forwarded_allow_ips:
             self.trusted_proxies = TrustedProxies(proxy.forwarded_allow_ips)
-        self._date_enabled = config.http.date_header
+        self._date_enabled = config.http.date_header and "date" not in custom_names
         self._stamp = -1
         self._header_block = self._static
 
