@@ -385,6 +385,12 @@ class HTTPConfig:
         help="Add this header to every response (repeatable); 'server:...' or 'date:...' "
         "replaces the server's own.",
     )
+    health_path: str | None = _opt(
+        None,
+        metavar="PATH",
+        help="Answer GET PATH (e.g. /healthz) in the server itself: 200 while serving, "
+        "503 once draining, on every protocol; the app never sees it.",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.headers, str) or not all(isinstance(h, str) for h in self.headers):
@@ -394,6 +400,14 @@ class HTTPConfig:
         self.headers = list(self.headers)
         for header in self.headers:
             parse_header(header)
+        if self.health_path is not None and (
+            not isinstance(self.health_path, str)
+            or not self.health_path.startswith("/")
+            or any(c in self.health_path for c in "?# ")
+        ):
+            raise ValueError(
+                f"health_path must be a path starting with '/' (no query), got {self.health_path!r}"
+            )
         self.http_version = _coerce_choice(
             "http_version", self.http_version, _HTTP_CHOICES, HttpProtocolVersion
         )

@@ -271,6 +271,7 @@ class Server:
             loop=loop,
             wsgi_max_workers=config.interface.wsgi_max_workers,
         )
+        app = self._own_routes(app)
         mode = config.http.http_version
         alpn = []
         if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
@@ -393,6 +394,20 @@ class Server:
             logger.info("Finished server process [%d]", os.getpid())
 
     # ------------------------------------------------------------ internals
+
+    def _own_routes(self, app: Any) -> Any:
+        """The app behind the requests the server answers itself (asgi/routes.py)."""
+        health_path = self.config.http.health_path
+        if health_path is not None:
+            from ..asgi.routes import health_endpoint
+
+            app = health_endpoint(app, health_path, self._draining)
+        return app
+
+    def _draining(self) -> bool:
+        """Whether this server has begun its graceful shutdown (``--health-path`` says 503)."""
+        ctx = self._ctx
+        return ctx is not None and ctx.shutting_down
 
     def _max_requests_reached(self) -> None:
         hooks = self._hooks
