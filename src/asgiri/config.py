@@ -202,6 +202,12 @@ class BindConfig:
         None, help="Port to bind (default 8000, or 8443 with TLS; 0 picks a free port)."
     )
     uds: str | None = _opt(None, metavar="PATH", help="Bind a Unix domain socket instead.")
+    uds_permissions: str | int | None = _opt(
+        None,
+        metavar="MODE",
+        help="Octal file mode of the Unix sockets bound (--uds, --bind unix:), e.g. 660 "
+        "(default: 666, anyone on the host may connect).",
+    )
     fd: int | None = _opt(None, help="Serve on an already bound socket file descriptor.")
     backlog: int = _opt(2048, help="Maximum number of pending connections.")
     reuse_port: bool = _opt(False, kind="bool", help="Set SO_REUSEPORT on the listening socket.")
@@ -224,9 +230,23 @@ class BindConfig:
             _int_range("port", self.port, 0, 65535)
         if self.fd is not None:
             _int_range("fd", self.fd, 0, 1 << 30)
+        if self.uds_permissions is not None:
+            self.uds_permissions = _octal_mode("uds_permissions", self.uds_permissions)
         _int_range("backlog", self.backlog, 1, 1 << 20)
         if not isinstance(self.host, str) or not self.host:
             raise ValueError("host must be a non-empty string")
+
+
+def _octal_mode(name: str, value: Any) -> int:
+    """``"660"``, ``"0o660"``, ``"0660"`` or the number itself -> a file mode, 0 to 0o777."""
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        if not text or any(c not in "01234567" for c in text):
+            raise ValueError(f"{name} must be an octal file mode such as 660, got {value!r}")
+        value = int(text, 8)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise ValueError(f"{name} must be an octal file mode from 000 to 777, got {value!r}")
+    return value
 
 
 def parse_bind(address: str) -> tuple[str, str | int, int | None]:
@@ -787,9 +807,18 @@ class RuntimeConfig:
     loop: LoopChoice = _opt(
         LoopChoice.AUTO, choices=_LOOP_CHOICES, help="Event loop: auto (uvloop if installed)."
     )
+    pid_file: str | None = _opt(
+        None,
+        flags=("--pid",),
+        metavar="PATH",
+        help="Write the server's process id to PATH at start-up (the supervisor's with "
+        "--workers) and remove it on exit.",
+    )
 
     def __post_init__(self) -> None:
         self.loop = _coerce_choice("loop", self.loop, _LOOP_CHOICES, LoopChoice)
+        if self.pid_file is not None and (not isinstance(self.pid_file, str) or not self.pid_file):
+            raise ValueError(f"pid_file must be a file path, got {self.pid_file!r}")
 
 
 @dataclass

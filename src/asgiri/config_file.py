@@ -209,6 +209,9 @@ def render_config(config: Config) -> str:
             # Off only for want of TLS: written out, it would stay off once TLS is added.
             lines.append(f"# {spec.name} =  (auto: {config.http3_note})")
             continue
+        if spec.name == "uds_permissions":
+            lines.append(f"{spec.name} = 0o{value:03o}")  # a file mode reads best in octal
+            continue
         lines.append(f"{spec.name} = {_toml_value(_choice_key(spec, value))}")
     return "\n".join(lines) + "\n"
 

@@ -131,7 +131,7 @@ class Reloader:
         finally:
             self._stop_child()
             for listener in listeners:
-                listener.sock.close()
+                listener.close()
             self._restore_signals(installed)
             if server is not None:
                 server.started.clear()

@@ -25,6 +25,7 @@ from .context import ServerContext
 from .h1 import H1Protocol
 from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
 from .listeners import Listener, bind_sockets
+from .pidfile import pid_file
 from .proxy_protocol import ProxyProtocolListener
 from .reload import Reloader
 from .supervisor import Supervisor
@@ -201,8 +202,21 @@ class Server:
         signals are left alone and :meth:`request_shutdown` stops it.  With
         ``reload=True`` this process only watches files and runs the server in
         a child process, restarted on every change; with ``workers=N`` it
-        supervises N worker processes that share its sockets.
+        supervises N worker processes that share its sockets.  ``pid_file``
+        names this process for as long as it runs.
         """
+        with pid_file(self._pid_file()):
+            self._run()
+
+    def _pid_file(self) -> str | None:
+        """``pid_file`` for the process users signal: not in workers or a reloader's child."""
+        from . import reload
+
+        if self._hooks is not None or reload.IN_CHILD:
+            return None
+        return self.config.runtime.pid_file
+
+    def _run(self) -> None:
         log = self.config.logging
         configure_logging(
             log.log_level,
@@ -383,7 +397,7 @@ class Server:
             for quic_listener in quic_listeners:
                 quic_listener.close_transport()
             for listener in self.listeners:
-                listener.sock.close()
+                listener.close()
             for sock, _ in self.quic_sockets:
                 sock.close()
             if self._metrics is not None:
@@ -456,7 +470,7 @@ class Server:
                 return
             except BaseException as exc:
                 for listener in self.listeners:
-                    listener.sock.close()
+                    listener.close()
                 self.listeners = []
                 for sock, _ in self.quic_sockets:
                     sock.close()

@@ -188,7 +188,7 @@ class Supervisor:
             asyncio.run(self._main(listeners, server))
         finally:
             for listener in listeners:
-                listener.sock.close()
+                listener.close()
             for sock in udp:
                 sock.close()
             if server is not None:
@@ -599,7 +599,7 @@ class Supervisor:
                 return listeners, self._bind_udp(listeners)
             except UDPPortInUse:
                 for listener in listeners:
-                    listener.sock.close()
+                    listener.close()
                 for slot in self._slots:
                     slot.udp.clear()
                 if config.port != 0 or getattr(config.http, "http3_port", None) is not None:
