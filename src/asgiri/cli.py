@@ -313,10 +313,10 @@ def _gather(
         from_env = options_from_environ(os.environ)
     except EnvironmentConfigError as exc:
         parser.error(str(exc))
+    notices: list[str] = []
     config_file = args.pop("config", None) or from_env.pop("config", None)
     from_env.pop("config", None)
     from_file: dict[str, Any] = {}
-    notices: list[str] = []
     if config_file is not None:
         try:
             from_file = load_config_file(config_file, notices=notices)
@@ -327,10 +327,13 @@ def _gather(
         # Before the environment is read for good: the file may hold ASGIRI_* lines.
         try:
             apply_env_file(env_file)
-            from_env = options_from_environ(os.environ)
         except EnvironmentConfigError as exc:
             parser.error(str(exc))
-        from_env.pop("config", None)
+    try:
+        from_env = options_from_environ(os.environ, notices)
+    except EnvironmentConfigError as exc:
+        parser.error(str(exc))
+    from_env.pop("config", None)
     table = environment_names()
 
     def variable(name: str) -> str:

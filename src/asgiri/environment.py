@@ -10,9 +10,11 @@ on/off options, and for repeatable options a whitespace-separated list or a
 JSON array (``ASGIRI_HEADER='["x-a: 1", "x-b: 2"]'`` when items hold spaces).
 
 The command line decides the order (see :func:`asgiri.cli.main`): command
-line over environment over ``--config`` file over defaults.  An unknown
-``ASGIRI_`` variable is an error, as an unknown option is: a typo must not
-silently leave a production setting at its default.
+line over environment over ``--config`` file over defaults.  An ``ASGIRI_``
+variable that names no option is reported in one line (with the option it
+is closest to), so that a typo does not leave a production setting at its
+default without a word; it is not an error, as apps and test suites use the
+prefix for variables of their own.
 
 ``--env-file`` names a dotenv file whose variables are set for the app (and
 for this process, so its ``ASGIRI_*`` lines configure the server too);
@@ -75,8 +77,13 @@ def environment_names() -> dict[str, tuple[OptionSpec, bool]]:
     return names
 
 
-def options_from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The options ``ASGIRI_*`` variables set, as ``Server`` keywords (plus app, config)."""
+def options_from_environ(
+    environ: Mapping[str, str], unknown: list[str] | None = None
+) -> dict[str, Any]:
+    """The options ``ASGIRI_*`` variables set, as ``Server`` keywords (plus app, config).
+
+    A variable that is no option is skipped; a line saying so is added to ``unknown``.
+    """
     table = environment_names()
     options: dict[str, Any] = {}
     given_by: dict[str, str] = {}
@@ -94,7 +101,9 @@ def options_from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
             if hint:
                 target = hint.split("'")[1]
                 hint = f" (did you mean {PREFIX}{target.upper()}?)"
-            raise EnvironmentConfigError(f"unknown environment variable {var}{hint}")
+            if unknown is not None:
+                unknown.append(f"{var} is not an asgiri option; ignored{hint}")
+            continue
         spec, negated = entry
         if spec.name in given_by:
             raise EnvironmentConfigError(
