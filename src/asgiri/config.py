@@ -28,6 +28,7 @@ __all__ = [
     "LifespanPolicy",
     "LoopChoice",
     "OptionSpec",
+    "bind_scheme",
     "iter_options",
     "parse_bind",
     "parse_header",
@@ -216,8 +217,14 @@ class BindConfig:
         flags=("--bind", "-b"),
         kind="append",
         metavar="ADDRESS",
-        help="Listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N (repeatable; "
-        "replaces --host/--port).",
+        help="Listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, each optionally after "
+        "http:// (cleartext) or https:// (TLS) (repeatable; replaces --host/--port).",
+    )
+    redirect_http: bool = _opt(
+        False,
+        kind="store_true",
+        help="Answer requests on the http:// listeners with a 308 redirect to the same URL "
+        "on the first https:// one.",
     )
 
     def __post_init__(self) -> None:
@@ -249,8 +256,28 @@ def _octal_mode(name: str, value: Any) -> int:
     return value
 
 
+def bind_scheme(address: str) -> tuple[str | None, str]:
+    """``"https://0.0.0.0:8443"`` -> ("https", "0.0.0.0:8443"); no scheme -> (None, address).
+
+    The scheme says whether a listener speaks TLS; without one it does when a
+    certificate is configured.  A trailing ``/`` after the scheme form is allowed.
+    """
+    for scheme in ("https", "http"):
+        prefix = scheme + "://"
+        if address[: len(prefix)].lower() == prefix:
+            rest = address[len(prefix) :]
+            return scheme, rest[:-1] if rest.endswith("/") and ":" in rest else rest
+    return None, address
+
+
 def parse_bind(address: str) -> tuple[str, str | int, int | None]:
-    """``--bind`` forms -> ("tcp", host, port), ("unix", path, None) or ("fd", n, None)."""
+    """``--bind`` forms -> ("tcp", host, port), ("unix", path, None) or ("fd", n, None).
+
+    An ``http://`` / ``https://`` in front is allowed (see :func:`bind_scheme`).
+    """
+    scheme, address = bind_scheme(address)
+    if scheme is not None and ":" not in address:
+        raise ValueError(f"binds entry '{scheme}://{address}' needs a port: {scheme}://HOST:PORT")
     if address.startswith("unix:"):
         path = address[5:]
         if not path:
@@ -504,11 +531,25 @@ class QUICConfig:
     quic_log_dir: str | None = _opt(
         None, metavar="DIR", help="Write a QLOG file per QUIC connection into DIR (debugging)."
     )
+    quic_bind: list[str] = _opt(
+        default_factory=list,
+        kind="append",
+        metavar="HOST:PORT",
+        help="Serve HTTP/3 on this UDP address instead of next to each TLS listener "
+        "(repeatable); Alt-Svc advertises the first one's port.",
+    )
 
     def __post_init__(self) -> None:
         _positive("quic_idle_timeout", self.quic_idle_timeout)
         _int_range("quic_max_streams", self.quic_max_streams, 1, 1 << 20)
         _int_range("quic_max_datagram_size", self.quic_max_datagram_size, 1200, 65527)
+        if isinstance(self.quic_bind, str) or not all(isinstance(b, str) for b in self.quic_bind):
+            raise ValueError(
+                f"quic_bind must be a list of HOST:PORT strings, got {self.quic_bind!r}"
+            )
+        self.quic_bind = list(self.quic_bind)
+        for address in self.quic_bind:
+            parse_host_port("quic_bind", address)
 
 
 @dataclass
@@ -985,6 +1026,7 @@ class Config:
             ) or http.http_version is HttpProtocolVersion.HTTP_3
             if http.http_version is HttpProtocolVersion.AUTO and not self.tls.enabled:
                 self.http3_note = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
+        _check_listeners(self)
 
     @classmethod
     def from_options(cls, app: Any, **options: Any) -> Config:
@@ -1004,6 +1046,38 @@ class Config:
     def port(self) -> int:
         assert self.bind.port is not None  # resolved in __post_init__
         return self.bind.port
+
+
+def _check_listeners(config: Config) -> None:
+    """What ``binds`` schemes, ``redirect_http`` and ``quic_bind`` need of the rest."""
+    schemes = [bind_scheme(address)[0] for address in config.bind.binds]
+    tls = config.tls.enabled
+    if "https" in schemes and not tls:
+        raise ValueError(
+            "binds has an https:// entry but no certificate: give --certfile and --keyfile"
+        )
+    if config.bind.redirect_http:
+        if "http" not in schemes:
+            raise ValueError(
+                "redirect_http needs a cleartext listener to answer on: add --bind http://HOST:PORT"
+            )
+        if not tls:
+            raise ValueError(
+                "redirect_http needs an https listener to redirect to: add --bind "
+                "https://HOST:PORT and a certificate"
+            )
+    if config.quic.quic_bind:
+        if not (config.tls.certfile or config.tls.cert_data):
+            raise ValueError(
+                "quic_bind needs a TLS certificate, as QUIC is always encrypted: "
+                "give --ssl-certfile and --ssl-keyfile"
+            )
+        if config.http.enable_http3 is False:
+            raise ValueError("quic_bind cannot be combined with --no-http3")
+        if config.http.http3_port is not None:
+            raise ValueError(
+                "quic_bind and http3_port cannot be combined: give the port in quic_bind"
+            )
 
 
 def _attr_for_group(group: str) -> str:

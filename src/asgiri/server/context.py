@@ -80,6 +80,7 @@ class ServerContext:
         #: Extra pre-encoded header lines (Alt-Svc once HTTP/3 is on).
         self.extra_header_lines: list[bytes] = []
         self.extra_header_pairs: list[tuple[bytes, bytes]] = []
+        self._extra_length = 0
         self._static = b"".join(static)
         self._static_list: list[tuple[bytes, bytes]] = (
             [(b"server", b"asgiri")] if server_header else []
@@ -123,6 +124,16 @@ class ServerContext:
             return self._header_block
         return self._static + b"".join(self.extra_header_lines)
 
+    def cleartext_headers(self) -> bytes:
+        """:meth:`default_headers` for a cleartext connection: without Alt-Svc.
+
+        HTTP/3 is TLS only, so an ``http://`` origin has no alternative to
+        advertise (browsers ignore one).  The extra lines end the block.
+        """
+        block = self.default_headers()
+        extra = self._extra_length
+        return block[:-extra] if extra else block
+
     def default_header_list(self) -> list[tuple[bytes, bytes]]:
         """The same defaults as :meth:`default_headers`, as pairs (HTTP/2, HTTP/3)."""
         if self._date_enabled:
@@ -139,6 +150,7 @@ class ServerContext:
         value = b'h3=":%d"; ma=%d' % (port, max_age)
         self.extra_header_lines = [b"alt-svc: " + value + b"\r\n"]
         self.extra_header_pairs = [(b"alt-svc", value)]
+        self._extra_length = len(self.extra_header_lines[0])
         self._stamp = self._list_stamp = -1  # rebuild the cached blocks
 
     def response_header_list(

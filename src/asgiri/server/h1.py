@@ -99,6 +99,8 @@ class H1Protocol(asyncio.Protocol):
                 loop_type.sendfile is not asyncio.AbstractEventLoop.sendfile
             )
         self.scheme = "http"
+        #: The server's header block for this connection's responses (no Alt-Svc in cleartext).
+        self._default_headers = ctx.default_headers
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.extensions: dict[str, Any] = {}
@@ -159,6 +161,7 @@ class H1Protocol(asyncio.Protocol):
             self.extensions["tls"] = tls_extension(ssl_object, self.ctx)
         else:
             self.extensions["http.response.zerocopy"] = {}
+            self._default_headers = self.ctx.cleartext_headers
         if self.ctx.shutting_down:
             self._closing = True
         ctx = self.ctx
@@ -231,7 +234,7 @@ class H1Protocol(asyncio.Protocol):
             if not self.ctx.h1_enabled:
                 self._write(
                     simple_response(
-                        505, b"This server speaks HTTP/2 only.\n", self.ctx.default_headers()
+                        505, b"This server speaks HTTP/2 only.\n", self._default_headers()
                     )
                 )
                 self._close()
@@ -344,7 +347,7 @@ class H1Protocol(asyncio.Protocol):
                 simple_response(
                     exc.status,
                     f"{exc.status} {exc}\n".encode(),
-                    self.ctx.default_headers()
+                    self._default_headers()
                     + b"".join(b"%b: %b\r\n" % pair for pair in exc.headers),
                 )
             )
@@ -451,7 +454,7 @@ class H1Protocol(asyncio.Protocol):
         if not ctx.request_started():
             stream.status = 503
             self._info.keep_alive = False
-            self._write(simple_response(503, b"Service Unavailable", ctx.default_headers()))
+            self._write(simple_response(503, b"Service Unavailable", self._default_headers()))
             stream.disconnect()
             self._close()
             return
@@ -472,7 +475,7 @@ class H1Protocol(asyncio.Protocol):
         if stream is not self._current or info is None or self._closed:
             return
         parts, self._response = H1Connection.start_response(
-            info, status, headers, self.ctx.default_headers(), body, end, trailers and info.http11
+            info, status, headers, self._default_headers(), body, end, trailers and info.http11
         )
         self._send(parts)
 
@@ -632,7 +635,7 @@ class H1Protocol(asyncio.Protocol):
         current = self._current
         if current is None or (current is reading and not current.response_started):
             body = f"{exc.status} {exc}\n".encode()
-            self._write(simple_response(exc.status, body, self.ctx.default_headers()))
+            self._write(simple_response(exc.status, body, self._default_headers()))
             self._close()
         elif current is reading:
             self._close()
@@ -714,5 +717,5 @@ class H1Protocol(asyncio.Protocol):
         if self._current is not None:
             return
         if kind == _HEADER and self.conn.in_head:
-            self._write(simple_response(408, b"Request Timeout\n", self.ctx.default_headers()))
+            self._write(simple_response(408, b"Request Timeout\n", self._default_headers()))
         self._close()

@@ -50,7 +50,7 @@ class H2WebSocketOutlet(StreamOutlet):
         return self.proto._drain(self.stream_id, timed=False)
 
     def _response_headers(self, headers: Headers) -> Headers:
-        return self.proto.ctx.response_header_list(headers)
+        return self.proto.ctx.response_header_list(headers, alt_svc=self.proto.alt_svc)
 
     def _abort_stream(self) -> None:
         self.proto.conn.reset(self.stream_id, _CANCEL)
@@ -92,6 +92,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         self.transport = transport
         self.forwarded = forwarded
         self.scheme = scheme
+        self.alt_svc = scheme == "https"
         self.client = client
         self.server = server
         self.extensions = extensions
@@ -262,11 +263,13 @@ class H2Protocol(StreamSink, asyncio.Protocol):
 
     def _answer(self, stream_id: int, status: int, body: bytes) -> None:
         """A complete error response from the server itself, in place of the app."""
-        headers = [
-            *self.ctx.default_header_list(),
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
+        headers = self.ctx.response_header_list(
+            [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+            alt_svc=self.alt_svc,
+        )
         if self.conn.send_headers(stream_id, status, headers, False):
             self.conn.send_data(stream_id, body, True)
 

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import BindConfig, parse_bind
+from ..config import BindConfig, bind_scheme, parse_bind
 from ..errors import BindError
 
 
@@ -28,6 +28,12 @@ class Listener:
     #: A Unix socket file this process created, removed again by :meth:`close`:
     #: (path, (device, inode)) of the file as bound.
     created: tuple[str, tuple[int, int]] | None = None
+    #: "http" or "https" when the bind address said so; None: TLS when configured.
+    scheme: str | None = None
+
+    def tls(self, configured: bool) -> bool:
+        """Whether this listener speaks TLS, ``configured`` being whether a certificate is."""
+        return self.scheme == "https" or (self.scheme is None and configured)
 
     def close(self) -> None:
         """Close the socket, and remove the socket file this process created.
@@ -48,6 +54,7 @@ class Listener:
             pass
 
     def url(self, scheme: str) -> str:
+        """How the startup log names this listener (``scheme`` is "http" or "https")."""
         if self.kind == "unix":
             return f"{scheme}+unix://{self.sock.getsockname()}"
         host, port = self.sock.getsockname()[:2]
@@ -81,6 +88,7 @@ def bind_sockets(bind: BindConfig, port: int) -> list[Listener]:
             else:
                 assert bind_port is not None  # parse_bind gives tcp a port
                 listeners += _bind_tcp(str(value), bind_port, bind.backlog, bind.reuse_port)
+            listeners[-1].scheme = bind_scheme(address)[0]
         if bind.uds:
             listeners.append(_bind_unix(bind.uds, bind.backlog, permissions))
         if bind.fd is not None:

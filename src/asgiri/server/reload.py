@@ -148,7 +148,12 @@ class Reloader:
             app_options=dataclasses.replace(config.app_options, app_dir=self.app_dir),
             bind=dataclasses.replace(
                 config.bind,
-                binds=[f"fd://{listener.sock.fileno()}" for listener in listeners],
+                binds=[
+                    f"{listener.scheme}://fd://{listener.sock.fileno()}"
+                    if listener.scheme
+                    else f"fd://{listener.sock.fileno()}"
+                    for listener in listeners
+                ],
                 fd=None,
                 uds=None,
             ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from typing import Any
 
 from ..asgi.lifespan import Lifespan
 from ..asgi.loader import load_app
-from ..config import Config, HttpProtocolVersion, LifespanPolicy, LoopChoice
+from ..config import Config, HttpProtocolVersion, LifespanPolicy, LoopChoice, parse_host_port
 from ..errors import StartupError
 from ..logging import configure_logging
 from ..ssl_utils import spki_sha256_base64
@@ -285,7 +286,6 @@ class Server:
             loop=loop,
             wsgi_max_workers=config.interface.wsgi_max_workers,
         )
-        app = self._own_routes(app)
         mode = config.http.http_version
         alpn = []
         if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
@@ -301,13 +301,16 @@ class Server:
             self.listeners = hooks.listeners
             if quic_config is not None:
                 tcp: list[Listener | None] = [
-                    listener for listener in self.listeners if listener.kind == "tcp"
+                    listener
+                    for listener in self.listeners
+                    if listener.kind == "tcp" and listener.tls(config.tls.enabled)
                 ]
-                if not tcp:
+                if not tcp or config.quic.quic_bind:
                     tcp = [None] * len(hooks.udp_sockets)
                 self.quic_sockets = list(zip(hooks.udp_sockets, tcp, strict=False))
         else:
             self._bind(quic_config is not None)
+        app = self._own_routes(app)
         ctx = ServerContext(config, app, loop)
         self._ctx = ctx
         if ssl_context is not None:
@@ -329,21 +332,23 @@ class Server:
             if lifespan.running:
                 ctx.state = lifespan.state
 
-            def protocol() -> H1Protocol:
+            def protocol(tls: bool) -> H1Protocol:
                 connection = H1Protocol(ctx)
-                if ssl_context is not None:
+                if tls:
                     connection.handshake = ctx.track_handshake(connection)
                 return connection
 
             for listener in self.listeners:
+                # --bind http:// and https:// choose per listener; by default, TLS if configured.
+                listener_ssl = ssl_context if listener.tls(ssl_context is not None) else None
                 if config.proxy.proxy_protocol:
-                    servers.append(ProxyProtocolListener(ctx, listener.sock, ssl_context))
+                    servers.append(ProxyProtocolListener(ctx, listener.sock, listener_ssl))
                     continue
                 servers.append(
                     await loop.create_server(
-                        protocol,
+                        functools.partial(protocol, listener_ssl is not None),
                         sock=listener.sock,
-                        ssl=ssl_context,
+                        ssl=listener_ssl,
                         backlog=config.bind.backlog,
                     )
                 )
@@ -411,7 +416,16 @@ class Server:
 
     def _own_routes(self, app: Any) -> Any:
         """The app behind the requests the server answers itself (asgi/routes.py)."""
-        health_path = self.config.http.health_path
+        config = self.config
+        if config.bind.redirect_http:
+            from ..asgi.routes import redirect_to_https
+
+            tls = config.tls.enabled
+            ports = [lst.port for lst in self.listeners if lst.tls(tls) and lst.port is not None]
+            if not ports:
+                raise StartupError("--redirect-http: no https:// TCP listener to redirect to")
+            app = redirect_to_https(app, ports[0])
+        health_path = config.http.health_path
         if health_path is not None:
             from ..asgi.routes import health_endpoint
 
@@ -448,7 +462,7 @@ class Server:
             self._h3_off_reason = (
                 "HTTP/3 is off: QUIC needs the certificate files, not a ready ssl_context"
             )
-        elif config.bind.uds or config.bind.fd is not None:
+        elif (config.bind.uds or config.bind.fd is not None) and not config.quic.quic_bind:
             self._h3_off_reason = "HTTP/3 is off: it is served next to a TCP host:port listener"
         else:
             return True
@@ -479,14 +493,21 @@ class Server:
                     isinstance(exc, UDPPortInUse)
                     and config.port == 0
                     and config.http.http3_port is None
+                    and not config.quic.quic_bind
                     and attempt < 9
                 )
                 if not retry:
                     raise
 
     def _bind_quic(self) -> None:
-        """A UDP socket next to each TCP listener (same host, same port unless --http3-port)."""
+        """A UDP socket next to each TLS TCP listener (same host, same port unless
+        --http3-port), or at each ``--quic-bind`` address."""
         config = self.config
+        if config.quic.quic_bind:
+            for address in config.quic.quic_bind:
+                udp_host, udp_port = parse_host_port("quic_bind", address)
+                self.quic_sockets.append((bind_udp(udp_host, udp_port), None))
+            return
         h3_port = config.http.http3_port
         host = config.bind.host
         if not self.listeners:
@@ -494,25 +515,31 @@ class Server:
             self.quic_sockets.append((bind_udp(host, port), None))
             return
         for listener in self.listeners:
-            if listener.port is None:
-                continue
+            if listener.port is None or not listener.tls(config.tls.enabled):
+                continue  # QUIC is TLS: never next to a cleartext listener
             port = h3_port if h3_port is not None else listener.port
             self.quic_sockets.append((bind_udp(host, port), listener))
+        if not self.quic_sockets:
+            self._h3_off_reason = "HTTP/3 is off: no https:// TCP listener to serve it next to"
 
     def _log_started(self, tls: bool) -> None:
         http = self.config.http
         logger.info("Started server process [%d]", os.getpid())
         mode = http.http_version
-        protocols = []
-        if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
-            protocols.append("h1")
-        if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
-            protocols.append("h2" if tls else "h2c")
         quic_by_listener = {id(tcp): sock for sock, tcp in self.quic_sockets if tcp is not None}
         for listener in self.listeners:
+            secure = listener.tls(tls)
+            protocols = []
+            if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
+                protocols.append("h1")
+            if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
+                protocols.append("h2" if secure else "h2c")
             line = (
-                f"Listening on {listener.url('https' if tls else 'http')} ({', '.join(protocols)})"
+                f"Listening on {listener.url('https' if secure else 'http')} "
+                f"({', '.join(protocols)})"
             )
+            if not secure and self.config.bind.redirect_http:
+                line += ", redirecting to https"
             sock = quic_by_listener.get(id(listener))
             if sock is not None:
                 udp_port = sock.getsockname()[1]

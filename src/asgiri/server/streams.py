@@ -50,8 +50,9 @@ class StreamSink:
     #: Stream error codes: a stream given up (stalled, cancelled) and an app failure.
     cancel_code: ClassVar[int]
     internal_code: ClassVar[int]
-    #: Whether responses advertise HTTP/3 (pointless on HTTP/3 itself).
-    alt_svc: ClassVar[bool] = True
+    #: Whether responses advertise HTTP/3 (pointless on HTTP/3 itself, and untrue
+    #: on a cleartext connection: set per HTTP/2 connection).
+    alt_svc: bool = True
     #: Whether ``100 Continue`` is sent (HTTP/3 clients do not wait for it).
     sends_continue: ClassVar[bool] = True
     #: The WebSocket outlet class of this protocol.

@@ -56,7 +56,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from ..config import SUPPORTED_HTTP_VERSIONS, Config, HttpProtocolVersion, WorkersConfig
+from ..config import (
+    SUPPORTED_HTTP_VERSIONS,
+    Config,
+    HttpProtocolVersion,
+    WorkersConfig,
+    parse_host_port,
+)
 from ..errors import BindError, StartupError
 from . import reload
 from .listeners import Listener, bind_sockets
@@ -93,6 +99,8 @@ class WorkerSpec:
     config: Config
     #: Inherited listening sockets (TCP / Unix), shared by every worker.
     fds: list[int]
+    #: Each listener's ``--bind`` scheme ("http", "https" or None), in ``fds`` order.
+    schemes: list[str | None]
     #: This worker slot's UDP sockets for HTTP/3 (see docs/workers.md).
     udp_fds: list[int]
     #: Serve ``udp_fds`` only once the supervisor says so (``MSG_TAKE_UDP`` on stdin):
@@ -152,6 +160,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Inherited by every worker: the shared listening sockets' descriptors.
         self._fds: list[int] = []
+        self._schemes: list[str | None] = []
         self._child_config = config
         if reload.IN_CHILD:
             return  # see run(): a worker importing such a module serves it already
@@ -213,7 +222,7 @@ class Supervisor:
             "" if self.count == 1 else "s",
         )
         for listener in listeners:
-            scheme = "https" if self.config.tls.enabled else "http"
+            scheme = "https" if listener.tls(self.config.tls.enabled) else "http"
             logger.info("Supervisor listening on %s", listener.url(scheme))
         if self._slots and self._slots[0].udp:
             for sock in self._slots[0].udp:
@@ -224,6 +233,7 @@ class Supervisor:
                     port,
                 )
         self._fds = [listener.sock.fileno() for listener in listeners]
+        self._schemes = [listener.scheme for listener in listeners]
         self._child_config = self._worker_config()
         metrics = None
         try:
@@ -304,6 +314,7 @@ class Supervisor:
         spec = WorkerSpec(
             config=config,
             fds=self._fds,
+            schemes=self._schemes,
             udp_fds=udp_fds,
             udp_deferred=udp_deferred and bool(udp_fds),
             status_fd=write_fd,
@@ -602,7 +613,11 @@ class Supervisor:
                     listener.close()
                 for slot in self._slots:
                     slot.udp.clear()
-                if config.port != 0 or getattr(config.http, "http3_port", None) is not None:
+                if (
+                    config.port != 0
+                    or getattr(config.http, "http3_port", None) is not None
+                    or config.quic.quic_bind
+                ):
                     raise
                 if attempt == 9:
                     raise
@@ -623,21 +638,29 @@ class Supervisor:
         http = config.http
         if HttpProtocolVersion.HTTP_3 not in SUPPORTED_HTTP_VERSIONS or not http.enable_http3:
             return []
+        if config.quic.quic_bind:
+            return self._bind_udp_groups(
+                [parse_host_port("quic_bind", address) for address in config.quic.quic_bind]
+            )
         if config.bind.uds or config.bind.fd is not None:
             return []  # HTTP/3 is served next to a TCP host:port only
         port_option = getattr(http, "http3_port", None)
-        # (host, port) of each UDP group: next to each TCP listener, or alone with --http 3.
+        # (host, port) of each UDP group: next to each TLS TCP listener, or alone with --http 3.
         targets: list[tuple[str, int]] = [
             (
                 listener.sock.getsockname()[0],
                 port_option if port_option is not None else listener.port or 0,
             )
             for listener in listeners
-            if listener.kind == "tcp"
+            if listener.kind == "tcp" and listener.tls(config.tls.enabled)
         ]
         if not listeners:
             alone = port_option if port_option is not None else config.port
             targets.append((config.bind.host, alone))
+        return self._bind_udp_groups(targets)
+
+    def _bind_udp_groups(self, targets: list[tuple[str, int]]) -> list[socket.socket]:
+        """A reuseport group per (host, port), one socket in it per slot."""
         opened: list[socket.socket] = []
         try:
             for host, port in targets:
@@ -707,6 +730,8 @@ def worker_main() -> None:
     spec: WorkerSpec = pickle.load(stdin)
     status = _StatusPipe(spec.status_fd)
     listeners = [_inherited(fd) for fd in spec.fds]
+    for listener, scheme in zip(listeners, spec.schemes, strict=False):
+        listener.scheme = scheme
 
     loops: list[asyncio.AbstractEventLoop] = []
 

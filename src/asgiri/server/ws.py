@@ -506,8 +506,10 @@ class WSH1Protocol(asyncio.Protocol):
         if response is None:
             info = self._info
             info.keep_alive = False
+            tls = self.transport.get_extra_info("ssl_object") is not None
+            defaults = self.ctx.default_headers() if tls else self.ctx.cleartext_headers()
             parts, self._response = H1Connection.start_response(
-                info, status, headers, self.ctx.default_headers(), body, end
+                info, status, headers, defaults, body, end
             )
         else:
             # A later chunk of a streamed denial body: only its framing.
