@@ -322,6 +322,12 @@ class TLSConfig:
     ciphers: str | None = _opt(
         None, flags=("--ssl-ciphers",), help="OpenSSL cipher string for TLS 1.2."
     )
+    ssl_watch: bool = _opt(
+        False,
+        kind="store_true",
+        help="Reload --certfile/--keyfile/--ca-certs for new handshakes when they change "
+        "(SIGUSR1 does it on demand).",
+    )
     ssl_context: ssl.SSLContext | None = _opt(
         None, flags=None, help="A ready server SSLContext (Python API only)."
     )
@@ -352,6 +358,10 @@ class TLSConfig:
         if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
             raise ValueError("ssl_context must be an ssl.SSLContext")
         _int_range("cert_reqs", self.cert_reqs, 0, 2)
+        if self.ssl_watch and not self.certfile:
+            raise ValueError(
+                "ssl_watch needs the certificate as files to watch: give --certfile and --keyfile"
+            )
 
 
 @dataclass

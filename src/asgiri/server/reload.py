@@ -214,7 +214,18 @@ class Reloader:
             logger.info("Received %s; stopping", signal.Signals(signum).name)
             self._stop.set()
 
-        return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        def forward(signum: int, frame: FrameType | None) -> None:
+            # SIGUSR1 reloads the certificate: the server process has it.
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+        installed: dict[int, Any] = {
+            sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        installed[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, forward)
+        return installed
 
     def _restore_signals(self, installed: dict[int, Any]) -> None:
         for sig, handler in installed.items():

@@ -22,6 +22,7 @@ from ..config import Config, HttpProtocolVersion, LifespanPolicy, LoopChoice, pa
 from ..errors import StartupError
 from ..logging import configure_logging
 from ..ssl_utils import spki_sha256_base64
+from .certreload import CertificateReloader
 from .context import ServerContext
 from .h1 import H1Protocol
 from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
@@ -61,6 +62,9 @@ class WorkerHooks:
     #: :attr:`release_udp`, which the manager calls (in the loop) once they are free.
     udp_deferred: bool = False
     release_udp: Callable[[], None] | None = None
+    #: SIGUSR1 reloads the certificate (asgiri's workers); False where the manager
+    #: gives the signal another meaning and calls :meth:`Server.reload_certificates`.
+    certificate_signal: bool = True
 
 
 class Server:
@@ -166,6 +170,7 @@ class Server:
         self._reloader: Reloader | None = None
         self._metrics: Any = None
         self._supervisor: Supervisor | None = None
+        self._certs: CertificateReloader | None = None
         if hooks is not None:
             return  # a worker process: its manager (supervisor, gunicorn) does the rest
         if config.reload.reload:
@@ -262,6 +267,21 @@ class Server:
         else:
             loop.call_soon_threadsafe(stop.set)
 
+    def reload_certificates(self) -> None:
+        """Read ``certfile``/``keyfile``/``ca_certs`` again for new handshakes (what SIGUSR1 does).
+
+        Safe to call from any thread; with ``workers`` it signals every worker.
+        Connections already open keep their certificate, and files that do not
+        load leave the current certificate in place (logged).
+        """
+        if self._supervisor is not None:
+            self._supervisor.reload_certificates()
+            return
+        loop, certs = self._loop, self._certs
+        if loop is None or certs is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(certs.reload, "reload_certificates()")
+
     async def shutdown(self) -> None:
         """Ask for a graceful shutdown from inside the server's loop."""
         self.request_shutdown()
@@ -315,6 +335,8 @@ class Server:
         self._ctx = ctx
         if ssl_context is not None:
             ctx.tls_info = TLSInfo(ssl_context, read_server_cert(config.tls))
+        if config.tls.enabled:
+            self._certs = CertificateReloader(config, ssl_context, alpn, quic_config, ctx)
         h3_port = self.http3_port
         if h3_port is not None and config.http.alt_svc and self.listeners:
             ctx.advertise_h3(h3_port, config.http.alt_svc_max_age)
@@ -386,6 +408,8 @@ class Server:
                 )
             self._log_started(ssl_context is not None)
             installed = self._install_signals(loop)
+            if self._certs is not None and config.tls.ssl_watch:
+                self._certs.watch(loop)
             self.started.set()
             if hooks is not None and hooks.on_started is not None:
                 hooks.on_started(loop)
@@ -397,6 +421,8 @@ class Server:
             finally:
                 self._remove_signals(loop, installed)
         finally:
+            if self._certs is not None:
+                self._certs.stop()
             for server in servers:
                 server.close()
             for quic_listener in quic_listeners:
@@ -575,6 +601,11 @@ class Server:
             except (NotImplementedError, RuntimeError, ValueError):
                 continue
             installed.append(sig)
+        certs = self._certs
+        if certs is not None and (self._hooks is None or self._hooks.certificate_signal):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGUSR1, certs.reload, "SIGUSR1")
+                installed.append(signal.SIGUSR1)
         return installed
 
     def _remove_signals(self, loop: asyncio.AbstractEventLoop, installed: list[Any]) -> None:

@@ -573,13 +573,35 @@ class Supervisor:
         if threading.current_thread() is not threading.main_thread():
             return []
         installed: list[int] = []
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             loop.add_signal_handler(sig, self._on_signal, sig)
             installed.append(sig)
         return installed
 
+    def reload_certificates(self) -> None:
+        """Every worker reads its certificate files again (SIGUSR1); safe from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._forward_certificate_signal)
+
+    def _forward_certificate_signal(self) -> None:
+        """SIGUSR1 to the workers that serve; one still starting reads the files anyway.
+
+        Not to a starting one: until its handler is installed, SIGUSR1 would kill it.
+        """
+        for worker in list(self._workers):
+            ready = worker.ready.done() and worker.ready.result()
+            if ready and not worker.stopping and not worker.exited.done():
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.send_signal(signal.SIGUSR1)
+
     def _on_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name
+        if sig == signal.SIGUSR1:
+            logger.info("Received SIGUSR1; workers reload the TLS certificate")
+            self._forward_certificate_signal()
+            return
         if sig == signal.SIGHUP:
             if self._stop is not None and not self._stop.is_set():
                 logger.info("Received SIGHUP; restarting workers")
