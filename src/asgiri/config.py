@@ -889,6 +889,35 @@ class WorkersConfig:
         help="Seconds a worker's event loop may go without a heartbeat before the "
         "supervisor kills and replaces it.",
     )
+    workers_max_rss: int | None = _opt(
+        None,
+        metavar="MiB",
+        help="Replace a worker (gracefully, as SIGHUP does) whose resident memory stays "
+        "above this many MiB for --rss-samples samples.",
+    )
+    workers_rss_interval: float = _opt(
+        10.0,
+        flags=("--rss-sample-interval",),
+        metavar="SECONDS",
+        help="Seconds between two samples of each worker's memory for --workers-max-rss.",
+    )
+    workers_rss_samples: int = _opt(
+        3,
+        flags=("--rss-samples",),
+        metavar="N",
+        help="Samples in a row over --workers-max-rss before a worker is replaced.",
+    )
+    workers_lifetime: float | None = _opt(
+        None,
+        metavar="SECONDS",
+        help="Replace each worker (gracefully, as SIGHUP does) this long after it started.",
+    )
+    workers_lifetime_jitter: float | None = _opt(
+        None,
+        metavar="SECONDS",
+        help="Add a random 0..SECONDS to --workers-lifetime per worker, so that workers do "
+        "not all go at once (default: a tenth of the lifetime).",
+    )
 
     @property
     def count(self) -> int | None:
@@ -907,6 +936,24 @@ class WorkersConfig:
         if self.workers is not None:
             _int_range("workers", self.workers, 1, 1024)
         _positive("timeout_worker_healthcheck", self.timeout_worker_healthcheck)
+        if self.workers_max_rss is not None:
+            _int_range("workers_max_rss", self.workers_max_rss, 1, 1 << 30)
+        _positive("workers_rss_interval", self.workers_rss_interval)
+        _int_range("workers_rss_samples", self.workers_rss_samples, 1, 1_000_000)
+        if self.workers_lifetime is not None:
+            _positive("workers_lifetime", self.workers_lifetime)
+        if self.workers_lifetime_jitter is not None:
+            _positive("workers_lifetime_jitter", self.workers_lifetime_jitter, allow_zero=True)
+        recycling = [
+            name
+            for name in ("workers_max_rss", "workers_lifetime")
+            if getattr(self, name) is not None
+        ]
+        if recycling and self.workers is None:
+            raise ValueError(
+                f"{recycling[0]} replaces worker processes: it needs --workers N (a supervisor "
+                "to start the replacement)"
+            )
 
 
 def _cpu_count() -> int:

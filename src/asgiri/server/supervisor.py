@@ -67,6 +67,7 @@ from ..errors import BindError, StartupError
 from . import reload
 from .listeners import Listener, bind_sockets
 from .process import spawn
+from .recycling import WorkerRecycling
 
 if TYPE_CHECKING:
     from .server import Server
@@ -161,6 +162,8 @@ class Supervisor:
         #: Inherited by every worker: the shared listening sockets' descriptors.
         self._fds: list[int] = []
         self._schemes: list[str | None] = []
+        #: --workers-max-rss and --workers-lifetime: when a worker is due for replacement.
+        self._recycling = WorkerRecycling(config.workers, self._retire)
         self._child_config = config
         if reload.IN_CHILD:
             return  # see run(): a worker importing such a module serves it already
@@ -240,6 +243,8 @@ class Supervisor:
             metrics = await self._start_metrics(loop)
             for slot in self._slots:
                 self._start(slot)
+            if self._recycling.watches_memory:
+                self._spawn_task(self._recycling.monitor(lambda: list(self._workers)))
             if server is not None:
                 self._spawn_task(self._mark_started(server))
             await self._stop.wait()
@@ -336,6 +341,7 @@ class Supervisor:
         slot.worker = worker
         loop.add_reader(read_fd, self._on_status, worker)
         self._watch_exit(worker)
+        self._recycling.started(worker)
         startup = self.config.app_options.lifespan_startup_timeout + STARTUP_MARGIN
         worker.watchdog = loop.call_later(startup, self._hung, worker, "did not start")
         logger.info("Started worker process [%d] (slot %d)", worker.pid, slot.index)
@@ -383,6 +389,20 @@ class Supervisor:
             logger.info("Worker process [%d] reached its request limit; replacing it", worker.pid)
             self._spawn_task(self._replace(self._slots[worker.slot], worker))
 
+    def _retire(self, worker: Worker, reason: str) -> None:
+        """Replace ``worker`` as SIGHUP would (its successor ready first), saying why."""
+        slot = self._slots[worker.slot]
+        if worker.stopping or worker.exited.done() or slot.worker is not worker:
+            return
+        if self._stop is None or self._stop.is_set():
+            return
+        logger.info("Worker process [%d]: %s; replacing it", worker.pid, reason)
+        self._spawn_task(self._recycle(slot, worker))
+
+    async def _recycle(self, slot: _Slot, worker: Worker) -> None:
+        if not await self._replace(slot, worker) and not worker.exited.done():
+            self._recycling.failed(worker)
+
     def _arm_watchdog(self, worker: Worker) -> None:
         if worker.watchdog is not None:
             worker.watchdog.cancel()
@@ -420,6 +440,7 @@ class Supervisor:
         self._close_status(worker)
         if worker.watchdog is not None:
             worker.watchdog.cancel()
+        self._recycling.forget(worker)
         self._workers.discard(worker)
         if self.config.metrics.metrics_bind is not None:
             from .metrics import worker_exited
