@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                 *flags, dest=opt.name, action="append", metavar=opt.metavar, help=help_text
             )
         elif opt.kind == "bool":
-            default = "on" if opt.default else "off"
+            default = "auto" if opt.default is None else "on" if opt.default else "off"
             group.add_argument(
                 *flags,
                 dest=opt.name,

@@ -713,6 +713,12 @@ class LoggingConfig:
     log_config: str | None = _opt(
         None, metavar="PATH", help="Logging configuration file: JSON, YAML or INI (dictConfig)."
     )
+    use_colors: bool | None = _opt(
+        None,
+        kind="bool",
+        help="Colour the log level and the status of access lines (default: on when stderr "
+        "is a terminal and NO_COLOR is unset; never with --log-config or JSON lines).",
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.log_level, str) or self.log_level.lower() not in _LOG_LEVELS:

@@ -229,6 +229,7 @@ class Server:
             log.access_log,
             log.log_config,
             access_json=self.config.access.access_log_json,
+            use_colors=log.use_colors,
         )
         if self._reloader is not None:
             if self._stop_requested:
