@@ -835,7 +835,7 @@ class ReloadConfig:
         flags=("--reload-include",),
         kind="append",
         metavar="GLOB",
-        help="Only changes to files matching GLOB restart (repeatable; default: any file).",
+        help="Changes to files matching GLOB restart too (repeatable; *.py always does).",
     )
     reload_excludes: list[str] = _opt(
         default_factory=list,

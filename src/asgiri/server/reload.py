@@ -104,18 +104,19 @@ class Reloader:
             if server is not None:
                 server.listeners = listeners
             child_config = self._child_config(listeners)
+            changes_filter = ChangeFilter(
+                self.dirs, self.config.reload.reload_includes, self.config.reload.reload_excludes
+            )
             logger.info(
-                "Started reloader process [%d]; watching %s",
+                "Started reloader process [%d]; watching %s in %s",
                 os.getpid(),
+                changes_filter.describe(),
                 ", ".join(str(d) for d in self.dirs),
             )
             self._start(child_config, listeners)
             if server is not None:
                 server.started.set()
             delay_ms = round(self.config.reload.reload_delay * 1000)
-            changes_filter = ChangeFilter(
-                self.dirs, self.config.reload.reload_includes, self.config.reload.reload_excludes
-            )
             for changes in watchfiles.watch(
                 *self.dirs,
                 watch_filter=changes_filter,
@@ -232,16 +233,23 @@ class Reloader:
             signal.signal(sig, handler)
 
 
+#: What restarts the server when no --reload-include says otherwise: the code.
+DEFAULT_INCLUDES = ("*.py",)
+
+
 class ChangeFilter:
     """Which changed paths restart the server.
 
     watchfiles' default filter already drops VCS and cache directories and
     editor swap/backup files; on top of it, hidden paths and ``*.log`` files
     (a log written next to the code would restart the server forever) are
-    ignored, then
-    ``excludes`` (a glob on the file name or on the path relative to the
-    watched directory; ``"name/"`` drops a directory anywhere), then, when
-    given, only files matching one of ``includes`` count.
+    ignored, then ``excludes`` (a glob on the file name or on the path
+    relative to the watched directory; ``"name/"`` drops a directory
+    anywhere), then only files matching one of the includes count: ``*.py``
+    and ``includes``, as with uvicorn, so that an app writing a data file
+    does not restart itself.  An exclude spelled exactly as an include
+    (``--reload-exclude '*.py'``) takes that include out; with no include
+    left, any file counts.
     """
 
     def __init__(
@@ -251,8 +259,19 @@ class ChangeFilter:
 
         self._default = watchfiles.DefaultFilter()
         self._roots = list(roots)
-        self._includes = list(includes)
         self._excludes = list(excludes)
+        self._includes = [
+            pattern
+            for pattern in dict.fromkeys([*DEFAULT_INCLUDES, *includes])
+            if pattern not in self._excludes
+        ]
+
+    def describe(self) -> str:
+        """What is watched, for the start-up line: ``*.py, *.html; ignoring build/``."""
+        text = ", ".join(self._includes) if self._includes else "any file"
+        if self._excludes:
+            text += "; ignoring " + ", ".join(self._excludes)
+        return text
 
     def __call__(self, change: Any, path: str) -> bool:
         if not self._default(change, path):
