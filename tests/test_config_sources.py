@@ -323,3 +323,38 @@ def test_print_config_without_an_app_shows_the_defaults() -> None:
     bad = run_cli("--print-config", "--port", "70000")
     assert bad.returncode == 2
     assert _one_line(bad).startswith("asgiri: error: --port must be between 0 and 65535")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--keep-alive", "5"],
+            "--keep-alive is hypercorn's option; asgiri's is --timeout-keep-alive",
+        ),
+        (["--insecure-bind", "0.0.0.0:80"], "asgiri's is --bind http://HOST:PORT"),
+        (["--ssl-version", "17"], "--ssl-version is uvicorn's option; asgiri has none"),
+        (["--no-ws"], "--no-ws is granian's option; asgiri's is --ws none"),
+        (["--http1-header-read-timeout=5000"], "(seconds, not milliseconds)"),
+    ],
+)
+def test_other_servers_options_get_an_answer(args: list[str], expected: str) -> None:
+    result = run_cli("apps:hello", *args)
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert expected in line and line.endswith("(see docs/migration.md) (see 'asgiri --help')")
+
+
+def test_other_servers_options_are_not_asgiris() -> None:
+    from asgiri.cli import build_parser
+    from asgiri.spellings import PEER_FLAGS
+
+    ours = {flag for action in build_parser()._actions for flag in action.option_strings}
+    assert not ours & set(PEER_FLAGS)
+
+
+def test_granians_http_1() -> None:
+    with cli_server("apps:hello", "--port", "0", "--http", "1") as srv:
+        reply = httpx.get(srv.url)
+    assert reply.status_code == 200
+    assert "(h1)" in srv.output  # HTTP/1.1 only: no h2c on the listener

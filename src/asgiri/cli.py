@@ -220,11 +220,14 @@ def _note(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .spellings import normalize_argv
+    from .spellings import normalize_argv, peer_flag_answer
 
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     raw, notices = normalize_argv(raw, *_switches())
+    answer = peer_flag_answer(raw)
+    if answer is not None:
+        parser.error(answer)
     args = vars(parser.parse_args(raw))
     for notice in notices:
         _note(notice)
