@@ -25,7 +25,7 @@ import pytest
 from asgiri.ssl_utils import generate_self_signed_cert, save_cert_and_key
 from tests.apps import hello
 from tests.h3_client import H3Client
-from tests.servers import CLIServer, ThreadServer, run_cli
+from tests.servers import CLIServer, ThreadServer, cli_server, run_cli
 from tests.test_asgi_http import _client_cert
 
 
@@ -347,3 +347,27 @@ def test_gunicorn_sigusr1_reopens_logs_and_renews_the_certificate(
         assert len(set(re.findall(r"Booting worker with pid: (\d+)", srv.output))) == 2
     finally:
         assert srv.stop() == 0, srv.output
+
+
+def test_ssl_watch_from_the_environment_file_and_python(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    env = {"ASGIRI_CERTFILE": str(files[0]), "ASGIRI_KEYFILE": str(files[1])}
+    env["ASGIRI_SSL_WATCH"] = "true"
+    with cli_server("apps:hello", "--port", "0", env=env) as srv:
+        srv.wait_for("Watching .* for a renewed certificate")
+    config = tmp_path / "tls.toml"
+    config.write_text(f'certfile = "{files[0]}"\nkeyfile = "{files[1]}"\nssl_watch = true\n')
+    with cli_server("apps:hello", "--port", "0", "--config", str(config)) as srv:
+        srv.wait_for("Watching .* for a renewed certificate")
+    srv2 = ThreadServer(hello, certfile=str(files[0]), keyfile=str(files[1]), ssl_watch=True)
+    srv2.start()
+    try:
+        new = _renew(files)
+        deadline = 100
+        while _tcp_fingerprint(srv2.port, "h2") != new and deadline:
+            deadline -= 1
+            threading.Event().wait(0.1)
+        assert _all_fingerprints(srv2.port) == {new}
+    finally:
+        srv2.stop()
