@@ -183,7 +183,7 @@ def test_console_script_runs_and_serves() -> None:
         [str(CONSOLE_SCRIPT), "--version"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0
-    assert result.stdout.strip() == f"asgiri {asgiri.__version__}"
+    assert result.stdout.splitlines()[0] == f"asgiri {asgiri.__version__}"
     proc = Spawned([str(CONSOLE_SCRIPT), "apps:hello", "--port", "0"])
     try:
         port = proc.wait_for(r"Listening on http://127\.0\.0\.1:(\d+)").group(1)
