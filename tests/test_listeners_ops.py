@@ -336,3 +336,20 @@ def test_quic_bind_from_python_and_environment(cert_files: tuple[str, str]) -> N
             assert client.get("/").status == 200
     finally:
         srv2.stop()
+
+
+def test_redirect_without_an_https_tcp_listener_is_one_line(tmp_path: Path) -> None:
+    sock = tmp_path / "tls.sock"
+    result = run_cli(
+        "apps:hello",
+        "--redirect-http",
+        "--bind",
+        "http://127.0.0.1:0",
+        "--bind",
+        f"https://unix:{sock}",
+        "--selfcert",
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1] == "Error: --redirect-http: no https:// TCP listener to redirect to"
+    assert not sock.exists()  # what was bound is closed and removed again

@@ -445,7 +445,7 @@ class HTTPConfig:
     health_path: str | None = _opt(
         None,
         metavar="PATH",
-        help="Answer GET PATH (e.g. /healthz) in the server itself: 200 while serving, "
+        help="Answer requests for PATH (e.g. /healthz) in the server itself: 200 while serving, "
         "503 once draining, on every protocol; the app never sees it.",
     )
 

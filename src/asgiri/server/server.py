@@ -447,17 +447,22 @@ class Server:
         if config.bind.redirect_http:
             from ..asgi.routes import redirect_to_https
 
-            tls = config.tls.enabled
-            ports = [lst.port for lst in self.listeners if lst.tls(tls) and lst.port is not None]
-            if not ports:
-                raise StartupError("--redirect-http: no https:// TCP listener to redirect to")
-            app = redirect_to_https(app, ports[0])
+            app = redirect_to_https(app, self._https_port())
         health_path = config.http.health_path
         if health_path is not None:
             from ..asgi.routes import health_endpoint
 
             app = health_endpoint(app, health_path, self._draining)
         return app
+
+    def _https_port(self) -> int:
+        """Where ``--redirect-http`` sends cleartext requests: the first TLS TCP listener's port."""
+        tls = self.config.tls.enabled
+        for listener in self.listeners:
+            port = listener.port
+            if port is not None and listener.tls(tls):
+                return port
+        raise StartupError("--redirect-http: no https:// TCP listener to redirect to")
 
     def _draining(self) -> bool:
         """Whether this server has begun its graceful shutdown (``--health-path`` says 503)."""
@@ -508,6 +513,8 @@ class Server:
             try:
                 if quic:
                     self._bind_quic()
+                if config.bind.redirect_http:
+                    self._https_port()  # refused here, where the sockets get closed
                 return
             except BaseException as exc:
                 for listener in self.listeners:
