@@ -11,13 +11,14 @@ orchestrated rollout each time.  Here the files named by ``--certfile``,
   either fails (a half-written file, a key that does not match) nothing
   changes and one line says why; the next change of the files tries again.
 - **New handshakes only.**  TCP: the listeners keep the context they were
-  created with, and its SNI callback (which OpenSSL runs for every
-  ClientHello, with or without a server name) hands each new handshake the
-  newest context (``SSLObject.context = ...``), certificate, key, CA bundle
-  and all, so a change of key type (RSA to ECDSA) leaves no old certificate
-  behind.  QUIC: the certificate and key on the shared ``QuicConfiguration``
-  are replaced; aioquic copies them into a connection when its first packet
-  arrives.  Connections already open keep what they negotiated.
+  created with; from the first reload on, its SNI callback (which OpenSSL
+  runs for every ClientHello, with or without a server name) hands each new
+  handshake the newest context (``SSLObject.context = ...``), certificate,
+  key, CA bundle and all, so a change of key type (RSA to ECDSA) leaves no
+  old certificate behind, as loading into the live context would.  QUIC:
+  the certificate and key on the shared ``QuicConfiguration`` are replaced;
+  aioquic copies them into a connection when its first packet arrives.
+  Connections already open keep what they negotiated.
 - **Watching** (``--ssl-watch``) is a stat of the few files once a second
   (following symlinks, so the ``..data`` swap of a Kubernetes secret volume
   counts); a change is loaded once the files have stopped changing for a
@@ -74,8 +75,6 @@ class CertificateReloader:
             self.unavailable = "the TLS context was given ready-made (ssl_context)"
         elif not tls.certfile:
             self.unavailable = "the certificate was given in memory (cert_data, --selfcert)"
-        if self.unavailable is None and ssl_context is not None:
-            ssl_context.sni_callback = self._choose_context
         self._timer: asyncio.TimerHandle | None = None
         self._seen: Signature = self._signature()
         self._pending: Signature | None = None
@@ -99,6 +98,9 @@ class CertificateReloader:
             return False
         if fresh is not None:
             self._current = fresh
+            if self._listening is not None:
+                # From the first reload on; until then handshakes pay for no callback.
+                self._listening.sni_callback = self._choose_context
         if quic_material is not None:
             certificate, chain, key = quic_material
             self._quic.certificate = certificate
@@ -139,7 +141,9 @@ class CertificateReloader:
         der = leaf.public_bytes(encoding=_der())
         digest = hashlib.sha256(der).hexdigest().upper()
         fingerprint = ":".join(digest[i : i + 2] for i in range(0, 16, 2))
-        until = leaf.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+        # cryptography < 42 has only the naive (UTC) not_valid_after.
+        expiry = getattr(leaf, "not_valid_after_utc", None) or leaf.not_valid_after
+        until = expiry.strftime("%Y-%m-%d %H:%M UTC")
         return (
             f"{path}, {leaf.subject.rfc4514_string()}, valid until {until}, SHA-256 {fingerprint}…"
         )
