@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 certs: certs/cert.pem
 
 certs/cert.pem: | venv
-	$(BIN)/python -m asgiri.devcert certs
+	$(BIN)/python -m asgiri.devcert certs --force
 
 demo: venv certs
 	./scripts/demo.sh

@@ -28,6 +28,7 @@ from aioquic.quic.events import (
     QuicEvent,
     StreamReset,
 )
+from cryptography.hazmat.primitives.serialization import Encoding
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -115,6 +116,19 @@ class H3Client:
             self.quic.close(error_code=error_code)
             self._transmit()
         self.sock.close()
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The server's leaf certificate (DER) from the handshake, or None before it.
+
+        aioquic keeps it on its TLS context without a public accessor; this is
+        the one place the tests read that private attribute.
+        """
+        certificate = getattr(self.quic.tls, "_peer_certificate", None)
+        if certificate is None:
+            return None
+        der: bytes = certificate.public_bytes(Encoding.DER)
+        return der
 
     # ------------------------------------------------------------ requests
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import queue
 import re
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
@@ -78,7 +80,9 @@ def _stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    )
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -156,8 +160,18 @@ def test_help_lists_every_documented_option() -> None:
 def test_version_prints_the_installed_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"asgiri {dist_version('asgiri')}"
+    first, python, libraries = result.stdout.strip().splitlines()
+    assert first == f"asgiri {dist_version('asgiri')}"
     assert asgiri.__version__ == dist_version("asgiri")
+    assert python.startswith(f"Python {platform.python_version()} (")
+    assert platform.system() in python
+    for name in ("httptools", "h2", "aioquic", "wsproto"):
+        assert f"{name} {dist_version(name)}" in libraries
+    try:
+        uvloop = f"uvloop {dist_version('uvloop')}"
+    except PackageNotFoundError:
+        uvloop = "uvloop not installed"
+    assert uvloop in libraries
 
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("asgiri")
@@ -169,7 +183,7 @@ def test_console_script_runs_and_serves() -> None:
         [str(CONSOLE_SCRIPT), "--version"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0
-    assert result.stdout.strip() == f"asgiri {asgiri.__version__}"
+    assert result.stdout.splitlines()[0] == f"asgiri {asgiri.__version__}"
     proc = Spawned([str(CONSOLE_SCRIPT), "apps:hello", "--port", "0"])
     try:
         port = proc.wait_for(r"Listening on http://127\.0\.0\.1:(\d+)").group(1)
@@ -455,6 +469,35 @@ def test_generate_cert_writes_a_usable_pair(tmp_path: Path) -> None:
     assert "PRIVATE KEY" in key.read_text()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)  # raises if they do not match
+
+
+def test_generate_cert_keeps_existing_files_unless_forced(tmp_path: Path) -> None:
+    assert run_cli("--generate-cert", str(tmp_path)).returncode == 0
+    cert = tmp_path / "cert.pem"
+    first = cert.read_bytes()
+    refused = run_cli("--generate-cert", str(tmp_path))
+    assert refused.returncode == 1
+    assert _stderr_lines(refused) == [
+        f"Error: {tmp_path / 'cert.pem'} and {tmp_path / 'key.pem'} already exist; "
+        "add --force to replace"
+    ]
+    assert cert.read_bytes() == first
+    (tmp_path / "cert.pem").unlink()  # one file left is enough to refuse
+    assert run_cli("--generate-cert", str(tmp_path)).returncode == 1
+    assert not cert.exists()
+    forced = run_cli("--generate-cert", str(tmp_path), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert cert.read_bytes() != first
+    devcert = subprocess.run(
+        [sys.executable, "-m", "asgiri.devcert", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert devcert.returncode == 1
+    assert "add --force to replace" in devcert.stderr
+    assert run_cli("--force").returncode == 2
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import websockets
@@ -11,7 +17,7 @@ from examples.demo import app
 from asgiri.ssl_utils import generate_self_signed_cert
 
 from .h3_client import H3Client
-from .servers import serve
+from .servers import ROOT, serve
 
 
 def test_demo_pages_and_websocket_echo() -> None:
@@ -53,3 +59,53 @@ def test_demo_over_http3() -> None:
     assert advertised == f'h3=":{port}"; ma=86400'
     assert hello.status == 200
     assert echoed.body == b"over quic"
+
+
+def test_demo_script_serves_tls_and_cleartext_from_one_process(tmp_path: Path) -> None:
+    """``make demo`` runs scripts/demo.sh: one asgiri process, an https and an http listener."""
+    ports = []
+    for kind in (socket.SOCK_STREAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    https_port, http_port = ports
+    env = dict(os.environ)
+    env.update(
+        HTTPS_PORT=str(https_port),
+        HTTP_PORT=str(http_port),
+        CERT_DIR=str(tmp_path / "certs"),
+        PYTHON=sys.executable,
+        ASGIRI=str(Path(sys.executable).with_name("asgiri")),
+        PYTHONUNBUFFERED="1",
+    )
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        listening = 0
+        for line in proc.stdout:
+            lines.append(line)
+            if "Listening on" in line:
+                listening += 1
+                if listening == 2:
+                    break
+        assert listening == 2, "".join(lines)
+        assert f"Listening on https://127.0.0.1:{https_port} (h1, h2) + udp (h3)" in "".join(lines)
+        assert f"Listening on http://127.0.0.1:{http_port} (h1, h2c)" in "".join(lines)
+        secure = httpx.get(f"https://127.0.0.1:{https_port}/hello", verify=False)
+        plain = httpx.get(f"http://127.0.0.1:{http_port}/hello")
+        assert secure.status_code == plain.status_code == 200
+        assert secure.headers["alt-svc"] == f'h3=":{https_port}"; ma=86400'
+        assert "alt-svc" not in plain.headers
+        with H3Client(https_port) as client:
+            assert client.get("/hello").status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    assert code == 0, "".join(lines)

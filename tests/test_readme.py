@@ -184,6 +184,7 @@ def test_tls_example_runs(tmp_path: Path) -> None:
     generate, devcert, serve, curl = _commands(_block("bash", "asgiri --generate-cert certs"))
     for command in (generate, devcert):
         (tmp_path / "certs" / "cert.pem").unlink(missing_ok=True)
+        (tmp_path / "certs" / "key.pem").unlink(missing_ok=True)
         result = subprocess.run(
             _argv(command), cwd=tmp_path, capture_output=True, text=True, timeout=30
         )
@@ -203,6 +204,45 @@ def test_tls_example_runs(tmp_path: Path) -> None:
         assert result.stdout == b"Hello, World!"
     finally:
         assert proc.stop() == 0
+
+
+def test_asgiri_03_example_runs(tmp_path: Path) -> None:
+    """The "Coming from asgiri 0.3" example is a whole program: it serves and answers over TLS."""
+    code = _block("python", "LifespanPolicy.ENABLED")
+    script = tmp_path / "compat_example.py"
+    script.write_text(code)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Hello over TLS"
+
+
+def test_links_into_the_docs_name_existing_headings() -> None:
+    """``docs/X.md#anchor`` links in README and docs point at a heading that exists."""
+    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for source in sources:
+        text = source.read_text()
+        for target, anchor in re.findall(r"\]\(((?:docs/)?[\w.-]*\.md)?#([\w-]+)\)", text):
+            if target:
+                path = (source.parent / target).resolve()
+                if not path.exists():
+                    path = ROOT / target
+            else:
+                path = source
+            if anchor not in _anchors(path.read_text()):
+                broken.append(f"{source.name}: {target}#{anchor}")
+    assert not broken, broken
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as dashes."""
+    anchors = set()
+    for heading in re.findall(r"^#+ (.+)$", markdown, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
 
 
 def test_cli_doc_lists_every_option() -> None:

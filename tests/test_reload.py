@@ -140,6 +140,40 @@ def test_ignored_changes_do_not_restart(tmp_path: Path) -> None:
         assert "notes.txt" not in line and "x.py" not in line and "server.log" not in line
 
 
+WRITER = """
+import os
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    with open("store.json", "a") as fh:  # an app that keeps data next to its code
+        fh.write("{{}}\\n")
+    await send({{"type": "http.response.start", "status": 200, "headers": []}})
+    await send({{"type": "http.response.body", "body": str(os.getpid()).encode()}})
+"""
+
+
+def test_an_app_writing_data_files_is_not_restarted(tmp_path: Path) -> None:
+    """Only *.py restarts by default (uvicorn's default), and the start-up line says so."""
+    (tmp_path / "writer.py").write_text(WRITER)
+    srv = CLIServer(
+        "writer:app", "--reload", "--port", "0", "--reload-delay", "0.05", cwd=tmp_path
+    ).wait_ready()
+    try:
+        srv.wait_for(rf"Started reloader process \[\d+\]; watching \*\.py in {tmp_path}")
+        pids = {httpx.get(srv.url).text for _ in range(5)}
+        assert (tmp_path / "store.json").read_text().count("{}") == 5
+        # Long enough for a restart to have shown: the same process answers.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            pids.add(httpx.get(srv.url).text)
+            time.sleep(0.2)  # poll interval
+        assert len(pids) == 1, srv.output
+        assert "Detected changes" not in srv.output
+    finally:
+        srv.stop()
+
+
 def test_python_api_reload_from_a_script_without_main_guard(tmp_path: Path) -> None:
     script = tmp_path / "devserver.py"
     script.write_text(SCRIPT.format(version="one"))
@@ -269,7 +303,18 @@ def test_change_filter(tmp_path: Path) -> None:
 
     default = ChangeFilter([tmp_path], [], [])
     assert passes(default, "app.py")
-    assert passes(default, "templates/page.html")
+    assert not passes(default, "templates/page.html")  # *.py only, as with uvicorn
+    assert not passes(default, "data/store.json")  # an app writing data does not restart
+    assert default.describe() == "*.py"
+    html = ChangeFilter([tmp_path], ["*.html"], [])
+    assert passes(html, "templates/page.html") and passes(html, "app.py")
+    assert html.describe() == "*.py, *.html"
+    only_html = ChangeFilter([tmp_path], ["*.html"], ["*.py"])
+    assert passes(only_html, "page.html") and not passes(only_html, "app.py")
+    assert only_html.describe() == "*.html; ignoring *.py"
+    everything = ChangeFilter([tmp_path], [], ["*.py"])
+    assert passes(everything, "templates/page.html")
+    assert everything.describe() == "any file; ignoring *.py"
     assert not passes(default, "__pycache__/app.cpython-311.pyc")
     assert not passes(default, ".git/index")
     assert not passes(default, ".hidden/app.py")

@@ -29,7 +29,8 @@ def _base_type(hint: Any) -> Any:
     return hint
 
 
-def _flags(opt: OptionSpec) -> list[str]:
+def option_flags(opt: OptionSpec) -> list[str]:
+    """The command-line spellings of an option, its primary ``--name`` first."""
     primary = "--" + opt.name.replace("_", "-")
     extra = list(opt.flags or ())
     if opt.kind == "store_false":
@@ -52,13 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("app", nargs="?", metavar="APP", help="The ASGI app as 'module:attribute'.")
-    parser.add_argument("--version", action="version", version=f"asgiri {__version__}")
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="Print the versions of asgiri, Python, the platform and the protocol libraries, "
+        "and exit.",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="Print the effective configuration (command line, environment and --config file "
+        "together, defaults included) as TOML that --config reads, and exit.",
+    )
     parser.add_argument(
         "--generate-cert",
         metavar="DIR",
-        help="Write a localhost development certificate (cert.pem, key.pem) into DIR and exit.",
+        help="Write a localhost development certificate (cert.pem, key.pem) into DIR and exit; "
+        "existing files are kept unless --force is given.",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="With --generate-cert: replace cert.pem and key.pem when they exist.",
+    )
+    parser.add_argument(
+        "-c",
         "--config",
         metavar="FILE",
         help="Read options from a TOML file (pyproject.toml: its [tool.asgiri] table); "
@@ -71,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         group = groups.get(opt.group_key)
         if group is None:
             group = groups[opt.group_key] = parser.add_argument_group(opt.group_title.rstrip("."))
-        flags = _flags(opt)
+        flags = option_flags(opt)
         help_text = opt.help
         if opt.kind == "store_false":
             group.add_argument(*flags, dest=opt.name, action="store_false", help=help_text)
@@ -82,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                 *flags, dest=opt.name, action="append", metavar=opt.metavar, help=help_text
             )
         elif opt.kind == "bool":
-            default = "on" if opt.default else "off"
+            default = "auto" if opt.default is None else "on" if opt.default else "off"
             group.add_argument(
                 *flags,
                 dest=opt.name,
@@ -143,51 +162,124 @@ def _add_compat_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(compat.flag, **kwargs)
 
 
-def _cli_message(message: str) -> str:
-    """Name options as the CLI spells them in validation errors."""
+def _cli_message(message: str, sources: dict[str, str] | None = None) -> str:
+    """Name options in validation errors as the user gave them (flag, variable or file)."""
     first, _, rest = message.partition(" ")
     names = {o.name for o in iter_options()}
     if first in names:
+        source = (sources or {}).get(first)
+        if source is not None:
+            return f"{source} {rest}"
         return "--" + first.replace("_", "-") + " " + rest
     return message
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    cert_dir = args.pop("generate_cert", None)
-    if cert_dir is not None:
-        from .devcert import write_dev_cert
+def _switches() -> tuple[set[str], set[str]]:
+    """Long flags of on/off options: (with a --no- form, switched on only)."""
+    negatable: set[str] = set()
+    switches: set[str] = set()
+    for opt in iter_options():
+        if opt.flags is None:
+            continue
+        long_flags = [f for f in option_flags(opt) if f.startswith("--")]
+        if opt.kind == "bool":
+            negatable.update(long_flags)
+        elif opt.kind == "store_true":
+            switches.update(long_flags)
+    return negatable, switches
 
-        cert, key = write_dev_cert(cert_dir)
-        print(f"Wrote {cert} and {key}")
+
+#: Libraries whose versions decide what asgiri does on the wire.
+_LIBRARIES = ("httptools", "h2", "aioquic", "wsproto", "uvloop")
+
+
+def version_report() -> str:
+    """``--version``: asgiri, Python and platform, and the protocol libraries' versions."""
+    import platform
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    libraries = []
+    for name in _LIBRARIES:
+        try:
+            libraries.append(f"{name} {dist_version(name)}")
+        except PackageNotFoundError:
+            libraries.append(f"{name} not installed")
+    return "\n".join(
+        (
+            f"asgiri {__version__}",
+            f"Python {platform.python_version()} ({platform.python_implementation()}) "
+            f"on {platform.platform()}",
+            ", ".join(libraries),
+        )
+    )
+
+
+def _note(message: str) -> None:
+    print(f"asgiri: note: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .spellings import normalize_argv, peer_flag_answer
+
+    parser = build_parser()
+    raw = list(sys.argv[1:] if argv is None else argv)
+    raw, notices = normalize_argv(raw, *_switches())
+    answer = peer_flag_answer(raw)
+    if answer is not None:
+        parser.error(answer)
+    args = vars(parser.parse_args(raw))
+    for notice in notices:
+        _note(notice)
+    if args.pop("version", False):
+        print(version_report())
         return 0
-    config_file = args.pop("config", None)
-    if config_file is not None:
-        from .config_file import ConfigFileError, load_config_file
+    print_config = args.pop("print_config", False)
+    cert_dir = args.pop("generate_cert", None)
+    force = args.pop("force", False)
+    if cert_dir is not None:
+        from .devcert import CertificateExistsError, write_dev_cert
 
         try:
-            from_file = load_config_file(config_file)
-        except ConfigFileError as exc:
-            parser.error(str(exc))
-        if args.get("app") is None:
-            args.pop("app", None)
-        args = {**from_file, **args}
-    app = args.pop("app", None)
+            cert, key = write_dev_cert(cert_dir, force=force)
+        except CertificateExistsError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
+        except (OSError, ValueError) as exc:
+            print(f"Error: could not write the development certificate: {exc}", file=sys.stderr)
+            return 1
+        print(f"Wrote {cert} and {key}")
+        return 0
+    if force:
+        parser.error("--force only applies to --generate-cert")
+    if args.get("app") is None:
+        args.pop("app", None)
+    options, sources = _gather(parser, args)
+    app = options.pop("app", None)
+    if print_config:
+        from .config import Config
+        from .config_file import render_config
+
+        try:
+            config = Config.from_options(app or "module:attribute", **options)
+        except ValueError as exc:
+            parser.error(_cli_message(str(exc), sources))
+        text = render_config(config)
+        if not app:
+            text = text.replace('app = "module:attribute"', '# app = "module:attribute"', 1)
+        sys.stdout.write(text)
+        return 0
     if not app:
         parser.error(
-            "the APP argument ('module:attribute') is required (or 'app' in the --config file)"
+            "the APP argument ('module:attribute') is required "
+            "(or 'app' in the --config file, or ASGIRI_APP)"
         )
     from .server import Server
 
-    if "workers" not in args and not args.get("reload") and os.environ.get("WEB_CONCURRENCY"):
-        # As uvicorn and gunicorn do: platforms (Heroku, Dokku...) set it per dyno size.
-        # --reload wins over it: a development server runs one process.
-        args["workers"] = os.environ["WEB_CONCURRENCY"]
     try:
-        server = Server(app, **args)
+        server = Server(app, **options)
     except ValueError as exc:
-        parser.error(_cli_message(str(exc)))
+        parser.error(_cli_message(str(exc), sources))
     try:
         server.run()
     except StartupError as exc:
@@ -200,6 +292,76 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _gather(
+    parser: argparse.ArgumentParser, args: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every source laid over the next: command line > environment > config file.
+
+    Returns the options (with ``app``) and, for the options that did not come
+    from the command line, where they came from (for error messages).
+    """
+    from .config_file import ConfigFileError, load_config_file
+    from .environment import (
+        PREFIX,
+        EnvironmentConfigError,
+        apply_env_file,
+        environment_names,
+        options_from_environ,
+    )
+    from .spellings import normalize_values
+
+    try:
+        from_env = options_from_environ(os.environ)
+    except EnvironmentConfigError as exc:
+        parser.error(str(exc))
+    notices: list[str] = []
+    config_file = args.pop("config", None) or from_env.pop("config", None)
+    from_env.pop("config", None)
+    from_file: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            from_file = load_config_file(config_file, notices=notices)
+        except ConfigFileError as exc:
+            parser.error(str(exc))
+    env_file = args.get("env_file") or from_env.get("env_file") or from_file.get("env_file")
+    if env_file:
+        # Before the environment is read for good: the file may hold ASGIRI_* lines.
+        try:
+            apply_env_file(env_file)
+        except EnvironmentConfigError as exc:
+            parser.error(str(exc))
+    try:
+        from_env = options_from_environ(os.environ, notices)
+    except EnvironmentConfigError as exc:
+        parser.error(str(exc))
+    from_env.pop("config", None)
+    table = environment_names()
+
+    def variable(name: str) -> str:
+        given = [var for var, (spec, _) in table.items() if spec.name == name and var in os.environ]
+        return given[0] if given else PREFIX + name.upper()
+
+    notices += normalize_values(from_env, lambda name: variable(name) + "=")
+    for notice in notices:
+        _note(notice)
+    sources: dict[str, str] = {}
+    for name in from_file:
+        sources[name] = f"{config_file}: {name}"
+    for name in from_env:
+        sources[name] = variable(name)
+    for name in args:
+        sources.pop(name, None)
+    options = {**from_file, **from_env, **args}
+    if "workers" not in options and not options.get("reload"):
+        concurrency = os.environ.get("WEB_CONCURRENCY")
+        if concurrency:
+            # As uvicorn and gunicorn do: platforms (Heroku, Dokku...) set it per dyno
+            # size.  --reload wins over it: a development server runs one process.
+            options["workers"] = concurrency
+            sources["workers"] = "WEB_CONCURRENCY"
+    return options, sources
 
 
 if __name__ == "__main__":

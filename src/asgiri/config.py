@@ -28,8 +28,10 @@ __all__ = [
     "LifespanPolicy",
     "LoopChoice",
     "OptionSpec",
+    "bind_scheme",
     "iter_options",
     "parse_bind",
+    "parse_header",
 ]
 
 
@@ -172,8 +174,16 @@ class AppConfig:
         10.0, help="Seconds the app may take to complete lifespan shutdown."
     )
     root_path: str = _opt("", help="ASGI root_path, for apps mounted below a path prefix.")
+    env_file: str | None = _opt(
+        None,
+        metavar="PATH",
+        help="Set the variables of this dotenv file (KEY=VALUE lines) for the app; variables "
+        "already in the environment win. Its ASGIRI_* lines configure the server too.",
+    )
 
     def __post_init__(self) -> None:
+        if self.env_file is not None and (not isinstance(self.env_file, str) or not self.env_file):
+            raise ValueError(f"env_file must be a file path, got {self.env_file!r}")
         self.lifespan = _coerce_choice("lifespan", self.lifespan, _LIFESPAN_CHOICES, LifespanPolicy)
         _positive("lifespan_startup_timeout", self.lifespan_startup_timeout)
         _positive("lifespan_shutdown_timeout", self.lifespan_shutdown_timeout)
@@ -193,16 +203,28 @@ class BindConfig:
         None, help="Port to bind (default 8000, or 8443 with TLS; 0 picks a free port)."
     )
     uds: str | None = _opt(None, metavar="PATH", help="Bind a Unix domain socket instead.")
+    uds_permissions: str | int | None = _opt(
+        None,
+        metavar="MODE",
+        help="Octal file mode of the Unix sockets bound (--uds, --bind unix:), e.g. 660 "
+        "(default: 666, anyone on the host may connect).",
+    )
     fd: int | None = _opt(None, help="Serve on an already bound socket file descriptor.")
     backlog: int = _opt(2048, help="Maximum number of pending connections.")
     reuse_port: bool = _opt(False, kind="bool", help="Set SO_REUSEPORT on the listening socket.")
     binds: list[str] = _opt(
         default_factory=list,
-        flags=("--bind",),
+        flags=("--bind", "-b"),
         kind="append",
         metavar="ADDRESS",
-        help="Listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N (repeatable; "
-        "replaces --host/--port).",
+        help="Listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, each optionally after "
+        "http:// (cleartext) or https:// (TLS) (repeatable; replaces --host/--port).",
+    )
+    redirect_http: bool = _opt(
+        False,
+        kind="store_true",
+        help="Answer requests on the http:// listeners with a 308 redirect to the same URL "
+        "on the first https:// one.",
     )
 
     def __post_init__(self) -> None:
@@ -215,13 +237,47 @@ class BindConfig:
             _int_range("port", self.port, 0, 65535)
         if self.fd is not None:
             _int_range("fd", self.fd, 0, 1 << 30)
+        if self.uds_permissions is not None:
+            self.uds_permissions = _octal_mode("uds_permissions", self.uds_permissions)
         _int_range("backlog", self.backlog, 1, 1 << 20)
         if not isinstance(self.host, str) or not self.host:
             raise ValueError("host must be a non-empty string")
 
 
+def _octal_mode(name: str, value: Any) -> int:
+    """``"660"``, ``"0o660"``, ``"0660"`` or the number itself -> a file mode, 0 to 0o777."""
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        if not text or any(c not in "01234567" for c in text):
+            raise ValueError(f"{name} must be an octal file mode such as 660, got {value!r}")
+        value = int(text, 8)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise ValueError(f"{name} must be an octal file mode from 000 to 777, got {value!r}")
+    return value
+
+
+def bind_scheme(address: str) -> tuple[str | None, str]:
+    """``"https://0.0.0.0:8443"`` -> ("https", "0.0.0.0:8443"); no scheme -> (None, address).
+
+    The scheme says whether a listener speaks TLS; without one it does when a
+    certificate is configured.  A trailing ``/`` after the scheme form is allowed.
+    """
+    for scheme in ("https", "http"):
+        prefix = scheme + "://"
+        if address[: len(prefix)].lower() == prefix:
+            rest = address[len(prefix) :]
+            return scheme, rest[:-1] if rest.endswith("/") and ":" in rest else rest
+    return None, address
+
+
 def parse_bind(address: str) -> tuple[str, str | int, int | None]:
-    """``--bind`` forms -> ("tcp", host, port), ("unix", path, None) or ("fd", n, None)."""
+    """``--bind`` forms -> ("tcp", host, port), ("unix", path, None) or ("fd", n, None).
+
+    An ``http://`` / ``https://`` in front is allowed (see :func:`bind_scheme`).
+    """
+    scheme, address = bind_scheme(address)
+    if scheme is not None and ":" not in address:
+        raise ValueError(f"binds entry '{scheme}://{address}' needs a port: {scheme}://HOST:PORT")
     if address.startswith("unix:"):
         path = address[5:]
         if not path:
@@ -266,6 +322,12 @@ class TLSConfig:
     ciphers: str | None = _opt(
         None, flags=("--ssl-ciphers",), help="OpenSSL cipher string for TLS 1.2."
     )
+    ssl_watch: bool = _opt(
+        False,
+        kind="store_true",
+        help="Reload --certfile/--keyfile/--ca-certs for new handshakes when they change "
+        "(SIGUSR1 does it on demand).",
+    )
     ssl_context: ssl.SSLContext | None = _opt(
         None, flags=None, help="A ready server SSLContext (Python API only)."
     )
@@ -296,6 +358,10 @@ class TLSConfig:
         if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
             raise ValueError("ssl_context must be an ssl.SSLContext")
         _int_range("cert_reqs", self.cert_reqs, 0, 2)
+        if self.ssl_watch and not self.certfile:
+            raise ValueError(
+                "ssl_watch needs the certificate as files to watch: give --certfile and --keyfile"
+            )
 
 
 @dataclass
@@ -368,8 +434,37 @@ class HTTPConfig:
     alt_svc_max_age: int = _opt(86400, help="Seconds clients may remember the Alt-Svc entry.")
     server_header: bool = _opt(True, kind="bool", help="Send a 'server: asgiri' header.")
     date_header: bool = _opt(True, kind="bool", help="Send a 'date' header.")
+    headers: list[str] = _opt(
+        default_factory=list,
+        flags=("--header",),
+        kind="append",
+        metavar="NAME:VALUE",
+        help="Add this header to every response (repeatable); 'server:...' or 'date:...' "
+        "replaces the server's own.",
+    )
+    health_path: str | None = _opt(
+        None,
+        metavar="PATH",
+        help="Answer requests for PATH (e.g. /healthz) in the server itself: 200 while serving, "
+        "503 once draining, on every protocol; the app never sees it.",
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.headers, str) or not all(isinstance(h, str) for h in self.headers):
+            raise ValueError(
+                f"headers must be a list of 'NAME:VALUE' strings, got {self.headers!r}"
+            )
+        self.headers = list(self.headers)
+        for header in self.headers:
+            parse_header(header)
+        if self.health_path is not None and (
+            not isinstance(self.health_path, str)
+            or not self.health_path.startswith("/")
+            or any(c in self.health_path for c in "?# ")
+        ):
+            raise ValueError(
+                f"health_path must be a path starting with '/' (no query), got {self.health_path!r}"
+            )
         self.http_version = _coerce_choice(
             "http_version", self.http_version, _HTTP_CHOICES, HttpProtocolVersion
         )
@@ -380,6 +475,40 @@ class HTTPConfig:
         if self.http3_port is not None:
             _int_range("http3_port", self.http3_port, 0, 65535)
         _int_range("alt_svc_max_age", self.alt_svc_max_age, 0, 1 << 31)
+
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+#: Headers that frame the message or the connection: the protocol code owns them.
+_FRAMING_HEADERS = frozenset(
+    ("content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer")
+)
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``--header`` ``"NAME:VALUE"`` -> (NAME, VALUE); ValueError says what is wrong."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
+        raise ValueError(f"headers entry {text!r} is not NAME:VALUE")
+    if not set(name) <= _TOKEN_CHARS:
+        raise ValueError(f"headers entry {text!r}: {name!r} is not a valid header name")
+    if name.lower() in _FRAMING_HEADERS:
+        raise ValueError(
+            f"headers entry {text!r}: {name.lower()} is set by the server for each response"
+        )
+    if any(c in value for c in "\r\n\0") or not value.isprintable() or not _latin1(value):
+        raise ValueError(f"headers entry {text!r}: the value must be printable latin-1 text")
+    return name, value
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -412,11 +541,25 @@ class QUICConfig:
     quic_log_dir: str | None = _opt(
         None, metavar="DIR", help="Write a QLOG file per QUIC connection into DIR (debugging)."
     )
+    quic_bind: list[str] = _opt(
+        default_factory=list,
+        kind="append",
+        metavar="HOST:PORT",
+        help="Serve HTTP/3 on this UDP address instead of next to each TLS listener "
+        "(repeatable); Alt-Svc advertises the first one's port.",
+    )
 
     def __post_init__(self) -> None:
         _positive("quic_idle_timeout", self.quic_idle_timeout)
         _int_range("quic_max_streams", self.quic_max_streams, 1, 1 << 20)
         _int_range("quic_max_datagram_size", self.quic_max_datagram_size, 1200, 65527)
+        if isinstance(self.quic_bind, str) or not all(isinstance(b, str) for b in self.quic_bind):
+            raise ValueError(
+                f"quic_bind must be a list of HOST:PORT strings, got {self.quic_bind!r}"
+            )
+        self.quic_bind = list(self.quic_bind)
+        for address in self.quic_bind:
+            parse_host_port("quic_bind", address)
 
 
 @dataclass
@@ -570,6 +713,12 @@ class LoggingConfig:
     log_config: str | None = _opt(
         None, metavar="PATH", help="Logging configuration file: JSON, YAML or INI (dictConfig)."
     )
+    use_colors: bool | None = _opt(
+        None,
+        kind="bool",
+        help="Colour the log level and the status of access lines (default: on when stderr "
+        "is a terminal and NO_COLOR is unset; never with --log-config or JSON lines).",
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.log_level, str) or self.log_level.lower() not in _LOG_LEVELS:
@@ -686,7 +835,7 @@ class ReloadConfig:
         flags=("--reload-include",),
         kind="append",
         metavar="GLOB",
-        help="Only changes to files matching GLOB restart (repeatable; default: any file).",
+        help="Changes to files matching GLOB restart too (repeatable; *.py always does).",
     )
     reload_excludes: list[str] = _opt(
         default_factory=list,
@@ -715,9 +864,18 @@ class RuntimeConfig:
     loop: LoopChoice = _opt(
         LoopChoice.AUTO, choices=_LOOP_CHOICES, help="Event loop: auto (uvloop if installed)."
     )
+    pid_file: str | None = _opt(
+        None,
+        flags=("--pid",),
+        metavar="PATH",
+        help="Write the server's process id to PATH at start-up (the supervisor's with "
+        "--workers) and remove it on exit.",
+    )
 
     def __post_init__(self) -> None:
         self.loop = _coerce_choice("loop", self.loop, _LOOP_CHOICES, LoopChoice)
+        if self.pid_file is not None and (not isinstance(self.pid_file, str) or not self.pid_file):
+            raise ValueError(f"pid_file must be a file path, got {self.pid_file!r}")
 
 
 @dataclass
@@ -726,6 +884,7 @@ class WorkersConfig:
 
     workers: str | int | None = _opt(
         None,
+        flags=("-w",),
         metavar="N",
         help="Run N worker processes under a supervisor ('auto': one per CPU core; "
         "default: $WEB_CONCURRENCY, else a single process without supervisor).",
@@ -735,6 +894,35 @@ class WorkersConfig:
         metavar="SECONDS",
         help="Seconds a worker's event loop may go without a heartbeat before the "
         "supervisor kills and replaces it.",
+    )
+    workers_max_rss: int | None = _opt(
+        None,
+        metavar="MiB",
+        help="Replace a worker (gracefully, as SIGHUP does) whose resident memory stays "
+        "above this many MiB for --rss-samples samples.",
+    )
+    workers_rss_interval: float = _opt(
+        10.0,
+        flags=("--rss-sample-interval",),
+        metavar="SECONDS",
+        help="Seconds between two samples of each worker's memory for --workers-max-rss.",
+    )
+    workers_rss_samples: int = _opt(
+        3,
+        flags=("--rss-samples",),
+        metavar="N",
+        help="Samples in a row over --workers-max-rss before a worker is replaced.",
+    )
+    workers_lifetime: float | None = _opt(
+        None,
+        metavar="SECONDS",
+        help="Replace each worker (gracefully, as SIGHUP does) this long after it started.",
+    )
+    workers_lifetime_jitter: float | None = _opt(
+        None,
+        metavar="SECONDS",
+        help="Add a random 0..SECONDS to --workers-lifetime per worker, so that workers do "
+        "not all go at once (default: a tenth of the lifetime).",
     )
 
     @property
@@ -754,6 +942,24 @@ class WorkersConfig:
         if self.workers is not None:
             _int_range("workers", self.workers, 1, 1024)
         _positive("timeout_worker_healthcheck", self.timeout_worker_healthcheck)
+        if self.workers_max_rss is not None:
+            _int_range("workers_max_rss", self.workers_max_rss, 1, 1 << 30)
+        _positive("workers_rss_interval", self.workers_rss_interval)
+        _int_range("workers_rss_samples", self.workers_rss_samples, 1, 1_000_000)
+        if self.workers_lifetime is not None:
+            _positive("workers_lifetime", self.workers_lifetime)
+        if self.workers_lifetime_jitter is not None:
+            _positive("workers_lifetime_jitter", self.workers_lifetime_jitter, allow_zero=True)
+        recycling = [
+            name
+            for name in ("workers_max_rss", "workers_lifetime")
+            if getattr(self, name) is not None
+        ]
+        if recycling and self.workers is None:
+            raise ValueError(
+                f"{recycling[0]} replaces worker processes: it needs --workers N (a supervisor "
+                "to start the replacement)"
+            )
 
 
 def _cpu_count() -> int:
@@ -883,6 +1089,7 @@ class Config:
             ) or http.http_version is HttpProtocolVersion.HTTP_3
             if http.http_version is HttpProtocolVersion.AUTO and not self.tls.enabled:
                 self.http3_note = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
+        _check_listeners(self)
 
     @classmethod
     def from_options(cls, app: Any, **options: Any) -> Config:
@@ -891,7 +1098,9 @@ class Config:
         index = _option_index()
         for name, value in options.items():
             if name not in index:
-                raise ValueError(f"unknown option {name!r}")
+                from .spellings import did_you_mean
+
+                raise ValueError(f"unknown option {name!r}{did_you_mean(name, index)}")
             groups[index[name].group_key][name] = value
         built = {_attr_for_group(g): _GROUPS[g](**kw) for g, kw in groups.items()}
         return cls(app=app, **built)
@@ -900,6 +1109,38 @@ class Config:
     def port(self) -> int:
         assert self.bind.port is not None  # resolved in __post_init__
         return self.bind.port
+
+
+def _check_listeners(config: Config) -> None:
+    """What ``binds`` schemes, ``redirect_http`` and ``quic_bind`` need of the rest."""
+    schemes = [bind_scheme(address)[0] for address in config.bind.binds]
+    tls = config.tls.enabled
+    if "https" in schemes and not tls:
+        raise ValueError(
+            "binds has an https:// entry but no certificate: give --certfile and --keyfile"
+        )
+    if config.bind.redirect_http:
+        if "http" not in schemes:
+            raise ValueError(
+                "redirect_http needs a cleartext listener to answer on: add --bind http://HOST:PORT"
+            )
+        if not tls:
+            raise ValueError(
+                "redirect_http needs an https listener to redirect to: add --bind "
+                "https://HOST:PORT and a certificate"
+            )
+    if config.quic.quic_bind:
+        if not (config.tls.certfile or config.tls.cert_data):
+            raise ValueError(
+                "quic_bind needs a TLS certificate, as QUIC is always encrypted: "
+                "give --ssl-certfile and --ssl-keyfile"
+            )
+        if config.http.enable_http3 is False:
+            raise ValueError("quic_bind cannot be combined with --no-http3")
+        if config.http.http3_port is not None:
+            raise ValueError(
+                "quic_bind and http3_port cannot be combined: give the port in quic_bind"
+            )
 
 
 def _attr_for_group(group: str) -> str:

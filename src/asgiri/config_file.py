@@ -17,6 +17,9 @@ value of the wrong type) so that such errors name the key and the file.
 from __future__ import annotations
 
 import enum
+import functools
+import json
+import math
 import os
 import sys
 import types
@@ -24,6 +27,7 @@ import typing
 from typing import Any
 
 from .config import COMPAT_FLAGS, Config, OptionSpec, iter_options
+from .spellings import did_you_mean, normalize_values
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,8 +44,14 @@ class ConfigFileError(ValueError):
     """A configuration file that cannot be used; the message is one line."""
 
 
-def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The options of ``path`` as ``Server`` keyword arguments (plus ``app``)."""
+def load_config_file(
+    path: str | os.PathLike[str], *, notices: list[str] | None = None
+) -> dict[str, Any]:
+    """The options of ``path`` as ``Server`` keyword arguments (plus ``app``).
+
+    uvicorn's implementation names (``http_version = "h11"``, ``ws = "websockets"``)
+    are replaced, and a line saying so is appended to ``notices``.
+    """
     name = os.fspath(path)
     try:
         with open(name, "rb") as fh:
@@ -70,9 +80,17 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             continue
         spec = specs.get(option)
         if spec is None:
-            raise ConfigFileError(f"{where}: unknown option {key!r}")
+            hint = did_you_mean(key, [*specs, *_EXTRA_KEYS], _flag_aliases())
+            raise ConfigFileError(f"{where}: unknown option {key!r}{hint}")
         if option in options:
             raise ConfigFileError(f"{where}: option {key!r} is given twice")
+        replaced = normalize_values({option: value}, functools.partial(_label, f"{where}: {key} ="))
+        if replaced:
+            if notices is not None:
+                notices.extend(replaced)
+            if option == "http_version":
+                continue  # asgiri's choice of versions stays
+            value = "auto"
         options[option] = _check_type(where, key, spec, value)
     # Ranges and combinations are the config's to judge; checked here as well
     # so that a bad value is blamed on the file, not on the command line.
@@ -81,6 +99,24 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigFileError(f"{where}: {exc}") from None
     return options
+
+
+def _label(text: str, _: str) -> str:
+    return text
+
+
+def _flag_aliases() -> dict[str, str]:
+    """Command-line spellings (``bind`` of ``--bind``) -> option names, for "did you mean"."""
+    from .cli import option_flags
+
+    aliases: dict[str, str] = {}
+    for spec in iter_options():
+        if spec.flags is None:
+            continue
+        for flag in option_flags(spec):
+            if flag.startswith("--") and spec.kind != "store_false":
+                aliases.setdefault(flag[2:].replace("-", "_"), spec.name)
+    return aliases
 
 
 def _settable(spec: OptionSpec) -> bool:
@@ -130,3 +166,86 @@ def _base_type(hint: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return args[0] if len(args) == 1 else object
     return hint
+
+
+# ---------------------------------------------------------------- writing a file
+
+#: Options whose value is a secret: named in the output, never shown.
+_SECRETS = frozenset({"keyfile_password"})
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as a TOML file ``--config`` reads back.
+
+    Every option a file can hold is written with the value in effect, defaults
+    and values worked out at start-up included (the port, ``enable_http3``,
+    ``forwarded_allow_ips``, ``workers = "auto"`` as a number), grouped under
+    the titles ``--help`` uses.  Options without a value are written as
+    comments, and so are secrets (``keyfile_password``), whose value is left out.
+    """
+    lines = ["# asgiri configuration (asgiri --print-config); read it with --config FILE", ""]
+    if isinstance(config.app, str):
+        lines.append(f"app = {_toml_value(config.app)}")
+    else:
+        lines.append('# app = "module:attribute"  (an app object given from Python)')
+    title = None
+    for spec in iter_options():
+        if not _settable(spec):
+            continue
+        if spec.group_title != title:
+            title = spec.group_title
+            lines += ["", f"# {title.rstrip('.')}"]
+        value = getattr(getattr(config, _group_attribute(spec.group_key)), spec.name)
+        if spec.name in _SECRETS:
+            if value:
+                lines.append(f"# {spec.name} = ...  (set; not shown)")
+            else:
+                lines.append(f"# {spec.name} =  (not set)")
+            continue
+        if value is None:
+            lines.append(f"# {spec.name} =  (not set)")
+            continue
+        if spec.name == "enable_http3" and config.http3_note is not None:
+            # Off only for want of TLS: written out, it would stay off once TLS is added.
+            lines.append(f"# {spec.name} =  (auto: {config.http3_note})")
+            continue
+        if spec.name == "uds_permissions":
+            lines.append(f"{spec.name} = 0o{value:03o}")  # a file mode reads best in octal
+            continue
+        lines.append(f"{spec.name} = {_toml_value(_choice_key(spec, value))}")
+    return "\n".join(lines) + "\n"
+
+
+def _group_attribute(group_key: str) -> str:
+    return "app_options" if group_key == "app" else group_key
+
+
+def _choice_key(spec: OptionSpec, value: Any) -> Any:
+    """An enum back to the word the option takes (``LifespanPolicy.ENABLED`` -> ``"on"``)."""
+    if spec.choices and isinstance(value, enum.Enum):
+        for key, choice in spec.choices.items():
+            if choice is value:
+                return key
+        return value.value
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        # A TOML basic string: JSON's escapes are TOML's (\\uXXXX included).
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, bytes):
+        return _toml_value(value.decode("latin-1"))
+    raise TypeError(f"cannot write {value!r} as TOML")

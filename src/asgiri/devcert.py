@@ -16,30 +16,49 @@ from collections.abc import Sequence
 
 from asgiri.ssl_utils import generate_self_signed_cert, save_cert_and_key, spki_sha256_base64
 
-__all__ = ["CERT_FILENAME", "KEY_FILENAME", "main", "write_dev_cert"]
+__all__ = ["CERT_FILENAME", "KEY_FILENAME", "CertificateExistsError", "main", "write_dev_cert"]
 
 CERT_FILENAME = "cert.pem"
 KEY_FILENAME = "key.pem"
+
+
+class CertificateExistsError(FileExistsError):
+    """``cert.pem`` or ``key.pem`` is already there and ``force`` was not given."""
 
 
 def write_dev_cert(
     directory: str | os.PathLike[str],
     hostname: str = "localhost",
     ips: Sequence[str] | None = None,
+    *,
+    force: bool = False,
 ) -> tuple[str, str]:
     """Generate a certificate for *hostname* (plus loopback and *ips*) into *directory*.
 
-    Existing files are replaced atomically, so a server watching them never reads a
-    half-written pair.  The directory is created if needed.
+    A pair already in *directory* is kept unless ``force`` is given: it may be
+    a real certificate someone put there, or the one a browser was told to
+    trust.  With ``force`` the files are replaced atomically, so a server
+    watching them never reads a half-written pair.  The directory is created
+    if needed.
 
     Returns:
         ``(cert_path, key_path)`` as strings, ready for ``--certfile``/``--keyfile``.
+
+    Raises:
+        CertificateExistsError: a file is in the way and ``force`` is false.
     """
+    cert_path = os.path.join(os.fspath(directory), CERT_FILENAME)
+    key_path = os.path.join(os.fspath(directory), KEY_FILENAME)
+    if not force:
+        existing = [path for path in (cert_path, key_path) if os.path.lexists(path)]
+        if existing:
+            raise CertificateExistsError(
+                f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                "add --force to replace"
+            )
     cert_pem, key_pem = generate_self_signed_cert(
         hostname=hostname, ip_addresses=list(ips) if ips else None
     )
-    cert_path = os.path.join(os.fspath(directory), CERT_FILENAME)
-    key_path = os.path.join(os.fspath(directory), KEY_FILENAME)
     save_cert_and_key(cert_pem, key_pem, cert_path, key_path)
     return cert_path, key_path
 
@@ -81,6 +100,11 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="IP",
         help="extra IP address(es) to include; may be repeated",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace cert.pem and key.pem when they exist (by default they are kept)",
+    )
     return parser
 
 
@@ -88,9 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     args = _build_parser().parse_args(argv)
     try:
-        cert_path, key_path = write_dev_cert(args.directory, args.hostname, args.ips)
+        cert_path, key_path = write_dev_cert(
+            args.directory, args.hostname, args.ips, force=args.force
+        )
         with open(cert_path, "rb") as handle:
             pin = spki_sha256_base64(handle.read())
+    except CertificateExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"error: could not write development certificate: {exc}", file=sys.stderr)
         return 1

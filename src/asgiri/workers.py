@@ -15,7 +15,9 @@ gunicorn setting              asgiri option
                               stops, gunicorn starts a new one
 ``--limit-request-line``      ``limit_request_line``
 ``--limit-request-fields``    ``limit_request_fields``
-``--certfile``/``--keyfile``  TLS (HTTP/2 offered through ALPN)
+``--certfile``/``--keyfile``  TLS (HTTP/2 offered through ALPN);
+                              SIGUSR1 to the arbiter reopens the
+                              logs and reloads the certificate
 ``--log-level``               level of the ``asgiri.error`` logger
 ``--access-logfile``          access log on, to gunicorn's handler
 ============================  =====================================
@@ -80,6 +82,12 @@ class AsgiriWorker(Worker):
         signal.signal(signal.SIGUSR1, self.handle_usr1)
         signal.siginterrupt(signal.SIGUSR1, False)
 
+    def handle_usr1(self, sig: int, frame: Any) -> None:
+        """gunicorn's SIGUSR1 (reopen the log files), and the TLS certificate read again."""
+        super().handle_usr1(sig, frame)
+        if self._server is not None:
+            self._server.reload_certificates()
+
     def config(self) -> Config:
         """The asgiri configuration this worker serves with, from gunicorn's settings."""
         cfg = self.cfg
@@ -111,7 +119,8 @@ class AsgiriWorker(Worker):
             Listener(s.sock, "unix" if s.sock.family == socket.AF_UNIX else "tcp")
             for s in self.sockets
         ]
-        hooks = WorkerHooks(listeners=listeners, on_started=self._started)
+        # SIGUSR1 stays gunicorn's (reopen the log files); handle_usr1 adds the certificate.
+        hooks = WorkerHooks(listeners=listeners, on_started=self._started, certificate_signal=False)
         try:
             server = self._server = Server.from_config(self.config(), hooks)
             run_coroutine(server.serve(), self.loop_choice)

@@ -18,9 +18,18 @@ on every protocol; the last two are :class:`Answered` records.
 Atoms (``ATOMS`` below is the authority; docs/operations.md lists them):
 client, client_host, client_port, method, scheme, path, query, path_query,
 protocol (h1, h2, h3), http_version (``HTTP/1.1``), status, bytes, bytes_in,
-duration_ms, duration_s, duration_us, ``header:NAME`` (a request header),
-``response_header:NAME`` (a response header).  A missing value is ``-``
-(``null`` in JSON).
+duration_ms, duration_s, duration_us, time (``[10/Oct/2000:13:55:36 +0000]``),
+``header:NAME`` (a request header), ``response_header:NAME`` (a response
+header).  A missing value is ``-`` (``null`` in JSON).
+
+A format written for gunicorn or hypercorn (``%(h)s %(r)s %(s)s``) or granian
+(``%(addr)s %(status)s``) is read as the atoms it means
+(:func:`translate_percent_format`), with a warning, rather than printed as
+it stands; a ``%(…)s`` placeholder with no counterpart is an error.
+
+Every record also carries uvicorn's fields ``client_addr``, ``request_line``
+and ``status_code`` (and ``scope``, ``status``, ``bytes``), so logging
+configurations written for uvicorn format it unchanged.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ __all__ = [
     "Exchange",
     "answered_scope",
     "compile_format",
+    "translate_percent_format",
 ]
 
 
@@ -180,6 +190,7 @@ ATOMS: dict[str, Getter] = {
     "duration_ms": lambda _, d: round(d * 1000.0, 1),
     "duration_s": lambda _, d: round(d, 6),
     "duration_us": lambda _, d: int(d * 1_000_000),
+    "time": lambda _, __: time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
 }
 
 #: Atoms that take an argument: ``{header:user-agent}``.
@@ -208,8 +219,85 @@ def _response_header(name: str) -> Getter:
     return get
 
 
+_PERCENT = re.compile(r"%\(([^)]*)\)s|%%")
+
+#: gunicorn's and hypercorn's access-log placeholders (``%(h)s``), and granian's.
+_PERCENT_ATOMS = {
+    "h": "{client_host}",
+    "l": "-",
+    "u": "-",
+    "t": "{time}",
+    "r": "{method} {path_query} {http_version}",
+    "m": "{method}",
+    "U": "{path}",
+    "q": "{query}",
+    "H": "{http_version}",
+    "s": "{status}",
+    "st": "{status}",
+    "B": "{bytes}",
+    "b": "{bytes}",
+    "f": "{header:referer}",
+    "a": "{header:user-agent}",
+    "T": "{duration_s}",
+    "D": "{duration_us}",
+    "M": "{duration_ms}",
+    "L": "{duration_s}",
+    "S": "{scheme}",
+    # granian
+    "addr": "{client_host}",
+    "time": "{time}",
+    "dt_ms": "{duration_ms}",
+    "status": "{status}",
+    "path": "{path}",
+    "query_string": "{query}",
+    "method": "{method}",
+    "scheme": "{scheme}",
+    "protocol": "{http_version}",
+}
+
+
+def translate_percent_format(fmt: str) -> str | None:
+    """A ``%(…)s`` format of another server as asgiri's ``{atom}`` one; None if it is none.
+
+    ``%({Name}i)s`` and ``%({Name}o)s`` (gunicorn's request and response
+    headers) become ``{header:Name}`` and ``{response_header:Name}``; braces
+    in the literal text are escaped.  ValueError names a placeholder that
+    has no asgiri counterpart.
+    """
+    if not any(match.group(0) != "%%" for match in _PERCENT.finditer(fmt)):
+        return None
+    out: list[str] = []
+    pos = 0
+    for match in _PERCENT.finditer(fmt):
+        out.append(fmt[pos : match.start()].replace("{", "{{").replace("}", "}}"))
+        pos = match.end()
+        name = match.group(1)
+        if name is None:
+            out.append("%")
+            continue
+        header = re.fullmatch(r"\{([^{}]+)\}([io])", name)
+        if header is not None:
+            kind = "header" if header.group(2) == "i" else "response_header"
+            out.append(f"{{{kind}:{header.group(1).lower()}}}")
+        elif name in _PERCENT_ATOMS:
+            out.append(_PERCENT_ATOMS[name])
+        else:
+            raise ValueError(
+                f"access_log_format placeholder %({name})s has no asgiri counterpart; "
+                "write the format with {atom} placeholders (see docs/operations.md)"
+            )
+    out.append(fmt[pos:].replace("{", "{{").replace("}", "}}"))
+    return "".join(out)
+
+
 def compile_format(fmt: str) -> tuple[str, list[tuple[str, Getter]]]:
-    """``fmt`` as a ``%``-template and its (atom, getter) pairs; ValueError names a bad atom."""
+    """``fmt`` as a ``%``-template and its (atom, getter) pairs; ValueError names a bad atom.
+
+    A ``%(…)s`` format of another server is translated first.
+    """
+    translated = translate_percent_format(fmt)
+    if translated is not None:
+        fmt = translated
     template: list[str] = []
     getters: list[tuple[str, Getter]] = []
     pos = 0
@@ -248,6 +336,13 @@ class AccessLog:
 
     def __init__(self, fmt: str | None = None, *, as_json: bool = False) -> None:
         self._json = as_json
+        translated = translate_percent_format(fmt) if fmt is not None else None
+        if translated is not None:
+            logging.getLogger("asgiri.error").warning(
+                "--access-log-format has %%(...)s placeholders (gunicorn/hypercorn/granian "
+                "style); read as %r",
+                translated,
+            )
         self._template: str | None = None
         self._getters: list[tuple[str, Getter]] = []
         if fmt is not None or as_json:
@@ -261,14 +356,22 @@ class AccessLog:
             return
         duration = time.perf_counter() - stream.started_at
         scope = stream.scope
-        extra = {"scope": scope, "status": stream.status, "bytes": stream.bytes_sent}
+        client = scope.get("client")
+        addr = f"{client[0]}:{client[1]}" if client else "-"
+        path = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            path += "?" + scope["query_string"].decode("latin-1")
+        extra = {
+            "scope": scope,
+            "status": stream.status,
+            "bytes": stream.bytes_sent,
+            # uvicorn's record fields, for logging configurations written for it.
+            "client_addr": addr,
+            "request_line": f"{scope['method']} {path} HTTP/{scope['http_version']}",
+            "status_code": stream.status,
+        }
         template = self._template
         if template is None:
-            client = scope.get("client")
-            addr = f"{client[0]}:{client[1]}" if client else "-"
-            path = scope["raw_path"].decode("latin-1")
-            if scope["query_string"]:
-                path += "?" + scope["query_string"].decode("latin-1")
             access_logger.info(
                 '%s - "%s %s HTTP/%s" %d %d %.1fms',
                 addr,

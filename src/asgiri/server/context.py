@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ..asgi.access_log import AccessLog, Exchange
 from ..asgi.types import ASGIApp
-from ..config import Config, HttpProtocolVersion
+from ..config import Config, HttpProtocolVersion, parse_header
 from ..protocol.events import Headers
 from ..protocol.h1 import simple_response
 from ..protocol.h2 import H2Limits
@@ -80,16 +80,22 @@ class ServerContext:
         #: Per-server TLS facts for the ``tls`` scope extension (None in cleartext).
         self.tls_info: Any = None
         self._drained: asyncio.Future[None] | None = None
+        custom = [parse_header(header) for header in config.http.headers]
+        custom_names = {name.lower() for name, _ in custom}
+        #: ``--header server:...`` replaces ours, as ``--header date:...`` does the date.
+        server_header = config.http.server_header and "server" not in custom_names
         static = []
-        if config.http.server_header:
+        if server_header:
             static.append(b"server: asgiri\r\n")
+        static += [f"{name}: {value}\r\n".encode("latin-1") for name, value in custom]
         #: Extra pre-encoded header lines (Alt-Svc once HTTP/3 is on).
         self.extra_header_lines: list[bytes] = []
         self.extra_header_pairs: list[tuple[bytes, bytes]] = []
+        self._extra_length = 0
         self._static = b"".join(static)
         self._static_list: list[tuple[bytes, bytes]] = (
-            [(b"server", b"asgiri")] if config.http.server_header else []
-        )
+            [(b"server", b"asgiri")] if server_header else []
+        ) + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in custom]
         self._list_stamp = -1
         self._header_list = self._static_list
         mode = config.http.http_version
@@ -115,7 +121,7 @@ class ServerContext:
         self.trusted_proxies: TrustedProxies | None = None
         if proxy.proxy_headers and proxy.forwarded_allow_ips:
             self.trusted_proxies = TrustedProxies(proxy.forwarded_allow_ips)
-        self._date_enabled = config.http.date_header
+        self._date_enabled = config.http.date_header and "date" not in custom_names
         self._stamp = -1
         self._header_block = self._static
 
@@ -131,6 +137,16 @@ class ServerContext:
                 )
             return self._header_block
         return self._static + b"".join(self.extra_header_lines)
+
+    def cleartext_headers(self) -> bytes:
+        """:meth:`default_headers` for a cleartext connection: without Alt-Svc.
+
+        HTTP/3 is TLS only, so an ``http://`` origin has no alternative to
+        advertise (browsers ignore one).  The extra lines end the block.
+        """
+        block = self.default_headers()
+        extra = self._extra_length
+        return block[:-extra] if extra else block
 
     def default_header_list(self) -> list[tuple[bytes, bytes]]:
         """The same defaults as :meth:`default_headers`, as pairs (HTTP/2, HTTP/3)."""
@@ -148,6 +164,7 @@ class ServerContext:
         value = b'h3=":%d"; ma=%d' % (port, max_age)
         self.extra_header_lines = [b"alt-svc: " + value + b"\r\n"]
         self.extra_header_pairs = [(b"alt-svc", value)]
+        self._extra_length = len(self.extra_header_lines[0])
         self._stamp = self._list_stamp = -1  # rebuild the cached blocks
 
     def response_header_list(
@@ -183,11 +200,14 @@ class ServerContext:
         return fields, body
 
     def h1_answer(
-        self, status: int, reason: str, extra: Headers | None = None
+        self, status: int, reason: str, headers: bytes, extra: Headers | None = None
     ) -> tuple[bytes, int]:
-        """:meth:`answer` as HTTP/1.1 bytes (the connection closes after it), and its body size."""
+        """:meth:`answer` as HTTP/1.1 bytes (the connection closes after it), and its body size.
+
+        ``headers`` is the connection's default block (:meth:`default_headers`,
+        or :meth:`cleartext_headers` without Alt-Svc).
+        """
         _, body = self.answer(status, reason)
-        headers = self.default_headers()
         if extra:
             headers += b"".join(b"%b: %b\r\n" % pair for pair in extra)
         return simple_response(status, body, headers), len(body)

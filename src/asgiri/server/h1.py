@@ -102,6 +102,8 @@ class H1Protocol(asyncio.Protocol):
                 loop_type.sendfile is not asyncio.AbstractEventLoop.sendfile
             )
         self.scheme = "http"
+        #: The server's header block for this connection's responses (no Alt-Svc in cleartext).
+        self._default_headers = ctx.default_headers
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.extensions: dict[str, Any] = {}
@@ -162,6 +164,7 @@ class H1Protocol(asyncio.Protocol):
             self.extensions["tls"] = tls_extension(ssl_object, self.ctx)
         else:
             self.extensions["http.response.zerocopy"] = {}
+            self._default_headers = self.ctx.cleartext_headers
         if self.ctx.shutting_down:
             self._closing = True
         ctx = self.ctx
@@ -368,7 +371,7 @@ class H1Protocol(asyncio.Protocol):
         self._stop_timer()
         self._switched = True
         ctx.connections.discard(self)
-        proto = WSH1Protocol(ctx, self.transport, info)
+        proto = WSH1Protocol(ctx, self.transport, info, self._default_headers)
         bridge = WSBridge(
             ctx,
             proto,
@@ -469,7 +472,7 @@ class H1Protocol(asyncio.Protocol):
         if stream is not self._current or info is None or self._closed:
             return
         parts, self._response = H1Connection.start_response(
-            info, status, headers, self.ctx.default_headers(), body, end, trailers and info.http11
+            info, status, headers, self._default_headers(), body, end, trailers and info.http11
         )
         self._send(parts)
 
@@ -657,7 +660,7 @@ class H1Protocol(asyncio.Protocol):
         names the request in its access-log line.
         """
         ctx = self.ctx
-        data, size = ctx.h1_answer(status, reason, extra)
+        data, size = ctx.h1_answer(status, reason, self._default_headers(), extra)
         self._write(data)
         self._close()
         if scope is None:

@@ -62,6 +62,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         self.transport = transport
         self.forwarded = forwarded
         self.scheme = scheme
+        self.alt_svc = scheme == "https"
         self.client = client
         self.server = server
         self.extensions = extensions

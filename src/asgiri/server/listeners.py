@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import BindConfig, parse_bind
+from ..config import BindConfig, bind_scheme, parse_bind
 from ..errors import BindError
 
 
@@ -25,8 +25,36 @@ class Listener:
 
     sock: socket.socket
     kind: str  # "tcp" or "unix"
+    #: A Unix socket file this process created, removed again by :meth:`close`:
+    #: (path, (device, inode)) of the file as bound.
+    created: tuple[str, tuple[int, int]] | None = None
+    #: "http" or "https" when the bind address said so; None: TLS when configured.
+    scheme: str | None = None
+
+    def tls(self, configured: bool) -> bool:
+        """Whether this listener speaks TLS, ``configured`` being whether a certificate is."""
+        return self.scheme == "https" or (self.scheme is None and configured)
+
+    def close(self) -> None:
+        """Close the socket, and remove the socket file this process created.
+
+        The file is removed only while it is still the one bound here: a newer
+        server that has already replaced it keeps its own.
+        """
+        self.sock.close()
+        created, self.created = self.created, None
+        if created is None:
+            return
+        path, identity = created
+        try:
+            info = os.stat(path)
+            if (info.st_dev, info.st_ino) == identity and stat.S_ISSOCK(info.st_mode):
+                os.unlink(path)
+        except OSError:
+            pass
 
     def url(self, scheme: str) -> str:
+        """How the startup log names this listener (``scheme`` is "http" or "https")."""
         if self.kind == "unix":
             return f"{scheme}+unix://{self.sock.getsockname()}"
         host, port = self.sock.getsockname()[:2]
@@ -50,17 +78,19 @@ def bind_sockets(bind: BindConfig, port: int) -> list[Listener]:
     """
     listeners: list[Listener] = []
     try:
+        permissions = 0o666 if bind.uds_permissions is None else int(bind.uds_permissions)
         for address in bind.binds:
             kind, value, bind_port = parse_bind(address)
             if kind == "unix":
-                listeners.append(_bind_unix(str(value), bind.backlog))
+                listeners.append(_bind_unix(str(value), bind.backlog, permissions))
             elif kind == "fd":
                 listeners.append(_from_fd(int(value)))
             else:
                 assert bind_port is not None  # parse_bind gives tcp a port
                 listeners += _bind_tcp(str(value), bind_port, bind.backlog, bind.reuse_port)
+            listeners[-1].scheme = bind_scheme(address)[0]
         if bind.uds:
-            listeners.append(_bind_unix(bind.uds, bind.backlog))
+            listeners.append(_bind_unix(bind.uds, bind.backlog, permissions))
         if bind.fd is not None:
             listeners.append(_from_fd(bind.fd))
         if not listeners:
@@ -69,7 +99,7 @@ def bind_sockets(bind: BindConfig, port: int) -> list[Listener]:
             )
     except BindError:
         for listener in listeners:
-            listener.sock.close()
+            listener.close()
         raise
     return listeners
 
@@ -128,7 +158,7 @@ def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool) -> list[List
     return [Listener(sock, "tcp")]
 
 
-def _bind_unix(path: str, backlog: int) -> Listener:
+def _bind_unix(path: str, backlog: int, permissions: int) -> Listener:
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)
@@ -139,13 +169,14 @@ def _bind_unix(path: str, backlog: int) -> Listener:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
-        os.chmod(path, 0o666)
+        info = os.stat(path)
+        os.chmod(path, permissions)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise BindError(f"cannot bind unix socket {path!r}: {exc.strerror or exc}") from None
     sock.setblocking(False)
-    return Listener(sock, "unix")
+    return Listener(sock, "unix", created=(path, (info.st_dev, info.st_ino)))
 
 
 def _from_fd(fd: int) -> Listener:

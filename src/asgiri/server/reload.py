@@ -104,18 +104,19 @@ class Reloader:
             if server is not None:
                 server.listeners = listeners
             child_config = self._child_config(listeners)
+            changes_filter = ChangeFilter(
+                self.dirs, self.config.reload.reload_includes, self.config.reload.reload_excludes
+            )
             logger.info(
-                "Started reloader process [%d]; watching %s",
+                "Started reloader process [%d]; watching %s in %s",
                 os.getpid(),
+                changes_filter.describe(),
                 ", ".join(str(d) for d in self.dirs),
             )
             self._start(child_config, listeners)
             if server is not None:
                 server.started.set()
             delay_ms = round(self.config.reload.reload_delay * 1000)
-            changes_filter = ChangeFilter(
-                self.dirs, self.config.reload.reload_includes, self.config.reload.reload_excludes
-            )
             for changes in watchfiles.watch(
                 *self.dirs,
                 watch_filter=changes_filter,
@@ -131,7 +132,7 @@ class Reloader:
         finally:
             self._stop_child()
             for listener in listeners:
-                listener.sock.close()
+                listener.close()
             self._restore_signals(installed)
             if server is not None:
                 server.started.clear()
@@ -148,7 +149,12 @@ class Reloader:
             app_options=dataclasses.replace(config.app_options, app_dir=self.app_dir),
             bind=dataclasses.replace(
                 config.bind,
-                binds=[f"fd://{listener.sock.fileno()}" for listener in listeners],
+                binds=[
+                    f"{listener.scheme}://fd://{listener.sock.fileno()}"
+                    if listener.scheme
+                    else f"fd://{listener.sock.fileno()}"
+                    for listener in listeners
+                ],
                 fd=None,
                 uds=None,
             ),
@@ -209,11 +215,26 @@ class Reloader:
             logger.info("Received %s; stopping", signal.Signals(signum).name)
             self._stop.set()
 
-        return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        def forward(signum: int, frame: FrameType | None) -> None:
+            # SIGUSR1 reloads the certificate: the server process has it.
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+        installed: dict[int, Any] = {
+            sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        installed[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, forward)
+        return installed
 
     def _restore_signals(self, installed: dict[int, Any]) -> None:
         for sig, handler in installed.items():
             signal.signal(sig, handler)
+
+
+#: What restarts the server when no --reload-include says otherwise: the code.
+DEFAULT_INCLUDES = ("*.py",)
 
 
 class ChangeFilter:
@@ -222,10 +243,13 @@ class ChangeFilter:
     watchfiles' default filter already drops VCS and cache directories and
     editor swap/backup files; on top of it, hidden paths and ``*.log`` files
     (a log written next to the code would restart the server forever) are
-    ignored, then
-    ``excludes`` (a glob on the file name or on the path relative to the
-    watched directory; ``"name/"`` drops a directory anywhere), then, when
-    given, only files matching one of ``includes`` count.
+    ignored, then ``excludes`` (a glob on the file name or on the path
+    relative to the watched directory; ``"name/"`` drops a directory
+    anywhere), then only files matching one of the includes count: ``*.py``
+    and ``includes``, as with uvicorn, so that an app writing a data file
+    does not restart itself.  An exclude spelled exactly as an include
+    (``--reload-exclude '*.py'``) takes that include out; with no include
+    left, any file counts.
     """
 
     def __init__(
@@ -235,8 +259,19 @@ class ChangeFilter:
 
         self._default = watchfiles.DefaultFilter()
         self._roots = list(roots)
-        self._includes = list(includes)
         self._excludes = list(excludes)
+        self._includes = [
+            pattern
+            for pattern in dict.fromkeys([*DEFAULT_INCLUDES, *includes])
+            if pattern not in self._excludes
+        ]
+
+    def describe(self) -> str:
+        """What is watched, for the start-up line: ``*.py, *.html; ignoring build/``."""
+        text = ", ".join(self._includes) if self._includes else "any file"
+        if self._excludes:
+            text += "; ignoring " + ", ".join(self._excludes)
+        return text
 
     def __call__(self, change: Any, path: str) -> bool:
         if not self._default(change, path):

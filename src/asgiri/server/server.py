@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -17,14 +18,16 @@ from typing import Any
 
 from ..asgi.lifespan import Lifespan
 from ..asgi.loader import load_app
-from ..config import Config, HttpProtocolVersion, LifespanPolicy, LoopChoice
+from ..config import Config, HttpProtocolVersion, LifespanPolicy, LoopChoice, parse_host_port
 from ..errors import StartupError
 from ..logging import configure_logging
 from ..ssl_utils import spki_sha256_base64
+from .certreload import CertificateReloader
 from .context import ServerContext
 from .h1 import H1Protocol
 from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
 from .listeners import Listener, bind_sockets
+from .pidfile import pid_file
 from .proxy_protocol import ProxyProtocolListener
 from .reload import Reloader
 from .supervisor import Supervisor
@@ -59,6 +62,9 @@ class WorkerHooks:
     #: :attr:`release_udp`, which the manager calls (in the loop) once they are free.
     udp_deferred: bool = False
     release_udp: Callable[[], None] | None = None
+    #: SIGUSR1 reloads the certificate (asgiri's workers); False where the manager
+    #: gives the signal another meaning and calls :meth:`Server.reload_certificates`.
+    certificate_signal: bool = True
 
 
 class Server:
@@ -132,6 +138,12 @@ class Server:
                 *options.get("reload_excludes", ()),
                 *reload_ignore_patterns,
             ]
+        env_file = options.get("env_file")
+        if isinstance(env_file, str) and env_file:
+            # Before the config is built: the file may set FORWARDED_ALLOW_IPS and the like.
+            from ..environment import apply_env_file
+
+            apply_env_file(env_file)
         self._setup(Config.from_options(app, **options))
 
     @classmethod
@@ -159,6 +171,7 @@ class Server:
         self._reloader: Reloader | None = None
         self._metrics: Any = None
         self._supervisor: Supervisor | None = None
+        self._certs: CertificateReloader | None = None
         if hooks is not None:
             return  # a worker process: its manager (supervisor, gunicorn) does the rest
         if config.reload.reload:
@@ -196,14 +209,28 @@ class Server:
         signals are left alone and :meth:`request_shutdown` stops it.  With
         ``reload=True`` this process only watches files and runs the server in
         a child process, restarted on every change; with ``workers=N`` it
-        supervises N worker processes that share its sockets.
+        supervises N worker processes that share its sockets.  ``pid_file``
+        names this process for as long as it runs.
         """
+        with pid_file(self._pid_file()):
+            self._run()
+
+    def _pid_file(self) -> str | None:
+        """``pid_file`` for the process users signal: not in workers or a reloader's child."""
+        from . import reload
+
+        if self._hooks is not None or reload.IN_CHILD:
+            return None
+        return self.config.runtime.pid_file
+
+    def _run(self) -> None:
         log = self.config.logging
         configure_logging(
             log.log_level,
             log.access_log,
             log.log_config,
             access_json=self.config.access.access_log_json,
+            use_colors=log.use_colors,
         )
         if self._reloader is not None:
             if self._stop_requested:
@@ -246,6 +273,21 @@ class Server:
         else:
             loop.call_soon_threadsafe(stop.set)
 
+    def reload_certificates(self) -> None:
+        """Read ``certfile``/``keyfile``/``ca_certs`` again for new handshakes (what SIGUSR1 does).
+
+        Safe to call from any thread; with ``workers`` it signals every worker.
+        Connections already open keep their certificate, and files that do not
+        load leave the current certificate in place (logged).
+        """
+        if self._supervisor is not None:
+            self._supervisor.reload_certificates()
+            return
+        loop, certs = self._loop, self._certs
+        if loop is None or certs is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(certs.reload, "reload_certificates()")
+
     async def shutdown(self) -> None:
         """Ask for a graceful shutdown from inside the server's loop."""
         self.request_shutdown()
@@ -285,17 +327,22 @@ class Server:
             self.listeners = hooks.listeners
             if quic_config is not None:
                 tcp: list[Listener | None] = [
-                    listener for listener in self.listeners if listener.kind == "tcp"
+                    listener
+                    for listener in self.listeners
+                    if listener.kind == "tcp" and listener.tls(config.tls.enabled)
                 ]
-                if not tcp:
+                if not tcp or config.quic.quic_bind:
                     tcp = [None] * len(hooks.udp_sockets)
                 self.quic_sockets = list(zip(hooks.udp_sockets, tcp, strict=False))
         else:
             self._bind(quic_config is not None)
+        app = self._own_routes(app)
         ctx = ServerContext(config, app, loop)
         self._ctx = ctx
         if ssl_context is not None:
             ctx.tls_info = TLSInfo(ssl_context, read_server_cert(config.tls))
+        if config.tls.enabled:
+            self._certs = CertificateReloader(config, ssl_context, alpn, quic_config, ctx)
         h3_port = self.http3_port
         if h3_port is not None and config.http.alt_svc and self.listeners:
             ctx.advertise_h3(h3_port, config.http.alt_svc_max_age)
@@ -313,21 +360,23 @@ class Server:
             if lifespan.running:
                 ctx.state = lifespan.state
 
-            def protocol() -> H1Protocol:
+            def protocol(tls: bool) -> H1Protocol:
                 connection = H1Protocol(ctx)
-                if ssl_context is not None:
+                if tls:
                     connection.handshake = ctx.track_handshake(connection)
                 return connection
 
             for listener in self.listeners:
+                # --bind http:// and https:// choose per listener; by default, TLS if configured.
+                listener_ssl = ssl_context if listener.tls(ssl_context is not None) else None
                 if config.proxy.proxy_protocol:
-                    servers.append(ProxyProtocolListener(ctx, listener.sock, ssl_context))
+                    servers.append(ProxyProtocolListener(ctx, listener.sock, listener_ssl))
                     continue
                 servers.append(
                     await loop.create_server(
-                        protocol,
+                        functools.partial(protocol, listener_ssl is not None),
                         sock=listener.sock,
-                        ssl=ssl_context,
+                        ssl=listener_ssl,
                         backlog=config.bind.backlog,
                     )
                 )
@@ -366,6 +415,8 @@ class Server:
             # Handlers first: a signal sent as soon as "Listening on" is read
             # must find a graceful shutdown, not the default action.
             installed = self._install_signals(loop)
+            if self._certs is not None and config.tls.ssl_watch:
+                self._certs.watch(loop)
             self._log_started(ssl_context is not None)
             self.started.set()
             if hooks is not None and hooks.on_started is not None:
@@ -378,12 +429,14 @@ class Server:
             finally:
                 self._remove_signals(loop, installed)
         finally:
+            if self._certs is not None:
+                self._certs.stop()
             for server in servers:
                 server.close()
             for quic_listener in quic_listeners:
                 quic_listener.close_transport()
             for listener in self.listeners:
-                listener.sock.close()
+                listener.close()
             for sock, _ in self.quic_sockets:
                 sock.close()
             if self._metrics is not None:
@@ -394,6 +447,34 @@ class Server:
             logger.info("Finished server process [%d]", os.getpid())
 
     # ------------------------------------------------------------ internals
+
+    def _own_routes(self, app: Any) -> Any:
+        """The app behind the requests the server answers itself (asgi/routes.py)."""
+        config = self.config
+        if config.bind.redirect_http:
+            from ..asgi.routes import redirect_to_https
+
+            app = redirect_to_https(app, self._https_port())
+        health_path = config.http.health_path
+        if health_path is not None:
+            from ..asgi.routes import health_endpoint
+
+            app = health_endpoint(app, health_path, self._draining)
+        return app
+
+    def _https_port(self) -> int:
+        """Where ``--redirect-http`` sends cleartext requests: the first TLS TCP listener's port."""
+        tls = self.config.tls.enabled
+        for listener in self.listeners:
+            port = listener.port
+            if port is not None and listener.tls(tls):
+                return port
+        raise StartupError("--redirect-http: no https:// TCP listener to redirect to")
+
+    def _draining(self) -> bool:
+        """Whether this server has begun its graceful shutdown (``--health-path`` says 503)."""
+        ctx = self._ctx
+        return ctx is not None and ctx.shutting_down
 
     def _max_requests_reached(self) -> None:
         hooks = self._hooks
@@ -420,7 +501,7 @@ class Server:
             self._h3_off_reason = (
                 "HTTP/3 is off: QUIC needs the certificate files, not a ready ssl_context"
             )
-        elif config.bind.uds or config.bind.fd is not None:
+        elif (config.bind.uds or config.bind.fd is not None) and not config.quic.quic_bind:
             self._h3_off_reason = "HTTP/3 is off: it is served next to a TCP host:port listener"
         else:
             return True
@@ -439,10 +520,12 @@ class Server:
             try:
                 if quic:
                     self._bind_quic()
+                if config.bind.redirect_http:
+                    self._https_port()  # refused here, where the sockets get closed
                 return
             except BaseException as exc:
                 for listener in self.listeners:
-                    listener.sock.close()
+                    listener.close()
                 self.listeners = []
                 for sock, _ in self.quic_sockets:
                     sock.close()
@@ -451,14 +534,21 @@ class Server:
                     isinstance(exc, UDPPortInUse)
                     and config.port == 0
                     and config.http.http3_port is None
+                    and not config.quic.quic_bind
                     and attempt < 9
                 )
                 if not retry:
                     raise
 
     def _bind_quic(self) -> None:
-        """A UDP socket next to each TCP listener (same host, same port unless --http3-port)."""
+        """A UDP socket next to each TLS TCP listener (same host, same port unless
+        --http3-port), or at each ``--quic-bind`` address."""
         config = self.config
+        if config.quic.quic_bind:
+            for address in config.quic.quic_bind:
+                udp_host, udp_port = parse_host_port("quic_bind", address)
+                self.quic_sockets.append((bind_udp(udp_host, udp_port), None))
+            return
         h3_port = config.http.http3_port
         host = config.bind.host
         if not self.listeners:
@@ -466,25 +556,31 @@ class Server:
             self.quic_sockets.append((bind_udp(host, port), None))
             return
         for listener in self.listeners:
-            if listener.port is None:
-                continue
+            if listener.port is None or not listener.tls(config.tls.enabled):
+                continue  # QUIC is TLS: never next to a cleartext listener
             port = h3_port if h3_port is not None else listener.port
             self.quic_sockets.append((bind_udp(host, port), listener))
+        if not self.quic_sockets:
+            self._h3_off_reason = "HTTP/3 is off: no https:// TCP listener to serve it next to"
 
     def _log_started(self, tls: bool) -> None:
         http = self.config.http
         logger.info("Started server process [%d]", os.getpid())
         mode = http.http_version
-        protocols = []
-        if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
-            protocols.append("h1")
-        if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
-            protocols.append("h2" if tls else "h2c")
         quic_by_listener = {id(tcp): sock for sock, tcp in self.quic_sockets if tcp is not None}
         for listener in self.listeners:
+            secure = listener.tls(tls)
+            protocols = []
+            if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
+                protocols.append("h1")
+            if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_2):
+                protocols.append("h2" if secure else "h2c")
             line = (
-                f"Listening on {listener.url('https' if tls else 'http')} ({', '.join(protocols)})"
+                f"Listening on {listener.url('https' if secure else 'http')} "
+                f"({', '.join(protocols)})"
             )
+            if not secure and self.config.bind.redirect_http:
+                line += ", redirecting to https"
             sock = quic_by_listener.get(id(listener))
             if sock is not None:
                 udp_port = sock.getsockname()[1]
@@ -520,6 +616,11 @@ class Server:
             except (NotImplementedError, RuntimeError, ValueError):
                 continue
             installed.append(sig)
+        certs = self._certs
+        if certs is not None and (self._hooks is None or self._hooks.certificate_signal):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGUSR1, certs.reload, "SIGUSR1")
+                installed.append(signal.SIGUSR1)
         return installed
 
     def _remove_signals(self, loop: asyncio.AbstractEventLoop, installed: list[Any]) -> None:

@@ -60,8 +60,9 @@ class StreamSink:
     label: ClassVar[str]
     #: ``http_version`` of the scopes of this protocol.
     http_version: ClassVar[str]
-    #: Whether responses advertise HTTP/3 (pointless on HTTP/3 itself).
-    alt_svc: ClassVar[bool] = True
+    #: Whether responses advertise HTTP/3 (pointless on HTTP/3 itself, and untrue
+    #: on a cleartext connection: set per HTTP/2 connection).
+    alt_svc: bool = True
     #: Whether ``100 Continue`` is sent (HTTP/3 clients do not wait for it).
     sends_continue: ClassVar[bool] = True
 

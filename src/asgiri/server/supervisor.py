@@ -56,11 +56,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from ..config import SUPPORTED_HTTP_VERSIONS, Config, HttpProtocolVersion, WorkersConfig
+from ..config import (
+    SUPPORTED_HTTP_VERSIONS,
+    Config,
+    HttpProtocolVersion,
+    WorkersConfig,
+    parse_host_port,
+)
 from ..errors import BindError, StartupError
 from . import reload
 from .listeners import Listener, bind_sockets
 from .process import spawn
+from .recycling import WorkerRecycling
 
 if TYPE_CHECKING:
     from .server import Server
@@ -96,6 +103,8 @@ class WorkerSpec:
     config: Config
     #: Inherited listening sockets (TCP / Unix), shared by every worker.
     fds: list[int]
+    #: Each listener's ``--bind`` scheme ("http", "https" or None), in ``fds`` order.
+    schemes: list[str | None]
     #: This worker slot's UDP sockets for HTTP/3 (see docs/workers.md).
     udp_fds: list[int]
     #: Serve ``udp_fds`` only once the supervisor says so (``MSG_TAKE_UDP`` on stdin):
@@ -158,6 +167,9 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Inherited by every worker: the shared listening sockets' descriptors.
         self._fds: list[int] = []
+        self._schemes: list[str | None] = []
+        #: --workers-max-rss and --workers-lifetime: when a worker is due for replacement.
+        self._recycling = WorkerRecycling(config.workers, self._retire)
         self._child_config = config
         if reload.IN_CHILD:
             return  # see run(): a worker importing such a module serves it already
@@ -194,7 +206,7 @@ class Supervisor:
             asyncio.run(self._main(listeners, server))
         finally:
             for listener in listeners:
-                listener.sock.close()
+                listener.close()
             for sock in udp:
                 sock.close()
             if server is not None:
@@ -219,7 +231,7 @@ class Supervisor:
             "" if self.count == 1 else "s",
         )
         for listener in listeners:
-            scheme = "https" if self.config.tls.enabled else "http"
+            scheme = "https" if listener.tls(self.config.tls.enabled) else "http"
             logger.info("Supervisor listening on %s", listener.url(scheme))
         if self._slots and self._slots[0].udp:
             for sock in self._slots[0].udp:
@@ -230,12 +242,15 @@ class Supervisor:
                     port,
                 )
         self._fds = [listener.sock.fileno() for listener in listeners]
+        self._schemes = [listener.scheme for listener in listeners]
         self._child_config = self._worker_config()
         metrics = None
         try:
             metrics = await self._start_metrics(loop)
             for slot in self._slots:
                 self._start(slot)
+            if self._recycling.watches_memory:
+                self._spawn_task(self._recycling.monitor(lambda: list(self._workers)))
             if server is not None:
                 self._spawn_task(self._mark_started(server))
             await self._stop.wait()
@@ -316,6 +331,7 @@ class Supervisor:
         spec = WorkerSpec(
             config=config,
             fds=self._fds,
+            schemes=self._schemes,
             udp_fds=udp_fds,
             udp_deferred=udp_deferred and bool(udp_fds),
             status_fd=write_fd,
@@ -337,6 +353,7 @@ class Supervisor:
         slot.worker = worker
         loop.add_reader(read_fd, self._on_status, worker)
         self._watch_exit(worker)
+        self._recycling.started(worker)
         startup = self.config.app_options.lifespan_startup_timeout + STARTUP_MARGIN
         worker.watchdog = loop.call_later(startup, self._hung, worker, "did not start")
         logger.info("Started worker process [%d] (slot %d)", worker.pid, slot.index)
@@ -384,6 +401,20 @@ class Supervisor:
             logger.info("Worker process [%d] reached its request limit; replacing it", worker.pid)
             self._spawn_task(self._replace(self._slots[worker.slot], worker))
 
+    def _retire(self, worker: Worker, reason: str) -> None:
+        """Replace ``worker`` as SIGHUP would (its successor ready first), saying why."""
+        slot = self._slots[worker.slot]
+        if worker.stopping or worker.exited.done() or slot.worker is not worker:
+            return
+        if self._stop is None or self._stop.is_set():
+            return
+        logger.info("Worker process [%d]: %s; replacing it", worker.pid, reason)
+        self._spawn_task(self._recycle(slot, worker))
+
+    async def _recycle(self, slot: _Slot, worker: Worker) -> None:
+        if not await self._replace(slot, worker) and not worker.exited.done():
+            self._recycling.failed(worker)
+
     def _arm_watchdog(self, worker: Worker) -> None:
         if worker.watchdog is not None:
             worker.watchdog.cancel()
@@ -421,6 +452,7 @@ class Supervisor:
         self._close_status(worker)
         if worker.watchdog is not None:
             worker.watchdog.cancel()
+        self._recycling.forget(worker)
         self._workers.discard(worker)
         if self.config.metrics.metrics_bind is not None:
             from .metrics import worker_exited
@@ -498,7 +530,7 @@ class Supervisor:
                     slot.worker = old
                 return False
             if old is not None:
-                self._retire(old)
+                self._stop_replaced(old)
         if handover and old is not None:
             # Outside the lock: a new worker that dies meanwhile is replaced
             # at once (its successor waits for the UDP sockets too).
@@ -539,7 +571,7 @@ class Supervisor:
             return False
         return True
 
-    def _retire(self, worker: Worker) -> None:
+    def _stop_replaced(self, worker: Worker) -> None:
         """Stop a worker that has been replaced, as a restart (not a shutdown)."""
         worker.stopping = True
         if worker.watchdog is not None:
@@ -597,13 +629,35 @@ class Supervisor:
         if threading.current_thread() is not threading.main_thread():
             return []
         installed: list[int] = []
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             loop.add_signal_handler(sig, self._on_signal, sig)
             installed.append(sig)
         return installed
 
+    def reload_certificates(self) -> None:
+        """Every worker reads its certificate files again (SIGUSR1); safe from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._forward_certificate_signal)
+
+    def _forward_certificate_signal(self) -> None:
+        """SIGUSR1 to the workers that serve; one still starting reads the files anyway.
+
+        Not to a starting one: until its handler is installed, SIGUSR1 would kill it.
+        """
+        for worker in list(self._workers):
+            ready = worker.ready.done() and worker.ready.result()
+            if ready and not worker.stopping and not worker.exited.done():
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.send_signal(signal.SIGUSR1)
+
     def _on_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name
+        if sig == signal.SIGUSR1:
+            logger.info("Received SIGUSR1; workers reload the TLS certificate")
+            self._forward_certificate_signal()
+            return
         if sig == signal.SIGHUP:
             if self._stop is not None and not self._stop.is_set():
                 logger.info("Received SIGHUP; restarting workers")
@@ -634,10 +688,14 @@ class Supervisor:
                 return listeners, self._bind_udp(listeners)
             except UDPPortInUse:
                 for listener in listeners:
-                    listener.sock.close()
+                    listener.close()
                 for slot in self._slots:
                     slot.udp.clear()
-                if config.port != 0 or getattr(config.http, "http3_port", None) is not None:
+                if (
+                    config.port != 0
+                    or getattr(config.http, "http3_port", None) is not None
+                    or config.quic.quic_bind
+                ):
                     raise
                 if attempt == 9:
                     raise
@@ -658,21 +716,29 @@ class Supervisor:
         http = config.http
         if HttpProtocolVersion.HTTP_3 not in SUPPORTED_HTTP_VERSIONS or not http.enable_http3:
             return []
+        if config.quic.quic_bind:
+            return self._bind_udp_groups(
+                [parse_host_port("quic_bind", address) for address in config.quic.quic_bind]
+            )
         if config.bind.uds or config.bind.fd is not None:
             return []  # HTTP/3 is served next to a TCP host:port only
         port_option = getattr(http, "http3_port", None)
-        # (host, port) of each UDP group: next to each TCP listener, or alone with --http 3.
+        # (host, port) of each UDP group: next to each TLS TCP listener, or alone with --http 3.
         targets: list[tuple[str, int]] = [
             (
                 listener.sock.getsockname()[0],
                 port_option if port_option is not None else listener.port or 0,
             )
             for listener in listeners
-            if listener.kind == "tcp"
+            if listener.kind == "tcp" and listener.tls(config.tls.enabled)
         ]
         if not listeners:
             alone = port_option if port_option is not None else config.port
             targets.append((config.bind.host, alone))
+        return self._bind_udp_groups(targets)
+
+    def _bind_udp_groups(self, targets: list[tuple[str, int]]) -> list[socket.socket]:
+        """A reuseport group per (host, port), one socket in it per slot."""
         opened: list[socket.socket] = []
         try:
             for host, port in targets:
@@ -742,6 +808,8 @@ def worker_main() -> None:
     spec: WorkerSpec = pickle.load(stdin)
     status = _StatusPipe(spec.status_fd)
     listeners = [_inherited(fd) for fd in spec.fds]
+    for listener, scheme in zip(listeners, spec.schemes, strict=False):
+        listener.scheme = scheme
 
     loops: list[asyncio.AbstractEventLoop] = []
 

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..asgi.access_log import Answered
@@ -476,10 +476,18 @@ class WSH1Protocol(asyncio.Protocol):
     metrics_protocol = "websocket"
     handshake_status = 101
 
-    def __init__(self, ctx: ServerContext, transport: Any, info: RequestInfo) -> None:
+    def __init__(
+        self,
+        ctx: ServerContext,
+        transport: Any,
+        info: RequestInfo,
+        default_headers: Callable[[], bytes],
+    ) -> None:
         self.ctx = ctx
         self.transport = transport
         self._info = info
+        #: The connection's default header block (no Alt-Svc in cleartext).
+        self._default_headers = default_headers
         self.bridge: WSBridge | None = None
         self._write_paused = False
         self._waiters: list[asyncio.Future[None]] = []
@@ -545,7 +553,7 @@ class WSH1Protocol(asyncio.Protocol):
     def accept(self, headers: Headers) -> None:
         lines = [
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n",
-            self.ctx.default_headers(),
+            self._default_headers(),
         ]
         lines.extend(b"%b: %b\r\n" % (name, value) for name, value in headers)
         lines.append(b"\r\n")
@@ -559,7 +567,7 @@ class WSH1Protocol(asyncio.Protocol):
             info = self._info
             info.keep_alive = False
             parts, self._response = H1Connection.start_response(
-                info, status, headers, self.ctx.default_headers(), body, end
+                info, status, headers, self._default_headers(), body, end
             )
         else:
             # A later chunk of a streamed denial body: only its framing.
