@@ -447,6 +447,10 @@ class H1Connection:
             self._fail(RemoteProtocolError(f"HTTP/{version} is not supported", 505))
         if version == "1.1" and authority is None:
             self._fail(RemoteProtocolError("missing Host header"))
+        if version == "1.0" and self._te is not None:
+            # RFC 9112 6.1: HTTP/1.0 has no chunked coding, so its framing is
+            # faulty; whatever follows could be a smuggled request.
+            self._fail(RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request"))
         if self._upgrade is not None and parser.should_upgrade():
             self.upgrade_to = self._upgrade
             if self._chunked:
