@@ -39,3 +39,48 @@ def test_http11_chunked_and_http10_content_length_are_accepted() -> None:
         b"POST /a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc"
     )
     assert [type(e) for e in events] == [Request, Body, EndBody]
+
+
+@pytest.mark.parametrize(
+    ("target", "authority"),
+    [
+        (b"http://evil.example/path?x=1", b"evil.example"),
+        (b"http://evil.example:8080/path", b"evil.example:8080"),
+        (b"https://user:pw@evil.example/path", b"evil.example"),
+        (b"http://[::1]:81/path", b"[::1]:81"),
+        (b"http://evil.example?x=1", b"evil.example"),
+    ],
+)
+def test_absolute_form_target_authority_replaces_host(target: bytes, authority: bytes) -> None:
+    # RFC 9112 3.2.2: the target's authority wins over the Host header.
+    conn = H1Connection()
+    request, _ = conn.receive_data(
+        b"GET %b HTTP/1.1\r\nHost: good.example\r\nX: y\r\n\r\n" % target
+    )
+    assert isinstance(request, Request)
+    assert request.authority == authority
+    assert request.headers == [(b"host", authority), (b"x", b"y")]
+    assert request.raw_path == (b"/path" if b"/path" in target else b"/")
+
+
+def test_absolute_form_on_http10_without_host_adds_one() -> None:
+    conn = H1Connection()
+    request, _ = conn.receive_data(b"GET http://evil.example/p HTTP/1.0\r\nX: y\r\n\r\n")
+    assert isinstance(request, Request)
+    assert request.authority == b"evil.example"
+    assert request.headers == [(b"host", b"evil.example"), (b"x", b"y")]
+
+
+def test_origin_form_keeps_the_host_header() -> None:
+    conn = H1Connection()
+    request, _ = conn.receive_data(b"GET /p HTTP/1.1\r\nHost: good.example\r\n\r\n")
+    assert isinstance(request, Request)
+    assert request.authority == b"good.example"
+    assert request.headers == [(b"host", b"good.example")]
+
+
+def test_absolute_form_still_needs_host_on_http11() -> None:
+    # RFC 9112 3.2: an HTTP/1.1 request without Host is 400 whatever its target.
+    with pytest.raises(RemoteProtocolError, match="Host") as info:
+        H1Connection().receive_data(b"GET http://evil.example/p HTTP/1.1\r\n\r\n")
+    assert info.value.status == 400

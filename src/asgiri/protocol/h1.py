@@ -428,6 +428,7 @@ class H1Connection:
         parser = self._parser
         self._stream_id += 1
         url = self._url
+        target_authority: bytes | None = None
         if url[:1] == b"/":
             path, _, query = url.partition(b"?")
         elif url == b"*":
@@ -439,6 +440,8 @@ class H1Connection:
                 self._fail(RemoteProtocolError("invalid request target"))
             path = parsed.path or b"/"
             query = parsed.query or b""
+            if parsed.schema:
+                target_authority = _target_authority(url)
         if b"#" in path:
             path = path.partition(b"#")[0]
         authority = self._authority
@@ -447,6 +450,9 @@ class H1Connection:
             self._fail(RemoteProtocolError(f"HTTP/{version} is not supported", 505))
         if version == "1.1" and authority is None:
             self._fail(RemoteProtocolError("missing Host header"))
+        if target_authority is not None and target_authority != authority:
+            authority = target_authority
+            self._replace_host(target_authority)
         if version == "1.0" and self._te is not None:
             # RFC 9112 6.1: HTTP/1.0 has no chunked coding, so its framing is
             # faulty; whatever follows could be a smuggled request.
@@ -480,6 +486,20 @@ class H1Connection:
                 authority,
             )
         )
+
+    def _replace_host(self, authority: bytes) -> None:
+        """RFC 9112 3.2.2: with an absolute-form target, its authority is the host.
+
+        The Host header is ignored in favour of the target's authority; the app
+        sees that value as ``host``, so that an app (or a proxy behind it) never
+        acts on one host while the request named another.
+        """
+        headers = self._headers
+        for i, (name, _) in enumerate(headers):
+            if name == b"host":
+                headers[i] = (b"host", authority)
+                return
+        headers.insert(0, (b"host", authority))
 
     def _check_codings(self, te: bytes) -> None:
         """RFC 9112 6.1: a transfer coding the server cannot undo gets 501.
@@ -646,6 +666,17 @@ def simple_response(status: int, body: bytes, default_headers: bytes = b"") -> b
         b"%b%bcontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
         b"connection: close\r\n\r\n%b" % (status_line(status), default_headers, len(body), body)
     )
+
+
+def _target_authority(url: bytes) -> bytes:
+    """The authority of an absolute-form target (``http://host:port/...``), userinfo dropped."""
+    rest = url.partition(b"://")[2]
+    end = len(rest)
+    for stop in (b"/", b"?", b"#"):
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    return rest[:end].rpartition(b"@")[2]
 
 
 def _describe(exc: Exception) -> str:
