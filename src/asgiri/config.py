@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import math
 import os
 import ssl
 from collections.abc import Callable, Iterator, Mapping
@@ -1007,7 +1008,17 @@ def _int_range(name: str, value: Any, low: int, high: int) -> None:
 
 
 def _positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    """Every option in seconds comes through here, from the CLI, a file or ``Server()``.
+
+    ``nan`` and ``inf`` parse as floats everywhere (argparse, TOML, Python) but
+    are no duration: NaN fails every comparison, so it slipped through the
+    range check and broke timers at run time.  No option gives infinity a
+    meaning ("never" is spelled otherwise where it exists, as
+    ``ws_ping_interval=0``), so both are refused.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
