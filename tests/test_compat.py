@@ -32,7 +32,7 @@ from websockets.sync.client import connect
 
 from asgiri.cli import build_parser
 from asgiri.config import Config
-from asgiri.errors import LifespanStartupError
+from asgiri.errors import BindError, LifespanStartupError, StartupError
 from asgiri.server import HttpProtocolVersion, LifespanPolicy, Server
 from asgiri.ssl_utils import (
     create_ssl_context,
@@ -537,6 +537,96 @@ def test_request_shutdown_before_run_stops_it_at_once() -> None:
     thread.start()
     thread.join(TIMEOUT)
     assert not thread.is_alive()
+
+
+# ---------------------------------------------------------------------- start-up, from a thread
+
+
+def run_in_thread(server: Server) -> threading.Thread:
+    """``run()`` in a thread; its start-up error reaches the test through wait_started()."""
+
+    def target() -> None:
+        with contextlib.suppress(StartupError):
+            server.run()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_wait_started_returns_true_once_serving_and_stopped_is_set_after() -> None:
+    server = Server(hello, port=0)
+    assert server.port == 0  # configured, nothing bound yet
+    assert not server.wait_started(timeout=0.05)  # not run yet: a timeout, not a hang
+    thread = run_in_thread(server)
+    assert server.wait_started(TIMEOUT) is True
+    assert isinstance(server.port, int) and server.port > 0
+    assert httpx.get(url(server)).text == "1.1 http"
+    assert server.startup_error is None and not server.stopped.is_set()
+    server.request_shutdown()
+    assert server.stopped.wait(TIMEOUT)
+    thread.join(TIMEOUT)
+    assert server.startup_error is None
+    assert server.port is None  # nothing bound any more
+
+
+def test_wait_started_raises_when_lifespan_startup_fails() -> None:
+    server = Server(LifespanApp("raise"), port=0, lifespan=LifespanPolicy.ENABLED)
+    thread = run_in_thread(server)
+    with pytest.raises(LifespanStartupError, match="no lifespan here"):
+        server.wait_started(TIMEOUT)
+    assert server.stopped.wait(TIMEOUT)
+    assert isinstance(server.startup_error, LifespanStartupError)
+    assert not server.started.is_set()
+    assert server.port is None
+    assert server.http3_port is None
+    thread.join(TIMEOUT)
+
+
+def test_wait_started_raises_when_the_port_is_in_use() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        server = Server(hello, port=busy.getsockname()[1])
+        thread = run_in_thread(server)
+        with pytest.raises(BindError):
+            server.wait_started(TIMEOUT)
+    assert server.stopped.is_set()
+    assert isinstance(server.startup_error, BindError)
+    assert server.port is None
+    thread.join(TIMEOUT)
+
+
+def test_port_never_raises_after_a_failed_tls_start(pem: tuple[bytes, bytes]) -> None:
+    # TLS in auto mode opens the HTTP/3 UDP socket too; both are closed by the failure.
+    server = Server(
+        LifespanApp("raise"),
+        port=0,
+        cert_data=pem[0],
+        key_data=pem[1],
+        lifespan=LifespanPolicy.ENABLED,
+    )
+    assert server.port == 0 and server.http3_port == 0  # as configured
+    thread = run_in_thread(server)
+    with pytest.raises(LifespanStartupError):
+        server.wait_started(TIMEOUT)
+    assert server.port is None
+    assert server.http3_port is None
+    thread.join(TIMEOUT)
+
+
+def test_serve_records_its_start_up_error_too() -> None:
+    async def main() -> Server:
+        server = Server(LifespanApp("raise"), port=0, lifespan=LifespanPolicy.ENABLED)
+        with pytest.raises(LifespanStartupError):
+            await server.serve()
+        return server
+
+    server = asyncio.run(main())
+    assert server.stopped.is_set()
+    assert isinstance(server.startup_error, LifespanStartupError)
+    with pytest.raises(LifespanStartupError):
+        server.wait_started(0)
 
 
 def test_serve_inside_a_running_loop() -> None:

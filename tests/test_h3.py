@@ -29,6 +29,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from wsproto.frame_protocol import CloseReason
 
+from asgiri.errors import BindError
 from asgiri.ssl_utils import generate_self_signed_cert
 
 from .h3_client import H3Client, Response
@@ -532,7 +533,7 @@ def test_http3_port(pems: tuple[bytes, bytes]) -> None:
         taken.bind(("127.0.0.1", 0))
         busy = taken.getsockname()[1]
         server = ThreadServer(app, cert_data=pems[0], key_data=pems[1], http3_port=busy)
-        with pytest.raises(RuntimeError, match="already in use"):
+        with pytest.raises(BindError, match="already in use"):
             server.start()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))

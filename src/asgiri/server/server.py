@@ -61,6 +61,26 @@ class WorkerHooks:
     release_udp: Callable[[], None] | None = None
 
 
+class _Milestone(threading.Event):
+    """A ``threading.Event`` that also sets the server's "settled" event.
+
+    :meth:`Server.wait_started` waits for started *or* stopped, whichever
+    comes first; ``started`` is set by the server and by the reloader and
+    supervisor that run it, so both events report to a third one.
+    """
+
+    def __init__(self, settled: threading.Event) -> None:
+        super().__init__()
+        self._settled = settled
+        #: Set during this run (``started`` is cleared again on shutdown).
+        self.reached = False
+
+    def set(self) -> None:
+        self.reached = True
+        super().set()
+        self._settled.set()
+
+
 class Server:
     """An ASGI server.
 
@@ -143,8 +163,15 @@ class Server:
 
     def _setup(self, config: Config, hooks: WorkerHooks | None = None) -> None:
         self.config = config
+        self._settled = threading.Event()
         #: Set once the listeners accept connections (usable from other threads).
-        self.started = threading.Event()
+        self.started = _Milestone(self._settled)
+        #: Set once run()/serve() has returned, for any reason (start-up failure included).
+        self.stopped = _Milestone(self._settled)
+        #: The exception that stopped the server from starting; None otherwise.
+        self.startup_error: BaseException | None = None
+        #: run()/serve() has begun: ``port`` is the bound port from now on.
+        self._ran = False
         self.listeners: list[Listener] = []
         #: UDP sockets serving HTTP/3, with the TCP listener each one sits next to.
         self.quic_sockets: list[tuple[socket.socket, Listener | None]] = []
@@ -169,19 +196,53 @@ class Server:
 
     @property
     def port(self) -> int | None:
-        """The TCP port actually bound (useful with ``port=0``); UDP under ``--http 3``."""
+        """The port: as configured until run()/serve() begins, then the one bound.
+
+        With ``port=0`` the bound port is the one the kernel picked (TCP; UDP
+        under HTTP/3 alone).  None while nothing is bound: start-up failed,
+        or the server has stopped.  Never raises.
+        """
+        if not self._ran:
+            return self.config.port
         for listener in self.listeners:
-            with contextlib.suppress(OSError):  # closed once the server stopped
-                if listener.port is not None:
-                    return listener.port
+            if listener.kind != "unix":
+                port = _bound_port(listener.sock)
+                if port is not None:
+                    return port
         return self.http3_port
 
     @property
     def http3_port(self) -> int | None:
-        """The UDP port serving HTTP/3, or None when HTTP/3 is off."""
+        """The UDP port serving HTTP/3; None when HTTP/3 is off or nothing is bound.
+
+        Before run()/serve() begins: the port HTTP/3 is configured to use.
+        """
+        if not self._ran:
+            http = self.config.http
+            if not http.enable_http3:
+                return None
+            return http.http3_port if http.http3_port is not None else self.config.port
         for sock, _ in self.quic_sockets:
-            return int(sock.getsockname()[1])
+            port = _bound_port(sock)
+            if port is not None:
+                return port
         return None
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Block until the server serves (True) or start-up fails (its error is raised).
+
+        For a server whose ``run()`` runs in another thread: unlike
+        ``started.wait()``, it does not block forever when start-up fails
+        (a port in use, a lifespan startup that fails).  False when
+        ``timeout`` passes first, or the server stopped without an error
+        before it was seen serving.
+        """
+        self._settled.wait(timeout)
+        if self.started.is_set():
+            return True
+        if self.startup_error is not None:
+            raise self.startup_error
+        return False
 
     @property
     def metrics_port(self) -> int | None:
@@ -197,24 +258,28 @@ class Server:
         a child process, restarted on every change; with ``workers=N`` it
         supervises N worker processes that share its sockets.
         """
-        log = self.config.logging
-        configure_logging(
-            log.log_level,
-            log.access_log,
-            log.log_config,
-            access_json=self.config.access.access_log_json,
-        )
-        if self._reloader is not None:
-            if self._stop_requested:
-                return
-            self._reloader.run(self)
-            return
-        if self._supervisor is not None:
-            if self._stop_requested:
-                return
-            self._supervisor.run(self)
-            return
-        run_coroutine(self.serve(), self.config.runtime.loop)
+        self._begin_run()
+        try:
+            log = self.config.logging
+            configure_logging(
+                log.log_level,
+                log.access_log,
+                log.log_config,
+                access_json=self.config.access.access_log_json,
+            )
+            if self._reloader is not None:
+                if not self._stop_requested:
+                    self._reloader.run(self)
+            elif self._supervisor is not None:
+                if not self._stop_requested:
+                    self._supervisor.run(self)
+            else:
+                run_coroutine(self.serve(), self.config.runtime.loop)
+        except Exception as exc:
+            self._record_startup_error(exc)
+            raise
+        finally:
+            self.stopped.set()
 
     def request_shutdown(self) -> None:
         """Ask the server to shut down gracefully.  Safe to call from any thread.
@@ -247,6 +312,28 @@ class Server:
 
     async def serve(self) -> None:
         """Start, serve until asked to stop, then drain and shut down."""
+        self._begin_run()
+        try:
+            await self._serve()
+        except Exception as exc:
+            self._record_startup_error(exc)
+            raise
+        finally:
+            self.stopped.set()
+
+    def _begin_run(self) -> None:
+        self._ran = True
+        self.startup_error = None
+        self.started.reached = False
+        self.stopped.clear()
+        self._settled.clear()
+
+    def _record_startup_error(self, exc: Exception) -> None:
+        """Keep ``exc`` as ``startup_error`` when it ended the run before it served."""
+        if not self.started.reached and self.startup_error is None:
+            self.startup_error = exc
+
+    async def _serve(self) -> None:
         config = self.config
         if self._reloader is not None:
             raise StartupError("reload needs Server.run(): serve() cannot restart its own process")
@@ -569,6 +656,17 @@ class Server:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+
+
+def _bound_port(sock: socket.socket) -> int | None:
+    """The port ``sock`` is bound to; None once it is closed."""
+    if sock.fileno() == -1:
+        return None
+    try:
+        address = sock.getsockname()
+    except OSError:
+        return None
+    return int(address[1]) if isinstance(address, tuple) else None
 
 
 def _rename(
