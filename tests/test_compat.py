@@ -32,6 +32,7 @@ from websockets.sync.client import connect
 
 from asgiri.cli import build_parser
 from asgiri.config import Config
+from asgiri.config_file import load_config_file
 from asgiri.errors import BindError, LifespanStartupError, StartupError
 from asgiri.server import HttpProtocolVersion, LifespanPolicy, Server
 from asgiri.ssl_utils import (
@@ -251,13 +252,69 @@ def test_enable_http3_default_follows_the_mode(
         assert off.http.enable_http3 is False
 
 
-def test_03_enum_values_still_name_the_versions() -> None:
-    assert HttpProtocolVersion("http/1.1") is HttpProtocolVersion.HTTP_1_1
-    assert HttpProtocolVersion("http/2") is HttpProtocolVersion.HTTP_2
-    assert HttpProtocolVersion("http/3") is HttpProtocolVersion.HTTP_3
-    assert (
-        Server(hello, http_version="http/2").config.http.http_version is HttpProtocolVersion.HTTP_2
+def test_enum_values_are_the_03_ones() -> None:
+    assert [(v.name, v.value) for v in HttpProtocolVersion] == [
+        ("HTTP_1_1", "http/1.1"),
+        ("HTTP_2", "http/2"),
+        ("HTTP_3", "http/3"),
+        ("AUTO", "auto"),
+    ]
+    assert [(v.name, v.value) for v in LifespanPolicy] == [
+        ("ENABLED", "enabled"),
+        ("DISABLED", "disabled"),
+        ("AUTO", "auto"),
+    ]
+    for version in HttpProtocolVersion:
+        assert HttpProtocolVersion(version.value) is version
+        assert HttpProtocolVersion(version.option) is version  # the --http spelling
+        assert HttpProtocolVersion(version.value.upper()) is version
+
+
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        ("1.1", HttpProtocolVersion.HTTP_1_1),
+        ("http/1.1", HttpProtocolVersion.HTTP_1_1),
+        ("2", HttpProtocolVersion.HTTP_2),
+        ("http/2", HttpProtocolVersion.HTTP_2),
+        ("auto", HttpProtocolVersion.AUTO),
+        (HttpProtocolVersion.HTTP_2, HttpProtocolVersion.HTTP_2),
+    ],
+)
+def test_http_version_spellings_everywhere(
+    spelling: Any, expected: HttpProtocolVersion, tmp_path: Path
+) -> None:
+    assert Server(hello, http_version=spelling).config.http.http_version is expected
+    if isinstance(spelling, str):
+        args = vars(build_parser().parse_args(["apps:hello", "--http", spelling]))
+        assert Server(**args).config.http.http_version is expected
+        path = tmp_path / "asgiri.toml"
+        path.write_text(f'http_version = "{spelling}"\n')
+        options = load_config_file(path)
+        assert Server("apps:hello", **options).config.http.http_version is expected
+
+
+def test_help_shows_the_short_http_spellings() -> None:
+    result = run_cli("--help")
+    assert "--http {auto,1.1,2,3}" in result.stdout
+    assert "http/1.1, http/2, http/3 are accepted too" in " ".join(result.stdout.split())
+
+
+def test_http_version_is_logged_in_its_cli_spelling(pem: tuple[bytes, bytes]) -> None:
+    server = Server(
+        hello, port=0, http_version="http/2", enable_http3=True, cert_data=pem[0], key_data=pem[1]
     )
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    error_logger = logging.getLogger("asgiri.error")
+    error_logger.addHandler(handler)
+    try:
+        with running(server):
+            pass
+    finally:
+        error_logger.removeHandler(handler)
+    assert "HTTP/3 is off: --http 2 was asked for" in records
 
 
 # ----------------------------------------------------------------------------- protocols

@@ -38,19 +38,26 @@ class HttpProtocolVersion(enum.Enum):
     """Which HTTP versions a server speaks.
 
     AUTO serves HTTP/1.1 on the TCP listener and picks up newer versions as
-    they are available; the others restrict the server to one version.
+    they are available; the others restrict the server to one version.  The
+    values are asgiri 0.3's; ``--http`` spells them ``1.1``, ``2``, ``3`` and
+    ``auto`` (:attr:`option`), and both spellings are accepted everywhere.
     """
 
+    HTTP_1_1 = "http/1.1"
+    HTTP_2 = "http/2"
+    HTTP_3 = "http/3"
     AUTO = "auto"
-    HTTP_1_1 = "1.1"
-    HTTP_2 = "2"
-    HTTP_3 = "3"
+
+    @property
+    def option(self) -> str:
+        """How ``--http`` spells this version (``1.1``, ``2``, ``3``, ``auto``)."""
+        return _HTTP_OPTION[self]
 
     @classmethod
     def _missing_(cls, value: object) -> HttpProtocolVersion | None:
-        """Accept asgiri 0.3's values too: ``HttpProtocolVersion("http/2")``."""
-        if isinstance(value, str) and value.lower().startswith("http/"):
-            return _HTTP_03_VALUES.get(value.lower())
+        """Accept the ``--http`` spellings too: ``HttpProtocolVersion("2")``."""
+        if isinstance(value, str):
+            return _HTTP_CHOICES.get(value.lower())
         return None
 
 
@@ -79,11 +86,16 @@ class LoopChoice(enum.Enum):
 #: silent fallback to HTTP/1.1.
 SUPPORTED_HTTP_VERSIONS = frozenset(HttpProtocolVersion)
 
-_HTTP_CHOICES = {v.value: v for v in HttpProtocolVersion}
-_HTTP_03_VALUES = {
-    "http/1.1": HttpProtocolVersion.HTTP_1_1,
-    "http/2": HttpProtocolVersion.HTTP_2,
-    "http/3": HttpProtocolVersion.HTTP_3,
+_HTTP_OPTION = {
+    HttpProtocolVersion.AUTO: "auto",
+    HttpProtocolVersion.HTTP_1_1: "1.1",
+    HttpProtocolVersion.HTTP_2: "2",
+    HttpProtocolVersion.HTTP_3: "3",
+}
+#: ``--http`` takes its own spellings first (what ``--help`` shows), then the values.
+_HTTP_CHOICES = {
+    **{option: version for version, option in _HTTP_OPTION.items()},
+    **{version.value: version for version in HttpProtocolVersion},
 }
 _LIFESPAN_CHOICES = {
     "auto": LifespanPolicy.AUTO,
@@ -350,7 +362,8 @@ class HTTPConfig:
         HttpProtocolVersion.AUTO,
         flags=("--http",),
         choices=_HTTP_CHOICES,
-        help="HTTP version(s) to serve.",
+        metavar="{auto,1.1,2,3}",
+        help="HTTP version(s) to serve (http/1.1, http/2, http/3 are accepted too).",
     )
     enable_http3: bool | None = _opt(
         None,
@@ -376,7 +389,7 @@ class HTTPConfig:
         )
         if self.http_version not in SUPPORTED_HTTP_VERSIONS:
             raise ValueError(
-                f"http_version {self.http_version.value} is not available in this build of asgiri"
+                f"http_version {self.http_version.option} is not available in this build of asgiri"
             )
         if self.http3_port is not None:
             _int_range("http3_port", self.http3_port, 0, 65535)

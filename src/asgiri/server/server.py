@@ -493,7 +493,7 @@ class Server:
             self._h3_off_reason = config.http3_note  # None when turned off on purpose
             return False
         if http.http_version is not HttpProtocolVersion.AUTO:
-            self._h3_off_reason = f"HTTP/3 is off: --http {http.http_version.value} was asked for"
+            self._h3_off_reason = f"HTTP/3 is off: --http {http.http_version.option} was asked for"
         elif not config.tls.enabled:
             self._h3_off_reason = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
         elif not (config.tls.certfile or config.tls.cert_data):
