@@ -59,7 +59,10 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
 
 
 class LifespanApp:
-    """Records lifespan events; ``mode`` "ok" supports lifespan, "raise" does not."""
+    """Records lifespan events; ``mode`` "ok" supports lifespan, "raise" does not.
+
+    "hang" never answers the startup, "fail" answers it with ``lifespan.startup.failed``.
+    """
 
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
@@ -76,6 +79,10 @@ class LifespanApp:
                 if message["type"] == "lifespan.startup":
                     if self.mode == "hang":
                         await asyncio.Event().wait()
+                    if self.mode == "fail":
+                        message = {"type": "lifespan.startup.failed", "message": "no database"}
+                        await send(message)
+                        return
                     scope["state"]["ready"] = "yes"
                     await send({"type": "lifespan.startup.complete"})
                 else:
@@ -684,6 +691,117 @@ def test_serve_records_its_start_up_error_too() -> None:
     assert isinstance(server.startup_error, LifespanStartupError)
     with pytest.raises(LifespanStartupError):
         server.wait_started(0)
+
+
+# ----------------------------------------------------------------------------- 0.3 attributes
+
+
+def test_a_run_serves_and_should_exit_stops_it() -> None:
+    app = LifespanApp("ok")
+
+    async def main() -> tuple[str, Server]:
+        server = Server(app, port=0, lifespan=LifespanPolicy.ENABLED)
+        handler = server.lifespan_handler
+        assert isinstance(server.should_exit, asyncio.Event)
+        assert not server.should_exit.is_set()
+        assert not handler.startup_complete.is_set()
+        task = asyncio.create_task(server.a_run())
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, server.wait_started, TIMEOUT)
+        assert handler.startup_complete.is_set() and not handler.startup_failed
+        assert handler.startup_error is None
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(url(server))).text
+        server.should_exit.set()  # from inside the loop, as 0.3's documentation does
+        await asyncio.wait_for(task, TIMEOUT)
+        assert handler.shutdown_complete.is_set()
+        return text, server
+
+    text, server = asyncio.run(main())
+    assert text == "yes"  # the lifespan state reached the request
+    assert app.events == ["lifespan-scope", "lifespan.startup", "lifespan.shutdown"]
+    assert server.stopped.is_set() and server.port is None
+
+
+def test_should_exit_set_before_a_run_stops_the_server_once_started() -> None:
+    async def main() -> Server:
+        server = Server(hello, port=0)
+        server.should_exit.set()
+        await asyncio.wait_for(server.a_run(), TIMEOUT)
+        return server
+
+    server = asyncio.run(main())
+    assert server.stopped.is_set() and server.startup_error is None
+
+
+def test_lifespan_handler_shows_a_failed_startup() -> None:
+    server = Server(LifespanApp("fail"), port=0, lifespan=LifespanPolicy.AUTO)
+    handler = server.lifespan_handler
+    assert (handler.policy, handler.startup_timeout) == (LifespanPolicy.AUTO, 10.0)
+    with pytest.raises(LifespanStartupError, match="no database"):
+        server.run()
+    assert handler.startup_complete.is_set()
+    assert handler.startup_failed is True
+    assert handler.startup_error == "no database"
+    assert not handler.shutdown_complete.is_set()
+
+
+def test_lifespan_handler_when_lifespan_is_off() -> None:
+    server = Server(LifespanApp("ok"), port=0, lifespan=LifespanPolicy.DISABLED)
+    with running(server):
+        assert server.lifespan_handler.startup_complete.is_set()
+    assert not server.lifespan_handler.startup_failed
+    assert not server.lifespan_handler.shutdown_complete.is_set()  # no lifespan ran
+
+
+def test_constructor_arguments_are_readable_as_attributes(
+    pem: tuple[bytes, bytes], pem_files: tuple[Path, Path]
+) -> None:
+    server = Server(
+        hello,
+        host="127.0.0.1",
+        port=0,
+        http_version=HttpProtocolVersion.AUTO,
+        cert_data=pem[0],
+        key_data=pem[1],
+        reuse_port=True,
+        shutdown_timeout=3.0,
+        ws_ping_interval=5.0,
+        ws_ping_timeout=6.0,
+        reload_dirs=["src", Path("lib")],
+        reload_delay_ms=250,
+        reload_ignore_patterns=["*.tmp"],
+    )
+    assert server.host == "127.0.0.1"
+    assert server.http_version is HttpProtocolVersion.AUTO
+    assert (server.cert_data, server.key_data) == pem
+    assert (server.certfile, server.keyfile, server.ssl_context) == (None, None, None)
+    assert server.enable_http3 is True  # AUTO with TLS
+    assert server.reuse_port is True
+    assert server.shutdown_timeout == 3.0
+    assert (server.ws_ping_interval, server.ws_ping_timeout) == (5.0, 6.0)
+    assert server.reload is False
+    assert server.reload_dirs == ["src", "lib"]
+    assert server.reload_delay_ms == 250
+    assert server.reload_ignore_patterns == ["*.tmp"]
+    # port: as configured, then the port bound while serving, then None.
+    assert server.port == 0
+    with running(server):
+        bound = server.port
+        assert isinstance(bound, int) and bound > 0
+        assert isinstance(server.ssl_context, ssl.SSLContext)  # the one built to serve
+        with httpx.Client(verify=trusting(pem)) as client:
+            assert client.get(f"https://127.0.0.1:{bound}/").text == "1.1 https"
+    assert server.port is None
+    files = Server(hello, certfile=pem_files[0], keyfile=pem_files[1], reload=True)
+    assert (files.certfile, files.keyfile) == (str(pem_files[0]), str(pem_files[1]))
+    assert files.reload is True
+    assert files.port == 8443  # the default with TLS, before anything is bound
+    plain = Server(hello)
+    assert (plain.host, plain.port, plain.enable_http3) == ("127.0.0.1", 8000, False)
+    assert plain.http_version is HttpProtocolVersion.AUTO
+    context = create_ssl_context(cert_data=pem[0], key_data=pem[1])
+    assert Server(hello, ssl_context=context).ssl_context is context
 
 
 def test_serve_inside_a_running_loop() -> None:

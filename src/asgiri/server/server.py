@@ -18,7 +18,7 @@ from typing import Any
 from ..asgi.lifespan import Lifespan
 from ..asgi.loader import load_app
 from ..config import Config, HttpProtocolVersion, LifespanPolicy, LoopChoice
-from ..errors import StartupError
+from ..errors import LifespanStartupError, StartupError
 from ..logging import configure_logging
 from ..ssl_utils import spki_sha256_base64
 from .context import ServerContext
@@ -79,6 +79,29 @@ class _Milestone(threading.Event):
         self.reached = True
         super().set()
         self._settled.set()
+
+
+class LifespanHandler:
+    """The lifespan state of a server, under asgiri 0.3's names (``server.lifespan_handler``).
+
+    The server drives the ASGI lifespan protocol itself (``asgi/lifespan.py``);
+    this only shows how it went.  The events are ``asyncio.Event``s of the
+    server's loop: await them from code running in that loop (next to
+    ``serve()``/``a_run()``); other threads use ``server.started`` and
+    ``server.wait_started()``.
+    """
+
+    def __init__(self, policy: LifespanPolicy, startup_timeout: float) -> None:
+        self.policy = policy
+        self.startup_timeout = startup_timeout
+        #: Set once start-up is over: completed, failed (``startup_failed``), or
+        #: skipped (lifespan off, or an app without lifespan under AUTO).
+        self.startup_complete = asyncio.Event()
+        #: Set once the app has answered the lifespan shutdown.
+        self.shutdown_complete = asyncio.Event()
+        self.startup_failed = False
+        #: Why start-up failed: the app's ``lifespan.startup.failed`` message, or the error.
+        self.startup_error: str | None = None
 
 
 class Server:
@@ -172,6 +195,12 @@ class Server:
         self.startup_error: BaseException | None = None
         #: run()/serve() has begun: ``port`` is the bound port from now on.
         self._ran = False
+        app_options = config.app_options
+        self.lifespan_handler = LifespanHandler(
+            app_options.lifespan, app_options.lifespan_startup_timeout
+        )
+        #: The SSLContext built for the TCP listener (when none was given).
+        self._built_ssl_context: ssl.SSLContext | None = None
         self.listeners: list[Listener] = []
         #: UDP sockets serving HTTP/3, with the TCP listener each one sits next to.
         self.quic_sockets: list[tuple[socket.socket, Listener | None]] = []
@@ -244,6 +273,90 @@ class Server:
             raise self.startup_error
         return False
 
+    # asgiri 0.3's attributes: the constructor's arguments, read from the one config.
+
+    @property
+    def host(self) -> str:
+        """The address bound (``host=None`` is 127.0.0.1)."""
+        return self.config.bind.host
+
+    @property
+    def http_version(self) -> HttpProtocolVersion:
+        return self.config.http.http_version
+
+    @property
+    def enable_http3(self) -> bool:
+        """Whether HTTP/3 is served: as given, or the default for the mode and TLS."""
+        return bool(self.config.http.enable_http3)
+
+    @property
+    def certfile(self) -> str | None:
+        return self.config.tls.certfile
+
+    @property
+    def keyfile(self) -> str | None:
+        return self.config.tls.keyfile
+
+    @property
+    def cert_data(self) -> bytes | None:
+        data = self.config.tls.cert_data
+        return data.encode() if isinstance(data, str) else data
+
+    @property
+    def key_data(self) -> bytes | None:
+        data = self.config.tls.key_data
+        return data.encode() if isinstance(data, str) else data
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context given, or the one the server built from the certificate once it runs."""
+        return self.config.tls.ssl_context or self._built_ssl_context
+
+    @property
+    def reuse_port(self) -> bool:
+        return self.config.bind.reuse_port
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return self.config.timeouts.timeout_graceful_shutdown
+
+    @property
+    def ws_ping_interval(self) -> float | None:
+        return self.config.websocket.ws_ping_interval
+
+    @property
+    def ws_ping_timeout(self) -> float | None:
+        return self.config.websocket.ws_ping_timeout
+
+    @property
+    def reload(self) -> bool:
+        return self.config.reload.reload
+
+    @property
+    def reload_dirs(self) -> list[str]:
+        """The directories watched; empty means the default (``--app-dir``)."""
+        return self.config.reload.reload_dirs
+
+    @property
+    def reload_delay_ms(self) -> int:
+        return round(self.config.reload.reload_delay * 1000)
+
+    @property
+    def reload_ignore_patterns(self) -> list[str]:
+        return self.config.reload.reload_excludes
+
+    @property
+    def should_exit(self) -> asyncio.Event:
+        """The event that stops the server when set (asgiri 0.3's name).
+
+        ``server.should_exit.set()`` works from code in the server's loop, and
+        before the server runs (it then stops as soon as it has started);
+        from another thread, :meth:`request_shutdown` is the thread-safe way.
+        """
+        if self._stop is None:
+            self._stop = asyncio.Event()
+        return self._stop
+
     @property
     def metrics_port(self) -> int | None:
         """The port of the metrics endpoint (useful with ``metrics_bind="host:0"``)."""
@@ -310,6 +423,10 @@ class Server:
         """Ask for a graceful shutdown from inside the server's loop."""
         self.request_shutdown()
 
+    async def a_run(self) -> None:
+        """asgiri 0.3's name for :meth:`serve`."""
+        await self.serve()
+
     async def serve(self) -> None:
         """Start, serve until asked to stop, then drain and shut down."""
         self._begin_run()
@@ -341,9 +458,9 @@ class Server:
             raise StartupError("workers need Server.run(): serve() runs in one process")
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._stop = asyncio.Event()
+        stop = self.should_exit
         if self._stop_requested:
-            self._stop.set()
+            stop.set()
         app = load_app(
             config.app,
             factory=config.app_options.factory,
@@ -359,6 +476,7 @@ class Server:
         if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
             alpn.append("http/1.1")
         ssl_context = build_ssl_context(config.tls, alpn)
+        self._built_ssl_context = ssl_context
         quic_config = None
         if self._h3_wanted():
             quic_config = quic_configuration(config)
@@ -388,10 +506,18 @@ class Server:
 
             ctx.enable_metrics(Metrics())
         lifespan = Lifespan(app, loop, config.app_options.lifespan)
+        handler = self.lifespan_handler
         servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
         quic_listeners: list[QuicListener] = []
         try:
-            await lifespan.startup(config.app_options.lifespan_startup_timeout)
+            try:
+                await lifespan.startup(config.app_options.lifespan_startup_timeout)
+            except LifespanStartupError as exc:
+                handler.startup_failed = True
+                handler.startup_error = lifespan.failure or str(exc)
+                raise
+            finally:
+                handler.startup_complete.set()
             if lifespan.running:
                 ctx.state = lifespan.state
 
@@ -451,7 +577,7 @@ class Server:
             if hooks is not None and hooks.on_started is not None:
                 hooks.on_started(loop)
             try:
-                await self._stop.wait()
+                await stop.wait()
                 # The handlers stay installed while draining, so that a second
                 # signal closes everything at once instead of killing the process.
                 await self._drain(ctx, servers, quic_listeners)
@@ -469,7 +595,10 @@ class Server:
             if self._metrics is not None:
                 self._metrics.close()
                 self._metrics = None
+            lifespan_ran = lifespan.running
             await lifespan.shutdown(config.app_options.lifespan_shutdown_timeout)
+            if lifespan_ran:
+                handler.shutdown_complete.set()
             self.started.clear()
             logger.info("Finished server process [%d]", os.getpid())
 
