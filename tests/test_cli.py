@@ -30,6 +30,7 @@ from asgiri.cli import main as cli_main
 from asgiri.config import iter_options
 from asgiri.config_file import ConfigFileError, load_config_file
 from asgiri.server import Server
+from tests.h3_client import H3Client
 from tests.servers import ROOT, CLIServer, cli_server, run_cli
 
 # Every option the documentation promises.
@@ -341,14 +342,25 @@ def test_nan_on_the_command_line_is_a_usage_error_not_a_hang(args: list[str]) ->
     assert "Listening on" not in result.stdout + result.stderr
 
 
-def test_http3_without_certificate_is_an_error_not_a_fallback() -> None:
-    result = run_cli("apps:hello", "--port", "0", "--http", "3")
-    assert result.returncode == 2, result.stderr
-    lines = _stderr_lines(result)
-    assert len(lines) == 1, result.stderr
-    assert "--http" in lines[0]
-    assert "needs a TLS certificate" in lines[0]
-    assert "Listening on" not in result.stderr + result.stdout
+def test_http3_without_certificate_serves_with_a_temporary_one() -> None:
+    # As asgiri 0.3's --http3 command lines run: with a certificate made at start-up.
+    with cli_server("apps:hello", "--port", "0", "--http", "3") as srv:
+        match = srv.wait_for(
+            r"no certificate was given: .* trust it from (\S+), deleted on shutdown"
+        )
+        path = match.group(1)
+        assert os.path.exists(path)
+        assert srv.port is not None
+
+        def configure(configuration: typing.Any) -> None:
+            configuration.verify_mode = ssl.CERT_REQUIRED
+            configuration.load_verify_locations(cafile=path)
+
+        with H3Client(srv.port, configure=configure) as client:
+            response = client.get("/")
+        assert (response.status, response.body) == (200, b"Hello, World!")
+    assert srv.proc.returncode == 0
+    assert not os.path.exists(path), "the temporary certificate outlived the server"
 
 
 def test_missing_app_argument_is_a_usage_error() -> None:

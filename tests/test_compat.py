@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import ipaddress
 import logging
+import os
 import queue
 import re
 import signal
@@ -365,6 +366,53 @@ def test_http3_over_quic(pem: tuple[bytes, bytes], http_version: Any) -> None:
             assert reply.headers["alt-svc"] == f'h3=":{server.port}"; ma=86400'
         else:
             assert server.listeners == []  # HTTP/3 only: no TCP listener
+
+
+def trusting_file(path: str) -> Any:
+    """An aioquic client configuration hook that verifies against exactly ``path``."""
+
+    def configure(configuration: QuicConfiguration) -> None:
+        configuration.verify_mode = ssl.CERT_REQUIRED
+        configuration.load_verify_locations(cafile=path)
+
+    return configure
+
+
+def test_http3_alone_without_a_certificate_serves_with_a_temporary_one() -> None:
+    # 0.3 accepted this call (and served nothing); the certificate is made at start-up.
+    server = Server(hello, port=0, http_version=HttpProtocolVersion.HTTP_3)
+    assert server.enable_http3 is True
+    assert server.temp_certfile is None  # written when the server runs
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    error_logger = logging.getLogger("asgiri.error")
+    error_logger.addHandler(handler)
+    try:
+        with running(server):
+            path = server.temp_certfile
+            assert path is not None and os.path.exists(path)
+            written = Path(path).read_bytes()
+            assert written == server.cert_data and b"PRIVATE KEY" not in written
+            assert server.http3_port is not None
+            # A client that trusts exactly that file gets through, verifying it.
+            with H3Client(server.http3_port, configure=trusting_file(path)) as client:
+                response = client.get("/")
+            assert (response.status, response.body) == (200, b"3 https")
+    finally:
+        error_logger.removeHandler(handler)
+    assert not os.path.exists(path), "the temporary certificate outlived the server"
+    assert server.temp_certfile is None
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert any(
+        "HTTP/3 needs TLS and no certificate was given" in w and path in w for w in warnings
+    ), warnings
+
+
+def test_http3_alone_with_only_an_ssl_context_is_refused(pem: tuple[bytes, bytes]) -> None:
+    context = create_ssl_context(cert_data=pem[0], key_data=pem[1])
+    with pytest.raises(ValueError, match="QUIC cannot use a ready ssl_context"):
+        Server(hello, http_version=HttpProtocolVersion.HTTP_3, ssl_context=context)
 
 
 def test_http3_port_moves_the_udp_listener_and_alt_svc(pem: tuple[bytes, bytes]) -> None:

@@ -867,10 +867,18 @@ class Config:
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     #: Why HTTP/3 is off by default (for the start-up log); None when it is on or turned off.
     http3_note: str | None = field(default=None, init=False, repr=False)
+    #: Why a self-signed certificate was made without being asked for (HTTP/3 alone
+    #: without one); the server warns with it.  None otherwise.
+    selfcert_note: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.app is None or (not isinstance(self.app, str) and not callable(self.app)):
             raise ValueError("app must be an ASGI application or an import string 'module:attr'")
+        if self.http.http_version is HttpProtocolVersion.HTTP_3 and not self.tls.enabled:
+            # QUIC is always encrypted.  asgiri 0.3 accepted HTTP/3 alone without a
+            # certificate (and then served nothing); it is served with one made here.
+            self.tls.selfcert = True
+            self.selfcert_note = "HTTP/3 needs TLS and no certificate was given"
         if self.tls.selfcert and self.tls.cert_data is None:
             self.tls.cert_data, self.tls.key_data = _self_signed_cert(self.bind.host)
         if self.bind.port is None:
@@ -888,8 +896,8 @@ class Config:
                 )
             if not (self.tls.certfile or self.tls.cert_data):
                 raise ValueError(
-                    "http_version 3 needs a TLS certificate, as QUIC is always encrypted: "
-                    "give --ssl-certfile and --ssl-keyfile"
+                    "http_version 3 needs the certificate itself, as QUIC cannot use a ready "
+                    "ssl_context: give certfile/keyfile or cert_data/key_data"
                 )
         if http.enable_http3 is None:
             http.enable_http3 = (

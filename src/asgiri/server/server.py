@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -176,6 +177,9 @@ class Server:
                 *reload_ignore_patterns,
             ]
         self._setup(Config.from_options(app, **options))
+        # This process made the configuration: it (not a reloader child or a
+        # worker, which get a copy) writes the certificate file for clients.
+        self._owns_temp_cert = True
 
     @classmethod
     def from_config(cls, config: Config, hooks: WorkerHooks | None = None) -> Server:
@@ -201,6 +205,10 @@ class Server:
         )
         #: The SSLContext built for the TCP listener (when none was given).
         self._built_ssl_context: ssl.SSLContext | None = None
+        #: The certificate made for HTTP/3 without one, as a file for clients to
+        #: trust while the server runs (the key stays in memory); None otherwise.
+        self.temp_certfile: str | None = None
+        self._owns_temp_cert = False
         self.listeners: list[Listener] = []
         #: UDP sockets serving HTTP/3, with the TCP listener each one sits next to.
         self.quic_sockets: list[tuple[socket.socket, Listener | None]] = []
@@ -380,6 +388,7 @@ class Server:
                 log.log_config,
                 access_json=self.config.access.access_log_json,
             )
+            self._write_temp_cert()
             if self._reloader is not None:
                 if not self._stop_requested:
                     self._reloader.run(self)
@@ -392,6 +401,7 @@ class Server:
             self._record_startup_error(exc)
             raise
         finally:
+            self._remove_temp_cert()
             self.stopped.set()
 
     def request_shutdown(self) -> None:
@@ -431,11 +441,13 @@ class Server:
         """Start, serve until asked to stop, then drain and shut down."""
         self._begin_run()
         try:
+            self._write_temp_cert()
             await self._serve()
         except Exception as exc:
             self._record_startup_error(exc)
             raise
         finally:
+            self._remove_temp_cert()
             self.stopped.set()
 
     def _begin_run(self) -> None:
@@ -444,6 +456,34 @@ class Server:
         self.started.reached = False
         self.stopped.clear()
         self._settled.clear()
+
+    def _write_temp_cert(self) -> None:
+        """HTTP/3 alone without a certificate: say so, and write the one made for clients.
+
+        Only the certificate is written (QUIC reads it and its key from
+        memory): a client such as ``curl --cacert`` or aioquic can then trust
+        exactly it.  The file is removed when run()/serve() returns.
+        """
+        note = self.config.selfcert_note
+        cert = self.config.tls.cert_data
+        if note is None or cert is None or not self._owns_temp_cert or self.temp_certfile:
+            return
+        fd, path = tempfile.mkstemp(prefix="asgiri-", suffix="-cert.pem")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(cert.encode() if isinstance(cert, str) else cert)
+        self.temp_certfile = path
+        logger.warning(
+            "%s: serving a self-signed certificate for localhost made at start-up "
+            "(development only); clients can trust it from %s, deleted on shutdown",
+            note,
+            path,
+        )
+
+    def _remove_temp_cert(self) -> None:
+        path, self.temp_certfile = self.temp_certfile, None
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def _record_startup_error(self, exc: Exception) -> None:
         """Keep ``exc`` as ``startup_error`` when it ended the run before it served."""
