@@ -44,6 +44,7 @@ from asgiri.ssl_utils import (
 )
 from tests.h3_client import H3Client
 from tests.servers import cli_server, run_cli
+from tests.test_websocket import PING, RawWS
 
 TIMEOUT = 15.0
 
@@ -601,6 +602,47 @@ def test_websocket_with_custom_ping_settings() -> None:
         assert frames.wait_for("< PING", TIMEOUT)  # the server pings...
         assert frames.wait_for("< PING", TIMEOUT)  # ...every interval, as each is answered
         ws.send("still here")
+        assert ws.recv(TIMEOUT) == "still here"
+
+
+def test_websocket_keepalive_with_the_03_defaults() -> None:
+    """Pings every 20 s, 20 s for the pong, as 0.3's defaults say (this takes a minute).
+
+    Two clients at once: one that answers pings (the websockets library) is
+    still connected after three pings; one that completes the handshake and
+    then reads without answering is closed once its first ping goes
+    unanswered for ws_ping_timeout, 40 s after it connected, as in 0.3.
+    """
+    server = Server(ws_echo, port=0)
+    assert (server.ws_ping_interval, server.ws_ping_timeout) == (20.0, 20.0)
+    client_logger, frames = _client_logger("defaults")
+    with (
+        running(server),
+        connect(
+            f"ws://127.0.0.1:{server.port}/",
+            logger=client_logger,
+            proxy=None,
+            ping_interval=None,  # only the server pings
+        ) as ws,
+    ):
+        silent = RawWS(server.port, "/")
+        silent.sock.settimeout(30)
+        connected = time.monotonic()
+        ping = silent.recv_frame()
+        assert ping.opcode == PING
+        assert 18 < time.monotonic() - connected < 25
+        while True:  # read on, never answering, until the server gives up
+            try:
+                if not silent.sock.recv(65536):
+                    break
+            except ConnectionResetError:
+                break
+        assert 38 < time.monotonic() - connected < 46
+        silent.sock.close()
+        for _ in range(3):
+            assert frames.wait_for("< PING", 30), "the server stopped pinging"
+        assert time.monotonic() - connected > 55
+        ws.send("still here")  # three intervals later, the answering client is connected
         assert ws.recv(TIMEOUT) == "still here"
 
 
