@@ -231,6 +231,21 @@ def test_transfer_encoding_on_http10_gets_400_and_close(server: Any, keep_alive:
 # ---------------------------------------------------------------- size limits
 
 
+def test_default_header_limits(server: Any) -> None:
+    """16 KiB of header section and 8190 bytes of request target by default (docs/CLI.md)."""
+    # A 20 KiB header section is refused, whether one line or many.
+    assert_rejected(server.port, get("/", "X-Big: " + "a" * 20 * 1024) + SMUGGLED, 431)
+    fields = [f"X-Field-{i}: {'b' * 400}" for i in range(50)]
+    assert_rejected(server.port, get("/", *fields) + SMUGGLED, 431)
+    # Just under 16 KiB is served.
+    response = exchange(server.port, get("/path?big", "X-Ok: " + "c" * (16 * 1024 - 100)))
+    assert (response.status, response.body) == (200, b"/path?big")
+    target = "/path?" + "q" * (8190 - len("/path?"))
+    response = exchange(server.port, get(target))
+    assert (response.status, response.body) == (200, target.encode())
+    assert_rejected(server.port, get(target + "q") + SMUGGLED, 414)
+
+
 def test_header_section_over_limit_gets_431() -> None:
     with serve(app, limit_request_header_size=1024) as srv:
         # One long header line.

@@ -996,7 +996,7 @@ def test_websocket_over_h3(server: ThreadServer) -> None:
     with H3Client(h3port(server)) as client:
         settings = client.h3.received_settings or {}
         assert settings.get(0x8) == 1  # SETTINGS_ENABLE_CONNECT_PROTOCOL
-        assert settings.get(0x6) == 65536  # SETTINGS_MAX_FIELD_SECTION_SIZE
+        assert settings.get(0x6) == 16384  # SETTINGS_MAX_FIELD_SECTION_SIZE
         ws = H3WebSocket(client)
         head = client.wait_head(ws.stream_id)
         assert head.status == 200

@@ -527,8 +527,9 @@ class LimitsConfig:
         help="Add a random 0..N to --limit-max-requests per worker, so that workers "
         "do not all recycle at once.",
     )
+    # 16 KiB, as h11, Node.js and asgiri 0.3: see docs/CLI.md (Limits) for why.
     limit_request_header_size: int = _opt(
-        65536, help="Maximum bytes in a request's header section (431 beyond)."
+        16384, help="Maximum bytes in a request's header section (431 beyond)."
     )
     limit_request_line: int = _opt(8190, help="Maximum request-target length (414 beyond).")
     limit_request_fields: int = _opt(100, help="Maximum number of request headers (431 beyond).")

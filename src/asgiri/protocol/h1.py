@@ -213,7 +213,7 @@ class H1Connection:
     def __init__(
         self,
         *,
-        max_header_size: int = 65536,
+        max_header_size: int = 16384,
         max_request_line: int = 8190,
         max_fields: int = 100,
         max_body: int | None = None,

@@ -113,7 +113,7 @@ class H3Connection:
         self,
         quic: ServerQuicConnection,
         *,
-        max_header_size: int = 65536,
+        max_header_size: int = 16384,
         max_fields: int = 100,
         enable_connect: bool = True,
     ) -> None:
