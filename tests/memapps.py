@@ -71,3 +71,18 @@ async def upload(scope: Any, receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def blob(scope: Any, receive: Any, send: Any) -> None:
+    """``GET /N?kib=K``: K KiB (default 64) in one body message; ``x-n: N`` names the answer."""
+    if scope["type"] != "http":
+        return
+    body = b"\xa5" * (_query_int(scope, "kib", 64) * 1024)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-n", scope["path"][1:].encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -42,13 +42,12 @@ class ThreadServer:
             self.error = exc
 
     def start(self, timeout: float = 15.0) -> ThreadServer:
+        """Run the server; returns once it serves, raises its start-up error if it fails."""
         self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started.wait(0.05):
-            if not self.thread.is_alive():
-                raise RuntimeError(f"server failed to start: {self.error!r}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not start")
+        if not self.server.wait_started(timeout):
+            if self.server.stopped.is_set():
+                raise RuntimeError(f"server stopped before it started: {self.error!r}")
+            raise TimeoutError("server did not start")
         return self
 
     def stop(self, timeout: float = 30.0) -> None:

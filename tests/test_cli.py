@@ -7,6 +7,7 @@ its "Listening on" log line; nothing sleeps for a fixed time.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import queue
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -26,6 +28,11 @@ import httpx
 import pytest
 
 import asgiri
+from asgiri.cli import main as cli_main
+from asgiri.config import iter_options
+from asgiri.config_file import ConfigFileError, load_config_file
+from asgiri.server import Server
+from tests.h3_client import H3Client
 from tests.servers import ROOT, CLIServer, cli_server, run_cli
 
 # Every option the documentation promises.
@@ -282,14 +289,92 @@ def test_invalid_option_value_is_one_line_naming_the_option(args: list[str], opt
     assert "error" in lines[0]
 
 
-def test_http3_without_certificate_is_an_error_not_a_fallback() -> None:
-    result = run_cli("apps:hello", "--port", "0", "--http", "3")
+def _float_options() -> list[str]:
+    """Every option of the config tree that takes a float (seconds, all of them)."""
+    names = []
+    for spec in iter_options():
+        hint = spec.type
+        args = typing.get_args(hint) if typing.get_args(hint) else (hint,)
+        if float in args:
+            names.append(spec.name)
+    return names
+
+
+FLOAT_OPTIONS = _float_options()
+
+
+def test_the_float_options_are_found() -> None:
+    # The walk below must not silently find nothing.
+    assert {"timeout_keep_alive", "lifespan_startup_timeout", "ws_ping_interval"} <= set(
+        FLOAT_OPTIONS
+    )
+    assert len(FLOAT_OPTIONS) >= 12
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "infinity"])
+@pytest.mark.parametrize("name", FLOAT_OPTIONS)
+def test_every_float_option_refuses_nan_and_inf(
+    name: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag = "--" + name.replace("_", "-")
+    # The command line: one line naming the option, exit code 2.
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["apps:hello", f"{flag}={value}"])  # "=": argparse reads -inf as a flag
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert f"{flag} must be a finite number" in lines[0]
+    # Server(...): the same sentence, with the Python name.
+    with pytest.raises(ValueError, match=f"^{name} must be a finite number"):
+        Server("apps:hello", **{name: float(value)})
+    # A --config file (TOML spells them nan, inf, -inf).
+    toml = {"nan": "nan", "NaN": "nan", "inf": "inf", "infinity": "inf", "-inf": "-inf"}[value]
+    path = tmp_path / "asgiri.toml"
+    path.write_text(f"{name} = {toml}\n")
+    with pytest.raises(ConfigFileError, match=f"{name} must be"):
+        load_config_file(path)
+
+
+@pytest.mark.parametrize(
+    "name", ["shutdown_timeout", "reload_delay_ms", "lifespan_startup_timeout"]
+)
+def test_the_03_float_arguments_refuse_nan_and_inf(name: str) -> None:
+    for value in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="must be a finite number"):
+            Server("apps:hello", **{name: value})
+
+
+@pytest.mark.parametrize(
+    "args", [["--timeout-keep-alive", "nan"], ["--lifespan-startup-timeout", "nan"]]
+)
+def test_nan_on_the_command_line_is_a_usage_error_not_a_hang(args: list[str]) -> None:
+    result = run_cli("apps:hello", "--port", "0", *args, timeout=15)
     assert result.returncode == 2, result.stderr
     lines = _stderr_lines(result)
     assert len(lines) == 1, result.stderr
-    assert "--http" in lines[0]
-    assert "needs a TLS certificate" in lines[0]
-    assert "Listening on" not in result.stderr + result.stdout
+    assert f"{args[0]} must be a finite number of seconds, got nan" in lines[0]
+    assert "Listening on" not in result.stdout + result.stderr
+
+
+def test_http3_without_certificate_serves_with_a_temporary_one() -> None:
+    # As asgiri 0.3's --http3 command lines run: with a certificate made at start-up.
+    with cli_server("apps:hello", "--port", "0", "--http", "3") as srv:
+        match = srv.wait_for(
+            r"no certificate was given: .* trust it from (\S+), deleted on shutdown"
+        )
+        path = match.group(1)
+        assert os.path.exists(path)
+        assert srv.port is not None
+
+        def configure(configuration: typing.Any) -> None:
+            configuration.verify_mode = ssl.CERT_REQUIRED
+            configuration.load_verify_locations(cafile=path)
+
+        with H3Client(srv.port, configure=configure) as client:
+            response = client.get("/")
+        assert (response.status, response.body) == (200, b"Hello, World!")
+    assert srv.proc.returncode == 0
+    assert not os.path.exists(path), "the temporary certificate outlived the server"
 
 
 def test_missing_app_argument_is_a_usage_error() -> None:

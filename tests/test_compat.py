@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import ipaddress
 import logging
+import os
 import queue
 import re
 import signal
@@ -32,7 +33,8 @@ from websockets.sync.client import connect
 
 from asgiri.cli import build_parser
 from asgiri.config import Config
-from asgiri.errors import LifespanStartupError
+from asgiri.config_file import load_config_file
+from asgiri.errors import BindError, LifespanStartupError, StartupError
 from asgiri.server import HttpProtocolVersion, LifespanPolicy, Server
 from asgiri.ssl_utils import (
     create_ssl_context,
@@ -42,6 +44,7 @@ from asgiri.ssl_utils import (
 )
 from tests.h3_client import H3Client
 from tests.servers import cli_server, run_cli
+from tests.test_websocket import PING, RawWS
 
 TIMEOUT = 15.0
 
@@ -58,7 +61,10 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
 
 
 class LifespanApp:
-    """Records lifespan events; ``mode`` "ok" supports lifespan, "raise" does not."""
+    """Records lifespan events; ``mode`` "ok" supports lifespan, "raise" does not.
+
+    "hang" never answers the startup, "fail" answers it with ``lifespan.startup.failed``.
+    """
 
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
@@ -75,6 +81,10 @@ class LifespanApp:
                 if message["type"] == "lifespan.startup":
                     if self.mode == "hang":
                         await asyncio.Event().wait()
+                    if self.mode == "fail":
+                        message = {"type": "lifespan.startup.failed", "message": "no database"}
+                        await send(message)
+                        return
                     scope["state"]["ready"] = "yes"
                     await send({"type": "lifespan.startup.complete"})
                 else:
@@ -251,13 +261,69 @@ def test_enable_http3_default_follows_the_mode(
         assert off.http.enable_http3 is False
 
 
-def test_03_enum_values_still_name_the_versions() -> None:
-    assert HttpProtocolVersion("http/1.1") is HttpProtocolVersion.HTTP_1_1
-    assert HttpProtocolVersion("http/2") is HttpProtocolVersion.HTTP_2
-    assert HttpProtocolVersion("http/3") is HttpProtocolVersion.HTTP_3
-    assert (
-        Server(hello, http_version="http/2").config.http.http_version is HttpProtocolVersion.HTTP_2
+def test_enum_values_are_the_03_ones() -> None:
+    assert [(v.name, v.value) for v in HttpProtocolVersion] == [
+        ("HTTP_1_1", "http/1.1"),
+        ("HTTP_2", "http/2"),
+        ("HTTP_3", "http/3"),
+        ("AUTO", "auto"),
+    ]
+    assert [(v.name, v.value) for v in LifespanPolicy] == [
+        ("ENABLED", "enabled"),
+        ("DISABLED", "disabled"),
+        ("AUTO", "auto"),
+    ]
+    for version in HttpProtocolVersion:
+        assert HttpProtocolVersion(version.value) is version
+        assert HttpProtocolVersion(version.option) is version  # the --http spelling
+        assert HttpProtocolVersion(version.value.upper()) is version
+
+
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        ("1.1", HttpProtocolVersion.HTTP_1_1),
+        ("http/1.1", HttpProtocolVersion.HTTP_1_1),
+        ("2", HttpProtocolVersion.HTTP_2),
+        ("http/2", HttpProtocolVersion.HTTP_2),
+        ("auto", HttpProtocolVersion.AUTO),
+        (HttpProtocolVersion.HTTP_2, HttpProtocolVersion.HTTP_2),
+    ],
+)
+def test_http_version_spellings_everywhere(
+    spelling: Any, expected: HttpProtocolVersion, tmp_path: Path
+) -> None:
+    assert Server(hello, http_version=spelling).config.http.http_version is expected
+    if isinstance(spelling, str):
+        args = vars(build_parser().parse_args(["apps:hello", "--http", spelling]))
+        assert Server(**args).config.http.http_version is expected
+        path = tmp_path / "asgiri.toml"
+        path.write_text(f'http_version = "{spelling}"\n')
+        options = load_config_file(path)
+        assert Server("apps:hello", **options).config.http.http_version is expected
+
+
+def test_help_shows_the_short_http_spellings() -> None:
+    result = run_cli("--help")
+    assert "--http {auto,1.1,2,3}" in result.stdout
+    assert "http/1.1, http/2, http/3 are accepted too" in " ".join(result.stdout.split())
+
+
+def test_http_version_is_logged_in_its_cli_spelling(pem: tuple[bytes, bytes]) -> None:
+    server = Server(
+        hello, port=0, http_version="http/2", enable_http3=True, cert_data=pem[0], key_data=pem[1]
     )
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    error_logger = logging.getLogger("asgiri.error")
+    error_logger.addHandler(handler)
+    try:
+        with running(server):
+            pass
+    finally:
+        error_logger.removeHandler(handler)
+    assert "HTTP/3 is off: --http 2 was asked for" in records
 
 
 # ----------------------------------------------------------------------------- protocols
@@ -301,6 +367,53 @@ def test_http3_over_quic(pem: tuple[bytes, bytes], http_version: Any) -> None:
             assert reply.headers["alt-svc"] == f'h3=":{server.port}"; ma=86400'
         else:
             assert server.listeners == []  # HTTP/3 only: no TCP listener
+
+
+def trusting_file(path: str) -> Any:
+    """An aioquic client configuration hook that verifies against exactly ``path``."""
+
+    def configure(configuration: QuicConfiguration) -> None:
+        configuration.verify_mode = ssl.CERT_REQUIRED
+        configuration.load_verify_locations(cafile=path)
+
+    return configure
+
+
+def test_http3_alone_without_a_certificate_serves_with_a_temporary_one() -> None:
+    # 0.3 accepted this call (and served nothing); the certificate is made at start-up.
+    server = Server(hello, port=0, http_version=HttpProtocolVersion.HTTP_3)
+    assert server.enable_http3 is True
+    assert server.temp_certfile is None  # written when the server runs
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    error_logger = logging.getLogger("asgiri.error")
+    error_logger.addHandler(handler)
+    try:
+        with running(server):
+            path = server.temp_certfile
+            assert path is not None and os.path.exists(path)
+            written = Path(path).read_bytes()
+            assert written == server.cert_data and b"PRIVATE KEY" not in written
+            assert server.http3_port is not None
+            # A client that trusts exactly that file gets through, verifying it.
+            with H3Client(server.http3_port, configure=trusting_file(path)) as client:
+                response = client.get("/")
+            assert (response.status, response.body) == (200, b"3 https")
+    finally:
+        error_logger.removeHandler(handler)
+    assert not os.path.exists(path), "the temporary certificate outlived the server"
+    assert server.temp_certfile is None
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert any(
+        "HTTP/3 needs TLS and no certificate was given" in w and path in w for w in warnings
+    ), warnings
+
+
+def test_http3_alone_with_only_an_ssl_context_is_refused(pem: tuple[bytes, bytes]) -> None:
+    context = create_ssl_context(cert_data=pem[0], key_data=pem[1])
+    with pytest.raises(ValueError, match="QUIC cannot use a ready ssl_context"):
+        Server(hello, http_version=HttpProtocolVersion.HTTP_3, ssl_context=context)
 
 
 def test_http3_port_moves_the_udp_listener_and_alt_svc(pem: tuple[bytes, bytes]) -> None:
@@ -492,6 +605,47 @@ def test_websocket_with_custom_ping_settings() -> None:
         assert ws.recv(TIMEOUT) == "still here"
 
 
+def test_websocket_keepalive_with_the_03_defaults() -> None:
+    """Pings every 20 s, 20 s for the pong, as 0.3's defaults say (this takes a minute).
+
+    Two clients at once: one that answers pings (the websockets library) is
+    still connected after three pings; one that completes the handshake and
+    then reads without answering is closed once its first ping goes
+    unanswered for ws_ping_timeout, 40 s after it connected, as in 0.3.
+    """
+    server = Server(ws_echo, port=0)
+    assert (server.ws_ping_interval, server.ws_ping_timeout) == (20.0, 20.0)
+    client_logger, frames = _client_logger("defaults")
+    with (
+        running(server),
+        connect(
+            f"ws://127.0.0.1:{server.port}/",
+            logger=client_logger,
+            proxy=None,
+            ping_interval=None,  # only the server pings
+        ) as ws,
+    ):
+        silent = RawWS(server.port, "/")
+        silent.sock.settimeout(30)
+        connected = time.monotonic()
+        ping = silent.recv_frame()
+        assert ping.opcode == PING
+        assert 18 < time.monotonic() - connected < 25
+        while True:  # read on, never answering, until the server gives up
+            try:
+                if not silent.sock.recv(65536):
+                    break
+            except ConnectionResetError:
+                break
+        assert 38 < time.monotonic() - connected < 46
+        silent.sock.close()
+        for _ in range(3):
+            assert frames.wait_for("< PING", 30), "the server stopped pinging"
+        assert time.monotonic() - connected > 55
+        ws.send("still here")  # three intervals later, the answering client is connected
+        assert ws.recv(TIMEOUT) == "still here"
+
+
 def test_websocket_ping_interval_none_turns_pings_off() -> None:
     server = Server(ws_echo, port=0, ws_ping_interval=None)
     assert server.config.websocket.ws_ping_interval is None
@@ -537,6 +691,207 @@ def test_request_shutdown_before_run_stops_it_at_once() -> None:
     thread.start()
     thread.join(TIMEOUT)
     assert not thread.is_alive()
+
+
+# ---------------------------------------------------------------------- start-up, from a thread
+
+
+def run_in_thread(server: Server) -> threading.Thread:
+    """``run()`` in a thread; its start-up error reaches the test through wait_started()."""
+
+    def target() -> None:
+        with contextlib.suppress(StartupError):
+            server.run()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_wait_started_returns_true_once_serving_and_stopped_is_set_after() -> None:
+    server = Server(hello, port=0)
+    assert server.port == 0  # configured, nothing bound yet
+    assert not server.wait_started(timeout=0.05)  # not run yet: a timeout, not a hang
+    thread = run_in_thread(server)
+    assert server.wait_started(TIMEOUT) is True
+    assert isinstance(server.port, int) and server.port > 0
+    assert httpx.get(url(server)).text == "1.1 http"
+    assert server.startup_error is None and not server.stopped.is_set()
+    server.request_shutdown()
+    assert server.stopped.wait(TIMEOUT)
+    thread.join(TIMEOUT)
+    assert server.startup_error is None
+    assert server.port is None  # nothing bound any more
+
+
+def test_wait_started_raises_when_lifespan_startup_fails() -> None:
+    server = Server(LifespanApp("raise"), port=0, lifespan=LifespanPolicy.ENABLED)
+    thread = run_in_thread(server)
+    with pytest.raises(LifespanStartupError, match="no lifespan here"):
+        server.wait_started(TIMEOUT)
+    assert server.stopped.wait(TIMEOUT)
+    assert isinstance(server.startup_error, LifespanStartupError)
+    assert not server.started.is_set()
+    assert server.port is None
+    assert server.http3_port is None
+    thread.join(TIMEOUT)
+
+
+def test_wait_started_raises_when_the_port_is_in_use() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        server = Server(hello, port=busy.getsockname()[1])
+        thread = run_in_thread(server)
+        with pytest.raises(BindError):
+            server.wait_started(TIMEOUT)
+    assert server.stopped.is_set()
+    assert isinstance(server.startup_error, BindError)
+    assert server.port is None
+    thread.join(TIMEOUT)
+
+
+def test_port_never_raises_after_a_failed_tls_start(pem: tuple[bytes, bytes]) -> None:
+    # TLS in auto mode opens the HTTP/3 UDP socket too; both are closed by the failure.
+    server = Server(
+        LifespanApp("raise"),
+        port=0,
+        cert_data=pem[0],
+        key_data=pem[1],
+        lifespan=LifespanPolicy.ENABLED,
+    )
+    assert server.port == 0 and server.http3_port == 0  # as configured
+    thread = run_in_thread(server)
+    with pytest.raises(LifespanStartupError):
+        server.wait_started(TIMEOUT)
+    assert server.port is None
+    assert server.http3_port is None
+    thread.join(TIMEOUT)
+
+
+def test_serve_records_its_start_up_error_too() -> None:
+    async def main() -> Server:
+        server = Server(LifespanApp("raise"), port=0, lifespan=LifespanPolicy.ENABLED)
+        with pytest.raises(LifespanStartupError):
+            await server.serve()
+        return server
+
+    server = asyncio.run(main())
+    assert server.stopped.is_set()
+    assert isinstance(server.startup_error, LifespanStartupError)
+    with pytest.raises(LifespanStartupError):
+        server.wait_started(0)
+
+
+# ----------------------------------------------------------------------------- 0.3 attributes
+
+
+def test_a_run_serves_and_should_exit_stops_it() -> None:
+    app = LifespanApp("ok")
+
+    async def main() -> tuple[str, Server]:
+        server = Server(app, port=0, lifespan=LifespanPolicy.ENABLED)
+        handler = server.lifespan_handler
+        assert isinstance(server.should_exit, asyncio.Event)
+        assert not server.should_exit.is_set()
+        assert not handler.startup_complete.is_set()
+        task = asyncio.create_task(server.a_run())
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, server.wait_started, TIMEOUT)
+        assert handler.startup_complete.is_set() and not handler.startup_failed
+        assert handler.startup_error is None
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(url(server))).text
+        server.should_exit.set()  # from inside the loop, as 0.3's documentation does
+        await asyncio.wait_for(task, TIMEOUT)
+        assert handler.shutdown_complete.is_set()
+        return text, server
+
+    text, server = asyncio.run(main())
+    assert text == "yes"  # the lifespan state reached the request
+    assert app.events == ["lifespan-scope", "lifespan.startup", "lifespan.shutdown"]
+    assert server.stopped.is_set() and server.port is None
+
+
+def test_should_exit_set_before_a_run_stops_the_server_once_started() -> None:
+    async def main() -> Server:
+        server = Server(hello, port=0)
+        server.should_exit.set()
+        await asyncio.wait_for(server.a_run(), TIMEOUT)
+        return server
+
+    server = asyncio.run(main())
+    assert server.stopped.is_set() and server.startup_error is None
+
+
+def test_lifespan_handler_shows_a_failed_startup() -> None:
+    server = Server(LifespanApp("fail"), port=0, lifespan=LifespanPolicy.AUTO)
+    handler = server.lifespan_handler
+    assert (handler.policy, handler.startup_timeout) == (LifespanPolicy.AUTO, 10.0)
+    with pytest.raises(LifespanStartupError, match="no database"):
+        server.run()
+    assert handler.startup_complete.is_set()
+    assert handler.startup_failed is True
+    assert handler.startup_error == "no database"
+    assert not handler.shutdown_complete.is_set()
+
+
+def test_lifespan_handler_when_lifespan_is_off() -> None:
+    server = Server(LifespanApp("ok"), port=0, lifespan=LifespanPolicy.DISABLED)
+    with running(server):
+        assert server.lifespan_handler.startup_complete.is_set()
+    assert not server.lifespan_handler.startup_failed
+    assert not server.lifespan_handler.shutdown_complete.is_set()  # no lifespan ran
+
+
+def test_constructor_arguments_are_readable_as_attributes(
+    pem: tuple[bytes, bytes], pem_files: tuple[Path, Path]
+) -> None:
+    server = Server(
+        hello,
+        host="127.0.0.1",
+        port=0,
+        http_version=HttpProtocolVersion.AUTO,
+        cert_data=pem[0],
+        key_data=pem[1],
+        reuse_port=True,
+        shutdown_timeout=3.0,
+        ws_ping_interval=5.0,
+        ws_ping_timeout=6.0,
+        reload_dirs=["src", Path("lib")],
+        reload_delay_ms=250,
+        reload_ignore_patterns=["*.tmp"],
+    )
+    assert server.host == "127.0.0.1"
+    assert server.http_version is HttpProtocolVersion.AUTO
+    assert (server.cert_data, server.key_data) == pem
+    assert (server.certfile, server.keyfile, server.ssl_context) == (None, None, None)
+    assert server.enable_http3 is True  # AUTO with TLS
+    assert server.reuse_port is True
+    assert server.shutdown_timeout == 3.0
+    assert (server.ws_ping_interval, server.ws_ping_timeout) == (5.0, 6.0)
+    assert server.reload is False
+    assert server.reload_dirs == ["src", "lib"]
+    assert server.reload_delay_ms == 250
+    assert server.reload_ignore_patterns == ["*.tmp"]
+    # port: as configured, then the port bound while serving, then None.
+    assert server.port == 0
+    with running(server):
+        bound = server.port
+        assert isinstance(bound, int) and bound > 0
+        assert isinstance(server.ssl_context, ssl.SSLContext)  # the one built to serve
+        with httpx.Client(verify=trusting(pem)) as client:
+            assert client.get(f"https://127.0.0.1:{bound}/").text == "1.1 https"
+    assert server.port is None
+    files = Server(hello, certfile=pem_files[0], keyfile=pem_files[1], reload=True)
+    assert (files.certfile, files.keyfile) == (str(pem_files[0]), str(pem_files[1]))
+    assert files.reload is True
+    assert files.port == 8443  # the default with TLS, before anything is bound
+    plain = Server(hello)
+    assert (plain.host, plain.port, plain.enable_http3) == ("127.0.0.1", 8000, False)
+    assert plain.http_version is HttpProtocolVersion.AUTO
+    context = create_ssl_context(cert_data=pem[0], key_data=pem[1])
+    assert Server(hello, ssl_context=context).ssl_context is context
 
 
 def test_serve_inside_a_running_loop() -> None:

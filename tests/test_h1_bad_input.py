@@ -217,18 +217,33 @@ def test_request_smuggling_vector_gets_400(server: Any, data: bytes) -> None:
     assert_rejected(server.port, data + SMUGGLED, 400)
 
 
-def test_transfer_encoding_on_http10_is_never_reused(server: Any) -> None:
-    # RFC 9112 6.1: framing is faulty; the server must close after the message.
-    data = b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-    with RawClient(server.port) as client:
-        client.send(data + SMUGGLED)
-        response = client.read_response()
-        assert response.status in (200, 400)
-        client.assert_closed()
-    assert_still_serving(server.port)
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "default"])
+def test_transfer_encoding_on_http10_gets_400_and_close(server: Any, keep_alive: bool) -> None:
+    # RFC 9112 6.1: HTTP/1.0 has no chunked coding, so the framing is faulty and
+    # the connection must close; the request smuggled in the "body" is never served.
+    head = b"POST /echo HTTP/1.0\r\n"
+    if keep_alive:
+        head += b"Connection: keep-alive\r\n"
+    data = head + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert_rejected(server.port, data + SMUGGLED, 400)
 
 
 # ---------------------------------------------------------------- size limits
+
+
+def test_default_header_limits(server: Any) -> None:
+    """16 KiB of header section and 8190 bytes of request target by default (docs/CLI.md)."""
+    # A 20 KiB header section is refused, whether one line or many.
+    assert_rejected(server.port, get("/", "X-Big: " + "a" * 20 * 1024) + SMUGGLED, 431)
+    fields = [f"X-Field-{i}: {'b' * 400}" for i in range(50)]
+    assert_rejected(server.port, get("/", *fields) + SMUGGLED, 431)
+    # Just under 16 KiB is served.
+    response = exchange(server.port, get("/path?big", "X-Ok: " + "c" * (16 * 1024 - 100)))
+    assert (response.status, response.body) == (200, b"/path?big")
+    target = "/path?" + "q" * (8190 - len("/path?"))
+    response = exchange(server.port, get(target))
+    assert (response.status, response.body) == (200, target.encode())
+    assert_rejected(server.port, get(target + "q") + SMUGGLED, 414)
 
 
 def test_header_section_over_limit_gets_431() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from . import apps
 from .servers import serve
 
 IO_TIMEOUT = 5.0
@@ -639,6 +640,23 @@ def test_date_and_server_headers_can_be_disabled() -> None:
     assert response.status == 200
     assert response.get(b"server") is None
     assert response.get(b"date") is None
+
+
+# ---------------------------------------------------------------- request target
+
+
+def test_absolute_form_target_authority_is_the_host_the_app_sees() -> None:
+    # RFC 9112 3.2.2: with an absolute-form target, the target's authority
+    # replaces the Host header; the app must never see the other host.
+    with serve(apps.scope_json) as srv, RawClient(srv.port) as client:
+        client.send(b"GET http://evil.example:8080/path?q=1 HTTP/1.1\r\nHost: good.example\r\n\r\n")
+        scope = json.loads(client.read_response().body)
+        assert [v for k, v in scope["headers"] if k == "host"] == ["evil.example:8080"]
+        assert (scope["path"], scope["query_string"]) == ("/path", "q=1")
+        # The next request on the connection, in origin form, keeps its own Host.
+        client.send(get("/again"))
+        scope = json.loads(client.read_response().body)
+        assert [v for k, v in scope["headers"] if k == "host"] == ["test"]
 
 
 # ---------------------------------------------------------------- timeouts

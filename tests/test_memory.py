@@ -216,6 +216,122 @@ def test_pipelining_client_that_never_reads() -> None:
             assert head.startswith(b"HTTP/1.1 200 ")
 
 
+def pipeline(port: int, kib: int, count: int) -> tuple[socket.socket, threading.Thread]:
+    """Connect and send ``count`` pipelined GETs for ``kib`` KiB answers; read nothing.
+
+    The requests go out from a thread, as a server that stops reading them
+    would block a plain ``sendall``.
+    """
+    requests = b"".join(
+        b"GET /%d?kib=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (i, kib) for i in range(count)
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(TIMEOUT)
+    sender = threading.Thread(target=sock.sendall, args=(requests,), daemon=True)
+    sender.start()
+    return sock, sender
+
+
+@pytest.mark.parametrize(("kib", "count"), [(64, 3000), (1024, 200)], ids=["64KiB", "1MiB"])
+def test_pipelined_large_answers_wait_for_a_client_that_does_not_read(kib: int, count: int) -> None:
+    """Each answer is one body message; the next pipelined request waits for the buffer.
+
+    Such a response never waits on the transport itself, so starting the next
+    pipelined request right after it would answer every request of a client
+    that reads nothing into the write buffer (3000 x 64 KiB, 200 x 1 MiB).
+    The server is watched for a while with nothing read, then the client
+    reads everything: every answer, in order.
+    """
+    args = ("memapps:blob", "--port", "0", "--no-access-log", "--timeout-keep-alive", "60")
+    with cli_server(*args) as srv:
+        assert srv.port is not None
+        with RSSSampler(srv.proc.pid) as rss:
+            sock, sender = pipeline(srv.port, kib, count)
+            with sock:
+                # Nothing is read: a server that kept answering would grow by
+                # the whole batch within this time; stop early once it has.
+                deadline = time.monotonic() + 3.0
+                while time.monotonic() < deadline and rss.growth < LIMIT:
+                    time.sleep(0.05)
+                assert rss.growth < LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+                for i in range(count):
+                    head, body = read_head(sock)
+                    assert head.startswith(b"HTTP/1.1 200 "), head
+                    assert f"x-n: {i}\r\n".encode() in head + b"\r\n", (i, head)
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    assert length == kib * 1024
+                    while len(body) < length:
+                        chunk = sock.recv(min(MIB, length - len(body)))
+                        assert chunk, f"closed during answer {i}"
+                        body += chunk
+                    assert len(body) == length, "an answer ran into the next one"
+                sender.join(TIMEOUT)
+                assert not sender.is_alive()
+        assert rss.growth < LIMIT, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+
+
+def test_one_read_of_many_pipelined_requests_is_parsed_a_few_at_a_time() -> None:
+    """256 KiB of small pipelined requests behind one the app holds, on 20 connections.
+
+    One read holds about 8000 such requests; parsed at once, each would wait
+    as a request object, a scope and a stream (about 5 MiB a connection).
+    Parsed a few at a time, the rest waits as the bytes it came as.
+    """
+    request = b"GET /?s=30 HTTP/1.1\r\nHost: t\r\n\r\n"
+    args = ("apps:slow", "--port", "0", "--no-access-log", "--timeout-graceful-shutdown", "0.5")
+    with cli_server(*args, "--timeout-keep-alive", "60") as srv:
+        assert srv.port is not None
+        socks = []
+        with RSSSampler(srv.proc.pid) as rss:
+            for _ in range(20):
+                sock = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+                sock.sendall(request * (256 * 1024 // len(request)))
+                socks.append(sock)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and rss.growth < 30 * MIB:
+                time.sleep(0.05)
+            # The first request of each connection is being answered.
+            for sock in socks:
+                head, _ = read_head(sock)
+                assert head.startswith(b"HTTP/1.1 200 ")
+        for sock in socks:
+            sock.close()
+        assert rss.growth < 30 * MIB, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+
+
+def closed_by_process(pid: int, sock: socket.socket, timeout: float) -> bool:
+    """Whether process ``pid`` closes its end of ``sock`` within ``timeout``.
+
+    Seen from the server's open sockets: a server that has read every request
+    closes with a FIN queued behind the unread answers, which a client that
+    reads nothing never receives.
+    """
+    client = sock.getsockname()
+    process = psutil.Process(pid)
+    seen = False  # the server may not have accepted it yet
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = any(c.raddr == client for c in process.net_connections("tcp"))
+        if seen and not held:
+            return True
+        seen = seen or held
+        time.sleep(0.05)
+    assert seen, "the server never had the connection"
+    return False
+
+
+def test_pipelined_large_answers_to_a_client_that_never_reads_are_dropped() -> None:
+    """The request waiting for the write buffer to drain does not keep the client alive."""
+    args = ("memapps:blob", "--port", "0", "--no-access-log", "--timeout-write", "1")
+    with cli_server(*args, "--timeout-keep-alive", "60") as srv:
+        assert srv.port is not None
+        sock, _ = pipeline(srv.port, 1024, 50)
+        with sock:
+            assert closed_by_process(srv.proc.pid, sock, 10), "a client reading nothing was kept"
+
+
 def test_slow_reader_of_a_single_shot_body_is_not_dropped() -> None:
     """``--timeout-write`` drops clients that read nothing, not slow ones.
 

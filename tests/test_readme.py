@@ -127,6 +127,18 @@ def test_serve_and_request_shutdown_example_runs(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_wait_started_example_runs(tmp_path: Path) -> None:
+    example = _block("python", "server.wait_started(")
+    app = "async def app(scope, receive, send):\n    pass\n\n"
+    script = tmp_path / "wait_started_example.py"
+    script.write_text(app + example + "server.request_shutdown()\nserver.stopped.wait(10)\n")
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"serving on port \d+\n", result.stdout), result.stdout
+
+
 CLI_BLOCK = _block("bash", "asgiri main:app --host 127.0.0.1 --port 8000")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import math
 import os
 import ssl
 from collections.abc import Callable, Iterator, Mapping
@@ -39,19 +40,26 @@ class HttpProtocolVersion(enum.Enum):
     """Which HTTP versions a server speaks.
 
     AUTO serves HTTP/1.1 on the TCP listener and picks up newer versions as
-    they are available; the others restrict the server to one version.
+    they are available; the others restrict the server to one version.  The
+    values are asgiri 0.3's; ``--http`` spells them ``1.1``, ``2``, ``3`` and
+    ``auto`` (:attr:`option`), and both spellings are accepted everywhere.
     """
 
+    HTTP_1_1 = "http/1.1"
+    HTTP_2 = "http/2"
+    HTTP_3 = "http/3"
     AUTO = "auto"
-    HTTP_1_1 = "1.1"
-    HTTP_2 = "2"
-    HTTP_3 = "3"
+
+    @property
+    def option(self) -> str:
+        """How ``--http`` spells this version (``1.1``, ``2``, ``3``, ``auto``)."""
+        return _HTTP_OPTION[self]
 
     @classmethod
     def _missing_(cls, value: object) -> HttpProtocolVersion | None:
-        """Accept asgiri 0.3's values too: ``HttpProtocolVersion("http/2")``."""
-        if isinstance(value, str) and value.lower().startswith("http/"):
-            return _HTTP_03_VALUES.get(value.lower())
+        """Accept the ``--http`` spellings too: ``HttpProtocolVersion("2")``."""
+        if isinstance(value, str):
+            return _HTTP_CHOICES.get(value.lower())
         return None
 
 
@@ -80,11 +88,16 @@ class LoopChoice(enum.Enum):
 #: silent fallback to HTTP/1.1.
 SUPPORTED_HTTP_VERSIONS = frozenset(HttpProtocolVersion)
 
-_HTTP_CHOICES = {v.value: v for v in HttpProtocolVersion}
-_HTTP_03_VALUES = {
-    "http/1.1": HttpProtocolVersion.HTTP_1_1,
-    "http/2": HttpProtocolVersion.HTTP_2,
-    "http/3": HttpProtocolVersion.HTTP_3,
+_HTTP_OPTION = {
+    HttpProtocolVersion.AUTO: "auto",
+    HttpProtocolVersion.HTTP_1_1: "1.1",
+    HttpProtocolVersion.HTTP_2: "2",
+    HttpProtocolVersion.HTTP_3: "3",
+}
+#: ``--http`` takes its own spellings first (what ``--help`` shows), then the values.
+_HTTP_CHOICES = {
+    **{option: version for version, option in _HTTP_OPTION.items()},
+    **{version.value: version for version in HttpProtocolVersion},
 }
 _LIFESPAN_CHOICES = {
     "auto": LifespanPolicy.AUTO,
@@ -415,7 +428,8 @@ class HTTPConfig:
         HttpProtocolVersion.AUTO,
         flags=("--http",),
         choices=_HTTP_CHOICES,
-        help="HTTP version(s) to serve.",
+        metavar="{auto,1.1,2,3}",
+        help="HTTP version(s) to serve (http/1.1, http/2, http/3 are accepted too).",
     )
     enable_http3: bool | None = _opt(
         None,
@@ -470,7 +484,7 @@ class HTTPConfig:
         )
         if self.http_version not in SUPPORTED_HTTP_VERSIONS:
             raise ValueError(
-                f"http_version {self.http_version.value} is not available in this build of asgiri"
+                f"http_version {self.http_version.option} is not available in this build of asgiri"
             )
         if self.http3_port is not None:
             _int_range("http3_port", self.http3_port, 0, 65535)
@@ -656,8 +670,9 @@ class LimitsConfig:
         help="Add a random 0..N to --limit-max-requests per worker, so that workers "
         "do not all recycle at once.",
     )
+    # 16 KiB, as h11, Node.js and asgiri 0.3: see docs/CLI.md (Limits) for why.
     limit_request_header_size: int = _opt(
-        65536, help="Maximum bytes in a request's header section (431 beyond)."
+        16384, help="Maximum bytes in a request's header section (431 beyond)."
     )
     limit_request_line: int = _opt(8190, help="Maximum request-target length (414 beyond).")
     limit_request_fields: int = _opt(100, help="Maximum number of request headers (431 beyond).")
@@ -1059,10 +1074,18 @@ class Config:
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     #: Why HTTP/3 is off by default (for the start-up log); None when it is on or turned off.
     http3_note: str | None = field(default=None, init=False, repr=False)
+    #: Why a self-signed certificate was made without being asked for (HTTP/3 alone
+    #: without one); the server warns with it.  None otherwise.
+    selfcert_note: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.app is None or (not isinstance(self.app, str) and not callable(self.app)):
             raise ValueError("app must be an ASGI application or an import string 'module:attr'")
+        if self.http.http_version is HttpProtocolVersion.HTTP_3 and not self.tls.enabled:
+            # QUIC is always encrypted.  asgiri 0.3 accepted HTTP/3 alone without a
+            # certificate (and then served nothing); it is served with one made here.
+            self.tls.selfcert = True
+            self.selfcert_note = "HTTP/3 needs TLS and no certificate was given"
         if self.tls.selfcert and self.tls.cert_data is None:
             self.tls.cert_data, self.tls.key_data = _self_signed_cert(self.bind.host)
         if self.bind.port is None:
@@ -1080,8 +1103,8 @@ class Config:
                 )
             if not (self.tls.certfile or self.tls.cert_data):
                 raise ValueError(
-                    "http_version 3 needs a TLS certificate, as QUIC is always encrypted: "
-                    "give --ssl-certfile and --ssl-keyfile"
+                    "http_version 3 needs the certificate itself, as QUIC cannot use a ready "
+                    "ssl_context: give certfile/keyfile or cert_data/key_data"
                 )
         if http.enable_http3 is None:
             http.enable_http3 = (
@@ -1248,7 +1271,17 @@ def _int_range(name: str, value: Any, low: int, high: int) -> None:
 
 
 def _positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    """Every option in seconds comes through here, from the CLI, a file or ``Server()``.
+
+    ``nan`` and ``inf`` parse as floats everywhere (argparse, TOML, Python) but
+    are no duration: NaN fails every comparison, so it slipped through the
+    range check and broke timers at run time.  No option gives infinity a
+    meaning ("never" is spelled otherwise where it exists, as
+    ``ws_ping_interval=0``), so both are refused.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")

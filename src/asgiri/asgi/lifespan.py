@@ -41,6 +41,8 @@ class Lifespan:
         self._unsupported = False
         self._error: BaseException | None = None
         self.running = False
+        #: The message of the app's ``lifespan.startup.failed``, when it sent one.
+        self.failure: str | None = None
 
     async def startup(self, timeout: float) -> None:
         """Run startup; raises :class:`LifespanStartupError` when it must stop the server."""
@@ -62,6 +64,7 @@ class Lifespan:
             return
         if message["type"] == "lifespan.startup.failed":
             text = message.get("message") or "no message"
+            self.failure = text
             raise LifespanStartupError(f"Application startup failed: {text}")
         self.running = True
 

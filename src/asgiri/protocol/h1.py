@@ -82,6 +82,14 @@ def check_field_name(name: bytes) -> None:
             _VALID_NAMES.add(name)
 
 
+#: States of the walk over a chunked body's framing (H1Connection._chunked_end).
+_WALK_SIZE: Final = 0
+_WALK_DATA: Final = 1
+_WALK_TRAILERS: Final = 2
+_HEX_RE: Final = re.compile(rb"[0-9A-Fa-f]+")
+#: The shortest request there is: ``GET / HTTP/1.0`` and a blank line.
+_MIN_REQUEST: Final = 18
+
 _CONTENT_LENGTH: Final = 1
 _TRANSFER_ENCODING: Final = 2
 _CONNECTION: Final = 3
@@ -205,12 +213,23 @@ class H1Connection:
     def __init__(
         self,
         *,
-        max_header_size: int = 65536,
+        max_header_size: int = 16384,
         max_request_line: int = 8190,
         max_fields: int = 100,
         max_body: int | None = None,
+        max_requests: int | None = None,
     ) -> None:
         self._parser = httptools.HttpRequestParser(self)
+        #: Request messages one receive_data() call parses at most (None: all).
+        self._max_requests = max_requests
+        #: Bytes received but not parsed yet, after ``max_requests`` messages.
+        self._held = b""
+        #: The walk over a chunked body's framing (see _chunked_end).
+        self._walk = _WALK_SIZE
+        self._walk_left = 0
+        self._walk_line = b""
+        #: The last bytes fed under ``max_requests`` (a blank line may straddle reads).
+        self._tail = b""
         self._max_header_size = max_header_size
         self._max_request_line = max_request_line
         self._max_fields = max_fields
@@ -263,11 +282,124 @@ class H1Connection:
         Raises :class:`RemoteProtocolError` with the status to answer when the
         input is malformed or over a limit.  Events produced before the error
         are lost with the connection, which is closed after the error answer.
+
+        With ``max_requests``, one call parses at most that many request
+        messages: the bytes after them are held (:attr:`holding`) and parsed
+        by a later call, which may bring no new bytes (``receive_data(b"")``).
+        One read full of small pipelined requests thus becomes a few requests
+        at a time, at the pace the server answers them.
         """
         if self.upgraded:
             raise LocalProtocolError("connection was upgraded; HTTP/1 parsing is over")
-        if self._input_closed:
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        if self._input_closed or not data:
             return []
+        if self._max_requests is None:
+            self._feed(data)
+        else:
+            self._feed_bounded(data, self._max_requests)
+        events = self._events
+        self._events = []
+        return events
+
+    @property
+    def holding(self) -> bool:
+        """Received bytes wait to be parsed by the next :meth:`receive_data` call."""
+        return bool(self._held)
+
+    def _feed_bounded(self, data: bytes, limit: int) -> None:
+        """Feed ``data`` one message at a time; hold what follows the ``limit``-th request.
+
+        llhttp cannot be paused in the middle of a buffer, so the bytes are
+        cut where messages end before llhttp sees them: a head after its
+        blank line, a Content-Length body after its length, a chunked body
+        after its last chunk and trailers (:meth:`_chunked_end`).  The cuts
+        only decide how much is parsed at once; llhttp parses and validates
+        every byte, so a wrong cut (on malformed input) costs nothing but the
+        bound.
+        """
+        first_id = self._stream_id
+        pos = 0
+        size = len(data)
+        while pos < size:
+            if not self._in_body:
+                room = limit - (self._stream_id - first_id)
+                if room <= 0:
+                    self._held = data[pos:]
+                    return
+                # Too few bytes left for more requests than allowed: no cut.
+                end = self._head_end(data, pos)
+            elif self._chunked:
+                end = self._chunked_end(data, pos)
+            else:
+                end = pos + self._content_length - self._body_size
+                if not pos < end < size:
+                    end = size
+            self._feed(data if pos == 0 and end == size else data[pos:end])
+            pos = end
+            if self.in_head:
+                self._tail = (self._tail + data[max(0, pos - 3) : pos])[-3:]
+            elif self.upgraded:
+                self.trailing_data += data[pos:]
+                return
+            elif self._input_closed:
+                return
+
+    def _head_end(self, data: bytes, pos: int) -> int:
+        """Just past the blank line ending the head that ``data[pos:]`` starts or continues."""
+        if pos == 0 and self.in_head and self._tail:
+            # The blank line may have begun at the end of the previous read.
+            end = (self._tail + data[:3]).find(b"\r\n\r\n")
+            if end >= 0:
+                return end + 4 - len(self._tail)
+        end = data.find(b"\r\n\r\n", pos)
+        return len(data) if end < 0 else end + 4
+
+    def _chunked_end(self, data: bytes, pos: int) -> int:
+        """Where the chunked body being parsed ends in ``data``, or ``len(data)``.
+
+        A walk over the chunk framing alone, kept across reads: size lines
+        are read, chunk data is skipped by its size (never scanned), then
+        trailer lines up to the blank one.  Framing it cannot read makes it
+        give up (the rest is fed at once) and leaves the error to llhttp.
+        """
+        size = len(data)
+        p = pos
+        while p < size:
+            if self._walk == _WALK_DATA:
+                step = min(self._walk_left, size - p)
+                p += step
+                self._walk_left -= step
+                if not self._walk_left:
+                    self._walk = _WALK_SIZE
+                continue
+            eol = data.find(b"\n", p)
+            if eol < 0:
+                # An unfinished line; llhttp bounds how long it may grow.
+                self._walk_line += data[p:]
+                return size
+            line = self._walk_line + data[p:eol] if self._walk_line else data[p:eol]
+            self._walk_line = b""
+            p = eol + 1
+            if self._walk == _WALK_SIZE:
+                digits = _HEX_RE.match(line)
+                if digits is None:
+                    return size
+                chunk = int(digits.group(), 16)
+                if chunk:
+                    self._walk = _WALK_DATA
+                    self._walk_left = chunk + 2  # the data and its CRLF
+                else:
+                    self._walk = _WALK_TRAILERS
+            elif line in (b"\r", b""):
+                self._walk = _WALK_SIZE
+                return p
+        return size
+
+    def _feed(self, data: bytes) -> None:
+        """Hand ``data`` to llhttp, adding the limits it does not know about."""
         was_in_head = self.in_head
         was_in_body = self._in_body
         first_id = self._stream_id
@@ -286,8 +418,7 @@ class H1Connection:
                 # Bytes after a request that closes the connection: answer
                 # that request, ignore the rest (llhttp calls them an error).
                 self.in_head = False
-                events, self._events = self._events, []
-                return events
+                return
             raise self._error or RemoteProtocolError(_describe(exc)) from None
         if self._in_body and self._chunked:
             # Chunk-size lines, their extensions and the trailer section are
@@ -315,9 +446,6 @@ class H1Connection:
                 self._head_bytes = len(data)
             if max(self._head_size, self._head_bytes) > self._max_header_size:
                 raise RemoteProtocolError("request header section too large", 431)
-        events = self._events
-        self._events = []
-        return events
 
     def decline_upgrade(self) -> list[Event]:
         """The server will not switch protocols: go on parsing HTTP/1.1.
@@ -348,6 +476,7 @@ class H1Connection:
         if self._body_only:
             return
         self.in_head = True
+        self._tail = b""
         self._url = b""
         self._headers = []
         self._head_size = 0
@@ -419,6 +548,8 @@ class H1Connection:
             self._upgrade = value.lower()
 
     def on_headers_complete(self) -> None:
+        self._walk = _WALK_SIZE
+        self._walk_line = b""
         if self._body_only:
             self._in_body = True
             return
@@ -428,6 +559,7 @@ class H1Connection:
         parser = self._parser
         self._stream_id += 1
         url = self._url
+        target_authority: bytes | None = None
         if url[:1] == b"/":
             path, _, query = url.partition(b"?")
         elif url == b"*":
@@ -439,6 +571,8 @@ class H1Connection:
                 self._fail(RemoteProtocolError("invalid request target"))
             path = parsed.path or b"/"
             query = parsed.query or b""
+            if parsed.schema:
+                target_authority = _target_authority(url)
         if b"#" in path:
             path = path.partition(b"#")[0]
         authority = self._authority
@@ -447,6 +581,13 @@ class H1Connection:
             self._fail(RemoteProtocolError(f"HTTP/{version} is not supported", 505))
         if version == "1.1" and authority is None:
             self._fail(RemoteProtocolError("missing Host header"))
+        if target_authority is not None and target_authority != authority:
+            authority = target_authority
+            self._replace_host(target_authority)
+        if version == "1.0" and self._te is not None:
+            # RFC 9112 6.1: HTTP/1.0 has no chunked coding, so its framing is
+            # faulty; whatever follows could be a smuggled request.
+            self._fail(RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request"))
         if self._upgrade is not None and parser.should_upgrade():
             self.upgrade_to = self._upgrade
             if self._chunked:
@@ -476,6 +617,20 @@ class H1Connection:
                 authority,
             )
         )
+
+    def _replace_host(self, authority: bytes) -> None:
+        """RFC 9112 3.2.2: with an absolute-form target, its authority is the host.
+
+        The Host header is ignored in favour of the target's authority; the app
+        sees that value as ``host``, so that an app (or a proxy behind it) never
+        acts on one host while the request named another.
+        """
+        headers = self._headers
+        for i, (name, _) in enumerate(headers):
+            if name == b"host":
+                headers[i] = (b"host", authority)
+                return
+        headers.insert(0, (b"host", authority))
 
     def _check_codings(self, te: bytes) -> None:
         """RFC 9112 6.1: a transfer coding the server cannot undo gets 501.
@@ -655,6 +810,17 @@ def simple_response(status: int, body: bytes, default_headers: bytes = b"") -> b
         b"%b%bcontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
         b"connection: close\r\n\r\n%b" % (status_line(status), default_headers, len(body), body)
     )
+
+
+def _target_authority(url: bytes) -> bytes:
+    """The authority of an absolute-form target (``http://host:port/...``), userinfo dropped."""
+    rest = url.partition(b"://")[2]
+    end = len(rest)
+    for stop in (b"/", b"?", b"#"):
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    return rest[:end].rpartition(b"@")[2]
 
 
 def _describe(exc: Exception) -> str:

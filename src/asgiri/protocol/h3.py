@@ -127,7 +127,7 @@ class H3Connection:
         self,
         quic: ServerQuicConnection,
         *,
-        max_header_size: int = 65536,
+        max_header_size: int = 16384,
         max_fields: int = 100,
         max_body: int | None = None,
         enable_connect: bool = True,

@@ -92,6 +92,7 @@ class H1Protocol(asyncio.Protocol):
             max_request_line=limits.limit_request_line,
             max_fields=limits.limit_request_fields,
             max_body=limits.limit_request_body,
+            max_requests=MAX_PIPELINE,
         )
         self.transport: Any = None
         #: Set by the server while this connection's TLS handshake runs.
@@ -117,6 +118,8 @@ class H1Protocol(asyncio.Protocol):
         self._timer_kind = 0
         self._deadline = 0.0
         self._read_paused = False
+        #: Parsing of held bytes is scheduled (see _maybe_resume_reading).
+        self._parse_scheduled = False
         #: Input after a bad pipelined request is never read again.
         self._input_stopped = False
         self._write_paused = False
@@ -206,6 +209,7 @@ class H1Protocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_writers()
+        self._start_next()
         self._maybe_resume_reading()
 
     def _wake_writers(self) -> None:
@@ -242,6 +246,10 @@ class H1Protocol(asyncio.Protocol):
             if not self.ctx.h1_enabled:
                 self._answer(505, "This server speaks HTTP/2 only", None)
                 return
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        """Parse received (or held, ``b""``) bytes and act on the requests they complete."""
         # The idle timer keeps running until a request head begins: empty
         # lines between requests (RFC 9112 2.2) must not keep a connection open.
         try:
@@ -255,10 +263,19 @@ class H1Protocol(asyncio.Protocol):
             return
         if self._switched:
             return
-        if self._current is None and self._queue:
-            self._start(*self._queue.popleft())
+        if self.conn.holding:
+            # More pipelined requests than are queued at once: the rest of
+            # the bytes wait in the parser, and no more are read meanwhile.
+            self._pause_reading()
+        self._start_next()
         if self.conn.in_head and self._timer_kind != _HEADER and self._current is None:
             self._arm(_HEADER)
+
+    def _parse_held(self) -> None:
+        self._parse_scheduled = False
+        if not self._closed and not self._switched and not self._input_stopped:
+            self._receive(b"")
+            self._maybe_resume_reading()
 
     def _dispatch(self, events: list[Any]) -> bool:
         """Hand parsed events to their streams; False when an Upgrade must be declined."""
@@ -444,6 +461,17 @@ class H1Protocol(asyncio.Protocol):
         if len(self._queue) >= MAX_PIPELINE:
             self._pause_reading()
 
+    def _start_next(self) -> None:
+        """Start the first queued request, unless one runs or writing is paused.
+
+        A response sent as one body message never waits for the transport
+        to drain; starting the next pipelined request while writing is
+        paused would pile every answer of a client that does not read into
+        the write buffer.  It starts on :meth:`resume_writing` instead.
+        """
+        if self._current is None and self._queue and not self._write_paused and not self._closed:
+            self._start(*self._queue.popleft())
+
     def _start(self, stream: HTTPStream, info: RequestInfo) -> None:
         self._current = stream
         self._info = info
@@ -572,8 +600,7 @@ class H1Protocol(asyncio.Protocol):
         self._info = None
         self._response = None
         if self._queue:
-            next_stream, info = self._queue.popleft()
-            self._start(next_stream, info)
+            self._start_next()
         elif self.conn.in_head:
             self._arm(_HEADER)
         else:
@@ -607,6 +634,8 @@ class H1Protocol(asyncio.Protocol):
             if self._info is not None:
                 self._info.keep_alive = False
             return
+        if self._queue:
+            return  # started once writing resumes, answered with connection: close
         if self._timer_kind == _HEADER:
             return  # the request comes, is answered with connection: close
         if self._timer_kind == _IDLE:
@@ -702,6 +731,12 @@ class H1Protocol(asyncio.Protocol):
             and len(self._queue) < MAX_PIPELINE
             and not self.conn.upgraded
         ):
+            if self.conn.holding:
+                # Parsed outside of the caller (which may be an app's receive()).
+                if not self._parse_scheduled:
+                    self._parse_scheduled = True
+                    self.loop.call_soon(self._parse_held)
+                return
             self._resume_reading()
 
     # ------------------------------------------------------------ timers

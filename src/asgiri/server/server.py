@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 from ..asgi.lifespan import Lifespan
 from ..asgi.loader import load_app
 from ..config import Config, HttpProtocolVersion, LifespanPolicy, LoopChoice, parse_host_port
-from ..errors import StartupError
+from ..errors import LifespanStartupError, StartupError
 from ..logging import configure_logging
 from ..ssl_utils import spki_sha256_base64
 from .certreload import CertificateReloader
@@ -65,6 +66,49 @@ class WorkerHooks:
     #: SIGUSR1 reloads the certificate (asgiri's workers); False where the manager
     #: gives the signal another meaning and calls :meth:`Server.reload_certificates`.
     certificate_signal: bool = True
+
+
+class _Milestone(threading.Event):
+    """A ``threading.Event`` that also sets the server's "settled" event.
+
+    :meth:`Server.wait_started` waits for started *or* stopped, whichever
+    comes first; ``started`` is set by the server and by the reloader and
+    supervisor that run it, so both events report to a third one.
+    """
+
+    def __init__(self, settled: threading.Event) -> None:
+        super().__init__()
+        self._settled = settled
+        #: Set during this run (``started`` is cleared again on shutdown).
+        self.reached = False
+
+    def set(self) -> None:
+        self.reached = True
+        super().set()
+        self._settled.set()
+
+
+class LifespanHandler:
+    """The lifespan state of a server, under asgiri 0.3's names (``server.lifespan_handler``).
+
+    The server drives the ASGI lifespan protocol itself (``asgi/lifespan.py``);
+    this only shows how it went.  The events are ``asyncio.Event``s of the
+    server's loop: await them from code running in that loop (next to
+    ``serve()``/``a_run()``); other threads use ``server.started`` and
+    ``server.wait_started()``.
+    """
+
+    def __init__(self, policy: LifespanPolicy, startup_timeout: float) -> None:
+        self.policy = policy
+        self.startup_timeout = startup_timeout
+        #: Set once start-up is over: completed, failed (``startup_failed``), or
+        #: skipped (lifespan off, or an app without lifespan under AUTO).
+        self.startup_complete = asyncio.Event()
+        #: Set once the app has answered the lifespan shutdown.
+        self.shutdown_complete = asyncio.Event()
+        self.startup_failed = False
+        #: Why start-up failed: the app's ``lifespan.startup.failed`` message, or the error.
+        self.startup_error: str | None = None
 
 
 class Server:
@@ -145,6 +189,9 @@ class Server:
 
             apply_env_file(env_file)
         self._setup(Config.from_options(app, **options))
+        # This process made the configuration: it (not a reloader child or a
+        # worker, which get a copy) writes the certificate file for clients.
+        self._owns_temp_cert = True
 
     @classmethod
     def from_config(cls, config: Config, hooks: WorkerHooks | None = None) -> Server:
@@ -155,8 +202,25 @@ class Server:
 
     def _setup(self, config: Config, hooks: WorkerHooks | None = None) -> None:
         self.config = config
+        self._settled = threading.Event()
         #: Set once the listeners accept connections (usable from other threads).
-        self.started = threading.Event()
+        self.started = _Milestone(self._settled)
+        #: Set once run()/serve() has returned, for any reason (start-up failure included).
+        self.stopped = _Milestone(self._settled)
+        #: The exception that stopped the server from starting; None otherwise.
+        self.startup_error: BaseException | None = None
+        #: run()/serve() has begun: ``port`` is the bound port from now on.
+        self._ran = False
+        app_options = config.app_options
+        self.lifespan_handler = LifespanHandler(
+            app_options.lifespan, app_options.lifespan_startup_timeout
+        )
+        #: The SSLContext built for the TCP listener (when none was given).
+        self._built_ssl_context: ssl.SSLContext | None = None
+        #: The certificate made for HTTP/3 without one, as a file for clients to
+        #: trust while the server runs (the key stays in memory); None otherwise.
+        self.temp_certfile: str | None = None
+        self._owns_temp_cert = False
         self.listeners: list[Listener] = []
         #: UDP sockets serving HTTP/3, with the TCP listener each one sits next to.
         self.quic_sockets: list[tuple[socket.socket, Listener | None]] = []
@@ -183,19 +247,137 @@ class Server:
 
     @property
     def port(self) -> int | None:
-        """The TCP port actually bound (useful with ``port=0``); UDP under ``--http 3``."""
+        """The port: as configured until run()/serve() begins, then the one bound.
+
+        With ``port=0`` the bound port is the one the kernel picked (TCP; UDP
+        under HTTP/3 alone).  None while nothing is bound: start-up failed,
+        or the server has stopped.  Never raises.
+        """
+        if not self._ran:
+            return self.config.port
         for listener in self.listeners:
-            with contextlib.suppress(OSError):  # closed once the server stopped
-                if listener.port is not None:
-                    return listener.port
+            if listener.kind != "unix":
+                port = _bound_port(listener.sock)
+                if port is not None:
+                    return port
         return self.http3_port
 
     @property
     def http3_port(self) -> int | None:
-        """The UDP port serving HTTP/3, or None when HTTP/3 is off."""
+        """The UDP port serving HTTP/3; None when HTTP/3 is off or nothing is bound.
+
+        Before run()/serve() begins: the port HTTP/3 is configured to use.
+        """
+        if not self._ran:
+            http = self.config.http
+            if not http.enable_http3:
+                return None
+            return http.http3_port if http.http3_port is not None else self.config.port
         for sock, _ in self.quic_sockets:
-            return int(sock.getsockname()[1])
+            port = _bound_port(sock)
+            if port is not None:
+                return port
         return None
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Block until the server serves (True) or start-up fails (its error is raised).
+
+        For a server whose ``run()`` runs in another thread: unlike
+        ``started.wait()``, it does not block forever when start-up fails
+        (a port in use, a lifespan startup that fails).  False when
+        ``timeout`` passes first, or the server stopped without an error
+        before it was seen serving.
+        """
+        self._settled.wait(timeout)
+        if self.started.is_set():
+            return True
+        if self.startup_error is not None:
+            raise self.startup_error
+        return False
+
+    # asgiri 0.3's attributes: the constructor's arguments, read from the one config.
+
+    @property
+    def host(self) -> str:
+        """The address bound (``host=None`` is 127.0.0.1)."""
+        return self.config.bind.host
+
+    @property
+    def http_version(self) -> HttpProtocolVersion:
+        return self.config.http.http_version
+
+    @property
+    def enable_http3(self) -> bool:
+        """Whether HTTP/3 is served: as given, or the default for the mode and TLS."""
+        return bool(self.config.http.enable_http3)
+
+    @property
+    def certfile(self) -> str | None:
+        return self.config.tls.certfile
+
+    @property
+    def keyfile(self) -> str | None:
+        return self.config.tls.keyfile
+
+    @property
+    def cert_data(self) -> bytes | None:
+        data = self.config.tls.cert_data
+        return data.encode() if isinstance(data, str) else data
+
+    @property
+    def key_data(self) -> bytes | None:
+        data = self.config.tls.key_data
+        return data.encode() if isinstance(data, str) else data
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context given, or the one the server built from the certificate once it runs."""
+        return self.config.tls.ssl_context or self._built_ssl_context
+
+    @property
+    def reuse_port(self) -> bool:
+        return self.config.bind.reuse_port
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return self.config.timeouts.timeout_graceful_shutdown
+
+    @property
+    def ws_ping_interval(self) -> float | None:
+        return self.config.websocket.ws_ping_interval
+
+    @property
+    def ws_ping_timeout(self) -> float | None:
+        return self.config.websocket.ws_ping_timeout
+
+    @property
+    def reload(self) -> bool:
+        return self.config.reload.reload
+
+    @property
+    def reload_dirs(self) -> list[str]:
+        """The directories watched; empty means the default (``--app-dir``)."""
+        return self.config.reload.reload_dirs
+
+    @property
+    def reload_delay_ms(self) -> int:
+        return round(self.config.reload.reload_delay * 1000)
+
+    @property
+    def reload_ignore_patterns(self) -> list[str]:
+        return self.config.reload.reload_excludes
+
+    @property
+    def should_exit(self) -> asyncio.Event:
+        """The event that stops the server when set (asgiri 0.3's name).
+
+        ``server.should_exit.set()`` works from code in the server's loop, and
+        before the server runs (it then stops as soon as it has started);
+        from another thread, :meth:`request_shutdown` is the thread-safe way.
+        """
+        if self._stop is None:
+            self._stop = asyncio.Event()
+        return self._stop
 
     @property
     def metrics_port(self) -> int | None:
@@ -212,8 +394,16 @@ class Server:
         supervises N worker processes that share its sockets.  ``pid_file``
         names this process for as long as it runs.
         """
-        with pid_file(self._pid_file()):
-            self._run()
+        self._begin_run()
+        try:
+            with pid_file(self._pid_file()):
+                self._run()
+        except Exception as exc:
+            self._record_startup_error(exc)
+            raise
+        finally:
+            self._remove_temp_cert()
+            self.stopped.set()
 
     def _pid_file(self) -> str | None:
         """``pid_file`` for the process users signal: not in workers or a reloader's child."""
@@ -232,17 +422,15 @@ class Server:
             access_json=self.config.access.access_log_json,
             use_colors=log.use_colors,
         )
+        self._write_temp_cert()
         if self._reloader is not None:
-            if self._stop_requested:
-                return
-            self._reloader.run(self)
-            return
-        if self._supervisor is not None:
-            if self._stop_requested:
-                return
-            self._supervisor.run(self)
-            return
-        run_coroutine(self.serve(), self.config.runtime.loop)
+            if not self._stop_requested:
+                self._reloader.run(self)
+        elif self._supervisor is not None:
+            if not self._stop_requested:
+                self._supervisor.run(self)
+        else:
+            run_coroutine(self.serve(), self.config.runtime.loop)
 
     def request_shutdown(self, *, restart: bool = False) -> None:
         """Ask the server to shut down gracefully.  Safe to call from any thread.
@@ -292,8 +480,64 @@ class Server:
         """Ask for a graceful shutdown from inside the server's loop."""
         self.request_shutdown()
 
+    async def a_run(self) -> None:
+        """asgiri 0.3's name for :meth:`serve`."""
+        await self.serve()
+
     async def serve(self) -> None:
         """Start, serve until asked to stop, then drain and shut down."""
+        self._begin_run()
+        try:
+            self._write_temp_cert()
+            await self._serve()
+        except Exception as exc:
+            self._record_startup_error(exc)
+            raise
+        finally:
+            self._remove_temp_cert()
+            self.stopped.set()
+
+    def _begin_run(self) -> None:
+        self._ran = True
+        self.startup_error = None
+        self.started.reached = False
+        self.stopped.clear()
+        self._settled.clear()
+
+    def _write_temp_cert(self) -> None:
+        """HTTP/3 alone without a certificate: say so, and write the one made for clients.
+
+        Only the certificate is written (QUIC reads it and its key from
+        memory): a client such as ``curl --cacert`` or aioquic can then trust
+        exactly it.  The file is removed when run()/serve() returns.
+        """
+        note = self.config.selfcert_note
+        cert = self.config.tls.cert_data
+        if note is None or cert is None or not self._owns_temp_cert or self.temp_certfile:
+            return
+        fd, path = tempfile.mkstemp(prefix="asgiri-", suffix="-cert.pem")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(cert.encode() if isinstance(cert, str) else cert)
+        self.temp_certfile = path
+        logger.warning(
+            "%s: serving a self-signed certificate for localhost made at start-up "
+            "(development only); clients can trust it from %s, deleted on shutdown",
+            note,
+            path,
+        )
+
+    def _remove_temp_cert(self) -> None:
+        path, self.temp_certfile = self.temp_certfile, None
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _record_startup_error(self, exc: Exception) -> None:
+        """Keep ``exc`` as ``startup_error`` when it ended the run before it served."""
+        if not self.started.reached and self.startup_error is None:
+            self.startup_error = exc
+
+    async def _serve(self) -> None:
         config = self.config
         if self._reloader is not None:
             raise StartupError("reload needs Server.run(): serve() cannot restart its own process")
@@ -301,9 +545,9 @@ class Server:
             raise StartupError("workers need Server.run(): serve() runs in one process")
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._stop = asyncio.Event()
+        stop = self.should_exit
         if self._stop_requested:
-            self._stop.set()
+            stop.set()
         app = load_app(
             config.app,
             factory=config.app_options.factory,
@@ -319,6 +563,7 @@ class Server:
         if mode in (HttpProtocolVersion.AUTO, HttpProtocolVersion.HTTP_1_1):
             alpn.append("http/1.1")
         ssl_context = build_ssl_context(config.tls, alpn)
+        self._built_ssl_context = ssl_context
         quic_config = None
         if self._h3_wanted():
             quic_config = quic_configuration(config)
@@ -353,10 +598,18 @@ class Server:
 
             ctx.enable_metrics(Metrics())
         lifespan = Lifespan(app, loop, config.app_options.lifespan)
+        handler = self.lifespan_handler
         servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
         quic_listeners: list[QuicListener] = []
         try:
-            await lifespan.startup(config.app_options.lifespan_startup_timeout)
+            try:
+                await lifespan.startup(config.app_options.lifespan_startup_timeout)
+            except LifespanStartupError as exc:
+                handler.startup_failed = True
+                handler.startup_error = lifespan.failure or str(exc)
+                raise
+            finally:
+                handler.startup_complete.set()
             if lifespan.running:
                 ctx.state = lifespan.state
 
@@ -422,7 +675,7 @@ class Server:
             if hooks is not None and hooks.on_started is not None:
                 hooks.on_started(loop)
             try:
-                await self._stop.wait()
+                await stop.wait()
                 # The handlers stay installed while draining, so that a second
                 # signal closes everything at once instead of killing the process.
                 await self._drain(ctx, servers, quic_listeners)
@@ -442,7 +695,10 @@ class Server:
             if self._metrics is not None:
                 self._metrics.close()
                 self._metrics = None
+            lifespan_ran = lifespan.running
             await lifespan.shutdown(config.app_options.lifespan_shutdown_timeout)
+            if lifespan_ran:
+                handler.shutdown_complete.set()
             self.started.clear()
             logger.info("Finished server process [%d]", os.getpid())
 
@@ -494,7 +750,7 @@ class Server:
             self._h3_off_reason = config.http3_note  # None when turned off on purpose
             return False
         if http.http_version is not HttpProtocolVersion.AUTO:
-            self._h3_off_reason = f"HTTP/3 is off: --http {http.http_version.value} was asked for"
+            self._h3_off_reason = f"HTTP/3 is off: --http {http.http_version.option} was asked for"
         elif not config.tls.enabled:
             self._h3_off_reason = "HTTP/3 is off: it needs TLS (--ssl-certfile/--ssl-keyfile)"
         elif not (config.tls.certfile or config.tls.cert_data):
@@ -683,6 +939,17 @@ class Server:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+
+
+def _bound_port(sock: socket.socket) -> int | None:
+    """The port ``sock`` is bound to; None once it is closed."""
+    if sock.fileno() == -1:
+        return None
+    try:
+        address = sock.getsockname()
+    except OSError:
+        return None
+    return int(address[1]) if isinstance(address, tuple) else None
 
 
 def _rename(
