@@ -417,7 +417,7 @@ def test_no_per_stream_state_is_left_behind(server: ThreadServer) -> None:
         mine = [p for p in protocols if p.client[1] == client.sock.getsockname()[1]]
         assert len(mine) == 1
         proto = mine[0]
-        assert proto.streams == {} and proto.websockets == {}
+        assert proto.streams == {} and proto.tunnels == {}
         assert not proto._no_body and not proto._waiters and not proto._stall_timers
         assert not proto.conn._heads and not proto.conn._done_sending
         assert not proto.conn.quic._held and not proto.conn.quic._written

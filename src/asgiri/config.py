@@ -653,6 +653,34 @@ class WebSocketConfig:
 
 
 @dataclass
+class WebTransportConfig:
+    """WebTransport over HTTP/3 (experimental; see docs/WEBTRANSPORT.md)."""
+
+    webtransport: bool = _opt(
+        True,
+        kind="bool",
+        help="Serve WebTransport sessions over HTTP/3 (extended CONNECT, :protocol webtransport).",
+    )
+    webtransport_max_sessions: int = _opt(
+        16, help="WebTransport sessions one QUIC connection may have open; beyond it 429."
+    )
+    webtransport_max_streams: int = _opt(
+        100,
+        help="Streams one WebTransport session may have open; the peer's beyond it are reset.",
+    )
+    webtransport_max_datagrams: int = _opt(
+        64,
+        help="Incoming datagrams a session holds for an app that does not read them; "
+        "newer ones are dropped beyond it (datagrams are unreliable).",
+    )
+
+    def __post_init__(self) -> None:
+        _int_range("webtransport_max_sessions", self.webtransport_max_sessions, 1, 1 << 16)
+        _int_range("webtransport_max_streams", self.webtransport_max_streams, 1, 1 << 20)
+        _int_range("webtransport_max_datagrams", self.webtransport_max_datagrams, 1, 1 << 20)
+
+
+@dataclass
 class LimitsConfig:
     """Bounds on everything a client or app can make the server hold."""
 
@@ -995,6 +1023,7 @@ _GROUPS: dict[str, type[Any]] = {
     "http2": HTTP2Config,
     "quic": QUICConfig,
     "websocket": WebSocketConfig,
+    "webtransport": WebTransportConfig,
     "limits": LimitsConfig,
     "timeouts": TimeoutsConfig,
     "logging": LoggingConfig,
@@ -1064,6 +1093,7 @@ class Config:
     http2: HTTP2Config = field(default_factory=HTTP2Config)
     quic: QUICConfig = field(default_factory=QUICConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    webtransport: WebTransportConfig = field(default_factory=WebTransportConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -33,3 +33,12 @@ class Loop(Protocol):
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Any: ...
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Any: ...
     def time(self) -> float: ...
+
+
+def is_cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is the event loop cancelling a task (``asyncio.CancelledError``).
+
+    Recognised by name so that this layer never imports asyncio (the one
+    place that does is ``server/``).
+    """
+    return type(exc).__name__ == "CancelledError"

@@ -83,6 +83,8 @@ class ServerQuicConnection(QuicConnection):
         self._held: dict[int, int] = {}
         #: Bytes ever queued per stream, to tell how much still waits to be sent.
         self._written: dict[int, int] = {}
+        #: Streams we opened whose writes are counted too (see count_writes).
+        self._counted: set[int] = set()
         # aioquic lets a peer open 128 bidirectional streams at once and has
         # no setting for it; the transport parameter is encoded from this
         # limit during the handshake, so set it before any packet is handled.
@@ -120,6 +122,7 @@ class ServerQuicConnection(QuicConnection):
         """The stream is over for the server: drop its bookkeeping."""
         self._held.pop(stream_id, None)
         self._written.pop(stream_id, None)
+        self._counted.discard(stream_id)
 
     @property
     def request_streams_open(self) -> bool:
@@ -136,11 +139,15 @@ class ServerQuicConnection(QuicConnection):
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         super().send_stream_data(stream_id, data, end_stream)
-        if stream_id & 3 == 0:
+        if stream_id & 3 == 0 or stream_id in self._counted:
             self._written[stream_id] = self._written.get(stream_id, 0) + len(data)
 
+    def count_writes(self, stream_id: int) -> None:
+        """Tell :meth:`send_buffered` of a stream of ours (WebTransport), not only requests'."""
+        self._counted.add(stream_id)
+
     def send_buffered(self, stream_id: int) -> int:
-        """Bytes queued on request stream ``stream_id`` not put on the wire yet."""
+        """Bytes queued on ``stream_id`` (a request or WebTransport stream) not on the wire yet."""
         written = self._written.get(stream_id)
         if not written:
             return 0

@@ -265,7 +265,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
-        self._shutdown_websockets()
+        self._shutdown_tunnels()
         if self._has_work() or self.conn.sending:
             self._cancel_timer()
             self.loop.call_later(SHUTDOWN_ACCEPT_GRACE, self._refuse_new)

@@ -342,9 +342,10 @@ class StreamOutlet:
 
     handshake_status = 200
 
-    def __init__(self, proto: StreamSink, stream_id: int) -> None:
+    def __init__(self, proto: StreamSink, stream_id: int, request: Request) -> None:
         self.proto = proto
         self.stream_id = stream_id
+        self.request = request
         self.bridge: WSBridge | None = None
         self._paused = False
         self._unacked = 0
@@ -441,7 +442,30 @@ class StreamOutlet:
 
     def _maybe_done(self) -> None:
         if self._ended_local and self._ended_remote:
-            self.proto.websocket_done(self.stream_id)
+            self.proto.tunnel_done(self.stream_id)
+
+    # ------------------------------------------------------------ Tunnel
+
+    @property
+    def finished(self) -> bool:
+        return self.bridge is None or self.bridge.finished
+
+    def start(self) -> None:
+        if self.bridge is not None:
+            self.bridge.start()
+
+    def refuse(self) -> None:
+        if self.bridge is not None:
+            self.bridge.finished = True
+            self.bridge = None
+
+    def connection_lost(self) -> None:
+        if self.bridge is not None:
+            self.bridge.connection_lost()
+
+    def shutdown(self) -> None:
+        if self.bridge is not None:
+            self.bridge.shutdown()
 
     def data_received(self, data: bytes) -> None:
         if self.bridge is not None:
