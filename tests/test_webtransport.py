@@ -50,7 +50,7 @@ def test_bidirectional_echo_on_several_streams(server: ThreadServer) -> None:
         streams = [session.open_stream() for _ in range(5)]
         for index, stream_id in enumerate(streams):
             session.send(stream_id, b"hello %d " % index)
-        for index, stream_id in enumerate(streams):
+        for stream_id in streams:
             session.send(stream_id, b"x" * 100_000, end=True)
         for index, stream_id in enumerate(streams):
             data = session.wait_stream(stream_id)
