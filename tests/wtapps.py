@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 from typing import Any
 
 EVENTS: queue.Queue[tuple[str, Any]] = queue.Queue()
+#: Set to let ``/still`` apps (which read nothing) end.
+RELEASE = threading.Event()
 TIMEOUT = 10.0
 
 
@@ -27,8 +30,10 @@ def event(name: str, timeout: float = TIMEOUT) -> Any:
 
 
 def clear() -> None:
+    RELEASE.set()  # an app held by the previous test lets go
     while not EVENTS.empty():
         EVENTS.get_nowait()
+    RELEASE.clear()
 
 
 async def _http(scope: Any, receive: Any, send: Any) -> None:
@@ -70,8 +75,20 @@ async def session(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "webtransport.accept", "headers": [(b"x-session", b"yes")]})
     if path == "/still":
         record("still", "accepted")
-        await asyncio.sleep(30)
+        await asyncio.to_thread(RELEASE.wait, 30)
         return
+    if path == "/flood":
+        await send({"type": "webtransport.stream.open", "ref": "flood"})
+        opened = await receive()
+        chunk = b"f" * 65536
+        try:
+            while True:
+                await send(
+                    {"type": "webtransport.stream.send", "stream": opened["stream"], "data": chunk}
+                )
+        except Exception as exc:  # the stream is reset: the send fails
+            record("flood-ended", type(exc).__name__)
+            raise
     if path == "/open":
         await send({"type": "webtransport.stream.open", "ref": "bidi"})
         await send({"type": "webtransport.stream.open", "unidirectional": True, "ref": "uni"})
@@ -81,7 +98,7 @@ async def session(scope: Any, receive: Any, send: Any) -> None:
         message = await receive()
         kind = message["type"]
         if kind == "webtransport.disconnect":
-            record("disconnect", (message["code"], message["reason"]))
+            record("disconnect", (path, message["code"], message["reason"]))
             return
         if kind == "webtransport.datagram.receive":
             await send({"type": "webtransport.datagram.send", "data": b"echo:" + message["data"]})

@@ -126,8 +126,16 @@ class ServerQuicConnection(QuicConnection):
 
     @property
     def request_streams_open(self) -> bool:
-        """Whether a request stream still has data in flight either way (unacked)."""
-        return any(stream_id & 3 == 0 for stream_id in self._streams)
+        """Whether a request (or WebTransport) stream still has data of ours unacknowledged.
+
+        Only our side counts: a peer that leaves its side of a stream open
+        (it ignored a STOP_SENDING) must not keep a draining connection alive.
+        """
+        counted = self._counted
+        for stream_id, stream in self._streams.items():
+            if (stream_id & 3 == 0 or stream_id in counted) and not stream.sender.is_finished:
+                return True
+        return False
 
     def reset_tokens(self) -> list[tuple[bytes, bytes]]:
         """This connection's ids with their stateless reset tokens (kept after it ends)."""
