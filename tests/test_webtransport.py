@@ -225,6 +225,7 @@ def test_streams_per_session_are_bounded(pems: tuple[bytes, bytes]) -> None:  # 
         codes = session.reset_codes()
         assert codes[streams[2]] == 0x3994BD84  # WT_BUFFERED_STREAM_REJECTED
         assert streams[0] not in codes and streams[1] not in codes
+        wtapps.RELEASE.set()  # the app (which reads nothing) may end: the server can stop
 
 
 def test_an_app_that_does_not_read_holds_bounded_data(server: ThreadServer) -> None:

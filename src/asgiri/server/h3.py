@@ -66,6 +66,9 @@ STREAM_WINDOW = 1024 * 1024
 RETRY_UNDER_LOAD = 100
 #: Initial connection-level window (aioquic grows it as data flows).
 CONNECTION_WINDOW = 4 * 1024 * 1024
+#: How long a draining connection waits for its last data to be acknowledged
+#: before it closes anyway (a client that acknowledges nothing is gone).
+ACK_GRACE = 3.0
 #: The largest DATAGRAM frame taken (a WebTransport datagram fits in a packet anyway).
 DATAGRAM_FRAME_SIZE = 65536
 _TLS13 = 0x0304
@@ -476,9 +479,19 @@ class H3Protocol(StreamSink):
     def _maybe_idle(self) -> None:
         if self._closing and not self._has_work() and not self._closed:
             # Every stream accepted before the GOAWAY is answered; the close
-            # follows once the client has acknowledged all of it (_flush).
-            self._close_when_idle = True
+            # follows once the client has acknowledged all of it (_flush),
+            # or after ACK_GRACE: a client that acknowledges nothing is gone
+            # and would hold the drain until the QUIC idle timeout.
+            if not self._close_when_idle:
+                self._close_when_idle = True
+                self.loop.call_later(ACK_GRACE, self._ack_grace_over)
             self.schedule_flush()
+
+    def _ack_grace_over(self) -> None:
+        if self._close_when_idle and not self._closed:
+            self._close_when_idle = False
+            self.conn.close(H3ErrorCode.H3_NO_ERROR)
+            self._flush()
 
     def shutdown(self) -> None:
         """Graceful: GOAWAY, let the accepted streams finish, then CONNECTION_CLOSE."""
