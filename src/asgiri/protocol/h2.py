@@ -1,4 +1,9 @@
-"""HTTP/2 server connection, sans I/O, on top of the h2 library.
+"""HTTP/2 server connection, sans I/O, on top of the h2 library (pure Python).
+
+The fallback codec: :mod:`asgiri.protocol.h2_nghttp2` is the same interface
+(:class:`~asgiri.protocol.h2_common.H2Codec`) on libnghttp2, some 15 times
+cheaper per request; this one serves where the ngh2 package has no wheel
+(PyPy, platforms without a build) or when ``--h2-codec h2`` asks for it.
 
 :meth:`H2Connection.receive_data` turns frames into the version-neutral
 events of :mod:`asgiri.protocol.events` (plus the HTTP/2-only ones defined
@@ -14,11 +19,12 @@ Flow control, both ways:
   per-stream buffer and leave as WINDOW_UPDATEs arrive; ``buffered(stream)``
   tells the server when to make the app wait (backpressure).
 
-Defences the h2 library does not provide are here, so that they are the same
-whatever the transport: a cap on header-block size and CONTINUATION count
-(CVE-2024-27316), and counters for frames that cost the server work without
+Defences the h2 library does not provide are in front of it
+(:class:`~asgiri.protocol.h2_common.FrameScreen`, shared with the other
+codec, in its strict form): a cap on header-block size and CONTINUATION count
+(CVE-2024-27316), counters for frames that cost the server work without
 producing requests (rapid reset CVE-2023-44487, PING/SETTINGS/empty-DATA
-floods).  Exceeding one ends the connection with ENHANCE_YOUR_CALM.
+floods), and the RFC 9113 frame rules h2 leaves unchecked.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import contextlib
 import re
 import sys
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import h2.config
@@ -40,8 +45,17 @@ import h2.stream
 import hpack
 import hyperframe.frame
 
-from .errors import RemoteProtocolError
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
+from .h2_common import (
+    PREFACE,
+    CodecError,
+    ConnectionEnded,
+    ErrorCode,
+    Frame,
+    FrameScreen,
+    H2Limits,
+    StreamWritable,
+)
 from .response import ResponseChecker, wire_fields
 
 __all__ = [
@@ -52,64 +66,12 @@ __all__ = [
     "StreamWritable",
 ]
 
-#: The client connection preface (RFC 9113 section 3.4).
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-_HEADERS: Final = 0x1
-_CONTINUATION: Final = 0x9
-_PING: Final = 0x6
-_SETTINGS: Final = 0x4
-_RST_STREAM: Final = 0x3
-_WINDOW_UPDATE: Final = 0x8
-_DATA: Final = 0x0
-_END_HEADERS: Final = 0x4
-_END_STREAM: Final = 0x1
-_ACK: Final = 0x1
-
-#: Frame types :meth:`H2Connection._conform` looks at.
-_CONFORM: Final = frozenset({_HEADERS, _RST_STREAM, _SETTINGS})
-
 #: Text of the usual methods and schemes, so most requests decode none.
 _METHODS: Final = {
     m.encode(): m
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 }
 _SCHEMES: Final = {b"http": "http", b"https": "https"}
-
-
-@dataclass(slots=True)
-class StreamWritable:
-    """Buffered response data of ``stream_id`` has all been sent (window opened)."""
-
-    stream_id: int
-
-
-@dataclass(slots=True)
-class ConnectionEnded:
-    """The peer sent GOAWAY, or the connection failed; ``error_code`` 0 is graceful."""
-
-    error_code: int = 0
-    last_stream_id: int = 0
-
-
-@dataclass
-class H2Limits:
-    """Settings advertised to the peer and flood thresholds."""
-
-    max_concurrent_streams: int = 100
-    initial_window_size: int = 1024 * 1024
-    max_frame_size: int = 16384
-    max_header_list_size: int = 65536
-    max_inbound_frame_size: int = 1 << 20
-    enable_connect_protocol: bool = False
-    #: CONTINUATION frames allowed for one header block.
-    max_continuations: int = 32
-    #: Frames that produce no request (PING, SETTINGS, empty DATA, RST_STREAM
-    #: from the client) tolerated before the peer must show useful work.
-    flood_budget: int = 1000
-    #: Client resets tolerated beyond the streams that completed normally.
-    max_resets: int = 200
-    _extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _OutStream:
@@ -143,9 +105,7 @@ class H2Connection:
             normalize_outbound_headers=False,
         )
         self._conn = _H2(config=config)
-        # The hard cap wins over the advertised size: advertising more than
-        # is accepted would turn the peer's conforming frames into errors.
-        frame_size = min(limits.max_frame_size, limits.max_inbound_frame_size)
+        frame_size = limits.frame_size
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -174,23 +134,10 @@ class H2Connection:
         self._trailers: dict[int, Headers] = {}
         #: Flow-controlled bytes received per stream and not yet acknowledged.
         self._unacked: dict[int, int] = {}
-        self._scan = b""
-        #: The next read begins with a WINDOW_UPDATE increment (see ``_screen``).
-        self._mask_next = False
-        #: The client preface is not a frame: the scanner starts after it.
-        self._skip = len(PREFACE)
-        #: The preface ends with a SETTINGS frame (RFC 9113 3.4).
-        self._expect_settings = True
-        #: Highest client stream id a HEADERS frame has used (screened).
-        self._max_opened = 0
-        self._block_frames = 0
-        self._block_bytes = 0
-        self._in_block = False
-        self._flood = 0
+        #: Flood budgets, the CONTINUATION cap and the RFC 9113 rules h2 lacks.
+        self._screen = _Screen(limits)
+        #: Streams reset by the peer (and by h2 for stream errors).
         self._resets = 0
-        #: RST_STREAM frames seen by the screen (before h2 processes them).
-        self._reset_frames = 0
-        self._completed = 0
         self.closed = False
         self.last_stream_id = 0
         self._goaway_sent: int | None = None
@@ -212,7 +159,7 @@ class H2Connection:
         if extra > 0:
             self._conn.increment_flow_control_window(extra)
         self.last_stream_id = 1
-        self._max_opened = 1
+        self._screen.max_opened = 1
 
     # ------------------------------------------------------------ reading
 
@@ -225,11 +172,9 @@ class H2Connection:
         if self.closed:
             return []
         try:
-            data = self._screen(data)
+            data = self._screen.screen(data)
             h2_events = self._conn.receive_data(data)
-        except _Calm as exc:
-            return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, str(exc))
-        except _Reject as exc:
+        except CodecError as exc:
             return self._fail(exc.code, str(exc))
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
@@ -260,7 +205,7 @@ class H2Connection:
             elif kind is h2.events.ConnectionTerminated:
                 self.closed = True
                 events.append(ConnectionEnded(int(ev.error_code or 0), int(ev.last_stream_id or 0)))
-        if self._resets > self.limits.max_resets + self._completed:
+        if self._resets > self.limits.max_resets + self._screen.completed:
             return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
         if window_opened and self._out and not self.closed:
             self._flush_all(events)
@@ -324,8 +269,8 @@ class H2Connection:
             protocol,
         )
         # Useful work: it pays back the control-frame budget.
-        if self._flood:
-            self._flood -= 1
+        if self._screen.flood:
+            self._screen.flood -= 1
         return request
 
     def _on_reset(self, stream_id: int) -> None:
@@ -352,118 +297,6 @@ class H2Connection:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self._conn.close_connection(error_code=code, last_stream_id=self.last_stream_id)
         return [ConnectionEnded(int(code), self.last_stream_id)]
-
-    def _screen(self, data: bytes) -> bytes:
-        """Walk frame headers for the floods h2 itself does not bound.
-
-        Only the 9-byte headers are read, one per frame, so the cost is a
-        few operations per frame, not per byte.  ``_skip`` is how much of a
-        frame payload (or of the client preface) is still to come;
-        ``_scan`` holds a frame header split across reads.
-
-        Returns ``data`` with the reserved bit of WINDOW_UPDATE increments
-        cleared: RFC 9113 6.9 says to ignore it, and hyperframe would read
-        it as part of the increment and reject the frame.
-        """
-        pos = 0
-        size = len(data)
-        masks: list[int] | None = None
-        if self._mask_next and size:
-            self._mask_next = False
-            if data[0] & 0x80:
-                masks = [0]
-        if self._skip:
-            if self._skip >= size:
-                self._skip -= size
-                return data if masks is None else _masked(data, masks)
-            pos = self._skip
-            self._skip = 0
-        if self._scan:
-            header = self._scan + data[pos : pos + 9 - len(self._scan)]
-            if len(header) < 9:
-                self._scan = header
-                return data if masks is None else _masked(data, masks)
-            pos += 9 - len(self._scan)
-            self._scan = b""
-            length = self._check_frame(header, 0)
-            if header[3] == _WINDOW_UPDATE and length == 4:
-                masks = self._reserved_bit(data, pos, masks)
-            pos += length
-        while size - pos >= 9:
-            length = self._check_frame(data, pos)
-            if data[pos + 3] == _WINDOW_UPDATE and length == 4:
-                masks = self._reserved_bit(data, pos + 9, masks)
-            pos += 9 + length
-        if pos > size:
-            self._skip = pos - size
-        elif pos < size:
-            self._scan = data[pos:]
-        return data if masks is None else _masked(data, masks)
-
-    def _reserved_bit(self, data: bytes, at: int, masks: list[int] | None) -> list[int] | None:
-        """Note a WINDOW_UPDATE increment starting at ``data[at]`` whose reserved bit is set."""
-        if at >= len(data):
-            self._mask_next = True  # the payload begins with the next read
-        elif data[at] & 0x80:
-            masks = [at] if masks is None else [*masks, at]
-        return masks
-
-    def _check_frame(self, buf: bytes, pos: int) -> int:
-        """Account for one frame header at ``buf[pos]``; returns its payload length."""
-        length = int.from_bytes(buf[pos : pos + 3], "big")
-        ftype = buf[pos + 3]
-        flags = buf[pos + 4]
-        if ftype in _CONFORM or self._expect_settings:
-            self._conform(buf, pos, ftype, flags, length)
-        limits = self.limits
-        if ftype in (_HEADERS, _CONTINUATION):
-            if ftype == _HEADERS:
-                self._block_frames = 0
-                self._block_bytes = 0
-            self._block_frames += 1
-            self._block_bytes += length
-            if (
-                self._block_frames > limits.max_continuations
-                or self._block_bytes > limits.max_header_list_size * 2
-            ):
-                raise _Calm("header block too large (CONTINUATION flood)")
-            if flags & _END_HEADERS:
-                self._block_frames = 0
-                self._block_bytes = 0
-        elif ((ftype in (_PING, _SETTINGS)) and not flags & _ACK) or (
-            ftype == _DATA and length == 0 and not flags & _END_STREAM
-        ):
-            self._flood += 1
-            if self._flood > limits.flood_budget:
-                raise _Calm("too many control frames")
-        elif ftype == _RST_STREAM:
-            # Rapid reset: stop before h2 and the server set up the streams
-            # of this read (one read can hold thousands), not after.
-            self._reset_frames += 1
-            if self._reset_frames > limits.max_resets + self._completed:
-                raise _Calm("too many stream resets")
-        return length
-
-    def _conform(self, buf: bytes, pos: int, ftype: int, flags: int, length: int) -> None:
-        """RFC 9113 rules h2 leaves unchecked (or answers with another code)."""
-        if self._expect_settings:
-            self._expect_settings = False
-            if ftype != _SETTINGS or flags & _ACK:
-                raise _Reject(
-                    h2.errors.ErrorCodes.PROTOCOL_ERROR, "client preface not followed by SETTINGS"
-                )
-        if ftype == _SETTINGS:
-            if flags & _ACK and length:
-                # 6.5 (h2 would say PROTOCOL_ERROR).
-                raise _Reject(h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with payload")
-            return
-        stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-        if ftype == _HEADERS:
-            if stream_id & 1 and stream_id > self._max_opened:
-                self._max_opened = stream_id
-        elif stream_id and (not stream_id & 1 or stream_id > self._max_opened):
-            # 5.1: RST_STREAM on an idle stream (h2 ignores it once a stream was opened).
-            raise _Reject(h2.errors.ErrorCodes.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
 
     # ------------------------------------------------------------ writing
 
@@ -594,7 +427,7 @@ class H2Connection:
                 events.append(StreamWritable(stream_id))
 
     def _stream_done(self, stream_id: int) -> None:
-        self._completed += 1
+        self._screen.completed += 1
 
     def forget(self, stream_id: int) -> None:
         """The stream's app is done: release credit for body it never read."""
@@ -816,24 +649,48 @@ def check_header_block(headers: list[Any], trailers: bool) -> RequestHead:
     return head
 
 
-class _Calm(RemoteProtocolError):
-    """A flood limit was hit; answered with ENHANCE_YOUR_CALM."""
+#: Frame types :meth:`_Screen._rules` looks at once the first frame has passed.
+_CONFORM: Final = frozenset({Frame.HEADERS, Frame.RST_STREAM, Frame.SETTINGS})
+_ALL_FRAMES: Final = frozenset(range(256))
 
 
-class _Reject(RemoteProtocolError):
-    """A frame breaks an RFC 9113 rule h2 does not check; answered with ``code``."""
+class _Screen(FrameScreen):
+    """The RFC 9113 rules h2 leaves unchecked (or answers with another code)."""
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    __slots__ = ("_expect_settings", "max_opened")
 
+    mask_reserved_bit = True
 
-def _masked(data: bytes, positions: list[int]) -> bytes:
-    """``data`` with the top bit of the bytes at ``positions`` cleared."""
-    buf = bytearray(data)
-    for at in positions:
-        buf[at] &= 0x7F
-    return bytes(buf)
+    def __init__(self, limits: H2Limits) -> None:
+        super().__init__(limits)
+        #: The preface ends with a SETTINGS frame (RFC 9113 3.4).
+        self._expect_settings = True
+        self.ruled = _ALL_FRAMES
+        #: Highest client stream id a HEADERS frame has used.
+        self.max_opened = 0
+
+    def _rules(
+        self, buf: bytes, pos: int, ftype: int, flags: int, length: int, data: bytes, payload: int
+    ) -> None:
+        if self._expect_settings:
+            self._expect_settings = False
+            self.ruled = _CONFORM
+            if ftype != Frame.SETTINGS or flags & Frame.ACK:
+                raise CodecError(
+                    ErrorCode.PROTOCOL_ERROR, "client preface not followed by SETTINGS"
+                )
+        if ftype == Frame.SETTINGS:
+            if flags & Frame.ACK and length:
+                # 6.5 (h2 would say PROTOCOL_ERROR).
+                raise CodecError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with payload")
+            return
+        stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+        if ftype == Frame.HEADERS:
+            if stream_id & 1 and stream_id > self.max_opened:
+                self.max_opened = stream_id
+        elif stream_id and (not stream_id & 1 or stream_id > self.max_opened):
+            # 5.1: RST_STREAM on an idle stream (h2 ignores it once a stream was opened).
+            raise CodecError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
 
 
 def _error_code(exc: BaseException | None, default: int) -> int:

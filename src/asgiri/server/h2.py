@@ -21,7 +21,7 @@ from typing import Any
 
 from ..asgi.http_stream import HTTPStream
 from ..protocol.events import Body, EndBody, Headers, Request, StreamClosed
-from ..protocol.h2 import ConnectionEnded, H2Connection, StreamWritable
+from ..protocol.h2_common import ConnectionEnded, H2Codec, StreamWritable, codec_factory
 from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError
 from .context import ServerContext
@@ -75,7 +75,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
     cancel_code = _CANCEL
     internal_code = _INTERNAL_ERROR
     outlet_class = H2WebSocketOutlet
-    conn: H2Connection
+    conn: H2Codec
 
     def __init__(
         self,
@@ -95,7 +95,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         self.client = client
         self.server = server
         self.extensions = extensions
-        self.conn = H2Connection(ctx.h2_limits)
+        self.conn = codec_factory(ctx.config.http2.h2_codec)(ctx.h2_limits)
         self._max_body = ctx.config.limits.limit_request_body
         self._timer: asyncio.TimerHandle | None = None
         #: Runs while the socket is not draining (``--timeout-write``).
