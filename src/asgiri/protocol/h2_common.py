@@ -43,6 +43,7 @@ __all__ = [
     "codec_factory",
     "goaway_frame",
     "resolve_codec",
+    "rst_stream_frame",
 ]
 
 #: The client connection preface (RFC 9113 section 3.4).
@@ -222,6 +223,11 @@ def goaway_frame(last_stream_id: int, code: int) -> bytes:
         + (last_stream_id & 0x7FFFFFFF).to_bytes(4, "big")
         + code.to_bytes(4, "big")
     )
+
+
+def rst_stream_frame(stream_id: int, code: int) -> bytes:
+    """A RST_STREAM frame, for a stream the codec no longer tracks."""
+    return b"\x00\x00\x04\x03\x00" + stream_id.to_bytes(4, "big") + code.to_bytes(4, "big")
 
 
 class FrameScreen:

@@ -50,6 +50,7 @@ from .h2_common import (
     H2Limits,
     StreamWritable,
     goaway_frame,
+    rst_stream_frame,
 )
 from .response import ResponseChecker, wire_fields
 
@@ -154,6 +155,9 @@ class H2Connection:
     def _open_window(self) -> None:
         if self.limits.initial_window_size > _DEFAULT_WINDOW:
             self._conn.set_local_window_size(self.limits.initial_window_size)
+        # The server preface leaves as queued, SETTINGS then WINDOW_UPDATE,
+        # ahead of the ACKs nghttp2 sends first once it has read something.
+        self._pump()
 
     # ------------------------------------------------------------ reading
 
@@ -181,6 +185,8 @@ class H2Connection:
             # Not HTTP/2 at all (a bad preface), or nghttp2 failed.
             return self._fail(ErrorCode.PROTOCOL_ERROR, str(exc))
         events: Events = []
+        if self._screen.refused:
+            self._refuse()
         window_opened = self._handle(conn.events(), events)
         if conn.want_write and not self.closed:
             # Take what nghttp2 answered (ACKs, its RST_STREAMs and GOAWAY)
@@ -193,6 +199,16 @@ class H2Connection:
         if window_opened and self._queued and not self.closed:
             self._writable(events)
         return events
+
+    def _refuse(self) -> None:
+        """Streams opened after our GOAWAY: nghttp2 drops them without a word,
+        and the h2 codec refuses them, which tells the client at once that a
+        retry elsewhere is safe (RFC 9113 8.7)."""
+        screen = self._screen
+        for stream_id in screen.refused:
+            screen.reset_here(stream_id)
+            self._out.append(rst_stream_frame(stream_id, ErrorCode.REFUSED_STREAM))
+        screen.refused.clear()
 
     def _handle(self, ng_events: list[Any], events: Events) -> bool:
         """Translate nghttp2's events; returns whether a window may have opened."""
@@ -470,6 +486,9 @@ class H2Connection:
             # Raises for a stream nghttp2 has closed (nothing to reset, and
             # no closing of it will be reported).
             conn.stream_remote_window_size(stream_id)
+            # What the stream has queued goes first, as far as the windows
+            # allow: nghttp2 would send the RST_STREAM ahead of it.
+            self._pump()
             conn.reset_stream(stream_id, code)
         except ngh2.NGH2Error:
             return
@@ -484,6 +503,7 @@ class H2Connection:
         if self.closed or self._goaway_sent is not None:
             return
         self._goaway_sent = self.last_stream_id
+        self._screen.refuse_above = self.last_stream_id
         with contextlib.suppress(ngh2.NGH2Error):
             self._conn.send_goaway(code, last_stream_id=self.last_stream_id)
 
@@ -546,7 +566,15 @@ class _Screen(FrameScreen):
     connection error (RFC 9113 5.4.2 allows that for a stream error too).
     """
 
-    __slots__ = ("_gaps", "_open", "_peer_reset", "_reset_here", "max_opened")
+    __slots__ = (
+        "_gaps",
+        "_open",
+        "_peer_reset",
+        "_reset_here",
+        "max_opened",
+        "refuse_above",
+        "refused",
+    )
 
     def __init__(self, limits: H2Limits) -> None:
         super().__init__(limits)
@@ -562,6 +590,10 @@ class _Screen(FrameScreen):
         self._reset_here: dict[int, None] = {}
         #: Stream ids the client skipped: (first, last), at most ``_REMEMBERED``.
         self._gaps: list[tuple[int, int]] = []
+        #: After a graceful GOAWAY: the last stream it lets complete.
+        self.refuse_above: int | None = None
+        #: Streams opened beyond ``refuse_above``, for the codec to refuse.
+        self.refused: list[int] = []
 
     def reset_here(self, stream_id: int) -> None:
         """The server reset ``stream_id`` (or refused it): ignore what follows."""
@@ -593,6 +625,8 @@ class _Screen(FrameScreen):
                     self.max_opened = stream_id
                     if not flags & Frame.END_STREAM:
                         self._open.add(stream_id)
+                    if self.refuse_above is not None and stream_id > self.refuse_above:
+                        self.refused.append(stream_id)
             elif stream_id in self._open:
                 if flags & Frame.END_STREAM:
                     self._open.discard(stream_id)  # trailers
