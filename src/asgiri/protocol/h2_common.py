@@ -239,7 +239,8 @@ class FrameScreen:
     ``ruled``, with a way to read the first octets of their payload
     (:meth:`_peek`, for priority fields); ``mask_reserved_bit`` clears the
     reserved bit of WINDOW_UPDATE increments, which the h2 library would read
-    as part of the increment and reject (RFC 9113 6.9 says to ignore it).
+    as part of the increment and reject (RFC 9113 6.9 says to ignore it), and
+    ``continuation_size`` holds CONTINUATION frames to the advertised frame size.
 
     The owner counts ``completed`` streams (each pays for ``max_resets``
     more resets) and lowers ``flood`` for useful work (a request).
@@ -261,6 +262,8 @@ class FrameScreen:
 
     #: Clear the reserved bit of WINDOW_UPDATE increments.
     mask_reserved_bit = False
+    #: Hold CONTINUATION frames to SETTINGS_MAX_FRAME_SIZE (RFC 9113 4.2).
+    continuation_size = False
 
     def __init__(self, limits: H2Limits) -> None:
         self.limits = limits
@@ -362,6 +365,8 @@ class FrameScreen:
                 raise CodecError(
                     ErrorCode.ENHANCE_YOUR_CALM, "header block too large (CONTINUATION flood)"
                 )
+            if self.continuation_size and length > limits.frame_size:
+                raise CodecError(ErrorCode.FRAME_SIZE_ERROR, "CONTINUATION larger than allowed")
             if flags & _END_HEADERS:
                 self._block_frames = 0
                 self._block_bytes = 0

@@ -544,7 +544,6 @@ _RULED: Final = frozenset(
         Frame.PRIORITY,
         Frame.RST_STREAM,
         Frame.WINDOW_UPDATE,
-        Frame.CONTINUATION,
     }
 )
 #: How many skipped stream-id ranges and client-reset streams are remembered.
@@ -565,6 +564,8 @@ class _Screen(FrameScreen):
     client's side, and bounded memories of the rest.  It answers with a
     connection error (RFC 9113 5.4.2 allows that for a stream error too).
     """
+
+    continuation_size = True
 
     __slots__ = (
         "_gaps",
@@ -607,7 +608,7 @@ class _Screen(FrameScreen):
     def _rules(
         self, buf: bytes, pos: int, ftype: int, flags: int, length: int, data: bytes, payload: int
     ) -> None:
-        if self._block_frames and ftype != Frame.CONTINUATION:
+        if self._block_frames:
             return  # inside a field block: nghttp2 answers PROTOCOL_ERROR (4.3)
         stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
         if ftype == Frame.DATA:
@@ -649,8 +650,6 @@ class _Screen(FrameScreen):
                 raise CodecError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
             if length == 5:
                 self._peek(stream_id, data, payload)
-        elif length > self.limits.frame_size:  # CONTINUATION
-            raise CodecError(ErrorCode.FRAME_SIZE_ERROR, "CONTINUATION larger than allowed")
 
     def _peeked(self, stream_id: int, octets: bytes) -> None:
         if int.from_bytes(octets, "big") & 0x7FFFFFFF == stream_id:
