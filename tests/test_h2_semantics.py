@@ -19,6 +19,7 @@ import json
 import queue
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from asgiri.protocol.h2_common import resolve_codec
 from asgiri.ssl_utils import generate_self_signed_cert
 
 from . import h2apps
@@ -854,6 +856,48 @@ def test_http11_only_tls_never_selects_h2(tls_pems: tuple[bytes, bytes]) -> None
     assert only_h2 != "h2"
     assert response.http_version == "HTTP/1.1"
     assert response.text == "Hello, World!"
+
+
+# ----------------------------------------------------------------------------- the codec
+
+
+@pytest.mark.parametrize("codec", ["nghttp2", "h2"])
+def test_h2_codec_option_picks_the_codec(codec: str) -> None:
+    """``--h2-codec`` picks the implementation.  The one answer that differs is
+    a malformed request: a stream error on nghttp2 (RFC 9113 8.1.1), the
+    connection's end on h2."""
+    with serve(h2apps.main, h2_codec=codec) as srv:
+        client = FrameClient(srv.port)
+        client.start()
+        fields = [
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", b"127.0.0.1"),
+            (b":path", b"/hello"),
+            (b"X-Upper-Case", b"1"),
+        ]
+        bad = client.encoder.encode(fields)
+        client.send(HeadersFrame(1, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+        frames = client.until(lambda f: isinstance(f, (RstStreamFrame, GoAwayFrame)))
+        answer = frames[-1][0]
+        if codec == "nghttp2":
+            assert isinstance(answer, RstStreamFrame)
+            assert (answer.stream_id, answer.error_code) == (1, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            client.send(client.headers(3, b"/hello"))
+            served = client.until(ends_stream(3))
+            statuses = [h for _, h in served if h is not None]
+            assert statuses and (b":status", b"200") in statuses[0]
+        else:
+            assert isinstance(answer, GoAwayFrame)
+            assert answer.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        client.close()
+
+
+def test_auto_codec_is_h2_where_ngh2_does_not_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_codec("auto") == "nghttp2"
+    monkeypatch.setitem(sys.modules, "ngh2", None)  # what ImportError looks like
+    assert resolve_codec("auto") == "h2"
+    assert resolve_codec("nghttp2") == "nghttp2"
 
 
 # ----------------------------------------------------------------------------- connection set-up
