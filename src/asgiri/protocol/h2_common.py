@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -30,6 +31,7 @@ from .response import ResponseChecker
 
 __all__ = [
     "CODECS",
+    "FRAME_HEADER",
     "PREFACE",
     "CodecError",
     "ConnectionEnded",
@@ -84,6 +86,9 @@ class Frame:
     PADDED: Final = 0x8
     PRIORITY_FLAG: Final = 0x20
 
+
+#: A frame header: length (high octet, low two), type, flags, stream id with its reserved bit.
+FRAME_HEADER: Final = struct.Struct(">BHBBL")
 
 _DATA: Final = Frame.DATA
 _HEADERS: Final = Frame.HEADERS

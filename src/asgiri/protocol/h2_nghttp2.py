@@ -42,6 +42,7 @@ import ngh2
 
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
 from .h2_common import (
+    FRAME_HEADER,
     CodecError,
     ConnectionEnded,
     ErrorCode,
@@ -546,6 +547,9 @@ _RULED: Final = frozenset(
         Frame.WINDOW_UPDATE,
     }
 )
+#: The HEADERS flags that leave the fast path of :meth:`_Screen._check_frame`
+#: (all but END_STREAM): END_HEADERS must be set, the others clear.
+_PLAIN_HEADERS: Final = 0xFF & ~Frame.END_STREAM
 #: How many skipped stream-id ranges and client-reset streams are remembered.
 _REMEMBERED: Final = 64
 
@@ -595,6 +599,25 @@ class _Screen(FrameScreen):
         self.refuse_above: int | None = None
         #: Streams opened beyond ``refuse_above``, for the codec to refuse.
         self.refused: list[int] = []
+
+    def _check_frame(self, buf: bytes, pos: int, data: bytes, payload: int) -> int:
+        high, low, ftype, flags, stream_id = FRAME_HEADER.unpack_from(buf, pos)
+        if (
+            ftype == Frame.HEADERS
+            and flags & _PLAIN_HEADERS == Frame.END_HEADERS
+            and stream_id == (self.max_opened + 2 if self.max_opened else 1)
+            and self.refuse_above is None
+            and not self._block_frames
+        ):
+            # The common case, a request whole in one frame on the next stream
+            # id, by the rules below: nothing to count, one stream to note.
+            length: int = high << 16 | low
+            if length <= self.limits.max_header_list_size * 2:
+                self.max_opened = stream_id
+                if not flags & Frame.END_STREAM:
+                    self._open.add(stream_id)
+                return length
+        return super()._check_frame(buf, pos, data, payload)
 
     def reset_here(self, stream_id: int) -> None:
         """The server reset ``stream_id`` (or refused it): ignore what follows."""
