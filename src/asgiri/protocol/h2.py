@@ -707,7 +707,15 @@ def _error_code(exc: BaseException | None, default: int) -> int:
 
 class _H2(h2.connection.H2Connection):
     """h2's connection, with the GOAWAY codes of :func:`_error_code`, deaf
-    after the peer's GOAWAY, and strict about DATA after END_STREAM."""
+    after the peer's GOAWAY, strict about DATA after END_STREAM, and a
+    shorter memory of closed streams."""
+
+    #: h2 remembers how each closed stream ended, for up to 65,536 streams:
+    #: about 100 bytes a stream, so a long-lived connection grew by 1 MiB per
+    #: 10,000 requests, up to 6 MiB.  A stream older than the last 256 is
+    #: taken as closed implicitly (a frame on it is still an error, answered
+    #: with a stream reset).
+    MAX_CLOSED_STREAMS = 256
 
     _goaway_received = False
 
