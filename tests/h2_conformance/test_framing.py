@@ -21,6 +21,7 @@ from ..servers import H2_CODEC
 from .app import HELLO
 from .driver import (
     ACK,
+    CLOSED_ERRORS,
     CONTINUATION,
     DATA,
     END_HEADERS,
@@ -35,6 +36,7 @@ from .driver import (
     WINDOW_UPDATE,
     ErrorCodes,
     RawH2,
+    connect,
     encode,
     raw_frame,
     request_headers,
@@ -81,7 +83,7 @@ def _read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
         sock.settimeout(remaining)
         try:
             chunk = sock.recv(65536)
-        except ConnectionResetError:
+        except CLOSED_ERRORS:
             return data
         if not chunk:
             return data
@@ -104,7 +106,7 @@ def test_3_4_invalid_preface(port: int, preface: bytes) -> None:
     HTTP/1.1 request, so an HTTP/1.1 error answer may come first; it must
     not be a success, and no HTTP/2 session may start.
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with connect(port, timeout=5) as sock:
         sock.sendall(preface + SettingsFrame(0).serialize())
         data = _read_until_closed(sock)
     if data.startswith(b"HTTP/1.1 "):
