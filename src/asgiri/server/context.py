@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ..asgi.access_log import AccessLog
 from ..asgi.types import ASGIApp
 from ..config import Config, HttpProtocolVersion
-from ..protocol.h2 import H2Limits
+from ..protocol.h2_common import H2Limits
 from ..protocol.proxy_headers import TrustedProxies
 
 

@@ -36,7 +36,7 @@ from ..protocol.h1 import (
     RequestInfo,
     simple_response,
 )
-from ..protocol.h2 import PREFACE
+from ..protocol.h2_common import PREFACE
 from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
 from .context import ServerContext
