@@ -1003,6 +1003,32 @@ def _upgrade(port: int, body: bytes, mode: str) -> tuple[H2Client, bytes]:
     return client, _read_101(client.sock)
 
 
+@pytest.mark.parametrize("codec", ["nghttp2", "h2"])
+def test_h2c_upgrade_with_malformed_settings_ends_with_goaway(codec: str) -> None:
+    """HTTP2-Settings that is no SETTINGS payload (3 octets): after the 101 the
+    connection ends with GOAWAY PROTOCOL_ERROR, and the server goes on serving."""
+    with serve(h2apps.main, h2_codec=codec) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock:
+            sock.sendall(
+                b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                b"Upgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n"
+            )
+            rest = _read_101(sock)
+            while (chunk := sock.recv(65536)) != b"":
+                rest += chunk
+        frames = []
+        while len(rest) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(rest[:9]))
+            frame.parse_body(memoryview(rest[9 : 9 + length]))
+            frames.append(frame)
+            rest = rest[9 + length :]
+        goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert goaways, frames
+        assert goaways[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        with httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client:
+            assert client.get(f"{srv.url}/hello").status_code == 200
+
+
 def test_h2c_upgrade_with_a_body_beyond_one_window_is_served_as_http11() -> None:
     """RFC 7540 3.2 lets the server ignore an upgrade: it does so rather than hold
     more than one stream window of HTTP/1.1 body before its 101."""

@@ -29,6 +29,7 @@ floods), and the RFC 9113 frame rules h2 leaves unchecked.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import re
 import sys
@@ -43,6 +44,7 @@ import h2.exceptions
 import h2.settings
 import h2.stream
 import hpack
+import hyperframe.exceptions
 import hyperframe.frame
 
 from .events import Body, EndBody, Event, Headers, Request, StreamClosed
@@ -105,6 +107,28 @@ class H2Connection:
             normalize_outbound_headers=False,
         )
         self._conn = _H2(config=config)
+        self._configure()
+        self._out: dict[int, _OutStream] = {}
+        #: Response bytes still owed per stream under a declared content-length.
+        #: Checks of what the app sends (the server layer calls them first).
+        self.responses = ResponseChecker()
+        self._trailers: dict[int, Headers] = {}
+        #: Flow-controlled bytes received per stream and not yet acknowledged.
+        self._unacked: dict[int, int] = {}
+        #: Flood budgets, the CONTINUATION cap and the RFC 9113 rules h2 lacks.
+        self._screen = _Screen(limits)
+        #: Streams reset by the peer (and by h2 for stream errors).
+        self._resets = 0
+        self.closed = False
+        self.last_stream_id = 0
+        self._goaway_sent: int | None = None
+        self._extra_out: list[bytes] = []
+
+    # ------------------------------------------------------------ set-up
+
+    def _configure(self) -> None:
+        """The SETTINGS and limits of ``--h2-*``, on h2's connection."""
+        limits = self.limits
         frame_size = limits.frame_size
         self._conn.local_settings = h2.settings.Settings(
             client=False,
@@ -127,23 +151,6 @@ class H2Connection:
         # configured (and advertised), and HPACK bombs would be bounded by
         # that, not by h2_max_header_list_size.
         self._conn.decoder.max_header_list_size = limits.max_header_list_size
-        self._out: dict[int, _OutStream] = {}
-        #: Response bytes still owed per stream under a declared content-length.
-        #: Checks of what the app sends (the server layer calls them first).
-        self.responses = ResponseChecker()
-        self._trailers: dict[int, Headers] = {}
-        #: Flow-controlled bytes received per stream and not yet acknowledged.
-        self._unacked: dict[int, int] = {}
-        #: Flood budgets, the CONTINUATION cap and the RFC 9113 rules h2 lacks.
-        self._screen = _Screen(limits)
-        #: Streams reset by the peer (and by h2 for stream errors).
-        self._resets = 0
-        self.closed = False
-        self.last_stream_id = 0
-        self._goaway_sent: int | None = None
-        self._extra_out: list[bytes] = []
-
-    # ------------------------------------------------------------ set-up
 
     def initiate(self) -> None:
         """Queue the server preface (SETTINGS) and open the connection window."""
@@ -154,7 +161,16 @@ class H2Connection:
 
     def initiate_upgrade(self, settings_header: bytes) -> None:
         """h2c Upgrade: stream 1 is the HTTP/1.1 request, already half-closed."""
-        self._conn.initiate_upgrade_connection(settings_header)
+        try:
+            self._conn.initiate_upgrade_connection(settings_header)
+        except (hyperframe.exceptions.InvalidFrameError, binascii.Error) as exc:
+            # The 101 has gone out: answer the bad HTTP2-Settings on HTTP/2,
+            # on a connection made afresh (h2's may have changed state).
+            self._conn = _H2(config=self._conn.config)
+            self._configure()
+            self.initiate()
+            self._fail(h2.errors.ErrorCodes.PROTOCOL_ERROR, f"invalid HTTP2-Settings: {exc}")
+            return
         extra = self.limits.initial_window_size - 65535
         if extra > 0:
             self._conn.increment_flow_control_window(extra)
