@@ -19,9 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from asgiri.protocol.h2_common import resolve_codec
 from asgiri.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The HTTP/2 codec the servers of this run use: ``ASGIRI_H2_CODEC`` is the
+#: default of ``--h2-codec``, so a suite runs on each codec by setting it.
+H2_CODEC = resolve_codec(os.environ.get("ASGIRI_H2_CODEC") or "auto")
 _LISTEN_RE = re.compile(r"Listening on (https?)://([^ ]+):(\d+)")
 
 

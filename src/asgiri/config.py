@@ -593,6 +593,12 @@ class HTTP2Config:
     h2_max_inbound_frame_size: int = _opt(
         1 << 20, help="Hard cap on inbound frame payloads (FRAME_SIZE_ERROR beyond)."
     )
+    h2_codec: str = _opt(
+        choices={"auto": "auto", "nghttp2": "nghttp2", "h2": "h2"},
+        default_factory=lambda: os.environ.get("ASGIRI_H2_CODEC") or "auto",
+        help="HTTP/2 codec: nghttp2 (libnghttp2, compiled), h2 (pure Python), or auto "
+        "(nghttp2 when the ngh2 package is installed, else h2); $ASGIRI_H2_CODEC sets the default.",
+    )
 
     def __post_init__(self) -> None:
         _int_range("h2_max_concurrent_streams", self.h2_max_concurrent_streams, 1, 1 << 31)
@@ -602,6 +608,15 @@ class HTTP2Config:
         _int_range(
             "h2_max_inbound_frame_size", self.h2_max_inbound_frame_size, 16384, (1 << 24) - 1
         )
+        from .protocol.h2_common import CODECS, codec_available
+
+        if self.h2_codec != "auto" and self.h2_codec not in CODECS:
+            raise ValueError(f"h2_codec must be one of auto, nghttp2, h2, got {self.h2_codec!r}")
+        if self.h2_codec != "auto" and not codec_available(self.h2_codec):
+            raise ValueError(
+                f"h2_codec {self.h2_codec} needs the {CODECS[self.h2_codec]} package, "
+                "which is not installed"
+            )
 
 
 @dataclass

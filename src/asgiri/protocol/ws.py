@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,6 +34,17 @@ from wsproto.frame_protocol import (
 from wsproto.utilities import generate_accept_token, split_comma_header
 
 from .events import Headers
+
+#: XOR with the mask in C (SIMD), a MiB in ~50 µs, where wsproto's masker
+#: takes 1.2-2 ms and the big-int XOR 4 ms (docs/performance.md); None
+#: where websockets has no compiled speedups (PyPy, a build without a compiler).
+_apply_mask: Callable[[bytes | bytearray, bytes], bytes] | None
+try:
+    from websockets.speedups import apply_mask as _compiled_apply_mask
+except ImportError:
+    _apply_mask = None
+else:
+    _apply_mask = _compiled_apply_mask
 
 __all__ = [
     "CloseReceived",
@@ -301,6 +313,8 @@ def _unmask(payload: bytes, key: bytes) -> bytes:
     n = len(payload)
     if not n:
         return payload
+    if _apply_mask is not None:
+        return _apply_mask(payload, key)
     stream = (key * ((n >> 2) + 1))[:n]
     value = int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
     return value.to_bytes(n, "little")
@@ -449,13 +463,36 @@ class FrameCoalescer:
 
 # ---------------------------------------------------------------- frames
 
-#: Frames up to this size are unmasked with one big-int XOR, above it with
-#: wsproto's own masker.  Both run in C, but CPython converts between bytes
-#: and int at about 1-4 ns a byte while wsproto's four strided ``translate``
-#: passes cost a fixed ~1.5 µs plus ~1.2 ns a byte: the XOR is three times
-#: faster for a 64-byte message, still ahead at 1 KiB, and slower from a few
-#: KiB on (8 KiB: 15 µs against 10; docs/performance.md has the table).
+#: Without websockets' compiled ``apply_mask``, frames up to this size are
+#: unmasked with one big-int XOR, above it with wsproto's own masker.  Both
+#: run in C, but CPython converts between bytes and int at about 1-4 ns a
+#: byte while wsproto's four strided ``translate`` passes cost a fixed ~1.5 µs
+#: plus ~1.2 ns a byte: the XOR is three times faster for a 64-byte message,
+#: still ahead at 1 KiB, and slower from a few KiB on (8 KiB: 15 µs against
+#: 10; docs/performance.md has the table).
 _INT_UNMASK_LIMIT: Final = 2048
+
+
+class _CMasker(XorMaskerSimple):
+    """wsproto's masker, unmasking with websockets' compiled ``apply_mask``.
+
+    Like wsproto's, it keeps its place in the key across the chunks of a
+    frame that arrives in pieces.
+    """
+
+    def __init__(self, key: bytes, apply: Callable[[bytes | bytearray, bytes], bytes]) -> None:
+        self._key = key  # (wsproto's __init__ keeps the key only)
+        self._apply = apply
+
+    # wsproto declares bytearray, and needs only bytes: it appends to the
+    # result with ``+=`` and takes ``bytes()`` of it, which for bytes is no
+    # copy (a bytearray of 1 MiB would cost more than the XOR itself).
+    def process(self, data: bytearray) -> bytes:  # type: ignore[override]
+        key = self._key
+        turn = len(data) & 3
+        if turn:
+            self._key = key[turn:] + key[:turn]
+        return self._apply(data, key)
 
 
 class _IntMasker(XorMaskerSimple):
@@ -503,6 +540,8 @@ class _Decoder(FrameDecoder):
             return False
         if key == _ZERO_KEY:
             self.masker = XorMaskerNull()
+        elif _apply_mask is not None:
+            self.masker = _CMasker(key, _apply_mask)
         else:
             header = self.header
             if header is not None and header.payload_len <= _INT_UNMASK_LIMIT:

@@ -19,7 +19,7 @@ from ..asgi.types import ASGIApp
 from ..config import Config, HttpProtocolVersion, parse_header
 from ..protocol.events import Headers
 from ..protocol.h1 import simple_response
-from ..protocol.h2 import H2Limits
+from ..protocol.h2_common import H2Limits
 from ..protocol.proxy_headers import TrustedProxies
 
 #: How often a drain looks for failed TLS handshakes (see ServerContext._probe_handshakes).

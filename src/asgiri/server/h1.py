@@ -36,7 +36,7 @@ from ..protocol.h1 import (
     H1Response,
     RequestInfo,
 )
-from ..protocol.h2 import PREFACE
+from ..protocol.h2_common import PREFACE
 from ..protocol.proxy_headers import TrustedProxies
 from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
 from .closing import close_transport
