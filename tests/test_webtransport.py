@@ -341,3 +341,26 @@ def test_a_session_counts_for_limit_max_requests(pems: tuple[bytes, bytes]) -> N
     finally:
         if srv.thread.is_alive():
             srv.stop()
+
+
+def test_a_session_ends_with_its_connection(server: ThreadServer) -> None:
+    client = H3Client(h3port(server), webtransport=True)
+    with client:
+        session = WTClient(client, "/echo")
+        assert session.wait_head().status == 200
+        stream_id = session.open_stream()
+        session.send(stream_id, b"here")
+        assert session.wait_stream(stream_id, size=4, ended=False) == b"here"
+    # The client's connection is gone (CONNECTION_CLOSE): so is the session.
+    path, code, _ = wtapps.event("disconnect")
+    assert path == "/echo" and code == 0
+    ctx = server.server._ctx
+    assert ctx is not None
+    deadline = time.monotonic() + TIMEOUT
+    while any(
+        isinstance(t, WTBridge)
+        for c in list(ctx.connections)
+        for t in getattr(c, "tunnels", {}).values()
+    ):
+        assert time.monotonic() < deadline, "a session outlived its connection"
+        time.sleep(0.01)
