@@ -21,10 +21,8 @@ them (see :class:`~asgiri.protocol.quic.ServerQuicConnection`).
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import socket
 from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
@@ -32,7 +30,7 @@ from aioquic.quic.logger import QuicFileLogger
 from aioquic.tls import SessionTicket
 
 from ..config import Config
-from ..errors import BindError, StartupError
+from ..errors import StartupError
 from ..protocol.events import ConnectionEnded
 from ..protocol.h3 import (
     ConnectionIdIssued,
@@ -42,7 +40,6 @@ from ..protocol.h3 import (
 )
 from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
 from .context import ServerContext
-from .listeners import new_socket
 from .streams import StreamSink
 
 if TYPE_CHECKING:
@@ -113,28 +110,6 @@ def _load_pem(
     configuration.private_key = serialization.load_pem_private_key(
         key_bytes, password.encode() if password else None
     )
-
-
-def bind_udp(host: str, port: int) -> socket.socket:
-    """A UDP socket for QUIC; a port in use is a one-line StartupError."""
-    sock, family, addr = new_socket(host, port, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise UDPPortInUse(f"UDP address {host}:{port} (HTTP/3) is already in use") from None
-        raise BindError(
-            f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
-        ) from None
-    sock.setblocking(False)
-    return sock
-
-
-class UDPPortInUse(BindError):
-    """The UDP port for HTTP/3 is taken (with ``port=0``, the TCP port the kernel picked)."""
 
 
 class _TicketStore:

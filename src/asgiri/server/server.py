@@ -26,9 +26,10 @@ from ..ssl_utils import spki_sha256_base64
 from .certreload import CertificateReloader
 from .context import ServerContext
 from .h1 import H1Protocol
-from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
-from .listeners import Listener, bind_sockets
+from .h3 import QuicListener, quic_configuration
+from .listeners import Listener, UDPPortInUse, bind_sockets, bind_udp
 from .pidfile import pid_file
+from .process import in_child
 from .proxy_protocol import ProxyProtocolListener
 from .reload import Reloader
 from .supervisor import Supervisor
@@ -407,9 +408,7 @@ class Server:
 
     def _pid_file(self) -> str | None:
         """``pid_file`` for the process users signal: not in workers or a reloader's child."""
-        from . import reload
-
-        if self._hooks is not None or reload.IN_CHILD:
+        if self._hooks is not None or in_child():
             return None
         return self.config.runtime.pid_file
 
