@@ -13,6 +13,7 @@ import os
 import ssl
 from dataclasses import dataclass
 
+from ..access_format import parse_format
 from .checks import (
     coerce_choice,
     int_range,
@@ -565,9 +566,7 @@ class AccessLogConfig:
                 raise ValueError(
                     f"access_log_format must be a string, got {self.access_log_format!r}"
                 )
-            from ..asgi.access_log import compile_format
-
-            compile_format(self.access_log_format)  # unknown atoms fail here, not per request
+            parse_format(self.access_log_format)  # unknown atoms fail here, not per request
 
 
 @dataclass

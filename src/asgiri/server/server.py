@@ -596,7 +596,13 @@ class Server:
             from .metrics import Metrics
 
             ctx.enable_metrics(Metrics())
-        lifespan = Lifespan(app, loop, config.app_options.lifespan)
+        policy = config.app_options.lifespan
+        lifespan = Lifespan(
+            app,
+            loop,
+            enabled=policy is not LifespanPolicy.DISABLED,
+            required=policy is LifespanPolicy.ENABLED,
+        )
         handler = self.lifespan_handler
         servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
         quic_listeners: list[QuicListener] = []
