@@ -244,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             config = Config.from_options(app or "module:attribute", **options)
+            text = render_config(config)
         except ValueError as exc:
             parser.error(_cli_message(str(exc), sources))
-        text = render_config(config)
         if not app:
             text = text.replace('app = "module:attribute"', '# app = "module:attribute"', 1)
         sys.stdout.write(text)

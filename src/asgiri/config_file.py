@@ -185,6 +185,8 @@ def render_config(config: Config) -> str:
             title = spec.group_title
             lines += ["", f"# {title.rstrip('.')}"]
         value = getattr(getattr(config, _group_attribute(spec.group_key)), spec.name)
+        if spec.name == "forwarded_allow_ips":
+            value = config.proxy.allow_ips(os.environ)  # as the server will see it
         if spec.name in _SECRETS:
             if value:
                 lines.append(f"# {spec.name} = ...  (set; not shown)")

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..access_format import parse_format
+from ..protocol.proxy_headers import TrustedProxies
 from .checks import (
     coerce_choice,
     int_range,
@@ -240,23 +243,32 @@ class ProxyConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.forwarded_allow_ips is None:
-            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
         if isinstance(self.forwarded_allow_ips, list | tuple):
             self.forwarded_allow_ips = ",".join(self.forwarded_allow_ips)
-        if not isinstance(self.forwarded_allow_ips, str):
-            raise ValueError(
-                f"forwarded_allow_ips must be a comma-separated string, "
-                f"got {self.forwarded_allow_ips!r}"
-            )
-        from ..protocol.proxy_headers import TrustedProxies
+        if self.forwarded_allow_ips is not None:
+            _check_trusted("forwarded_allow_ips", self.forwarded_allow_ips)
 
-        try:
-            TrustedProxies(self.forwarded_allow_ips)
-        except ValueError as exc:
-            raise ValueError(
-                f"forwarded_allow_ips must list IP addresses and networks: {exc}"
-            ) from None
+    def allow_ips(self, environ: Mapping[str, str]) -> str:
+        """The trusted proxies in effect: the option, else ``$FORWARDED_ALLOW_IPS``, else 127.0.0.1.
+
+        The server reads the environment when it starts (building the
+        configuration never does); a bad value there is a ValueError naming
+        the variable.
+        """
+        if self.forwarded_allow_ips is not None:
+            return self.forwarded_allow_ips
+        value = environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+        _check_trusted("FORWARDED_ALLOW_IPS", value)
+        return value
+
+
+def _check_trusted(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a comma-separated string, got {value!r}")
+    try:
+        TrustedProxies(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must list IP addresses and networks: {exc}") from None
 
 
 @dataclass

@@ -99,11 +99,9 @@ class Config:
             raise ValueError("app must be an ASGI application or an import string 'module:attr'")
         if self.http.http_version is HttpProtocolVersion.HTTP_3 and not self.tls.enabled:
             # QUIC is always encrypted.  asgiri 0.3 accepted HTTP/3 alone without a
-            # certificate (and then served nothing); it is served with one made here.
+            # certificate (and then served nothing); it is served with one made at start-up.
             self.tls.selfcert = True
             self.selfcert_note = "HTTP/3 needs TLS and no certificate was given"
-        if self.tls.selfcert and self.tls.cert_data is None:
-            self.tls.cert_data, self.tls.key_data = _self_signed_cert(self.bind.host)
         if self.bind.port is None:
             self.bind.port = 8443 if self.tls.enabled else 8000
         if self.reload.reload and self.workers.count is not None and self.workers.count > 1:
@@ -117,7 +115,7 @@ class Config:
                 raise ValueError(
                     "http_version 3 serves only HTTP/3; it cannot be combined with --no-http3"
                 )
-            if not (self.tls.certfile or self.tls.cert_data):
+            if not (self.tls.certfile or self.tls.cert_data or self.tls.selfcert):
                 raise ValueError(
                     "http_version 3 needs the certificate itself, as QUIC cannot use a ready "
                     "ssl_context: give certfile/keyfile or cert_data/key_data"
@@ -144,6 +142,20 @@ class Config:
         built = {_attr_for_group(g): GROUPS[g](**kw) for g, kw in groups.items()}
         return cls(app=app, **built)
 
+    def make_certificate(self) -> None:
+        """``selfcert``: make the certificate now, as the server starts (once).
+
+        Construction stays pure: a configuration built only to check options
+        (a config file, ``--print-config``) makes nothing.  The server calls
+        this as it starts, in the process the user started, so the children
+        of a reloader and the workers, which receive the configuration with
+        the certificate in it, serve the same one, and a browser told its pin
+        keeps trusting it across restarts.
+        """
+        tls = self.tls
+        if tls.selfcert and tls.cert_data is None:
+            tls.cert_data, tls.key_data = _self_signed_cert(self.bind.host)
+
     @property
     def port(self) -> int:
         assert self.bind.port is not None  # resolved in __post_init__
@@ -169,7 +181,7 @@ def _check_listeners(config: Config) -> None:
                 "https://HOST:PORT and a certificate"
             )
     if config.quic.quic_bind:
-        if not (config.tls.certfile or config.tls.cert_data):
+        if not (config.tls.certfile or config.tls.cert_data or config.tls.selfcert):
             raise ValueError(
                 "quic_bind needs a TLS certificate, as QUIC is always encrypted: "
                 "give --ssl-certfile and --ssl-keyfile"
@@ -226,12 +238,9 @@ def _type_hints(cls: type[Any]) -> dict[str, Any]:
 
 
 def _self_signed_cert(host: str) -> tuple[bytes, bytes]:
-    """An in-memory certificate for ``selfcert``, made once per configuration.
+    """An in-memory certificate for ``selfcert`` (see :meth:`Config.make_certificate`).
 
-    Made here rather than when the server starts so that everything reading
-    ``tls.cert_data`` (the TCP listener, QUIC) sees the same certificate, and a
-    reloaded child process keeps the pin the browser was told to trust.  An EC
-    key keeps start-up quick; the bind address is added when it is a specific IP.
+    An EC key keeps start-up quick; the bind address is added when it is a specific IP.
     """
     import ipaddress
 

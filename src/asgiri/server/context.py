@@ -39,7 +39,16 @@ class Connection(Protocol):
 class ServerContext:
     """Per-server state; one instance, shared by all connections."""
 
-    def __init__(self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        forwarded_allow_ips: str | None,
+    ) -> None:
+        """``forwarded_allow_ips``: the trusted proxies in effect (``ProxyConfig.allow_ips``,
+        which the server reads from the environment as it starts); None trusts none."""
         self.config = config
         self.app = app
         self.loop = loop
@@ -119,8 +128,8 @@ class ServerContext:
         proxy = config.proxy
         #: ``--forwarded-allow-ips`` when ``--proxy-headers`` is on, else None.
         self.trusted_proxies: TrustedProxies | None = None
-        if proxy.proxy_headers and proxy.forwarded_allow_ips:
-            self.trusted_proxies = TrustedProxies(proxy.forwarded_allow_ips)
+        if proxy.proxy_headers and forwarded_allow_ips:
+            self.trusted_proxies = TrustedProxies(forwarded_allow_ips)
         self._date_enabled = config.http.date_header and "date" not in custom_names
         self._stamp = -1
         self._header_block = self._static

@@ -295,7 +295,7 @@ async def start_metrics_listener(
     config = Config.from_options(
         app, host=host, port=port, http_version="1.1", access_log=False, lifespan="off"
     )
-    ctx = ServerContext(config, app, loop)
+    ctx = ServerContext(config, app, loop, forwarded_allow_ips=None)  # no client is trusted
     try:
         server = await loop.create_server(lambda: H1Protocol(ctx), host, port)
     except OSError as exc:

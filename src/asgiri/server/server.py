@@ -421,6 +421,7 @@ class Server:
             access_json=self.config.access.access_log_json,
             use_colors=log.use_colors,
         )
+        self.config.make_certificate()
         self._write_temp_cert()
         if self._reloader is not None:
             if not self._stop_requested:
@@ -487,6 +488,7 @@ class Server:
         """Start, serve until asked to stop, then drain and shut down."""
         self._begin_run()
         try:
+            self.config.make_certificate()
             self._write_temp_cert()
             await self._serve()
         except Exception as exc:
@@ -542,6 +544,11 @@ class Server:
             raise StartupError("reload needs Server.run(): serve() cannot restart its own process")
         if self._supervisor is not None:
             raise StartupError("workers need Server.run(): serve() runs in one process")
+        try:
+            # The environment's part of the configuration, read as the server starts.
+            forwarded_allow_ips = config.proxy.allow_ips(os.environ)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         loop = asyncio.get_running_loop()
         self._loop = loop
         stop = self.should_exit
@@ -581,7 +588,7 @@ class Server:
         else:
             self._bind(quic_config is not None)
         app = self._own_routes(app)
-        ctx = ServerContext(config, app, loop)
+        ctx = ServerContext(config, app, loop, forwarded_allow_ips=forwarded_allow_ips)
         self._ctx = ctx
         if ssl_context is not None:
             ctx.tls_info = TLSInfo(ssl_context, read_server_cert(config.tls))
