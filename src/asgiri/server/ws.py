@@ -16,12 +16,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..asgi.access_log import Answered
 from ..asgi.ws_stream import WebSocketStream, WSState
 from ..protocol.events import Headers, Request
 from ..protocol.h1 import H1Connection, H1Response, RequestInfo
+from ..protocol.multiplexed import StreamConnection
 from ..protocol.ws import (
     ABNORMAL,
     GOING_AWAY,
@@ -36,9 +37,6 @@ from .closing import close_transport
 from .context import ServerContext
 from .stall import WriteStallWatch
 from .tasks import start_eagerly
-
-if TYPE_CHECKING:
-    from .streams import StreamSink
 
 logger = logging.getLogger("asgiri.error")
 
@@ -330,6 +328,25 @@ class WSBridge:
         ctx.check_drained()
 
 
+class StreamCarrier(Protocol):
+    """What a :class:`StreamOutlet` uses of its HTTP/2 or HTTP/3 connection.
+
+    (:class:`~asgiri.server.streams.StreamSink` provides it; named here so
+    that this module, which that one imports, needs nothing back from it.)
+    """
+
+    ctx: ServerContext
+    loop: asyncio.AbstractEventLoop
+    conn: StreamConnection
+
+    @property
+    def closed(self) -> bool: ...
+    def response_headers(self, headers: Headers) -> Headers: ...
+    def schedule_flush(self) -> None: ...
+    def stream_drain(self, stream_id: int) -> Awaitable[None] | None: ...
+    def websocket_done(self, stream_id: int) -> None: ...
+
+
 class StreamOutlet:
     """The outlet of a WebSocket carried by one stream of an HTTP/2 or HTTP/3 connection.
 
@@ -342,7 +359,7 @@ class StreamOutlet:
 
     handshake_status = 200
 
-    def __init__(self, proto: StreamSink, stream_id: int) -> None:
+    def __init__(self, proto: StreamCarrier, stream_id: int) -> None:
         self.proto = proto
         self.stream_id = stream_id
         self.bridge: WSBridge | None = None
