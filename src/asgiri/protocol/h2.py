@@ -1,9 +1,8 @@
-"""HTTP/2 server connection, sans I/O, on top of the h2 library.
+"""HTTP/2 server connection, sans I/O, on top of the h2 library: events in and out, flow control.
 
 :meth:`H2Connection.receive_data` turns frames into the version-neutral
-events of :mod:`asgiri.protocol.events` (plus the HTTP/2-only ones defined
-here), and the ``send_*`` methods queue frames; :meth:`data_to_send` hands
-the bytes to write.
+events of :mod:`asgiri.protocol.events`, and the ``send_*`` methods queue
+frames; :meth:`data_to_send` hands the bytes to write.
 
 Flow control, both ways:
 
@@ -14,32 +13,26 @@ Flow control, both ways:
   per-stream buffer and leave as WINDOW_UPDATEs arrive; ``buffered(stream)``
   tells the server when to make the app wait (backpressure).
 
-Defences the h2 library does not provide are here, so that they are the same
-whatever the transport: a cap on header-block size and CONTINUATION count
-(CVE-2024-27316), and counters for frames that cost the server work without
-producing requests (rapid reset CVE-2023-44487, PING/SETTINGS/empty-DATA
-floods).  Exceeding one ends the connection with ENHANCE_YOUR_CALM.
+What the h2 library does not do is next to this module: the frame screen
+that walks every frame header first (flood and size limits, the RFC 9113
+frame rules h2 leaves unchecked: :mod:`.h2_screen`), the checks of received
+header blocks (:mod:`.fields`), and the overrides of h2's private methods
+that hook them in (:mod:`.h2_internals`, the only module that touches h2's
+private members).
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.settings
-import h2.stream
-import hpack
 import hyperframe.frame
 
-from .errors import RemoteProtocolError
 from .events import (
     Body,
     ConnectionEnded,
@@ -51,7 +44,9 @@ from .events import (
     StreamEvent,
     StreamWritable,
 )
-from .fields import MalformedRequest, RequestHead, check_header_block
+from .fields import RequestHead
+from .h2_internals import goaway_code, server_connection
+from .h2_screen import PREFACE, FrameScreen, ScreenError
 from .response import ResponseChecker, wire_fields
 
 __all__ = [
@@ -61,23 +56,6 @@ __all__ = [
     "H2Limits",
     "StreamWritable",
 ]
-
-#: The client connection preface (RFC 9113 section 3.4).
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-_HEADERS: Final = 0x1
-_CONTINUATION: Final = 0x9
-_PING: Final = 0x6
-_SETTINGS: Final = 0x4
-_RST_STREAM: Final = 0x3
-_WINDOW_UPDATE: Final = 0x8
-_DATA: Final = 0x0
-_END_HEADERS: Final = 0x4
-_END_STREAM: Final = 0x1
-_ACK: Final = 0x1
-
-#: Frame types :meth:`H2Connection._conform` looks at.
-_CONFORM: Final = frozenset({_HEADERS, _RST_STREAM, _SETTINGS})
 
 #: Text of the usual methods and schemes, so most requests decode none.
 _METHODS: Final = {
@@ -135,44 +113,21 @@ class H2Connection:
 
     def __init__(self, limits: H2Limits | None = None) -> None:
         self.limits = limits = limits or H2Limits()
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            # Received header blocks are checked (RFC 9113 8.2, 8.3) and their
-            # cookies joined by check_header_block, in one pass and without
-            # h2's per-byte loops; see _H2._receive_frame.
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            # What the app sends is validated by the ASGI stream; h2's own
-            # outbound checks would only repeat them.
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self._conn = _H2(config=config)
         # The hard cap wins over the advertised size: advertising more than
         # is accepted would turn the peer's conforming frames into errors.
-        frame_size = min(limits.max_frame_size, limits.max_inbound_frame_size)
-        self._conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_size,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: frame_size,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(
-                    limits.enable_connect_protocol
-                ),
-            },
+        self._conn = server_connection(
+            max_concurrent_streams=limits.max_concurrent_streams,
+            initial_window_size=limits.initial_window_size,
+            max_frame_size=min(limits.max_frame_size, limits.max_inbound_frame_size),
+            max_header_list_size=limits.max_header_list_size,
+            enable_connect_protocol=limits.enable_connect_protocol,
         )
-        # RFC 9113 4.2: a frame beyond the advertised SETTINGS_MAX_FRAME_SIZE
-        # is a FRAME_SIZE_ERROR, so never accept more than that.
-        self._conn.max_inbound_frame_size = frame_size
-        # h2 hands a setting to its HPACK decoder only when an ACK changes
-        # it, and settings given as initial values never change: without
-        # this, the decoder would keep its 64 KiB default whatever is
-        # configured (and advertised), and HPACK bombs would be bounded by
-        # that, not by h2_max_header_list_size.
-        self._conn.decoder.max_header_list_size = limits.max_header_list_size
+        self._screen = FrameScreen(
+            max_continuations=limits.max_continuations,
+            max_block=limits.max_header_list_size * 2,
+            flood_budget=limits.flood_budget,
+            max_resets=limits.max_resets,
+        )
         self._out: dict[int, _OutStream] = {}
         #: Response bytes still owed per stream under a declared content-length.
         #: Checks of what the app sends (the server layer calls them first).
@@ -185,23 +140,8 @@ class H2Connection:
         self._rejected: set[int] = set()
         #: Flow-controlled bytes received per stream and not yet acknowledged.
         self._unacked: dict[int, int] = {}
-        self._scan = b""
-        #: The next read begins with a WINDOW_UPDATE increment (see ``_screen``).
-        self._mask_next = False
-        #: The client preface is not a frame: the scanner starts after it.
-        self._skip = len(PREFACE)
-        #: The preface ends with a SETTINGS frame (RFC 9113 3.4).
-        self._expect_settings = True
-        #: Highest client stream id a HEADERS frame has used (screened).
-        self._max_opened = 0
-        self._block_frames = 0
-        self._block_bytes = 0
-        self._in_block = False
-        self._flood = 0
+        #: Client resets h2 reported (the screen counts the frames before that).
         self._resets = 0
-        #: RST_STREAM frames seen by the screen (before h2 processes them).
-        self._reset_frames = 0
-        self._completed = 0
         self.closed = False
         self.last_stream_id = 0
         self._goaway_sent: int | None = None
@@ -225,7 +165,7 @@ class H2Connection:
         if extra > 0:
             self._conn.increment_flow_control_window(extra)
         self.last_stream_id = 1
-        self._max_opened = 1
+        self._screen.opened(1)
 
     # ------------------------------------------------------------ reading
 
@@ -238,15 +178,13 @@ class H2Connection:
         if self.closed:
             return []
         try:
-            data = self._screen(data)
+            data = self._screen.screen(data)
             h2_events = self._conn.receive_data(data)
-        except _Calm as exc:
-            return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, str(exc))
-        except _Reject as exc:
+        except ScreenError as exc:
             return self._fail(exc.code, str(exc))
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
-            return self._fail(_error_code(exc, code), str(exc))
+            return self._fail(goaway_code(exc, code), str(exc))
         events: list[StreamEvent] = []
         #: Windows opened in this read: buffered data is flushed once, after
         #: all its frames, not once per WINDOW_UPDATE (a flood of them would
@@ -284,7 +222,7 @@ class H2Connection:
                         int(ev.error_code or 0), last_stream_id=int(ev.last_stream_id or 0)
                     )
                 )
-        if self._resets > self.limits.max_resets + self._completed:
+        if self._resets > self.limits.max_resets + self._screen.completed:
             return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
         if window_opened and self._out and not self.closed:
             self._flush_all(events)
@@ -326,7 +264,7 @@ class H2Connection:
             self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return None
         self.last_stream_id = max(self.last_stream_id, stream_id)
-        # Checked and taken apart by check_header_block (see _H2._receive_frame).
+        # Checked and taken apart by check_header_block (see ServerH2._receive_frame).
         head: RequestHead = ev.head
         method = head.method
         path = head.path
@@ -375,9 +313,7 @@ class H2Connection:
             _SCHEMES.get(scheme) or scheme.decode("ascii") if scheme else None,
             protocol,
         )
-        # Useful work: it pays back the control-frame budget.
-        if self._flood:
-            self._flood -= 1
+        self._screen.request_seen()
         limits = self.limits
         if head.size > limits.max_header_size or len(headers) > limits.max_fields:
             self._rejected.add(stream_id)
@@ -414,123 +350,11 @@ class H2Connection:
 
     def _fail(self, code: int, message: str) -> list[StreamEvent]:
         self.closed = True
-        if self._conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+        if not self._conn.ended:
             # (h2 has already queued its GOAWAY for the errors it raises.)
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self._conn.close_connection(error_code=code, last_stream_id=self.last_stream_id)
         return [ConnectionEnded(int(code), message, self.last_stream_id)]
-
-    def _screen(self, data: bytes) -> bytes:
-        """Walk frame headers for the floods h2 itself does not bound.
-
-        Only the 9-byte headers are read, one per frame, so the cost is a
-        few operations per frame, not per byte.  ``_skip`` is how much of a
-        frame payload (or of the client preface) is still to come;
-        ``_scan`` holds a frame header split across reads.
-
-        Returns ``data`` with the reserved bit of WINDOW_UPDATE increments
-        cleared: RFC 9113 6.9 says to ignore it, and hyperframe would read
-        it as part of the increment and reject the frame.
-        """
-        pos = 0
-        size = len(data)
-        masks: list[int] | None = None
-        if self._mask_next and size:
-            self._mask_next = False
-            if data[0] & 0x80:
-                masks = [0]
-        if self._skip:
-            if self._skip >= size:
-                self._skip -= size
-                return data if masks is None else _masked(data, masks)
-            pos = self._skip
-            self._skip = 0
-        if self._scan:
-            header = self._scan + data[pos : pos + 9 - len(self._scan)]
-            if len(header) < 9:
-                self._scan = header
-                return data if masks is None else _masked(data, masks)
-            pos += 9 - len(self._scan)
-            self._scan = b""
-            length = self._check_frame(header, 0)
-            if header[3] == _WINDOW_UPDATE and length == 4:
-                masks = self._reserved_bit(data, pos, masks)
-            pos += length
-        while size - pos >= 9:
-            length = self._check_frame(data, pos)
-            if data[pos + 3] == _WINDOW_UPDATE and length == 4:
-                masks = self._reserved_bit(data, pos + 9, masks)
-            pos += 9 + length
-        if pos > size:
-            self._skip = pos - size
-        elif pos < size:
-            self._scan = data[pos:]
-        return data if masks is None else _masked(data, masks)
-
-    def _reserved_bit(self, data: bytes, at: int, masks: list[int] | None) -> list[int] | None:
-        """Note a WINDOW_UPDATE increment starting at ``data[at]`` whose reserved bit is set."""
-        if at >= len(data):
-            self._mask_next = True  # the payload begins with the next read
-        elif data[at] & 0x80:
-            masks = [at] if masks is None else [*masks, at]
-        return masks
-
-    def _check_frame(self, buf: bytes, pos: int) -> int:
-        """Account for one frame header at ``buf[pos]``; returns its payload length."""
-        length = int.from_bytes(buf[pos : pos + 3], "big")
-        ftype = buf[pos + 3]
-        flags = buf[pos + 4]
-        if ftype in _CONFORM or self._expect_settings:
-            self._conform(buf, pos, ftype, flags, length)
-        limits = self.limits
-        if ftype in (_HEADERS, _CONTINUATION):
-            if ftype == _HEADERS:
-                self._block_frames = 0
-                self._block_bytes = 0
-            self._block_frames += 1
-            self._block_bytes += length
-            if (
-                self._block_frames > limits.max_continuations
-                or self._block_bytes > limits.max_header_list_size * 2
-            ):
-                raise _Calm("header block too large (CONTINUATION flood)")
-            if flags & _END_HEADERS:
-                self._block_frames = 0
-                self._block_bytes = 0
-        elif ((ftype in (_PING, _SETTINGS)) and not flags & _ACK) or (
-            ftype == _DATA and length == 0 and not flags & _END_STREAM
-        ):
-            self._flood += 1
-            if self._flood > limits.flood_budget:
-                raise _Calm("too many control frames")
-        elif ftype == _RST_STREAM:
-            # Rapid reset: stop before h2 and the server set up the streams
-            # of this read (one read can hold thousands), not after.
-            self._reset_frames += 1
-            if self._reset_frames > limits.max_resets + self._completed:
-                raise _Calm("too many stream resets")
-        return length
-
-    def _conform(self, buf: bytes, pos: int, ftype: int, flags: int, length: int) -> None:
-        """RFC 9113 rules h2 leaves unchecked (or answers with another code)."""
-        if self._expect_settings:
-            self._expect_settings = False
-            if ftype != _SETTINGS or flags & _ACK:
-                raise _Reject(
-                    h2.errors.ErrorCodes.PROTOCOL_ERROR, "client preface not followed by SETTINGS"
-                )
-        if ftype == _SETTINGS:
-            if flags & _ACK and length:
-                # 6.5 (h2 would say PROTOCOL_ERROR).
-                raise _Reject(h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with payload")
-            return
-        stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-        if ftype == _HEADERS:
-            if stream_id & 1 and stream_id > self._max_opened:
-                self._max_opened = stream_id
-        elif stream_id and (not stream_id & 1 or stream_id > self._max_opened):
-            # 5.1: RST_STREAM on an idle stream (h2 ignores it once a stream was opened).
-            raise _Reject(h2.errors.ErrorCodes.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
 
     # ------------------------------------------------------------ writing
 
@@ -663,7 +487,7 @@ class H2Connection:
                 events.append(StreamWritable(stream_id))
 
     def _stream_done(self, stream_id: int) -> None:
-        self._completed += 1
+        self._screen.completed += 1
 
     def forget(self, stream_id: int) -> None:
         """The stream's app is done: release credit for body it never read."""
@@ -738,105 +562,3 @@ class H2Connection:
             out += b"".join(self._extra_out)
             self._extra_out.clear()
         return out
-
-
-class _Calm(RemoteProtocolError):
-    """A flood limit was hit; answered with ENHANCE_YOUR_CALM."""
-
-
-class _Reject(RemoteProtocolError):
-    """A frame breaks an RFC 9113 rule h2 does not check; answered with ``code``."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _masked(data: bytes, positions: list[int]) -> bytes:
-    """``data`` with the top bit of the bytes at ``positions`` cleared."""
-    buf = bytearray(data)
-    for at in positions:
-        buf[at] &= 0x7F
-    return bytes(buf)
-
-
-def _error_code(exc: BaseException | None, default: int) -> int:
-    """The GOAWAY code for an error h2 raised.
-
-    h2 turns HPACK decoding errors into a plain ProtocolError (code
-    PROTOCOL_ERROR); RFC 9113 4.3 requires COMPRESSION_ERROR.  (A header
-    list over the limit comes as DenialOfServiceError and keeps its code.)
-    """
-    if type(exc) is h2.exceptions.ProtocolError and isinstance(exc.__cause__, hpack.HPACKError):
-        return h2.errors.ErrorCodes.COMPRESSION_ERROR
-    return default
-
-
-class _H2(h2.connection.H2Connection):
-    """h2's connection, with the GOAWAY codes of :func:`_error_code`, deaf
-    after the peer's GOAWAY, and strict about DATA after END_STREAM."""
-
-    _goaway_received = False
-
-    def _receive_frame(self, frame: hyperframe.frame.Frame) -> list[h2.events.Event]:
-        if self._goaway_received:
-            # h2 would answer any frame after the peer's GOAWAY (a PING, the
-            # rest of a body) with a PROTOCOL_ERROR of its own: RFC 9113 6.8
-            # allows them, and nothing can be answered now, so drop them.
-            return []
-        events = super()._receive_frame(frame)
-        if type(frame) is not hyperframe.frame.DataFrame:
-            # Header blocks are checked here, while h2 is still handling the
-            # frame that completed them, so an error ends the connection just
-            # as h2's own validation would (see H2Connection.__init__).
-            ev: Any
-            for ev in events:
-                kind = type(ev)
-                try:
-                    if kind is h2.events.RequestReceived:
-                        ev.head = check_header_block(ev.headers, False)
-                    elif kind is h2.events.TrailersReceived:
-                        ev.headers = check_header_block(ev.headers, True).fields
-                except MalformedRequest as exc:
-                    raise h2.exceptions.ProtocolError(str(exc)) from None
-        return events
-
-    def _receive_goaway_frame(
-        self, frame: hyperframe.frame.GoAwayFrame
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        self._goaway_received = True
-        return super()._receive_goaway_frame(frame)
-
-    def _receive_window_update_frame(
-        self, frame: hyperframe.frame.WindowUpdateFrame
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        frames, events = super()._receive_window_update_frame(frame)
-        stream_id = frame.stream_id
-        if (
-            stream_id
-            and self._stream_closed_by(stream_id) is h2.stream.StreamClosedBy.RECV_RST_STREAM
-        ):
-            # RFC 9113 5.1: after its own RST_STREAM the peer may send only
-            # PRIORITY on the stream; h2 ignores a WINDOW_UPDATE there.
-            reset = hyperframe.frame.RstStreamFrame(stream_id)
-            reset.error_code = h2.errors.ErrorCodes.STREAM_CLOSED
-            frames = [*frames, reset]
-        return frames, events
-
-    def _handle_data_on_closed_stream(
-        self,
-        events: list[h2.events.Event],
-        exc: h2.exceptions.StreamClosedError,
-        frame: hyperframe.frame.DataFrame,
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        if self._stream_is_closed_by_end(exc.stream_id):
-            # RFC 9113 5.1: frames after the peer's END_STREAM are a
-            # connection error of type STREAM_CLOSED (h2 only resets the
-            # stream for DATA, unlike for the other frame types).
-            raise exc
-        return super()._handle_data_on_closed_stream(events, exc, frame)
-
-    def _terminate_connection(self, error_code: h2.errors.ErrorCodes) -> None:
-        # h2 calls this while handling the error it is about to raise.
-        code = _error_code(sys.exc_info()[1], error_code)
-        super()._terminate_connection(h2.errors.ErrorCodes(code))
