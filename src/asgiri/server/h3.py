@@ -15,7 +15,7 @@ app wait while more than :data:`~.streams.HIGH_WATER` bytes of its stream are qu
 but not yet sent (QUIC flow control or congestion holding them back), and
 every send batch wakes the streams that fell below it.  Request-body
 backpressure: body bytes are credited to the client only as the app reads
-them (see :class:`~asgiri.protocol.quic.ServerQuicConnection`).
+them (see :class:`~asgiri.protocol.aioquic_internals.ServerQuicConnection`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from aioquic.tls import SessionTicket
 
 from ..config import Config
 from ..errors import StartupError
+from ..protocol.aioquic_internals import ServerQuicConnection
 from ..protocol.events import ConnectionEnded
 from ..protocol.h3 import (
     ConnectionIdIssued,
@@ -38,7 +39,7 @@ from ..protocol.h3 import (
     H3Connection,
     H3ErrorCode,
 )
-from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
+from ..protocol.quic import QuicRouter, RouteKind
 from .context import ServerContext
 from .streams import StreamSink
 
