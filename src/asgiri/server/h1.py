@@ -38,7 +38,7 @@ from ..protocol.h1 import (
 )
 from ..protocol.h2 import PREFACE
 from ..protocol.proxy_headers import TrustedProxies
-from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
+from ..protocol.ws_handshake import HandshakeError, check_h1_handshake, negotiate_extensions
 from .closing import close_transport
 from .context import ServerContext
 from .h2 import H2Protocol

@@ -37,7 +37,11 @@ from ..protocol.events import (
 )
 from ..protocol.multiplexed import StreamConnection
 from ..protocol.proxy_headers import TrustedProxies
-from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
+from ..protocol.ws_handshake import (
+    HandshakeError,
+    check_connect_handshake,
+    negotiate_extensions,
+)
 from .context import ServerContext
 from .tasks import start_app
 from .ws import StreamOutlet, WSBridge

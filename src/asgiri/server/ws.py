@@ -31,8 +31,8 @@ from ..protocol.ws import (
     MessageReceived,
     PongReceived,
     WSSession,
-    accept_token,
 )
+from ..protocol.ws_handshake import accept_token
 from .closing import close_transport
 from .context import ServerContext
 from .stall import WriteStallWatch
