@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Headers
@@ -369,7 +369,9 @@ class HTTPStream:
             if not isinstance(path, str):
                 raise ASGIMessageError("pathsend needs a 'path' string")
             try:
-                file = open(path, "rb")  # noqa: SIM115 - closed in finally
+                # In a thread, as every read of the file: a slow disk or a
+                # network file system must not stall the event loop.
+                file = await self._loop.run_in_executor(None, _open_binary, path)
             except OSError as exc:
                 raise ASGIMessageError(f"pathsend cannot open {path!r}: {exc}") from None
             try:
@@ -429,7 +431,7 @@ class HTTPStream:
                 await waiter
 
     async def _send_file(self, file: Any, offset: int, count: int | None, more: bool) -> None:
-        """Send a file's bytes, zero-copy when the sink can, else in chunks."""
+        """Send a file's bytes, zero-copy when the sink can, else in chunks read in a thread."""
         if self._pending_head is not None:
             # The head goes first; with a file the body is never coalesced.
             self.flush_head()
@@ -450,7 +452,7 @@ class HTTPStream:
             if self.disconnected:
                 raise ClientDisconnected("client disconnected during a file send")
             size = _FILE_CHUNK if remaining is None else min(_FILE_CHUNK, remaining)
-            chunk = os.pread(fileno, size, offset)
+            chunk = await self._loop.run_in_executor(None, os.pread, fileno, size, offset)
             if not chunk:
                 break
             offset += len(chunk)
@@ -529,6 +531,10 @@ class HTTPStream:
         self._sink.send_head(self, status, headers, body, True, False)
         self._complete()
         return False
+
+
+def _open_binary(path: str) -> BinaryIO:
+    return open(path, "rb")
 
 
 def _out_of_order(kind: str, state: ResponseState) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+T = TypeVar("T")
 
 
 class Waiter(Protocol):
@@ -33,3 +34,6 @@ class Loop(Protocol):
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Any: ...
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Any: ...
     def time(self) -> float: ...
+    def run_in_executor(
+        self, executor: Any, func: Callable[..., T], *args: Any
+    ) -> Awaitable[T]: ...
