@@ -41,7 +41,7 @@ from typing import Any, BinaryIO, Protocol
 
 from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Headers
-from .types import ASGIApp, Loop, Message
+from .types import ASGIApp, Loop, Message, is_cancellation
 
 __all__ = ["ASGIMessageError", "ClientDisconnected", "HTTPSink", "HTTPStream", "ResponseState"]
 
@@ -501,7 +501,7 @@ class HTTPStream:
 
     def _app_failed(self, exc: BaseException) -> bool:
         """Log an app exception; returns True when the response must be aborted."""
-        cancelled = type(exc).__name__ == "CancelledError"
+        cancelled = is_cancellation(exc)
         if self.disconnected or cancelled:
             logger.debug("ASGI app ended after the client went away: %r", exc)
         elif isinstance(exc, ASGIMessageError):

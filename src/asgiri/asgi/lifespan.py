@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from ..errors import LifespanStartupError
-from .types import ASGIApp, Loop, Message
+from .types import ASGIApp, Loop, Message, is_cancellation
 
 logger = logging.getLogger("asgiri.error")
 
@@ -158,7 +158,7 @@ class Lifespan:
             self._error = exc
             # An app that raises before answering startup does not speak lifespan.
             self._unsupported = not answered and not self.running
-            if type(exc).__name__ == "CancelledError":
+            if is_cancellation(exc):
                 return
             reported = self._answer.result() if answered else None
             if reported is not None and reported["type"].endswith(".failed"):

@@ -37,3 +37,26 @@ class Loop(Protocol):
     def run_in_executor(
         self, executor: Any, func: Callable[..., T], *args: Any
     ) -> Awaitable[T]: ...
+
+
+#: Exceptions outside ``Exception`` that are the interpreter's, not the event loop's.
+_NOT_CANCELLATION = (Exception, KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is the event loop stopping a task, not the app failing.
+
+    Event loops cancel a task by raising an exception that is deliberately not
+    an ``Exception`` (asyncio's ``CancelledError``, which uvloop and anyio use
+    too), so that an app's ``except Exception`` does not swallow it; the other
+    such exceptions are the interpreter's own.  A ``BaseExceptionGroup`` (a
+    task group cancelled as a whole) is a cancellation when everything in it is.
+    This layer does not import asyncio, so the rule is written by kind rather
+    than by naming asyncio's class.
+    """
+    if isinstance(exc, _NOT_CANCELLATION):
+        return False
+    members = getattr(exc, "exceptions", None)
+    if isinstance(members, tuple):
+        return all(is_cancellation(member) for member in members)
+    return True

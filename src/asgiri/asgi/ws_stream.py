@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from ..protocol.events import Headers
 from .http_stream import ASGIMessageError, ClientDisconnected, _check_headers, _header_list
-from .types import ASGIApp, Loop, Message
+from .types import ASGIApp, Loop, Message, is_cancellation
 
 __all__ = ["WSSink", "WSState", "WebSocketStream"]
 
@@ -295,7 +295,7 @@ class WebSocketStream:
             self._sink.ws_done(self)
 
     def _failed(self, exc: BaseException) -> None:
-        cancelled = type(exc).__name__ == "CancelledError"
+        cancelled = is_cancellation(exc)
         gone = self.close_code is not None
         if cancelled or (gone and isinstance(exc, OSError)):
             logger.debug("WebSocket app ended after the client went away: %r", exc)
