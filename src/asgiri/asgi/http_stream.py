@@ -124,11 +124,11 @@ class HTTPStream:
         "_state",
         "_trailers",
         "_waiter",
-        "access_log",
         "bytes_received",
         "bytes_sent",
         "disconnected",
         "eager",
+        "on_complete",
         "request_complete",
         "response_headers",
         "scope",
@@ -146,7 +146,7 @@ class HTTPStream:
         stream_id: int,
         *,
         expect_continue: bool = False,
-        access_log: Callable[[HTTPStream], None] | None = None,
+        on_complete: Callable[[HTTPStream], None] | None = None,
     ) -> None:
         self._sink = sink
         self._loop = loop
@@ -167,10 +167,10 @@ class HTTPStream:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.response_headers: Headers = []
-        #: Called once the response is complete: the access log and/or the
-        #: metrics (see server.context); None costs nothing per request.
-        self.access_log = access_log
-        self.started_at = time.perf_counter() if access_log is not None else 0.0
+        #: Called once the response is complete (the server's access log and/or
+        #: metrics, see server.context); None costs nothing per request.
+        self.on_complete = on_complete
+        self.started_at = time.perf_counter() if on_complete is not None else 0.0
         self.task: Any = None
         self._running = False
         self._abandoned = False
@@ -466,8 +466,8 @@ class HTTPStream:
         if self._waiter is not None:
             self._wake()
         self._sink.response_complete(self)
-        if self.access_log is not None:
-            self.access_log(self)
+        if self.on_complete is not None:
+            self.on_complete(self)
 
     # ------------------------------------------------------------ running the app
 

@@ -452,7 +452,7 @@ class H1Protocol(asyncio.Protocol):
             scope,
             request.stream_id,
             expect_continue=request.expect_continue and info.http11,
-            access_log=ctx.access_log,
+            on_complete=ctx.exchange_done,
         )
         self._reading = stream
         # Started once this read's events are all dispatched (see data_received),

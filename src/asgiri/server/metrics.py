@@ -3,7 +3,7 @@
 When off, nothing here is imported and the hot paths pay one ``is None``
 check at most.  When on, the counting points are:
 
-* the end of every response (``HTTPStream`` calls ``ctx.access_log``, which
+* the end of every response (``HTTPStream`` calls ``ctx.exchange_done``, which
   then includes :meth:`Metrics.response_complete`): requests by protocol and
   status, the duration histogram, request and response body bytes;
 * ``ServerContext.request_started/finished``: requests in flight;

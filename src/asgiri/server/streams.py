@@ -220,7 +220,7 @@ class StreamSink:
             scope,
             stream_id,
             expect_continue=self.sends_continue and request.expect_continue,
-            access_log=ctx.access_log,
+            on_complete=ctx.exchange_done,
         )
         if request.method == "HEAD":
             self._no_body.add(stream_id)

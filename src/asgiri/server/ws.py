@@ -50,8 +50,8 @@ class Outlet(Protocol):
     def accept(self, headers: Headers) -> None:
         """Send the success answer of the handshake with these extra headers."""
 
-    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
-        """Answer the handshake with an HTTP response."""
+    def http_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        """Answer the handshake with an HTTP response: the head with the first body piece."""
 
     def write(self, data: bytes) -> None: ...
 
@@ -253,7 +253,7 @@ class WSBridge:
             self._paused = False
             self.outlet.resume_reading()
 
-    def ws_reject(
+    def ws_http_response(
         self, stream: WebSocketStream, status: int, headers: Headers, body: bytes, end: bool
     ) -> None:
         if self.finished:
@@ -261,7 +261,7 @@ class WSBridge:
         if not self.status:
             self.status = status
         self.bytes_sent += len(body)
-        self.outlet.reject(status, headers, body, end)
+        self.outlet.http_response(status, headers, body, end)
         if end:
             self.finished = True
             self._stop_timers()
@@ -376,7 +376,7 @@ class StreamOutlet:
             self.reset_by_peer()
         proto.schedule_flush()
 
-    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+    def http_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
         proto = self.proto
         conn = proto.conn
         if self._ended_local:
@@ -576,7 +576,7 @@ class WSH1Protocol(asyncio.Protocol):
         lines.append(b"\r\n")
         self.write(b"".join(lines))
 
-    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+    def http_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
         if self._closed:
             return
         response = self._response
