@@ -25,7 +25,8 @@ from hyperframe.frame import (
 )
 
 from asgiri.protocol.events import EndBody, Request
-from asgiri.protocol.h2_common import PREFACE, ConnectionEnded, H2Codec, H2Limits, codec_factory
+from asgiri.protocol.h2_codecs import codec_factory
+from asgiri.protocol.h2_common import PREFACE, ConnectionEnded, H2Codec, H2Limits
 
 PROTOCOL_ERROR = 0x1
 STREAM_CLOSED = 0x5

@@ -45,7 +45,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from asgiri.protocol.h2_common import resolve_codec
+from asgiri.protocol.h2_codecs import resolve_codec
 from asgiri.ssl_utils import generate_self_signed_cert
 
 from . import h2apps

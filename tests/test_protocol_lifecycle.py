@@ -27,11 +27,12 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamReset
 
 from asgiri.config import Config
+from asgiri.protocol.aioquic_internals import ServerQuicConnection
 from asgiri.protocol.events import Body, EndBody, Request, RequestRejected, StreamClosed
 from asgiri.protocol.fields import MalformedRequest, check_header_block
-from asgiri.protocol.h2_common import H2Codec, H2Limits, codec_factory
+from asgiri.protocol.h2_codecs import codec_factory
+from asgiri.protocol.h2_common import H2Codec, H2Limits
 from asgiri.protocol.h3 import H3Connection
-from asgiri.protocol.quic import ServerQuicConnection
 from asgiri.server.h3 import quic_configuration
 from asgiri.ssl_utils import generate_self_signed_cert
 

@@ -33,9 +33,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.frame_protocol import XorMaskerSimple
 
-from asgiri.protocol import ws
-from asgiri.protocol.ws import WSSession, negotiate_extensions
+from asgiri.protocol import ws_coalesce, wsproto_internals
+from asgiri.protocol.ws import WSSession
+from asgiri.protocol.ws_handshake import negotiate_extensions
+from asgiri.protocol.wsproto_internals import CMasker, IntMasker
 from asgiri.ssl_utils import generate_self_signed_cert, save_cert_and_key
 
 from . import wsapps
@@ -945,9 +948,10 @@ def _wsproto_events(deflate: bool, data: bytes, chunks: list[int]) -> list[tuple
 def masker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Unmasking in C (websockets' ``apply_mask``), or without it, as where it does not import."""
     if request.param == "python":
-        monkeypatch.setattr(ws, "_apply_mask", None)
+        monkeypatch.setattr(ws_coalesce, "APPLY_MASK", None)
+        monkeypatch.setattr(wsproto_internals, "APPLY_MASK", None)
     else:
-        assert ws._apply_mask is not None, "websockets' compiled speedups did not import"
+        assert ws_coalesce.APPLY_MASK is not None, "websockets' compiled speedups did not import"
     return str(request.param)
 
 
@@ -980,15 +984,13 @@ def test_frames_are_unmasked_by_the_session_s_masker(masker: str) -> None:
     whole = frame(BINARY, b"0123456789", key=b"\x01\x02\x03\x04")
     assert session.receive_data(whole[:-3]) == []
     assert decoder.header is not None  # wsproto parsed the header with this decoder
-    small, large = (
-        ("_CMasker", "_CMasker") if masker == "compiled" else ("_IntMasker", "XorMaskerSimple")
-    )
-    assert type(decoder.masker).__name__ == small
+    small, large = (CMasker, CMasker) if masker == "compiled" else (IntMasker, XorMaskerSimple)
+    assert type(decoder.masker) is small
     assert [m.data for m in session.receive_data(whole[-3:])] == [b"0123456789"]  # type: ignore[union-attr]
     payload = os.urandom(1 << 20)
     big = frame(BINARY, payload, key=b"\x05\x06\x07\x08")
     assert session.receive_data(big[:100]) == []
-    assert type(decoder.masker).__name__ == large
+    assert type(decoder.masker) is large
     # The rest in pieces whose lengths are not multiples of 4: the key turns with them.
     received = []
     for at in range(100, len(big), 65537):

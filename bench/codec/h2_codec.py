@@ -170,7 +170,8 @@ def h2_asgiri() -> Server:
 
 def asgiri_protocol(codec: str = "h2") -> Server:
     from asgiri.protocol.events import Request
-    from asgiri.protocol.h2_common import H2Limits, codec_factory
+    from asgiri.protocol.h2_codecs import codec_factory
+    from asgiri.protocol.h2_common import H2Limits
 
     conn = codec_factory(codec)(H2Limits())
     conn.initiate()

@@ -52,7 +52,8 @@ class Asgiri:
     codec = "h2"
 
     def __init__(self) -> None:
-        from asgiri.protocol.h2_common import H2Limits, codec_factory
+        from asgiri.protocol.h2_codecs import codec_factory
+        from asgiri.protocol.h2_common import H2Limits
 
         # The candidates' 64 KiB window, so that the inbound flow-control probe
         # (60,000 bytes) crosses h2's threshold for sending WINDOW_UPDATE.

@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 from ..protocol.events import Headers
 from .http_stream import ASGIMessageError, ClientDisconnected, _check_headers, _header_list
-from .types import ASGIApp, Loop, Message, is_cancelled
+from .types import ASGIApp, Loop, Message, is_cancellation
 
 __all__ = [
     "StreamSink",
@@ -354,7 +354,7 @@ class WTSession:
 
     def _failed(self, exc: BaseException) -> None:
         gone = self.close_code is not None
-        if is_cancelled(exc) or (gone and isinstance(exc, OSError)):
+        if is_cancellation(exc) or (gone and isinstance(exc, OSError)):
             logger.debug("WebTransport app ended after the session was closed: %r", exc)
         elif isinstance(exc, ASGIMessageError):
             logger.error("ASGI app sent an invalid WebTransport message: %s", exc)
@@ -514,7 +514,7 @@ class WTStream:
         try:
             await app(self.scope, self.receive, self.send)
         except BaseException as exc:
-            if is_cancelled(exc) or (self.gone and isinstance(exc, OSError)):
+            if is_cancellation(exc) or (self.gone and isinstance(exc, OSError)):
                 logger.debug("WebTransport stream app ended after the stream was gone: %r", exc)
             elif isinstance(exc, ASGIMessageError):
                 logger.error("ASGI app sent an invalid WebTransport message: %s", exc)

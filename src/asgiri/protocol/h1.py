@@ -28,16 +28,13 @@ import httptools
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import Body, EndBody, Event, Headers, Request
+from .fields import check_field_name, check_field_value
 
 __all__ = ["H1Connection", "H1Response", "RequestInfo"]
 
 _EXPECT_CONTINUE: Final = b"100-continue"
 _HEAD_ONLY_STATUSES: Final = frozenset({204, 304})
 _STATUS_LINES: dict[int, bytes] = {}
-_TOKEN_RE: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: Header names already seen to be valid tokens; apps send the same few names
-#: over and over, so validation costs a set lookup after the first time.
-_VALID_NAMES: set[bytes] = set()
 _MAX_VALID_NAMES: Final = 4096
 CONTINUE_RESPONSE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Body pieces at least this large are written as their own buffer instead of
@@ -71,15 +68,6 @@ def without_alt_svc(block: bytes) -> bytes:
     return b"".join(
         line for line in block.splitlines(keepends=True) if not line.startswith(b"alt-svc:")
     )
-
-
-def check_field_name(name: bytes) -> None:
-    """A field name the app sent must be a token (RFC 9110 5.1); HTTP/2 checks it too."""
-    if name not in _VALID_NAMES:
-        if not _TOKEN_RE.fullmatch(name):
-            raise LocalProtocolError(f"invalid header name {name!r}")
-        if len(_VALID_NAMES) < _MAX_VALID_NAMES:
-            _VALID_NAMES.add(name)
 
 
 #: States of the walk over a chunked body's framing (H1Connection._chunked_end).
@@ -117,12 +105,6 @@ def _content_length(value: bytes) -> int:
     if not value.isdigit():
         raise LocalProtocolError(f"invalid Content-Length {value!r}")
     return int(value)
-
-
-def check_field_value(value: bytes) -> None:
-    """No CR, LF or NUL in a field value the app sent: they would split or end the head."""
-    if b"\n" in value or b"\r" in value or b"\x00" in value:
-        raise LocalProtocolError(f"invalid header value {value!r}")
 
 
 class RequestInfo:

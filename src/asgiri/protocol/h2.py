@@ -24,14 +24,16 @@ Defences the h2 library does not provide are in front of it
 codec, in its strict form): a cap on header-block size and CONTINUATION count
 (CVE-2024-27316), counters for frames that cost the server work without
 producing requests (rapid reset CVE-2023-44487, PING/SETTINGS/empty-DATA
-floods), and the RFC 9113 frame rules h2 leaves unchecked.
+floods), and the RFC 9113 frame rules h2 leaves unchecked.  The checks of
+received header blocks are :mod:`.fields`'; the overrides of h2's private
+methods that hook them in are in :mod:`.h2_internals`, the only module that
+touches h2's private members.
 """
 
 from __future__ import annotations
 
 import binascii
 import contextlib
-import sys
 from collections import deque
 from typing import Any, Final
 
@@ -42,7 +44,6 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
-import hpack
 import hyperframe.exceptions
 import hyperframe.frame
 
@@ -57,7 +58,7 @@ from .events import (
     StreamEvent,
     StreamWritable,
 )
-from .fields import MalformedRequest, RequestHead, check_header_block
+from .fields import RequestHead
 from .h2_common import (
     PREFACE,
     CodecError,
@@ -68,6 +69,7 @@ from .h2_common import (
     RequestLimits,
     connect_refusal,
 )
+from .h2_internals import ServerH2, goaway_code
 from .response import ResponseChecker, wire_fields
 
 __all__ = [
@@ -113,7 +115,7 @@ class H2Connection:
             header_encoding=None,
             # Received header blocks are checked (RFC 9113 8.2, 8.3) and their
             # cookies joined by check_header_block, in one pass and without
-            # h2's per-byte loops; see _H2._receive_frame.
+            # h2's per-byte loops; see h2_internals.ServerH2._receive_frame.
             validate_inbound_headers=False,
             normalize_inbound_headers=False,
             # What the app sends is validated by the ASGI stream; h2's own
@@ -121,7 +123,7 @@ class H2Connection:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self._conn = _H2(config=config)
+        self._conn = ServerH2(config=config)
         self._configure()
         self._out: dict[int, _OutStream] = {}
         #: Response bytes still owed per stream under a declared content-length.
@@ -185,7 +187,7 @@ class H2Connection:
         except (hyperframe.exceptions.InvalidFrameError, binascii.Error) as exc:
             # The 101 has gone out: answer the bad HTTP2-Settings on HTTP/2,
             # on a connection made afresh (h2's may have changed state).
-            self._conn = _H2(config=self._conn.config)
+            self._conn = ServerH2(config=self._conn.config)
             self._configure()
             self.initiate()
             self._fail(h2.errors.ErrorCodes.PROTOCOL_ERROR, f"invalid HTTP2-Settings: {exc}")
@@ -213,7 +215,7 @@ class H2Connection:
             return self._fail(exc.code, str(exc))
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
-            return self._fail(_error_code(exc, code), str(exc))
+            return self._fail(goaway_code(exc, code), str(exc))
         events: list[StreamEvent] = []
         #: Windows opened in this read: buffered data is flushed once, after
         #: all its frames, not once per WINDOW_UPDATE (a flood of them would
@@ -278,7 +280,7 @@ class H2Connection:
             self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return None
         self.last_stream_id = max(self.last_stream_id, stream_id)
-        # Checked and taken apart by check_header_block (see _H2._receive_frame).
+        # Checked and taken apart by check_header_block (see ServerH2._receive_frame).
         head: RequestHead = ev.head
         method = head.method
         path = head.path
@@ -594,93 +596,3 @@ class _Screen(FrameScreen):
         elif stream_id and (not stream_id & 1 or stream_id > self.max_opened):
             # 5.1: RST_STREAM on an idle stream (h2 ignores it once a stream was opened).
             raise CodecError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
-
-
-def _error_code(exc: BaseException | None, default: int) -> int:
-    """The GOAWAY code for an error h2 raised.
-
-    h2 turns HPACK decoding errors into a plain ProtocolError (code
-    PROTOCOL_ERROR); RFC 9113 4.3 requires COMPRESSION_ERROR.  (A header
-    list over the limit comes as DenialOfServiceError and keeps its code.)
-    """
-    if type(exc) is h2.exceptions.ProtocolError and isinstance(exc.__cause__, hpack.HPACKError):
-        return h2.errors.ErrorCodes.COMPRESSION_ERROR
-    return default
-
-
-class _H2(h2.connection.H2Connection):
-    """h2's connection, with the GOAWAY codes of :func:`_error_code`, deaf
-    after the peer's GOAWAY, strict about DATA after END_STREAM, and a
-    shorter memory of closed streams."""
-
-    #: h2 remembers how each closed stream ended, for up to 65,536 streams:
-    #: about 100 bytes a stream, so a long-lived connection grew by 1 MiB per
-    #: 10,000 requests, up to 6 MiB.  A stream older than the last 256 is
-    #: taken as closed implicitly (a frame on it is still an error, answered
-    #: with a stream reset).
-    MAX_CLOSED_STREAMS = 256
-
-    _goaway_received = False
-
-    def _receive_frame(self, frame: hyperframe.frame.Frame) -> list[h2.events.Event]:
-        if self._goaway_received:
-            # h2 would answer any frame after the peer's GOAWAY (a PING, the
-            # rest of a body) with a PROTOCOL_ERROR of its own: RFC 9113 6.8
-            # allows them, and nothing can be answered now, so drop them.
-            return []
-        events = super()._receive_frame(frame)
-        if type(frame) is not hyperframe.frame.DataFrame:
-            # Header blocks are checked here, while h2 is still handling the
-            # frame that completed them, so an error ends the connection just
-            # as h2's own validation would (see H2Connection.__init__).
-            ev: Any
-            for ev in events:
-                kind = type(ev)
-                try:
-                    if kind is h2.events.RequestReceived:
-                        ev.head = check_header_block(ev.headers, False)
-                    elif kind is h2.events.TrailersReceived:
-                        ev.headers = check_header_block(ev.headers, True).fields
-                except MalformedRequest as exc:
-                    raise h2.exceptions.ProtocolError(str(exc)) from None
-        return events
-
-    def _receive_goaway_frame(
-        self, frame: hyperframe.frame.GoAwayFrame
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        self._goaway_received = True
-        return super()._receive_goaway_frame(frame)
-
-    def _receive_window_update_frame(
-        self, frame: hyperframe.frame.WindowUpdateFrame
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        frames, events = super()._receive_window_update_frame(frame)
-        stream_id = frame.stream_id
-        if (
-            stream_id
-            and self._stream_closed_by(stream_id) is h2.stream.StreamClosedBy.RECV_RST_STREAM
-        ):
-            # RFC 9113 5.1: after its own RST_STREAM the peer may send only
-            # PRIORITY on the stream; h2 ignores a WINDOW_UPDATE there.
-            reset = hyperframe.frame.RstStreamFrame(stream_id)
-            reset.error_code = h2.errors.ErrorCodes.STREAM_CLOSED
-            frames = [*frames, reset]
-        return frames, events
-
-    def _handle_data_on_closed_stream(
-        self,
-        events: list[h2.events.Event],
-        exc: h2.exceptions.StreamClosedError,
-        frame: hyperframe.frame.DataFrame,
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        if self._stream_is_closed_by_end(exc.stream_id):
-            # RFC 9113 5.1: frames after the peer's END_STREAM are a
-            # connection error of type STREAM_CLOSED (h2 only resets the
-            # stream for DATA, unlike for the other frame types).
-            raise exc
-        return super()._handle_data_on_closed_stream(events, exc, frame)
-
-    def _terminate_connection(self, error_code: h2.errors.ErrorCodes) -> None:
-        # h2 calls this while handling the error it is about to raise.
-        code = _error_code(sys.exc_info()[1], error_code)
-        super()._terminate_connection(h2.errors.ErrorCodes(code))

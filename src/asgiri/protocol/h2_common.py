@@ -18,10 +18,7 @@ RFC 9113 frame rules its library leaves unchecked.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -30,7 +27,6 @@ from .events import ConnectionEnded, Request, RequestRejected, StreamEvent, Stre
 from .multiplexed import StreamConnection
 
 __all__ = [
-    "CODECS",
     "FRAME_HEADER",
     "PREFACE",
     "CodecError",
@@ -42,11 +38,8 @@ __all__ = [
     "H2Limits",
     "RequestLimits",
     "StreamWritable",
-    "codec_available",
-    "codec_factory",
     "connect_refusal",
     "goaway_frame",
-    "resolve_codec",
     "rst_stream_frame",
 ]
 
@@ -248,39 +241,6 @@ class RequestLimits:
         if self.max_body is not None:
             self._sizes.pop(stream_id, None)
         self.rejected.discard(stream_id)
-
-
-#: The codecs, by the name ``--h2-codec`` gives them, with the package each needs.
-CODECS: Final = {"nghttp2": "ngh2", "h2": "h2"}
-
-
-def codec_available(name: str) -> bool:
-    """Whether the package codec ``name`` needs imports here."""
-    try:
-        importlib.import_module(CODECS[name])
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_codec(name: str) -> str:
-    """``auto`` is nghttp2 when the ngh2 package imports (it has no wheel for
-    PyPy, for one), else h2; any other name stands for itself."""
-    if name == "auto":
-        return "nghttp2" if codec_available("nghttp2") else "h2"
-    return name
-
-
-@functools.cache
-def codec_factory(name: str) -> Callable[[H2Limits], H2Codec]:
-    """The connection class of codec ``name`` (``--h2-codec``), looked up once."""
-    if resolve_codec(name) == "nghttp2":
-        from .h2_nghttp2 import H2Connection as NgConnection
-
-        return NgConnection
-    from .h2 import H2Connection
-
-    return H2Connection
 
 
 class CodecError(RemoteProtocolError):

@@ -1,7 +1,7 @@
 """HTTP/3 without I/O, on aioquic: datagrams in, the same stream events as HTTP/2 out.
 
 :class:`H3Connection` drives one QUIC connection (a
-:class:`~asgiri.protocol.quic.ServerQuicConnection`) and aioquic's HTTP/3
+:class:`~asgiri.protocol.aioquic_internals.ServerQuicConnection`) and aioquic's HTTP/3
 layer on top of it.  ``receive_datagram`` / ``handle_timer`` return
 :mod:`asgiri.protocol.events` (``Request``, ``Body``, ``EndBody``,
 ``StreamClosed``, with the QUIC stream id as ``stream_id``) plus the
@@ -51,6 +51,7 @@ from aioquic.h3.events import (
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic import events as quic_events
 
+from .aioquic_internals import ServerQuicConnection
 from .events import (
     Body,
     ConnectionEnded,
@@ -62,7 +63,7 @@ from .events import (
     StreamEvent,
 )
 from .fields import MalformedRequest, check_header_block
-from .quic import Address, ServerQuicConnection
+from .quic import Address
 from .response import ResponseChecker, wire_fields
 from .webtransport import WebTransportDatagram, WebTransportStreamData, WebTransportStreamReset
 

@@ -38,7 +38,7 @@ from ..protocol.h1 import (
 )
 from ..protocol.h2_common import PREFACE
 from ..protocol.proxy_headers import TrustedProxies
-from ..protocol.ws import HandshakeError, check_h1_handshake, negotiate_extensions
+from ..protocol.ws_handshake import HandshakeError, check_h1_handshake, negotiate_extensions
 from .closing import close_transport
 from .context import ServerContext
 from .h2 import H2Protocol
@@ -452,7 +452,7 @@ class H1Protocol(asyncio.Protocol):
             scope,
             request.stream_id,
             expect_continue=request.expect_continue and info.http11,
-            access_log=ctx.access_log,
+            on_complete=ctx.exchange_done,
         )
         self._reading = stream
         # Started once this read's events are all dispatched (see data_received),

@@ -21,7 +21,8 @@ import logging
 from typing import Any
 
 from ..protocol.events import ConnectionEnded, Request
-from ..protocol.h2_common import H2Codec, codec_factory
+from ..protocol.h2_codecs import codec_factory
+from ..protocol.h2_common import H2Codec
 from ..protocol.proxy_headers import TrustedProxies
 from .closing import close_transport
 from .context import ServerContext

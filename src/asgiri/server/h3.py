@@ -15,16 +15,14 @@ app wait while more than :data:`~.streams.HIGH_WATER` bytes of its stream are qu
 but not yet sent (QUIC flow control or congestion holding them back), and
 every send batch wakes the streams that fell below it.  Request-body
 backpressure: body bytes are credited to the client only as the app reads
-them (see :class:`~asgiri.protocol.quic.ServerQuicConnection`).
+them (see :class:`~asgiri.protocol.aioquic_internals.ServerQuicConnection`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import socket
 from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
@@ -33,7 +31,8 @@ from aioquic.tls import SessionTicket
 
 from ..asgi.scope import http_scope
 from ..config import Config
-from ..errors import BindError, StartupError
+from ..errors import StartupError
+from ..protocol.aioquic_internals import ServerQuicConnection
 from ..protocol.events import ConnectionEnded, Request
 from ..protocol.h3 import (
     ConnectionIdIssued,
@@ -41,7 +40,7 @@ from ..protocol.h3 import (
     H3Connection,
     H3ErrorCode,
 )
-from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
+from ..protocol.quic import QuicRouter, RouteKind
 from ..protocol.webtransport import (
     SESSION_GONE,
     WebTransportDatagram,
@@ -49,7 +48,6 @@ from ..protocol.webtransport import (
     WebTransportStreamReset,
 )
 from .context import ServerContext
-from .listeners import new_socket
 from .streams import StreamSink
 from .webtransport import WTBridge
 
@@ -128,28 +126,6 @@ def _load_pem(
     configuration.private_key = serialization.load_pem_private_key(
         key_bytes, password.encode() if password else None
     )
-
-
-def bind_udp(host: str, port: int) -> socket.socket:
-    """A UDP socket for QUIC; a port in use is a one-line StartupError."""
-    sock, family, addr = new_socket(host, port, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise UDPPortInUse(f"UDP address {host}:{port} (HTTP/3) is already in use") from None
-        raise BindError(
-            f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
-        ) from None
-    sock.setblocking(False)
-    return sock
-
-
-class UDPPortInUse(BindError):
-    """The UDP port for HTTP/3 is taken (with ``port=0``, the TCP port the kernel picked)."""
 
 
 class _TicketStore:

@@ -37,7 +37,11 @@ from ..protocol.events import (
 )
 from ..protocol.multiplexed import StreamConnection
 from ..protocol.proxy_headers import TrustedProxies
-from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
+from ..protocol.ws_handshake import (
+    HandshakeError,
+    check_connect_handshake,
+    negotiate_extensions,
+)
 from .context import ServerContext
 from .tasks import start_app
 from .ws import StreamOutlet, WSBridge
@@ -255,7 +259,7 @@ class StreamSink:
             scope,
             stream_id,
             expect_continue=self.sends_continue and request.expect_continue,
-            access_log=ctx.access_log,
+            on_complete=ctx.exchange_done,
         )
         if request.method == "HEAD":
             self._no_body.add(stream_id)

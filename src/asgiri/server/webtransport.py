@@ -24,12 +24,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..asgi.access_log import Answered
 from ..asgi.http_stream import ASGIMessageError, ClientDisconnected
 from ..asgi.webtransport import WTSession, WTState, WTStream
 from ..protocol.events import Headers, Request
+from ..protocol.h3 import H3Connection
 from ..protocol.webtransport import (
     DRAFT_HEADER,
     SESSION_GONE,
@@ -38,10 +39,8 @@ from ..protocol.webtransport import (
     close_capsule,
     drain_capsule,
 )
+from .context import ServerContext
 from .tasks import start_eagerly
-
-if TYPE_CHECKING:
-    from .h3 import H3Protocol
 
 __all__ = ["WTBridge", "h3_error_code", "webtransport_error_code"]
 
@@ -69,6 +68,24 @@ def webtransport_error_code(h3_code: int) -> int:
     return shifted - shifted // 0x1F
 
 
+class SessionCarrier(Protocol):
+    """What a :class:`WTBridge` uses of its HTTP/3 connection.
+
+    (:class:`~asgiri.server.h3.H3Protocol` provides it; named here so that
+    this module, which that one imports, needs nothing back from it.)
+    """
+
+    ctx: ServerContext
+    conn: H3Connection
+
+    @property
+    def closed(self) -> bool: ...
+    def response_headers(self, headers: Headers) -> Headers: ...
+    def schedule_flush(self) -> None: ...
+    def stream_drain(self, stream_id: int) -> Awaitable[None] | None: ...
+    def tunnel_done(self, stream_id: int) -> None: ...
+
+
 class _Stream:
     """One stream of the session, with what the bridge must remember of it."""
 
@@ -86,7 +103,7 @@ class _Stream:
 class WTBridge:
     """One WebTransport session: a Tunnel of the HTTP/3 connection."""
 
-    def __init__(self, proto: H3Protocol, request: Request, scope: dict[str, Any]) -> None:
+    def __init__(self, proto: SessionCarrier, request: Request, scope: dict[str, Any]) -> None:
         self.proto = proto
         self.ctx = ctx = proto.ctx
         self.loop = ctx.loop
