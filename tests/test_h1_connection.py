@@ -1,9 +1,11 @@
 """The sans-I/O HTTP/1.1 connection (``protocol/h1.py``), fed bytes directly.
 
-These pin down what the parser layer decides on its own, without a server:
-which requests it refuses and with what status, and what it reports of the
-requests it accepts.  ``tests/test_h1_bad_input.py`` checks the same rules
-from the wire against a real server.
+These pin down what the connection decides on its own, without a server,
+on both sides: which requests it refuses and with what status, what it
+reports of the requests it accepts, how responses are framed, which request
+is answered next, whether the connection is reused, and when an Upgrade is
+offered.  ``tests/test_h1_protocol.py`` and ``tests/test_h1_bad_input.py``
+check the same rules from the wire against a real server.
 """
 
 from __future__ import annotations
