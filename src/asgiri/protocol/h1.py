@@ -686,8 +686,8 @@ class H1Connection:
         # it has no body (a body is parsed only once the upgrade is declined).
         at = len(events) - 1 if type(events[-1]) is Request else len(events) - 2
         request = events[at]
-        if not isinstance(request, Request):  # pragma: no cover - llhttp stops right after a head
-            return False
+        if not isinstance(request, Request):
+            return False  # never: llhttp stops right after the request's head
         self._offered = events[at:]
         del events[at:]
         events.append(UpgradeRequested(request, protocol))
