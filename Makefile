@@ -64,13 +64,13 @@ lint: venv
 	$(BIN)/mypy
 
 # The Autobahn|Testsuite (kosoku, installed into .venv-autobahn on first use)
-# against WebSocket over HTTP/1.1 and, through tests/autobahn_h2_bridge.py, over
+# against WebSocket over HTTP/1.1 and, through tests/support/autobahn_h2_bridge.py, over
 # HTTP/2.  `make test` runs 337 of the 517 cases on each (see DEFAULT_CASES in
-# tests/test_autobahn.py); this target runs all of them on both and rewrites
+# tests/websocket/test_autobahn.py); this target runs all of them on both and rewrites
 # docs/autobahn-results.md.
 # AUTOBAHN_CASES=1.*,12.2.* selects cases.
 conformance: venv
-	AUTOBAHN_FULL=1 AUTOBAHN_WRITE_SUMMARY=1 $(BIN)/python -m pytest -q -m autobahn tests/test_autobahn.py tests/test_ws_h2.py $(PYTEST_ARGS)
+	AUTOBAHN_FULL=1 AUTOBAHN_WRITE_SUMMARY=1 $(BIN)/python -m pytest -q -m autobahn tests/websocket/test_autobahn.py tests/websocket/test_ws_h2.py $(PYTEST_ARGS)
 
 # Benchmarks against uvicorn, granian and hypercorn (see bench/README.md); BENCH_ARGS passes options to bench/run.sh.
 # `bench` takes ~40 minutes and rewrites bench/RESULTS.md and bench/results.png; `bench-quick`

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from ..servers import ThreadServer
-from ..test_app_errors import LogRecords
-from ..test_h3 import cert_files, pems
+from tests.support.logs import AccessLines
+from tests.support.servers import ThreadServer
+
 from .app import RECORD, app
 from .transports import Transport
 
-__all__ = ["AccessLines", "Servers", "access_lines", "cert_files", "pems", "record", "servers"]
+__all__ = ["Servers", "access_lines", "record", "servers"]
 
 
 class Servers:
@@ -70,24 +69,6 @@ def servers(pems: tuple[bytes, bytes]) -> Iterator[Servers]:
 def record() -> Iterator[None]:
     RECORD.clear()
     yield
-
-
-class AccessLines(LogRecords):
-    """The ``asgiri.access`` lines of in-process servers (run them with ``log_level="info"``)."""
-
-    def matching(self, fragment: str) -> list[str]:
-        return [message for message in self.messages() if fragment in message]
-
-    def wait_for(self, *fragments: str, timeout: float = 10.0) -> str:
-        """The first line containing every fragment (polled with a deadline)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for message in self.messages():
-                if all(fragment in message for fragment in fragments):
-                    return message
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no access line with {fragments}: {self.messages()}")
-            time.sleep(0.01)
 
 
 @pytest.fixture

@@ -12,9 +12,11 @@ import time
 
 import pytest
 
-from ..servers import ThreadServer
+from tests.support.logs import AccessLines
+from tests.support.servers import ThreadServer
+
 from .app import RECORD
-from .conftest import AccessLines, Servers
+from .conftest import Servers
 from .transports import HTTP_TRANSPORTS, TIMEOUT, H1Conn, HTTPTransport
 
 pytestmark = pytest.mark.timeout(60)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from hyperframe.frame import Frame, GoAwayFrame
 
-from ..test_h2_semantics import PREFACE, raw_exchange
+from asgiri.protocol.h2 import PREFACE
+from tests.support.h2_client import raw_exchange
+
 from .app import RECORD
 from .conftest import Servers
 from .transports import H1, H2_TLS, H2C, H3, HTTPTransport, Reply

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..servers import ThreadServer
+from tests.support.servers import ThreadServer
+
 from .app import RECORD
 from .conftest import Servers
 from .transports import (

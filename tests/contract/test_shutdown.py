@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ..servers import CLIServer, ThreadServer
-from ..test_app_errors import LogRecords
+from tests.support.logs import LogRecords
+from tests.support.servers import CLIServer, ThreadServer
+
 from .app import RECORD
 from .conftest import Servers
 from .transports import (

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.logs import AccessLines
+
 from .app import RECORD
-from .conftest import AccessLines, Servers
+from .conftest import Servers
 from .transports import WS_TRANSPORTS, WSTransport
 
 pytestmark = pytest.mark.timeout(60)

@@ -22,8 +22,9 @@ import httpx
 import psutil
 import pytest
 
-from ..servers import CLIServer
-from ..test_workers import READY_RE, ready_pids, wait_ready_count
+from tests.support.processes import READY_RE, ready_pids, wait_ready_count
+from tests.support.servers import CLIServer
+
 from .transports import (
     H1,
     H2_TLS,

@@ -7,8 +7,8 @@ response is cut off, what the access log calls the protocol) lives here.
 The request clients are protocol libraries driven by hand, so that nothing
 a server does is hidden by a client's own recovery: h11 for HTTP/1.1 (1xx
 responses, trailers, a body cut short), h2 through the raw-socket client of
-``tests/test_h2_semantics.py`` for HTTP/2, aioquic through
-``tests/h3_client.py`` for HTTP/3.  Tests that are about what a mainstream
+``tests/http2/test_h2_semantics.py`` for HTTP/2, aioquic through
+``tests/support/h3_client.py`` for HTTP/3.  Tests that are about what a mainstream
 client sees use :meth:`HTTPTransport.httpx_client` instead.
 
 Each connection can also be used badly on purpose: a request abandoned
@@ -49,11 +49,10 @@ from wsproto.events import (
     TextMessage,
 )
 
-from ..h3_client import H3Client
-from ..servers import CLIServer, ThreadServer
-from ..test_h2_semantics import H2Client
-from ..test_h3 import H3WebSocket
-from ..ws_h2_client import H2WebSocket, H2WSConnection, TolerantH2Connection
+from tests.support.h2_client import H2Client
+from tests.support.h3_client import H3Client, H3WebSocket
+from tests.support.servers import CLIServer, ThreadServer
+from tests.support.ws_h2_client import H2WebSocket, H2WSConnection, TolerantH2Connection
 
 __all__ = [
     "ALL_TRANSPORTS",
@@ -321,7 +320,7 @@ class H1Conn(HTTPConn):
 
 
 class _H2Client(H2Client):
-    """:class:`tests.test_h2_semantics.H2Client` reading at most ``read_size`` at a time."""
+    """:class:`tests.http2.test_h2_semantics.H2Client` reading at most ``read_size`` at a time."""
 
     read_size = 1 << 20
 
@@ -486,7 +485,7 @@ class H2Conn(HTTPConn):
 
 
 class H3Conn(HTTPConn):
-    """HTTP/3 with aioquic (tests/h3_client.py); 1xx statuses are kept as they come."""
+    """HTTP/3 with aioquic (tests/support/h3_client.py); 1xx statuses are kept as they come."""
 
     def __init__(self, port: int, max_stream_data: int | None = None) -> None:
         self.client = H3Client(port, max_stream_data=max_stream_data)
@@ -842,7 +841,7 @@ class WSH1Conn(WSConn):
 
 
 class WSH2Conn(WSConn):
-    """RFC 8441 with tests/ws_h2_client.py; ``reading=False`` never opens a window."""
+    """RFC 8441 with tests/support/ws_h2_client.py; ``reading=False`` never opens a window."""
 
     def __init__(self, port: int, path: str, tls: bool, reading: bool) -> None:
         self.conn = H2WSConnection(
@@ -886,7 +885,7 @@ class WSH2Conn(WSConn):
 
 
 class WSH3Conn(WSConn):
-    """RFC 9220 with tests/h3_client.py and test_h3's wsproto framing."""
+    """RFC 9220 with tests/support/h3_client.py and test_h3's wsproto framing."""
 
     def __init__(self, port: int, path: str, max_stream_data: int | None) -> None:
         self.client = H3Client(port, max_stream_data=max_stream_data)

@@ -1,4 +1,4 @@
-// WebSocket client for tests/test_websocket.py, on the `ws` package (what
+// WebSocket client for tests/websocket/test_websocket.py, on the `ws` package (what
 // Node servers and tools use; the same handshake and framing rules a browser
 // enforces: it fails the connection on any protocol error from the server).
 //

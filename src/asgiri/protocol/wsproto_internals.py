@@ -9,7 +9,7 @@ decoder's ``buffer``, ``header`` and ``masker``), :class:`IntMasker` keeps
 wsproto's masker state (``_key``), and :class:`ServerFrames` swaps the
 decoder ``FrameProtocol`` made (``_frame_decoder``).  ``pyproject.toml``
 bounds the wsproto version to the releases this was checked against, and
-tests/test_websocket.py checks that the session's decoder does the parsing.
+tests/websocket/test_websocket.py checks that the session's decoder does the parsing.
 """
 
 from __future__ import annotations

@@ -1,0 +1,779 @@
+"""Known HTTP/2 attacks against a real server, over real sockets.
+
+Well-behaved traffic goes through the h2 library (:class:`Client`); the
+attacks are hand-built with hyperframe and hpack (:class:`RawConn`), since h2
+refuses to send most of them.  Each test is written so that it fails when the
+defence it covers is taken away (a limit raised out of reach, a check
+skipped); the attacks are sized accordingly.
+
+Where the server's CPU time or memory is the point, it runs as a CLI
+subprocess and is measured with psutil; otherwise in a thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.frame_buffer
+import hpack
+import psutil
+import pytest
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+from asgiri.protocol.h2 import PREFACE, H2Limits
+from tests.apps import h2attack as h2attackapps
+from tests.support.processes import dropped_by_server
+from tests.support.servers import CLIServer, cli_server, serve
+
+pytestmark = pytest.mark.timeout(60)
+
+TIMEOUT = 10.0
+MIB = 1024 * 1024
+LIMITS = H2Limits()
+
+PROTOCOL_ERROR = 0x1
+FRAME_SIZE_ERROR = 0x6
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+COMPRESSION_ERROR = 0x9
+ENHANCE_YOUR_CALM = 0xB
+
+END_HEADERS = "END_HEADERS"
+END_STREAM = "END_STREAM"
+
+
+# ---------------------------------------------------------------- clients
+
+
+def request_block(path: str = "/", method: str = "GET", extra: Iterable[Any] = ()) -> bytes:
+    """An HPACK block that leaves the peer's dynamic table untouched (never-indexed)."""
+    fields = [
+        (b":method", method.encode()),
+        (b":scheme", b"http"),
+        (b":authority", b"test"),
+        (b":path", path.encode()),
+        *extra,
+    ]
+    return hpack.Encoder().encode([hpack.NeverIndexedHeaderTuple(n, v) for n, v in fields])
+
+
+def request(stream_id: int, path: str = "/", end_stream: bool = True) -> HeadersFrame:
+    flags = [END_HEADERS, END_STREAM] if end_stream else [END_HEADERS]
+    return HeadersFrame(stream_id, request_block(path), flags=flags)
+
+
+class RawConn:
+    """An HTTP/2 client connection that writes whatever frames it is given.
+
+    It reads the server's frames with hyperframe, decodes response headers
+    with its own HPACK decoder, and remembers everything it read.
+    """
+
+    def __init__(
+        self, port: int, settings: dict[int, int] | None = None, *, ack: bool = True
+    ) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.buf = bytearray()
+        self.decoder = hpack.Decoder()
+        self.frames: list[Frame] = []
+        self.status: dict[int, int] = {}
+        self.eof = False
+        self.send(PREFACE, SettingsFrame(0, settings=settings or {}))
+        server_settings = self.wait_for(
+            lambda f: isinstance(f, SettingsFrame) and "ACK" not in f.flags, "server SETTINGS"
+        )
+        assert isinstance(server_settings, SettingsFrame)
+        self.server_settings = server_settings.settings
+        if ack:
+            self.send(SettingsFrame(0, flags=["ACK"]))
+
+    def send(self, *items: Frame | bytes) -> None:
+        self.sock.sendall(b"".join(i if isinstance(i, bytes) else i.serialize() for i in items))
+
+    def flood(self, chunks: Iterable[bytes]) -> threading.Thread:
+        """Send ``chunks`` from a thread until done or the server hangs up."""
+        sock = self.sock.dup()
+
+        def run() -> None:
+            with sock:
+                for chunk in chunks:
+                    try:
+                        sock.sendall(chunk)
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def _next_frame(self, deadline: float) -> Frame | None:
+        """The next frame from the server; None at end of stream."""
+        while True:
+            if len(self.buf) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(bytes(self.buf[:9])))
+                if len(self.buf) >= 9 + length:
+                    frame.parse_body(memoryview(bytes(self.buf[9 : 9 + length])))
+                    del self.buf[: 9 + length]
+                    self._note(frame)
+                    return frame
+            if self.eof:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+
+    def _note(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        if isinstance(frame, HeadersFrame):
+            assert END_HEADERS in frame.flags, "test client expects one-frame header blocks"
+            for name, value in self.decoder.decode(frame.data, raw=True):
+                if name == b":status":
+                    self.status[frame.stream_id] = int(value)
+
+    def wait_for(
+        self, predicate: Callable[[Frame], bool], what: str, timeout: float = TIMEOUT
+    ) -> Frame:
+        """Read until a frame matches ``predicate``; fail on timeout or end of stream."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                frame = self._next_frame(deadline)
+            except TimeoutError:
+                raise AssertionError(
+                    f"no {what} within {timeout} s; read {self.summary()}"
+                ) from None
+            if frame is None:
+                raise AssertionError(f"connection closed before {what}; read {self.summary()}")
+            if predicate(frame):
+                return frame
+
+    def wait_goaway(self, timeout: float = TIMEOUT) -> GoAwayFrame:
+        frame = self.wait_for(lambda f: isinstance(f, GoAwayFrame), "GOAWAY", timeout)
+        assert isinstance(frame, GoAwayFrame)
+        return frame
+
+    def count(self, predicate: Callable[[Frame], bool]) -> int:
+        return sum(1 for frame in self.frames if predicate(frame))
+
+    def summary(self) -> str:
+        kinds: dict[str, int] = {}
+        for frame in self.frames:
+            kinds[type(frame).__name__] = kinds.get(type(frame).__name__, 0) + 1
+        return f"{kinds} eof={self.eof}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawConn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client:
+    """A well-behaved client on the h2 library: the bystander attacks must not hurt."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self.conn = h2.connection.H2Connection(config=config)
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+
+    def get(self, path: str = "/") -> tuple[int, bytes]:
+        conn = self.conn
+        stream_id = conn.get_next_available_stream_id()
+        headers = [
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", b"test"),
+            (b":path", path.encode()),
+        ]
+        conn.send_headers(stream_id, headers, end_stream=True)
+        self.sock.sendall(conn.data_to_send())
+        status = 0
+        body = b""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            data = self.sock.recv(65536)
+            assert data, f"the server closed a well-behaved connection ({path})"
+            ended = False
+            for event in conn.receive_data(data):
+                if getattr(event, "stream_id", None) != stream_id:
+                    assert not isinstance(event, h2.events.ConnectionTerminated), event
+                    continue
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+                elif isinstance(event, h2.events.StreamReset):
+                    raise AssertionError(f"{path} was reset: {event}")
+            out = conn.data_to_send()
+            if out:
+                self.sock.sendall(out)
+            if ended:
+                return status, body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def get(port: int, path: str = "/") -> tuple[int, bytes]:
+    """One request on a fresh, well-behaved connection."""
+    client = Client(port)
+    try:
+        return client.get(path)
+    finally:
+        client.close()
+
+
+class Bystander:
+    """A well-behaved connection making requests in a loop while an attack runs."""
+
+    def __init__(self, port: int) -> None:
+        self.client = Client(port)
+        self.done = 0
+        self.error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                assert self.client.get("/") == (200, b"ok")
+                with self._changed:
+                    self.done += 1
+                    self._changed.notify_all()
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> Bystander:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(TIMEOUT)
+        self.client.close()
+
+    def served_more(self, count: int = 3) -> None:
+        """Wait until ``count`` more requests are answered."""
+        with self._changed:
+            target = self.done + count
+            ok = self._changed.wait_for(
+                lambda: self.done >= target or self.error is not None, TIMEOUT
+            )
+        assert self.error is None, f"bystander failed: {self.error!r}"
+        assert ok, "bystander requests stalled"
+
+
+class RSSSampler:
+    """Peak RSS of a process, sampled every few milliseconds in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.baseline = self.process.memory_info().rss
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(0.002)
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def served(**options: Any) -> Any:
+    """``serve`` the attack app; hung apps do not hold up the server's stop."""
+    return serve(h2attackapps.app, timeout_graceful_shutdown=1, **options)
+
+
+@pytest.fixture(scope="module")
+def cli() -> Iterator[CLIServer]:
+    """A server process of its own, so its CPU time and memory can be measured.
+
+    It accepts frames of up to 1 MiB (a deployment choice) so that only the
+    server's own bound on header blocks stands between a CONTINUATION flood
+    and its memory: h2 alone would buffer 64 such frames.
+    """
+    args = ("apps.h2attack:app", "--port", "0", "--no-access-log")
+    options = ("--timeout-graceful-shutdown", "1", "--h2-max-frame-size", str(MIB))
+    with cli_server(*args, *options) as srv:
+        assert srv.port is not None
+        # Warm up the HTTP/2 code paths, so they do not count as growth.
+        for _ in range(3):
+            assert get(srv.port) == (200, b"ok")
+        yield srv
+
+
+# ---------------------------------------------------------------- Rapid Reset
+
+
+#: Streams opened and reset in the flood: far beyond ``max_resets``.
+RAPID_RESETS = 20000
+#: Server CPU seconds the whole flood may cost; going through all of it
+#: costs several times this.
+RAPID_RESET_CPU = 1.0
+
+
+def test_rapid_reset(cli: CLIServer) -> None:
+    """CVE-2023-44487: streams opened and reset at once, in a loop."""
+    port = cli.port
+    assert port is not None
+    with Bystander(port) as bystander:
+        bystander.served_more()
+
+        # The apps of reset streams are cancelled, not left running.
+        hung = 20
+        ids = range(1, 2 * hung, 2)
+        with RawConn(port) as conn:
+            conn.send(*(request(sid, "/hang") for sid in ids))
+            started: set[int] = set()
+            while len(started) < hung:
+                frame = conn.wait_for(lambda f: isinstance(f, DataFrame), "the apps' first chunks")
+                started.add(frame.stream_id)
+            before = int(get(port, "/cancelled")[1])
+            conn.send(*(RstStreamFrame(sid, error_code=CANCEL) for sid in ids))
+            _, body = get(port, f"/cancelled?min={before + hung}")
+            assert int(body) == before + hung, "reset streams' apps were not cancelled"
+
+        # The flood: ENHANCE_YOUR_CALM after about max_resets streams, for
+        # little CPU.
+        process = psutil.Process(cli.proc.pid)
+        cpu_before = cpu_seconds(process)
+        block = request_block("/hang")
+
+        def pairs() -> Iterator[bytes]:
+            for first in range(1, 2 * RAPID_RESETS, 1000):
+                yield b"".join(
+                    HeadersFrame(sid, block, flags=[END_HEADERS, END_STREAM]).serialize()
+                    + RstStreamFrame(sid, error_code=CANCEL).serialize()
+                    for sid in range(first, first + 1000, 2)
+                )
+
+        with RawConn(port) as attacker:
+            sender = attacker.flood(pairs())
+            goaway = attacker.wait_goaway()
+            sender.join(TIMEOUT)
+        cpu = cpu_seconds(process) - cpu_before
+        assert goaway.error_code == ENHANCE_YOUR_CALM
+        # Stream ids are odd: fewer than 2 * max_resets streams were set up.
+        assert goaway.last_stream_id < 4 * LIMITS.max_resets, goaway
+        assert cpu < RAPID_RESET_CPU, f"the flood cost the server {cpu:.2f} s of CPU"
+
+        bystander.served_more()
+    assert get(port) == (200, b"ok")
+
+
+# ---------------------------------------------------------------- clients the defences must spare
+
+
+def _ended(frame: Frame) -> bool:
+    return isinstance(frame, (DataFrame, HeadersFrame)) and END_STREAM in frame.flags
+
+
+def _no_goaway(conn: RawConn) -> None:
+    goaways = [f for f in conn.frames if isinstance(f, GoAwayFrame)]
+    assert not goaways, f"the connection was ended: {goaways}"
+
+
+#: Requests on the long-lived connection, and how many are in flight at once.
+LONG_LIVED = 10_000
+IN_FLIGHT = 100
+
+
+def test_ten_thousand_requests_on_one_connection() -> None:
+    """A long-lived connection (a browser, a proxy, a load generator) is never cut
+    off for the number of streams it has opened: 10,000 requests, 100 at a time."""
+    with served() as srv, RawConn(srv.port) as conn:
+        answered = 0
+        for first in range(1, 2 * LONG_LIVED, 2 * IN_FLIGHT):
+            ids = range(first, first + 2 * IN_FLIGHT, 2)
+            conn.send(*(request(sid) for sid in ids))
+            pending = set(ids)
+
+            def batch_done(frame: Frame, pending: set[int] = pending) -> bool:
+                if _ended(frame):
+                    pending.discard(frame.stream_id)
+                return not pending
+
+            conn.wait_for(batch_done, f"the answers to streams {first}-{ids[-1]}")
+            answered += sum(1 for sid in ids if conn.status.get(sid) == 200)
+        assert answered == LONG_LIVED
+        _no_goaway(conn)
+        conn.send(PingFrame(0, opaque_data=b"stillup!"))
+        conn.wait_for(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, "the PING ACK")
+
+
+#: Requests a well-behaved client cancels over the life of one connection: twice
+#: the burst of libnghttp2's own reset limit (1,000, then 33 a second).
+CANCELLED_REQUESTS = 2_000
+
+
+def test_client_cancelling_its_requests_is_not_cut_off() -> None:
+    """Resets count against the streams that completed, not against time: a
+    client that cancels thousands of its requests over a connection's life (a
+    browser leaving pages, gRPC deadlines), each among requests it lets finish,
+    keeps its connection."""
+    with served() as srv, RawConn(srv.port) as conn:
+        for i in range(CANCELLED_REQUESTS):
+            done, cancelled = 1 + 4 * i, 3 + 4 * i
+            conn.send(
+                request(done),
+                request(cancelled, "/hang"),
+                RstStreamFrame(cancelled, error_code=CANCEL),
+            )
+            conn.wait_for(lambda f, sid=done: _ended(f) and f.stream_id == sid, f"stream {done}")
+            assert conn.status[done] == 200
+        _no_goaway(conn)
+        last = 1 + 4 * CANCELLED_REQUESTS
+        conn.send(request(last))
+        conn.wait_for(lambda f: _ended(f) and f.stream_id == last, "the last answer")
+        assert conn.status[last] == 200
+        _no_goaway(conn)
+
+
+# ---------------------------------------------------------------- CONTINUATION flood
+
+
+def test_continuation_flood_frame_count() -> None:
+    """CVE-2024-27316: a header block that never ends is cut after a few frames."""
+    # h2 alone would wait for up to CONTINUATION_BACKLOG frames: stay below it,
+    # so only the server's own limit can answer.
+    frames = LIMITS.max_continuations + 8
+    assert frames < h2.frame_buffer.CONTINUATION_BACKLOG
+    with served() as srv:
+        with RawConn(srv.port) as conn:
+            conn.send(
+                HeadersFrame(1, request_block(), flags=[END_STREAM]),
+                *(ContinuationFrame(1, b"") for _ in range(frames)),
+            )
+            goaway = conn.wait_goaway()
+            assert goaway.error_code in (ENHANCE_YOUR_CALM, PROTOCOL_ERROR, COMPRESSION_ERROR)
+            assert not conn.status, "a request was served from an unfinished header block"
+        assert get(srv.port) == (200, b"ok")
+
+
+def test_continuation_flood_memory(cli: CLIServer) -> None:
+    """CVE-2024-27316 with large frames: the server does not buffer the block."""
+    port = cli.port
+    assert port is not None
+    with RSSSampler(cli.proc.pid) as rss, RawConn(port) as conn:
+        # Frames as large as the server says it accepts (1 MiB).
+        frame_size = conn.server_settings[SettingsFrame.MAX_FRAME_SIZE]
+        assert frame_size == MIB
+        continuation = ContinuationFrame(1, b"\0" * frame_size).serialize()
+        conn.send(HeadersFrame(1, request_block(), flags=[END_STREAM]))
+        sender = conn.flood(continuation for _ in range(100))
+        goaway = conn.wait_goaway()
+        sender.join(TIMEOUT)
+    assert goaway.error_code in (
+        ENHANCE_YOUR_CALM,
+        PROTOCOL_ERROR,
+        COMPRESSION_ERROR,
+        FRAME_SIZE_ERROR,
+    )
+    assert rss.growth < 8 * MIB, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+    assert get(port) == (200, b"ok")
+
+
+# ---------------------------------------------------------------- control-frame floods
+
+
+def _flood_frames(kind: str) -> tuple[bytes, bytes, Callable[[Frame], bool]]:
+    """(opening bytes, one flood frame, which server frames answer it)."""
+    if kind == "ping":
+        return (
+            b"",
+            PingFrame(0, opaque_data=b"floodpng").serialize(),
+            lambda f: isinstance(f, PingFrame) and "ACK" in f.flags,
+        )
+    if kind == "settings":
+        return (
+            b"",
+            SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 0}).serialize(),
+            lambda f: isinstance(f, SettingsFrame) and "ACK" in f.flags,
+        )
+    # Empty DATA frames on a request whose app is reading the body.
+    opening = HeadersFrame(1, request_block("/sink", "POST"), flags=[END_HEADERS]).serialize()
+    return opening, DataFrame(1, b"").serialize(), lambda f: False
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings", "empty-data"])
+def test_control_frame_flood(kind: str) -> None:
+    opening, frame, is_answer = _flood_frames(kind)
+    batch = frame * 500
+    total = 5 * LIMITS.flood_budget
+    with served() as srv, Bystander(srv.port) as bystander:
+        bystander.served_more()
+        with RawConn(srv.port) as conn:
+            answered_before = conn.count(is_answer)
+            sender = conn.flood([opening, *(batch for _ in range(total // 500))])
+            goaway = conn.wait_goaway()
+            sender.join(TIMEOUT)
+            answers = conn.count(is_answer) - answered_before
+        assert goaway.error_code == ENHANCE_YOUR_CALM
+        assert answers <= LIMITS.flood_budget, f"{answers} frames were answered"
+        bystander.served_more()
+        assert get(srv.port) == (200, b"ok")
+
+
+# ---------------------------------------------------------------- zero-window stall
+
+
+def test_zero_window_stall() -> None:
+    """A client that never opens its window does not hold the app forever."""
+    h2attackapps.STALLED.clear()
+    h2attackapps.STALLED_EVENT.clear()
+    with served(timeout_write=1) as srv:
+        with RawConn(srv.port, {SettingsFrame.INITIAL_WINDOW_SIZE: 0}) as conn:
+            started = time.monotonic()
+            conn.send(request(1, "/big"))
+            rst = conn.wait_for(
+                lambda f: isinstance(f, RstStreamFrame) and f.stream_id == 1, "RST_STREAM"
+            )
+            elapsed = time.monotonic() - started
+            assert isinstance(rst, RstStreamFrame)
+            assert rst.error_code == CANCEL
+            assert 0.9 < elapsed < 5, elapsed
+            assert conn.status.get(1) == 200
+            assert not conn.count(lambda f: isinstance(f, DataFrame) and bool(f.data))
+
+            # The app got out of its blocked send.
+            assert h2attackapps.STALLED_EVENT.wait(TIMEOUT)
+            # (CancelledError here; a send that returned would do as well.)
+            outcome, spent = h2attackapps.STALLED[-1]
+            assert spent < 5, f"the app was held {spent:.1f} s ({outcome})"
+
+            # The connection still works (a response with no body needs no
+            # window), and so does the server.
+            conn.send(request(3, "/empty"))
+            conn.wait_for(lambda f: isinstance(f, HeadersFrame) and f.stream_id == 3, "a response")
+            assert conn.status[3] == 204
+        assert get(srv.port) == (200, b"ok")
+
+
+# ---------------------------------------------------------------- WINDOW_UPDATE flood
+
+#: WINDOW_UPDATE frames in the flood (1.3 MB), and the server CPU seconds they
+#: may cost with 100 streams waiting for window: walking every waiting stream
+#: per frame costs several times this.
+WINDOW_UPDATES = 100_000
+WINDOW_UPDATE_CPU = 2.0
+
+
+def test_window_update_flood(cli: CLIServer) -> None:
+    """Tiny connection WINDOW_UPDATEs while 100 responses wait for window: each
+    read flushes the waiting streams once, not once per frame."""
+    port = cli.port
+    assert port is not None
+    process = psutil.Process(cli.proc.pid)
+    with RawConn(port, {SettingsFrame.INITIAL_WINDOW_SIZE: 0}) as conn:
+        ids = range(1, 201, 2)
+        conn.send(*(request(sid, "/big") for sid in ids))
+        for sid in ids:
+            conn.wait_for(
+                lambda f, sid=sid: isinstance(f, HeadersFrame) and f.stream_id == sid,
+                f"the response head of stream {sid}",
+            )
+        cpu_before = cpu_seconds(process)
+        flood = WindowUpdateFrame(0, window_increment=1).serialize() * 10_000
+        sender = conn.flood(flood for _ in range(WINDOW_UPDATES // 10_000))
+        sender.join(TIMEOUT * 3)
+        conn.send(PingFrame(0, opaque_data=b"afterwus"))
+        conn.wait_for(
+            lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, "the PING ACK", TIMEOUT * 3
+        )
+        cpu = cpu_seconds(process) - cpu_before
+    assert cpu < WINDOW_UPDATE_CPU, f"the flood cost the server {cpu:.2f} s of CPU"
+    assert get(port) == (200, b"ok")
+
+
+# ---------------------------------------------------------------- a client that never reads
+
+
+def test_client_that_never_reads() -> None:
+    """Windows opened wide, requests keep coming, nothing is read: the server
+    stops reading, then drops the connection after ``--timeout-write``.
+
+    Each response is 1 MiB handed over in one ``send``, so no app ever waits
+    for the client: without reading paused while the socket does not drain,
+    every request would be answered into the write buffer, and a connection
+    in that state would be kept forever.
+    """
+    with served(timeout_write=1, timeout_keep_alive=60) as srv:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with sock:
+            sock.connect(("127.0.0.1", srv.port))
+            sock.settimeout(0.5)
+            window = (1 << 31) - 1
+            sock.sendall(
+                PREFACE
+                + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: window}).serialize()
+                + WindowUpdateFrame(0, window_increment=window - 65535).serialize()
+            )
+            block = request_block("/mib")
+            try:
+                # One at a time, so that the server keeps up; 40 MiB is far
+                # more than the socket buffers hold for a client reading nothing.
+                for stream_id in range(1, 81, 2):
+                    sock.sendall(
+                        HeadersFrame(stream_id, block, flags=[END_HEADERS, END_STREAM]).serialize()
+                    )
+                    time.sleep(0.01)
+            except (TimeoutError, ConnectionError):
+                pass
+            assert dropped_by_server(sock, 10), "a client reading nothing was never dropped"
+        assert get(srv.port) == (200, b"ok")
+
+
+# ---------------------------------------------------------------- HPACK bomb
+
+
+def hpack_bomb(value_size: int, references: int) -> bytes:
+    """A request whose one large field is entered in the dynamic table, then repeated.
+
+    Each repetition is a one-byte indexed representation (index 62, the
+    newest dynamic entry), so the block is tiny and the header list huge.
+    """
+    literal = hpack.Encoder().encode([(b"x-bomb", b"a" * value_size)], huffman=False)
+    assert literal[0] & 0xC0 == 0x40, "expected a literal with incremental indexing"
+    return request_block() + literal + bytes([0x80 | 62]) * references
+
+
+def assert_refused(conn: RawConn, stream_id: int) -> None:
+    """The request on ``stream_id`` is refused: 431, or RST_STREAM/GOAWAY.
+
+    RFC 9113 makes a header block the decoder will not process a connection
+    error (COMPRESSION_ERROR); ENHANCE_YOUR_CALM names the abuse.
+    """
+    frame = conn.wait_for(
+        lambda f: (
+            isinstance(f, GoAwayFrame)
+            or (isinstance(f, (RstStreamFrame, HeadersFrame)) and f.stream_id == stream_id)
+        ),
+        "an answer",
+    )
+    if isinstance(frame, HeadersFrame):
+        assert conn.status[stream_id] == 431, f"served with {conn.status[stream_id]}"
+    else:
+        assert isinstance(frame, (GoAwayFrame, RstStreamFrame))
+        assert frame.error_code in (COMPRESSION_ERROR, ENHANCE_YOUR_CALM), frame
+
+
+def test_hpack_bomb(cli: CLIServer) -> None:
+    port = cli.port
+    assert port is not None
+    # 4 KB entered once, then referenced 16,000 times: a 20 KB block for a
+    # header list of some 64 MB.
+    bomb = hpack_bomb(4000, 16000)
+    with RSSSampler(cli.proc.pid) as rss, RawConn(port) as conn:
+        conn.send(
+            HeadersFrame(1, bomb[:16000], flags=[END_STREAM]),
+            ContinuationFrame(1, bomb[16000:], flags=[END_HEADERS]),
+        )
+        assert_refused(conn, 1)
+    assert rss.growth < 8 * MIB, f"server RSS grew {rss.growth / MIB:.1f} MiB"
+    assert get(port) == (200, b"ok")
+
+
+@pytest.mark.parametrize("ack", [True, False], ids=["acked", "settings-not-acked"])
+def test_max_header_list_size_respected(ack: bool) -> None:
+    """A configured ``h2_max_header_list_size`` is enforced, not only advertised."""
+    limit = 4096
+    with served(h2_max_header_list_size=limit) as srv:
+        with RawConn(srv.port, ack=ack) as conn:
+            assert conn.server_settings[SettingsFrame.MAX_HEADER_LIST_SIZE] == limit
+            # Within the limit: served.
+            small = request_block(extra=[(b"x-small", b"a" * 1000)])
+            conn.send(HeadersFrame(1, small, flags=[END_HEADERS, END_STREAM]))
+            conn.wait_for(lambda f: isinstance(f, HeadersFrame) and f.stream_id == 1, "a response")
+            assert conn.status[1] == 200
+            # ~9 KB: over the configured limit, well under the 64 KiB default.
+            conn.send(HeadersFrame(3, hpack_bomb(3000, 2), flags=[END_HEADERS, END_STREAM]))
+            assert_refused(conn, 3)
+        assert get(srv.port) == (200, b"ok")
+
+
+# ---------------------------------------------------------------- concurrent streams
+
+
+def test_too_many_concurrent_streams() -> None:
+    limit = 3
+    with served(h2_max_concurrent_streams=limit) as srv:
+        with RawConn(srv.port) as conn:
+            assert conn.server_settings[SettingsFrame.MAX_CONCURRENT_STREAMS] == limit
+            ids = [1, 3, 5]
+            conn.send(*(request(sid, "/wait") for sid in ids))
+            for sid in ids:
+                conn.wait_for(
+                    lambda f, sid=sid: isinstance(f, HeadersFrame) and f.stream_id == sid,
+                    f"the response of stream {sid}",
+                )
+            # One more than advertised, while the others are still open.
+            conn.send(request(7, "/wait"))
+            frame = conn.wait_for(
+                lambda f: (
+                    isinstance(f, GoAwayFrame)
+                    or (isinstance(f, (RstStreamFrame, HeadersFrame)) and f.stream_id == 7)
+                ),
+                "an answer to stream 7",
+            )
+            assert not isinstance(frame, HeadersFrame), "the extra stream was served"
+            if isinstance(frame, RstStreamFrame):
+                assert frame.error_code in (REFUSED_STREAM, PROTOCOL_ERROR)
+            else:
+                assert isinstance(frame, GoAwayFrame)
+                assert frame.error_code == PROTOCOL_ERROR
+                assert frame.last_stream_id < 7
+        assert get(srv.port) == (200, b"ok")
