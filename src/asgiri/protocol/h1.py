@@ -281,7 +281,8 @@ class H1Connection:
 
         Raises :class:`RemoteProtocolError` with the status to answer when the
         input is malformed or over a limit.  Events produced before the error
-        are lost with the connection, which is closed after the error answer.
+        are lost with the connection, which is closed after the error answer;
+        any later call raises the same error.
 
         With ``max_requests``, one call parses at most that many request
         messages: the bytes after them are held (:attr:`holding`) and parsed
@@ -291,15 +292,24 @@ class H1Connection:
         """
         if self.upgraded:
             raise LocalProtocolError("connection was upgraded; HTTP/1 parsing is over")
+        if self._error is not None:
+            # A connection that failed parses nothing more: its answer is the
+            # last thing it sends (some limits are checked after llhttp took
+            # the bytes, and llhttp would go on from there).
+            raise self._error
         if self._held:
             data = self._held + data
             self._held = b""
         if self._input_closed or not data:
             return []
-        if self._max_requests is None:
-            self._feed(data)
-        else:
-            self._feed_bounded(data, self._max_requests)
+        try:
+            if self._max_requests is None:
+                self._feed(data)
+            else:
+                self._feed_bounded(data, self._max_requests)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
         events = self._events
         self._events = []
         return events
