@@ -12,6 +12,7 @@ import pytest
 
 from asgiri.protocol.errors import RemoteProtocolError
 from asgiri.protocol.h1 import H1Connection
+from asgiri.protocol.ws import CloseReceived, WSSession
 
 # ---------------------------------------------------------------- HTTP/1.1
 
@@ -42,3 +43,40 @@ def test_h1_parses_nothing_after_a_syntax_error() -> None:
     assert first.value.status == 400
     with pytest.raises(RemoteProtocolError):
         conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+# ---------------------------------------------------------------- WebSocket
+
+
+def _masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    key = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + key + masked
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (_masked(0x1, b"x" * 20), 1009),  # over max_size
+        (_masked(0x1, b"x" * 8, fin=False) + _masked(0x0, b"y" * 8), 1009),
+        (_masked(0xB, b"x"), 1002),  # a reserved opcode
+        (_masked(0x1, b"\xff"), 1007),
+    ],
+    ids=["too-big", "too-big-fragmented", "reserved-opcode", "invalid-utf8"],
+)
+def test_ws_session_reads_nothing_after_failing(bad: bytes, code: int) -> None:
+    """A failed session is closed (RFC 6455 7.1.7): what follows the bad frame is not read.
+
+    It said ``closed`` only after a close handshake, and went on reading: the
+    message after one refused with 1009 reached the app.
+    """
+    session = WSSession(max_size=10)
+    events = session.receive_data(bad)
+    assert [(type(e), getattr(e, "code", None), getattr(e, "error", None)) for e in events] == [
+        (CloseReceived, code, True)
+    ]
+    assert session.closed
+    assert session.receive_data(_masked(0x1, b"after")) == []
+    assert session.receive_data(None) == []
+    close = session.data_to_send()
+    assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == code

@@ -648,6 +648,9 @@ class WSSession:
         self._size = 0
         if self._state is ConnectionState.OPEN:
             self._send_close(code, reason[:120])
+        # Failing the connection ends it (RFC 6455 7.1.7): nothing after the
+        # bad frame is read, not even the rest of an oversized message.
+        self._state = ConnectionState.CLOSED
         return CloseReceived(code, reason, error=True)
 
     def _send_close(self, code: int, reason: str) -> None:
