@@ -9,9 +9,12 @@ tests/test_fuzz.py.)
 from __future__ import annotations
 
 import pytest
+from h2.errors import ErrorCodes
 
 from asgiri.protocol.errors import RemoteProtocolError
+from asgiri.protocol.events import ConnectionEnded
 from asgiri.protocol.h1 import H1Connection
+from asgiri.protocol.h2 import PREFACE, H2Connection
 from asgiri.protocol.ws import CloseReceived, WSSession
 
 # ---------------------------------------------------------------- HTTP/1.1
@@ -80,3 +83,46 @@ def test_ws_session_reads_nothing_after_failing(bad: bytes, code: int) -> None:
     assert session.receive_data(None) == []
     close = session.data_to_send()
     assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == code
+
+
+# ---------------------------------------------------------------- HTTP/2
+
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _goaway_codes(data: bytes) -> list[int]:
+    codes, pos = [], 0
+    while len(data) - pos >= 9:
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        if data[pos + 3] == 0x7:
+            codes.append(int.from_bytes(data[pos + 13 : pos + 17], "big"))
+        pos += 9 + length
+    return codes
+
+
+@pytest.mark.parametrize("kind", [0x0, 0x1, 0x6, 0xFA], ids=["DATA", "HEADERS", "PING", "unknown"])
+def test_h2_frame_over_max_frame_size_is_refused_at_its_header(kind: int) -> None:
+    """RFC 9113 4.2: FRAME_SIZE_ERROR as soon as the 9-byte header says the frame is too big.
+
+    h2 checks the length only once the whole frame is in its buffer: a header
+    announcing 16 MiB made the connection hold 16 MiB before refusing it.
+    """
+    conn = H2Connection()
+    conn.initiate()
+    conn.data_to_send()
+    header = (1 << 24) - 1
+    frame = header.to_bytes(3, "big") + bytes([kind, 0]) + (1).to_bytes(4, "big")
+    events = conn.receive_data(PREFACE + EMPTY_SETTINGS + frame + b"\0" * 1000)
+    assert [(type(e), getattr(e, "error_code", None)) for e in events] == [
+        (ConnectionEnded, ErrorCodes.FRAME_SIZE_ERROR)
+    ]
+    assert _goaway_codes(conn.data_to_send()) == [ErrorCodes.FRAME_SIZE_ERROR]
+    assert conn.receive_data(b"\0" * 1000) == []
+
+
+def test_h2_frame_of_max_frame_size_is_accepted() -> None:
+    conn = H2Connection()
+    conn.initiate()
+    frame = (16384).to_bytes(3, "big") + bytes([0xFA, 0]) + (0).to_bytes(4, "big")
+    assert conn.receive_data(PREFACE + EMPTY_SETTINGS + frame + b"\0" * 16384) == []
+    assert not conn.closed

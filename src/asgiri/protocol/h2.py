@@ -482,6 +482,13 @@ class H2Connection:
         flags = buf[pos + 4]
         if ftype in _CONFORM or self._expect_settings:
             self._conform(buf, pos, ftype, flags, length)
+        if length > self._conn.max_inbound_frame_size:
+            # RFC 9113 4.2.  h2 says so only once the whole frame is in its
+            # buffer: a header announcing 16 MiB would make it hold 16 MiB.
+            raise _Reject(
+                h2.errors.ErrorCodes.FRAME_SIZE_ERROR,
+                f"frame of {length} bytes over SETTINGS_MAX_FRAME_SIZE",
+            )
         limits = self.limits
         if ftype in (_HEADERS, _CONTINUATION):
             if ftype == _HEADERS:
