@@ -15,6 +15,7 @@ from asgiri.protocol.errors import RemoteProtocolError
 from asgiri.protocol.events import ConnectionEnded
 from asgiri.protocol.h1 import H1Connection
 from asgiri.protocol.h2 import PREFACE, H2Connection
+from asgiri.protocol.proxy_headers import TrustedProxies, forwarded_info
 from asgiri.protocol.ws import CloseReceived, WSSession
 
 # ---------------------------------------------------------------- HTTP/1.1
@@ -126,3 +127,27 @@ def test_h2_frame_of_max_frame_size_is_accepted() -> None:
     frame = (16384).to_bytes(3, "big") + bytes([0xFA, 0]) + (0).to_bytes(4, "big")
     assert conn.receive_data(PREFACE + EMPTY_SETTINGS + frame + b"\0" * 16384) == []
     assert not conn.closed
+
+
+# ---------------------------------------------------------------- proxy headers
+
+
+@pytest.mark.parametrize(
+    ("hops", "trusted"),
+    [
+        (b"203.0.113.9, 10.0.0.1:42639", "127.0.0.1, 10.0.0.0/8"),
+        (b"203.0.113.9, [2001:db8::5]:443", "2001:db8::/32"),
+        (b"203.0.113.9:5000, 10.0.0.7, 10.0.0.1:80", "10.0.0.0/8"),
+    ],
+)
+def test_x_forwarded_for_hop_with_a_port_is_still_a_trusted_proxy(
+    hops: bytes, trusted: str
+) -> None:
+    """A proxy that writes ``address:port`` is trusted by its address, as in Forwarded.
+
+    The whole ``10.0.0.1:42639`` was looked up in the trusted list, found
+    nowhere, and the trusted proxy itself was taken for the client.
+    """
+    info = forwarded_info([(b"x-forwarded-for", hops)], TrustedProxies(trusted), False)
+    assert info is not None and info.client is not None
+    assert info.client[0] == "203.0.113.9"

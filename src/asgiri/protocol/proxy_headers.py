@@ -97,11 +97,16 @@ class TrustedProxies:
         return any(address in net for net in self._networks)
 
     def client_of(self, hops: list[str]) -> int:
-        """Index in ``hops`` (client first, nearest proxy last) of the real client."""
+        """Index in ``hops`` (client first, nearest proxy last) of the real client.
+
+        A hop may carry a port (``10.0.0.5:443``, ``[::1]:80``), as some proxies
+        write it; the address alone decides whether it is trusted, as in
+        ``Forwarded``.
+        """
         if self.trust_all:
             return 0
         for index in range(len(hops) - 1, -1, -1):
-            if not self.trusts(hops[index]):
+            if not self.trusts(_node(hops[index])[0]):
                 return index
         return 0
 
