@@ -151,3 +151,26 @@ def test_x_forwarded_for_hop_with_a_port_is_still_a_trusted_proxy(
     info = forwarded_info([(b"x-forwarded-for", hops)], TrustedProxies(trusted), False)
     assert info is not None and info.client is not None
     assert info.client[0] == "203.0.113.9"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "client"),
+    [
+        (b"x-forwarded-for", b"198.51.100.7:\xb2", ("198.51.100.7", 0)),
+        (b"x-forwarded-for", b"[2001:db8::1]:8\xb98", ("2001:db8::1", 0)),
+        (b"forwarded", b'for="198.51.100.7:\xb3"', ("198.51.100.7", 0)),
+        (b"x-forwarded-for", b"198.51.100.7:99999", ("198.51.100.7", 0)),
+        (b"x-forwarded-for", b"198.51.100.7:65535", ("198.51.100.7", 65535)),
+    ],
+    ids=["superscript-two", "superscript-one-v6", "forwarded-superscript", "over-65535", "max"],
+)
+def test_forwarded_port_that_is_not_a_port_is_unknown(
+    name: bytes, value: bytes, client: tuple[str, int]
+) -> None:
+    """A port is ASCII digits up to 65535; anything else is 0 ("unknown"), never an error.
+
+    Headers are decoded as Latin-1, where "²" and "¹" pass ``str.isdigit``:
+    ``int()`` then raised ValueError while the request's scope was built.
+    """
+    info = forwarded_info([(name, value)], TrustedProxies("*"), False)
+    assert info is not None and info.client == client
