@@ -8,11 +8,13 @@ tests/test_fuzz.py.)
 
 from __future__ import annotations
 
+import hpack
 import pytest
 from h2.errors import ErrorCodes
 
 from asgiri.protocol.errors import RemoteProtocolError
 from asgiri.protocol.events import ConnectionEnded
+from asgiri.protocol.fields import MalformedRequest, check_header_block
 from asgiri.protocol.h1 import H1Connection
 from asgiri.protocol.h2 import PREFACE, H2Connection
 from asgiri.protocol.proxy_headers import TrustedProxies, forwarded_info
@@ -174,3 +176,47 @@ def test_forwarded_port_that_is_not_a_port_is_unknown(
     """
     info = forwarded_info([(name, value)], TrustedProxies("*"), False)
     assert info is not None and info.client == client
+
+
+# ---------------------------------------------------------------- HTTP/2 and HTTP/3 heads
+
+
+def _head(method: bytes = b"GET", scheme: bytes = b"https") -> list[tuple[bytes, bytes]]:
+    return [(b":method", method), (b":scheme", scheme), (b":path", b"/"), (b":authority", b"a")]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        _head(method=b""),
+        _head(method=b"G\xffT"),
+        _head(method=b"GE T"),
+        _head(scheme=b"h\xfftp"),
+        _head(scheme=b"1http"),
+        _head(scheme=b""),
+    ],
+    ids=["empty-method", "non-ascii-method", "method-space", "non-ascii-scheme", "digit", "empty"],
+)
+def test_method_must_be_a_token_and_scheme_a_scheme(head: list[tuple[bytes, bytes]]) -> None:
+    """RFC 9110 9.1 and RFC 3986 3.1, checked once for HTTP/2 and HTTP/3.
+
+    HTTP/2 decoded the method and scheme as ASCII after the checks: a
+    non-ASCII byte made ``H2Connection.receive_data`` raise UnicodeDecodeError
+    out of the protocol layer (the connection dropped with a traceback), and
+    an empty method reached the app as ``""``.
+    """
+    with pytest.raises(MalformedRequest):
+        check_header_block(head, False)
+    conn = H2Connection()
+    conn.initiate()
+    block = hpack.Encoder().encode(head)
+    frame = len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
+    events = conn.receive_data(PREFACE + EMPTY_SETTINGS + frame)
+    assert [(type(e), getattr(e, "error_code", None)) for e in events] == [
+        (ConnectionEnded, ErrorCodes.PROTOCOL_ERROR)
+    ]
+
+
+def test_other_methods_and_schemes_are_tokens_and_schemes() -> None:
+    head = check_header_block(_head(method=b"PROPFIND", scheme=b"web+app.v-1"), False)
+    assert (head.method, head.scheme) == (b"PROPFIND", b"web+app.v-1")
