@@ -8,6 +8,8 @@ tests/test_fuzz.py.)
 
 from __future__ import annotations
 
+import zlib
+
 import hpack
 import pytest
 from h2.errors import ErrorCodes
@@ -18,7 +20,7 @@ from asgiri.protocol.fields import MalformedRequest, check_header_block
 from asgiri.protocol.h1 import H1Connection
 from asgiri.protocol.h2 import PREFACE, H2Connection
 from asgiri.protocol.proxy_headers import TrustedProxies, forwarded_info
-from asgiri.protocol.ws import CloseReceived, WSSession
+from asgiri.protocol.ws import CloseReceived, MessageReceived, WSSession, negotiate_extensions
 
 # ---------------------------------------------------------------- HTTP/1.1
 
@@ -86,6 +88,29 @@ def test_ws_session_reads_nothing_after_failing(bad: bytes, code: int) -> None:
     assert session.receive_data(None) == []
     close = session.data_to_send()
     assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == code
+
+
+@pytest.mark.parametrize("deflate", [False, True], ids=["plain", "deflate"])
+def test_ws_max_size_counts_the_bytes_of_text(deflate: bool) -> None:
+    """``--ws-max-size`` is bytes (docs/WEBSOCKET.md), for text too.
+
+    Uncompressed text was counted in characters: ten 3-byte characters passed
+    a 10-byte limit (a message four times the limit, with 4-byte ones).
+    """
+    offer = [(b"sec-websocket-extensions", b"permessage-deflate")]
+    text = "\u20ac" * 10  # 30 bytes of UTF-8
+    payload = text.encode()
+    rsv = 0
+    if deflate:
+        packed = zlib.compressobj(wbits=-15)
+        payload = packed.compress(payload) + packed.flush(zlib.Z_SYNC_FLUSH)
+        payload, rsv = payload[:-4], 0x40
+    frame = _masked(0x1, payload)
+    frame = bytes([frame[0] | rsv]) + frame[1:]
+    events = WSSession(negotiate_extensions(offer, deflate)[0], 29).receive_data(frame)
+    assert [(type(e), getattr(e, "code", None)) for e in events] == [(CloseReceived, 1009)]
+    events = WSSession(negotiate_extensions(offer, deflate)[0], 30).receive_data(frame)
+    assert [(type(e), getattr(e, "data", None)) for e in events] == [(MessageReceived, text)]
 
 
 # ---------------------------------------------------------------- HTTP/2

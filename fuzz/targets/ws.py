@@ -21,8 +21,8 @@ Invariants:
 * a peer's close is reported with its code (1005 when none) and echoed;
 * after a close the session reports nothing more, and after a failure it
   says it is closed;
-* a message never exceeds the size limit, inflated or not (text is counted in
-  characters: its UTF-8 may be up to four times that);
+* a message never exceeds the size limit in bytes, inflated or not, text or
+  binary;
 * the session holds at most the size limit plus what one read brings;
 * the same bytes cut into reads give the events of one read.
 """
@@ -247,7 +247,7 @@ class Run:
             if sampled(index, len(chunks)):
                 largest = max(len(c) for c in chunks[: index + 1])
                 held = retained_bytes(session, depth=5)
-                limit = self.max_size * 4 + 2 * largest + 4096
+                limit = self.max_size + 2 * largest + 4096
                 check(held <= limit, f"the session holds {held} bytes (limit {limit})")
         if not self.outcome.closed:
             self._events(session.receive_data(None))
@@ -268,7 +268,8 @@ class Run:
             kind = type(event)
             if kind is MessageReceived:
                 data = event.data
-                check(len(data) <= self.max_size, f"a message of {len(data)} > {self.max_size}")
+                size = len(data.encode() if isinstance(data, str) else data)
+                check(size <= self.max_size, f"a message of {size} bytes > {self.max_size}")
                 outcome.events.append(("message", data))
             elif kind is PongReceived:
                 check(len(event.payload) <= 125, "a pong over 125 bytes")

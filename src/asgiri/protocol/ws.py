@@ -614,7 +614,12 @@ class WSSession:
         return out
 
     def _assemble(self, data: str | bytes, finished: bool) -> WSEvent | None:
-        self._size += len(data)
+        # max_size counts bytes: text as the UTF-8 it came as (up to four bytes
+        # a character; str.isascii() is a flag lookup, so ASCII costs nothing).
+        if type(data) is str and not data.isascii():
+            self._size += len(data.encode())
+        else:
+            self._size += len(data)
         if self._size > self._max_size:
             return self._fail(TOO_BIG, "message too big")
         if finished:
