@@ -245,3 +245,41 @@ def test_method_must_be_a_token_and_scheme_a_scheme(head: list[tuple[bytes, byte
 def test_other_methods_and_schemes_are_tokens_and_schemes() -> None:
     head = check_header_block(_head(method=b"PROPFIND", scheme=b"web+app.v-1"), False)
     assert (head.method, head.scheme) == (b"PROPFIND", b"web+app.v-1")
+
+
+def test_h2_frames_of_a_stream_refused_in_the_same_read_are_nobodys() -> None:
+    """A refused stream reports nothing, whether its frames come with its HEADERS or later.
+
+    h2 parses a whole read before the requests in it are looked at: the DATA
+    and RST_STREAM that followed a refused request in the same read came out
+    as Body and StreamClosed events of a stream never reported, while in a
+    later read h2 drops them.
+    """
+    connect = [
+        (b":method", b"CONNECT"),
+        (b":protocol", b"websocket"),
+        (b":scheme", b"https"),
+        (b":path", b"/ws"),
+        (b":authority", b"a"),
+    ]
+    encoder = hpack.Encoder()
+    refused = encoder.encode(connect)  # extended CONNECT is not enabled: refused
+    get = encoder.encode(_head())
+    frames = [
+        len(refused).to_bytes(3, "big") + b"\x01\x04" + (1).to_bytes(4, "big") + refused,
+        b"\x00\x00\x05\x00\x00" + (1).to_bytes(4, "big") + b"hello",
+        b"\x00\x00\x04\x03\x00" + (1).to_bytes(4, "big") + b"\x00\x00\x00\x08",
+        len(get).to_bytes(3, "big") + b"\x01\x05" + (3).to_bytes(4, "big") + get,
+    ]
+    for cut in (False, True):
+        conn = H2Connection()
+        conn.initiate()
+        if cut:
+            events = conn.receive_data(PREFACE + EMPTY_SETTINGS + frames[0])
+            events += conn.receive_data(b"".join(frames[1:]))
+        else:
+            events = conn.receive_data(PREFACE + EMPTY_SETTINGS + b"".join(frames))
+        assert [(type(e).__name__, e.stream_id) for e in events] == [
+            ("Request", 3),
+            ("EndBody", 3),
+        ], cut

@@ -383,9 +383,7 @@ class Run:
                 self.state[stream] = "rejected"
                 outcome.events.append(("rejected", stream, event.status))
             elif kind is Body:
-                # (A stream refused in the read that opened it may see its
-                # body reported: the server acknowledges body nobody reads.)
-                check(state in ("open", None), f"body on stream {stream} in state {state}")
+                check(state == "open", f"body on stream {stream} in state {state}")
                 check(event.data, "empty body event")
                 self.unacked[stream] = self.unacked.get(stream, 0) + len(event.data)
                 self.body[stream] = self.body.get(stream, 0) + len(event.data)
@@ -393,11 +391,11 @@ class Run:
                     check(self.body[stream] <= self.limits.max_body, "body over max_body")
                 outcome.events.append(("body", stream, event.data))
             elif kind is EndBody:
-                check(state in ("open", None), f"end on stream {stream} in state {state}")
+                check(state == "open", f"end on stream {stream} in state {state}")
                 self.state[stream] = "ended"
                 outcome.events.append(("end", stream, event.trailers))
             elif kind is StreamClosed:
-                check(state != "closed", f"stream {stream} reset twice")
+                check(state not in (None, "closed"), f"reset of stream {stream} in state {state}")
                 self.state[stream] = "closed"
                 self.unacked.pop(stream, None)
                 outcome.events.append(("closed", stream, event.error_code))

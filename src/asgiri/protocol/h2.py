@@ -252,18 +252,23 @@ class H2Connection:
         #: all its frames, not once per WINDOW_UPDATE (a flood of them would
         #: otherwise walk every buffered stream per 13-byte frame).
         window_opened = False
-        #: Streams refused in this read: the end of their (empty) body is nobody's.
+        #: Streams refused (reset) in this read.  h2 parsed the whole read before
+        #: they were refused: what it reports of them after the request is
+        #: nobody's, as their frames in a later read are dropped by h2 itself.
         refused: set[int] = set()
         ev: Any
         for ev in h2_events:
             kind = type(ev)
             if kind is h2.events.DataReceived:
-                self._on_data(ev, events)
+                if refused and ev.stream_id in refused:
+                    self._credit(ev.flow_controlled_length, ev.stream_id)
+                else:
+                    self._on_data(ev, events)
             elif kind is h2.events.RequestReceived:
                 request = self._request(ev)
                 if request is not None:
                     events.append(request)
-                elif ev.stream_ended is not None:
+                else:
                     refused.add(ev.stream_id)
             elif kind is h2.events.StreamEnded:
                 stream_id = ev.stream_id
@@ -271,10 +276,12 @@ class H2Connection:
                 if stream_id not in refused and stream_id not in self._rejected:
                     events.append(EndBody(stream_id, trailers))
             elif kind is h2.events.TrailersReceived:
-                self._trailers[ev.stream_id] = list(ev.headers)
+                if ev.stream_id not in refused:
+                    self._trailers[ev.stream_id] = list(ev.headers)
             elif kind is h2.events.StreamReset:
-                self._on_reset(ev.stream_id)
-                events.append(StreamClosed(ev.stream_id, int(ev.error_code or 0)))
+                if ev.stream_id not in refused:
+                    self._on_reset(ev.stream_id)
+                    events.append(StreamClosed(ev.stream_id, int(ev.error_code or 0)))
             elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
                 window_opened = True
             elif kind is h2.events.ConnectionTerminated:
@@ -306,6 +313,11 @@ class H2Connection:
         if flow > len(data):
             # Padding is never given to the app: credit it back at once.
             self._conn.acknowledge_received_data(flow - len(data), stream_id)
+
+    def _credit(self, nbytes: int, stream_id: int) -> None:
+        """Give back at once the window of bytes nobody reads."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._conn.acknowledge_received_data(nbytes, stream_id)
 
     def _over_limit(self, stream_id: int, size: int, events: list[Any]) -> bool:
         """``--limit-request-body`` for a body that grows past it (no or a false length)."""
