@@ -44,6 +44,21 @@ def test_h1_parses_nothing_after_a_limit_error() -> None:
     assert again.value.status == 431
 
 
+@pytest.mark.parametrize("cut", [0, 3, 6, 14, 16])
+def test_h1_http2_preface_gets_505_however_it_is_cut(cut: int) -> None:
+    """Without HTTP/2, the preface is answered 505, whatever reads it came in.
+
+    The preface was recognised only when one read began with all of
+    ``PRI * HTTP/2.0``: cut before that, it got 400.
+    """
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    conn = H1Connection()
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.receive_data(preface[:cut])
+        conn.receive_data(preface[cut:])
+    assert info.value.status == 505
+
+
 def test_h1_parses_nothing_after_a_syntax_error() -> None:
     conn = H1Connection()
     with pytest.raises(RemoteProtocolError) as first:

@@ -421,8 +421,9 @@ class H1Connection:
         except httptools.HttpParserCallbackError as exc:
             raise self._error or RemoteProtocolError(str(exc)) from None
         except httptools.HttpParserError as exc:
-            if self._error is None and data.startswith(b"PRI * HTTP/2.0"):
-                # llhttp stops at the HTTP/2 preface; say what it means.
+            if self._error is None and self._parser.get_method() == b"PRI":
+                # llhttp stops at the HTTP/2 preface (however it was cut into
+                # reads); say what it means.
                 raise RemoteProtocolError("HTTP/2 is not enabled on this server", 505) from None
             if self._input_closed and self._error is None:
                 # Bytes after a request that closes the connection: answer
