@@ -20,6 +20,7 @@ from asgiri.protocol.fields import MalformedRequest, check_header_block
 from asgiri.protocol.h1 import H1Connection
 from asgiri.protocol.h2 import PREFACE, H2Connection
 from asgiri.protocol.proxy_headers import TrustedProxies, forwarded_info
+from asgiri.protocol.proxy_protocol import ProxyProtocolError, parse
 from asgiri.protocol.ws import CloseReceived, MessageReceived, WSSession, negotiate_extensions
 
 # ---------------------------------------------------------------- HTTP/1.1
@@ -298,3 +299,23 @@ def test_h2_frames_of_a_stream_refused_in_the_same_read_are_nobodys() -> None:
             ("Request", 3),
             ("EndBody", 3),
         ], cut
+
+
+# ---------------------------------------------------------------- PROXY protocol
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"PROXY UNKNOWN \nwhatever\r\n", b"PROXY TCP4 1.2.3.4\n 5.6.7.8 1 2\r\n"],
+    ids=["unknown", "tcp4"],
+)
+def test_proxy_v1_line_with_a_bare_lf_is_refused_however_it_arrives(line: bytes) -> None:
+    """A bare LF in a v1 line is an error, whole or in pieces.
+
+    A prefix up to the LF was refused (no CRLF can come), but the whole
+    ``UNKNOWN`` line was accepted, its rest being ignored: the answer depended
+    on how the bytes were cut into reads.
+    """
+    for size in range(line.index(b"\n") + 1, len(line) + 1):
+        with pytest.raises(ProxyProtocolError):
+            parse(line[:size])
