@@ -105,6 +105,7 @@ class Generator:
         self.choose = Choices(data)
         self.deflate = bool(options & 2)
         self.bits = 9 if (options >> 3) & 1 else 15  # client_max_window_bits=9 offered
+        self.no_takeover = bool((options >> 2) & 1)  # client_no_context_takeover offered
         self.compressor = zlib.compressobj(wbits=-self.bits)
 
     def key(self) -> bytes | None:
@@ -136,6 +137,9 @@ class Generator:
         data = self.payload()
         rsv = 0
         if self.deflate and choose.number(0, 3):
+            if self.no_takeover and not choose.rarely(8):
+                # (A fresh context per message, as agreed; now and then not.)
+                self.compressor = zlib.compressobj(wbits=-self.bits)
             if choose.number(0, 15) == 0:
                 data = bytes(choose.pick([300, 70000, 1 << 20]))  # a bomb
             data, rsv = self.compressed(data), 4
