@@ -20,16 +20,16 @@ from fuzz.runner import inputs, replay
 from fuzz.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
-#: New inputs per target: about six seconds of each on an idle core (their
-#: speeds differ a hundredfold); and a cap on the time each run may take.
+#: New inputs per target: a few seconds of each on an idle core (their speeds
+#: differ a hundredfold); and a cap on the time each run may take on a busy one.
 RUNS = {
-    "h1": 30000,
-    "h2": 4000,
-    "ws": 10000,
-    "proxy_protocol": 12000,
-    "proxy_headers": 50000,
-    "quic": 6000,
-    "fields": 100000,
+    "h1": 15000,
+    "h2": 2000,
+    "ws": 5000,
+    "proxy_protocol": 8000,
+    "proxy_headers": 25000,
+    "quic": 3000,
+    "fields": 50000,
 }
 SECONDS = 8
 
