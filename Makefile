@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-LINT_PATHS := src tests examples fuzz
+LINT_PATHS := src tests examples bench fuzz
 
 # Debian packages the test-suite shells out to, as command:package pairs.
 # A package is installed only when its command is missing from PATH.

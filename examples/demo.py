@@ -10,6 +10,14 @@ Routes:
     /echo     GET: a form; POST: streams the request body back chunk by chunk
     /stream   10 chunks, 0.2 s apart, no content-length (chunked / DATA frames)
     /info     the ASGI scope as JSON
+    /ws       WebSocket echo (HTTP/1.1, HTTP/2, HTTP/3)
+    /wt       WebTransport echo over HTTP/3: bidirectional streams and datagrams
+
+The index page has a WebSocket panel and a WebTransport panel.  WebTransport
+needs HTTP/3 (so TLS); to trust the self-signed development certificate the
+page hands the browser its SHA-256 (``serverCertificateHashes``), read from
+the file ``DEMO_CERT`` names, and connects to the HTTPS port ``DEMO_HTTPS_PORT``
+(``make demo`` sets both).
 
 It is written against the raw ASGI interface on purpose: each route shows exactly
 which messages a server must handle, with no framework smoothing over gaps.
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,6 +51,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _http(scope, receive, send)
     elif kind == "websocket":
         await _websocket(scope, receive, send)
+    elif kind == "webtransport":
+        await _webtransport(scope, receive, send)
     elif kind == "lifespan":
         await _lifespan(scope, receive, send)
     else:
@@ -88,6 +99,55 @@ async def _websocket(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
         else:
             await send({"type": "websocket.send", "text": f"echo over {via}: {text}"})
+
+
+# --- webtransport -----------------------------------------------------------------------
+
+
+async def _webtransport(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/wt``: every bidirectional stream and datagram is echoed back, prefixed."""
+    message = await receive()
+    if message["type"] != "webtransport.connect":
+        return
+    if scope["path"] != "/wt":
+        await send({"type": "webtransport.close"})  # before accept: 403
+        return
+    await send({"type": "webtransport.accept"})
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "webtransport.disconnect":
+            return
+        if kind == "webtransport.datagram.receive":
+            await send(
+                {"type": "webtransport.datagram.send", "data": b"datagram: " + message["data"]}
+            )
+        elif kind == "webtransport.stream.receive" and not message["unidirectional"]:
+            data = message["data"]
+            await send(
+                {
+                    "type": "webtransport.stream.send",
+                    "stream": message["stream"],
+                    "data": data,
+                    "end_stream": message["stream_ended"],
+                }
+            )
+
+
+def _webtransport_target(scope: Scope) -> tuple[str, list[int]] | None:
+    """The port and certificate hash the page's WebTransport panel needs, if known."""
+    cert = os.environ.get("DEMO_CERT")
+    port = os.environ.get("DEMO_HTTPS_PORT")
+    if not cert or not port:
+        return None
+    try:
+        with open(cert, "rb") as handle:
+            pem = handle.read()
+    except OSError:
+        return None
+    from asgiri.ssl_utils import cert_sha256
+
+    return port, list(cert_sha256(pem))
 
 
 # --- http -----------------------------------------------------------------------------
@@ -157,6 +217,9 @@ async def _index(scope: Scope, send: Send) -> None:
         if _started_at is not None
         else "no lifespan startup received"
     )
+    target = _webtransport_target(scope)
+    wt_target = "null" if target is None else json.dumps({"port": target[0], "hash": target[1]})
+    wt_status = "connecting" if target is not None else "off (run it with make demo)"
     page = f"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>asgiri demo</title></head>
@@ -195,6 +258,72 @@ socket.onclose = (event) => {{
 document.getElementById("ws-form").onsubmit = (event) => {{
   event.preventDefault();
   socket.send(document.getElementById("ws-text").value);
+}};
+</script>
+<h2>WebTransport echo (<code>/wt</code>, HTTP/3)</h2>
+<p>Status: <strong id="wt-status">{wt_status}</strong></p>
+<form id="wt-form"><input id="wt-text" value="Hello over WebTransport!" size="40">
+<button type="submit">Send on a stream</button>
+<button type="button" id="wt-datagram">Send as a datagram</button></form>
+<ol id="wt-log"></ol>
+<script>
+const wtTarget = {wt_target};
+const wtLog = (text) => {{
+  const item = document.createElement("li");
+  item.textContent = text;
+  document.getElementById("wt-log").appendChild(item);
+}};
+async function wtDemo() {{
+  if (!wtTarget || typeof WebTransport === "undefined") return null;
+  const url = "https://" + location.hostname + ":" + wtTarget.port + "/wt";
+  const transport = new WebTransport(url, {{
+    serverCertificateHashes: [{{algorithm: "sha-256", value: new Uint8Array(wtTarget.hash)}}],
+  }});
+  await transport.ready;
+  document.getElementById("wt-status").textContent = "open";
+  const datagrams = transport.datagrams.readable.getReader();
+  (async () => {{
+    for (;;) {{
+      const {{value, done}} = await datagrams.read();
+      if (done) return;
+      wtLog(new TextDecoder().decode(value));
+    }}
+  }})();
+  transport.closed.then((info) => {{
+    document.getElementById("wt-status").textContent = "closed (" + info.closeCode + ")";
+  }});
+  return transport;
+}}
+async function wtStream(transport, text) {{
+  const stream = await transport.createBidirectionalStream();
+  const writer = stream.writable.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const reader = stream.readable.getReader();
+  let reply = "";
+  for (;;) {{
+    const {{value, done}} = await reader.read();
+    if (done) break;
+    reply += new TextDecoder().decode(value);
+  }}
+  wtLog("stream: " + reply);
+  return reply;
+}}
+window.wtReady = wtDemo().catch((error) => {{
+  document.getElementById("wt-status").textContent = "failed: " + error;
+  return null;
+}});
+document.getElementById("wt-form").onsubmit = async (event) => {{
+  event.preventDefault();
+  const transport = await window.wtReady;
+  if (transport) await wtStream(transport, document.getElementById("wt-text").value);
+}};
+document.getElementById("wt-datagram").onclick = async () => {{
+  const transport = await window.wtReady;
+  if (!transport) return;
+  const writer = transport.datagrams.writable.getWriter();
+  await writer.write(new TextEncoder().encode(document.getElementById("wt-text").value));
+  writer.releaseLock();
 }};
 </script>
 </body>

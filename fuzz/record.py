@@ -97,7 +97,8 @@ class Recorder:
         from asgiri.protocol.h1 import H1Connection
         from asgiri.protocol.h2 import H2Connection
         from asgiri.protocol.quic import QuicRouter
-        from asgiri.protocol.ws import Deflate, WSSession
+        from asgiri.protocol.ws import WSSession
+        from asgiri.protocol.ws_deflate import Deflate
 
         from .targets import fields as fields_target
         from .targets import proxy_headers as headers_target

@@ -15,9 +15,20 @@ APP="examples.demo:app"
 # Console scripts do not put the working directory on sys.path.
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 
-if [[ ! -f "$CERT_DIR/cert.pem" || ! -f "$CERT_DIR/key.pem" ]]; then
+# A development certificate lives 13 days (WebTransport's serverCertificateHashes takes
+# one valid at most 14): a missing one, or one that ends within a day, is made anew.
+if [[ ! -f "$CERT_DIR/cert.pem" || ! -f "$CERT_DIR/key.pem" ]] || ! "$PYTHON" - "$CERT_DIR/cert.pem" <<'PY'
+import datetime, sys
+from cryptography import x509
+cert = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+left = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+sys.exit(0 if left > datetime.timedelta(days=1) else 1)
+PY
+then
   "$PYTHON" -m asgiri.devcert "$CERT_DIR" --force
 fi
+# The page's WebTransport panel trusts this certificate by its hash.
+export DEMO_CERT="$CERT_DIR/cert.pem" DEMO_HTTPS_PORT="$HTTPS_PORT"
 
 PIN="$("$PYTHON" -c 'import sys; from asgiri.ssl_utils import spki_sha256_base64; print(spki_sha256_base64(open(sys.argv[1], "rb").read()))' "$CERT_DIR/cert.pem")"
 
@@ -38,6 +49,8 @@ echo "  (with --origin-to-force-quic-on=$BIND_HOST:9 instead, the first load is 
 echo "   moves to HTTP/3 through Alt-Svc; see docs/HTTP3.md)"
 echo "  ngtcp2 (Debian ngtcp2-client):  gtlsclient $HOST $HTTPS_PORT https://$BIND_HOST:$HTTPS_PORT/hello"
 echo "  curl built with HTTP/3:         curl -k --http3-only https://$BIND_HOST:$HTTPS_PORT/hello"
+echo "WebTransport: the index page's panel connects to https://$BIND_HOST:$HTTPS_PORT/wt over HTTP/3,"
+echo "  trusting the development certificate by its hash (no browser flag needed)."
 echo "Press Ctrl-C to stop."
 
 exec "$ASGIRI" "$APP" \

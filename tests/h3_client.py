@@ -26,6 +26,7 @@ from aioquic.quic.events import (
     ConnectionTerminated,
     HandshakeCompleted,
     QuicEvent,
+    StreamDataReceived,
     StreamReset,
 )
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -69,6 +70,7 @@ class H3Client:
         max_stream_data: int | None = None,
         configure: Callable[[QuicConfiguration], None] | None = None,
         session_ticket_handler: Callable[[Any], None] | None = None,
+        webtransport: bool = False,
     ) -> None:
         configuration = QuicConfiguration(
             is_client=True,
@@ -78,6 +80,9 @@ class H3Client:
         )
         if max_stream_data is not None:
             configuration.max_stream_data = max_stream_data
+        if webtransport:
+            # HTTP datagrams need the transport parameter (RFC 9297).
+            configuration.max_datagram_frame_size = 65536
         if configure is not None:
             configure(configuration)
         self.address = (host, port)
@@ -85,7 +90,7 @@ class H3Client:
         self.quic = QuicConnection(
             configuration=configuration, session_ticket_handler=session_ticket_handler
         )
-        self.h3 = H3Connection(self.quic)
+        self.h3 = H3Connection(self.quic, enable_webtransport=webtransport)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.responses: dict[int, Response] = {}
@@ -97,6 +102,9 @@ class H3Client:
         self.terminated: ConnectionTerminated | None = None
         self.quic_events: list[QuicEvent] = []
         self.on_event: Callable[[H3Event], None] | None = None
+        #: Streams whose bytes bypass the HTTP/3 layer (the WebTransport
+        #: streams this client opened: aioquic frames only the other way).
+        self.raw_streams: dict[int, Callable[[bytes, bool], None]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -235,6 +243,22 @@ class H3Client:
                     self._process()
             self._transmit()
 
+    def flush(self, stream_id: int | None = None) -> None:
+        """Run until what was queued is on the wire: aioquic paces and may hold it back.
+
+        ``stream_id`` names a stream whose bytes (and FIN) must all have left;
+        datagrams queued with ``send_datagram`` always must.
+        """
+        quic: Any = self.quic  # aioquic exposes no public view of what is still queued
+
+        def sent() -> bool:
+            if quic._datagrams_pending:
+                return False
+            stream = quic._streams.get(stream_id) if stream_id is not None else None
+            return stream is None or bool(stream.sender.buffer_is_empty)
+
+        self.run_until(sent, what="queued data to leave")
+
     def run_for(self, seconds: float) -> None:
         """Keep the connection going for a while (to observe what the server sends)."""
         end = time.monotonic() + seconds
@@ -267,6 +291,9 @@ class H3Client:
                 response = self.responses.get(event.stream_id)
                 if response is not None:
                     response.reset_code = event.error_code
+            elif isinstance(event, StreamDataReceived) and event.stream_id in self.raw_streams:
+                self.raw_streams[event.stream_id](event.data, event.end_stream)
+                continue
             for h3_event in self.h3.handle_event(event):
                 self._on_h3(h3_event)
 

@@ -19,9 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from asgiri.protocol.h2_codecs import resolve_codec
 from asgiri.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The HTTP/2 codec the servers of this run use: ``ASGIRI_H2_CODEC`` (read by the
+#: CLI servers as ``--h2-codec``; given to the in-process ones) picks it, so a
+#: suite runs on each codec by setting it.
+H2_CODEC = resolve_codec(os.environ.get("ASGIRI_H2_CODEC") or "auto")
 _LISTEN_RE = re.compile(r"Listening on (https?)://([^ ]+):(\d+)")
 
 
@@ -31,6 +36,7 @@ class ThreadServer:
     def __init__(self, app: Any, **options: Any) -> None:
         options.setdefault("port", 0)
         options.setdefault("log_level", "warning")
+        options.setdefault("h2_codec", H2_CODEC)
         self.server = Server(app, **options)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -8,7 +8,8 @@ import re
 import httpx
 import pytest
 
-from asgiri.asgi.access_log import compile_format
+from asgiri.access_format import ATOM_NAMES
+from asgiri.asgi.access_log import ATOMS, compile_format
 from tests.servers import cli_server, run_cli
 
 FORMAT = (
@@ -92,3 +93,11 @@ def test_compiled_template_escapes_percent_signs() -> None:
     template, getters = compile_format("100% {status}")
     assert template == "100%% %s"
     assert [name for name, _ in getters] == ["status"]
+
+
+def test_every_atom_the_format_language_accepts_has_a_value() -> None:
+    # The configuration checks formats against ATOM_NAMES; the log fills them from ATOMS.
+    assert set(ATOMS) == set(ATOM_NAMES)
+    template, getters = compile_format(" ".join(f"{{{name}}}" for name in ATOM_NAMES))
+    assert [name for name, _ in getters] == list(ATOM_NAMES)
+    assert template == " ".join(["%s"] * len(ATOM_NAMES))

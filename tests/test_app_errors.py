@@ -8,9 +8,11 @@ server logs are captured from the ``asgiri.error`` logger.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import queue
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from asgiri.asgi.types import is_cancellation
 
 from .servers import ThreadServer, serve
 
@@ -519,3 +523,15 @@ def test_invalid_trailers_abort_the_response(server: ThreadServer, error_log: Lo
     assert b"x-injected" not in raw
     error_log.wait_for("invalid message", "invalid header value")
     assert_still_serving(server)
+
+
+def test_a_cancelled_app_is_told_apart_from_a_failing_one_by_kind() -> None:
+    # The ASGI layer logs a cancelled app at debug level and a failing one as an error.
+    assert is_cancellation(asyncio.CancelledError())
+    for failure in (ValueError("x"), KeyboardInterrupt(), SystemExit(1), GeneratorExit()):
+        assert not is_cancellation(failure)
+    if sys.version_info >= (3, 11):  # a task group cancelled as a whole
+        group = builtins.BaseExceptionGroup
+        cancelled = [asyncio.CancelledError(), asyncio.CancelledError()]
+        assert is_cancellation(group("task group", cancelled))
+        assert not is_cancellation(group("task group", [asyncio.CancelledError(), ValueError()]))

@@ -618,6 +618,51 @@ def test_pathsend_length_mismatch_closes(
     assert body == data[: len(body)]
 
 
+def test_pathsend_opens_and_reads_the_file_off_the_event_loop(tmp_path: Path) -> None:
+    """A file that takes its time holds up its own response only, not the server.
+
+    Here the file is a named pipe, whose ``open()`` waits for a writer: were it
+    opened on the event loop, no other request would be answered meanwhile.
+    """
+    fifo = tmp_path / "slow-file"
+    os.mkfifo(fifo)
+    entered = threading.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scope["path"] == "/file":
+            entered.set()  # the next send opens the file, without yielding first
+            await send({"type": "http.response.pathsend", "path": str(fifo)})
+        else:
+            await send({"type": "http.response.body", "body": b"pong"})
+
+    outcome: queue.Queue[object] = queue.Queue()
+
+    def fetch(url: str) -> None:
+        try:
+            outcome.put(httpx.get(url, timeout=TIMEOUT))
+        except httpx.HTTPError as exc:
+            outcome.put(exc)
+
+    with serve(app) as srv:
+        waiting = threading.Thread(target=fetch, args=(f"{srv.url}/file",), daemon=True)
+        waiting.start()
+        assert entered.wait(TIMEOUT)
+        try:
+            # The server is inside the pathsend of /file now; it still answers.
+            assert httpx.get(f"{srv.url}/ping", timeout=5).content == b"pong"
+        finally:
+            with open(fifo, "wb"):  # a writer lets the open() of /file return
+                pass
+        waiting.join(TIMEOUT)
+        assert not waiting.is_alive()
+        # (A pipe cannot be read at an offset, so /file itself fails: its response is cut.)
+        assert isinstance(outcome.get_nowait(), httpx.HTTPError | httpx.Response)
+        assert httpx.get(f"{srv.url}/ping", timeout=TIMEOUT).content == b"pong"
+
+
 def make_zerocopy_app(path: Path) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -8,7 +8,7 @@ real asgiri over HTTP/1.1, HTTP/2 and HTTP/3, and bench/report.py renders a smal
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -116,12 +116,13 @@ def test_scale_app_rejects_a_bad_size(plain_server: CLIServer) -> None:
 # ----------------------------------------------------------------------------- report.py
 
 
-def _report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_report", BENCH / "report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def report(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """bench/report.py as ``python bench/report.py`` runs it: bench/ first on the path."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in [m for m in sys.modules if m == "report" or m.startswith("reporting")]:
+        monkeypatch.delitem(sys.modules, name)
+    return importlib.import_module("report")
 
 
 def _row(server: str, scenario: str, rnd: int, rps: float | None, **more: Any) -> dict[str, Any]:
@@ -146,8 +147,9 @@ def _row(server: str, scenario: str, rnd: int, rps: float | None, **more: Any) -
     return row
 
 
-def test_report_shows_targets_met_and_the_memory_and_scale_tables(tmp_path: Path) -> None:
-    report = _report()
+def test_report_shows_targets_met_and_the_memory_and_scale_tables(
+    tmp_path: Path, report: ModuleType
+) -> None:
     pairs = [
         ("uvloop", "uvicorn-uvloop", "asgiri-uvloop", "h1_hello,h1_big", "uvicorn (uvloop)"),
         ("ws-uvicorn", "uvicorn-ws", "asgiri-ws", "ws_echo", "uvicorn (websockets)"),

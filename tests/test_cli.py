@@ -289,6 +289,33 @@ def test_invalid_option_value_is_one_line_naming_the_option(args: list[str], opt
     assert "error" in lines[0]
 
 
+def test_h2_codec_without_its_package_is_a_usage_error(tmp_path: Path) -> None:
+    """Where ngh2 does not import (PyPy, a platform without its wheel), asking for
+    the nghttp2 codec names the missing package; ``auto`` takes h2 there instead."""
+    stand_in = tmp_path / "ngh2"
+    stand_in.mkdir()
+    (stand_in / "__init__.py").write_text('raise ImportError("no wheel for this platform")\n')
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(tmp_path), str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")]
+    )
+    command = [sys.executable, "-m", "asgiri", "apps:hello", "--port", "0"]
+    result = subprocess.run(
+        [*command, "--h2-codec", "nghttp2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = _stderr_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert "--h2-codec" in lines[0]
+    assert "ngh2" in lines[0]
+    assert "Listening on" not in result.stderr + result.stdout
+
+
 def _float_options() -> list[str]:
     """Every option of the config tree that takes a float (seconds, all of them)."""
     names = []

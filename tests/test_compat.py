@@ -379,6 +379,21 @@ def trusting_file(path: str) -> Any:
     return configure
 
 
+def test_a_self_signed_certificate_is_made_at_start_up_not_by_the_config() -> None:
+    config = Config.from_options("m:app", selfcert=True, host="127.0.0.2")
+    assert config.tls.enabled and config.tls.cert_data is None  # construction makes nothing
+    config.make_certificate()
+    cert = config.tls.cert_data
+    assert isinstance(cert, bytes) and cert.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert config.tls.key_data is not None and b"PRIVATE KEY" in config.tls.key_data
+    names = x509.load_pem_x509_certificate(cert).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert ipaddress.ip_address("127.0.0.2") in names.value.get_values_for_type(x509.IPAddress)
+    config.make_certificate()
+    assert config.tls.cert_data is cert  # once: reload children and workers share it
+
+
 def test_http3_alone_without_a_certificate_serves_with_a_temporary_one() -> None:
     # 0.3 accepted this call (and served nothing); the certificate is made at start-up.
     server = Server(hello, port=0, http_version=HttpProtocolVersion.HTTP_3)

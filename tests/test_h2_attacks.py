@@ -415,6 +415,74 @@ def test_rapid_reset(cli: CLIServer) -> None:
     assert get(port) == (200, b"ok")
 
 
+# ---------------------------------------------------------------- clients the defences must spare
+
+
+def _ended(frame: Frame) -> bool:
+    return isinstance(frame, (DataFrame, HeadersFrame)) and END_STREAM in frame.flags
+
+
+def _no_goaway(conn: RawConn) -> None:
+    goaways = [f for f in conn.frames if isinstance(f, GoAwayFrame)]
+    assert not goaways, f"the connection was ended: {goaways}"
+
+
+#: Requests on the long-lived connection, and how many are in flight at once.
+LONG_LIVED = 10_000
+IN_FLIGHT = 100
+
+
+def test_ten_thousand_requests_on_one_connection() -> None:
+    """A long-lived connection (a browser, a proxy, a load generator) is never cut
+    off for the number of streams it has opened: 10,000 requests, 100 at a time."""
+    with served() as srv, RawConn(srv.port) as conn:
+        answered = 0
+        for first in range(1, 2 * LONG_LIVED, 2 * IN_FLIGHT):
+            ids = range(first, first + 2 * IN_FLIGHT, 2)
+            conn.send(*(request(sid) for sid in ids))
+            pending = set(ids)
+
+            def batch_done(frame: Frame, pending: set[int] = pending) -> bool:
+                if _ended(frame):
+                    pending.discard(frame.stream_id)
+                return not pending
+
+            conn.wait_for(batch_done, f"the answers to streams {first}-{ids[-1]}")
+            answered += sum(1 for sid in ids if conn.status.get(sid) == 200)
+        assert answered == LONG_LIVED
+        _no_goaway(conn)
+        conn.send(PingFrame(0, opaque_data=b"stillup!"))
+        conn.wait_for(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, "the PING ACK")
+
+
+#: Requests a well-behaved client cancels over the life of one connection: twice
+#: the burst of libnghttp2's own reset limit (1,000, then 33 a second).
+CANCELLED_REQUESTS = 2_000
+
+
+def test_client_cancelling_its_requests_is_not_cut_off() -> None:
+    """Resets count against the streams that completed, not against time: a
+    client that cancels thousands of its requests over a connection's life (a
+    browser leaving pages, gRPC deadlines), each among requests it lets finish,
+    keeps its connection."""
+    with served() as srv, RawConn(srv.port) as conn:
+        for i in range(CANCELLED_REQUESTS):
+            done, cancelled = 1 + 4 * i, 3 + 4 * i
+            conn.send(
+                request(done),
+                request(cancelled, "/hang"),
+                RstStreamFrame(cancelled, error_code=CANCEL),
+            )
+            conn.wait_for(lambda f, sid=done: _ended(f) and f.stream_id == sid, f"stream {done}")
+            assert conn.status[done] == 200
+        _no_goaway(conn)
+        last = 1 + 4 * CANCELLED_REQUESTS
+        conn.send(request(last))
+        conn.wait_for(lambda f: _ended(f) and f.stream_id == last, "the last answer")
+        assert conn.status[last] == 200
+        _no_goaway(conn)
+
+
 # ---------------------------------------------------------------- CONTINUATION flood
 
 

@@ -19,6 +19,7 @@ import json
 import queue
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from asgiri.protocol.h2_codecs import resolve_codec
 from asgiri.ssl_utils import generate_self_signed_cert
 
 from . import h2apps
@@ -870,6 +872,48 @@ def test_http11_only_tls_never_selects_h2(tls_pems: tuple[bytes, bytes]) -> None
     assert response.text == "Hello, World!"
 
 
+# ----------------------------------------------------------------------------- the codec
+
+
+@pytest.mark.parametrize("codec", ["nghttp2", "h2"])
+def test_h2_codec_option_picks_the_codec(codec: str) -> None:
+    """``--h2-codec`` picks the implementation.  The one answer that differs is
+    a malformed request: a stream error on nghttp2 (RFC 9113 8.1.1), the
+    connection's end on h2."""
+    with serve(h2apps.main, h2_codec=codec) as srv:
+        client = FrameClient(srv.port)
+        client.start()
+        fields = [
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", b"127.0.0.1"),
+            (b":path", b"/hello"),
+            (b"X-Upper-Case", b"1"),
+        ]
+        bad = client.encoder.encode(fields)
+        client.send(HeadersFrame(1, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+        frames = client.until(lambda f: isinstance(f, (RstStreamFrame, GoAwayFrame)))
+        answer = frames[-1][0]
+        if codec == "nghttp2":
+            assert isinstance(answer, RstStreamFrame)
+            assert (answer.stream_id, answer.error_code) == (1, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            client.send(client.headers(3, b"/hello"))
+            served = client.until(ends_stream(3))
+            statuses = [h for _, h in served if h is not None]
+            assert statuses and (b":status", b"200") in statuses[0]
+        else:
+            assert isinstance(answer, GoAwayFrame)
+            assert answer.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        client.close()
+
+
+def test_auto_codec_is_h2_where_ngh2_does_not_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_codec("auto") == "nghttp2"
+    monkeypatch.setitem(sys.modules, "ngh2", None)  # what ImportError looks like
+    assert resolve_codec("auto") == "h2"
+    assert resolve_codec("nghttp2") == "nghttp2"
+
+
 # ----------------------------------------------------------------------------- connection set-up
 
 _CODES = h2.settings.SettingCodes
@@ -971,6 +1015,32 @@ def _upgrade(port: int, body: bytes, mode: str) -> tuple[H2Client, bytes]:
     client.sock.settimeout(TIMEOUT)
     client.sock.sendall(body[half:])
     return client, _read_101(client.sock)
+
+
+@pytest.mark.parametrize("codec", ["nghttp2", "h2"])
+def test_h2c_upgrade_with_malformed_settings_ends_with_goaway(codec: str) -> None:
+    """HTTP2-Settings that is no SETTINGS payload (3 octets): after the 101 the
+    connection ends with GOAWAY PROTOCOL_ERROR, and the server goes on serving."""
+    with serve(h2apps.main, h2_codec=codec) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock:
+            sock.sendall(
+                b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                b"Upgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n"
+            )
+            rest = _read_101(sock)
+            while (chunk := sock.recv(65536)) != b"":
+                rest += chunk
+        frames = []
+        while len(rest) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(rest[:9]))
+            frame.parse_body(memoryview(rest[9 : 9 + length]))
+            frames.append(frame)
+            rest = rest[9 + length :]
+        goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert goaways, frames
+        assert goaways[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        with httpx.Client(http1=False, http2=True, timeout=TIMEOUT) as client:
+            assert client.get(f"{srv.url}/hello").status_code == 200
 
 
 def test_h2c_upgrade_with_a_body_beyond_one_window_is_served_as_http11() -> None:

@@ -417,7 +417,7 @@ def test_no_per_stream_state_is_left_behind(server: ThreadServer) -> None:
         mine = [p for p in protocols if p.client[1] == client.sock.getsockname()[1]]
         assert len(mine) == 1
         proto = mine[0]
-        assert proto.streams == {} and proto.websockets == {}
+        assert proto.streams == {} and proto.tunnels == {}
         assert not proto._no_body and not proto._waiters and not proto._stall_timers
         assert not proto.conn._heads and not proto.conn._done_sending
         assert not proto.conn.quic._held and not proto.conn.quic._written
@@ -1039,13 +1039,18 @@ def test_websocket_going_away_on_shutdown(pems: tuple[bytes, bytes]) -> None:
         srv.stop()
 
 
-def test_websocket_off_is_not_advertised(pems: tuple[bytes, bytes]) -> None:
+@pytest.mark.parametrize("webtransport", [False, True])
+def test_websocket_off_is_not_served(pems: tuple[bytes, bytes], webtransport: bool) -> None:
+    """Extended CONNECT is advertised only for what it serves; a WebSocket one is refused."""
     with (
-        serve(app, cert_data=pems[0], key_data=pems[1], ws="none") as srv,
+        serve(
+            app, cert_data=pems[0], key_data=pems[1], ws="none", webtransport=webtransport
+        ) as srv,
         H3Client(h3port(srv)) as client,
     ):
         client.run_until(lambda: client.h3.received_settings is not None, what="SETTINGS")
-        assert 0x8 not in (client.h3.received_settings or {})
+        settings = client.h3.received_settings or {}
+        assert (0x8 in settings) is webtransport  # WebTransport needs it too
         ws = H3WebSocket(client)
         assert client.wait_response(ws.stream_id).reset_code == ErrorCode.H3_REQUEST_REJECTED
 

@@ -27,11 +27,12 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamReset
 
 from asgiri.config import Config
+from asgiri.protocol.aioquic_internals import ServerQuicConnection
 from asgiri.protocol.events import Body, EndBody, Request, RequestRejected, StreamClosed
 from asgiri.protocol.fields import MalformedRequest, check_header_block
-from asgiri.protocol.h2 import H2Connection, H2Limits
+from asgiri.protocol.h2_codecs import codec_factory
+from asgiri.protocol.h2_common import H2Codec, H2Limits
 from asgiri.protocol.h3 import H3Connection
-from asgiri.protocol.quic import ServerQuicConnection
 from asgiri.server.h3 import quic_configuration
 from asgiri.ssl_utils import generate_self_signed_cert
 
@@ -79,11 +80,18 @@ def test_a_valid_head_notes_its_content_length() -> None:
 # ----------------------------------------------------------------------------- HTTP/2
 
 
-class H2Pair:
-    """An asgiri H2Connection and an h2 client, bytes passed by hand."""
+@pytest.fixture(params=["nghttp2", "h2"])
+def codec(request: pytest.FixtureRequest) -> str:
+    """Each HTTP/2 test runs on both codecs."""
+    name: str = request.param
+    return name
 
-    def __init__(self, limits: H2Limits) -> None:
-        self.server = H2Connection(limits)
+
+class H2Pair:
+    """An asgiri HTTP/2 codec and an h2 client, bytes passed by hand."""
+
+    def __init__(self, limits: H2Limits, codec: str) -> None:
+        self.server: H2Codec = codec_factory(codec)(limits)
         self.server.initiate()
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -123,8 +131,8 @@ def _post(length: bytes | None) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-def test_h2_declared_body_over_the_limit_is_rejected_before_it_is_read() -> None:
-    pair = H2Pair(H2Limits(max_body=1000))
+def test_h2_declared_body_over_the_limit_is_rejected_before_it_is_read(codec: str) -> None:
+    pair = H2Pair(H2Limits(max_body=1000), codec)
     stream_id = pair.request(_post(b"200000"), end=False)
     events = pair.pump()
     assert [type(e) for e in events] == [RequestRejected]
@@ -137,8 +145,8 @@ def test_h2_declared_body_over_the_limit_is_rejected_before_it_is_read() -> None
     assert pair.client.outbound_flow_control_window > 60000
 
 
-def test_h2_body_of_unknown_length_is_rejected_once_it_grows_past_the_limit() -> None:
-    pair = H2Pair(H2Limits(max_body=1000))
+def test_h2_body_of_unknown_length_is_rejected_once_it_grows_past_the_limit(codec: str) -> None:
+    pair = H2Pair(H2Limits(max_body=1000), codec)
     stream_id = pair.request(_post(None), end=False)
     assert [type(e) for e in pair.pump()] == [Request]
     pair.client.send_data(stream_id, b"x" * 800)
@@ -152,8 +160,8 @@ def test_h2_body_of_unknown_length_is_rejected_once_it_grows_past_the_limit() ->
     assert pair.pump() == []
 
 
-def test_h2_refusing_new_streams_sends_no_goaway() -> None:
-    pair = H2Pair(H2Limits())
+def test_h2_refusing_new_streams_sends_no_goaway(codec: str) -> None:
+    pair = H2Pair(H2Limits(), codec)
     first = pair.request(_post(b"0"), end=True)
     assert [type(e) for e in pair.pump()] == [Request, EndBody]
     pair.server.refuse_new_streams()
@@ -172,9 +180,9 @@ def test_h2_refusing_new_streams_sends_no_goaway() -> None:
     )
 
 
-def test_h2_stop_reading_waits_for_the_queued_response() -> None:
+def test_h2_stop_reading_waits_for_the_queued_response(codec: str) -> None:
     """RST_STREAM drops queued DATA: it goes only once the response has left."""
-    pair = H2Pair(H2Limits())
+    pair = H2Pair(H2Limits(), codec)
     stream_id = pair.request(_post(None), end=False)
     pair.pump()
     body = b"y" * 100_000  # more than the client's 65,535-byte window

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -104,13 +105,32 @@ def test_no_proxy_headers_no_change() -> None:
     assert info({"Host": "a", "X-Other": "b"}) is None
 
 
-def test_forwarded_allow_ips_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forwarded_allow_ips_from_environment_is_read_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.1.0.0/16")
-    assert Config.from_options("m:app").proxy.forwarded_allow_ips == "10.1.0.0/16"
-    config = Config.from_options("m:app", forwarded_allow_ips="192.0.2.1")
-    assert config.proxy.forwarded_allow_ips == "192.0.2.1"
-    monkeypatch.delenv("FORWARDED_ALLOW_IPS")
-    assert Config.from_options("m:app").proxy.forwarded_allow_ips == "127.0.0.1"
+    config = Config.from_options("m:app")
+    assert config.proxy.forwarded_allow_ips is None  # building a config reads no environment
+    assert config.proxy.allow_ips(os.environ) == "10.1.0.0/16"
+    given = Config.from_options("m:app", forwarded_allow_ips="192.0.2.1")
+    assert given.proxy.allow_ips(os.environ) == "192.0.2.1"
+    assert config.proxy.allow_ips({}) == "127.0.0.1"
+    with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS must list IP addresses"):
+        config.proxy.allow_ips({"FORWARDED_ALLOW_IPS": "localhost"})
+
+
+def test_a_server_trusts_the_proxies_of_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.0/24")
+    with serve(whoami) as srv:
+        got = raw_get(srv.port, PROXY_HEADERS, source="127.0.0.2")
+    assert got["client"] == ["198.51.100.20", 0]
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1,localhost")
+    result = run_cli("apps:hello", "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: FORWARDED_ALLOW_IPS must list IP addresses and networks: "
+        "not an IP address or network: 'localhost'"
+    ]
 
 
 def test_cli_rejects_a_bad_forwarded_allow_ips() -> None:

@@ -23,7 +23,8 @@ import pytest
 
 from asgiri.cli import build_parser
 from asgiri.server import Server
-from asgiri.server.reload import ChangeFilter, import_target
+from asgiri.server.process import import_target
+from asgiri.server.reload import ChangeFilter
 from tests.servers import ROOT, CLIServer, run_cli
 
 APP = """

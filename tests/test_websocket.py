@@ -33,8 +33,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.frame_protocol import XorMaskerSimple
 
-from asgiri.protocol.ws import WSSession, negotiate_extensions
+from asgiri.protocol import ws_coalesce, wsproto_internals
+from asgiri.protocol.ws import WSSession
+from asgiri.protocol.ws_handshake import negotiate_extensions
+from asgiri.protocol.wsproto_internals import CMasker, IntMasker
 from asgiri.ssl_utils import generate_self_signed_cert, save_cert_and_key
 
 from . import wsapps
@@ -940,8 +944,19 @@ def _wsproto_events(deflate: bool, data: bytes, chunks: list[int]) -> list[tuple
     return seen
 
 
+@pytest.fixture(params=["compiled", "python"])
+def masker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Unmasking in C (websockets' ``apply_mask``), or without it, as where it does not import."""
+    if request.param == "python":
+        monkeypatch.setattr(ws_coalesce, "APPLY_MASK", None)
+        monkeypatch.setattr(wsproto_internals, "APPLY_MASK", None)
+    else:
+        assert ws_coalesce.APPLY_MASK is not None, "websockets' compiled speedups did not import"
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", range(4))
-def test_session_reads_as_wsproto_connection_does(seed: int) -> None:
+def test_session_reads_as_wsproto_connection_does(seed: int, masker: str) -> None:
     """WSSession drives wsproto's frame layer and its own unmasking: same results as Connection."""
     rng = random.Random(100 + seed)
     for _ in range(150):
@@ -956,21 +971,31 @@ def test_session_reads_as_wsproto_connection_does(seed: int) -> None:
         assert ours == _wsproto_events(deflate, data, chunks)
 
 
-def test_small_frames_are_unmasked_by_the_session_s_masker() -> None:
+def test_frames_are_unmasked_by_the_session_s_masker(masker: str) -> None:
     """wsproto parses with the session's decoder: a guard against a wsproto whose internals moved.
 
-    (Were the decoder not used, messages would still be right, only slower.)
+    With websockets' compiled ``apply_mask``, every frame is unmasked in C,
+    a 1 MiB one too; without it, small frames with a big-int XOR and large
+    ones by wsproto.  (Were the decoder not used, messages would still be
+    right, only slower.)
     """
     session = WSSession()
     decoder = session._proto.decoder
     whole = frame(BINARY, b"0123456789", key=b"\x01\x02\x03\x04")
     assert session.receive_data(whole[:-3]) == []
     assert decoder.header is not None  # wsproto parsed the header with this decoder
-    assert type(decoder.masker).__name__ == "_IntMasker"
+    small, large = (CMasker, CMasker) if masker == "compiled" else (IntMasker, XorMaskerSimple)
+    assert type(decoder.masker) is small
     assert [m.data for m in session.receive_data(whole[-3:])] == [b"0123456789"]  # type: ignore[union-attr]
-    big = frame(BINARY, b"x" * 5000)
+    payload = os.urandom(1 << 20)
+    big = frame(BINARY, payload, key=b"\x05\x06\x07\x08")
     assert session.receive_data(big[:100]) == []
-    assert type(decoder.masker).__name__ == "XorMaskerSimple"  # large frames: wsproto's own
+    assert type(decoder.masker) is large
+    # The rest in pieces whose lengths are not multiples of 4: the key turns with them.
+    received = []
+    for at in range(100, len(big), 65537):
+        received += session.receive_data(big[at : at + 65537])
+    assert [m.data for m in received] == [payload]  # type: ignore[union-attr]
 
 
 def test_coalescing_merges_fragments_that_arrive_together() -> None:

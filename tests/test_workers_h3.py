@@ -1,7 +1,4 @@
-"""HTTP/3 with ``--workers 2``: each QUIC connection stays with one worker.
-
-Runs once the build serves HTTP/3 (tests/h3_client.py and asgiri's h3 server).
-"""
+"""HTTP/3 with ``--workers 2``: each QUIC connection stays with one worker."""
 
 from __future__ import annotations
 
@@ -9,16 +6,8 @@ import re
 import threading
 from pathlib import Path
 
-import pytest
-
-from asgiri.config import SUPPORTED_HTTP_VERSIONS, HttpProtocolVersion
 from asgiri.ssl_utils import generate_self_signed_cert
 from tests.servers import CLIServer
-
-pytestmark = pytest.mark.skipif(
-    HttpProtocolVersion.HTTP_3 not in SUPPORTED_HTTP_VERSIONS,
-    reason="this build does not serve HTTP/3",
-)
 
 
 def test_h3_connections_stay_with_their_worker(tmp_path: Path) -> None:

@@ -22,8 +22,21 @@ Codecs:
 * ``asgiri``: ``asgiri.protocol.h2.H2Connection`` itself, the interface the
   server layer uses (frame screen, flood counters, version-neutral events,
   response checks);
+* ``asgiri-nghttp2``: ``asgiri.protocol.h2_nghttp2.H2Connection``, the same
+  interface on libnghttp2 (``--h2-codec nghttp2``);
+* ``ngh2``: ``ngh2.Connection`` (libnghttp2) alone, configured as asgiri
+  configures it (credit returned by the caller);
+* ``jh2``: the jh2 fork of h2 (h2's API, HPACK in Rust), validation off as
+  ``h2-novalidate``, if installed;
 * ``zttp``: ``zttp.Connection(SERVER, protocol=HTTP2)`` (Zig core), if installed;
 * ``rh2``: ``rh2.H2Connection`` (Rust h2 crate), if installed.
+
+Under callgrind, ``--count`` runs one codec for a given number of reads once,
+without the check, so that two run lengths can be subtracted (see
+docs/performance.md):
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python bench/codec/h2_codec.py --count asgiri-nghttp2 --reads 50
 """
 
 from __future__ import annotations
@@ -155,11 +168,12 @@ def h2_asgiri() -> Server:
     return _h2_server(_no_validation(), _H2)
 
 
-def asgiri_protocol() -> Server:
+def asgiri_protocol(codec: str = "h2") -> Server:
     from asgiri.protocol.events import Request
-    from asgiri.protocol.h2 import H2Connection
+    from asgiri.protocol.h2_codecs import codec_factory
+    from asgiri.protocol.h2_common import H2Limits
 
-    conn = H2Connection()
+    conn = codec_factory(codec)(H2Limits())
     conn.initiate()
 
     def serve(data: bytes) -> bytes:
@@ -172,6 +186,57 @@ def asgiri_protocol() -> Server:
                 conn.send_data(sid, BODY, True)
                 conn.forget(sid)
         return conn.data_to_send()
+
+    return serve
+
+
+def asgiri_nghttp2() -> Server:
+    return asgiri_protocol("nghttp2")
+
+
+def ngh2_server() -> Server:
+    import ngh2
+
+    conn = ngh2.Connection(ngh2.Role.SERVER, ngh2.Configuration(auto_window_update=False))
+    conn.initiate_connection({ngh2.Setting.MAX_CONCURRENT_STREAMS: 100})
+    request_received = ngh2.RequestReceived
+    status = [(b":status", b"200"), *RESPONSE]
+
+    def serve(data: bytes) -> bytes:
+        conn.receive_data(data)
+        for ev in conn.events():
+            if type(ev) is request_received:
+                conn.send_response(ev.stream_id, status)
+                conn.send_data(ev.stream_id, BODY, end_stream=True)
+        return conn.data_to_send()
+
+    return serve
+
+
+def jh2_server() -> Server:
+    import jh2.config
+    import jh2.connection
+    import jh2.events
+
+    config = jh2.config.H2Configuration(
+        client_side=False,
+        header_encoding=None,
+        validate_inbound_headers=False,
+        normalize_inbound_headers=False,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+    conn = jh2.connection.H2Connection(config=config)
+    conn.initiate_connection()
+    request_received = jh2.events.RequestReceived
+    status = [(b":status", b"200"), *RESPONSE]
+
+    def serve(data: bytes) -> bytes:
+        for ev in conn.receive_data(data):
+            if type(ev) is request_received:
+                conn.send_headers(ev.stream_id, status)
+                conn.send_data(ev.stream_id, BODY, end_stream=True)
+        return conn.data_to_send()  # type: ignore[no-any-return]
 
     return serve
 
@@ -223,6 +288,9 @@ CODECS: dict[str, tuple[Callable[[], Server], str | None]] = {
     "h2-novalidate": (h2_novalidate, None),
     "h2-asgiri": (h2_asgiri, None),
     "asgiri": (asgiri_protocol, None),
+    "asgiri-nghttp2": (asgiri_nghttp2, "ngh2"),
+    "ngh2": (ngh2_server, "ngh2"),
+    "jh2": (jh2_server, "jh2"),
     "zttp": (zttp_server, "zttp"),
     "rh2": (rh2_server, "rh2"),
 }
@@ -306,12 +374,21 @@ def main() -> None:
     )
     parser.add_argument("--connections", type=int, default=8, help="connections per run")
     parser.add_argument("--repeat", type=int, default=5, help="runs per codec (best, median)")
+    parser.add_argument(
+        "--count", metavar="CODEC", help="run CODEC once for --reads reads (for callgrind)"
+    )
     args = parser.parse_args()
     reads = client_reads(args.reads)
+    if args.count:
+        serve = CODECS[args.count][0]()
+        for data in reads:
+            serve(data)
+        return
     names = [n for n in args.codecs.split(",") if n]
     print(
-        f"# python {platform.python_version()}, h2 {version('h2')}, zttp {version('zttp')}, "
-        f"rh2 {version('rh2')}; {args.connections} connections x {args.reads} reads x {STREAMS}"
+        f"# python {platform.python_version()}, h2 {version('h2')}, ngh2 {version('ngh2')}, "
+        f"jh2 {version('jh2')}, zttp {version('zttp')}, rh2 {version('rh2')}; "
+        f"{args.connections} connections x {args.reads} reads x {STREAMS}"
         f" streams, best/median of {args.repeat}"
     )
     print(f"{'codec':<15} {'cycles/s':>10} {'µs/cycle':>9} {'median µs':>10}")

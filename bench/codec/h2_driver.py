@@ -11,6 +11,8 @@ start-up subtracted.
     .venv/bin/python bench/codec/h2_driver.py                      # µs per request
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         .venv/bin/python bench/codec/h2_driver.py --reads 50 --repeat 1   # then --reads 250
+
+``--codec`` is ``--h2-codec`` (nghttp2 or h2; default auto).
 """
 
 from __future__ import annotations
@@ -73,9 +75,9 @@ class Transport(asyncio.Transport):
         pass
 
 
-async def serve(reads: list[bytes], connections: int) -> float:
+async def serve(reads: list[bytes], connections: int, codec: str) -> float:
     loop = asyncio.get_running_loop()
-    config = Config.from_options(app, access_log=False)
+    config = Config.from_options(app, access_log=False, h2_codec=codec)
     ctx = ServerContext(config, app, loop)
     start = time.process_time()
     for _ in range(connections):
@@ -101,13 +103,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--codec", choices=("auto", "nghttp2", "h2"), default="auto")
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop
 
         uvloop.install()
     reads = client_reads(args.reads)
-    times = [asyncio.run(serve(reads, args.connections)) for _ in range(args.repeat)]
+    times = [asyncio.run(serve(reads, args.connections, args.codec)) for _ in range(args.repeat)]
     n = args.reads * STREAMS * args.connections
     print(
         f"{n} requests per run: best {min(times) / n * 1e6:.2f} µs/request,"

@@ -3,8 +3,9 @@
 Each probe drives a fresh server connection with raw frames (hyperframe, and a
 stateless HPACK encoder so malformed fields can be written), reads back the
 frames the codec produced and prints one cell per codec.  The codecs sit behind
-one small adapter each; ``asgiri`` is ``asgiri.protocol.h2.H2Connection`` (the h2
-library as asgiri uses it), the reference every candidate is held against.
+one small adapter each; ``asgiri (h2)`` is ``asgiri.protocol.h2.H2Connection`` (the h2
+library as asgiri uses it), the reference every candidate is held against, and
+``asgiri (nghttp2)`` the same interface on ngh2 (``asgiri.protocol.h2_nghttp2``).
 
     .venv/bin/python bench/codec/h2_features.py
 """
@@ -48,19 +49,21 @@ PROTOCOL_ERROR, CANCEL, ENHANCE_YOUR_CALM = 0x1, 0x8, 0xB
 
 class Asgiri:
     name = "asgiri (h2)"
+    codec = "h2"
 
     def __init__(self) -> None:
-        from asgiri.protocol.h2 import H2Connection, H2Limits
+        from asgiri.protocol.h2_codecs import codec_factory
+        from asgiri.protocol.h2_common import H2Limits
 
         # The candidates' 64 KiB window, so that the inbound flow-control probe
         # (60,000 bytes) crosses h2's threshold for sending WINDOW_UPDATE.
         limits = H2Limits(enable_connect_protocol=True, initial_window_size=65535)
-        self.conn = H2Connection(limits)
+        self.conn = codec_factory(self.codec)(limits)
         self.conn.initiate()
 
     def feed(self, data: bytes) -> list[tuple[Any, ...]]:
         from asgiri.protocol import events as ev
-        from asgiri.protocol.h2 import ConnectionEnded
+        from asgiri.protocol.h2_common import ConnectionEnded
 
         out: list[tuple[Any, ...]] = []
         for e in self.conn.receive_data(data):
@@ -105,6 +108,11 @@ class Asgiri:
 
     def out(self) -> bytes:
         return self.conn.data_to_send()
+
+
+class AsgiriNghttp2(Asgiri):
+    name = "asgiri (nghttp2)"
+    codec = "nghttp2"
 
 
 class Zttp:
@@ -596,7 +604,7 @@ PROBES: list[tuple[str, Callable[[type], str]]] = [
 
 def main() -> None:
     adapters: list[type] = [Asgiri]
-    for cls, dist in ((Zttp, "zttp"), (Rh2, "rh2")):
+    for cls, dist in ((AsgiriNghttp2, "ngh2"), (Zttp, "zttp"), (Rh2, "rh2")):
         try:
             print(f"# {dist} {metadata.version(dist)}")
             adapters.append(cls)

@@ -1,5 +1,5 @@
 """HTTP/1.1: ``H1Connection`` fed raw bytes (request heads, chunked bodies, trailers,
-pipelining, upgrades).
+pipelining, upgrades), and answering as a server does.
 
 Input: one options byte, one byte choosing how the rest is cut into reads,
 then the bytes a client sends.  Raw bytes rather than a structured generator:
@@ -7,27 +7,36 @@ HTTP/1.1 is text, the corpus recorded from the test suite covers its framings,
 and libFuzzer's dictionary (``fuzz/dicts/h1.dict``) and comparison tracing
 supply the tokens; a generator would only produce what llhttp already accepts.
 
+The harness plays the server: each request is answered, in order, once its
+body has ended (a response with a length, a chunked one with trailers, or a
+1xx and a 204), which is what lets the next request be answered and an
+Upgrade request be offered.
+
 Options: bit 0 small limits (so that every limit is reachable with short
-inputs), bits 1-2 ``max_requests`` (none, 1, 2, 4), bit 3 decline upgrades
-(HTTP/1.1 goes on, as when the server does not switch) instead of handing the
-bytes over.
+inputs), bits 1-2 ``max_requests`` (none, 1, 2, 4), bit 3 accept an Upgrade
+when it is offered (the bytes after it are handed over) instead of declining
+it (HTTP/1.1 goes on, body included).
 
 Invariants:
 
 * the only exception is ``RemoteProtocolError``, with a status among
   400/413/414/431/501/505 (408 is the server's timer, not the parser's);
-* after it, ``receive_data`` produces no event (it may raise again);
+  after it the connection is in its ERROR state, says what the server is left
+  to do, and produces no event for further input;
 * events are well formed: requests numbered 1, 2, 3..., body and end only
   for the request being read, one end per request, headers and trailers
   within ``max_fields``, bodies within ``max_body`` and their Content-Length;
+  an Upgrade is offered only for the next request to be answered, and
+  requests are answered in order;
 * one call yields at most ``max_requests`` requests, and held bytes always
   make progress;
 * bytes taken without an event stay within the header limits plus one read,
   and what the connection holds on to stays within its limits plus one read;
-* the same bytes in one read give the same requests, bodies, trailers and
-  hand-over bytes (an error may come earlier when cut: events of the failing
-  read are dropped with the connection, and a head that begins after
-  another message in the same read is only counted from the next read).
+* with upgrades declined, the same bytes in one read give the same requests,
+  bodies and trailers (an error may come earlier when cut: events of the
+  failing read are dropped with the connection; and bytes that make no
+  progress are counted across reads, so cut input may be refused with 431
+  where one read is not).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from typing import Any
 
 from asgiri.protocol.errors import RemoteProtocolError
 from asgiri.protocol.events import Body, EndBody, Request
-from asgiri.protocol.h1 import H1Connection
+from asgiri.protocol.h1 import H1Connection, ReadState, UpgradeRequested, WriteState
 
 from ..invariants import check, fail, is_extension, reads, retained_bytes, sampled
 
@@ -86,12 +95,15 @@ class Outcome:
     unfinished: bool = False
 
 
+_READING = (ReadState.HEAD, ReadState.BODY)
+
+
 class Run:
-    """One connection fed a list of reads, checking each call."""
+    """One connection fed a list of reads, answering its requests, checking each call."""
 
     def __init__(self, options: int) -> None:
         self.conn, self.limits = connection(options)
-        self.decline = bool(options & 8)
+        self.accept = bool(options & 8)
         self.max_requests: int | None = self.limits["max_requests"]
         self.outcome = Outcome()
         self.last_id = 0
@@ -99,11 +111,15 @@ class Run:
         self.reading: int | None = None
         self.body_size = 0
         self.declared: int | None = None
+        #: Requests whose body has ended, and the next one to answer.
+        self.ended: set[int] = set()
+        self.next_answer = 1
         #: Bytes fed inside a message since a call last produced an event.
         self.quiet = 0
 
     def feed(self, chunks: list[bytes]) -> Outcome:
         out = self.outcome
+        conn = self.conn
         for index, data in enumerate(chunks):
             if out.upgraded:
                 out.handed_over += data
@@ -112,52 +128,50 @@ class Run:
                 self._call(data)
             except RemoteProtocolError as exc:
                 check(exc.status in STATUSES, f"RemoteProtocolError status {exc.status}: {exc}")
+                check(conn.read_state is ReadState.ERROR, f"failed in state {conn.read_state}")
+                check(conn.after_error is not None, "failed without saying what is left to do")
                 out.status = exc.status
                 self._dead([*chunks[index + 1 :], PROBE])
                 return out
             if sampled(index, len(chunks)):
                 self._bounded(max(len(c) for c in chunks[: index + 1]))
-        out.unfinished = bool(self.conn.in_head or self.reading is not None) and not out.upgraded
+        out.unfinished = conn.read_state in _READING and not out.upgraded
         return out
 
     def _call(self, data: bytes) -> None:
         conn = self.conn
         events = conn.receive_data(data)
-        self._check_batch(events)
+        self._batch(events)
         # Only bytes inside a message count: empty lines between requests and
         # bytes after a closing request are dropped, not kept.
-        inside = conn.in_head or self.reading is not None
+        inside = conn.read_state in _READING
         self.quiet = self.quiet + len(data) if inside and not events else 0
+        self._answer()
         # Bytes held under max_requests are parsed by empty calls, as the
         # server does once it answered the requests before them.
         rounds = 0
-        while conn.holding and not conn.upgraded:
+        while conn.holding and not self.outcome.upgraded:
             rounds += 1
             check(rounds <= len(data) + 2, "held bytes make no progress")
             events = conn.receive_data(b"")
             check(events or not conn.holding, "a call on held bytes produced nothing")
-            self._check_batch(events)
+            self._batch(events)
             if events:
                 self.quiet = 0
-        while conn.upgraded:
-            if not self.decline:
-                self.outcome.upgraded = True
-                self.outcome.handed_over = conn.trailing_data
-                return
-            events = conn.decline_upgrade()
-            self._check_batch(events)
-            while conn.holding and not conn.upgraded:
-                events = conn.receive_data(b"")
-                self._check_batch(events)
+            self._answer()
 
-    def _check_batch(self, events: list[Any]) -> None:
+    def _batch(self, events: list[Any]) -> None:
         limits = self.limits
         requests = 0
-        for event in events:
+        for index, event in enumerate(events):
             kind = type(event)
             if kind is Request:
                 requests += 1
                 self._request(event)
+            elif kind is UpgradeRequested:
+                requests += 1
+                check(index == len(events) - 1, "events after an Upgrade offered")
+                self._upgrade(event)
             elif kind is Body:
                 check(event.stream_id == self.reading, f"body for {event.stream_id}, not read")
                 check(event.data, "empty body event")
@@ -176,11 +190,57 @@ class Run:
                     check(len(trailers) <= limits["max_fields"], "trailers over max_fields")
                     check(all(n == n.lower() for n, _ in trailers), "trailer name not lowered")
                 self.outcome.events.append(("end", event.stream_id, trailers))
+                self.ended.add(event.stream_id)
                 self.reading = None
             else:
                 fail(f"unexpected event {event!r}")
         if self.max_requests is not None:
             check(requests <= self.max_requests, f"{requests} requests in one call")
+
+    def _upgrade(self, offer: UpgradeRequested) -> None:
+        conn = self.conn
+        request = offer.request
+        check(request.stream_id == self.next_answer, "an Upgrade offered out of turn")
+        check(conn.write_state is WriteState.IDLE, f"an Upgrade offered in {conn.write_state}")
+        upgrade = [v.lower() for n, v in request.headers if n == b"upgrade"]
+        check(offer.protocol in upgrade, f"Upgrade {offer.protocol!r} offered for {upgrade}")
+        if self.accept:
+            info, rest = conn.accept_upgrade()
+            check(info.stream_id == request.stream_id, "the Upgrade accepted is another request")
+            self._request(request)
+            self.outcome.upgraded = True
+            self.outcome.handed_over = rest
+            return
+        # Declined: the request's own events come back, then what follows it.
+        self._batch(conn.decline_upgrade())
+
+    def _answer(self) -> None:
+        """Answer each request in turn once its body has ended, as an app that reads it."""
+        conn = self.conn
+        while not self.outcome.upgraded and self.next_answer in self.ended:
+            stream_id = conn.next_request()
+            if stream_id is None:
+                check(
+                    conn.write_state is WriteState.CLOSE or not conn.waiting,
+                    f"request {self.next_answer} cannot be answered in {conn.write_state}",
+                )
+                return
+            check(stream_id == self.next_answer, f"request {stream_id} answered out of turn")
+            kind = stream_id % 3
+            if kind == 0:
+                conn.send_response(200, [(b"content-type", b"text/plain")], b"", b"hello", True)
+            elif kind == 1:
+                conn.send_response(200, [], b"", b"", False, trailers=True)
+                conn.send_data(b"chunk", False)
+                conn.send_trailers([(b"x-t", b"1")])
+            else:
+                conn.send_informational(103, [(b"link", b"</a>")])
+                conn.send_response(204, [], b"", b"", True)
+            check(
+                conn.write_state in (WriteState.IDLE, WriteState.CLOSE),
+                f"a response ended in {conn.write_state}",
+            )
+            self.next_answer += 1
 
     def _request(self, request: Request) -> None:
         limits = self.limits
@@ -201,9 +261,6 @@ class Run:
         self.declared = int(lengths[0]) if lengths and not chunked else None
         if self.declared is not None and limits["max_body"] is not None:
             check(self.declared <= limits["max_body"], "Content-Length over max_body accepted")
-        # The server layer asks for this once per request it answers.
-        info = self.conn.request_info(request)
-        check(info.stream_id == request.stream_id, "request info of another request")
         self.outcome.events.append(
             (
                 "request",
@@ -233,7 +290,7 @@ class Run:
             self.quiet <= allowance + largest_read,
             f"{self.quiet} bytes taken without an event (limit {allowance} + one read)",
         )
-        held = retained_bytes(self.conn) - len(self.conn.trailing_data)
+        held = retained_bytes(self.conn)
         check(
             held <= allowance + 2 * largest_read,
             f"the connection holds {held} bytes (limit {allowance} + one read)",
@@ -254,7 +311,9 @@ def one_input(data: bytes) -> None:
         return
     options, pattern, payload = data[0], data[1], data[2:]
     split = Run(options).feed(reads(payload, pattern))
-    if pattern == 0:
+    if pattern == 0 or options & 8:
+        # (Whether an Upgrade is offered depends on when the requests before
+        # it were answered, so accepted upgrades are not compared.)
         return
     whole = Run(options).feed([payload])
     compare(split, whole)

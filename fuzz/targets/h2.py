@@ -474,8 +474,9 @@ class Run:
 
     def _screen(self) -> None:
         """The frame screen holds at most a frame header."""
-        screen = getattr(self.conn, "_scan", b"")
-        check(len(screen) < 9, f"the frame screen holds {len(screen)} bytes")
+        # (Private names: the one place to repoint if the screen moves.)
+        held = self.conn._screen._scan
+        check(len(held) < 9, f"the frame screen holds {len(held)} bytes")
 
     def _bounded(self, largest_read: int) -> None:
         conn = self.conn
@@ -483,7 +484,7 @@ class Run:
         frame_size = min(limits.max_frame_size, limits.max_inbound_frame_size)
         fixed = 9 + frame_size + 2 * limits.max_header_list_size + 3 * 4096 + 4096
         # (Response bytes waiting for window are the app's, queued by this harness.)
-        held = retained_bytes(conn, depth=5, exclude=[getattr(conn, "_out", None)])
+        held = retained_bytes(conn, depth=5, exclude=[conn._out])
         check(
             held <= fixed + limits.max_concurrent_streams * 2048 + largest_read,
             f"the connection holds {held} bytes (limit {fixed} + one read)",

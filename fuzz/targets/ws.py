@@ -34,13 +34,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiri.protocol.ws import (
-    CloseReceived,
-    MessageReceived,
-    PongReceived,
-    WSSession,
-    negotiate_extensions,
-)
+from asgiri.protocol.ws import CloseReceived, MessageReceived, PongReceived, WSSession
+from asgiri.protocol.ws_handshake import negotiate_extensions
 
 from ..choices import Choices
 from ..invariants import check, fail, reads, retained_bytes, sampled

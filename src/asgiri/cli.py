@@ -12,30 +12,12 @@ import argparse
 import enum
 import os
 import sys
-import types
 import typing
 from typing import Any
 
 from . import __version__
-from .config import COMPAT_FLAGS, OptionSpec, iter_options
+from .config import COMPAT_FLAGS, iter_options
 from .errors import StartupError
-
-
-def _base_type(hint: Any) -> Any:
-    """``int | None`` -> ``int``; enums and plain types pass through."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0] if args else str
-    return hint
-
-
-def option_flags(opt: OptionSpec) -> list[str]:
-    """The command-line spellings of an option, its primary ``--name`` first."""
-    primary = "--" + opt.name.replace("_", "-")
-    extra = list(opt.flags or ())
-    if opt.kind == "store_false":
-        return extra or ["--no-" + opt.name.replace("_", "-")]
-    return [primary, *[f for f in extra if f != primary]]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         group = groups.get(opt.group_key)
         if group is None:
             group = groups[opt.group_key] = parser.add_argument_group(opt.group_title.rstrip("."))
-        flags = option_flags(opt)
+        flags = opt.cli_flags
         help_text = opt.help
         if opt.kind == "store_false":
             group.add_argument(*flags, dest=opt.name, action="store_false", help=help_text)
@@ -119,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                             default = key
                             break
             else:
-                base = _base_type(opt.type)
+                base = opt.value_type
                 if base in (int, float):
                     kwargs["type"] = base
                 default = opt.default
@@ -181,7 +163,7 @@ def _switches() -> tuple[set[str], set[str]]:
     for opt in iter_options():
         if opt.flags is None:
             continue
-        long_flags = [f for f in option_flags(opt) if f.startswith("--")]
+        long_flags = [f for f in opt.cli_flags if f.startswith("--")]
         if opt.kind == "bool":
             negatable.update(long_flags)
         elif opt.kind == "store_true":
@@ -262,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             config = Config.from_options(app or "module:attribute", **options)
+            text = render_config(config)
         except ValueError as exc:
             parser.error(_cli_message(str(exc), sources))
-        text = render_config(config)
         if not app:
             text = text.replace('app = "module:attribute"', '# app = "module:attribute"', 1)
         sys.stdout.write(text)

@@ -22,8 +22,6 @@ import json
 import math
 import os
 import sys
-import types
-import typing
 from typing import Any
 
 from .config import COMPAT_FLAGS, Config, OptionSpec, iter_options
@@ -107,13 +105,11 @@ def _label(text: str, _: str) -> str:
 
 def _flag_aliases() -> dict[str, str]:
     """Command-line spellings (``bind`` of ``--bind``) -> option names, for "did you mean"."""
-    from .cli import option_flags
-
     aliases: dict[str, str] = {}
     for spec in iter_options():
         if spec.flags is None:
             continue
-        for flag in option_flags(spec):
+        for flag in spec.cli_flags:
             if flag.startswith("--") and spec.kind != "store_false":
                 aliases.setdefault(flag[2:].replace("-", "_"), spec.name)
     return aliases
@@ -145,7 +141,7 @@ def _check_type(where: str, key: str, spec: OptionSpec, value: Any) -> Any:
                 f"{where}: {key!r} must be one of {', '.join(allowed)}, got {value!r}"
             )
         return text.lower()
-    base = _base_type(spec.type)
+    base = spec.value_type
     if base is bool:
         if not isinstance(value, bool):
             raise ConfigFileError(f"{where}: {key!r} must be true or false, got {value!r}")
@@ -159,13 +155,6 @@ def _check_type(where: str, key: str, spec: OptionSpec, value: Any) -> Any:
     elif base is str and not isinstance(value, str):
         raise ConfigFileError(f"{where}: {key!r} must be a string, got {value!r}")
     return value
-
-
-def _base_type(hint: Any) -> Any:
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0] if len(args) == 1 else object
-    return hint
 
 
 # ---------------------------------------------------------------- writing a file
@@ -196,6 +185,8 @@ def render_config(config: Config) -> str:
             title = spec.group_title
             lines += ["", f"# {title.rstrip('.')}"]
         value = getattr(getattr(config, _group_attribute(spec.group_key)), spec.name)
+        if spec.name == "forwarded_allow_ips":
+            value = config.proxy.allow_ips(os.environ)  # as the server will see it
         if spec.name in _SECRETS:
             if value:
                 lines.append(f"# {spec.name} = ...  (set; not shown)")

@@ -2,7 +2,11 @@
 
 Writes ``DIR/cert.pem`` and ``DIR/key.pem`` (DIR defaults to ``certs``) and prints the
 certificate's SPKI pin, which is what a headless Chromium needs in
-``--ignore-certificate-errors-spki-list`` to trust exactly this certificate.
+``--ignore-certificate-errors-spki-list`` to trust exactly this certificate, and its
+SHA-256, which a page gives WebTransport as ``serverCertificateHashes``.  For the latter
+to work the certificate is ECDSA (P-256) and valid for :data:`VALIDITY_DAYS` days: browsers
+accept a certificate by hash only when it lives at most 14 days, so a development
+certificate is renewed (``make demo`` does it when it is about to expire).
 ``asgiri --generate-cert DIR`` reuses :func:`write_dev_cert`.
 """
 
@@ -14,12 +18,26 @@ import os
 import sys
 from collections.abc import Sequence
 
-from asgiri.ssl_utils import generate_self_signed_cert, save_cert_and_key, spki_sha256_base64
+from asgiri.ssl_utils import (
+    cert_sha256,
+    generate_self_signed_cert,
+    save_cert_and_key,
+    spki_sha256_base64,
+)
 
-__all__ = ["CERT_FILENAME", "KEY_FILENAME", "CertificateExistsError", "main", "write_dev_cert"]
+__all__ = [
+    "CERT_FILENAME",
+    "KEY_FILENAME",
+    "VALIDITY_DAYS",
+    "CertificateExistsError",
+    "main",
+    "write_dev_cert",
+]
 
 CERT_FILENAME = "cert.pem"
 KEY_FILENAME = "key.pem"
+#: Under the 14 days WebTransport's serverCertificateHashes allows, with a day to spare.
+VALIDITY_DAYS = 13
 
 
 class CertificateExistsError(FileExistsError):
@@ -57,7 +75,10 @@ def write_dev_cert(
                 "add --force to replace"
             )
     cert_pem, key_pem = generate_self_signed_cert(
-        hostname=hostname, ip_addresses=list(ips) if ips else None
+        hostname=hostname,
+        ip_addresses=list(ips) if ips else None,
+        validity_days=VALIDITY_DAYS,
+        key_type="ec",
     )
     save_cert_and_key(cert_pem, key_pem, cert_path, key_path)
     return cert_path, key_path
@@ -116,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             args.directory, args.hostname, args.ips, force=args.force
         )
         with open(cert_path, "rb") as handle:
-            pin = spki_sha256_base64(handle.read())
+            cert_pem = handle.read()
+        pin = spki_sha256_base64(cert_pem)
+        digest = cert_sha256(cert_pem).hex()
     except CertificateExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -127,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"private key: {key_path}")
     print(f"SPKI sha256: {pin}")
     print(f"  chromium --ignore-certificate-errors-spki-list={pin}")
+    print(f"certificate sha256 (WebTransport serverCertificateHashes): {digest}")
+    print(f"valid for {VALIDITY_DAYS} days")
     return 0
 
 

@@ -52,12 +52,6 @@ class EnvironmentConfigError(ValueError):
     """An ``ASGIRI_*`` variable or an env file that cannot be used; one line."""
 
 
-def _cli_flags(spec: OptionSpec) -> list[str]:
-    from .cli import option_flags
-
-    return option_flags(spec)
-
-
 def environment_names() -> dict[str, tuple[OptionSpec, bool]]:
     """``ASGIRI_NAME`` -> (option, negated) for every option the command line has.
 
@@ -69,7 +63,7 @@ def environment_names() -> dict[str, tuple[OptionSpec, bool]]:
         if spec.flags is None:
             continue
         names[PREFIX + spec.name.upper()] = (spec, False)
-        for flag in _cli_flags(spec):
+        for flag in spec.cli_flags:
             if not flag.startswith("--"):
                 continue  # short flags (-b) make no variable names
             negated = spec.kind == "store_false"
@@ -136,7 +130,7 @@ def _convert(var: str, spec: OptionSpec, text: str, negated: bool) -> Any:
         return value.split()
     if spec.choices:
         return value
-    base = _base(spec)
+    base = spec.value_type
     if base is int:
         try:
             return int(value)
@@ -148,12 +142,6 @@ def _convert(var: str, spec: OptionSpec, text: str, negated: bool) -> Any:
         except ValueError:
             raise EnvironmentConfigError(f"{var} must be a number, got {text!r}") from None
     return text
-
-
-def _base(spec: OptionSpec) -> Any:
-    from .config_file import _base_type
-
-    return _base_type(spec.type)
 
 
 # ---------------------------------------------------------------- env files

@@ -483,6 +483,16 @@ def _write_private(path: Path, data: bytes) -> str:
 # --------------------------------------------------------------------------------------
 
 
+def cert_sha256(cert_pem: bytes) -> bytes:
+    """SHA-256 of a certificate's DER: what a browser's WebTransport
+    ``serverCertificateHashes`` names (with an ECDSA certificate valid at most
+    14 days, Chromium then trusts it without a CA).  PEM or DER input."""
+    data = _as_bytes(cert_pem)
+    if b"-----BEGIN" in data:
+        data = x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(data).digest()
+
+
 def spki_sha256_base64(cert_pem: bytes) -> str:
     """Return base64(SHA-256(DER SubjectPublicKeyInfo)) of a certificate.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,25 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 #: Wait for an expected answer at most this long.
 IO_TIMEOUT = 5.0
+
+#: The client side of TLS when the suite runs over TLS (ALPN h2), else None.
+TLS: ssl.SSLContext | None = None
+
+
+def connect(port: int, timeout: float = IO_TIMEOUT) -> socket.socket:
+    """A connection to the server under test: cleartext, or TLS with ALPN ``h2``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if TLS is None:
+        return sock
+    tls = TLS.wrap_socket(sock, server_hostname="localhost")
+    if tls.selected_alpn_protocol() != "h2":
+        raise AssertionError(f"ALPN chose {tls.selected_alpn_protocol()!r}, not h2")
+    return tls
+
+
+#: How a connection can end under the client's reads (a TLS close is an EOF too).
+CLOSED_ERRORS = (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 # Frame types and flags, for raw_frame.
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS = 0x0, 0x1, 0x2, 0x3, 0x4
@@ -211,8 +231,7 @@ class RawH2:
     """One raw HTTP/2 connection to ``127.0.0.1:port``."""
 
     def __init__(self, port: int, timeout: float = IO_TIMEOUT) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = connect(port, timeout)
         self.timeout = timeout
         self.buf = bytearray()
         self.decoder = hpack.Decoder()
@@ -289,7 +308,7 @@ class RawH2:
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(65536)
-        except ConnectionResetError:
+        except CLOSED_ERRORS:
             chunk = b""
         if not chunk:
             self.closed = True
@@ -520,7 +539,7 @@ def h2_request(
     config = h2.config.H2Configuration(client_side=True, header_encoding=None)
     conn = h2.connection.H2Connection(config=config)
     conn.initiate_connection()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with connect(port, timeout) as sock:
         stream_id = conn.get_next_available_stream_id()
         end = body is None and trailers is None
         conn.send_headers(stream_id, request_headers(path, method, headers), end_stream=end)

@@ -17,9 +17,12 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from ..servers import H2_CODEC
+from . import driver
 from .app import HELLO
 from .driver import (
     ACK,
+    CLOSED_ERRORS,
     CONTINUATION,
     DATA,
     END_HEADERS,
@@ -34,6 +37,7 @@ from .driver import (
     WINDOW_UPDATE,
     ErrorCodes,
     RawH2,
+    connect,
     encode,
     raw_frame,
     request_headers,
@@ -80,7 +84,7 @@ def _read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
         sock.settimeout(remaining)
         try:
             chunk = sock.recv(65536)
-        except ConnectionResetError:
+        except CLOSED_ERRORS:
             return data
         if not chunk:
             return data
@@ -88,32 +92,35 @@ def _read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "preface",
+    ("preface", "answer"),
     [
-        b"INVALID CONNECTION PREFACE\r\n\r\n",  # h2spec 3.5/2
-        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",  # diverges in its last line
-        b"PRI * HTTP/1.1\r\n\r\nSM\r\n\r\n",
+        (b"INVALID CONNECTION PREFACE\r\n\r\n", "http/1.1"),  # h2spec 3.5/2
+        (b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", "h2"),  # diverges in its last line
+        (b"PRI * HTTP/1.1\r\n\r\nSM\r\n\r\n", "http/1.1"),
     ],
     ids=["garbage", "bad-tail", "bad-version"],
 )
-def test_3_4_invalid_preface(port: int, preface: bytes) -> None:
-    """An invalid preface is a connection error: the connection is closed.
+def test_3_4_invalid_preface(port: int, preface: bytes, answer: str) -> None:
+    """An invalid preface is a connection error: answered, then the connection is closed.
 
     A cleartext port that also speaks HTTP/1.1 reads a non-preface as an
-    HTTP/1.1 request, so an HTTP/1.1 error answer may come first; it must
-    not be a success, and no HTTP/2 session may start.
+    HTTP/1.1 request and answers it with an HTTP/1.1 error; bytes that start
+    as the HTTP/2 preface and then go wrong are HTTP/2's to refuse, with
+    GOAWAY(PROTOCOL_ERROR) (RFC 9113 3.4).  Over TLS, ALPN chose h2 before
+    any byte: every invalid preface is HTTP/2's to refuse.  Closing without a
+    word would be no answer at all.
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with connect(port, timeout=5) as sock:
         sock.sendall(preface + SettingsFrame(0).serialize())
         data = _read_until_closed(sock)
-    if data.startswith(b"HTTP/1.1 "):
-        status = int(data[9:12])
-        assert 400 <= status < 600, data
-    elif data:
-        # An HTTP/2 answer: frames ending in GOAWAY(PROTOCOL_ERROR).
+    if answer == "http/1.1" and driver.TLS is None:
+        assert data.startswith(b"HTTP/1.1 4"), data
+    else:
         frames = split_frames(data)
+        assert frames, "closed without a GOAWAY"
         assert frames[-1][0] == GOAWAY, data
         assert frames[-1][2][4:8] == (E.PROTOCOL_ERROR).to_bytes(4, "big"), data
+        assert all(frame[1] == 0 for frame in frames), "no stream may be answered"
 
 
 @pytest.mark.parametrize(
@@ -136,12 +143,43 @@ def test_3_4_preface_not_followed_by_settings(port: int, first: bytes) -> None:
 # ---------------------------------------------------------------- 4.1 frame format
 
 
-@pytest.mark.parametrize("ftype", [0x0C, 0x10, 0x20, 0xFF])
+@pytest.mark.parametrize("ftype", [0x0C, 0x20, 0xFF])
 def test_4_1_unknown_frame_type_is_ignored(port: int, ftype: int) -> None:
     with RawH2(port) as conn:
         conn.handshake()
         conn.send(raw_frame(ftype, 0xFF, 0, b"unknown payload"))
         conn.expect_ping_ack(conn.ping())
+
+
+PRIORITY_UPDATE = 0x10
+
+
+def test_4_1_priority_update_for_a_request_stream(port: int) -> None:
+    """RFC 9218 PRIORITY_UPDATE (0x10) for an open request stream: a hint, never an
+    error (the nghttp2 codec knows the frame; to the h2 codec it is unknown)."""
+    with RawH2(port) as conn:
+        conn.handshake()
+        conn.send(conn.headers(1, request_headers(b"/echo", b"POST"), end_stream=False))
+        conn.send(raw_frame(PRIORITY_UPDATE, 0, 0, (1).to_bytes(4, "big") + b"u=1, i"))
+        conn.send(DataFrame(1, b"one", flags=["END_STREAM"]))
+        assert conn.expect_response(1).body == b"one"
+
+
+def test_4_1_priority_update_for_an_idle_push_stream(port: int) -> None:
+    """A PRIORITY_UPDATE naming an idle push stream (an even id; the payload
+    reads as stream 0x756E6B6E).
+
+    RFC 9218 7.1 makes it a connection error PROTOCOL_ERROR for a server that
+    implements the frame, as the nghttp2 codec does; to the h2 codec the type
+    is unknown, and unknown frames are ignored (RFC 9113 5.5).
+    """
+    with RawH2(port) as conn:
+        conn.handshake()
+        conn.send(raw_frame(PRIORITY_UPDATE, 0xFF, 0, b"unknown payload"))
+        if H2_CODEC == "nghttp2":
+            conn.expect_connection_error(E.PROTOCOL_ERROR)
+        else:
+            conn.expect_ping_ack(conn.ping())
 
 
 # Every flag bit the frame type does not define, set.
@@ -333,7 +371,11 @@ def test_4_2_server_respects_peer_max_frame_size(port: int, max_frame: int) -> N
         ex = conn.expect_response(1)
         assert len(ex.body) == size
         assert max(ex.data_frames) <= max_frame
-        if max_frame > 16384:
+        if max_frame > 16384 and H2_CODEC == "nghttp2":
+            # libnghttp2 frames DATA in at most 16,384 octets unless a
+            # callback raises it, which ngh2 (0.3) does not offer.
+            assert max(ex.data_frames) == 16384
+        elif max_frame > 16384:
             assert max(ex.data_frames) > 16384, "the larger frame size was not used"
 
 

@@ -1,11 +1,10 @@
 """The access log: one line per completed response, in a format the user chose.
 
-A format is a string of literal text and ``{atom}`` placeholders, for example
-``{client} "{method} {path}" {status} {duration_ms}ms``; ``{{`` and ``}}`` are
-literal braces.  It is compiled once, when the server starts, into a
+The format (its language is :mod:`asgiri.access_format`, checked when the
+configuration is built) is compiled once, when the server starts, into a
 ``%``-template and a tuple of small getters, so a line costs one call per atom
-and one string formatting; an unknown atom is a configuration error.  The
-default format keeps its own hand-written path, the cheapest there is.
+and one string formatting.  The default format keeps its own hand-written
+path, the cheapest there is.
 
 In JSON mode each line is one JSON object whose keys are the atoms of the
 format (literal text is dropped), with numbers as numbers.
@@ -15,17 +14,15 @@ A line is written for every *exchange*: a request the app answered (an
 itself in the app's place (400, 413, 431, 503...) and a WebSocket session,
 on every protocol; the last two are :class:`Answered` records.
 
-Atoms (``ATOMS`` below is the authority; docs/operations.md lists them):
+Atoms (``access_format.ATOM_NAMES``; docs/operations.md lists them):
 client, client_host, client_port, method, scheme, path, query, path_query,
 protocol (h1, h2, h3), http_version (``HTTP/1.1``), status, bytes, bytes_in,
 duration_ms, duration_s, duration_us, time (``[10/Oct/2000:13:55:36 +0000]``),
 ``header:NAME`` (a request header), ``response_header:NAME`` (a response
 header).  A missing value is ``-`` (``null`` in JSON).
 
-A format written for gunicorn or hypercorn (``%(h)s %(r)s %(s)s``) or granian
-(``%(addr)s %(status)s``) is read as the atoms it means
-(:func:`translate_percent_format`), with a warning, rather than printed as
-it stands; a ``%(…)s`` placeholder with no counterpart is an error.
+A format written for gunicorn, hypercorn or granian (``%(h)s %(r)s %(s)s``)
+is read as the atoms it means, with a warning, rather than printed as it stands.
 
 Every record also carries uvicorn's fields ``client_addr``, ``request_line``
 and ``status_code`` (and ``scope``, ``status``, ``bytes``), so logging
@@ -37,12 +34,12 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..access_format import DEFAULT_FORMAT, parse_format, translate_percent_format
 from ..protocol.events import Headers, Request
 
 __all__ = [
@@ -129,12 +126,6 @@ def answered_scope(
 
 access_logger = logging.getLogger("asgiri.access")
 
-#: What the default line looks like, spelled as a format (used by JSON mode
-#: and in the documentation; the text mode has a faster path of its own).
-DEFAULT_FORMAT = (
-    '{client} - "{method} {path_query} {http_version}" {status} {bytes} {duration_ms}ms'
-)
-
 #: A getter receives the exchange and the duration in seconds.
 Getter = Callable[[Exchange, float], Any]
 
@@ -172,7 +163,7 @@ def _path_query(stream: Exchange, _: float) -> str:
     return path
 
 
-#: Every atom without an argument, by name.
+#: The value of every atom without an argument (``access_format.ATOM_NAMES``), by name.
 ATOMS: dict[str, Getter] = {
     "client": _client,
     "client_host": _client_host,
@@ -192,11 +183,6 @@ ATOMS: dict[str, Getter] = {
     "duration_us": lambda _, d: int(d * 1_000_000),
     "time": lambda _, __: time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
 }
-
-#: Atoms that take an argument: ``{header:user-agent}``.
-_ARG_ATOMS = ("header", "response_header")
-
-_TOKEN = re.compile(r"\{\{|\}\}|\{([a-z_]+)(?::([^{}]*))?\}|[{}]")
 
 
 def _request_header(name: str) -> Getter:
@@ -219,114 +205,21 @@ def _response_header(name: str) -> Getter:
     return get
 
 
-_PERCENT = re.compile(r"%\(([^)]*)\)s|%%")
-
-#: gunicorn's and hypercorn's access-log placeholders (``%(h)s``), and granian's.
-_PERCENT_ATOMS = {
-    "h": "{client_host}",
-    "l": "-",
-    "u": "-",
-    "t": "{time}",
-    "r": "{method} {path_query} {http_version}",
-    "m": "{method}",
-    "U": "{path}",
-    "q": "{query}",
-    "H": "{http_version}",
-    "s": "{status}",
-    "st": "{status}",
-    "B": "{bytes}",
-    "b": "{bytes}",
-    "f": "{header:referer}",
-    "a": "{header:user-agent}",
-    "T": "{duration_s}",
-    "D": "{duration_us}",
-    "M": "{duration_ms}",
-    "L": "{duration_s}",
-    "S": "{scheme}",
-    # granian
-    "addr": "{client_host}",
-    "time": "{time}",
-    "dt_ms": "{duration_ms}",
-    "status": "{status}",
-    "path": "{path}",
-    "query_string": "{query}",
-    "method": "{method}",
-    "scheme": "{scheme}",
-    "protocol": "{http_version}",
-}
-
-
-def translate_percent_format(fmt: str) -> str | None:
-    """A ``%(…)s`` format of another server as asgiri's ``{atom}`` one; None if it is none.
-
-    ``%({Name}i)s`` and ``%({Name}o)s`` (gunicorn's request and response
-    headers) become ``{header:Name}`` and ``{response_header:Name}``; braces
-    in the literal text are escaped.  ValueError names a placeholder that
-    has no asgiri counterpart.
-    """
-    if not any(match.group(0) != "%%" for match in _PERCENT.finditer(fmt)):
-        return None
-    out: list[str] = []
-    pos = 0
-    for match in _PERCENT.finditer(fmt):
-        out.append(fmt[pos : match.start()].replace("{", "{{").replace("}", "}}"))
-        pos = match.end()
-        name = match.group(1)
-        if name is None:
-            out.append("%")
-            continue
-        header = re.fullmatch(r"\{([^{}]+)\}([io])", name)
-        if header is not None:
-            kind = "header" if header.group(2) == "i" else "response_header"
-            out.append(f"{{{kind}:{header.group(1).lower()}}}")
-        elif name in _PERCENT_ATOMS:
-            out.append(_PERCENT_ATOMS[name])
-        else:
-            raise ValueError(
-                f"access_log_format placeholder %({name})s has no asgiri counterpart; "
-                "write the format with {atom} placeholders (see docs/operations.md)"
-            )
-    out.append(fmt[pos:].replace("{", "{{").replace("}", "}}"))
-    return "".join(out)
-
-
 def compile_format(fmt: str) -> tuple[str, list[tuple[str, Getter]]]:
-    """``fmt`` as a ``%``-template and its (atom, getter) pairs; ValueError names a bad atom.
+    """``fmt`` as a ``%``-template and its (key, getter) pairs; ValueError names a bad atom.
 
-    A ``%(…)s`` format of another server is translated first.
+    The key is the atom's name (``header:user-agent`` for a header), as JSON
+    lines name it.
     """
-    translated = translate_percent_format(fmt)
-    if translated is not None:
-        fmt = translated
-    template: list[str] = []
+    template, atoms = parse_format(fmt)
     getters: list[tuple[str, Getter]] = []
-    pos = 0
-    for match in _TOKEN.finditer(fmt):
-        template.append(fmt[pos : match.start()].replace("%", "%%"))
-        pos = match.end()
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            template.append(token[0])
-            continue
-        name, arg = match.group(1), match.group(2)
-        if name is None:
-            raise ValueError(f"access_log_format has an unmatched {token!r} (write {token * 2})")
-        if name in _ARG_ATOMS:
-            if not arg:
-                raise ValueError(f"access_log_format atom {{{name}:NAME}} needs a header name")
-            try:
-                arg.encode("latin-1")
-            except UnicodeEncodeError:
-                raise ValueError(f"access_log_format header name {arg!r} is not latin-1") from None
-            getter = _request_header(arg) if name == "header" else _response_header(arg)
-            getters.append((f"{name}:{arg.lower()}", getter))
-        elif name in ATOMS and arg is None:
+    for name, arg in atoms:
+        if arg is None:
             getters.append((name, ATOMS[name]))
         else:
-            raise ValueError(f"access_log_format has an unknown atom {match.group(0)!r}")
-        template.append("%s")
-    template.append(fmt[pos:].replace("%", "%%"))
-    return "".join(template), getters
+            getter = _request_header(arg) if name == "header" else _response_header(arg)
+            getters.append((f"{name}:{arg.lower()}", getter))
+    return template, getters
 
 
 class AccessLog:

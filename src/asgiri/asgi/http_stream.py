@@ -37,11 +37,11 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Headers
-from .types import ASGIApp, Loop, Message
+from .types import ASGIApp, Loop, Message, is_cancellation
 
 __all__ = ["ASGIMessageError", "ClientDisconnected", "HTTPSink", "HTTPStream", "ResponseState"]
 
@@ -124,11 +124,11 @@ class HTTPStream:
         "_state",
         "_trailers",
         "_waiter",
-        "access_log",
         "bytes_received",
         "bytes_sent",
         "disconnected",
         "eager",
+        "on_complete",
         "request_complete",
         "response_headers",
         "scope",
@@ -146,7 +146,7 @@ class HTTPStream:
         stream_id: int,
         *,
         expect_continue: bool = False,
-        access_log: Callable[[HTTPStream], None] | None = None,
+        on_complete: Callable[[HTTPStream], None] | None = None,
     ) -> None:
         self._sink = sink
         self._loop = loop
@@ -167,10 +167,10 @@ class HTTPStream:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.response_headers: Headers = []
-        #: Called once the response is complete: the access log and/or the
-        #: metrics (see server.context); None costs nothing per request.
-        self.access_log = access_log
-        self.started_at = time.perf_counter() if access_log is not None else 0.0
+        #: Called once the response is complete (the server's access log and/or
+        #: metrics, see server.context); None costs nothing per request.
+        self.on_complete = on_complete
+        self.started_at = time.perf_counter() if on_complete is not None else 0.0
         self.task: Any = None
         self._running = False
         self._abandoned = False
@@ -369,7 +369,9 @@ class HTTPStream:
             if not isinstance(path, str):
                 raise ASGIMessageError("pathsend needs a 'path' string")
             try:
-                file = open(path, "rb")  # noqa: SIM115 - closed in finally
+                # In a thread, as every read of the file: a slow disk or a
+                # network file system must not stall the event loop.
+                file = await self._loop.run_in_executor(None, _open_binary, path)
             except OSError as exc:
                 raise ASGIMessageError(f"pathsend cannot open {path!r}: {exc}") from None
             try:
@@ -429,7 +431,7 @@ class HTTPStream:
                 await waiter
 
     async def _send_file(self, file: Any, offset: int, count: int | None, more: bool) -> None:
-        """Send a file's bytes, zero-copy when the sink can, else in chunks."""
+        """Send a file's bytes, zero-copy when the sink can, else in chunks read in a thread."""
         if self._pending_head is not None:
             # The head goes first; with a file the body is never coalesced.
             self.flush_head()
@@ -450,7 +452,7 @@ class HTTPStream:
             if self.disconnected:
                 raise ClientDisconnected("client disconnected during a file send")
             size = _FILE_CHUNK if remaining is None else min(_FILE_CHUNK, remaining)
-            chunk = os.pread(fileno, size, offset)
+            chunk = await self._loop.run_in_executor(None, os.pread, fileno, size, offset)
             if not chunk:
                 break
             offset += len(chunk)
@@ -464,8 +466,8 @@ class HTTPStream:
         if self._waiter is not None:
             self._wake()
         self._sink.response_complete(self)
-        if self.access_log is not None:
-            self.access_log(self)
+        if self.on_complete is not None:
+            self.on_complete(self)
 
     # ------------------------------------------------------------ running the app
 
@@ -499,7 +501,7 @@ class HTTPStream:
 
     def _app_failed(self, exc: BaseException) -> bool:
         """Log an app exception; returns True when the response must be aborted."""
-        cancelled = type(exc).__name__ == "CancelledError"
+        cancelled = is_cancellation(exc)
         if self.disconnected or cancelled:
             logger.debug("ASGI app ended after the client went away: %r", exc)
         elif isinstance(exc, ASGIMessageError):
@@ -529,6 +531,10 @@ class HTTPStream:
         self._sink.send_head(self, status, headers, body, True, False)
         self._complete()
         return False
+
+
+def _open_binary(path: str) -> BinaryIO:
+    return open(path, "rb")
 
 
 def _out_of_order(kind: str, state: ResponseState) -> str:

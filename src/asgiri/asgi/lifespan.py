@@ -1,11 +1,12 @@
 """The ASGI lifespan protocol.
 
 The app runs as one long task for the whole server life; startup and
-shutdown are messages on its receive channel.  Under ``AUTO`` an app that
-raises before answering the startup message is taken not to implement
-lifespan, and one whose startup does not answer within the startup timeout is
-cancelled; either way the server starts without lifespan.  Under ``ENABLED``
-both are fatal.  An explicit ``lifespan.startup.failed`` is fatal under both.
+shutdown are messages on its receive channel.  Unless lifespan is
+``required`` (``--lifespan on``), an app that raises before answering the
+startup message is taken not to implement lifespan, and one whose startup
+does not answer within the startup timeout is cancelled; either way the
+server starts without lifespan.  When it is required both are fatal.  An
+explicit ``lifespan.startup.failed`` is fatal either way.
 A shutdown that fails (or times out) is logged as one line: the server is
 stopping anyway, and its requests are already drained.
 """
@@ -15,9 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..config import LifespanPolicy
 from ..errors import LifespanStartupError
-from .types import ASGIApp, Loop, Message
+from .types import ASGIApp, Loop, Message, is_cancellation
 
 logger = logging.getLogger("asgiri.error")
 
@@ -29,10 +29,15 @@ class _Failed(Exception):
 class Lifespan:
     """Drive one app through ``lifespan.startup`` and ``lifespan.shutdown``."""
 
-    def __init__(self, app: ASGIApp, loop: Loop, policy: LifespanPolicy) -> None:
+    def __init__(
+        self, app: ASGIApp, loop: Loop, *, enabled: bool = True, required: bool = False
+    ) -> None:
         self._app = app
         self._loop = loop
-        self._policy = policy
+        #: ``--lifespan off``: the app is never sent a lifespan scope.
+        self._enabled = enabled
+        #: ``--lifespan on``: an app that does not complete startup stops the server.
+        self._required = required
         self.state: dict[str, Any] = {}
         self._inbox: list[Message] = []
         self._inbox_waiter: Any = None
@@ -46,7 +51,7 @@ class Lifespan:
 
     async def startup(self, timeout: float) -> None:
         """Run startup; raises :class:`LifespanStartupError` when it must stop the server."""
-        if self._policy is LifespanPolicy.DISABLED:
+        if not self._enabled:
             return
         scope = {
             "type": "lifespan",
@@ -92,7 +97,7 @@ class Lifespan:
         if message is None:
             # The app's lifespan task ended or timed out without answering.
             if self._error is not None and self._unsupported:
-                if self._policy is LifespanPolicy.ENABLED or phase == "shutdown":
+                if self._required or phase == "shutdown":
                     raise _Failed(f"Application lifespan {phase} failed: {self._error!r}")
                 logger.info("ASGI 'lifespan' not supported by the app; running without it")
                 return None
@@ -100,8 +105,8 @@ class Lifespan:
                 raise _Failed(f"Application {phase} failed: {self._error!r}")
             if self._task is not None and not self._task.done():
                 self._task.cancel()
-                if self._policy is LifespanPolicy.AUTO and phase == "startup":
-                    # AUTO promises to serve apps whatever their lifespan does;
+                if not self._required and phase == "startup":
+                    # "auto" promises to serve apps whatever their lifespan does;
                     # one whose startup hangs is served as if it had none.
                     logger.warning(
                         "Application startup did not complete within %gs; "
@@ -110,7 +115,7 @@ class Lifespan:
                     )
                     return None
                 raise _Failed(f"Application {phase} did not complete within {timeout:g}s")
-            if self._policy is LifespanPolicy.ENABLED and phase == "startup":
+            if self._required and phase == "startup":
                 raise _Failed("Application returned from lifespan without startup")
             return None
         return message
@@ -153,14 +158,14 @@ class Lifespan:
             self._error = exc
             # An app that raises before answering startup does not speak lifespan.
             self._unsupported = not answered and not self.running
-            if type(exc).__name__ == "CancelledError":
+            if is_cancellation(exc):
                 return
             reported = self._answer.result() if answered else None
             if reported is not None and reported["type"].endswith(".failed"):
                 # The app reported its failure (Starlette sends the traceback
                 # as the message, then raises): that is logged once already.
                 logger.debug("lifespan raised after reporting a failure", exc_info=exc)
-            elif self._policy is LifespanPolicy.ENABLED or answered or self.running:
+            elif self._required or answered or self.running:
                 logger.error("Exception in ASGI lifespan", exc_info=exc)
             else:
                 logger.debug("lifespan raised", exc_info=exc)

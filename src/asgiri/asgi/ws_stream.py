@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from ..protocol.events import Headers
 from .http_stream import ASGIMessageError, ClientDisconnected, _check_headers, _header_list
-from .types import ASGIApp, Loop, Message
+from .types import ASGIApp, Loop, Message, is_cancellation
 
 __all__ = ["WSSink", "WSState", "WebSocketStream"]
 
@@ -57,10 +57,14 @@ class WSSink(Protocol):
     def ws_accept(self, stream: WebSocketStream, subprotocol: str | None, headers: Headers) -> None:
         """Complete the handshake (101 or 200)."""
 
-    def ws_reject(
+    def ws_http_response(
         self, stream: WebSocketStream, status: int, headers: Headers, body: bytes, end: bool
     ) -> None:
-        """Answer the handshake with an HTTP response instead (403, 500, denial)."""
+        """Answer the handshake with an HTTP response instead (403, 500, the app's denial).
+
+        The first call sends the head with ``body``; later ones more body;
+        ``end``: the response is complete.
+        """
 
     def ws_send(self, stream: WebSocketStream, data: str | bytes) -> Awaitable[None] | None:
         """Send one message; returns a waiter while the peer is not reading, else None.
@@ -226,7 +230,7 @@ class WebSocketStream:
                 # they are not checked (FastAPI's validation errors put a list
                 # of errors in the reason here).
                 self._state = WSState.CLOSED
-                self._reject(403, b"Forbidden")
+                self._refuse(403, b"Forbidden")
                 return
             if not isinstance(code, int) or not isinstance(reason, str):
                 raise ASGIMessageError("websocket.close needs an int 'code' and a str 'reason'")
@@ -257,17 +261,17 @@ class WebSocketStream:
             status, headers = self._response
             if not more:
                 self._state = WSState.CLOSED
-            self._sink.ws_reject(self, status, headers, body, not more)
+            self._sink.ws_http_response(self, status, headers, body, not more)
             self._response = (status, [])  # the head went out with the first body
         else:
             raise ASGIMessageError(f"unexpected ASGI message type {kind!r} on a websocket scope")
 
-    def _reject(self, status: int, body: bytes) -> None:
+    def _refuse(self, status: int, body: bytes) -> None:
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
         ]
-        self._sink.ws_reject(self, status, headers, body, True)
+        self._sink.ws_http_response(self, status, headers, body, True)
 
     # ------------------------------------------------------------ running the app
 
@@ -283,19 +287,19 @@ class WebSocketStream:
             if state is WSState.CONNECTING:
                 logger.error("ASGI app returned without accepting or closing the WebSocket")
                 self._state = WSState.CLOSED
-                self._reject(500, b"Internal Server Error")
+                self._refuse(500, b"Internal Server Error")
             elif state is WSState.ACCEPTED:
                 self._state = WSState.CLOSED
                 self._sink.ws_close(self, 1000, "")
             elif state is WSState.RESPONSE:
                 logger.error("ASGI app returned without completing its denial response")
                 self._state = WSState.CLOSED
-                self._sink.ws_reject(self, 500, [], b"", True)
+                self._sink.ws_http_response(self, 500, [], b"", True)
         finally:
             self._sink.ws_done(self)
 
     def _failed(self, exc: BaseException) -> None:
-        cancelled = type(exc).__name__ == "CancelledError"
+        cancelled = is_cancellation(exc)
         gone = self.close_code is not None
         if cancelled or (gone and isinstance(exc, OSError)):
             logger.debug("WebSocket app ended after the client went away: %r", exc)
@@ -306,8 +310,8 @@ class WebSocketStream:
         state = self._state
         self._state = WSState.CLOSED
         if state is WSState.CONNECTING:
-            self._reject(500, b"Internal Server Error")
+            self._refuse(500, b"Internal Server Error")
         elif state is WSState.ACCEPTED:
             self._sink.ws_close(self, 1011, "")
         elif state is WSState.RESPONSE:
-            self._sink.ws_reject(self, 500, [], b"", True)
+            self._sink.ws_http_response(self, 500, [], b"", True)

@@ -1,14 +1,26 @@
-"""Checks of request header blocks received on HTTP/2 and HTTP/3, in one pass.
+"""Header field rules, written once: what a peer may send, and what an app may send.
 
-Both protocols carry a request head as a list of fields with pseudo-header
-fields first, and RFC 9113 8.2-8.3 and RFC 9114 4.1-4.3 give them the same
-rules: field name and value characters, no connection-specific fields, the
-pseudo-header fields a request needs (a ``:method`` that is a token, a
-``:scheme`` that is a scheme), ``:authority`` and Host agreeing, one valid
-Content-Length.  They are written once here, so a request refused on
+Received (HTTP/2 and HTTP/3; llhttp checks HTTP/1.1 itself): both protocols
+carry a request head as a list of fields with pseudo-header fields first, and
+RFC 9113 8.2-8.3 and RFC 9114 4.1-4.3 give them the same rules: field name
+and value characters, no connection-specific fields, the pseudo-header fields
+a request needs (a ``:method`` that is a token, a ``:scheme`` that is a
+scheme), ``:authority`` and Host agreeing, one valid Content-Length.
+:func:`check_header_block` applies them in one pass, so a request refused on
 one protocol is refused on the other; a violation raises
 :class:`MalformedRequest`, which each protocol answers its own way (HTTP/2 a
 connection error PROTOCOL_ERROR, HTTP/3 a stream error H3_MESSAGE_ERROR).
+
+Sent (every protocol): a field name the app sends must be a token and a
+value must not hold CR, LF or NUL (:func:`check_field_name`,
+:func:`check_field_value`); HTTP/2 and HTTP/3 also refuse surrounding
+whitespace and send names in lower case without the connection-specific
+ones (:func:`multiplexed_name`, :func:`check_multiplexed_value`).  A
+violation raises :class:`~asgiri.protocol.errors.LocalProtocolError`.
+
+Apps and clients send the same few names and values over and over, so each
+check remembers, in a bounded cache, what it has already passed: after the
+first time a field costs a set lookup.
 """
 
 from __future__ import annotations
@@ -18,9 +30,28 @@ from typing import Any, Final
 
 import hpack
 
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["MalformedRequest", "RequestHead", "check_header_block"]
+__all__ = [
+    "CHECKED_VALUES",
+    "CONNECTION_HEADERS",
+    "SENT_NAMES",
+    "MalformedRequest",
+    "RequestHead",
+    "check_field_name",
+    "check_field_value",
+    "check_header_block",
+    "check_multiplexed_value",
+    "multiplexed_name",
+]
+
+#: Connection-specific fields: meaningless in HTTP/2 and HTTP/3 and forbidden on
+#: their wire (RFC 9113 8.2.2, RFC 9114 4.2), in a request as in a response.
+CONNECTION_HEADERS: Final = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+#: Bound of every cache of this module.
+_CACHE_SIZE: Final = 4096
 
 
 class MalformedRequest(RemoteProtocolError):
@@ -33,25 +64,20 @@ _FIELD_NAME: Final = re.compile(rb"[^\x00-\x20A-Z\x7f-\xff:]+")
 #: 8.2.1).  (A full match of what is allowed runs faster than searching for what is not.)
 _FIELD_VALUE: Final = re.compile(rb"[^\x00\r\n \t](?:[^\x00\r\n]*[^\x00\r\n \t])?")
 _REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
-#: A method is a token (RFC 9110 9.1); a scheme, RFC 3986 3.1's syntax.
-_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A method is a token (RFC 9110 9.1, ``_TOKEN`` below); a scheme, RFC 3986 3.1's syntax.
 _SCHEME: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*")
 _METHODS: Final = frozenset(
     {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"CONNECT", b"TRACE"}
 )
 _SCHEMES: Final = frozenset({b"https", b"http"})
-_FORBIDDEN: Final = frozenset(
-    {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
-)
-#: Field names already seen to be valid: clients send the same few again and again.
+#: Received field names already seen to be valid.
 _VALID_NAMES: set[bytes] = set()
-_MAX_VALID_NAMES: Final = 4096
-#: Short field values already seen to be valid (methods, schemes, authorities,
-#: user agents, accept-*: most of every request).  A set lookup costs a fifth
-#: of the regular expression; the set starts over when full, so it follows
-#: what clients send now.
+#: Short received field values already seen to be valid (methods, schemes,
+#: authorities, user agents, accept-*: most of every request).  A set lookup
+#: costs a fifth of the regular expression; the set starts over when full, so
+#: it follows what clients send now.
 _VALID_VALUES: set[bytes] = set()
-_MAX_VALID_VALUES: Final = 4096
+#: Longer values are checked each time (they rarely repeat).
 _MAX_CACHED_VALUE: Final = 256
 
 
@@ -150,9 +176,9 @@ def check_header_block(headers: list[Any], trailers: bool) -> RequestHead:
             if name not in valid:
                 if not _FIELD_NAME.fullmatch(name):
                     raise MalformedRequest(f"invalid header name {name!r}")
-                if name in _FORBIDDEN:
+                if name in CONNECTION_HEADERS:
                     raise MalformedRequest(f"connection-specific header {name!r}")
-                if name != b"te" and len(valid) < _MAX_VALID_NAMES:
+                if name != b"te" and len(valid) < _CACHE_SIZE:
                     valid.add(name)
             if name == b"cookie":
                 if cookies is None:
@@ -182,7 +208,7 @@ def check_header_block(headers: list[Any], trailers: bool) -> RequestHead:
             if not _FIELD_VALUE.fullmatch(value):
                 raise MalformedRequest(f"invalid header value {value!r}")
             if len(value) <= _MAX_CACHED_VALUE:
-                if len(valid_values) >= _MAX_VALID_VALUES:
+                if len(valid_values) >= _CACHE_SIZE:
                     valid_values.clear()
                 valid_values.add(value)
     if not trailers:
@@ -207,3 +233,59 @@ def check_header_block(headers: list[Any], trailers: bool) -> RequestHead:
         fields.append(hpack.NeverIndexedHeaderTuple(b"cookie", b"; ".join(cookies)))
     head.size = size
     return head
+
+
+# ---------------------------------------------------------------- what the app sends
+
+#: A field name the app may send: a token (RFC 9110 5.1).
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Sent field names already seen to be tokens.
+_TOKENS: set[bytes] = set()
+#: Sent field names already checked, with the form HTTP/2 and HTTP/3 send them
+#: in: lower case, or b"" for a connection-specific field (left out).
+SENT_NAMES: dict[bytes, bytes] = {}
+#: Short sent field values already checked for HTTP/2 and HTTP/3.
+CHECKED_VALUES: set[bytes] = set()
+_WHITESPACE: Final = (b" ", b"\t")
+
+
+def check_field_name(name: bytes) -> None:
+    """A field name the app sent must be a token (RFC 9110 5.1)."""
+    if name not in _TOKENS:
+        if not _TOKEN.fullmatch(name):
+            raise LocalProtocolError(f"invalid header name {name!r}")
+        if len(_TOKENS) < _CACHE_SIZE:
+            _TOKENS.add(name)
+
+
+def check_field_value(value: bytes) -> None:
+    """No CR, LF or NUL in a field value the app sent: they would split or end the head."""
+    if b"\n" in value or b"\r" in value or b"\x00" in value:
+        raise LocalProtocolError(f"invalid header value {value!r}")
+
+
+def multiplexed_name(name: bytes) -> bytes:
+    """Check a field name the app sent on HTTP/2 or HTTP/3; the lower-case form it is sent in.
+
+    Remembered in :data:`SENT_NAMES` (b"" for a connection-specific field).
+    """
+    check_field_name(name)
+    lname = name.lower()
+    if len(SENT_NAMES) < _CACHE_SIZE:
+        SENT_NAMES[name] = b"" if lname in CONNECTION_HEADERS else lname
+    return lname
+
+
+def check_multiplexed_value(value: bytes) -> None:
+    """Check a field value the app sent on HTTP/2 or HTTP/3 (remembered in :data:`CHECKED_VALUES`).
+
+    Leading or trailing whitespace makes a field malformed in HTTP/2 and
+    HTTP/3 (RFC 9113 8.2.1), unlike in HTTP/1.1.
+    """
+    check_field_value(value)
+    if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+        raise LocalProtocolError(f"header value with surrounding whitespace {value!r}")
+    if len(value) <= _MAX_CACHED_VALUE:
+        if len(CHECKED_VALUES) >= _CACHE_SIZE:
+            CHECKED_VALUES.clear()
+        CHECKED_VALUES.add(value)

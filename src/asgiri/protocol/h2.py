@@ -1,4 +1,9 @@
-"""HTTP/2 server connection, sans I/O, on top of the h2 library.
+"""HTTP/2 server connection, sans I/O, on top of the h2 library (pure Python).
+
+The fallback codec: :mod:`asgiri.protocol.h2_nghttp2` is the same interface
+(:class:`~asgiri.protocol.h2_common.H2Codec`) on libnghttp2, some 15 times
+cheaper per request; this one serves where the ngh2 package has no wheel
+(PyPy, platforms without a build) or when ``--h2-codec h2`` asks for it.
 
 :meth:`H2Connection.receive_data` turns frames into the version-neutral
 events of :mod:`asgiri.protocol.events` (plus the HTTP/2-only ones defined
@@ -14,19 +19,22 @@ Flow control, both ways:
   per-stream buffer and leave as WINDOW_UPDATEs arrive; ``buffered(stream)``
   tells the server when to make the app wait (backpressure).
 
-Defences the h2 library does not provide are here, so that they are the same
-whatever the transport: a cap on header-block size and CONTINUATION count
-(CVE-2024-27316), and counters for frames that cost the server work without
+Defences the h2 library does not provide are in front of it
+(:class:`~asgiri.protocol.h2_common.FrameScreen`, shared with the other
+codec, in its strict form): a cap on header-block size and CONTINUATION count
+(CVE-2024-27316), counters for frames that cost the server work without
 producing requests (rapid reset CVE-2023-44487, PING/SETTINGS/empty-DATA
-floods).  Exceeding one ends the connection with ENHANCE_YOUR_CALM.
+floods), and the RFC 9113 frame rules h2 leaves unchecked.  The checks of
+received header blocks are :mod:`.fields`'; the overrides of h2's private
+methods that hook them in are in :mod:`.h2_internals`, the only module that
+touches h2's private members.
 """
 
 from __future__ import annotations
 
+import binascii
 import contextlib
-import sys
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Final
 
 import h2.config
@@ -36,10 +44,9 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
-import hpack
+import hyperframe.exceptions
 import hyperframe.frame
 
-from .errors import RemoteProtocolError
 from .events import (
     Body,
     ConnectionEnded,
@@ -51,7 +58,18 @@ from .events import (
     StreamEvent,
     StreamWritable,
 )
-from .fields import MalformedRequest, RequestHead, check_header_block
+from .fields import RequestHead
+from .h2_common import (
+    PREFACE,
+    CodecError,
+    ErrorCode,
+    Frame,
+    FrameScreen,
+    H2Limits,
+    RequestLimits,
+    connect_refusal,
+)
+from .h2_internals import ServerH2, goaway_code
 from .response import ResponseChecker, wire_fields
 
 __all__ = [
@@ -62,55 +80,12 @@ __all__ = [
     "StreamWritable",
 ]
 
-#: The client connection preface (RFC 9113 section 3.4).
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-_HEADERS: Final = 0x1
-_CONTINUATION: Final = 0x9
-_PING: Final = 0x6
-_SETTINGS: Final = 0x4
-_RST_STREAM: Final = 0x3
-_WINDOW_UPDATE: Final = 0x8
-_DATA: Final = 0x0
-_END_HEADERS: Final = 0x4
-_END_STREAM: Final = 0x1
-_ACK: Final = 0x1
-
-#: Frame types :meth:`H2Connection._conform` looks at.
-_CONFORM: Final = frozenset({_HEADERS, _RST_STREAM, _SETTINGS})
-
 #: Text of the usual methods and schemes, so most requests decode none.
 _METHODS: Final = {
     m.encode(): m
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 }
 _SCHEMES: Final = {b"http": "http", b"https": "https"}
-
-
-@dataclass
-class H2Limits:
-    """Settings advertised to the peer and flood thresholds."""
-
-    max_concurrent_streams: int = 100
-    initial_window_size: int = 1024 * 1024
-    max_frame_size: int = 16384
-    max_header_list_size: int = 65536
-    max_inbound_frame_size: int = 1 << 20
-    enable_connect_protocol: bool = False
-    #: CONTINUATION frames allowed for one header block.
-    max_continuations: int = 32
-    #: Frames that produce no request (PING, SETTINGS, empty DATA, RST_STREAM
-    #: from the client) tolerated before the peer must show useful work.
-    flood_budget: int = 1000
-    #: Client resets tolerated beyond the streams that completed normally.
-    max_resets: int = 200
-    #: ``--limit-request-body``: a larger request body is answered 413.
-    max_body: int | None = None
-    #: ``--limit-request-header-size`` / ``--limit-request-fields``: a larger
-    #: request head is answered 431, as on HTTP/1.1 and HTTP/3 (a header block
-    #: over ``max_header_list_size`` is a connection error before that).
-    max_header_size: int = 65536
-    max_fields: int = 100
 
 
 class _OutStream:
@@ -128,10 +103,10 @@ class _OutStream:
 
 
 class H2Connection:
-    """The server side of one HTTP/2 connection (a :class:`~.multiplexed.StreamConnection`)."""
+    """The server side of one HTTP/2 connection (an :class:`~.h2_common.H2Codec`)."""
 
-    cancel_code: int = h2.errors.ErrorCodes.CANCEL
-    internal_error_code: int = h2.errors.ErrorCodes.INTERNAL_ERROR
+    cancel_code: int = ErrorCode.CANCEL
+    internal_error_code: int = ErrorCode.INTERNAL_ERROR
 
     def __init__(self, limits: H2Limits | None = None) -> None:
         self.limits = limits = limits or H2Limits()
@@ -140,7 +115,7 @@ class H2Connection:
             header_encoding=None,
             # Received header blocks are checked (RFC 9113 8.2, 8.3) and their
             # cookies joined by check_header_block, in one pass and without
-            # h2's per-byte loops; see _H2._receive_frame.
+            # h2's per-byte loops; see h2_internals.ServerH2._receive_frame.
             validate_inbound_headers=False,
             normalize_inbound_headers=False,
             # What the app sends is validated by the ASGI stream; h2's own
@@ -148,10 +123,34 @@ class H2Connection:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self._conn = _H2(config=config)
-        # The hard cap wins over the advertised size: advertising more than
-        # is accepted would turn the peer's conforming frames into errors.
-        frame_size = min(limits.max_frame_size, limits.max_inbound_frame_size)
+        self._conn = ServerH2(config=config)
+        self._configure()
+        self._out: dict[int, _OutStream] = {}
+        #: Response bytes still owed per stream under a declared content-length.
+        #: Checks of what the app sends (the server layer calls them first).
+        self.responses = ResponseChecker()
+        self._trailers: dict[int, Headers] = {}
+        #: Flow-controlled bytes received per stream and not yet acknowledged.
+        self._unacked: dict[int, int] = {}
+        #: Flood budgets, the CONTINUATION cap and the RFC 9113 rules h2 lacks.
+        self._screen = _Screen(limits)
+        #: --limit-request-body and the request-head limits (413, 431).
+        self._limits = RequestLimits(limits)
+        #: Streams reset by the peer (and by h2 for stream errors).
+        self._resets = 0
+        self.closed = False
+        self.last_stream_id = 0
+        self._goaway_sent: int | None = None
+        #: New streams are refused (a draining connection that is still busy).
+        self._refusing = False
+        self._extra_out: list[bytes] = []
+
+    # ------------------------------------------------------------ set-up
+
+    def _configure(self) -> None:
+        """The SETTINGS and limits of ``--h2-*``, on h2's connection."""
+        limits = self.limits
+        frame_size = limits.frame_size
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -173,43 +172,6 @@ class H2Connection:
         # configured (and advertised), and HPACK bombs would be bounded by
         # that, not by h2_max_header_list_size.
         self._conn.decoder.max_header_list_size = limits.max_header_list_size
-        self._out: dict[int, _OutStream] = {}
-        #: Response bytes still owed per stream under a declared content-length.
-        #: Checks of what the app sends (the server layer calls them first).
-        self.responses = ResponseChecker()
-        self._trailers: dict[int, Headers] = {}
-        self._max_body = limits.max_body
-        #: Body bytes received per stream, counted only under ``max_body``.
-        self._body_sizes: dict[int, int] = {}
-        #: Streams answered 413: the rest of their body is credited back unread.
-        self._rejected: set[int] = set()
-        #: Flow-controlled bytes received per stream and not yet acknowledged.
-        self._unacked: dict[int, int] = {}
-        self._scan = b""
-        #: The next read begins with a WINDOW_UPDATE increment (see ``_screen``).
-        self._mask_next = False
-        #: The client preface is not a frame: the scanner starts after it.
-        self._skip = len(PREFACE)
-        #: The preface ends with a SETTINGS frame (RFC 9113 3.4).
-        self._expect_settings = True
-        #: Highest client stream id a HEADERS frame has used (screened).
-        self._max_opened = 0
-        self._block_frames = 0
-        self._block_bytes = 0
-        self._in_block = False
-        self._flood = 0
-        self._resets = 0
-        #: RST_STREAM frames seen by the screen (before h2 processes them).
-        self._reset_frames = 0
-        self._completed = 0
-        self.closed = False
-        self.last_stream_id = 0
-        self._goaway_sent: int | None = None
-        #: New streams are refused (a draining connection that is still busy).
-        self._refusing = False
-        self._extra_out: list[bytes] = []
-
-    # ------------------------------------------------------------ set-up
 
     def initiate(self) -> None:
         """Queue the server preface (SETTINGS) and open the connection window."""
@@ -220,12 +182,21 @@ class H2Connection:
 
     def initiate_upgrade(self, settings_header: bytes) -> None:
         """h2c Upgrade: stream 1 is the HTTP/1.1 request, already half-closed."""
-        self._conn.initiate_upgrade_connection(settings_header)
+        try:
+            self._conn.initiate_upgrade_connection(settings_header)
+        except (hyperframe.exceptions.InvalidFrameError, binascii.Error) as exc:
+            # The 101 has gone out: answer the bad HTTP2-Settings on HTTP/2,
+            # on a connection made afresh (h2's may have changed state).
+            self._conn = ServerH2(config=self._conn.config)
+            self._configure()
+            self.initiate()
+            self._fail(h2.errors.ErrorCodes.PROTOCOL_ERROR, f"invalid HTTP2-Settings: {exc}")
+            return
         extra = self.limits.initial_window_size - 65535
         if extra > 0:
             self._conn.increment_flow_control_window(extra)
         self.last_stream_id = 1
-        self._max_opened = 1
+        self._screen.max_opened = 1
 
     # ------------------------------------------------------------ reading
 
@@ -238,15 +209,13 @@ class H2Connection:
         if self.closed:
             return []
         try:
-            data = self._screen(data)
+            data = self._screen.screen(data)
             h2_events = self._conn.receive_data(data)
-        except _Calm as exc:
-            return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, str(exc))
-        except _Reject as exc:
+        except CodecError as exc:
             return self._fail(exc.code, str(exc))
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR
-            return self._fail(_error_code(exc, code), str(exc))
+            return self._fail(goaway_code(exc, code), str(exc))
         events: list[StreamEvent] = []
         #: Windows opened in this read: buffered data is flushed once, after
         #: all its frames, not once per WINDOW_UPDATE (a flood of them would
@@ -273,7 +242,7 @@ class H2Connection:
             elif kind is h2.events.StreamEnded:
                 stream_id = ev.stream_id
                 trailers = self._trailers.pop(stream_id, None)
-                if stream_id not in refused and stream_id not in self._rejected:
+                if stream_id not in refused and stream_id not in self._limits.rejected:
                     events.append(EndBody(stream_id, trailers))
             elif kind is h2.events.TrailersReceived:
                 if ev.stream_id not in refused:
@@ -291,20 +260,23 @@ class H2Connection:
                         int(ev.error_code or 0), last_stream_id=int(ev.last_stream_id or 0)
                     )
                 )
-        if self._resets > self.limits.max_resets + self._completed:
+        if self._resets > self.limits.max_resets + self._screen.completed:
             return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
         if window_opened and self._out and not self.closed:
             self._flush_all(events)
         return events
+
+    def _credit(self, nbytes: int, stream_id: int) -> None:
+        """Give back at once the window of bytes nobody reads."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._conn.acknowledge_received_data(nbytes, stream_id)
 
     def _on_data(self, ev: Any, events: list[Any]) -> None:
         stream_id = ev.stream_id
         data = ev.data
         flow = ev.flow_controlled_length
         if data:
-            if (self._rejected and stream_id in self._rejected) or (
-                self._max_body is not None and self._over_limit(stream_id, len(data), events)
-            ):
+            if self._limits.body(stream_id, len(data), events):
                 # Nobody reads it: keep the connection window open.
                 self._conn.acknowledge_received_data(flow, stream_id)
                 return
@@ -314,31 +286,13 @@ class H2Connection:
             # Padding is never given to the app: credit it back at once.
             self._conn.acknowledge_received_data(flow - len(data), stream_id)
 
-    def _credit(self, nbytes: int, stream_id: int) -> None:
-        """Give back at once the window of bytes nobody reads."""
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self._conn.acknowledge_received_data(nbytes, stream_id)
-
-    def _over_limit(self, stream_id: int, size: int, events: list[Any]) -> bool:
-        """``--limit-request-body`` for a body that grows past it (no or a false length)."""
-        sizes = self._body_sizes
-        total = sizes.get(stream_id, 0) + size
-        limit = self._max_body
-        if limit is None or total <= limit:
-            sizes[stream_id] = total
-            return False
-        sizes.pop(stream_id, None)
-        self._rejected.add(stream_id)
-        events.append(RequestRejected(stream_id, 413, "request body too large"))
-        return True
-
     def _request(self, ev: Any) -> Request | RequestRejected | None:
         stream_id = ev.stream_id
         if self._refusing or (self._goaway_sent is not None and stream_id > self._goaway_sent):
             self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return None
         self.last_stream_id = max(self.last_stream_id, stream_id)
-        # Checked and taken apart by check_header_block (see _H2._receive_frame).
+        # Checked and taken apart by check_header_block (see ServerH2._receive_frame).
         head: RequestHead = ev.head
         method = head.method
         path = head.path
@@ -355,18 +309,9 @@ class H2Connection:
             self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return None
         if method == b"CONNECT":
-            if protocol is None:
-                # Plain CONNECT (tunnels) is not served: 405 would need a body
-                # the tunnel semantics forbid, so refuse the stream.
-                self._reset(stream_id, h2.errors.ErrorCodes.CONNECT_ERROR)
-                return None
-            if not self.limits.enable_connect_protocol:
-                # Not advertised: a malformed request (RFC 8441 section 4).
-                self._reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
-                return None
-            if protocol != b"websocket":
-                # Extended CONNECT is advertised for WebSocket only.
-                self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            code = connect_refusal(protocol, self.limits)
+            if code is not None:
+                self._reset(stream_id, code)
                 return None
         if authority is not None and not head.has_host:
             headers.insert(0, (b"host", authority))
@@ -388,30 +333,16 @@ class H2Connection:
             protocol,
         )
         # Useful work: it pays back the control-frame budget.
-        if self._flood:
-            self._flood -= 1
-        limits = self.limits
-        if head.size > limits.max_header_size or len(headers) > limits.max_fields:
-            self._rejected.add(stream_id)
-            return RequestRejected(stream_id, 431, "request header fields too large", request)
-        limit = self._max_body
-        if limit is not None and (head.content_length or 0) > limit:
-            # Refused before the body is read, as HTTP/1.1 does.
-            self._rejected.add(stream_id)
-            return RequestRejected(stream_id, 413, "request body too large", request)
-        return request
+        if self._screen.flood:
+            self._screen.flood -= 1
+        return self._limits.head(request, head.size, len(headers), head.content_length) or request
 
     def _on_reset(self, stream_id: int) -> None:
         self._out.pop(stream_id, None)
         self._release(stream_id)
         self._trailers.pop(stream_id, None)
-        self._forget_limit(stream_id)
+        self._limits.forget(stream_id)
         self._resets += 1
-
-    def _forget_limit(self, stream_id: int) -> None:
-        if self._max_body is not None:
-            self._body_sizes.pop(stream_id, None)
-        self._rejected.discard(stream_id)
 
     def _release(self, stream_id: int) -> None:
         """Give back the connection-window credit of body nobody will read.
@@ -431,125 +362,6 @@ class H2Connection:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self._conn.close_connection(error_code=code, last_stream_id=self.last_stream_id)
         return [ConnectionEnded(int(code), message, self.last_stream_id)]
-
-    def _screen(self, data: bytes) -> bytes:
-        """Walk frame headers for the floods h2 itself does not bound.
-
-        Only the 9-byte headers are read, one per frame, so the cost is a
-        few operations per frame, not per byte.  ``_skip`` is how much of a
-        frame payload (or of the client preface) is still to come;
-        ``_scan`` holds a frame header split across reads.
-
-        Returns ``data`` with the reserved bit of WINDOW_UPDATE increments
-        cleared: RFC 9113 6.9 says to ignore it, and hyperframe would read
-        it as part of the increment and reject the frame.
-        """
-        pos = 0
-        size = len(data)
-        masks: list[int] | None = None
-        if self._mask_next and size:
-            self._mask_next = False
-            if data[0] & 0x80:
-                masks = [0]
-        if self._skip:
-            if self._skip >= size:
-                self._skip -= size
-                return data if masks is None else _masked(data, masks)
-            pos = self._skip
-            self._skip = 0
-        if self._scan:
-            header = self._scan + data[pos : pos + 9 - len(self._scan)]
-            if len(header) < 9:
-                self._scan = header
-                return data if masks is None else _masked(data, masks)
-            pos += 9 - len(self._scan)
-            self._scan = b""
-            length = self._check_frame(header, 0)
-            if header[3] == _WINDOW_UPDATE and length == 4:
-                masks = self._reserved_bit(data, pos, masks)
-            pos += length
-        while size - pos >= 9:
-            length = self._check_frame(data, pos)
-            if data[pos + 3] == _WINDOW_UPDATE and length == 4:
-                masks = self._reserved_bit(data, pos + 9, masks)
-            pos += 9 + length
-        if pos > size:
-            self._skip = pos - size
-        elif pos < size:
-            self._scan = data[pos:]
-        return data if masks is None else _masked(data, masks)
-
-    def _reserved_bit(self, data: bytes, at: int, masks: list[int] | None) -> list[int] | None:
-        """Note a WINDOW_UPDATE increment starting at ``data[at]`` whose reserved bit is set."""
-        if at >= len(data):
-            self._mask_next = True  # the payload begins with the next read
-        elif data[at] & 0x80:
-            masks = [at] if masks is None else [*masks, at]
-        return masks
-
-    def _check_frame(self, buf: bytes, pos: int) -> int:
-        """Account for one frame header at ``buf[pos]``; returns its payload length."""
-        length = int.from_bytes(buf[pos : pos + 3], "big")
-        ftype = buf[pos + 3]
-        flags = buf[pos + 4]
-        if ftype in _CONFORM or self._expect_settings:
-            self._conform(buf, pos, ftype, flags, length)
-        if length > self._conn.max_inbound_frame_size:
-            # RFC 9113 4.2.  h2 says so only once the whole frame is in its
-            # buffer: a header announcing 16 MiB would make it hold 16 MiB.
-            raise _Reject(
-                h2.errors.ErrorCodes.FRAME_SIZE_ERROR,
-                f"frame of {length} bytes over SETTINGS_MAX_FRAME_SIZE",
-            )
-        limits = self.limits
-        if ftype in (_HEADERS, _CONTINUATION):
-            if ftype == _HEADERS:
-                self._block_frames = 0
-                self._block_bytes = 0
-            self._block_frames += 1
-            self._block_bytes += length
-            if (
-                self._block_frames > limits.max_continuations
-                or self._block_bytes > limits.max_header_list_size * 2
-            ):
-                raise _Calm("header block too large (CONTINUATION flood)")
-            if flags & _END_HEADERS:
-                self._block_frames = 0
-                self._block_bytes = 0
-        elif ((ftype in (_PING, _SETTINGS)) and not flags & _ACK) or (
-            ftype == _DATA and length == 0 and not flags & _END_STREAM
-        ):
-            self._flood += 1
-            if self._flood > limits.flood_budget:
-                raise _Calm("too many control frames")
-        elif ftype == _RST_STREAM:
-            # Rapid reset: stop before h2 and the server set up the streams
-            # of this read (one read can hold thousands), not after.
-            self._reset_frames += 1
-            if self._reset_frames > limits.max_resets + self._completed:
-                raise _Calm("too many stream resets")
-        return length
-
-    def _conform(self, buf: bytes, pos: int, ftype: int, flags: int, length: int) -> None:
-        """RFC 9113 rules h2 leaves unchecked (or answers with another code)."""
-        if self._expect_settings:
-            self._expect_settings = False
-            if ftype != _SETTINGS or flags & _ACK:
-                raise _Reject(
-                    h2.errors.ErrorCodes.PROTOCOL_ERROR, "client preface not followed by SETTINGS"
-                )
-        if ftype == _SETTINGS:
-            if flags & _ACK and length:
-                # 6.5 (h2 would say PROTOCOL_ERROR).
-                raise _Reject(h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with payload")
-            return
-        stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-        if ftype == _HEADERS:
-            if stream_id & 1 and stream_id > self._max_opened:
-                self._max_opened = stream_id
-        elif stream_id and (not stream_id & 1 or stream_id > self._max_opened):
-            # 5.1: RST_STREAM on an idle stream (h2 ignores it once a stream was opened).
-            raise _Reject(h2.errors.ErrorCodes.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
 
     # ------------------------------------------------------------ writing
 
@@ -682,14 +494,14 @@ class H2Connection:
                 events.append(StreamWritable(stream_id))
 
     def _stream_done(self, stream_id: int) -> None:
-        self._completed += 1
+        self._screen.completed += 1
 
     def forget(self, stream_id: int) -> None:
         """The stream's app is done: release credit for body it never read."""
         self._release(stream_id)
         self.responses.forget(stream_id)
         self._trailers.pop(stream_id, None)
-        self._forget_limit(stream_id)
+        self._limits.forget(stream_id)
 
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
         """The app consumed ``nbytes`` of the stream's body: grant that credit back."""
@@ -704,7 +516,7 @@ class H2Connection:
     def reset(self, stream_id: int, code: int = h2.errors.ErrorCodes.INTERNAL_ERROR) -> None:
         self._reset(stream_id, code)
 
-    def stop_reading(self, stream_id: int, code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
+    def stop_reading(self, stream_id: int, code: int = ErrorCode.NO_ERROR) -> None:
         """The peer's direction of the stream is not wanted any more.
 
         HTTP/2 has no STOP_SENDING: RST_STREAM after a complete response says
@@ -717,6 +529,9 @@ class H2Connection:
             out.stop = code
             return
         self._reset(stream_id, code)
+
+    def refuse_new_streams(self) -> None:
+        self._refusing = True
 
     def _reset(self, stream_id: int, code: int) -> None:
         self._out.pop(stream_id, None)
@@ -739,14 +554,6 @@ class H2Connection:
         self._goaway_sent = self.last_stream_id
         self._extra_out.append(frame.serialize())
 
-    def refuse_new_streams(self) -> None:
-        """Refuse streams opened from now on with REFUSED_STREAM, before any GOAWAY.
-
-        RFC 9113 8.7: the client may retry them (elsewhere); the streams
-        already accepted go on.
-        """
-        self._refusing = True
-
     @property
     def goaway_sent(self) -> bool:
         return self._goaway_sent is not None
@@ -759,103 +566,55 @@ class H2Connection:
         return out
 
 
-class _Calm(RemoteProtocolError):
-    """A flood limit was hit; answered with ENHANCE_YOUR_CALM."""
+#: Frame types :meth:`_Screen._rules` looks at once the first frame has passed.
+_CONFORM: Final = frozenset({Frame.HEADERS, Frame.RST_STREAM, Frame.SETTINGS})
+_ALL_FRAMES: Final = frozenset(range(256))
 
 
-class _Reject(RemoteProtocolError):
-    """A frame breaks an RFC 9113 rule h2 does not check; answered with ``code``."""
+class _Screen(FrameScreen):
+    """The RFC 9113 rules h2 leaves unchecked (or answers with another code)."""
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    __slots__ = ("_expect_settings", "max_opened")
 
+    mask_reserved_bit = True
 
-def _masked(data: bytes, positions: list[int]) -> bytes:
-    """``data`` with the top bit of the bytes at ``positions`` cleared."""
-    buf = bytearray(data)
-    for at in positions:
-        buf[at] &= 0x7F
-    return bytes(buf)
+    def __init__(self, limits: H2Limits) -> None:
+        super().__init__(limits)
+        #: The preface ends with a SETTINGS frame (RFC 9113 3.4).
+        self._expect_settings = True
+        self.ruled = _ALL_FRAMES
+        #: Highest client stream id a HEADERS frame has used.
+        self.max_opened = 0
 
+    def _check_frame(self, buf: bytes, pos: int, data: bytes, payload: int) -> int:
+        length = int.from_bytes(buf[pos : pos + 3], "big")
+        if length > self.limits.frame_size:
+            # RFC 9113 4.2.  h2 says so only once the whole frame is in its
+            # buffer: a header announcing 16 MiB would make it hold 16 MiB.
+            raise CodecError(
+                ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes over SETTINGS_MAX_FRAME_SIZE"
+            )
+        return super()._check_frame(buf, pos, data, payload)
 
-def _error_code(exc: BaseException | None, default: int) -> int:
-    """The GOAWAY code for an error h2 raised.
-
-    h2 turns HPACK decoding errors into a plain ProtocolError (code
-    PROTOCOL_ERROR); RFC 9113 4.3 requires COMPRESSION_ERROR.  (A header
-    list over the limit comes as DenialOfServiceError and keeps its code.)
-    """
-    if type(exc) is h2.exceptions.ProtocolError and isinstance(exc.__cause__, hpack.HPACKError):
-        return h2.errors.ErrorCodes.COMPRESSION_ERROR
-    return default
-
-
-class _H2(h2.connection.H2Connection):
-    """h2's connection, with the GOAWAY codes of :func:`_error_code`, deaf
-    after the peer's GOAWAY, and strict about DATA after END_STREAM."""
-
-    _goaway_received = False
-
-    def _receive_frame(self, frame: hyperframe.frame.Frame) -> list[h2.events.Event]:
-        if self._goaway_received:
-            # h2 would answer any frame after the peer's GOAWAY (a PING, the
-            # rest of a body) with a PROTOCOL_ERROR of its own: RFC 9113 6.8
-            # allows them, and nothing can be answered now, so drop them.
-            return []
-        events = super()._receive_frame(frame)
-        if type(frame) is not hyperframe.frame.DataFrame:
-            # Header blocks are checked here, while h2 is still handling the
-            # frame that completed them, so an error ends the connection just
-            # as h2's own validation would (see H2Connection.__init__).
-            ev: Any
-            for ev in events:
-                kind = type(ev)
-                try:
-                    if kind is h2.events.RequestReceived:
-                        ev.head = check_header_block(ev.headers, False)
-                    elif kind is h2.events.TrailersReceived:
-                        ev.headers = check_header_block(ev.headers, True).fields
-                except MalformedRequest as exc:
-                    raise h2.exceptions.ProtocolError(str(exc)) from None
-        return events
-
-    def _receive_goaway_frame(
-        self, frame: hyperframe.frame.GoAwayFrame
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        self._goaway_received = True
-        return super()._receive_goaway_frame(frame)
-
-    def _receive_window_update_frame(
-        self, frame: hyperframe.frame.WindowUpdateFrame
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        frames, events = super()._receive_window_update_frame(frame)
-        stream_id = frame.stream_id
-        if (
-            stream_id
-            and self._stream_closed_by(stream_id) is h2.stream.StreamClosedBy.RECV_RST_STREAM
-        ):
-            # RFC 9113 5.1: after its own RST_STREAM the peer may send only
-            # PRIORITY on the stream; h2 ignores a WINDOW_UPDATE there.
-            reset = hyperframe.frame.RstStreamFrame(stream_id)
-            reset.error_code = h2.errors.ErrorCodes.STREAM_CLOSED
-            frames = [*frames, reset]
-        return frames, events
-
-    def _handle_data_on_closed_stream(
-        self,
-        events: list[h2.events.Event],
-        exc: h2.exceptions.StreamClosedError,
-        frame: hyperframe.frame.DataFrame,
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        if self._stream_is_closed_by_end(exc.stream_id):
-            # RFC 9113 5.1: frames after the peer's END_STREAM are a
-            # connection error of type STREAM_CLOSED (h2 only resets the
-            # stream for DATA, unlike for the other frame types).
-            raise exc
-        return super()._handle_data_on_closed_stream(events, exc, frame)
-
-    def _terminate_connection(self, error_code: h2.errors.ErrorCodes) -> None:
-        # h2 calls this while handling the error it is about to raise.
-        code = _error_code(sys.exc_info()[1], error_code)
-        super()._terminate_connection(h2.errors.ErrorCodes(code))
+    def _rules(
+        self, buf: bytes, pos: int, ftype: int, flags: int, length: int, data: bytes, payload: int
+    ) -> None:
+        if self._expect_settings:
+            self._expect_settings = False
+            self.ruled = _CONFORM
+            if ftype != Frame.SETTINGS or flags & Frame.ACK:
+                raise CodecError(
+                    ErrorCode.PROTOCOL_ERROR, "client preface not followed by SETTINGS"
+                )
+        if ftype == Frame.SETTINGS:
+            if flags & Frame.ACK and length:
+                # 6.5 (h2 would say PROTOCOL_ERROR).
+                raise CodecError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with payload")
+            return
+        stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+        if ftype == Frame.HEADERS:
+            if stream_id & 1 and stream_id > self.max_opened:
+                self.max_opened = stream_id
+        elif stream_id and (not stream_id & 1 or stream_id > self.max_opened):
+            # 5.1: RST_STREAM on an idle stream (h2 ignores it once a stream was opened).
+            raise CodecError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")

@@ -1,7 +1,7 @@
 """HTTP/3 without I/O, on aioquic: datagrams in, the same stream events as HTTP/2 out.
 
 :class:`H3Connection` drives one QUIC connection (a
-:class:`~asgiri.protocol.quic.ServerQuicConnection`) and aioquic's HTTP/3
+:class:`~asgiri.protocol.aioquic_internals.ServerQuicConnection`) and aioquic's HTTP/3
 layer on top of it.  ``receive_datagram`` / ``handle_timer`` return
 :mod:`asgiri.protocol.events` (``Request``, ``Body``, ``EndBody``,
 ``StreamClosed``, with the QUIC stream id as ``stream_id``) plus the
@@ -42,10 +42,16 @@ from dataclasses import dataclass
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, Setting, encode_frame
 from aioquic.h3.connection import H3Connection as _AioH3
-from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.h3.events import (
+    DatagramReceived,
+    DataReceived,
+    HeadersReceived,
+    WebTransportStreamDataReceived,
+)
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic import events as quic_events
 
+from .aioquic_internals import ServerQuicConnection
 from .events import (
     Body,
     ConnectionEnded,
@@ -57,8 +63,9 @@ from .events import (
     StreamEvent,
 )
 from .fields import MalformedRequest, check_header_block
-from .quic import Address, ServerQuicConnection
+from .quic import Address
 from .response import ResponseChecker, wire_fields
+from .webtransport import WebTransportDatagram, WebTransportStreamData, WebTransportStreamReset
 
 __all__ = [
     "ConnectionEnded",
@@ -85,14 +92,22 @@ class _ServerH3(_AioH3):
     """aioquic's HTTP/3 layer with the server's own SETTINGS.
 
     aioquic always advertises extended CONNECT; here it is advertised only
-    when WebSocket is served (RFC 9220), and the header limit is announced
-    so that clients know it before they hit it.
+    when a protocol is served over it (WebSocket, RFC 9220; WebTransport),
+    and the header limit is announced so that clients know it before they
+    hit it.  With WebTransport on, aioquic adds SETTINGS_ENABLE_WEBTRANSPORT
+    and SETTINGS_H3_DATAGRAM.
     """
 
-    def __init__(self, quic: ServerQuicConnection, enable_connect: bool, max_header_size: int):
+    def __init__(
+        self,
+        quic: ServerQuicConnection,
+        enable_connect: bool,
+        max_header_size: int,
+        enable_webtransport: bool,
+    ):
         self._asgiri_connect = enable_connect
         self._asgiri_max_header = max_header_size
-        super().__init__(quic)
+        super().__init__(quic, enable_webtransport=enable_webtransport)
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()
@@ -114,7 +129,14 @@ class ConnectionIdRetired:
     cid: bytes
 
 
-H3Event = StreamEvent | ConnectionIdIssued | ConnectionIdRetired
+H3Event = (
+    StreamEvent
+    | ConnectionIdIssued
+    | ConnectionIdRetired
+    | WebTransportStreamData
+    | WebTransportStreamReset
+    | WebTransportDatagram
+)
 
 
 class H3Connection:
@@ -131,9 +153,17 @@ class H3Connection:
         max_fields: int = 100,
         max_body: int | None = None,
         enable_connect: bool = True,
+        enable_webtransport: bool = False,
     ) -> None:
         self.quic = quic
-        self._enable_connect = enable_connect
+        #: The extended CONNECT protocols served (RFC 9220 WebSocket, WebTransport).
+        self._connect_protocols = frozenset(
+            ([b"websocket"] if enable_connect else [])
+            + ([b"webtransport"] if enable_webtransport else [])
+        )
+        self._enable_webtransport = enable_webtransport
+        #: WebTransport streams (the peer's and ours), with their session's id.
+        self.webtransport_streams: dict[int, int] = {}
         self._max_header_size = max_header_size
         self._max_fields = max_fields
         self._max_body = max_body
@@ -183,7 +213,12 @@ class H3Connection:
             elif isinstance(event, quic_events.ProtocolNegotiated):
                 self.alpn = event.alpn_protocol
                 if self.alpn == "h3" and self._h3 is None:
-                    self._h3 = _ServerH3(quic, self._enable_connect, self._max_header_size)
+                    self._h3 = _ServerH3(
+                        quic,
+                        bool(self._connect_protocols),
+                        self._max_header_size,
+                        self._enable_webtransport,
+                    )
                 continue
             elif isinstance(event, quic_events.HandshakeCompleted):
                 self.handshake_complete = True
@@ -206,6 +241,10 @@ class H3Connection:
                     self._on_data(h3_event, out)
                 elif isinstance(h3_event, HeadersReceived):
                     self._on_headers(h3_event, out)
+                elif isinstance(h3_event, WebTransportStreamDataReceived):
+                    self._on_webtransport_data(h3_event, out)
+                elif isinstance(h3_event, DatagramReceived):
+                    out.append(WebTransportDatagram(h3_event.stream_id, h3_event.data))
             if isinstance(event, quic_events.StreamReset | quic_events.StopSendingReceived):
                 stream_id = event.stream_id
                 if stream_id in self._heads:
@@ -213,6 +252,10 @@ class H3Connection:
                     # nothing more will be sent on it either.
                     self.reset(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
                     out.append(StreamClosed(stream_id, event.error_code))
+                else:
+                    session = self.webtransport_streams.get(stream_id)
+                    if session is not None:
+                        out.append(WebTransportStreamReset(session, stream_id, event.error_code))
 
     def _on_data(self, event: DataReceived, out: list[H3Event]) -> None:
         stream_id = event.stream_id
@@ -299,8 +342,8 @@ class H3Connection:
             if protocol is None:
                 self.refuse(stream_id, ErrorCode.H3_CONNECT_ERROR)
                 return None
-            if protocol != b"websocket" or not self._enable_connect:
-                # Extended CONNECT is served for WebSocket only (RFC 9220).
+            if protocol not in self._connect_protocols:
+                # Extended CONNECT for a protocol not served (RFC 9220 3).
                 self.refuse(stream_id, ErrorCode.H3_REQUEST_REJECTED)
                 return None
         try:
@@ -444,6 +487,65 @@ class H3Connection:
         self._done_sending.discard(stream_id)
         self.responses.forget(stream_id)
         self.quic.forget(stream_id)
+
+    # ------------------------------------------------------------ WebTransport
+
+    def _on_webtransport_data(
+        self, event: WebTransportStreamDataReceived, out: list[H3Event]
+    ) -> None:
+        stream_id = event.stream_id
+        streams = self.webtransport_streams
+        if stream_id not in streams:
+            streams[stream_id] = event.session_id
+            # Credited as the app reads it, like a request body.
+            self.quic.track(stream_id)
+        if event.data:
+            self.quic.hold(stream_id, len(event.data))
+        out.append(
+            WebTransportStreamData(event.session_id, stream_id, event.data, event.stream_ended)
+        )
+
+    def open_webtransport_stream(self, session_id: int, unidirectional: bool) -> int | None:
+        """A new stream of the session, from our side; None when none may be opened now."""
+        h3 = self._h3
+        if h3 is None or self.closed:
+            return None
+        try:
+            stream_id: int = h3.create_webtransport_stream(session_id, unidirectional)
+        except (H3Error, ValueError, AssertionError):
+            return None
+        self.webtransport_streams[stream_id] = session_id
+        self.quic.count_writes(stream_id)
+        if not unidirectional:
+            self.quic.track(stream_id)
+        return stream_id
+
+    def send_stream_data(self, stream_id: int, data: bytes, end: bool) -> bool:
+        """Bytes on a WebTransport stream (no HTTP/3 framing); False when it is gone."""
+        if self.closed or stream_id in self._done_sending:
+            return False
+        try:
+            self.quic.send_stream_data(stream_id, data, end)
+        except (ValueError, AssertionError):
+            return self._gone(stream_id)
+        if end:
+            self._done_sending.add(stream_id)
+        return True
+
+    def send_datagram(self, session_id: int, data: bytes) -> bool:
+        """An HTTP datagram for the session; False when it cannot be sent (too large, closed)."""
+        h3 = self._h3
+        if h3 is None or self.closed:
+            return False
+        try:
+            h3.send_datagram(session_id, data)
+        except (H3Error, ValueError, AssertionError):
+            return False
+        return True
+
+    def forget_webtransport_stream(self, stream_id: int) -> None:
+        self.webtransport_streams.pop(stream_id, None)
+        self.forget(stream_id)
 
     def goaway(self) -> None:
         """Graceful GOAWAY: streams below the id sent still complete (RFC 9114 5.2)."""

@@ -1,8 +1,11 @@
-"""QUIC without I/O: routing datagrams to connections, and flow control tied to the app.
+"""QUIC without I/O: which connection an incoming UDP datagram belongs to.
 
 Everything QUIC itself does (handshake, loss recovery, congestion control,
-packet protection) is aioquic's :class:`~aioquic.quic.connection.QuicConnection`.
-This module adds the two things a server needs around it:
+packet protection) is aioquic's :class:`~aioquic.quic.connection.QuicConnection`
+(asgiri's subclass, with request-body credit tied to the app, is
+:class:`~asgiri.protocol.aioquic_internals.ServerQuicConnection`).  A server
+also needs what comes before a connection exists, here, on aioquic's public
+API only:
 
 * :class:`QuicRouter` decides what one incoming UDP datagram is: a packet
   for a known connection (looked up by destination connection id, so a
@@ -12,21 +15,6 @@ This module adds the two things a server needs around it:
   (answered with a Retry: always under ``--quic-retry``, otherwise only while
   the server is under load), or garbage, which is dropped
   without a word: answering garbage would make the server a reflector.
-
-* :class:`ServerQuicConnection` is aioquic's connection with request-body
-  credit tied to consumption.  aioquic raises a stream's MAX_STREAM_DATA as
-  bytes *arrive* (it doubles the limit once half of it is used), which
-  assumes the application reads everything at once; a server that hands the
-  body to an app reading at its own pace would then buffer whatever the
-  client sends.  Here a request stream's limit is instead "what the app has
-  consumed plus one window": bytes the connection is told are *held*
-  (handed to the app, not yet read) are not credited back until
-  :meth:`ServerQuicConnection.consume` says so.  Control and QPACK streams,
-  and the framing of request streams, are consumed on receipt as before.
-  This class reaches into aioquic's internals (the stream table, the
-  stream-limit writer, the concurrent-stream limit) because aioquic exposes
-  no setting for them; with the SETTINGS override in ``protocol/h3.py`` it is
-  the whole of asgiri's dependence on aioquic beyond its public API.
 """
 
 from __future__ import annotations
@@ -39,7 +27,6 @@ from typing import Any, Generic, TypeVar
 
 from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import CryptoError, CryptoPair
 from aioquic.quic.packet import (
     QuicPacketType,
@@ -47,12 +34,9 @@ from aioquic.quic.packet import (
     encode_quic_version_negotiation,
     pull_quic_header,
 )
-from aioquic.quic.packet_builder import QuicPacketBuilder
-from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.retry import QuicRetryTokenHandler
-from aioquic.quic.stream import QuicStream
 
-__all__ = ["QuicRouter", "Route", "RouteKind", "ServerQuicConnection"]
+__all__ = ["Address", "QuicRouter", "Route", "RouteKind"]
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
 #: Connection ids of ended connections whose reset token is remembered.
@@ -63,112 +47,6 @@ _RESET_TOKENS_KEPT = 10000
 _MIN_RESET_TRIGGER = 23
 _RESET_SIZE = 42
 T = TypeVar("T")
-
-
-class ServerQuicConnection(QuicConnection):
-    """A server-side QuicConnection whose request-body credit follows the app."""
-
-    def __init__(
-        self,
-        *,
-        configuration: QuicConfiguration,
-        max_streams: int,
-        early_data: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(configuration=configuration, **kwargs)
-        self._early_data = early_data
-        self._window = configuration.max_stream_data
-        #: Request-body bytes per stream handed to the app and not yet read.
-        self._held: dict[int, int] = {}
-        #: Bytes ever queued per stream, to tell how much still waits to be sent.
-        self._written: dict[int, int] = {}
-        # aioquic lets a peer open 128 bidirectional streams at once and has
-        # no setting for it; the transport parameter is encoded from this
-        # limit during the handshake, so set it before any packet is handled.
-        self._local_max_streams_bidi.value = max_streams
-        self._local_max_streams_bidi.sent = max_streams
-
-    def _initialize(self, peer_cid: bytes) -> None:
-        super()._initialize(peer_cid)
-        if not self._early_data:
-            # aioquic's session tickets always invite 0-RTT; without --quic-0rtt
-            # they still give resumption (a shorter handshake), only without
-            # early data.  A client that sends early data anyway still gets
-            # 425 for unsafe methods (see H3Connection).
-            self.tls._max_early_data = None
-
-    def hold(self, stream_id: int, nbytes: int) -> None:
-        """``nbytes`` of body went to the app; credit them only once it reads them."""
-        self._held[stream_id] = self._held.get(stream_id, 0) + nbytes
-
-    def consume(self, stream_id: int, nbytes: int) -> None:
-        """The app read ``nbytes`` of held body: they may be credited again."""
-        held = self._held.get(stream_id)
-        if held is not None:
-            self._held[stream_id] = max(0, held - nbytes)
-
-    def release(self, stream_id: int) -> None:
-        """Nobody will read this stream's body any more: credit as aioquic would."""
-        self._held.pop(stream_id, None)
-
-    def track(self, stream_id: int) -> None:
-        """Start crediting ``stream_id`` by consumption (a request stream)."""
-        self._held.setdefault(stream_id, 0)
-
-    def forget(self, stream_id: int) -> None:
-        """The stream is over for the server: drop its bookkeeping."""
-        self._held.pop(stream_id, None)
-        self._written.pop(stream_id, None)
-
-    @property
-    def request_streams_open(self) -> bool:
-        """Whether a request stream still has data in flight either way (unacked)."""
-        return any(stream_id & 3 == 0 for stream_id in self._streams)
-
-    def reset_tokens(self) -> list[tuple[bytes, bytes]]:
-        """This connection's ids with their stateless reset tokens (kept after it ends)."""
-        return [
-            (host.cid, host.stateless_reset_token)
-            for host in self._host_cids
-            if host.stateless_reset_token
-        ]
-
-    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
-        super().send_stream_data(stream_id, data, end_stream)
-        if stream_id & 3 == 0:
-            self._written[stream_id] = self._written.get(stream_id, 0) + len(data)
-
-    def send_buffered(self, stream_id: int) -> int:
-        """Bytes queued on request stream ``stream_id`` not put on the wire yet."""
-        written = self._written.get(stream_id)
-        if not written:
-            return 0
-        stream: QuicStream | None = self._streams.get(stream_id)
-        if stream is None:
-            return 0
-        return max(0, written - stream.sender.highest_offset)
-
-    def _write_stream_limits(
-        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
-    ) -> None:
-        held = None if stream.stream_id is None else self._held.get(stream.stream_id)
-        if held is None:
-            super()._write_stream_limits(builder, space, stream)
-            return
-        receiver = stream.receiver
-        received = receiver.highest_offset
-        credit = received - held + self._window
-        # Batch updates: only move the limit once a quarter window opened up.
-        if credit - stream.max_stream_data_local >= self._window // 4:
-            stream.max_stream_data_local = credit
-        # aioquic's own rule would double the limit on arrival; hide the
-        # arrivals from it so that it only sends the limit set above.
-        receiver.highest_offset = 0
-        try:
-            super()._write_stream_limits(builder, space, stream)
-        finally:
-            receiver.highest_offset = received
 
 
 def _authentic_initial(

@@ -16,45 +16,19 @@ from typing import Final
 
 from .errors import LocalProtocolError
 from .events import Headers
-from .h1 import check_field_name, check_field_value
-
-__all__ = ["CONNECTION_HEADERS", "ResponseChecker", "wire_fields"]
-
-_WHITESPACE: Final = (b" ", b"\t")
-#: Connection-specific fields: meaningless in HTTP/2 and HTTP/3 and forbidden
-#: on their wire (RFC 9113 8.2.2, RFC 9114 4.2); left out of what is sent.
-CONNECTION_HEADERS: Final = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+from .fields import (
+    CHECKED_VALUES,
+    CONNECTION_HEADERS,
+    SENT_NAMES,
+    check_field_name,
+    check_field_value,
+    check_multiplexed_value,
+    multiplexed_name,
 )
+
+__all__ = ["ResponseChecker", "wire_fields"]
+
 _STATUS: Final = {code: b"%d" % code for code in range(100, 600)}
-#: Bound of the caches below: apps send the same few names and values over and over.
-_CACHE_SIZE: Final = 4096
-#: Response field names already checked, with the form they are sent in:
-#: lower case, or b"" for a connection-specific field.
-_SENT_NAMES: dict[bytes, bytes] = {}
-#: Short response field values already checked.
-_CHECKED_VALUES: set[bytes] = set()
-
-
-def _checked_name(name: bytes) -> bytes:
-    """Check a response field name the app sent; note the form it is sent in."""
-    check_field_name(name)
-    lname = name.lower()
-    if len(_SENT_NAMES) < _CACHE_SIZE:
-        _SENT_NAMES[name] = b"" if lname in CONNECTION_HEADERS else lname
-    return lname
-
-
-def _check_value(value: bytes) -> None:
-    check_field_value(value)
-    if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
-        # Leading or trailing whitespace makes a field malformed in HTTP/2
-        # and HTTP/3 (RFC 9113 8.2.1), unlike in HTTP/1.1.
-        raise LocalProtocolError(f"header value with surrounding whitespace {value!r}")
-    if len(value) <= 256:
-        if len(_CHECKED_VALUES) >= _CACHE_SIZE:
-            _CHECKED_VALUES.clear()
-        _CHECKED_VALUES.add(value)
 
 
 def wire_fields(status: int, headers: Headers) -> Headers:
@@ -63,7 +37,7 @@ def wire_fields(status: int, headers: Headers) -> Headers:
     Connection-specific fields are left out.
     """
     response: Headers = [(b":status", _STATUS.get(status) or b"%d" % status)]
-    names = _SENT_NAMES
+    names = SENT_NAMES
     for name, value in headers:
         lname = names.get(name)
         if lname is None:
@@ -88,14 +62,14 @@ class ResponseChecker:
     def head(self, stream_id: int, headers: Headers, first: int, end: bool, no_body: bool) -> None:
         """Validate a response head; ``first`` is the length of the body sent with it."""
         declared = None
-        names = _SENT_NAMES
-        values = _CHECKED_VALUES
+        names = SENT_NAMES
+        values = CHECKED_VALUES
         for name, value in headers:
             lname = names.get(name)
             if lname is None:
-                lname = _checked_name(name)
+                lname = multiplexed_name(name)
             if value not in values:
-                _check_value(value)
+                check_multiplexed_value(value)
             if lname == b"content-length":
                 if not value.isdigit():
                     raise LocalProtocolError(f"invalid Content-Length {value!r}")

@@ -19,7 +19,7 @@ from ..asgi.types import ASGIApp
 from ..config import Config, HttpProtocolVersion, parse_header
 from ..protocol.events import Headers
 from ..protocol.h1 import simple_response
-from ..protocol.h2 import H2Limits
+from ..protocol.h2_common import H2Limits
 from ..protocol.proxy_headers import TrustedProxies
 
 #: How often a drain looks for failed TLS handshakes (see ServerContext._probe_handshakes).
@@ -39,7 +39,16 @@ class Connection(Protocol):
 class ServerContext:
     """Per-server state; one instance, shared by all connections."""
 
-    def __init__(self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        forwarded_allow_ips: str | None,
+    ) -> None:
+        """``forwarded_allow_ips``: the trusted proxies in effect (``ProxyConfig.allow_ips``,
+        which the server reads from the environment as it starts); None trusts none."""
         self.config = config
         self.app = app
         self.loop = loop
@@ -66,9 +75,10 @@ class ServerContext:
             if config.logging.access_log
             else None
         )
-        #: What every HTTPStream calls when its response is complete (the
-        #: access log, the metrics, both, or None: then nothing is called).
-        self.access_log: Any = self._access
+        #: What every exchange calls once it is complete, an app's response
+        #: (``HTTPStream.on_complete``) or the server's own: the access log, the
+        #: metrics, both, or None (then nothing is called).
+        self.exchange_done: Any = self._access
         #: The Prometheus metrics (server.metrics.Metrics) or None when off;
         #: every hook on a hot path is behind an ``is not None`` check.
         self.metrics: Any = None
@@ -119,8 +129,8 @@ class ServerContext:
         proxy = config.proxy
         #: ``--forwarded-allow-ips`` when ``--proxy-headers`` is on, else None.
         self.trusted_proxies: TrustedProxies | None = None
-        if proxy.proxy_headers and proxy.forwarded_allow_ips:
-            self.trusted_proxies = TrustedProxies(proxy.forwarded_allow_ips)
+        if proxy.proxy_headers and forwarded_allow_ips:
+            self.trusted_proxies = TrustedProxies(forwarded_allow_ips)
         self._date_enabled = config.http.date_header and "date" not in custom_names
         self._stamp = -1
         self._header_block = self._static
@@ -214,8 +224,8 @@ class ServerContext:
 
     def log_exchange(self, exchange: Exchange) -> None:
         """The access-log line (and metrics) of an exchange the app did not complete itself."""
-        if self.access_log is not None:
-            self.access_log(exchange)
+        if self.exchange_done is not None:
+            self.exchange_done(exchange)
 
     def enable_metrics(self, metrics: Any) -> None:
         """Count into ``metrics`` from now on (called before any connection exists)."""
@@ -223,7 +233,7 @@ class ServerContext:
         self.connections = metrics.connection_set()
         access = self._access
         if access is None:
-            self.access_log = metrics.response_complete
+            self.exchange_done = metrics.response_complete
         else:
             observe = metrics.response_complete
 
@@ -231,7 +241,7 @@ class ServerContext:
                 observe(stream)
                 access(stream)
 
-            self.access_log = both
+            self.exchange_done = both
 
     def forwarded_for(self, client: tuple[str, int] | None) -> TrustedProxies | None:
         """What ``http_scope(forwarded=...)`` gets for a connection from ``client``.

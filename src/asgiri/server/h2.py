@@ -21,7 +21,8 @@ import logging
 from typing import Any
 
 from ..protocol.events import ConnectionEnded, Request
-from ..protocol.h2 import H2Connection
+from ..protocol.h2_codecs import codec_factory
+from ..protocol.h2_common import H2Codec
 from ..protocol.proxy_headers import TrustedProxies
 from .closing import close_transport
 from .context import ServerContext
@@ -45,7 +46,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
     metrics_protocol = "h2"
     label = "HTTP/2"
     http_version = "2"
-    conn: H2Connection
+    conn: H2Codec
 
     def __init__(
         self,
@@ -66,7 +67,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         self.client = client
         self.server = server
         self.extensions = extensions
-        self.conn = H2Connection(ctx.h2_limits)
+        self.conn = codec_factory(ctx.config.http2.h2_codec)(ctx.h2_limits)
         self._timer: asyncio.TimerHandle | None = None
         #: Runs while the socket is not draining (``--timeout-write``).
         self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout, self._stopped_reading)
@@ -265,7 +266,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
-        self._shutdown_websockets()
+        self._shutdown_tunnels()
         if self._has_work() or self.conn.sending:
             self._cancel_timer()
             self.loop.call_later(SHUTDOWN_ACCEPT_GRACE, self._refuse_new)

@@ -15,35 +15,41 @@ app wait while more than :data:`~.streams.HIGH_WATER` bytes of its stream are qu
 but not yet sent (QUIC flow control or congestion holding them back), and
 every send batch wakes the streams that fell below it.  Request-body
 backpressure: body bytes are credited to the client only as the app reads
-them (see :class:`~asgiri.protocol.quic.ServerQuicConnection`).
+them (see :class:`~asgiri.protocol.aioquic_internals.ServerQuicConnection`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import socket
 from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.logger import QuicFileLogger
 from aioquic.tls import SessionTicket
 
+from ..asgi.scope import http_scope
 from ..config import Config
-from ..errors import BindError, StartupError
-from ..protocol.events import ConnectionEnded
+from ..errors import StartupError
+from ..protocol.aioquic_internals import ServerQuicConnection
+from ..protocol.events import ConnectionEnded, Request
 from ..protocol.h3 import (
     ConnectionIdIssued,
     ConnectionIdRetired,
     H3Connection,
     H3ErrorCode,
 )
-from ..protocol.quic import QuicRouter, RouteKind, ServerQuicConnection
+from ..protocol.quic import QuicRouter, RouteKind
+from ..protocol.webtransport import (
+    SESSION_GONE,
+    WebTransportDatagram,
+    WebTransportStreamData,
+    WebTransportStreamReset,
+)
 from .context import ServerContext
-from .listeners import new_socket
 from .streams import StreamSink
+from .webtransport import WTBridge
 
 if TYPE_CHECKING:
     from .tls import TLSInfo
@@ -58,6 +64,11 @@ STREAM_WINDOW = 1024 * 1024
 RETRY_UNDER_LOAD = 100
 #: Initial connection-level window (aioquic grows it as data flows).
 CONNECTION_WINDOW = 4 * 1024 * 1024
+#: How long a draining connection waits for its last data to be acknowledged
+#: before it closes anyway (a client that acknowledges nothing is gone).
+ACK_GRACE = 3.0
+#: The largest DATAGRAM frame taken (a WebTransport datagram fits in a packet anyway).
+DATAGRAM_FRAME_SIZE = 65536
 _TLS13 = 0x0304
 
 
@@ -71,6 +82,8 @@ def quic_configuration(config: Config) -> QuicConfiguration:
         max_datagram_size=quic.quic_max_datagram_size,
         max_stream_data=STREAM_WINDOW,
         max_data=CONNECTION_WINDOW,
+        # HTTP datagrams (RFC 9297), which WebTransport sessions use.
+        max_datagram_frame_size=DATAGRAM_FRAME_SIZE if config.webtransport.webtransport else None,
     )
     tls = config.tls
     try:
@@ -113,28 +126,6 @@ def _load_pem(
     configuration.private_key = serialization.load_pem_private_key(
         key_bytes, password.encode() if password else None
     )
-
-
-def bind_udp(host: str, port: int) -> socket.socket:
-    """A UDP socket for QUIC; a port in use is a one-line StartupError."""
-    sock, family, addr = new_socket(host, port, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise UDPPortInUse(f"UDP address {host}:{port} (HTTP/3) is already in use") from None
-        raise BindError(
-            f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
-        ) from None
-    sock.setblocking(False)
-    return sock
-
-
-class UDPPortInUse(BindError):
-    """The UDP port for HTTP/3 is taken (with ``port=0``, the TCP port the kernel picked)."""
 
 
 class _TicketStore:
@@ -250,6 +241,7 @@ class H3Protocol(StreamSink):
             max_fields=limits.limit_request_fields,
             max_body=limits.limit_request_body,
             enable_connect=ctx.ws_enabled,
+            enable_webtransport=ctx.config.webtransport.webtransport,
         )
         self.client: tuple[str, int] | None = (str(addr[0]), int(addr[1]))
         #: Whether this peer may set client/scheme/host by forwarding headers.
@@ -293,7 +285,25 @@ class H3Protocol(StreamSink):
 
     def _on_other(self, event: Any) -> None:
         kind = type(event)
-        if kind is ConnectionIdIssued:
+        if kind is WebTransportStreamData:
+            bridge = self._session(event.session_id)
+            if bridge is not None:
+                bridge.stream_data(event.stream_id, event.data, event.ended)
+            else:
+                # A stream of a session that is not (or no longer) here.
+                self.conn.reset(event.stream_id, SESSION_GONE)
+                self.conn.forget_webtransport_stream(event.stream_id)
+        elif kind is WebTransportDatagram:
+            bridge = self._session(event.session_id)
+            if bridge is not None:
+                bridge.datagram(event.data)
+        elif kind is WebTransportStreamReset:
+            bridge = self._session(event.session_id)
+            if bridge is not None:
+                bridge.stream_reset(event.stream_id, event.error_code)
+            else:
+                self.conn.forget_webtransport_stream(event.stream_id)
+        elif kind is ConnectionIdIssued:
             self.add_cid(event.cid)
         elif kind is ConnectionIdRetired:
             self.cids.discard(event.cid)
@@ -305,6 +315,48 @@ class H3Protocol(StreamSink):
         self.listener.router.add(cid, self)
 
     # ------------------------------------------------------------ streams
+
+    # ------------------------------------------------------------ WebTransport
+
+    def _open_tunnel(self, request: Request) -> None:
+        """An extended CONNECT with ``:protocol webtransport``: a WebTransport session."""
+        stream_id = request.stream_id
+        sessions = sum(1 for tunnel in self.tunnels.values() if isinstance(tunnel, WTBridge))
+        if sessions >= self.ctx.config.webtransport.webtransport_max_sessions:
+            self._answer(stream_id, 429, "Too Many WebTransport Sessions", request)
+            return
+        self._update_client()
+        scope = http_scope(
+            request,
+            "https",
+            self.client,
+            self.server,
+            self.ctx.root_path,
+            self.ctx.state,
+            {},
+            scope_type="webtransport",
+            forwarded=self.forwarded,
+        )
+        del scope["method"]
+        extensions: dict[str, Any] = {"webtransport.http.response": {}}
+        tls = self._extensions().get("tls")
+        if tls is not None:
+            extensions["tls"] = tls
+        scope["extensions"] = extensions
+        self._add_tunnel(WTBridge(self, request, scope))
+
+    def _session(self, session_id: int) -> WTBridge | None:
+        tunnel = self.tunnels.get(session_id)
+        return tunnel if isinstance(tunnel, WTBridge) else None
+
+    def _on_reset(self, stream_id: int) -> None:
+        session_id = self.conn.webtransport_streams.get(stream_id)
+        if session_id is not None:
+            # One of ours reset by the stall watch (--timeout-write).
+            bridge = self._session(session_id)
+            if bridge is not None:
+                bridge.stream_reset(stream_id, 0)
+        super()._on_reset(stream_id)
 
     def _update_client(self) -> None:
         """The client's current address: it may have moved (NAT rebinding, migration)."""
@@ -403,9 +455,19 @@ class H3Protocol(StreamSink):
     def _maybe_idle(self) -> None:
         if self._closing and not self._has_work() and not self._closed:
             # Every stream accepted before the GOAWAY is answered; the close
-            # follows once the client has acknowledged all of it (_flush).
-            self._close_when_idle = True
+            # follows once the client has acknowledged all of it (_flush),
+            # or after ACK_GRACE: a client that acknowledges nothing is gone
+            # and would hold the drain until the QUIC idle timeout.
+            if not self._close_when_idle:
+                self._close_when_idle = True
+                self.loop.call_later(ACK_GRACE, self._ack_grace_over)
             self.schedule_flush()
+
+    def _ack_grace_over(self) -> None:
+        if self._close_when_idle and not self._closed:
+            self._close_when_idle = False
+            self.conn.close(H3ErrorCode.H3_NO_ERROR)
+            self._flush()
 
     def shutdown(self) -> None:
         """Graceful: GOAWAY, let the accepted streams finish, then CONNECTION_CLOSE."""
@@ -413,7 +475,7 @@ class H3Protocol(StreamSink):
             return
         self._closing = True
         self.conn.goaway()
-        self._shutdown_websockets()
+        self._shutdown_tunnels()
         self._maybe_idle()
         self._flush()
 

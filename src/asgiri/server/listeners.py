@@ -1,4 +1,4 @@
-"""Opening listening sockets: TCP host:port, Unix sockets and inherited fds.
+"""Opening sockets: TCP host:port, Unix sockets and inherited fds, and UDP for HTTP/3.
 
 Sockets are created here rather than by ``loop.create_server(host, port)``
 so that a port in use becomes a one-line :class:`~asgiri.errors.BindError`,
@@ -135,6 +135,37 @@ def new_socket(host: str, port: int, kind: int) -> tuple[socket.socket, int, Any
         raise BindError(f"cannot resolve host {host!r}: {exc.strerror}") from None
     family, socktype, proto, _, addr = infos[0]
     return socket.socket(family, socktype, proto), family, addr
+
+
+class UDPPortInUse(BindError):
+    """The UDP port for HTTP/3 is taken (with ``port=0``: the TCP port the kernel picked).
+
+    Kept apart from other bind errors because it can be retried: a server
+    that let the kernel pick its TCP port binds both again on another pick.
+    """
+
+
+def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking UDP socket for QUIC; a port in use is :class:`UDPPortInUse`.
+
+    ``reuse_port``: join the ``SO_REUSEPORT`` group of ``host:port``, one
+    socket per worker (see :mod:`.worker_sockets`).
+    """
+    sock, family, addr = new_socket(host, port, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UDPPortInUse(f"UDP address {host}:{port} (HTTP/3) is already in use") from None
+        message = f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
+        raise BindError(message) from None
+    sock.setblocking(False)
+    return sock
 
 
 def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool) -> list[Listener]:

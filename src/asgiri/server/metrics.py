@@ -3,7 +3,7 @@
 When off, nothing here is imported and the hot paths pay one ``is None``
 check at most.  When on, the counting points are:
 
-* the end of every response (``HTTPStream`` calls ``ctx.access_log``, which
+* the end of every response (``HTTPStream`` calls ``ctx.exchange_done``, which
   then includes :meth:`Metrics.response_complete`): requests by protocol and
   status, the duration histogram, request and response body bytes;
 * ``ServerContext.request_started/finished``: requests in flight;
@@ -295,7 +295,7 @@ async def start_metrics_listener(
     config = Config.from_options(
         app, host=host, port=port, http_version="1.1", access_log=False, lifespan="off"
     )
-    ctx = ServerContext(config, app, loop)
+    ctx = ServerContext(config, app, loop, forwarded_allow_ips=None)  # no client is trusted
     try:
         server = await loop.create_server(lambda: H1Protocol(ctx), host, port)
     except OSError as exc:

@@ -25,18 +25,31 @@ import logging
 import random
 import subprocess
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from ..config import WorkersConfig
 
-if TYPE_CHECKING:
-    from .supervisor import Worker
-
 logger = logging.getLogger("asgiri.error")
 
-__all__ = ["WorkerRecycling", "rss_bytes"]
+__all__ = ["Recyclable", "WorkerRecycling", "rss_bytes"]
 
 _MIB = 1024 * 1024
+
+
+class Recyclable(Protocol):
+    """What this module reads of a worker (the supervisor's ``Worker``)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def ready(self) -> asyncio.Future[bool]: ...
+    @property
+    def exited(self) -> asyncio.Future[int]: ...
+
+
+Worker = TypeVar("Worker", bound=Recyclable)
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -59,7 +72,7 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
-class WorkerRecycling:
+class WorkerRecycling(Generic[Worker]):
     """Asks for a worker's replacement (``retire(worker, reason)``) once it is due."""
 
     def __init__(self, config: WorkersConfig, retire: Callable[[Worker, str], None]) -> None:

@@ -30,32 +30,20 @@ import dataclasses
 import fnmatch
 import logging
 import os
-import pickle
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import Config, ReloadConfig, WorkersConfig
 from ..errors import StartupError
 from .listeners import Listener, bind_sockets
-from .process import spawn
-
-if TYPE_CHECKING:
-    from .server import Server
+from .process import RELOAD_CHILD, Host, import_target, in_child, spawn
 
 logger = logging.getLogger("asgiri.error")
-
-#: Set in a child process before the app module is imported: a module that
-#: calls ``Server(app, reload=True).run()`` at import time (no ``__main__``
-#: guard) must not start a reloader of its own inside the child.
-IN_CHILD = False
-
-_CHILD_CODE = "from asgiri.server.reload import child_main; child_main()"
 
 
 class Reloader:
@@ -68,7 +56,7 @@ class Reloader:
         self._stopping: subprocess.Popen[bytes] | None = None
         self.target, self.app_dir = "", config.app_options.app_dir
         self.dirs: list[Path] = []
-        if IN_CHILD:
+        if in_child():
             return  # see run(): inside a child this reloader never runs
         if config.tls.ssl_context is not None:
             raise ValueError(
@@ -86,9 +74,13 @@ class Reloader:
         """Stop watching and stop the child; safe from any thread."""
         self._stop.set()
 
-    def run(self, server: Server | None = None) -> None:
-        """Bind, start the first child, restart it on changes until asked to stop."""
-        if IN_CHILD:
+    def run(self, host: Host | None = None) -> None:
+        """Bind, start the first child, restart it on changes until asked to stop.
+
+        ``host``: the ``Server`` whose ``run()`` this is, told the sockets and
+        when the first child was started.
+        """
+        if in_child():
             # Reached while the child imports an app module that starts a
             # reloading server at import time: the child serves it already.
             return
@@ -101,8 +93,8 @@ class Reloader:
         listeners = bind_sockets(self.config.bind, self.config.port)
         installed = self._install_signals()
         try:
-            if server is not None:
-                server.listeners = listeners
+            if host is not None:
+                host.listeners = listeners
             child_config = self._child_config(listeners)
             changes_filter = ChangeFilter(
                 self.dirs, self.config.reload.reload_includes, self.config.reload.reload_excludes
@@ -114,8 +106,8 @@ class Reloader:
                 ", ".join(str(d) for d in self.dirs),
             )
             self._start(child_config, listeners)
-            if server is not None:
-                server.started.set()
+            if host is not None:
+                host.started.set()
             delay_ms = round(self.config.reload.reload_delay * 1000)
             for changes in watchfiles.watch(
                 *self.dirs,
@@ -134,8 +126,8 @@ class Reloader:
             for listener in listeners:
                 listener.close()
             self._restore_signals(installed)
-            if server is not None:
-                server.started.clear()
+            if host is not None:
+                host.started.clear()
             logger.info("Stopped reloader process [%d]", os.getpid())
 
     # ------------------------------------------------------------ internals
@@ -164,7 +156,7 @@ class Reloader:
 
     def _start(self, child_config: Config, listeners: list[Listener]) -> None:
         fds = [listener.sock.fileno() for listener in listeners]
-        proc = spawn(_CHILD_CODE, child_config, fds)
+        proc = spawn(RELOAD_CHILD, child_config, fds)
         self._proc = proc
         threading.Thread(target=self._watch_exit, args=(proc,), daemon=True).start()
 
@@ -301,75 +293,3 @@ class ChangeFilter:
             with contextlib.suppress(ValueError):
                 return full.relative_to(root)
         return PurePath(full.name)
-
-
-def import_target(app: Any, app_dir: str) -> tuple[str, str]:
-    """``(module:attr, app_dir)`` a fresh process can import the app from.
-
-    An import string is used as it is.  An app object works when it is defined
-    at module level: its module and name are found, and an app in the script
-    being run (``__main__``) is imported from that script's file.
-    """
-    if isinstance(app, str):
-        return app, app_dir
-    module_name = getattr(app, "__module__", None)
-    qualname = getattr(app, "__qualname__", None)
-    candidates: list[tuple[str, str]] = []
-    if isinstance(module_name, str) and isinstance(qualname, str) and "<" not in qualname:
-        candidates.append((module_name, qualname))
-    main = sys.modules.get("__main__")
-    if main is not None:
-        for attr, value in vars(main).items():
-            if value is app and not attr.startswith("__"):
-                candidates.append(("__main__", attr))
-    for module_name, attr in candidates:
-        module = sys.modules.get(module_name)
-        if module is None or _resolve(module, attr) is not app:
-            continue
-        if module_name != "__main__":
-            return f"{module_name}:{attr}", app_dir
-        spec = getattr(module, "__spec__", None)
-        if spec is not None and spec.name:
-            return f"{spec.name}:{attr}", app_dir
-        filename = getattr(module, "__file__", None)
-        if filename:
-            script = Path(filename).resolve()
-            return f"{script.stem}:{attr}", str(script.parent)
-    raise ValueError(
-        "reload needs an app that a new process can import: pass it as 'module:attr', "
-        "or define it at module level"
-    )
-
-
-def _resolve(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = getattr(obj, part, None)
-    return obj
-
-
-def child_main() -> None:
-    """Entry point of a server process started by the reloader."""
-    global IN_CHILD
-    IN_CHILD = True
-    from .server import Server
-
-    stdin: IO[bytes] = sys.stdin.buffer
-    config: Config = pickle.load(stdin)
-    server = Server.from_config(config)
-
-    def parent_watch() -> None:
-        # Unbuffered: a daemon thread must not hold the buffered reader's lock
-        # at interpreter exit.  pickle.load consumed everything the parent sent.
-        with contextlib.suppress(OSError):
-            while os.read(stdin.fileno(), 4096):
-                pass
-        server.request_shutdown()
-
-    threading.Thread(target=parent_watch, daemon=True).start()
-    try:
-        server.run()
-    except StartupError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        pass

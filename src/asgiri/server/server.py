@@ -26,9 +26,10 @@ from ..ssl_utils import spki_sha256_base64
 from .certreload import CertificateReloader
 from .context import ServerContext
 from .h1 import H1Protocol
-from .h3 import QuicListener, UDPPortInUse, bind_udp, quic_configuration
-from .listeners import Listener, bind_sockets
+from .h3 import QuicListener, quic_configuration
+from .listeners import Listener, UDPPortInUse, bind_sockets, bind_udp
 from .pidfile import pid_file
+from .process import in_child
 from .proxy_protocol import ProxyProtocolListener
 from .reload import Reloader
 from .supervisor import Supervisor
@@ -407,9 +408,7 @@ class Server:
 
     def _pid_file(self) -> str | None:
         """``pid_file`` for the process users signal: not in workers or a reloader's child."""
-        from . import reload
-
-        if self._hooks is not None or reload.IN_CHILD:
+        if self._hooks is not None or in_child():
             return None
         return self.config.runtime.pid_file
 
@@ -422,6 +421,7 @@ class Server:
             access_json=self.config.access.access_log_json,
             use_colors=log.use_colors,
         )
+        self.config.make_certificate()
         self._write_temp_cert()
         if self._reloader is not None:
             if not self._stop_requested:
@@ -488,6 +488,7 @@ class Server:
         """Start, serve until asked to stop, then drain and shut down."""
         self._begin_run()
         try:
+            self.config.make_certificate()
             self._write_temp_cert()
             await self._serve()
         except Exception as exc:
@@ -543,6 +544,11 @@ class Server:
             raise StartupError("reload needs Server.run(): serve() cannot restart its own process")
         if self._supervisor is not None:
             raise StartupError("workers need Server.run(): serve() runs in one process")
+        try:
+            # The environment's part of the configuration, read as the server starts.
+            forwarded_allow_ips = config.proxy.allow_ips(os.environ)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         loop = asyncio.get_running_loop()
         self._loop = loop
         stop = self.should_exit
@@ -582,7 +588,7 @@ class Server:
         else:
             self._bind(quic_config is not None)
         app = self._own_routes(app)
-        ctx = ServerContext(config, app, loop)
+        ctx = ServerContext(config, app, loop, forwarded_allow_ips=forwarded_allow_ips)
         self._ctx = ctx
         if ssl_context is not None:
             ctx.tls_info = TLSInfo(ssl_context, read_server_cert(config.tls))
@@ -597,7 +603,13 @@ class Server:
             from .metrics import Metrics
 
             ctx.enable_metrics(Metrics())
-        lifespan = Lifespan(app, loop, config.app_options.lifespan)
+        policy = config.app_options.lifespan
+        lifespan = Lifespan(
+            app,
+            loop,
+            enabled=policy is not LifespanPolicy.DISABLED,
+            required=policy is LifespanPolicy.ENABLED,
+        )
         handler = self.lifespan_handler
         servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
         quic_listeners: list[QuicListener] = []

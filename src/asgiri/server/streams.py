@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ..asgi.access_log import Answered, answered_scope
 from ..asgi.http_stream import HTTPStream
@@ -37,12 +37,16 @@ from ..protocol.events import (
 )
 from ..protocol.multiplexed import StreamConnection
 from ..protocol.proxy_headers import TrustedProxies
-from ..protocol.ws import HandshakeError, check_connect_handshake, negotiate_extensions
+from ..protocol.ws_handshake import (
+    HandshakeError,
+    check_connect_handshake,
+    negotiate_extensions,
+)
 from .context import ServerContext
 from .tasks import start_app
 from .ws import StreamOutlet, WSBridge
 
-__all__ = ["HIGH_WATER", "StreamSink"]
+__all__ = ["HIGH_WATER", "StreamSink", "Tunnel"]
 
 logger = logging.getLogger("asgiri.error")
 
@@ -51,6 +55,40 @@ logger = logging.getLogger("asgiri.error")
 HIGH_WATER = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 _NO_ERROR = 0
+
+
+class Tunnel(Protocol):
+    """What an extended CONNECT stream carries: a WebSocket or a WebTransport session."""
+
+    #: The CONNECT stream.
+    stream_id: int
+    #: The CONNECT request, for the 503 of a refused one and the access log.
+    request: Request
+
+    @property
+    def finished(self) -> bool:
+        """Over already (the peer went away before it was started)."""
+
+    def start(self) -> None:
+        """Run the app; the tunnel was admitted (``ServerContext.request_started``)."""
+
+    def refuse(self) -> None:
+        """Not admitted: the server answers 503 in its place; the app never runs."""
+
+    def data_received(self, data: bytes) -> None:
+        """DATA of the CONNECT stream."""
+
+    def peer_ended(self) -> None:
+        """The peer ended its side of the CONNECT stream."""
+
+    def reset_by_peer(self) -> None:
+        """The CONNECT stream was reset (or stopped)."""
+
+    def connection_lost(self) -> None:
+        """The connection is gone."""
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close what the tunnel carries."""
 
 
 class StreamSink:
@@ -79,15 +117,17 @@ class StreamSink:
         self.ctx = ctx
         self.loop = ctx.loop
         self.streams: dict[int, HTTPStream] = {}
-        #: WebSockets over extended CONNECT streams, by stream id.
-        self.websockets: dict[int, StreamOutlet] = {}
+        #: What extended CONNECT streams carry (WebSockets, WebTransport sessions),
+        #: by the CONNECT stream's id.
+        self.tunnels: dict[int, Tunnel] = {}
         #: Streams whose response carries no body (HEAD, 204, 304).
         self._no_body: set[int] = set()
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._stall_timers: dict[int, asyncio.TimerHandle] = {}
         #: Streams opened by the read being handled, started once it is done.
         self._new: list[HTTPStream] = []
-        self._new_websockets: list[WSBridge] = []
+        #: Tunnels opened by the read being handled, admitted and started once it is done.
+        self._new_tunnels: list[Tunnel] = []
         self._in_receive = False
         self._flush_scheduled = False
         #: Whether the transport stopped taking writes (HTTP/2 only).
@@ -155,9 +195,9 @@ class StreamSink:
                 if stream is not None:
                     stream.body_received(event.data)  # type: ignore[union-attr]
                     continue
-                outlet = self.websockets.get(event.stream_id)  # type: ignore[union-attr]
-                if outlet is not None:
-                    outlet.data_received(event.data)  # type: ignore[union-attr]
+                tunnel = self.tunnels.get(event.stream_id)  # type: ignore[union-attr]
+                if tunnel is not None:
+                    tunnel.data_received(event.data)  # type: ignore[union-attr]
                 else:
                     # Nobody will read it: keep the connection window open.
                     self.conn.acknowledge(event.stream_id, len(event.data))  # type: ignore[union-attr]
@@ -168,10 +208,10 @@ class StreamSink:
                 if stream is not None:
                     stream.body_ended()
                     continue
-                outlet = self.websockets.get(event.stream_id)  # type: ignore[union-attr]
-                if outlet is not None:
+                tunnel = self.tunnels.get(event.stream_id)  # type: ignore[union-attr]
+                if tunnel is not None:
                     # END_STREAM / FIN is the WebSocket's TCP FIN (RFC 8441 5, RFC 9220 3).
-                    outlet.peer_ended()
+                    tunnel.peer_ended()
             elif kind is StreamWritable:
                 self._wake(event.stream_id)  # type: ignore[union-attr]
                 self._maybe_idle()
@@ -205,7 +245,10 @@ class StreamSink:
     def _on_request(self, request: Request) -> None:
         if request.protocol is not None:
             # The protocol layer lets through only the extended CONNECTs served.
-            self._open_websocket(request)
+            if request.protocol == b"websocket":
+                self._open_websocket(request)
+            else:
+                self._open_tunnel(request)
             return
         ctx = self.ctx
         scope = self._scope(http_scope, request, request.scheme or self.scheme)
@@ -216,7 +259,7 @@ class StreamSink:
             scope,
             stream_id,
             expect_continue=self.sends_continue and request.expect_continue,
-            access_log=ctx.access_log,
+            on_complete=ctx.exchange_done,
         )
         if request.method == "HEAD":
             self._no_body.add(stream_id)
@@ -239,7 +282,7 @@ class StreamSink:
         )
         scheme = "wss" if (request.scheme or self.scheme) == "https" else "ws"
         scope = self._scope(websocket_scope, request, scheme)
-        outlet = StreamOutlet(self, stream_id)
+        outlet = StreamOutlet(self, stream_id, request)
         bridge = WSBridge(
             ctx,
             outlet,
@@ -251,22 +294,33 @@ class StreamSink:
             request=request,
         )
         outlet.bridge = bridge
-        self.websockets[stream_id] = outlet
-        self._new_websockets.append(bridge)
-        self._busy()  # an open WebSocket is not an idle connection
+        self._add_tunnel(outlet)
+
+    def _open_tunnel(self, request: Request) -> None:
+        """An extended CONNECT for another protocol this connection serves (WebTransport)."""
+        raise NotImplementedError
+
+    def _add_tunnel(self, tunnel: Tunnel) -> None:
+        self.tunnels[tunnel.stream_id] = tunnel
+        self._new_tunnels.append(tunnel)
+        self._busy()  # an open tunnel is not an idle connection
 
     def _start_new(self) -> None:
         """Admit and start the apps of streams opened by this read, their bodies now in."""
         ctx = self.ctx
-        if self._new_websockets:
-            websockets, self._new_websockets = self._new_websockets, []
-            for bridge in websockets:
-                if bridge.finished:
+        if self._new_tunnels:
+            tunnels, self._new_tunnels = self._new_tunnels, []
+            for tunnel in tunnels:
+                if tunnel.finished:
                     continue
                 if not ctx.request_started():
-                    self._refuse_websocket(bridge)
+                    # A WebSocket or a WebTransport session counts as a request
+                    # for --limit-concurrency: refused with 503 like one.
+                    self.tunnels.pop(tunnel.stream_id, None)
+                    tunnel.refuse()
+                    self._answer(tunnel.stream_id, 503, "Service Unavailable", tunnel.request)
                     continue
-                bridge.start()
+                tunnel.start()
         if not self._new:
             return
         new, self._new = self._new, []
@@ -279,15 +333,6 @@ class StreamSink:
                 self._answer(stream.stream_id, 503, "Service Unavailable", scope=stream.scope)
                 continue
             start_app(ctx, stream)
-
-    def _refuse_websocket(self, bridge: WSBridge) -> None:
-        """``--limit-concurrency``: a WebSocket handshake gets 503 like a request."""
-        stream_id = bridge.stream_id
-        outlet = self.websockets.pop(stream_id, None)
-        if outlet is not None:
-            outlet.bridge = None
-        bridge.finished = True
-        self._answer(stream_id, 503, "Service Unavailable", bridge.request)
 
     def _answer(
         self,
@@ -338,9 +383,9 @@ class StreamSink:
             self._answer(stream_id, event.status, event.reason, scope=stream.scope)
 
     def _on_reset(self, stream_id: int) -> None:
-        websocket = self.websockets.get(stream_id)
-        if websocket is not None:
-            websocket.reset_by_peer()
+        tunnel = self.tunnels.get(stream_id)
+        if tunnel is not None:
+            tunnel.reset_by_peer()
         stream = self.streams.pop(stream_id, None)
         self._no_body.discard(stream_id)
         if stream is not None:
@@ -349,9 +394,9 @@ class StreamSink:
         self._wake(stream_id)
         self._maybe_idle()
 
-    def websocket_done(self, stream_id: int) -> None:
-        """A WebSocket's carrier stream is over (both sides, or reset)."""
-        if self.websockets.pop(stream_id, None) is not None:
+    def tunnel_done(self, stream_id: int) -> None:
+        """A tunnel's CONNECT stream is over (both sides, or reset)."""
+        if self.tunnels.pop(stream_id, None) is not None:
             self.conn.forget(stream_id)
             self._wake(stream_id)
             self._maybe_idle()
@@ -514,19 +559,17 @@ class StreamSink:
         """The connection is gone: every stream and WebSocket on it sees a disconnect."""
         for stream in list(self.streams.values()):
             stream.disconnect()
-        for outlet in list(self.websockets.values()):
-            if outlet.bridge is not None:
-                outlet.bridge.connection_lost()
+        for tunnel in list(self.tunnels.values()):
+            tunnel.connection_lost()
         for stream_id in list(self._waiters):
             self._wake(stream_id)
         self.ctx.check_drained()
 
-    def _shutdown_websockets(self) -> None:
-        """Graceful shutdown: every WebSocket on this connection starts its close (1001/1012)."""
-        for outlet in list(self.websockets.values()):
-            if outlet.bridge is not None:
-                outlet.bridge.shutdown()
+    def _shutdown_tunnels(self) -> None:
+        """Graceful shutdown: every WebSocket (1001/1012) and WebTransport session closes."""
+        for tunnel in list(self.tunnels.values()):
+            tunnel.shutdown()
 
     def _has_work(self) -> bool:
         """A stream or WebSocket is open (the connection is not idle)."""
-        return bool(self.streams or self.websockets)
+        return bool(self.streams or self.tunnels)

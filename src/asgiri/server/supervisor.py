@@ -1,19 +1,15 @@
-"""``--workers N``: one supervisor process, N worker processes sharing its sockets.
+"""``--workers N``: the supervisor process, which keeps N worker processes serving.
 
-The supervisor binds the listening sockets once and starts each worker as a
-fresh interpreter (:mod:`asgiri.server.process`, as the reloader does) that
-inherits them and runs the ordinary :class:`~asgiri.server.server.Server`.
-The supervisor never imports the app.
+The supervisor binds the listening sockets once (:mod:`.worker_sockets`) and
+starts each worker as a fresh interpreter (:mod:`.process`, as the reloader
+does) that inherits them and runs the ordinary server (the worker side is
+:func:`asgiri.server.children.worker`).  The supervisor never imports the app,
+nor the server.  Sharing one listening socket is what lets a worker be
+stopped (SIGHUP, ``--limit-max-requests``) without dropping a connection:
+see :mod:`.worker_sockets`.
 
-Why one shared listening socket rather than ``SO_REUSEPORT`` per worker: the
-kernel keeps one accept queue per socket.  With a socket per worker, a worker
-that stops takes its queue with it and the connections waiting in it are
-reset; with one shared socket, a worker that stops only closes its own file
-descriptor, the queue lives on in the supervisor and the other workers, and
-whatever waits in it is accepted by them.  That is what lets a worker be
-stopped (SIGHUP, ``--limit-max-requests``) without dropping a connection.
-
-Each worker reports on a pipe of its own, one byte per message:
+Each worker reports on a pipe of its own, one byte per message
+(:data:`~.process.MSG_READY` and the others):
 
 ``R`` ready
     its listeners accept connections.
@@ -42,46 +38,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import logging
 import os
-import pickle
 import random
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import (
-    SUPPORTED_HTTP_VERSIONS,
-    Config,
-    HttpProtocolVersion,
-    WorkersConfig,
-    parse_host_port,
+from ..config import Config, WorkersConfig
+from ..errors import StartupError
+from .listeners import Listener
+from .process import (
+    MSG_HEARTBEAT,
+    MSG_MAX_REQUESTS,
+    MSG_READY,
+    MSG_RESTART,
+    MSG_TAKE_UDP,
+    WORKER,
+    Host,
+    WorkerSpec,
+    import_target,
+    in_child,
+    spawn,
 )
-from ..errors import BindError, StartupError
-from . import reload
-from .listeners import Listener, bind_sockets
-from .process import spawn
 from .recycling import WorkerRecycling
-
-if TYPE_CHECKING:
-    from .server import Server
+from .worker_sockets import bind_worker_sockets
 
 logger = logging.getLogger("asgiri.error")
-
-MSG_READY = b"R"
-MSG_HEARTBEAT = b"H"
-MSG_MAX_REQUESTS = b"M"
-#: Supervisor to worker (on its stdin): the slot's UDP sockets are yours now.
-MSG_TAKE_UDP = b"U"
-#: Supervisor to worker: you are being replaced (rolling restart, recycling):
-#: shut down gracefully, WebSockets with 1012 (service restart).
-MSG_RESTART = b"X"
 
 #: A worker that lived at least this long did not die "quickly": the back-off resets.
 STABLE_UPTIME = 10.0
@@ -92,28 +79,6 @@ BACKOFF_MAX = 30.0
 STARTUP_MARGIN = 60.0
 #: Extra seconds a stopping worker gets beyond its own shutdown timeouts.
 STOP_MARGIN = 5.0
-
-_WORKER_CODE = "from asgiri.server.supervisor import worker_main; worker_main()"
-
-
-@dataclass
-class WorkerSpec:
-    """What a worker process reads from its stdin."""
-
-    config: Config
-    #: Inherited listening sockets (TCP / Unix), shared by every worker.
-    fds: list[int]
-    #: Each listener's ``--bind`` scheme ("http", "https" or None), in ``fds`` order.
-    schemes: list[str | None]
-    #: This worker slot's UDP sockets for HTTP/3 (see docs/workers.md).
-    udp_fds: list[int]
-    #: Serve ``udp_fds`` only once the supervisor says so (``MSG_TAKE_UDP`` on stdin):
-    #: the slot's previous worker is still draining its QUIC connections on them.
-    udp_deferred: bool
-    #: Write end of the pipe to the supervisor.
-    status_fd: int
-    #: Seconds between heartbeats.
-    heartbeat: float
 
 
 @dataclass(eq=False)
@@ -169,16 +134,18 @@ class Supervisor:
         self._fds: list[int] = []
         self._schemes: list[str | None] = []
         #: --workers-max-rss and --workers-lifetime: when a worker is due for replacement.
-        self._recycling = WorkerRecycling(config.workers, self._retire)
+        self._recycling: WorkerRecycling[Worker] = WorkerRecycling(config.workers, self._retire)
         self._child_config = config
-        if reload.IN_CHILD:
+        if in_child():
             return  # see run(): a worker importing such a module serves it already
         if config.tls.ssl_context is not None:
             raise ValueError(
                 "workers cannot be combined with ssl_context (it cannot be passed to a "
                 "worker process); use certfile/keyfile or cert_data/key_data"
             )
-        self.target, self.app_dir = reload.import_target(config.app, config.app_options.app_dir)
+        self.target, self.app_dir = import_target(
+            config.app, config.app_options.app_dir, "workers need"
+        )
 
     @property
     def count(self) -> int:
@@ -192,32 +159,37 @@ class Supervisor:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(stop.set)
 
-    def run(self, server: Server | None = None) -> None:
-        """Bind, start the workers, supervise them until asked to stop."""
-        if reload.IN_CHILD:
+    def run(self, host: Host | None = None) -> None:
+        """Bind, start the workers, supervise them until asked to stop.
+
+        ``host``: the ``Server`` whose ``run()`` this is, told the sockets and
+        when every worker is ready.
+        """
+        if in_child():
             # Reached while a worker imports an app module that starts a
             # supervised server at import time: the worker serves it already.
             return
-        self._slots = [_Slot(i) for i in range(self.count)]
-        listeners, udp = self._bind()
+        listeners, udp = bind_worker_sockets(self.config, self.count)
+        self._slots = [_Slot(i, sockets) for i, sockets in enumerate(udp)]
         try:
-            if server is not None:
-                server.listeners = listeners
-            asyncio.run(self._main(listeners, server))
+            if host is not None:
+                host.listeners = listeners
+            asyncio.run(self._main(listeners, host))
         finally:
             for listener in listeners:
                 listener.close()
-            for sock in udp:
-                sock.close()
-            if server is not None:
-                server.started.clear()
+            for sockets in udp:
+                for sock in sockets:
+                    sock.close()
+            if host is not None:
+                host.started.clear()
             logger.info("Stopped supervisor process [%d]", os.getpid())
         if self._exit_code:
             raise WorkerStartError(self._exit_code)
 
     # ------------------------------------------------------------ main loop
 
-    async def _main(self, listeners: list[Listener], server: Server | None) -> None:
+    async def _main(self, listeners: list[Listener], host: Host | None) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
@@ -235,10 +207,10 @@ class Supervisor:
             logger.info("Supervisor listening on %s", listener.url(scheme))
         if self._slots and self._slots[0].udp:
             for sock in self._slots[0].udp:
-                host, port = sock.getsockname()[:2]
+                address, port = sock.getsockname()[:2]
                 logger.info(
                     "Supervisor listening on udp %s:%d (h3), one SO_REUSEPORT socket per worker",
-                    f"[{host}]" if ":" in host else host,
+                    f"[{address}]" if ":" in address else address,
                     port,
                 )
         self._fds = [listener.sock.fileno() for listener in listeners]
@@ -251,8 +223,8 @@ class Supervisor:
                 self._start(slot)
             if self._recycling.watches_memory:
                 self._spawn_task(self._recycling.monitor(lambda: list(self._workers)))
-            if server is not None:
-                self._spawn_task(self._mark_started(server))
+            if host is not None:
+                self._spawn_task(self._mark_started(host))
             await self._stop.wait()
         finally:
             await self._stop_all()
@@ -280,13 +252,13 @@ class Supervisor:
         )
         return listener
 
-    async def _mark_started(self, server: Server) -> None:
+    async def _mark_started(self, host: Host) -> None:
         """``Server.started`` for API users: set once every worker is ready."""
         results = await asyncio.gather(
             *(slot.worker.ready for slot in self._slots if slot.worker is not None)
         )
         if all(results):
-            server.started.set()
+            host.started.set()
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -338,7 +310,7 @@ class Supervisor:
             heartbeat=self.config.workers.timeout_worker_healthcheck / 4,
         )
         try:
-            proc = spawn(_WORKER_CODE, spec, [*self._fds, *udp_fds, write_fd])
+            proc = spawn(WORKER, spec, [*self._fds, *udp_fds, write_fd])
         finally:
             os.close(write_fd)
         worker = Worker(
@@ -673,107 +645,6 @@ class Supervisor:
         logger.info("Received %s; stopping workers gracefully", name)
         self._stop.set()
 
-    def _bind(self) -> tuple[list[Listener], list[socket.socket]]:
-        """The shared listening sockets, and each slot's UDP sockets for HTTP/3.
-
-        With ``port=0`` the UDP port is the one the kernel picked for TCP, which
-        may be taken for UDP; then both are bound again on another pick.
-        """
-        config = self.config
-        for attempt in range(10):
-            listeners: list[Listener] = []
-            if config.http.http_version is not HttpProtocolVersion.HTTP_3:
-                listeners = bind_sockets(config.bind, config.port)
-            try:
-                return listeners, self._bind_udp(listeners)
-            except UDPPortInUse:
-                for listener in listeners:
-                    listener.close()
-                for slot in self._slots:
-                    slot.udp.clear()
-                if (
-                    config.port != 0
-                    or getattr(config.http, "http3_port", None) is not None
-                    or config.quic.quic_bind
-                ):
-                    raise
-                if attempt == 9:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _bind_udp(self, listeners: list[Listener]) -> list[socket.socket]:
-        """One ``SO_REUSEPORT`` UDP socket per slot and TCP listener, for HTTP/3.
-
-        Every worker must read only the datagrams of its own QUIC connections.
-        The kernel spreads datagrams over a reuseport group by a hash of the
-        4-tuple, so a connection stays with one socket while the client's
-        address stays the same.  The supervisor keeps each slot's socket for
-        its whole life and hands it to every worker of that slot, so the group
-        never changes size and replacing one worker does not move the other
-        workers' connections.  The limits are in docs/workers.md.
-        """
-        config = self.config
-        http = config.http
-        if HttpProtocolVersion.HTTP_3 not in SUPPORTED_HTTP_VERSIONS or not http.enable_http3:
-            return []
-        if config.quic.quic_bind:
-            return self._bind_udp_groups(
-                [parse_host_port("quic_bind", address) for address in config.quic.quic_bind]
-            )
-        if config.bind.uds or config.bind.fd is not None:
-            return []  # HTTP/3 is served next to a TCP host:port only
-        port_option = getattr(http, "http3_port", None)
-        # (host, port) of each UDP group: next to each TLS TCP listener, or alone with --http 3.
-        targets: list[tuple[str, int]] = [
-            (
-                listener.sock.getsockname()[0],
-                port_option if port_option is not None else listener.port or 0,
-            )
-            for listener in listeners
-            if listener.kind == "tcp" and listener.tls(config.tls.enabled)
-        ]
-        if not listeners:
-            alone = port_option if port_option is not None else config.port
-            targets.append((config.bind.host, alone))
-        return self._bind_udp_groups(targets)
-
-    def _bind_udp_groups(self, targets: list[tuple[str, int]]) -> list[socket.socket]:
-        """A reuseport group per (host, port), one socket in it per slot."""
-        opened: list[socket.socket] = []
-        try:
-            for host, port in targets:
-                for slot in self._slots:
-                    sock = bind_reuseport_udp(host, port)
-                    port = sock.getsockname()[1]  # port 0: the others join the first's
-                    slot.udp.append(sock)
-                    opened.append(sock)
-        except BaseException:
-            for sock in opened:
-                sock.close()
-            raise
-        return opened
-
-
-def bind_reuseport_udp(host: str, port: int) -> socket.socket:
-    """A non-blocking UDP socket in the ``SO_REUSEPORT`` group of ``host:port``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise UDPPortInUse(f"UDP address {host}:{port} (HTTP/3) is already in use") from None
-        message = f"cannot bind UDP {host}:{port} for HTTP/3: {exc.strerror or exc}"
-        raise BindError(message) from None
-    sock.setblocking(False)
-    return sock
-
-
-class UDPPortInUse(BindError):
-    """The UDP port for HTTP/3 is taken (with ``port=0``: the TCP port the kernel picked)."""
-
 
 class WorkerStartError(StartupError):
     """No worker could start; the supervisor exits with the worker's exit code."""
@@ -781,92 +652,3 @@ class WorkerStartError(StartupError):
     def __init__(self, code: int) -> None:
         super().__init__("no worker process could start (see the error above)")
         self.exit_code = code
-
-
-# ---------------------------------------------------------------- worker side
-
-
-class _StatusPipe:
-    """The worker's end of the pipe to its supervisor."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        os.set_blocking(fd, False)
-
-    def send(self, message: bytes) -> None:
-        # A full pipe means the supervisor is not reading: nothing to add then.
-        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
-            os.write(self.fd, message)
-
-
-def worker_main() -> None:
-    """Entry point of a worker process started by the supervisor."""
-    reload.IN_CHILD = True
-    from .server import Server, WorkerHooks
-
-    stdin: IO[bytes] = sys.stdin.buffer
-    spec: WorkerSpec = pickle.load(stdin)
-    status = _StatusPipe(spec.status_fd)
-    listeners = [_inherited(fd) for fd in spec.fds]
-    for listener, scheme in zip(listeners, spec.schemes, strict=False):
-        listener.scheme = scheme
-
-    loops: list[asyncio.AbstractEventLoop] = []
-
-    def started(loop: asyncio.AbstractEventLoop) -> None:
-        loops.append(loop)
-        status.send(MSG_READY)
-
-        def beat() -> None:
-            status.send(MSG_HEARTBEAT)
-            loop.call_later(spec.heartbeat, beat)
-
-        loop.call_later(spec.heartbeat, beat)
-
-    hooks = WorkerHooks(
-        listeners=listeners,
-        on_started=started,
-        on_max_requests=lambda: status.send(MSG_MAX_REQUESTS),
-        udp_sockets=[_inherited_udp(fd) for fd in spec.udp_fds],
-        udp_deferred=spec.udp_deferred,
-    )
-    server = Server.from_config(spec.config, hooks)
-
-    def take_udp() -> None:
-        release = hooks.release_udp
-        if release is not None:
-            hooks.release_udp = None
-            release()
-
-    def parent_watch() -> None:
-        # Unbuffered: a daemon thread must not hold the buffered reader's lock
-        # at interpreter exit.  pickle.load consumed everything the parent sent.
-        with contextlib.suppress(OSError):
-            while data := os.read(stdin.fileno(), 4096):
-                if MSG_TAKE_UDP in data and loops:
-                    with contextlib.suppress(RuntimeError):  # the loop is closing
-                        loops[0].call_soon_threadsafe(take_udp)
-                if MSG_RESTART in data:
-                    server.request_shutdown(restart=True)
-        server.request_shutdown()
-
-    threading.Thread(target=parent_watch, daemon=True).start()
-    try:
-        server.run()
-    except StartupError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        pass
-
-
-def _inherited(fd: int) -> Listener:
-    sock = socket.socket(fileno=fd)
-    sock.setblocking(False)
-    return Listener(sock, "unix" if sock.family == socket.AF_UNIX else "tcp")
-
-
-def _inherited_udp(fd: int) -> socket.socket:
-    sock = socket.socket(fileno=fd)
-    sock.setblocking(False)
-    return sock

@@ -16,12 +16,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..asgi.access_log import Answered
 from ..asgi.ws_stream import WebSocketStream, WSState
 from ..protocol.events import Headers, Request
 from ..protocol.h1 import H1Connection, H1Response, RequestInfo
+from ..protocol.multiplexed import StreamConnection
 from ..protocol.ws import (
     ABNORMAL,
     GOING_AWAY,
@@ -30,15 +31,12 @@ from ..protocol.ws import (
     MessageReceived,
     PongReceived,
     WSSession,
-    accept_token,
 )
+from ..protocol.ws_handshake import accept_token
 from .closing import close_transport
 from .context import ServerContext
 from .stall import WriteStallWatch
 from .tasks import start_eagerly
-
-if TYPE_CHECKING:
-    from .streams import StreamSink
 
 logger = logging.getLogger("asgiri.error")
 
@@ -52,8 +50,8 @@ class Outlet(Protocol):
     def accept(self, headers: Headers) -> None:
         """Send the success answer of the handshake with these extra headers."""
 
-    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
-        """Answer the handshake with an HTTP response."""
+    def http_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        """Answer the handshake with an HTTP response: the head with the first body piece."""
 
     def write(self, data: bytes) -> None: ...
 
@@ -255,7 +253,7 @@ class WSBridge:
             self._paused = False
             self.outlet.resume_reading()
 
-    def ws_reject(
+    def ws_http_response(
         self, stream: WebSocketStream, status: int, headers: Headers, body: bytes, end: bool
     ) -> None:
         if self.finished:
@@ -263,7 +261,7 @@ class WSBridge:
         if not self.status:
             self.status = status
         self.bytes_sent += len(body)
-        self.outlet.reject(status, headers, body, end)
+        self.outlet.http_response(status, headers, body, end)
         if end:
             self.finished = True
             self._stop_timers()
@@ -330,6 +328,25 @@ class WSBridge:
         ctx.check_drained()
 
 
+class StreamCarrier(Protocol):
+    """What a :class:`StreamOutlet` uses of its HTTP/2 or HTTP/3 connection.
+
+    (:class:`~asgiri.server.streams.StreamSink` provides it; named here so
+    that this module, which that one imports, needs nothing back from it.)
+    """
+
+    ctx: ServerContext
+    loop: asyncio.AbstractEventLoop
+    conn: StreamConnection
+
+    @property
+    def closed(self) -> bool: ...
+    def response_headers(self, headers: Headers) -> Headers: ...
+    def schedule_flush(self) -> None: ...
+    def stream_drain(self, stream_id: int) -> Awaitable[None] | None: ...
+    def tunnel_done(self, stream_id: int) -> None: ...
+
+
 class StreamOutlet:
     """The outlet of a WebSocket carried by one stream of an HTTP/2 or HTTP/3 connection.
 
@@ -342,9 +359,10 @@ class StreamOutlet:
 
     handshake_status = 200
 
-    def __init__(self, proto: StreamSink, stream_id: int) -> None:
+    def __init__(self, proto: StreamCarrier, stream_id: int, request: Request) -> None:
         self.proto = proto
         self.stream_id = stream_id
+        self.request = request
         self.bridge: WSBridge | None = None
         self._paused = False
         self._unacked = 0
@@ -359,7 +377,7 @@ class StreamOutlet:
             self.reset_by_peer()
         proto.schedule_flush()
 
-    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+    def http_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
         proto = self.proto
         conn = proto.conn
         if self._ended_local:
@@ -441,7 +459,30 @@ class StreamOutlet:
 
     def _maybe_done(self) -> None:
         if self._ended_local and self._ended_remote:
-            self.proto.websocket_done(self.stream_id)
+            self.proto.tunnel_done(self.stream_id)
+
+    # ------------------------------------------------------------ Tunnel
+
+    @property
+    def finished(self) -> bool:
+        return self.bridge is None or self.bridge.finished
+
+    def start(self) -> None:
+        if self.bridge is not None:
+            self.bridge.start()
+
+    def refuse(self) -> None:
+        if self.bridge is not None:
+            self.bridge.finished = True
+            self.bridge = None
+
+    def connection_lost(self) -> None:
+        if self.bridge is not None:
+            self.bridge.connection_lost()
+
+    def shutdown(self) -> None:
+        if self.bridge is not None:
+            self.bridge.shutdown()
 
     def data_received(self, data: bytes) -> None:
         if self.bridge is not None:
@@ -559,7 +600,7 @@ class WSH1Protocol(asyncio.Protocol):
         lines.append(b"\r\n")
         self.write(b"".join(lines))
 
-    def reject(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
+    def http_response(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
         if self._closed:
             return
         response = self._response

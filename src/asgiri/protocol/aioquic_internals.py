@@ -1,0 +1,160 @@
+"""Where asgiri reaches into aioquic's private members: the server's QUIC connection.
+
+aioquic exposes no setting for three things a server needs, so its
+``QuicConnection`` is subclassed here, writing private fields and
+overriding private methods (``_local_max_streams_bidi``, ``_initialize``,
+``tls._max_early_data``, ``_streams``, ``_host_cids``,
+``_write_stream_limits``):
+
+* request-body credit tied to consumption.  aioquic raises a stream's
+  MAX_STREAM_DATA as bytes *arrive* (it doubles the limit once half of it is
+  used), which assumes the application reads everything at once; a server
+  that hands the body to an app reading at its own pace would then buffer
+  whatever the client sends.  Here a request stream's limit is instead "what
+  the app has consumed plus one window": bytes the connection is told are
+  *held* (handed to the app, not yet read) are not credited back until
+  :meth:`ServerQuicConnection.consume` says so.  Control and QPACK streams,
+  and the framing of request streams, are consumed on receipt as before;
+* the number of request streams a client may open at once (``--quic-max-streams``);
+* session tickets without the 0-RTT invitation unless ``--quic-0rtt``;
+
+and it reads what aioquic keeps to itself: how much of a stream is queued
+but unsent, and the stateless reset tokens of a connection that ended.
+
+The one other override of aioquic is in :mod:`.h3` (``_ServerH3``, the
+SETTINGS the HTTP/3 layer advertises).  ``pyproject.toml`` bounds the
+aioquic version to the releases this was checked against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.stream import QuicStream
+
+__all__ = ["ServerQuicConnection"]
+
+
+class ServerQuicConnection(QuicConnection):
+    """A server-side QuicConnection whose request-body credit follows the app."""
+
+    def __init__(
+        self,
+        *,
+        configuration: QuicConfiguration,
+        max_streams: int,
+        early_data: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(configuration=configuration, **kwargs)
+        self._early_data = early_data
+        self._window = configuration.max_stream_data
+        #: Request-body bytes per stream handed to the app and not yet read.
+        self._held: dict[int, int] = {}
+        #: Bytes ever queued per stream, to tell how much still waits to be sent.
+        self._written: dict[int, int] = {}
+        #: Streams we opened whose writes are counted too (see count_writes).
+        self._counted: set[int] = set()
+        # aioquic lets a peer open 128 bidirectional streams at once and has
+        # no setting for it; the transport parameter is encoded from this
+        # limit during the handshake, so set it before any packet is handled.
+        self._local_max_streams_bidi.value = max_streams
+        self._local_max_streams_bidi.sent = max_streams
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if not self._early_data:
+            # aioquic's session tickets always invite 0-RTT; without --quic-0rtt
+            # they still give resumption (a shorter handshake), only without
+            # early data.  A client that sends early data anyway still gets
+            # 425 for unsafe methods (see H3Connection).
+            self.tls._max_early_data = None
+
+    def hold(self, stream_id: int, nbytes: int) -> None:
+        """``nbytes`` of body went to the app; credit them only once it reads them."""
+        self._held[stream_id] = self._held.get(stream_id, 0) + nbytes
+
+    def consume(self, stream_id: int, nbytes: int) -> None:
+        """The app read ``nbytes`` of held body: they may be credited again."""
+        held = self._held.get(stream_id)
+        if held is not None:
+            self._held[stream_id] = max(0, held - nbytes)
+
+    def release(self, stream_id: int) -> None:
+        """Nobody will read this stream's body any more: credit as aioquic would."""
+        self._held.pop(stream_id, None)
+
+    def track(self, stream_id: int) -> None:
+        """Start crediting ``stream_id`` by consumption (a request stream)."""
+        self._held.setdefault(stream_id, 0)
+
+    def forget(self, stream_id: int) -> None:
+        """The stream is over for the server: drop its bookkeeping."""
+        self._held.pop(stream_id, None)
+        self._written.pop(stream_id, None)
+        self._counted.discard(stream_id)
+
+    @property
+    def request_streams_open(self) -> bool:
+        """Whether a request (or WebTransport) stream still has data of ours unacknowledged.
+
+        Only our side counts: a peer that leaves its side of a stream open
+        (it ignored a STOP_SENDING) must not keep a draining connection alive.
+        """
+        counted = self._counted
+        for stream_id, stream in self._streams.items():
+            if (stream_id & 3 == 0 or stream_id in counted) and not stream.sender.is_finished:
+                return True
+        return False
+
+    def reset_tokens(self) -> list[tuple[bytes, bytes]]:
+        """This connection's ids with their stateless reset tokens (kept after it ends)."""
+        return [
+            (host.cid, host.stateless_reset_token)
+            for host in self._host_cids
+            if host.stateless_reset_token
+        ]
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        super().send_stream_data(stream_id, data, end_stream)
+        if stream_id & 3 == 0 or stream_id in self._counted:
+            self._written[stream_id] = self._written.get(stream_id, 0) + len(data)
+
+    def count_writes(self, stream_id: int) -> None:
+        """Tell :meth:`send_buffered` of a stream of ours (WebTransport), not only requests'."""
+        self._counted.add(stream_id)
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes queued on ``stream_id`` (a request or WebTransport stream) not on the wire yet."""
+        written = self._written.get(stream_id)
+        if not written:
+            return 0
+        stream: QuicStream | None = self._streams.get(stream_id)
+        if stream is None:
+            return 0
+        return max(0, written - stream.sender.highest_offset)
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
+    ) -> None:
+        held = None if stream.stream_id is None else self._held.get(stream.stream_id)
+        if held is None:
+            super()._write_stream_limits(builder, space, stream)
+            return
+        receiver = stream.receiver
+        received = receiver.highest_offset
+        credit = received - held + self._window
+        # Batch updates: only move the limit once a quarter window opened up.
+        if credit - stream.max_stream_data_local >= self._window // 4:
+            stream.max_stream_data_local = credit
+        # aioquic's own rule would double the limit on arrival; hide the
+        # arrivals from it so that it only sends the limit set above.
+        receiver.highest_offset = 0
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            receiver.highest_offset = received
