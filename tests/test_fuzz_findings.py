@@ -18,7 +18,8 @@ from asgiri.protocol.errors import RemoteProtocolError
 from asgiri.protocol.events import ConnectionEnded
 from asgiri.protocol.fields import MalformedRequest, check_header_block
 from asgiri.protocol.h1 import H1Connection, ReadState
-from asgiri.protocol.h2 import PREFACE, H2Connection
+from asgiri.protocol.h2 import PREFACE, H2Connection, H2Limits
+from asgiri.protocol.h2_codecs import codec_factory
 from asgiri.protocol.proxy_headers import TrustedProxies, forwarded_info
 from asgiri.protocol.proxy_protocol import ProxyProtocolError, parse
 from asgiri.protocol.ws import CloseReceived, MessageReceived, WSSession
@@ -299,6 +300,52 @@ def test_h2_frames_of_a_stream_refused_in_the_same_read_are_nobodys() -> None:
             ("Request", 3),
             ("EndBody", 3),
         ], cut
+
+
+@pytest.mark.parametrize("peer_reset", [False, True])
+@pytest.mark.parametrize("field", [(b"connection", b"close"), (b"te", b"gzip"), (b"Upper", b"x")])
+def test_h2_nghttp2_malformed_request_is_reset_without_a_stream_event(
+    field: tuple[bytes, bytes], peer_reset: bool
+) -> None:
+    """A request nghttp2 resets as malformed was never reported, so neither is its reset.
+
+    nghttp2 answers a malformed request head with RST_STREAM PROTOCOL_ERROR
+    (RFC 9113 8.1.1) before it is a request; the codec reported that reset,
+    or the client's own RST_STREAM of it in the same read, as a StreamClosed
+    event of a stream the server had never seen.  The next request on the
+    connection is still served.
+    """
+    encoder = hpack.Encoder()
+    bad = encoder.encode([*_head(), field])
+    good = encoder.encode(_head())
+    conn = codec_factory("nghttp2")(H2Limits())
+    conn.initiate()
+    events = conn.receive_data(
+        PREFACE
+        + EMPTY_SETTINGS
+        + len(bad).to_bytes(3, "big")
+        + b"\x01\x05"
+        + (1).to_bytes(4, "big")
+        + bad
+        + (b"\x00\x00\x04\x03\x00" + (1).to_bytes(4, "big") + b"\x00\x00\x00\x08") * peer_reset
+        + len(good).to_bytes(3, "big")
+        + b"\x01\x05"
+        + (3).to_bytes(4, "big")
+        + good
+    )
+    assert [(type(e).__name__, e.stream_id) for e in events] == [("Request", 3), ("EndBody", 3)]
+    assert _rst_codes(conn.data_to_send()) == {1: ErrorCodes.PROTOCOL_ERROR}
+
+
+def _rst_codes(data: bytes) -> dict[int, int]:
+    codes, pos = {}, 0
+    while len(data) - pos >= 9:
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        if data[pos + 3] == 0x3:
+            stream = int.from_bytes(data[pos + 5 : pos + 9], "big")
+            codes[stream] = int.from_bytes(data[pos + 9 : pos + 13], "big")
+        pos += 9 + length
+    return codes
 
 
 # ---------------------------------------------------------------- PROXY protocol
