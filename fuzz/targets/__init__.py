@@ -32,7 +32,8 @@ TARGETS: dict[str, Target] = {
         (_PROTOCOL,),
     ),
     "h2": Target(
-        "HTTP/2 H2Connection and its frame screen: frames, HPACK, SETTINGS, flow control",
+        "HTTP/2 H2Connection of both codecs (h2, nghttp2) and their frame screen:"
+        " frames, HPACK, SETTINGS, flow control",
         (_PROTOCOL, "h2", "hpack", "hyperframe"),
     ),
     "ws": Target(
