@@ -10,7 +10,8 @@ supply the tokens; a generator would only produce what llhttp already accepts.
 The harness plays the server: each request is answered, in order, once its
 body has ended (a response with a length, a chunked one with trailers, or a
 1xx and a 204), which is what lets the next request be answered and an
-Upgrade request be offered.
+Upgrade request be offered.  The bytes written for each response are checked
+too, so both sides of the connection are driven: requests in, responses out.
 
 Options: bit 0 small limits (so that every limit is reachable with short
 inputs), bits 1-2 ``max_requests`` (none, 1, 2, 4), bit 3 accept an Upgrade
@@ -30,6 +31,10 @@ Invariants:
   requests are answered in order;
 * one call yields at most ``max_requests`` requests, and held bytes always
   make progress;
+* each response is written as sent: a ``HTTP/1.1`` status line, a 1xx head
+  whole, no body and no framing fields on a 204, no body for HEAD, a
+  Content-Length body exact, a chunked body with its trailers, and a body
+  without either (an HTTP/1.0 client) only on a connection that closes;
 * bytes taken without an event stay within the header limits plus one read,
   and what the connection holds on to stays within its limits plus one read;
 * with upgrades declined, the same bytes in one read give the same requests,
@@ -116,6 +121,8 @@ class Run:
         self.next_answer = 1
         #: Bytes fed inside a message since a call last produced an event.
         self.quiet = 0
+        #: The method of each request not yet answered.
+        self.methods: dict[int, str] = {}
 
     def feed(self, chunks: list[bytes]) -> Outcome:
         out = self.outcome
@@ -227,20 +234,51 @@ class Run:
                 return
             check(stream_id == self.next_answer, f"request {stream_id} answered out of turn")
             kind = stream_id % 3
+            early = b""
             if kind == 0:
-                conn.send_response(200, [(b"content-type", b"text/plain")], b"", b"hello", True)
+                out = conn.send_response(
+                    200, [(b"content-type", b"text/plain")], b"", b"hello", True
+                )
             elif kind == 1:
-                conn.send_response(200, [], b"", b"", False, trailers=True)
-                conn.send_data(b"chunk", False)
-                conn.send_trailers([(b"x-t", b"1")])
+                out = conn.send_response(200, [], b"", b"", False, trailers=True)
+                out += conn.send_data(b"chunk", False)
+                out += conn.send_trailers([(b"x-t", b"1")])
             else:
-                conn.send_informational(103, [(b"link", b"</a>")])
-                conn.send_response(204, [], b"", b"", True)
+                early = conn.send_informational(103, [(b"link", b"</a>")])
+                out = conn.send_response(204, [], b"", b"", True)
             check(
                 conn.write_state in (WriteState.IDLE, WriteState.CLOSE),
                 f"a response ended in {conn.write_state}",
             )
+            self._response(kind, self.methods.pop(stream_id, ""), early, b"".join(out))
             self.next_answer += 1
+
+    def _response(self, kind: int, method: str, early: bytes, out: bytes) -> None:
+        """The bytes written for a response frame what the harness sent, and only that."""
+        if early:
+            check(early.startswith(b"HTTP/1.1 103 "), f"informational head {early[:40]!r}")
+            check(early.endswith(b"\r\n\r\n") and early.count(b"\r\n\r\n") == 1, "bad 1xx")
+        head, sep, body = out.partition(b"\r\n\r\n")
+        check(sep, f"response head not ended: {out[:80]!r}")
+        lines = head.split(b"\r\n")
+        status = (200, 200, 204)[kind]
+        check(lines[0].startswith(b"HTTP/1.1 %d " % status), f"status line {lines[0]!r}")
+        names = [line.partition(b":")[0].lower() for line in lines[1:]]
+        chunked = b"transfer-encoding" in names
+        if kind == 2:
+            check(not chunked and b"content-length" not in names, "framing fields on a 204")
+            check(body == b"", f"a 204 with a body {body[:40]!r}")
+        elif method == "HEAD":
+            check(body == b"", f"a response to HEAD with a body {body[:40]!r}")
+        elif kind == 0:
+            check(not chunked and b"content-length" in names, f"response framing {names}")
+            check(body == b"hello", f"body {body[:40]!r} for b'hello'")
+        elif chunked:
+            check(body == b"5\r\nchunk\r\n0\r\nx-t: 1\r\n\r\n", f"chunked body {body!r}")
+        else:
+            # No chunked coding (HTTP/1.0): the body ends with the connection.
+            check(body == b"chunk", f"body {body[:40]!r} for b'chunk'")
+            check(self.conn.write_state is WriteState.CLOSE, "a body without length kept alive")
 
     def _request(self, request: Request) -> None:
         limits = self.limits
@@ -248,6 +286,7 @@ class Run:
         check(request.stream_id == self.last_id + 1, f"request numbered {request.stream_id}")
         self.last_id = request.stream_id
         self.reading = request.stream_id
+        self.methods[request.stream_id] = request.method
         self.body_size = 0
         check(request.http_version in ("1.0", "1.1"), f"version {request.http_version}")
         check(request.method and request.method.isascii(), f"method {request.method!r}")
