@@ -9,9 +9,9 @@ per read).  What is measured is the Python side per request (no socket
 system calls): CPU time per request, or, with ``--reads`` given twice under
 callgrind, instructions per request with start-up subtracted.
 
-    .venv/bin/python bench/codec/h1_driver.py hello                   # µs per request
+    .venv/bin/python -m bench.codec.h1_driver hello                   # µs per request
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        .venv/bin/python bench/codec/h1_driver.py hello --reads 20 --repeat 1   # then --reads 120
+        .venv/bin/python -m bench.codec.h1_driver hello --reads 20 --repeat 1   # then --reads 120
 """
 
 from __future__ import annotations
@@ -19,20 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))
+from bench.app import app
 
-from bench.app import app  # noqa: E402
-
-from asgiri.config import Config  # noqa: E402
-from asgiri.server.context import ServerContext  # noqa: E402
-from asgiri.server.h1 import H1Protocol  # noqa: E402
+from asgiri.config import Config
+from asgiri.server.context import ServerContext
+from asgiri.server.h1 import H1Protocol
 
 GET = b"GET / HTTP/1.1\r\nHost: localhost:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 ECHO_BODY = b"x" * 4096
@@ -89,7 +83,7 @@ class Transport(asyncio.Transport):
 async def serve(data: bytes, per_read: int, reads: int, connections: int) -> float:
     loop = asyncio.get_running_loop()
     config = Config.from_options(app, access_log=False)
-    ctx = ServerContext(config, app, loop)
+    ctx = ServerContext(config, app, loop, forwarded_allow_ips=None)
     protocols = []
     for _ in range(connections):
         transport = Transport()
