@@ -31,7 +31,7 @@ RUNS = {
     "quic": 3000,
     "fields": 50000,
 }
-SECONDS = 8
+SECONDS = 6
 
 
 @pytest.mark.parametrize("target", TARGETS)
