@@ -9,13 +9,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-LINT_PATHS := src tests examples bench
+LINT_PATHS := src tests examples bench fuzz
 
 # Debian packages the test-suite shells out to, as command:package pairs.
 # A package is installed only when its command is missing from PATH.
 SYSTEM_DEPS := curl:curl nghttp:nghttp2-client node:nodejs npm:npm gtlsclient:ngtcp2-client chromium:chromium nginx:nginx haproxy:haproxy
 
-.PHONY: venv certs demo system-deps node-deps test lint conformance bench bench-quick clean distclean
+.PHONY: venv certs demo system-deps node-deps test lint fuzz conformance bench bench-quick clean distclean
 
 venv: $(STAMP)
 
@@ -62,6 +62,16 @@ lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+
+# Coverage-guided fuzzing of the protocol parsers (docs/fuzzing.md): each target
+# for FUZZ_SECONDS, one after another; FUZZ_TARGETS=h1,h2 picks targets.  A
+# finding is written to fuzz/findings/ and makes the target fail.
+FUZZ_SECONDS ?= 180
+FUZZ_TARGETS ?=
+comma := ,
+
+fuzz: venv
+	$(BIN)/python -m fuzz run --seconds $(FUZZ_SECONDS) $(subst $(comma), ,$(FUZZ_TARGETS))
 
 # The Autobahn|Testsuite (kosoku, installed into .venv-autobahn on first use)
 # against WebSocket over HTTP/1.1 and, through tests/support/autobahn_h2_bridge.py, over

@@ -15,12 +15,14 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_check() -> None:
-    result = _run(str(BIN / "ruff"), "check", "src", "tests", "examples", "bench")
+    result = _run(str(BIN / "ruff"), "check", "src", "tests", "examples", "bench", "fuzz")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format() -> None:
-    result = _run(str(BIN / "ruff"), "format", "--check", "src", "tests", "examples", "bench")
+    result = _run(
+        str(BIN / "ruff"), "format", "--check", "src", "tests", "examples", "bench", "fuzz"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

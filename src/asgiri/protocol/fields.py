@@ -4,7 +4,8 @@ Received (HTTP/2 and HTTP/3; llhttp checks HTTP/1.1 itself): both protocols
 carry a request head as a list of fields with pseudo-header fields first, and
 RFC 9113 8.2-8.3 and RFC 9114 4.1-4.3 give them the same rules: field name
 and value characters, no connection-specific fields, the pseudo-header fields
-a request needs, ``:authority`` and Host agreeing, one valid Content-Length.
+a request needs (a ``:method`` that is a token, a ``:scheme`` that is a
+scheme), ``:authority`` and Host agreeing, one valid Content-Length.
 :func:`check_header_block` applies them in one pass, so a request refused on
 one protocol is refused on the other; a violation raises
 :class:`MalformedRequest`, which each protocol answers its own way (HTTP/2 a
@@ -63,6 +64,12 @@ _FIELD_NAME: Final = re.compile(rb"[^\x00-\x20A-Z\x7f-\xff:]+")
 #: 8.2.1).  (A full match of what is allowed runs faster than searching for what is not.)
 _FIELD_VALUE: Final = re.compile(rb"[^\x00\r\n \t](?:[^\x00\r\n]*[^\x00\r\n \t])?")
 _REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
+#: A method is a token (RFC 9110 9.1, ``_TOKEN`` below); a scheme, RFC 3986 3.1's syntax.
+_SCHEME: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*")
+_METHODS: Final = frozenset(
+    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"CONNECT", b"TRACE"}
+)
+_SCHEMES: Final = frozenset({b"https", b"http"})
 #: Received field names already seen to be valid.
 _VALID_NAMES: set[bytes] = set()
 #: Short received field values already seen to be valid (methods, schemes,
@@ -147,12 +154,18 @@ def check_header_block(headers: list[Any], trailers: bool) -> RequestHead:
                 raise MalformedRequest(f"duplicate pseudo-header field {name!r}")
             pseudo.add(name)
             if name == b":method":
+                # RFC 9110 9.1: a method is a token (and becomes the scope's text).
+                if value not in _METHODS and not _TOKEN.fullmatch(value):
+                    raise MalformedRequest(f"invalid :method {value!r}")
                 head.method = value
             elif name == b":path":
                 if not value:
                     raise MalformedRequest("empty :path")
                 head.path = value
             elif name == b":scheme":
+                # RFC 3986 3.1 (RFC 9113 8.3.1): letters, digits, "+", "-", ".".
+                if value not in _SCHEMES and not _SCHEME.fullmatch(value):
+                    raise MalformedRequest(f"invalid :scheme {value!r}")
                 head.scheme = value
             elif name == b":authority":
                 head.authority = value

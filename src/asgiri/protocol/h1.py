@@ -580,7 +580,7 @@ class H1Connection:
         except httptools.HttpParserCallbackError as exc:
             raise self._error or RemoteProtocolError(str(exc)) from None
         except httptools.HttpParserError as exc:
-            if self._error is None and data.startswith(b"PRI * HTTP/2.0"):
+            if self._error is None and self._h2_preface():
                 # llhttp stops at the HTTP/2 preface; say what it means.
                 raise RemoteProtocolError("HTTP/2 is not enabled on this server", 505) from None
             if self.read_state is _CLOSED and self._error is None:
@@ -686,6 +686,19 @@ class H1Connection:
         self.read_state = _SWITCHED
         self.write_state = WriteState.SWITCHED
         return info, data
+
+    def _h2_preface(self) -> bool:
+        """The connection began with the HTTP/2 preface, however it was cut into reads.
+
+        llhttp stops on ``PRI * HTTP/2.0`` before any header; what it parsed
+        of that first request line tells it apart from other bad input.
+        """
+        parser = self._parser
+        return (
+            self._stream_id == 0
+            and parser.get_method() == b"PRI"
+            and parser.get_http_version() == "2.0"
+        )
 
     def decline_upgrade(self) -> list[H1Event]:
         """The server does not serve the protocol asked for: HTTP/1.1 goes on.

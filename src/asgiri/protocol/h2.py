@@ -221,18 +221,23 @@ class H2Connection:
         #: all its frames, not once per WINDOW_UPDATE (a flood of them would
         #: otherwise walk every buffered stream per 13-byte frame).
         window_opened = False
-        #: Streams refused in this read: the end of their (empty) body is nobody's.
+        #: Streams refused (reset) in this read.  h2 parsed the whole read before
+        #: they were refused: what it reports of them after the request is
+        #: nobody's, as their frames in a later read are dropped by h2 itself.
         refused: set[int] = set()
         ev: Any
         for ev in h2_events:
             kind = type(ev)
             if kind is h2.events.DataReceived:
-                self._on_data(ev, events)
+                if refused and ev.stream_id in refused:
+                    self._credit(ev.flow_controlled_length, ev.stream_id)
+                else:
+                    self._on_data(ev, events)
             elif kind is h2.events.RequestReceived:
                 request = self._request(ev)
                 if request is not None:
                     events.append(request)
-                elif ev.stream_ended is not None:
+                else:
                     refused.add(ev.stream_id)
             elif kind is h2.events.StreamEnded:
                 stream_id = ev.stream_id
@@ -240,10 +245,12 @@ class H2Connection:
                 if stream_id not in refused and stream_id not in self._limits.rejected:
                     events.append(EndBody(stream_id, trailers))
             elif kind is h2.events.TrailersReceived:
-                self._trailers[ev.stream_id] = list(ev.headers)
+                if ev.stream_id not in refused:
+                    self._trailers[ev.stream_id] = list(ev.headers)
             elif kind is h2.events.StreamReset:
-                self._on_reset(ev.stream_id)
-                events.append(StreamClosed(ev.stream_id, int(ev.error_code or 0)))
+                if ev.stream_id not in refused:
+                    self._on_reset(ev.stream_id)
+                    events.append(StreamClosed(ev.stream_id, int(ev.error_code or 0)))
             elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
                 window_opened = True
             elif kind is h2.events.ConnectionTerminated:
@@ -258,6 +265,11 @@ class H2Connection:
         if window_opened and self._out and not self.closed:
             self._flush_all(events)
         return events
+
+    def _credit(self, nbytes: int, stream_id: int) -> None:
+        """Give back at once the window of bytes nobody reads."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._conn.acknowledge_received_data(nbytes, stream_id)
 
     def _on_data(self, ev: Any, events: list[Any]) -> None:
         stream_id = ev.stream_id
@@ -573,6 +585,16 @@ class _Screen(FrameScreen):
         self.ruled = _ALL_FRAMES
         #: Highest client stream id a HEADERS frame has used.
         self.max_opened = 0
+
+    def _check_frame(self, buf: bytes, pos: int, data: bytes, payload: int) -> int:
+        length = int.from_bytes(buf[pos : pos + 3], "big")
+        if length > self.limits.frame_size:
+            # RFC 9113 4.2.  h2 says so only once the whole frame is in its
+            # buffer: a header announcing 16 MiB would make it hold 16 MiB.
+            raise CodecError(
+                ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes over SETTINGS_MAX_FRAME_SIZE"
+            )
+        return super()._check_frame(buf, pos, data, payload)
 
     def _rules(
         self, buf: bytes, pos: int, ftype: int, flags: int, length: int, data: bytes, payload: int

@@ -143,6 +143,8 @@ class H2Connection:
         self._resets = 0
         #: Streams reset here whose closing nghttp2 has still to report.
         self._local_resets: set[int] = set()
+        #: Streams reported (a request, or its rejection) and not yet closed.
+        self._reported: set[int] = set()
         #: Streams whose response body may still wait in ngh2's queue.
         self._queued: set[int] = set()
         #: Output taken from nghttp2 before ``data_to_send`` (see ``_pump``).
@@ -170,6 +172,7 @@ class H2Connection:
             return
         self._open_window()
         self.last_stream_id = 1
+        self._reported.add(1)
         self._screen.max_opened = 1
 
     def _open_window(self) -> None:
@@ -252,20 +255,27 @@ class H2Connection:
             elif kind is _RequestReceived:
                 request = self._request(ev.stream_id, ev.headers)
                 if request is not None:
+                    self._reported.add(ev.stream_id)
                     events.append(request)
                     if ev.end_stream and type(request) is Request:
                         events.append(EndBody(ev.stream_id))
             elif kind is _StreamClosed:
                 stream_id = ev.stream_id
+                reported = stream_id in self._reported
+                if reported:
+                    self._reported.discard(stream_id)
                 if stream_id in self._local_resets:
                     self._local_resets.discard(stream_id)
                 elif ev.error_code and (reset_by_peer is None or stream_id not in reset_by_peer):
                     # nghttp2 reset it (a malformed message, a body longer
                     # than its content-length, a stream over the limit): the
-                    # app must stop, as for the peer's own reset.
+                    # app must stop, as for the peer's own reset.  A head it
+                    # refused as malformed was never reported: no app to
+                    # tell, but the reset still counts against the budget.
                     self._screen.reset_here(stream_id)
                     self._on_reset(stream_id)
-                    events.append(StreamClosed(stream_id, ev.error_code))
+                    if reported:
+                        events.append(StreamClosed(stream_id, ev.error_code))
             elif kind is _TrailersReceived:
                 if ev.stream_id not in self._limits.rejected:
                     events.append(EndBody(ev.stream_id, list(ev.headers)))
@@ -275,7 +285,9 @@ class H2Connection:
                 if reset_by_peer is None:
                     reset_by_peer = set()
                 reset_by_peer.add(stream_id)
-                events.append(StreamClosed(stream_id, ev.error_code))
+                if stream_id in self._reported:
+                    # (Not a head nghttp2 refused in the same read: never reported.)
+                    events.append(StreamClosed(stream_id, ev.error_code))
             elif kind is _WindowUpdated or kind is _SettingsReceived:
                 window_opened = True
             elif kind is _GoAwayReceived:

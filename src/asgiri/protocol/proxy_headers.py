@@ -97,11 +97,16 @@ class TrustedProxies:
         return any(address in net for net in self._networks)
 
     def client_of(self, hops: list[str]) -> int:
-        """Index in ``hops`` (client first, nearest proxy last) of the real client."""
+        """Index in ``hops`` (client first, nearest proxy last) of the real client.
+
+        A hop may carry a port (``10.0.0.5:443``, ``[::1]:80``), as some proxies
+        write it; the address alone decides whether it is trusted, as in
+        ``Forwarded``.
+        """
         if self.trust_all:
             return 0
         for index in range(len(hops) - 1, -1, -1):
-            if not self.trusts(hops[index]):
+            if not self.trusts(_node(hops[index])[0]):
                 return index
         return 0
 
@@ -170,12 +175,24 @@ def _node(node: str) -> tuple[str, int]:
         end = node.find("]")
         if end > 0:
             host, rest = node[1:end], node[end + 1 :]
-            port = rest[1:] if rest.startswith(":") else ""
-            return host, int(port) if port.isdigit() and len(port) <= 5 else 0
+            return host, _port(rest[1:] if rest.startswith(":") else "")
     if node.count(":") == 1:
         host, _, port = node.partition(":")
-        return host, int(port) if port.isdigit() and len(port) <= 5 else 0
+        return host, _port(port)
     return node, 0
+
+
+def _port(text: str) -> int:
+    """A port number, or 0 (unknown) for anything else.
+
+    ASCII digits only: the header is decoded as Latin-1, where "²" and "¹"
+    are digits to ``str.isdigit`` but not to ``int``.
+    """
+    if text.isascii() and text.isdigit() and len(text) <= 5:
+        port = int(text)
+        if port <= 65535:
+            return port
+    return 0
 
 
 def _from_forwarded(value: bytes, proxies: TrustedProxies, info: ForwardedInfo) -> None:

@@ -93,6 +93,10 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
             raise ProxyProtocolError("PROXY v1 header has no CRLF within 107 bytes")
         return None
     line = data[:end]
+    if b"\n" in line:
+        # A bare LF ends nothing: refused whole as it is refused in pieces
+        # (before its CRLF arrives), whatever the line says.
+        raise ProxyProtocolError("PROXY v1 header with a bare LF")
     length = end + 2
     parts = line.split(b" ")
     if len(parts) >= 2 and parts[1] == b"UNKNOWN":

@@ -156,7 +156,12 @@ class WSSession:
         return out
 
     def _assemble(self, data: str | bytes, finished: bool) -> WSEvent | None:
-        self._size += len(data)
+        # max_size counts bytes: text as the UTF-8 it came as (up to four bytes
+        # a character; str.isascii() is a flag lookup, so ASCII costs nothing).
+        if type(data) is str and not data.isascii():
+            self._size += len(data.encode())
+        else:
+            self._size += len(data)
         if self._size > self._max_size:
             return self._fail(TOO_BIG, "message too big")
         if finished:
@@ -190,6 +195,9 @@ class WSSession:
         self._size = 0
         if self._state is ConnectionState.OPEN:
             self._send_close(code, reason[:120])
+        # Failing the connection ends it (RFC 6455 7.1.7): nothing after the
+        # bad frame is read, not even the rest of an oversized message.
+        self._state = ConnectionState.CLOSED
         return CloseReceived(code, reason, error=True)
 
     def _send_close(self, code: int, reason: str) -> None:
