@@ -19,7 +19,7 @@ import pytest
 from fuzz.runner import inputs, replay
 from fuzz.targets import TARGETS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: New inputs per target: a few seconds of each on an idle core (their speeds
 #: differ a hundredfold); and a cap on the time each run may take on a busy one.
 RUNS = {

@@ -3,7 +3,7 @@
 Every input the fuzzer found that broke an invariant is reduced to the bytes
 that matter and fed to the protocol class here, with the documented answer
 it must get.  (The inputs themselves are replayed from fuzz/regressions/ by
-tests/test_fuzz.py.)
+tests/protocol/test_fuzz.py.)
 """
 
 from __future__ import annotations
