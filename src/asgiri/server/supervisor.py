@@ -505,6 +505,8 @@ class Supervisor:
                 slot.draining = old
             new = self._start(slot)
             ready = await new.ready
+            if not ready and (self._stop is None or self._stop.is_set()):
+                return False  # stopped by the shutdown that interrupted the restart
             if not ready:
                 logger.error(
                     "New worker process [%d] did not start; keeping worker process [%s]",
