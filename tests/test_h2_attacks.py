@@ -32,6 +32,7 @@ from hyperframe.frame import (
     GoAwayFrame,
     HeadersFrame,
     PingFrame,
+    PriorityFrame,
     RstStreamFrame,
     SettingsFrame,
     WindowUpdateFrame,
@@ -544,12 +545,15 @@ def _flood_frames(kind: str) -> tuple[bytes, bytes, Callable[[Frame], bool]]:
             SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 0}).serialize(),
             lambda f: isinstance(f, SettingsFrame) and "ACK" in f.flags,
         )
+    if kind == "priority":
+        # Deprecated (RFC 9113 5.3.2), answered by nothing, yet each one is parsed.
+        return b"", PriorityFrame(3, depends_on=5, stream_weight=200).serialize(), lambda f: False
     # Empty DATA frames on a request whose app is reading the body.
     opening = HeadersFrame(1, request_block("/sink", "POST"), flags=[END_HEADERS]).serialize()
     return opening, DataFrame(1, b"").serialize(), lambda f: False
 
 
-@pytest.mark.parametrize("kind", ["ping", "settings", "empty-data"])
+@pytest.mark.parametrize("kind", ["ping", "settings", "priority", "empty-data"])
 def test_control_frame_flood(kind: str) -> None:
     opening, frame, is_answer = _flood_frames(kind)
     batch = frame * 500

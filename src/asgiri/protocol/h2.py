@@ -23,7 +23,7 @@ Defences the h2 library does not provide are in front of it
 (:class:`~asgiri.protocol.h2_common.FrameScreen`, shared with the other
 codec, in its strict form): a cap on header-block size and CONTINUATION count
 (CVE-2024-27316), counters for frames that cost the server work without
-producing requests (rapid reset CVE-2023-44487, PING/SETTINGS/empty-DATA
+producing requests (rapid reset CVE-2023-44487, PING/SETTINGS/PRIORITY/empty-DATA
 floods), and the RFC 9113 frame rules h2 leaves unchecked.  The checks of
 received header blocks are :mod:`.fields`'; the overrides of h2's private
 methods that hook them in are in :mod:`.h2_internals`, the only module that

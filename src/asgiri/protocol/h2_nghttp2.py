@@ -16,10 +16,11 @@ ends the connection.
 
 What stays asgiri's, because nghttp2 has no such defence or answers it
 differently (see :class:`~asgiri.protocol.h2_common.FrameScreen`, in its
-non-strict form): the PING/SETTINGS/empty-DATA flood budget (nghttp2 only
-bounds ACKs queued and unsent), resets counted against completed streams
-(nghttp2's token bucket answers INTERNAL_ERROR and would cut off a client
-that cancels a thousand of its requests), and the CONTINUATION cap in frames
+non-strict form): the PING/SETTINGS/PRIORITY/empty-DATA flood budget (nghttp2
+only bounds ACKs queued and unsent, and PRIORITY by its glitch bucket), resets
+counted against completed streams (nghttp2's token bucket answers
+INTERNAL_ERROR and would cut off a client that cancels a thousand of its
+requests), and the CONTINUATION cap in frames
 and bytes (nghttp2 counts frames only, and fails without a GOAWAY).  A
 header list over ``max_header_list_size`` (an HPACK bomb) is stopped by ngh2
 while it decodes; asgiri answers it with the GOAWAY the h2 codec sends
