@@ -416,6 +416,29 @@ def test_rapid_reset(cli: CLIServer) -> None:
     assert get(port) == (200, b"ok")
 
 
+@pytest.mark.parametrize("end", ["socket closed", "connection error"])
+def test_apps_of_an_ended_connection_are_cancelled(end: str) -> None:
+    """A connection that ends (the client drops it, or makes the server end it
+    with a bad frame) stops the apps of its open streams as resets do: without
+    that, each connection opened and dropped leaves up to 100 apps working for
+    nobody, a rapid reset without the resets."""
+    hung = 20
+    with served() as srv:
+        before = int(get(srv.port, "/cancelled")[1])
+        with RawConn(srv.port) as conn:
+            ids = range(1, 2 * hung, 2)
+            conn.send(*(request(sid, "/hang") for sid in ids))
+            started: set[int] = set()
+            while len(started) < hung:
+                frame = conn.wait_for(lambda f: isinstance(f, DataFrame), "the apps' first chunks")
+                started.add(frame.stream_id)
+            if end == "connection error":
+                conn.send(WindowUpdateFrame(0, window_increment=0))  # PROTOCOL_ERROR
+                assert conn.wait_goaway().error_code == PROTOCOL_ERROR
+        _, body = get(srv.port, f"/cancelled?min={before + hung}")
+        assert int(body) == before + hung, "the apps of the ended connection still run"
+
+
 # ---------------------------------------------------------------- clients the defences must spare
 
 
