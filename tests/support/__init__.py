@@ -1,0 +1,1 @@
+"""Helpers several test modules share (measuring a server process, bystander clients)."""
