@@ -548,6 +548,7 @@ def test_connect_is_served_as_http11() -> None:
 
 # ---------------------------------------------------------------- errors
 
+
 @pytest.mark.parametrize("value", [b"chunked ", b"  chunked  ", b"CHUNKED ", b", chunked"])
 def test_whitespace_and_empty_elements_around_chunked_are_not_a_coding(value: bytes) -> None:
     # RFC 9110 5.5 and 5.6.1: neither is part of the value; this is chunked, not a 501.
