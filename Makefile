@@ -15,7 +15,7 @@ LINT_PATHS := src tests examples bench fuzz
 # A package is installed only when its command is missing from PATH.
 SYSTEM_DEPS := curl:curl nghttp:nghttp2-client node:nodejs npm:npm gtlsclient:ngtcp2-client chromium:chromium nginx:nginx haproxy:haproxy
 
-.PHONY: venv certs demo system-deps node-deps test lint fuzz conformance bench bench-quick clean distclean
+.PHONY: venv certs demo system-deps node-deps test lint fuzz conformance bench bench-quick soak clean distclean
 
 venv: $(STAMP)
 
@@ -92,6 +92,17 @@ bench: venv certs
 
 bench-quick: venv
 	bash bench/run.sh --quick $(BENCH_ARGS)
+
+# One server with --workers 2 under a mixed load (HTTP/1.1, HTTP/2, HTTP/3,
+# WebSocket, transfers, vanishing clients, slow readers) with a SIGHUP every
+# 5 minutes, watched for memory and descriptor leaks; prints a Markdown report
+# (see "Soak" in docs/operations.md).  SOAK_SECONDS sets the length (30 minutes
+# by default); SOAK_ARGS passes other options to bench/soak.py.
+SOAK_SECONDS ?= 1800
+SOAK_ARGS ?=
+
+soak: venv
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache bench/out

@@ -246,7 +246,9 @@ class Run:
 
     def _reply(self, sent: Sent, header: Any, reply: bytes) -> None:
         data = sent.data
-        check(header is not None, "garbage answered")
+        if header is None:
+            self._negotiate_other_format(data, reply)
+            return
         check(reply and len(reply) < len(data), f"a {len(reply)}-byte answer to {len(data)}")
         if header.version is None:
             token = self.reset_tokens.get(header.destination_cid)
@@ -269,6 +271,23 @@ class Run:
         check(not sent.tampered, "a Retry to a tampered packet")
         self.issued[answer.token] = (sent.address, header.destination_cid, answer.source_cid)
 
+    def _negotiate_other_format(self, data: bytes, reply: bytes) -> None:
+        """A long header QUIC v1 cannot parse is answered only with Version Negotiation,
+        built from the fields RFC 8999 fixes for every version."""
+        fields = invariant_fields(data)
+        check(fields is not None, "garbage answered")
+        assert fields is not None
+        version, dcid, scid = fields
+        check(version != 0, "a Version Negotiation packet answered")
+        check(version not in self.versions, "a spoken version answered without its header")
+        check(len(data) >= SMALLEST, f"a {len(data)}-byte long-header datagram answered")
+        answer = invariant_fields(reply)
+        check(answer is not None and answer[0] == 0, "answered with other than Version Negotiation")
+        check(answer is not None and answer[1:] == (scid, dcid), "Version Negotiation ids")
+        offered = reply[7 + len(scid) + len(dcid) :]
+        versions = [int.from_bytes(offered[i : i + 4], "big") for i in range(0, len(offered), 4)]
+        check(versions == list(self.versions), "versions offered")
+
     def _new(self, sent: Sent, header: Any, route: Any) -> None:
         check(header is not None and header.version in self.versions, "NEW for no version spoken")
         check(header.packet_type is QuicPacketType.INITIAL, "NEW for a non-Initial")
@@ -287,6 +306,22 @@ class Run:
             check(route.retry_source_cid == header.destination_cid, "retry id")
         else:
             check(route.original_destination_cid == header.destination_cid, "original id")
+
+
+def invariant_fields(data: bytes) -> tuple[int, bytes, bytes] | None:
+    """(version, destination id, source id) of a long header, read as RFC 8999 fixes them
+    for every QUIC version; None for a short header or one cut short."""
+    if len(data) < 7 or not data[0] & 0x80:
+        return None
+    version = int.from_bytes(data[1:5], "big")
+    dlen = data[5]
+    if len(data) < 7 + dlen:
+        return None
+    dcid = data[6 : 6 + dlen]
+    slen = data[6 + dlen]
+    if len(data) < 7 + dlen + slen:
+        return None
+    return version, dcid, data[7 + dlen : 7 + dlen + slen]
 
 
 def one_input(data: bytes) -> None:

@@ -12,6 +12,7 @@ is read directly (``STALLED``).
   cancelling its task gets it out, which it counts in ``CANCELLED``.
 * ``/cancelled?min=N``: the count of cancelled ``/hang`` apps, once it
   reaches N (or after 5 s).
+* ``/hanging``: how many ``/hang`` apps are running now.
 * ``/wait``: sends the head and a chunk, then waits for the disconnect.
 * ``/sink``: reads the request body to its end, then answers its size.
 * ``/big``: 4 MiB in 64 KiB chunks; how the sending ended goes to ``STALLED``.
@@ -28,6 +29,7 @@ CHUNK = b"\xa5" * (64 * 1024)
 BIG_CHUNKS = 64
 
 CANCELLED = 0
+HANGING = 0
 _cancelled_changed: asyncio.Event | None = None
 
 #: ``(exception class name or "finished", seconds spent in the app)`` per /big.
@@ -57,16 +59,19 @@ async def _answer(send: Any, status: int, body: bytes = b"") -> None:
 
 
 async def _hang(send: Any) -> None:
-    global CANCELLED, _cancelled_changed
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"started", "more_body": True})
+    global CANCELLED, HANGING, _cancelled_changed
+    HANGING += 1
     try:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"started", "more_body": True})
         await asyncio.Event().wait()
     except asyncio.CancelledError:
         CANCELLED += 1
         if _cancelled_changed is not None:
             _cancelled_changed.set()
         raise
+    finally:
+        HANGING -= 1
 
 
 async def _cancelled(scope: Any, send: Any) -> None:
@@ -110,6 +115,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await _hang(send)
     elif path == "/cancelled":
         await _cancelled(scope, send)
+    elif path == "/hanging":
+        await _answer(send, 200, str(HANGING).encode())
     elif path == "/big":
         await _big(send)
     elif path == "/empty":

@@ -150,6 +150,24 @@ def test_dead_worker_is_replaced_and_crash_loop_backs_off(tmp_path: Path) -> Non
         assert srv.stop() == 0
 
 
+def test_workers_killed_from_outside_are_replaced_without_back_off() -> None:
+    """Kills in a row (an operator, the OOM killer) are not a crash loop: each
+    killed worker is replaced at once, not after a growing delay that would
+    leave the service without any worker."""
+    srv = CLIServer(APP, "--port", "0", "--workers", "1", "--no-access-log").wait_ready()
+    try:
+        pids = wait_ready_count(srv, 1)
+        for kills in range(1, 5):
+            os.kill(pids[-1], signal.SIGKILL)
+            pids = wait_ready_count(srv, kills + 1, timeout=15)
+        # No delay before any replacement (the back-off would have waited 0.5, 1, 2 and 4 s).
+        assert "starting a new one in" not in srv.output
+        assert len(re.findall(r"was stopped \(code -9\); starting a new one", srv.output)) == 4
+        assert int(httpx.get(srv.url + "/").text) == pids[-1]
+    finally:
+        assert srv.stop() == 0
+
+
 def test_hung_worker_is_killed_and_replaced() -> None:
     srv = CLIServer(
         APP, "--port", "0", "--workers", "1", "--timeout-worker-healthcheck", "1"

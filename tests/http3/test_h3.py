@@ -451,6 +451,25 @@ def test_disconnect_on_connection_loss(server: ThreadServer) -> None:
     assert rec.messages == [{"type": "http.disconnect"}]
 
 
+def test_apps_of_a_closed_connection_are_cancelled(server: ThreadServer) -> None:
+    """The apps of a connection that ends stop as on a reset of their streams:
+    a client must not leave apps working for nobody by dropping connections."""
+    ctx = server.server._ctx
+    assert ctx is not None
+    before = len(ctx.tasks)
+    client = H3Client(h3port(server))
+    client.connect()
+    ids = [client.send_request("GET", "/forever") for _ in range(10)]
+    for stream_id in ids:
+        client.wait_head(stream_id)
+    assert len(ctx.tasks) >= before + 10
+    client.close()
+    deadline = time.monotonic() + 5
+    while len(ctx.tasks) > before:
+        assert time.monotonic() < deadline, f"{len(ctx.tasks) - before} apps still run"
+        time.sleep(0.02)
+
+
 def test_request_body_credit_follows_the_app(server: ThreadServer) -> None:
     """A client may send only about one stream window ahead of an app that does not read."""
     window = 1024 * 1024

@@ -548,6 +548,37 @@ def test_connect_is_served_as_http11() -> None:
 
 # ---------------------------------------------------------------- errors
 
+
+@pytest.mark.parametrize("value", [b"chunked ", b"  chunked  ", b"CHUNKED ", b", chunked"])
+def test_whitespace_and_empty_elements_around_chunked_are_not_a_coding(value: bytes) -> None:
+    # RFC 9110 5.5 and 5.6.1: neither is part of the value; this is chunked, not a 501.
+    conn = H1Connection()
+    events = conn.receive_data(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: " + value + b"\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    assert [type(e) for e in events] == [Request, Body, EndBody, Request, EndBody]
+    assert [e.data for e in events if isinstance(e, Body)] == [b"hello"]
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        # llhttp skips only spaces after "chunked"; a tab makes it another coding.
+        (b"chunked\t", 400),
+        (b"gzip , chunked ", 501),
+        (b"chunked , chunked", 400),
+    ],
+)
+def test_codings_around_chunked_that_are_refused(value: bytes, status: int) -> None:
+    conn = H1Connection()
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.receive_data(
+            b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: " + value + b"\r\n\r\n"
+        )
+    assert info.value.status == status
+
+
 ERRORS = {
     "garbage": (b"GARBAGE\r\n\r\n", 400),
     "missing host": (b"GET / HTTP/1.1\r\n\r\n", 400),

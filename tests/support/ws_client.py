@@ -112,3 +112,36 @@ def handshake_request(path: str = "/", key: bytes | None = None, extra: bytes = 
         b"Sec-WebSocket-Version: 13\r\n"
         b"%b\r\n" % (path.encode(), key, extra)
     )
+
+
+def frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    masked: bool = True,
+    key: bytes | None = None,
+) -> bytes:
+    """One client frame, built by hand (masked unless told otherwise)."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    bit = 0x80 if masked else 0
+    n = len(payload)
+    if n < 126:
+        head = bytes([first, bit | n])
+    elif n < 65536:
+        head = bytes([first, bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([first, bit | 127]) + n.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    key = os.urandom(4) if key is None else key
+    return head + key + mask(payload, key)
+
+
+def mask(data: bytes, key: bytes) -> bytes:
+    if not data or key == b"\0\0\0\0":
+        return data
+    n = len(data)
+    keystream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(keystream, "big")).to_bytes(n, "big")

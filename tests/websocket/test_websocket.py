@@ -48,6 +48,7 @@ from tests.support.ws_client import (
     TEXT,
     Frame,
     RawWS,
+    frame,
     handshake_request,
 )
 
@@ -95,39 +96,6 @@ def closed_by_server(ws: ClientConnection) -> ConnectionClosed:
     with pytest.raises(ConnectionClosed) as info:
         ws.recv(timeout=TIMEOUT)
     return info.value
-
-
-def mask(data: bytes, key: bytes) -> bytes:
-    if not data or key == b"\0\0\0\0":
-        return data
-    n = len(data)
-    keystream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(keystream, "big")).to_bytes(n, "big")
-
-
-def frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    masked: bool = True,
-    key: bytes | None = None,
-) -> bytes:
-    """One client frame, built by hand (masked unless told otherwise)."""
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    bit = 0x80 if masked else 0
-    n = len(payload)
-    if n < 126:
-        head = bytes([first, bit | n])
-    elif n < 65536:
-        head = bytes([first, bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head = bytes([first, bit | 127]) + n.to_bytes(8, "big")
-    if not masked:
-        return head + payload
-    key = os.urandom(4) if key is None else key
-    return head + key + mask(payload, key)
 
 
 def close_payload(code: int, reason: bytes = b"") -> bytes:

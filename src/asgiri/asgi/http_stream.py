@@ -225,7 +225,7 @@ class HTTPStream:
             self._wake()
 
     def reset_by_peer(self) -> None:
-        """The peer reset this stream (HTTP/2, HTTP/3): stop the app's wasted work.
+        """The stream was reset, or its HTTP/2 or HTTP/3 connection ended: stop wasted work.
 
         An app blocked in ``receive()`` is not cancelled; it gets
         ``http.disconnect``.  A task that has not taken its first step yet is

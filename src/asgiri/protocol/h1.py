@@ -918,8 +918,13 @@ class H1Connection:
         end in exactly one chunked; those are left to it.  What it accepts
         (``gzip, chunked``) would reach the app still gzip-coded as if plain.
         """
-        codings = [c.strip().lower() for c in te.split(b",")]
-        if codings[-1] == b"chunked" and b"chunked" not in codings[:-1]:
+        # RFC 9110 5.5 and 5.6.1: the whitespace around a field value and
+        # around each list element is not part of it, and empty elements are
+        # ignored, so ``chunked `` (llhttp passes trailing OWS on) is chunked.
+        codings = [c for c in (c.strip(b" \t").lower() for c in te.split(b",")) if c]
+        if codings == [b"chunked"]:
+            return
+        if codings and codings[-1] == b"chunked" and b"chunked" not in codings[:-1]:
             self._fail(
                 RemoteProtocolError(
                     f"transfer coding {te.decode('latin-1')!r} not implemented", 501

@@ -23,7 +23,7 @@ Defences the h2 library does not provide are in front of it
 (:class:`~asgiri.protocol.h2_common.FrameScreen`, shared with the other
 codec, in its strict form): a cap on header-block size and CONTINUATION count
 (CVE-2024-27316), counters for frames that cost the server work without
-producing requests (rapid reset CVE-2023-44487, PING/SETTINGS/empty-DATA
+producing requests (rapid reset CVE-2023-44487, PING/SETTINGS/PRIORITY/empty-DATA
 floods), and the RFC 9113 frame rules h2 leaves unchecked.  The checks of
 received header blocks are :mod:`.fields`'; the overrides of h2's private
 methods that hook them in are in :mod:`.h2_internals`, the only module that
@@ -136,8 +136,6 @@ class H2Connection:
         self._screen = _Screen(limits)
         #: --limit-request-body and the request-head limits (413, 431).
         self._limits = RequestLimits(limits)
-        #: Streams reset by the peer (and by h2 for stream errors).
-        self._resets = 0
         self.closed = False
         self.last_stream_id = 0
         self._goaway_sent: int | None = None
@@ -166,6 +164,7 @@ class H2Connection:
         # RFC 9113 4.2: a frame beyond the advertised SETTINGS_MAX_FRAME_SIZE
         # is a FRAME_SIZE_ERROR, so never accept more than that.
         self._conn.max_inbound_frame_size = frame_size
+        self._conn.reset_allowance = limits.max_resets
         # h2 hands a setting to its HPACK decoder only when an ACK changes
         # it, and settings given as initial values never change: without
         # this, the decoder would keep its 64 KiB default whatever is
@@ -260,8 +259,6 @@ class H2Connection:
                         int(ev.error_code or 0), last_stream_id=int(ev.last_stream_id or 0)
                     )
                 )
-        if self._resets > self.limits.max_resets + self._screen.completed:
-            return self._fail(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
         if window_opened and self._out and not self.closed:
             self._flush_all(events)
         return events
@@ -342,7 +339,6 @@ class H2Connection:
         self._release(stream_id)
         self._trailers.pop(stream_id, None)
         self._limits.forget(stream_id)
-        self._resets += 1
 
     def _release(self, stream_id: int) -> None:
         """Give back the connection-window credit of body nobody will read.
@@ -495,6 +491,7 @@ class H2Connection:
 
     def _stream_done(self, stream_id: int) -> None:
         self._screen.completed += 1
+        self._conn.reset_allowance += 1
 
     def forget(self, stream_id: int) -> None:
         """The stream's app is done: release credit for body it never read."""

@@ -11,7 +11,7 @@ and the events defined here next to the version-neutral ones of
 the codec parses it, for the defences whose answer must not depend on the
 codec: a cap on header-block size and CONTINUATION count (CVE-2024-27316),
 and budgets for frames that cost the server work without producing requests
-(rapid reset CVE-2023-44487, PING/SETTINGS/empty-DATA floods).  Exceeding one
+(rapid reset CVE-2023-44487, PING/SETTINGS/PRIORITY/empty-DATA floods).  Exceeding one
 ends the connection with ENHANCE_YOUR_CALM.  Each codec subclasses it for the
 RFC 9113 frame rules its library leaves unchecked.
 """
@@ -87,6 +87,7 @@ FRAME_HEADER: Final = struct.Struct(">BHBBL")
 
 _DATA: Final = Frame.DATA
 _HEADERS: Final = Frame.HEADERS
+_PRIORITY: Final = Frame.PRIORITY
 _RST_STREAM: Final = Frame.RST_STREAM
 _SETTINGS: Final = Frame.SETTINGS
 _PING: Final = Frame.PING
@@ -109,7 +110,7 @@ class H2Limits:
     enable_connect_protocol: bool = False
     #: Frames allowed for one header block (HEADERS and its CONTINUATIONs).
     max_continuations: int = 32
-    #: Frames that produce no request (PING, SETTINGS, empty DATA, RST_STREAM
+    #: Frames that produce no request (PING, SETTINGS, PRIORITY, empty DATA, RST_STREAM
     #: from the client) tolerated before the peer must show useful work.
     flood_budget: int = 1000
     #: Client resets tolerated beyond the streams that completed normally.
@@ -286,6 +287,7 @@ class FrameScreen:
         "_block_frames",
         "_mask_next",
         "_peeking",
+        "_preface",
         "_reset_frames",
         "_scan",
         "_skip",
@@ -315,6 +317,10 @@ class FrameScreen:
         #: How much of a frame payload (or of the client preface, which is
         #: not a frame) is still to come.
         self._skip = len(PREFACE)
+        #: How much of the client preface is still to be checked: a frame
+        #: header read out of garbage would otherwise be refused for its size
+        #: (FRAME_SIZE_ERROR) before the codec sees that it is no preface.
+        self._preface = len(PREFACE)
         #: A :meth:`_peek` waiting for later reads: (stream id, octets to
         #: skip, octets read so far).
         self._peeking: tuple[int, int, bytes] | None = None
@@ -338,6 +344,12 @@ class FrameScreen:
             self._mask_next = False
             if data[0] & 0x80:
                 masks = [0]
+        if self._preface:
+            offset = len(PREFACE) - self._preface
+            seen = data[: self._preface]
+            if seen != PREFACE[offset : offset + len(seen)]:
+                raise CodecError(ErrorCode.PROTOCOL_ERROR, "invalid connection preface")
+            self._preface -= len(seen)
         if self._skip:
             if self._skip >= size:
                 self._skip -= size
@@ -405,9 +417,14 @@ class FrameScreen:
             if flags & _END_HEADERS:
                 self._block_frames = 0
                 self._block_bytes = 0
-        elif (ftype in (_PING, _SETTINGS) and not flags & _ACK) or (
-            ftype == _DATA and length == 0 and not flags & _END_STREAM
+        elif (
+            (ftype in (_PING, _SETTINGS) and not flags & _ACK)
+            or ftype == _PRIORITY
+            or (ftype == _DATA and length == 0 and not flags & _END_STREAM)
         ):
+            # PRIORITY is deprecated (RFC 9113 5.3.2) and changes nothing here,
+            # but each one still costs the codec a parse: the h2 library has
+            # no bound at all, libnghttp2 only its "glitch" bucket of 10,000.
             self.flood += 1
             if self.flood > limits.flood_budget:
                 raise CodecError(ErrorCode.ENHANCE_YOUR_CALM, "too many control frames")

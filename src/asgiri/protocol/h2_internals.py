@@ -17,7 +17,9 @@ lowering ``MAX_CLOSED_STREAMS``:
 * frames after the peer's GOAWAY are dropped instead of answered with an
   error; DATA after the peer's END_STREAM is a connection error; a
   WINDOW_UPDATE on a stream the peer reset is answered with RST_STREAM;
-* a shorter memory of closed streams, so a long-lived connection does not grow.
+* a shorter memory of closed streams, so a long-lived connection does not grow;
+* stream resets counted as each frame is handled, so the reset budget ends the
+  connection at the frame that exceeds it.
 
 An h2 release may rename any of these: ``pyproject.toml`` bounds the h2
 version to the releases this was checked against, and the HTTP/2
@@ -70,6 +72,12 @@ class ServerH2(h2.connection.H2Connection):
 
     _goaway_received = False
 
+    #: Streams reset by the peer or by h2 for the peer's stream errors, and how
+    #: many are tolerated (the owner sets it: H2Limits.max_resets, plus one per
+    #: stream that completed normally).
+    resets = 0
+    reset_allowance = sys.maxsize
+
     def _receive_frame(self, frame: hyperframe.frame.Frame) -> list[h2.events.Event]:
         if self._goaway_received:
             # h2 would answer any frame after the peer's GOAWAY (a PING, the
@@ -77,6 +85,16 @@ class ServerH2(h2.connection.H2Connection):
             # allows them, and nothing can be answered now, so drop them.
             return []
         events = super()._receive_frame(frame)
+        for event in events:
+            if type(event) is h2.events.StreamReset:
+                # Counted frame by frame, not after the whole read: a read of
+                # 64 KiB holds a thousand request-and-reset pairs, and the
+                # connection must end at the budget, not a read later
+                # (rapid reset, MadeYouReset).  h2 answers the error with
+                # GOAWAY ENHANCE_YOUR_CALM naming the last stream it took.
+                self.resets += 1
+                if self.resets > self.reset_allowance:
+                    raise h2.exceptions.DenialOfServiceError("too many stream resets")
         if type(frame) is not hyperframe.frame.DataFrame:
             # Header blocks are checked here, while h2 is still handling the
             # frame that completed them, so an error ends the connection just

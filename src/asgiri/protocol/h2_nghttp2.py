@@ -16,10 +16,11 @@ ends the connection.
 
 What stays asgiri's, because nghttp2 has no such defence or answers it
 differently (see :class:`~asgiri.protocol.h2_common.FrameScreen`, in its
-non-strict form): the PING/SETTINGS/empty-DATA flood budget (nghttp2 only
-bounds ACKs queued and unsent), resets counted against completed streams
-(nghttp2's token bucket answers INTERNAL_ERROR and would cut off a client
-that cancels a thousand of its requests), and the CONTINUATION cap in frames
+non-strict form): the PING/SETTINGS/PRIORITY/empty-DATA flood budget (nghttp2
+only bounds ACKs queued and unsent, and PRIORITY by its glitch bucket), resets
+counted against completed streams (nghttp2's token bucket answers
+INTERNAL_ERROR and would cut off a client that cancels a thousand of its
+requests), and the CONTINUATION cap in frames
 and bytes (nghttp2 counts frames only, and fails without a GOAWAY).  A
 header list over ``max_header_list_size`` (an HPACK bomb) is stopped by ngh2
 while it decodes; asgiri answers it with the GOAWAY the h2 codec sends
@@ -211,12 +212,17 @@ class H2Connection:
         if self._screen.refused:
             self._refuse()
         window_opened = self._handle(conn.events(), events)
-        if conn.want_write and not self.closed:
+        if not self.closed:
             # Take what nghttp2 answered (ACKs, its RST_STREAMs and GOAWAY)
             # now: the streams and the connection it closes are reported in
             # this read's events, and buffered data the windows now allow moves.
-            self._pump()
-            window_opened = self._handle(conn.events(), events) or window_opened
+            # (Refusing a request above may already have taken the output, with
+            # the GOAWAY of a later frame in it: its events are read here too.)
+            if conn.want_write:
+                self._pump()
+            later = conn.events()
+            if later:
+                window_opened = self._handle(later, events) or window_opened
         if self._resets > self.limits.max_resets + self._screen.completed and not self.closed:
             return self._fail(ErrorCode.ENHANCE_YOUR_CALM, "too many stream resets")
         if window_opened and self._queued and not self.closed:

@@ -133,12 +133,40 @@ class QuicRouter(Generic[T]):
         first = 0x40 | (os.urandom(1)[0] & 0x3F)
         return Route(RouteKind.REPLY, reply=bytes([first]) + os.urandom(size - 17) + token)
 
+    def _negotiate(self, data: bytes) -> Route[T]:
+        """A long header of a version this server does not speak: Version Negotiation.
+
+        Only what RFC 8999 fixes for every version is read (the two
+        connection ids after the version): the rest of the packet is in the
+        unknown version's format, which QUIC v1's parser would often refuse
+        (a length field that does not fit), leaving the client unanswered.
+        One answer per datagram, shorter than it, and none to a datagram
+        under 1200 bytes (RFC 9000 6.1), so the server amplifies nothing.
+        """
+        if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+            return Route(RouteKind.DROP)
+        # At most 6 + 255 + 1 + 255 bytes: both ids are within the 1200.
+        dcid_end = 6 + data[5]
+        scid_end = dcid_end + 1 + data[dcid_end]
+        return Route(
+            RouteKind.REPLY,
+            reply=encode_quic_version_negotiation(
+                source_cid=data[6:dcid_end],
+                destination_cid=data[dcid_end + 1 : scid_end],
+                supported_versions=self._versions,
+            ),
+        )
+
     def route(self, data: bytes, addr: Address, now: float, *, retry: bool = False) -> Route[T]:
         """Classify one datagram; never raises on malformed input.
 
         ``retry``: answer new connections with a Retry now (the server is
         under load), even when Retry is not always on.
         """
+        if len(data) >= 5 and data[0] & 0x80:
+            long_version = int.from_bytes(data[1:5], "big")
+            if long_version and long_version not in self._versions:
+                return self._negotiate(data)
         buf = Buffer(data=data)
         try:
             header = pull_quic_header(buf, host_cid_length=self._cid_length)
@@ -158,15 +186,6 @@ class QuicRouter(Generic[T]):
             # RFC 9000 14.1: Initial datagrams are padded to 1200 bytes, and
             # anything smaller is not worth an answer (no amplification).
             return Route(RouteKind.DROP)
-        if version not in self._versions:
-            return Route(
-                RouteKind.REPLY,
-                reply=encode_quic_version_negotiation(
-                    source_cid=header.destination_cid,
-                    destination_cid=header.source_cid,
-                    supported_versions=self._versions,
-                ),
-            )
         if header.packet_type is not QuicPacketType.INITIAL:
             return Route(RouteKind.DROP)
         if not _authentic_initial(data, buf.tell(), header.packet_length, header, version):

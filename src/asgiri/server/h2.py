@@ -165,13 +165,14 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         """The peer sent GOAWAY, or we ended the connection on an error.
 
         h2 sends nothing once a GOAWAY was received, so even after a graceful
-        one the open streams cannot be answered: their apps see a disconnect.
+        one the open streams cannot be answered: their apps are stopped as on
+        a reset (see :meth:`_disconnect_all`).
         """
         if event.error_code:
             logger.debug("HTTP/2 connection from %s ended: code %d", self.client, event.error_code)
         self._closing = True
         for stream in list(self.streams.values()):
-            stream.disconnect()
+            stream.reset_by_peer()
         self._close_after_flush()
 
     # ------------------------------------------------------------ output

@@ -556,9 +556,16 @@ class StreamSink:
         ctx.check_drained()
 
     def _disconnect_all(self) -> None:
-        """The connection is gone: every stream and WebSocket on it sees a disconnect."""
+        """The connection is gone: every stream and WebSocket on it sees a disconnect.
+
+        Each app is stopped as on a reset of its stream (see
+        :meth:`HTTPStream.reset_by_peer`): no answer can reach the client any
+        more, and a client could otherwise leave a hundred apps working for
+        nothing per connection it opens and drops (or makes the server end
+        with a bad frame), then do it again.
+        """
         for stream in list(self.streams.values()):
-            stream.disconnect()
+            stream.reset_by_peer()
         for tunnel in list(self.tunnels.values()):
             tunnel.connection_lost()
         for stream_id in list(self._waiters):

@@ -28,6 +28,11 @@ each new one ready before an old one is stopped.
 A worker that exits on its own is replaced.  When workers die soon after
 starting, each replacement waits twice as long as the one before (0.5 s up to
 30 s), so a crash loop costs little CPU; one that stays up resets the delay.
+A worker stopped from outside (SIGKILL, SIGTERM or SIGINT from an operator,
+the OOM killer or the supervisor's own watchdog; a ready worker's clean exit)
+is replaced at once and does not count: it says nothing about whether the app
+can run, and counting it would leave the service without workers for up to
+30 s after a few kills in a row.
 Until some worker has been ready once, a worker that fails to start stops
 the supervisor with that worker's exit code: an app that cannot even be
 imported is a deployment error to report, not something to retry forever.
@@ -79,6 +84,9 @@ BACKOFF_MAX = 30.0
 STARTUP_MARGIN = 60.0
 #: Extra seconds a stopping worker gets beyond its own shutdown timeouts.
 STOP_MARGIN = 5.0
+#: Exit statuses of a worker stopped from outside (see the module docstring):
+#: killed, or ended by the signal of a graceful stop before its handler was set.
+EXTERNAL_STOPS = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT})
 
 
 @dataclass(eq=False)
@@ -450,6 +458,12 @@ class Supervisor:
                 self._stop.set()
             return
         uptime = loop.time() - (worker.ready_at or worker.started_at)
+        if code in EXTERNAL_STOPS or (code == 0 and worker.ready_at is not None):
+            logger.error(
+                "Worker process [%d] was stopped (code %d); starting a new one", worker.pid, code
+            )
+            self._spawn_task(self._restart_slot(slot, 0.0))
+            return
         if worker.ready_at is not None and uptime >= STABLE_UPTIME:
             self._failures = 0
             delay = 0.0
@@ -491,6 +505,8 @@ class Supervisor:
                 slot.draining = old
             new = self._start(slot)
             ready = await new.ready
+            if not ready and (self._stop is None or self._stop.is_set()):
+                return False  # stopped by the shutdown that interrupted the restart
             if not ready:
                 logger.error(
                     "New worker process [%d] did not start; keeping worker process [%s]",

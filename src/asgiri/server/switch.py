@@ -222,6 +222,12 @@ def _start_websocket(h1: H1Protocol, request: Request, info: RequestInfo, data: 
         h1.answer(exc.status, str(exc), request, exc.headers)
         return
     ctx = h1.ctx
+    if ctx.shutting_down:
+        # The drain closed the WebSockets open when it began (1001/1012);
+        # one opened after would be held until the graceful-shutdown timeout
+        # cut it.  503 (with Connection: close): try again, on another process.
+        h1.answer(503, "Service Unavailable", request)
+        return
     if not ctx.request_started():
         # A WebSocket counts as a request for --limit-concurrency.
         h1.answer(503, "Service Unavailable", request)

@@ -1,0 +1,1 @@
+"""Attack classes, one regression test each, per protocol (see docs/security.md for the map)."""
