@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
@@ -70,6 +71,11 @@ ACK_GRACE = 3.0
 #: The largest DATAGRAM frame taken (a WebTransport datagram fits in a packet anyway).
 DATAGRAM_FRAME_SIZE = 65536
 _TLS13 = 0x0304
+#: The clock QUIC runs on.  Not the event loop's: uvloop's ticks in whole
+#: milliseconds, and QUIC measures round trips and paces packets in
+#: microseconds (a loopback or LAN round trip is well under a millisecond).
+#: Timers are armed as delays from it, so the two clocks never mix.
+_now = time.monotonic
 
 
 def quic_configuration(config: Config) -> QuicConfiguration:
@@ -266,10 +272,13 @@ class H3Protocol(StreamSink):
             return
         self._in_receive = True
         try:
-            self._dispatch(self.conn.receive_datagram(data, addr, self.loop.time()))
+            self._dispatch(self.conn.receive_datagram(data, addr, _now()))
         finally:
             self._in_receive = False
-        self._flush()
+        # Not sent at once: the event loop hands over the datagrams that
+        # arrived together one call each, and what they make the connection
+        # send (acknowledgements, more data) leaves in one flush after them.
+        self.schedule_flush()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -278,7 +287,7 @@ class H3Protocol(StreamSink):
             return
         self._in_receive = True
         try:
-            self._dispatch(self.conn.handle_timer(self.loop.time()))
+            self._dispatch(self.conn.handle_timer(_now()))
         finally:
             self._in_receive = False
         self._flush()
@@ -425,13 +434,13 @@ class H3Protocol(StreamSink):
             self._handshake_done()
         transport = self.listener.transport
         if transport is not None and not transport.is_closing():
-            for data, addr in self.conn.datagrams_to_send(self.loop.time()):
+            for data, addr in self.conn.datagrams_to_send(_now()):
                 transport.sendto(data, addr)
             # (aioquic forgets acknowledged streams while building packets.)
             if self._close_when_idle and self.conn.idle:
                 self._close_when_idle = False
                 self.conn.close(H3ErrorCode.H3_NO_ERROR)
-                for data, addr in self.conn.datagrams_to_send(self.loop.time()):
+                for data, addr in self.conn.datagrams_to_send(_now()):
                     transport.sendto(data, addr)
         if self.conn.closed:
             self._finish()
@@ -440,7 +449,9 @@ class H3Protocol(StreamSink):
         if at != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self.loop.call_at(at, self._on_timer) if at is not None else None
+            self._timer = (
+                self.loop.call_later(at - _now(), self._on_timer) if at is not None else None
+            )
             self._timer_at = at
         if self._waiters:
             self._wake_drained()
