@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any, cast
 
@@ -50,6 +51,7 @@ from ..protocol.webtransport import (
 )
 from .context import ServerContext
 from .streams import StreamSink
+from .udp import DatagramSender, Transport
 from .webtransport import WTBridge
 
 if TYPE_CHECKING:
@@ -154,7 +156,12 @@ class _TicketStore:
 class QuicListener(asyncio.DatagramProtocol):
     """One UDP socket serving HTTP/3: routes datagrams to connections."""
 
-    def __init__(self, ctx: ServerContext, configuration: QuicConfiguration) -> None:
+    def __init__(
+        self,
+        ctx: ServerContext,
+        configuration: QuicConfiguration,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
         self.configuration = configuration
@@ -162,6 +169,10 @@ class QuicListener(asyncio.DatagramProtocol):
         self.router: QuicRouter[H3Protocol] = QuicRouter(configuration, retry=quic.quic_retry)
         self._tickets = _TicketStore()
         self.transport: asyncio.DatagramTransport | None = None
+        #: The socket itself, for sends of several datagrams at once (GSO).
+        self._sock = sock
+        #: What every connection's datagrams leave through (set with the transport).
+        self.sender: DatagramSender | None = None
         #: Connections whose handshake has not completed yet.
         self.handshakes = 0
         self.server_address: tuple[str, int | None] | None = None
@@ -173,6 +184,9 @@ class QuicListener(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self.sender = DatagramSender(
+            self._sock, cast(Transport, transport), gso=self.ctx.config.quic.quic_gso
+        )
         sockname = transport.get_extra_info("sockname")
         if sockname:
             self.server_address = (str(sockname[0]), int(sockname[1]))
@@ -433,15 +447,14 @@ class H3Protocol(StreamSink):
         if self._handshaking and self.conn.handshake_complete:
             self._handshake_done()
         transport = self.listener.transport
-        if transport is not None and not transport.is_closing():
-            for data, addr in self.conn.datagrams_to_send(_now()):
-                transport.sendto(data, addr)
+        sender = self.listener.sender
+        if transport is not None and sender is not None and not transport.is_closing():
+            sender.send(self.conn.datagrams_to_send(_now()))
             # (aioquic forgets acknowledged streams while building packets.)
             if self._close_when_idle and self.conn.idle:
                 self._close_when_idle = False
                 self.conn.close(H3ErrorCode.H3_NO_ERROR)
-                for data, addr in self.conn.datagrams_to_send(_now()):
-                    transport.sendto(data, addr)
+                sender.send(self.conn.datagrams_to_send(_now()))
         if self.conn.closed:
             self._finish()
             return
