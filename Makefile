@@ -65,9 +65,9 @@ lint: venv
 
 # The Autobahn|Testsuite (kosoku, installed into .venv-autobahn on first use)
 # against WebSocket over HTTP/1.1 and, through tests/autobahn_h2_bridge.py, over
-# HTTP/2.  `make test` runs all 517 cases over HTTP/1.1 and 337 of them over
-# HTTP/2 (see DEFAULT_CASES in tests/test_ws_h2.py); this target runs all of
-# them on both and rewrites docs/autobahn-results.md.
+# HTTP/2.  `make test` runs 337 of the 517 cases on each (see DEFAULT_CASES in
+# tests/test_autobahn.py); this target runs all of them on both and rewrites
+# docs/autobahn-results.md.
 # AUTOBAHN_CASES=1.*,12.2.* selects cases.
 conformance: venv
 	AUTOBAHN_FULL=1 AUTOBAHN_WRITE_SUMMARY=1 $(BIN)/python -m pytest -q -m autobahn tests/test_autobahn.py tests/test_ws_h2.py $(PYTEST_ARGS)

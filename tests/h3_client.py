@@ -243,6 +243,22 @@ class H3Client:
                     self._process()
             self._transmit()
 
+    def flush(self, stream_id: int | None = None) -> None:
+        """Run until what was queued is on the wire: aioquic paces and may hold it back.
+
+        ``stream_id`` names a stream whose bytes (and FIN) must all have left;
+        datagrams queued with ``send_datagram`` always must.
+        """
+        quic: Any = self.quic  # aioquic exposes no public view of what is still queued
+
+        def sent() -> bool:
+            if quic._datagrams_pending:
+                return False
+            stream = quic._streams.get(stream_id) if stream_id is not None else None
+            return stream is None or bool(stream.sender.buffer_is_empty)
+
+        self.run_until(sent, what="queued data to leave")
+
     def run_for(self, seconds: float) -> None:
         """Keep the connection going for a while (to observe what the server sends)."""
         end = time.monotonic() + seconds

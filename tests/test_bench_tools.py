@@ -242,3 +242,31 @@ def test_report_shows_targets_met_and_the_memory_and_scale_tables(
         assert "![asgiri ÷ peer per scenario, with the targets](results.png)" in md
     else:
         assert not chart.exists()
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        ["h1_driver", "hello"],
+        ["h1_driver", "echo"],
+        ["h1_driver", "pipelined"],
+        ["h2_driver", "--codec", "nghttp2"],
+        ["h2_driver", "--codec", "h2"],
+    ],
+    ids=lambda tool: "-".join(tool),
+)
+def test_in_process_drivers_serve_every_request(tool: list[str]) -> None:
+    """The profiling drivers (docs/performance.md) drive the real server classes.
+
+    Each checks that every request it fed was answered and exits non-zero otherwise.
+    """
+    module, *options = tool
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.codec.{module}", *options, "--reads", "10", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "µs/request" in result.stdout, result.stdout

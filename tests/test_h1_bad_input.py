@@ -8,8 +8,11 @@ connections.  Request-smuggling vectors follow RFC 9112 section 6.3.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -400,3 +403,103 @@ def test_trailer_section_over_limit_gets_431() -> None:
         ok = exchange(srv.port, chunked_head() + chunks + b"0\r\n\r\n")
         assert ok.status == 200
         assert len(ok.body) == 600
+
+
+# ---------------------------------------------------------------- bad input while a response is due
+
+
+class _Seen(logging.Handler):
+    """Sets ``event`` once the server logs a line containing ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+@contextlib.contextmanager
+def server_logs(text: str) -> Iterator[threading.Event]:
+    """An event set when the server's error log (at debug level) mentions ``text``."""
+    handler = _Seen(text)
+    log = logging.getLogger("asgiri.error")
+    log.addHandler(handler)
+    try:
+        yield handler.event
+    finally:
+        log.removeHandler(handler)
+
+
+def gated_app(gate: threading.Event, started: threading.Event) -> Any:
+    """``/gate`` streams "started", waits for ``gate``, ends with "done";
+    ``/gate-head`` waits for ``gate`` before its response; anything else is ``app``."""
+
+    async def gated(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path")
+        if path not in ("/gate", "/gate-head"):
+            await app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        if path == "/gate":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"started", "more_body": True})
+        started.set()
+        await loop.run_in_executor(None, gate.wait, 10)
+        if path == "/gate-head":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    return gated
+
+
+def read_chunk(client: RawClient) -> bytes:
+    size = int(client._line().split(b";")[0], 16)
+    data = client._exact(size)
+    assert client._exact(2) == b"\r\n"
+    return data
+
+
+def test_bad_request_behind_the_one_answered_lets_its_response_finish_then_closes() -> None:
+    gate, started = threading.Event(), threading.Event()
+    with (
+        server_logs("protocol error") as broken,
+        serve(gated_app(gate, started), log_level="debug") as srv,
+        RawClient(srv.port) as client,
+    ):
+        try:
+            client.send(get("/gate") + get("/path?second"))
+            status, _, headers = client._head()
+            assert status == 200 and (b"transfer-encoding", b"chunked") in headers
+            assert read_chunk(client) == b"started"
+            client.send(b"GARBAGE\r\n\r\n")
+            assert broken.wait(5)
+        finally:
+            gate.set()
+        # The response under way is completed; then the connection closes
+        # without a 400 and without answering the request parsed behind it.
+        assert read_chunk(client) == b"done"
+        assert read_chunk(client) == b""  # the last chunk (and no trailers)
+        client.assert_closed()
+
+
+def test_bad_input_before_the_app_responds_is_answered_in_its_place() -> None:
+    gate, started = threading.Event(), threading.Event()
+    with (
+        server_logs("protocol error") as broken,
+        serve(gated_app(gate, started), log_level="debug") as srv,
+        RawClient(srv.port) as client,
+    ):
+        try:
+            client.send(get("/gate-head"))
+            assert started.wait(5)
+            client.send(b"GARBAGE\r\n\r\n")
+            assert broken.wait(5)
+            response = client.read_response()
+            assert (response.status, response.get(b"connection")) == (400, b"close")
+        finally:
+            gate.set()
+        # The app's own response, sent later, never follows the 400.
+        client.assert_closed()

@@ -40,7 +40,14 @@ from asgiri.ssl_utils import generate_self_signed_cert
 
 from . import wsapps
 from .servers import ThreadServer, cli_server, serve
-from .test_autobahn import PASSING, ensure_kosoku, load_results, write_summary
+from .test_autobahn import (
+    DEFAULT_CASES,
+    PASSING,
+    ensure_kosoku,
+    load_results,
+    selection,
+    write_summary,
+)
 from .test_memory import RSSSampler
 from .ws_h2_client import H2WebSocket, H2WSConnection, Stalled
 
@@ -851,26 +858,6 @@ def test_client_that_never_reads_cannot_grow_server_memory() -> None:
 # ----------------------------------------------------------------------------- Autobahn
 
 BRIDGE = Path(__file__).with_name("autobahn_h2_bridge.py")
-#: What ``make test`` runs over HTTP/2: every case of the groups about framing
-#: and the wire (1-7, 9 and 10: fragmentation, control frames, UTF-8, reserved
-#: bits, close codes, large messages that need flow-control credit), and of
-#: the compression groups those that differ in what is negotiated rather than
-#: in what is compressed: 12.1 (the default offer), 13.7 (a list of offers,
-#: no context takeover and a 512-byte window).  The rest of 12 and 13 runs the
-#: same compression code with other data and offers, which the HTTP/1.1 run
-#: covers in full; ``AUTOBAHN_FULL=1`` (``make conformance``) runs all 517
-#: cases over HTTP/2 too.
-DEFAULT_CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*", "12.1.*", "13.7.*"]
-
-
-def autobahn_selection() -> list[str]:
-    """The case globs to run (empty: all): the same variables as tests/test_autobahn.py."""
-    cases = os.environ.get("AUTOBAHN_CASES", "").strip()
-    if cases:
-        return [c.strip() for c in cases.split(",") if c.strip()]
-    if os.environ.get("AUTOBAHN_FULL") == "1":
-        return []
-    return list(DEFAULT_CASES)
 
 
 @contextlib.contextmanager
@@ -935,7 +922,7 @@ def test_autobahn_over_h2(tmp_path: Path) -> None:
     cases run longer than the default 20 s interval.
     """
     kosoku = ensure_kosoku()
-    include = autobahn_selection()
+    include = selection()
     report_dir = tmp_path / "reports"
     # One case at a time: with two at once, case 9.1.6 (a 16 MiB text message)
     # intermittently ends after ~80 ms as "did not receive message" while the

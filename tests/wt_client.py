@@ -73,15 +73,15 @@ class WTClient:
 
     def send(self, stream_id: int, data: bytes, end: bool = False) -> None:
         self.client.quic.send_stream_data(stream_id, data, end_stream=end)
-        self.client.run_for(0)
+        self.client.run_for(0)  # not flush(): flow control may hold these bytes on purpose
 
     def send_datagram(self, data: bytes) -> None:
         self.client.h3.send_datagram(self.session_id, data)
-        self.client.run_for(0)
+        self.client.flush()
 
     def close(self, code: int = 0, reason: str = "") -> None:
         self.client.h3.send_data(self.session_id, close_capsule(code, reason), end_stream=True)
-        self.client.run_for(0)
+        self.client.flush(self.session_id)
 
     # ------------------------------------------------------------ receiving
 

@@ -8,8 +8,8 @@ read.  Every codec gets the identical input bytes, and every codec's output is
 fed to an h2 client once before timing to check that all 16 responses of each
 read arrive complete.
 
-    .venv/bin/python bench/codec/h2_codec.py               # all codecs found
-    .venv/bin/python bench/codec/h2_codec.py --codecs h2-asgiri,zttp --connections 20
+    .venv/bin/python -m bench.codec.h2_codec               # all codecs found
+    .venv/bin/python -m bench.codec.h2_codec --codecs h2-asgiri,zttp --connections 20
 
 Codecs:
 
@@ -36,7 +36,7 @@ without the check, so that two run lengths can be subtracted (see
 docs/performance.md):
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        .venv/bin/python bench/codec/h2_codec.py --count asgiri-nghttp2 --reads 50
+        .venv/bin/python -m bench.codec.h2_codec --count asgiri-nghttp2 --reads 50
 """
 
 from __future__ import annotations
@@ -45,19 +45,15 @@ import argparse
 import gc
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 STREAMS = 16
 BODY = b"Hello, World!"

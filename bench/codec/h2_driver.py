@@ -8,9 +8,9 @@ Python side per request (no socket system calls): CPU time per request, or,
 with ``--reads`` given twice under callgrind, instructions per request with
 start-up subtracted.
 
-    .venv/bin/python bench/codec/h2_driver.py                      # µs per request
+    .venv/bin/python -m bench.codec.h2_driver                      # µs per request
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        .venv/bin/python bench/codec/h2_driver.py --reads 50 --repeat 1   # then --reads 250
+        .venv/bin/python -m bench.codec.h2_driver --reads 50 --repeat 1   # then --reads 250
 
 ``--codec`` is ``--h2-codec`` (nghttp2 or h2; default auto).
 """
@@ -20,22 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench.app import app
+from bench.codec.h2_codec import BODY, STREAMS, client_reads
 
-from bench.app import app  # noqa: E402
-from h2_codec import BODY, STREAMS, client_reads  # noqa: E402
-
-from asgiri.config import Config  # noqa: E402
-from asgiri.server.context import ServerContext  # noqa: E402
-from asgiri.server.h2 import H2Protocol  # noqa: E402
+from asgiri.config import Config
+from asgiri.server.context import ServerContext
+from asgiri.server.h2 import H2Protocol
 
 
 class Transport(asyncio.Transport):
@@ -78,7 +71,7 @@ class Transport(asyncio.Transport):
 async def serve(reads: list[bytes], connections: int, codec: str) -> float:
     loop = asyncio.get_running_loop()
     config = Config.from_options(app, access_log=False, h2_codec=codec)
-    ctx = ServerContext(config, app, loop)
+    ctx = ServerContext(config, app, loop, forwarded_allow_ips=None)
     start = time.process_time()
     for _ in range(connections):
         transport = Transport()

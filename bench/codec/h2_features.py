@@ -7,15 +7,13 @@ one small adapter each; ``asgiri (h2)`` is ``asgiri.protocol.h2.H2Connection`` (
 library as asgiri uses it), the reference every candidate is held against, and
 ``asgiri (nghttp2)`` the same interface on ngh2 (``asgiri.protocol.h2_nghttp2``).
 
-    .venv/bin/python bench/codec/h2_features.py
+    .venv/bin/python -m bench.codec.h2_features
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import hpack
@@ -31,8 +29,6 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a")]

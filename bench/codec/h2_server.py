@@ -5,7 +5,7 @@ the bench app's 13-byte hello as soon as its read is parsed, and the answers of
 one read leave in one write.  It shows what h2load sees from a codec alone, and
 whether the codec keeps serving a long-lived connection.
 
-    taskset -c 1 .venv/bin/python bench/codec/h2_server.py --codec zttp --port 8100 &
+    taskset -c 1 .venv/bin/python -m bench.codec.h2_server --codec zttp --port 8100 &
     taskset -c 0 h2load -c16 -m16 -D 5 http://127.0.0.1:8100/
 """
 
@@ -15,12 +15,9 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from h2_codec import h2_asgiri, rh2_server, zttp_server
+from bench.codec.h2_codec import h2_asgiri, rh2_server, zttp_server
 
 FACTORIES: dict[str, Callable[[], Callable[[bytes], bytes]]] = {
     "h2": h2_asgiri,

@@ -1,36 +1,102 @@
-"""HTTP/1.1 server connection, sans I/O, on top of httptools (llhttp).
+"""HTTP/1.1 server connection, sans I/O: both sides of it, on top of httptools (llhttp).
 
-Reading: :meth:`H1Connection.receive_data` feeds llhttp and returns
-version-neutral events (:mod:`asgiri.protocol.events`).  llhttp already
-refuses the request-smuggling vectors of RFC 9112 section 6.3 (Content-Length
-with Transfer-Encoding, duplicate or malformed Content-Length, a
-Transfer-Encoding that does not end in chunked, bare LF, obs-fold, invalid
-header bytes), so what it accepted is not validated again here; this module
-adds the size limits llhttp does not know about and maps failures to the
-status to answer with (400, 413, 414, 431).
+:class:`H1Connection` is the whole of HTTP/1.1's rules for one connection,
+the client's requests and the server's responses, the way h11's connection
+is: bytes in through :meth:`~H1Connection.receive_data` (version-neutral
+events out, :mod:`asgiri.protocol.events`), responses in through
+:meth:`~H1Connection.send_response` / :meth:`~H1Connection.send_data` /
+:meth:`~H1Connection.send_trailers` (bytes out).  The server layer moves
+bytes and runs apps; whether the connection is reused, which request is
+answered next and whether a protocol switch is possible are decided here.
 
-Writing: :meth:`H1Connection.start_response` turns an ASGI-level response
-head into bytes and returns an :class:`H1Response` that frames the body
-(Content-Length, chunked, or close-delimited for HTTP/1.0), enforces the
-declared length, and knows whether the connection may be reused.
+Reading.  llhttp already refuses the request-smuggling vectors of RFC 9112
+section 6.3 (Content-Length with Transfer-Encoding, duplicate or malformed
+Content-Length, a Transfer-Encoding that does not end in chunked, bare LF,
+obs-fold, invalid header bytes), so what it accepted is not validated again
+here; this module adds the size limits llhttp does not know about and maps
+failures to the status to answer with (400, 413, 414, 431, 501, 505).
 
-Requests are numbered from 1 as ``stream_id`` so that pipelined requests can
-be answered strictly in order by the server layer.
+Both sides have an explicit state (:class:`ReadState`, :class:`WriteState`;
+why each state exists is said there)::
+
+    read_state (the client's requests, parsed ahead of the answers)
+
+      IDLE ──first byte of a head──▶ HEAD ──head parsed──▶ BODY ──body ends──▶ IDLE
+                                       │                    └──(no keep-alive)──▶ CLOSED
+                                       └──an Upgrade request's head, next to be answered──▶ UPGRADE
+      UPGRADE ──accept_upgrade()──▶ SWITCHED
+      UPGRADE ──decline_upgrade()──▶ BODY, IDLE or CLOSED   (HTTP/1.1 goes on, body included)
+      any ──malformed input (RemoteProtocolError)──▶ ERROR
+
+    write_state (the server's responses, one request at a time, in order)
+
+      IDLE ──next_request()──▶ RESPONSE ──send_response(end=False)──▶ BODY
+      RESPONSE ──send_response(end=True)──┐   BODY ──send_data(end=True) / send_trailers()──┐
+                                          ▼                                                 ▼
+                         IDLE when the connection may be reused, else CLOSE
+      RESPONSE ──send_informational()──▶ RESPONSE            (1xx, HTTP/1.1 clients only)
+      IDLE ──accept_upgrade()──▶ SWITCHED
+      any ──malformed input, answered or cut off (AfterError)──▶ CLOSE
+
+The rules:
+
+1. Requests are parsed as they arrive and wait, in order, until
+   :meth:`~H1Connection.next_request` makes the first of them the one being
+   answered; that happens only when the previous response has ended and
+   allowed the connection to be reused.  One ``receive_data`` call parses
+   at most ``max_requests`` requests; the bytes after them are held
+   (:attr:`~H1Connection.holding`) until the next call.
+2. A response ends in IDLE (the connection is reused) only when its head
+   allowed it (the request did: HTTP/1.1 without ``Connection: close``,
+   HTTP/1.0 with ``Connection: keep-alive``; the app did not send
+   ``connection: close``; an HTTP/1.0 body's length was known), its
+   request's body was received completely (an unread body is never
+   skipped), and the connection is not draining with nothing left waiting.
+   Otherwise it ends in CLOSE and the server closes the connection.
+3. Draining (:meth:`~H1Connection.close_when_done`): every response head
+   not yet sent says ``connection: close``.  A response whose head already
+   promised keep-alive is followed by the next waiting request (the client
+   sent it already), whose head then says close.
+4. A request with ``Upgrade`` is offered to the server
+   (:class:`UpgradeRequested` instead of its :class:`Request`) only when it
+   is the next to be answered, because a ``101`` cannot overtake responses
+   owed to earlier requests.  Otherwise, or when the server declines, it
+   is an ordinary HTTP/1.1 request, body included.
+5. 1xx responses go to HTTP/1.1 clients only (RFC 9110 15.2), and only
+   before the final response head.
+6. After malformed input nothing more is parsed, and
+   :attr:`~H1Connection.after_error` tells the server what is left to do
+   (:class:`AfterError`): answer the error status, close at once, or
+   finish the response under way and then close.
+
+Requests are numbered from 1 as ``stream_id``.
 """
 
 from __future__ import annotations
 
+import enum
 import http
 import re
+from collections import deque
+from dataclasses import dataclass
 from typing import Final
 
 import httptools
 
 from .errors import LocalProtocolError, RemoteProtocolError
-from .events import Body, EndBody, Event, Headers, Request
+from .events import Body, EndBody, Headers, Request
 from .fields import check_field_name, check_field_value
 
-__all__ = ["H1Connection", "H1Response", "RequestInfo"]
+__all__ = [
+    "AfterError",
+    "H1Connection",
+    "H1Event",
+    "H1Response",
+    "ReadState",
+    "RequestInfo",
+    "UpgradeRequested",
+    "WriteState",
+]
 
 _EXPECT_CONTINUE: Final = b"100-continue"
 _HEAD_ONLY_STATUSES: Final = frozenset({204, 304})
@@ -101,10 +167,95 @@ def _classify_name(name: bytes) -> int:
     return kind
 
 
-def _content_length(value: bytes) -> int:
-    if not value.isdigit():
-        raise LocalProtocolError(f"invalid Content-Length {value!r}")
-    return int(value)
+class ReadState(enum.Enum):
+    """Where the client's side of the connection is (rules: the module docstring)."""
+
+    #: Between requests: nothing of the next head has arrived (empty lines
+    #: may, RFC 9112 2.2), so the keep-alive timer runs, not the header timer.
+    IDLE = "idle"
+    #: A request head has begun: the header-section limits count its bytes,
+    #: and the header timer runs (a client dribbling a head is cut off).
+    HEAD = "head"
+    #: A head was parsed and its body is arriving; only once it has ended may
+    #: the response to it leave the connection open.
+    BODY = "body"
+    #: An Upgrade request waits for the server's decision.  llhttp stopped
+    #: after its head: the bytes after it may belong to another protocol.
+    UPGRADE = "upgrade"
+    #: The server accepted the Upgrade: the bytes are the new protocol's.
+    SWITCHED = "switched"
+    #: The last request did not allow keep-alive: what the client sends
+    #: after it is never read (RFC 9112 9.6).
+    CLOSED = "closed"
+    #: The input broke HTTP/1.1: nothing more is parsed (see AfterError).
+    ERROR = "error"
+
+
+class WriteState(enum.Enum):
+    """Where the server's side of the connection is (rules: the module docstring)."""
+
+    #: No request is being answered: the next waiting one may start.
+    IDLE = "idle"
+    #: A request is being answered and nothing of its final response went
+    #: out: 1xx responses may still be sent, and an error can still be a
+    #: whole response (a 500 from the server, a 400 for bad input).
+    RESPONSE = "response"
+    #: The head went out; the body is framed by an H1Response until it ends.
+    BODY = "body"
+    #: The last response could not be followed by another: the connection
+    #: is to be closed once it is written.
+    CLOSE = "close"
+    #: The connection was handed to the protocol an Upgrade asked for.
+    SWITCHED = "switched"
+
+
+class AfterError(enum.Enum):
+    """What is left for the server to do once the input broke the protocol."""
+
+    #: No response to the exchange being answered has begun (or none is
+    #: due): answer the error's status, then close.
+    ANSWER = "answer"
+    #: The response to the very request whose input broke has begun: closing
+    #: now is the only way left to tell the client it is incomplete.
+    CLOSE = "close"
+    #: The bad input came from a request waiting behind the one being
+    #: answered: that response finishes (saying ``connection: close`` if its
+    #: head is still to go), nothing after it starts, then the connection
+    #: closes.
+    FINISH = "finish"
+
+
+# Module-level names for the states the parser callbacks set per request.
+_IDLE: Final = ReadState.IDLE
+_HEAD: Final = ReadState.HEAD
+_BODY: Final = ReadState.BODY
+_UPGRADE: Final = ReadState.UPGRADE
+_SWITCHED: Final = ReadState.SWITCHED
+_CLOSED: Final = ReadState.CLOSED
+_ERROR: Final = ReadState.ERROR
+_W_IDLE: Final = WriteState.IDLE
+_W_RESPONSE: Final = WriteState.RESPONSE
+_W_BODY: Final = WriteState.BODY
+_W_CLOSE: Final = WriteState.CLOSE
+
+
+@dataclass(slots=True)
+class UpgradeRequested:
+    """A request asks to switch protocols, and the connection could switch now.
+
+    It stands in place of the request's :class:`Request` event.  The server
+    either serves ``protocol`` (:meth:`H1Connection.accept_upgrade`) or
+    declines (:meth:`H1Connection.decline_upgrade`), and then the request
+    is an ordinary HTTP/1.1 one.
+    """
+
+    request: Request
+    #: The Upgrade field value, lower-cased: ``b"websocket"``, ``b"h2c"``...
+    protocol: bytes
+
+
+#: What :meth:`H1Connection.receive_data` reports.
+H1Event = Request | Body | EndBody | UpgradeRequested
 
 
 class RequestInfo:
@@ -122,7 +273,7 @@ class RequestInfo:
 class H1Response:
     """Body framing of one response; every method returns the bytes to write."""
 
-    __slots__ = ("_chunked", "_no_body", "_remaining", "keep_alive", "trailers_allowed")
+    __slots__ = ("_chunked", "_no_body", "_remaining", "keep_alive")
 
     def __init__(self, chunked: bool, no_body: bool, remaining: int | None, keep_alive: bool):
         self._chunked = chunked
@@ -130,7 +281,6 @@ class H1Response:
         #: Bytes still owed under Content-Length; None when not length-framed.
         self._remaining = remaining
         self.keep_alive = keep_alive
-        self.trailers_allowed = chunked
 
     @property
     def chunked(self) -> bool:
@@ -183,13 +333,15 @@ class H1Response:
 
 
 class H1Connection:
-    """One HTTP/1.x server connection: llhttp in, framed responses out.
+    """One HTTP/1.x server connection, both sides (the rules: the module docstring).
 
-    States of the reading side (``in_head``): between messages, or inside a
-    request head (where the size limits on the header section apply), or in a
-    body.  ``upgraded`` is set once the client switched protocols; after that
-    the bytes in ``trailing_data`` belong to the new protocol and the parser is
-    never fed again.
+    The server layer calls, per request: :meth:`receive_data` with what it
+    read; for each :class:`Request` event, later :meth:`next_request` to
+    learn which request to answer now; for that request
+    :meth:`send_response` (and :meth:`send_data`, :meth:`send_trailers`,
+    :meth:`send_informational`), writing the bytes they return; and, once
+    the response is over, :attr:`write_state` says whether the connection
+    goes on (IDLE) or closes (CLOSE).
     """
 
     def __init__(
@@ -216,20 +368,33 @@ class H1Connection:
         self._max_request_line = max_request_line
         self._max_fields = max_fields
         self._max_body = max_body
-        self._events: list[Event] = []
-        self._infos: dict[int, RequestInfo] = {}
+        #: Where the client's requests are (see ReadState).
+        self.read_state = ReadState.IDLE
+        #: Where the server's responses are (see WriteState).
+        self.write_state = WriteState.IDLE
+        #: What the server is left to do after input broke the protocol.
+        self.after_error: AfterError | None = None
+        self._events: list[H1Event] = []
+        #: Requests parsed and not yet being answered, in the order they came.
+        self._waiting: deque[RequestInfo] = deque()
+        #: The request being answered, and its body framing once its head is out.
+        self._answering: RequestInfo | None = None
+        self._response: H1Response | None = None
+        #: False once the connection is draining (close_when_done).
+        self._keep_alive = True
+        #: The last request whose body was received to its end.
+        self._ended = 0
         self._error: RemoteProtocolError | None = None
         self._stream_id = 0
-        #: A request head has started but is not complete.
-        #: A request head has started but is not complete.
-        self.in_head = False
-        self._in_body = False
         self._url = b""
         self._headers: Headers = []
         self._trailers: Headers | None = None
         self._authority: bytes | None = None
         self._expect = False
+        #: The Upgrade field of the head being parsed, lower-cased.
         self._upgrade: bytes | None = None
+        #: The same, for a parsed request after which llhttp stops to switch.
+        self._upgrade_to: bytes | None = None
         self._content_length = 0
         self._chunked = False
         #: The Transfer-Encoding field values, joined.
@@ -244,26 +409,28 @@ class H1Connection:
         self._body_size = 0
         self._trailer_size = 0
         #: Body plus trailer bytes seen when a chunked body last made progress,
-        #: and the bytes fed since then (see ``receive_data``).
+        #: and the bytes fed since then (see ``_feed``).
         self._progress_mark = -1
         self._framing_bytes = 0
-        #: The last complete request did not allow keep-alive: whatever the
-        #: client sends after it is never processed (RFC 9112 section 9.6).
-        self._input_closed = False
-        self.upgraded = False
-        #: Bytes after an Upgrade request's head, for the protocol switched to.
-        self.trailing_data = b""
-        #: The Upgrade header of the last request that asked to switch, lower-cased.
-        self.upgrade_to: bytes | None = None
+        #: Bytes after an Upgrade request's head: the new protocol's if the
+        #: server accepts, HTTP/1.1's (the request's body, more requests) if not.
+        self._after_upgrade = b""
+        #: The read state an Upgrade request left, to go on from when declined.
+        self._resume_state = ReadState.IDLE
+        #: The Upgrade request offered to the server: its own events (Request,
+        #: and EndBody when it has no body) and what answering it needs.
+        self._offered: list[H1Event] = []
+        self._offered_info: RequestInfo | None = None
 
     # ------------------------------------------------------------ reading
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes) -> list[H1Event]:
         """Feed received bytes; returns the events they complete.
 
         Raises :class:`RemoteProtocolError` with the status to answer when the
-        input is malformed or over a limit.  Events produced before the error
-        are lost with the connection, which is closed after the error answer.
+        input is malformed or over a limit; :attr:`after_error` then says what
+        the server is left to do.  Events produced before the error are lost
+        with the connection, which closes after the error is dealt with.
 
         With ``max_requests``, one call parses at most that many request
         messages: the bytes after them are held (:attr:`holding`) and parsed
@@ -271,17 +438,15 @@ class H1Connection:
         One read full of small pipelined requests thus becomes a few requests
         at a time, at the pace the server answers them.
         """
-        if self.upgraded:
-            raise LocalProtocolError("connection was upgraded; HTTP/1 parsing is over")
+        state = self.read_state
+        if state is _UPGRADE or state is _SWITCHED:
+            raise LocalProtocolError("an Upgrade is pending or accepted; HTTP/1 parsing is over")
         if self._held:
             data = self._held + data
             self._held = b""
-        if self._input_closed or not data:
+        if state is _CLOSED or state is _ERROR or not data:
             return []
-        if self._max_requests is None:
-            self._feed(data)
-        else:
-            self._feed_bounded(data, self._max_requests)
+        self._parse(data, self._stream_id, self._stream_id)
         events = self._events
         self._events = []
         return events
@@ -291,8 +456,29 @@ class H1Connection:
         """Received bytes wait to be parsed by the next :meth:`receive_data` call."""
         return bool(self._held)
 
-    def _feed_bounded(self, data: bytes, limit: int) -> None:
-        """Feed ``data`` one message at a time; hold what follows the ``limit``-th request.
+    def _parse(self, data: bytes, first_id: int, delivered: int) -> None:
+        """Parse ``data``; an Upgrade that cannot be offered to the server is declined here.
+
+        ``first_id`` is the request count the ``max_requests`` bound starts
+        from, ``delivered`` the last request whose events the server has.
+        """
+        try:
+            while True:
+                if self._max_requests is None:
+                    self._feed(data)
+                else:
+                    self._feed_bounded(data, first_id)
+                if self.read_state is not _UPGRADE or self._offer():
+                    return
+                data = self._resume()
+                if not data:
+                    return
+        except RemoteProtocolError:
+            self._broken(delivered)
+            raise
+
+    def _feed_bounded(self, data: bytes, first_id: int) -> None:
+        """Feed ``data`` one message at a time; hold what follows the ``max_requests``-th one.
 
         llhttp cannot be paused in the middle of a buffer, so the bytes are
         cut where messages end before llhttp sees them: a head after its
@@ -300,15 +486,15 @@ class H1Connection:
         after its last chunk and trailers (:meth:`_chunked_end`).  The cuts
         only decide how much is parsed at once; llhttp parses and validates
         every byte, so a wrong cut (on malformed input) costs nothing but the
-        bound.
+        bound.  ``first_id`` is the request count when the call began.
         """
-        first_id = self._stream_id
+        limit = self._max_requests or 0
         pos = 0
         size = len(data)
         while pos < size:
-            if not self._in_body:
-                room = limit - (self._stream_id - first_id)
-                if room <= 0:
+            state = self.read_state
+            if state is not _BODY:
+                if limit - (self._stream_id - first_id) <= 0:
                     self._held = data[pos:]
                     return
                 # Too few bytes left for more requests than allowed: no cut.
@@ -321,17 +507,18 @@ class H1Connection:
                     end = size
             self._feed(data if pos == 0 and end == size else data[pos:end])
             pos = end
-            if self.in_head:
+            state = self.read_state
+            if state is _HEAD:
                 self._tail = (self._tail + data[max(0, pos - 3) : pos])[-3:]
-            elif self.upgraded:
-                self.trailing_data += data[pos:]
+            elif state is _UPGRADE:
+                self._after_upgrade += data[pos:]
                 return
-            elif self._input_closed:
+            elif state is _CLOSED:
                 return
 
     def _head_end(self, data: bytes, pos: int) -> int:
         """Just past the blank line ending the head that ``data[pos:]`` starts or continues."""
-        if pos == 0 and self.in_head and self._tail:
+        if pos == 0 and self.read_state is _HEAD and self._tail:
             # The blank line may have begun at the end of the previous read.
             end = (self._tail + data[:3]).find(b"\r\n\r\n")
             if end >= 0:
@@ -382,27 +569,27 @@ class H1Connection:
 
     def _feed(self, data: bytes) -> None:
         """Hand ``data`` to llhttp, adding the limits it does not know about."""
-        was_in_head = self.in_head
-        was_in_body = self._in_body
+        before = self.read_state
         first_id = self._stream_id
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self.upgraded = True
-            self.trailing_data = data[exc.args[0] :]
+            self._resume_state = self.read_state
+            self.read_state = _UPGRADE
+            self._after_upgrade = data[exc.args[0] :]
         except httptools.HttpParserCallbackError as exc:
             raise self._error or RemoteProtocolError(str(exc)) from None
         except httptools.HttpParserError as exc:
             if self._error is None and data.startswith(b"PRI * HTTP/2.0"):
                 # llhttp stops at the HTTP/2 preface; say what it means.
                 raise RemoteProtocolError("HTTP/2 is not enabled on this server", 505) from None
-            if self._input_closed and self._error is None:
+            if self.read_state is _CLOSED and self._error is None:
                 # Bytes after a request that closes the connection: answer
                 # that request, ignore the rest (llhttp calls them an error).
-                self.in_head = False
                 return
             raise self._error or RemoteProtocolError(_describe(exc)) from None
-        if self._in_body and self._chunked:
+        state = self.read_state
+        if state is _BODY and self._chunked:
             # Chunk-size lines, their extensions and the trailer section are
             # read without an event until each line ends, and llhttp keeps an
             # unfinished trailer line in memory: bytes that make no progress
@@ -415,22 +602,114 @@ class H1Connection:
             else:
                 self._progress_mark = mark
                 self._framing_bytes = 0
-        if self.in_head:
+        elif state is _HEAD:
             # A header section dribbled over many reads: count every byte fed
             # since it began, so that one endless header line is bounded too.
             # (When it began after another message in this read, where is
             # unknown: until the next read only its finished lines count.)
-            if self._stream_id != first_id or (was_in_body and not was_in_head):
+            if self._stream_id != first_id or before is _BODY:
                 self._head_bytes = 0
-            elif was_in_head:
+            elif before is _HEAD:
                 self._head_bytes += len(data)
             else:
                 self._head_bytes = len(data)
             if max(self._head_size, self._head_bytes) > self._max_header_size:
                 raise RemoteProtocolError("request header section too large", 431)
 
-    def decline_upgrade(self) -> list[Event]:
-        """The server will not switch protocols: go on parsing HTTP/1.1.
+    def _broken(self, delivered: int) -> None:
+        """The input broke the protocol: stop reading, and settle what the server does.
+
+        The events of the failed call never reach the server, so requests
+        parsed in it (after ``delivered``) are forgotten.
+        """
+        self.read_state = _ERROR
+        self._held = b""
+        self._events = []
+        self._offered = []
+        self._offered_info = None
+        waiting = self._waiting
+        while waiting and waiting[-1].stream_id > delivered:
+            waiting.pop()
+        answering = self._answering
+        if answering is None or (
+            answering.stream_id == delivered and self.write_state is _W_RESPONSE
+        ):
+            self.after_error = AfterError.ANSWER
+            self.write_state = _W_CLOSE
+        elif answering.stream_id == delivered:
+            self.after_error = AfterError.CLOSE
+            self.write_state = _W_CLOSE
+        else:
+            self.after_error = AfterError.FINISH
+            waiting.clear()
+            self._keep_alive = False
+
+    # ------------------------------------------------------------ switching protocols
+
+    def _offer(self) -> bool:
+        """Offer the Upgrade request llhttp stopped at to the server, if it can be.
+
+        It can when it is the next request to answer.  Otherwise (responses
+        are owed to earlier requests, and a 101 cannot overtake them), or
+        when it names no protocol (CONNECT), it is declined at once.
+        """
+        protocol = self._upgrade_to
+        if protocol is None or self.write_state is not _W_IDLE or len(self._waiting) != 1:
+            return False
+        events = self._events
+        # The request's own events end the list: Request, and EndBody when
+        # it has no body (a body is parsed only once the upgrade is declined).
+        at = len(events) - 1 if type(events[-1]) is Request else len(events) - 2
+        request = events[at]
+        if not isinstance(request, Request):
+            return False  # never: llhttp stops right after the request's head
+        self._offered = events[at:]
+        del events[at:]
+        events.append(UpgradeRequested(request, protocol))
+        self._offered_info = self._waiting.pop()
+        return True
+
+    def accept_upgrade(self) -> tuple[RequestInfo, bytes]:
+        """The server serves the protocol asked for: HTTP/1.1 is over on this connection.
+
+        Returns what answering the request needs (a refused WebSocket
+        handshake is still an HTTP/1.1 response) and the bytes received
+        after its head, which belong to the new protocol.
+        """
+        info = self._offered_info
+        if self.read_state is not _UPGRADE or info is None:
+            raise LocalProtocolError("no Upgrade request is waiting for a decision")
+        data = self._after_upgrade
+        self._after_upgrade = b""
+        self._offered = []
+        self._offered_info = None
+        self.read_state = _SWITCHED
+        self.write_state = WriteState.SWITCHED
+        return info, data
+
+    def decline_upgrade(self) -> list[H1Event]:
+        """The server does not serve the protocol asked for: HTTP/1.1 goes on.
+
+        Returns the request's own events (now an ordinary :class:`Request`)
+        followed by those of the bytes after its head: its body, and the
+        requests pipelined behind it.
+        """
+        info = self._offered_info
+        if self.read_state is not _UPGRADE or info is None:
+            raise LocalProtocolError("no Upgrade request is waiting for a decision")
+        self._offered_info = None
+        self._waiting.append(info)
+        self._events = self._offered
+        self._offered = []
+        rest = self._resume()
+        if rest:
+            self._parse(rest, info.stream_id, info.stream_id - 1)
+        events = self._events
+        self._events = []
+        return events
+
+    def _resume(self) -> bytes:
+        """Go on parsing HTTP/1.1 after a declined Upgrade; returns the bytes left to parse.
 
         llhttp stops right after an Upgrade request's head, before its body.
         The body (Content-Length or chunked) is parsed from the bytes that
@@ -438,10 +717,10 @@ class H1Connection:
         same framing, so the app still receives it; requests after it are
         parsed as usual.
         """
-        rest = self.trailing_data
-        self.trailing_data = b""
-        self.upgraded = False
-        self.upgrade_to = None
+        rest = self._after_upgrade
+        self._after_upgrade = b""
+        self._upgrade_to = None
+        self.read_state = self._resume_state
         self._parser = httptools.HttpRequestParser(self)
         framing = self._upgrade_body
         self._upgrade_body = None
@@ -452,12 +731,16 @@ class H1Connection:
             else:
                 head = b"PUT / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             self._parser.feed_data(head)
-        return self.receive_data(rest) if rest else []
+        elif self.read_state is _CLOSED:
+            return b""  # the request did not allow keep-alive: nothing after it is read
+        return rest
+
+    # ------------------------------------------------------------ llhttp callbacks
 
     def on_message_begin(self) -> None:
         if self._body_only:
             return
-        self.in_head = True
+        self.read_state = _HEAD
         self._tail = b""
         self._url = b""
         self._headers = []
@@ -470,7 +753,7 @@ class H1Connection:
         self._authority = None
         self._expect = False
         self._upgrade = None
-        self.upgrade_to = None
+        self._upgrade_to = None
         self._content_length = 0
         self._chunked = False
         self._te = None
@@ -484,9 +767,9 @@ class H1Connection:
             self._fail(RemoteProtocolError("request target too long", 414))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._body_only and not self._in_body:
-            return  # the synthetic head of decline_upgrade()
-        if not self.in_head:
+        if self._body_only and self.read_state is not _BODY:
+            return  # the synthetic head of _resume()
+        if self.read_state is not _HEAD:
             # Chunked trailers arrive through the same callback after the body;
             # the trailer section has the header section's limits.
             if self._trailers is None:
@@ -532,10 +815,9 @@ class H1Connection:
     def on_headers_complete(self) -> None:
         self._walk = _WALK_SIZE
         self._walk_line = b""
+        self.read_state = _BODY
         if self._body_only:
-            self._in_body = True
             return
-        self.in_head = False
         if self._te is not None and self._te.lower() != b"chunked":
             self._check_codings(self._te)
         parser = self._parser
@@ -571,21 +853,23 @@ class H1Connection:
             # faulty; whatever follows could be a smuggled request.
             self._fail(RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request"))
         if self._upgrade is not None and parser.should_upgrade():
-            self.upgrade_to = self._upgrade
+            # llhttp stops after this head (see _offer).
+            self._upgrade_to = self._upgrade
             if self._chunked:
                 self._upgrade_body = "chunked"
             elif self._content_length:
                 self._upgrade_body = self._content_length
-        self._in_body = True
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
         if method is None:
             method = raw_method.decode("ascii")
-        self._infos[self._stream_id] = RequestInfo(
-            self._stream_id,
-            method == "HEAD",
-            version == "1.1",
-            bool(parser.should_keep_alive()),
+        self._waiting.append(
+            RequestInfo(
+                self._stream_id,
+                method == "HEAD",
+                version == "1.1",
+                bool(parser.should_keep_alive()),
+            )
         )
         self._events.append(
             Request(
@@ -636,21 +920,25 @@ class H1Connection:
         self._events.append(Body(self._stream_id, body))
 
     def on_message_complete(self) -> None:
-        self._in_body = False
         if self._body_only:
             self._body_only = False
+            self.read_state = _IDLE
         elif self._upgrade_body is not None:
             # An Upgrade request with a body: llhttp ends the message at the
             # head; the body's end is reported once it is really parsed.
+            self.read_state = _IDLE
             return
-        elif not self._parser.should_keep_alive():
-            self._input_closed = True
+        elif self._parser.should_keep_alive():
+            self.read_state = _IDLE
+        else:
+            self.read_state = _CLOSED
+        self._ended = self._stream_id
         self._events.append(EndBody(self._stream_id, self._trailers))
 
     def _fail(self, error: RemoteProtocolError) -> None:
         # Raised inside an llhttp callback, the exception comes back wrapped
         # in HttpParserCallbackError; remembering it keeps the status.
-        if self.in_head and self._url and error.request is None:
+        if self.read_state is _HEAD and self._url and error.request is None:
             error.request = self._partial_request()
         self._error = error
         raise error
@@ -666,16 +954,114 @@ class H1Connection:
         path, _, query = self._url.partition(b"?")
         return Request(self._stream_id + 1, method, path, query, self._headers, version)
 
-    @property
-    def in_body(self) -> bool:
-        """A request body is being received (its end has not been seen)."""
-        return self._in_body
-
-    def request_info(self, request: Request) -> RequestInfo:
-        """What answering ``request`` needs (captured when its head was parsed)."""
-        return self._infos.pop(request.stream_id)
-
     # ------------------------------------------------------------ writing
+
+    @property
+    def waiting(self) -> int:
+        """Requests parsed and not yet being answered."""
+        return len(self._waiting)
+
+    def next_request(self) -> int | None:
+        """Make the next waiting request the one being answered; returns its ``stream_id``.
+
+        None while a response is in progress or the last one closes the
+        connection, or when no request waits.
+        """
+        if self.write_state is not _W_IDLE or not self._waiting:
+            return None
+        info = self._answering = self._waiting.popleft()
+        self.write_state = _W_RESPONSE
+        return info.stream_id
+
+    def close_when_done(self) -> None:
+        """Drain: no response head from now on promises keep-alive (rule 3)."""
+        self._keep_alive = False
+
+    def send_response(
+        self,
+        status: int,
+        headers: Headers,
+        default_headers: bytes,
+        body: bytes,
+        end: bool,
+        trailers: bool = False,
+    ) -> list[bytes]:
+        """The head of the response being answered, with its first body chunk: buffers to write.
+
+        ``end``: the body is complete (no trailers follow).  ``trailers``: the
+        app will send trailers, which only a chunked HTTP/1.1 body can carry.
+        Raises :class:`LocalProtocolError` for a head HTTP forbids; then
+        nothing changed and an error response can still take its place.
+        """
+        info = self._answering
+        if info is None or self.write_state is not _W_RESPONSE:
+            raise LocalProtocolError("no response can start now")
+        if not self._keep_alive:
+            info.keep_alive = False
+        parts, response = self.start_response(
+            info, status, headers, default_headers, body, end, trailers and info.http11
+        )
+        if end:
+            self._ended_response(info, response)
+        else:
+            self._response = response
+            self.write_state = _W_BODY
+        return parts
+
+    def send_data(self, data: bytes, end: bool) -> list[bytes]:
+        """A later body chunk (``end``: the last, and no trailers follow): buffers to write."""
+        response = self._response
+        if response is None or self._answering is None:
+            raise LocalProtocolError("no response body is being sent")
+        if not end:
+            return response.data(data)
+        parts = response.end(data)
+        self._ended_response(self._answering, response)
+        return parts
+
+    def send_trailers(self, trailers: Headers) -> list[bytes]:
+        """Trailers, which end the body (dropped unless it is chunked): buffers to write."""
+        response = self._response
+        if response is None or self._answering is None:
+            raise LocalProtocolError("no response body is being sent")
+        parts = response.end(b"", trailers)
+        self._ended_response(self._answering, response)
+        return parts
+
+    @property
+    def raw_body(self) -> bool:
+        """The body being sent goes out unframed, so file bytes may be sent as they are."""
+        return self._response is not None and not self._response.chunked
+
+    def send_raw(self, nbytes: int) -> None:
+        """Count ``nbytes`` of body written around the framing (zero-copy file sends)."""
+        if self._response is None:
+            raise LocalProtocolError("no response body is being sent")
+        self._response.account(nbytes)
+
+    def send_informational(self, status: int, headers: Headers) -> bytes:
+        """A 1xx interim response (100 Continue, 103 Early Hints), or b"" when not allowed now."""
+        info = self._answering
+        if info is None or self.write_state is not _W_RESPONSE or not info.http11:
+            return b""
+        if status == 100:
+            return CONTINUE_RESPONSE
+        return self.informational(status, headers)
+
+    def _ended_response(self, info: RequestInfo, response: H1Response) -> None:
+        """The response is complete: may the connection go on (rule 2)?"""
+        self._answering = None
+        self._response = None
+        if (
+            response.keep_alive
+            and self._ended >= info.stream_id
+            and (self._keep_alive or self._waiting)
+        ):
+            self.write_state = _W_IDLE
+        else:
+            self.write_state = _W_CLOSE
+
+    # ------------------------------------------------------------ serialising
 
     @staticmethod
     def start_response(

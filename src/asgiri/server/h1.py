@@ -1,15 +1,25 @@
 """HTTP/1.1 over an asyncio transport: the I/O edge of :mod:`asgiri.protocol.h1`.
 
-This is a plain ``asyncio.Protocol``: bytes arrive in ``data_received``, go
-through the sans-I/O :class:`~asgiri.protocol.h1.H1Connection`, and each
-request becomes one :class:`~asgiri.asgi.http_stream.HTTPStream`, for which
-this class is the sink.
+This is a plain ``asyncio.Protocol``.  Bytes arrive in ``data_received``
+and go to the sans-I/O :class:`~asgiri.protocol.h1.H1Connection`, which
+holds every HTTP/1.1 rule: framing, keep-alive, which pipelined request is
+answered next, whether an Upgrade can be offered.  This class does what
+needs an event loop: each request becomes one
+:class:`~asgiri.asgi.http_stream.HTTPStream` whose app runs as a task and
+for which this class is the sink (its calls become connection calls whose
+bytes are written), plus timers, backpressure and the server lifecycle
+(admission, server answers, access log, drain).
 
-Pipelined requests are parsed as they arrive but answered strictly in order:
-the stream being answered is ``_current``; later ones wait in ``_queue``
-(their bodies already buffer into their own streams).  Reading pauses when
-the stream being read holds more than ``HIGH_WATER`` unread bytes or too
-many requests are queued, which is what bounds memory for slow apps.
+Pipelined requests are parsed as they arrive and their streams created at
+once (a body buffers into its own stream), kept in ``_streams`` until the
+connection says it is their turn (``next_request``).  Reading pauses when
+the stream being read holds more than ``HIGH_WATER`` unread bytes, when
+``MAX_PIPELINE`` requests wait, when the connection holds bytes it has not
+parsed yet, or while writing is paused: that is what bounds memory for
+slow apps and for clients that do not read.
+
+What a connection speaks, if not HTTP/1.1 (HTTP/2 by ALPN, preface or h2c
+Upgrade; WebSocket), is decided and handed over in :mod:`asgiri.server.switch`.
 
 Timers: while idle between requests the keep-alive timer runs; once the
 first byte of a request head arrives the header timer runs until the head
@@ -22,30 +32,22 @@ import asyncio
 import logging
 import os
 import weakref
-from collections import deque
 from typing import Any
 
 from ..asgi.access_log import Answered, answered_scope
 from ..asgi.http_stream import HTTPStream
-from ..asgi.scope import http_scope, websocket_scope
+from ..asgi.scope import http_scope
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import Body, EndBody, Headers, Request
-from ..protocol.h1 import (
-    CONTINUE_RESPONSE,
-    H1Connection,
-    H1Response,
-    RequestInfo,
-)
-from ..protocol.h2_common import PREFACE
+from ..protocol.h1 import AfterError, H1Connection, H1Event, ReadState, WriteState
 from ..protocol.proxy_headers import TrustedProxies
-from ..protocol.ws_handshake import HandshakeError, check_h1_handshake, negotiate_extensions
+from . import switch
 from .closing import close_transport
 from .context import ServerContext
-from .h2 import H2Protocol
 from .stall import WriteStallWatch
+from .switch import Switching
 from .tasks import start_app
 from .tls import tls_extension
-from .ws import WSBridge, WSH1Protocol
 
 logger = logging.getLogger("asgiri.error")
 
@@ -57,11 +59,10 @@ HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
 MAX_PIPELINE = 16
 
-_H2C_HOP_BY_HOP = frozenset({b"connection", b"upgrade", b"http2-settings", b"keep-alive"})
-#: The start of the HTTP/2 preface that no HTTP/1.1 request line can have.
-_PRI = PREFACE[:14]
 _IDLE = 1
 _HEADER = 2
+_READ_HEAD = ReadState.HEAD
+_WRITE_IDLE = WriteState.IDLE
 
 #: On graceful shutdown a keep-alive connection is closed only once it has been
 #: idle this long (at most the keep-alive timeout).  A client that has just read
@@ -103,43 +104,38 @@ class H1Protocol(asyncio.Protocol):
                 loop_type.sendfile is not asyncio.AbstractEventLoop.sendfile
             )
         self.scheme = "http"
+        self.tls = False
         #: The server's header block for this connection's responses (no Alt-Svc in cleartext).
-        self._default_headers = ctx.default_headers
+        self.default_headers = ctx.default_headers
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.extensions: dict[str, Any] = {}
         self.forwarded: TrustedProxies | None = None
+        #: Bytes go here instead of to HTTP/1.1 while a switch is decided or prepared.
+        self.switching: Switching | None = None
+        #: The stream being answered; the one whose request was parsed last;
+        #: streams parsed and waiting for their turn, by request number.
         self._current: HTTPStream | None = None
-        self._info: RequestInfo | None = None
-        self._response: H1Response | None = None
         self._reading: HTTPStream | None = None
-        self._queue: deque[tuple[HTTPStream, RequestInfo]] = deque()
+        self._streams: dict[int, HTTPStream] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = 0
         self._deadline = 0.0
         self._read_paused = False
         #: Parsing of held bytes is scheduled (see _maybe_resume_reading).
         self._parse_scheduled = False
-        #: Input after a bad pipelined request is never read again.
-        self._input_stopped = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout, self._stopped_reading)
-        self._closing = False
         self._closed = False
-        self._tls = False
-        #: Cleartext and HTTP/2 enabled: the first bytes still have to be checked.
-        self._detect = False
-        self._prefix = b""
         self._switched = False
-        #: An h2c Upgrade waiting for the rest of its request body: (upgrade, body so far).
-        self._h2c_wait: tuple[Any, bytes] | None = None
 
     # ------------------------------------------------------------ transport callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.ctx.connections.add(self)
+        ctx = self.ctx
+        ctx.connections.add(self)
         if self.handshake is not None:
             self.handshake()
             self.handshake = None
@@ -154,34 +150,26 @@ class H1Protocol(asyncio.Protocol):
         if self._addresses is not None:
             self.client, self.server = self._addresses
         #: Trusted proxy whose forwarding headers apply to this connection's requests.
-        self.forwarded = self.ctx.forwarded_for(self.client)
+        self.forwarded = ctx.forwarded_for(self.client)
         ssl_object = transport.get_extra_info("ssl_object")
         self.extensions = {
             "http.response.trailers": {},
             "http.response.early_hint": {},
             "http.response.pathsend": {},
         }
+        alpn = None
         if ssl_object is not None:
-            self._tls = True
+            self.tls = True
             self.scheme = "https"
-            self.extensions["tls"] = tls_extension(ssl_object, self.ctx)
+            self.extensions["tls"] = tls_extension(ssl_object, ctx)
+            alpn = ssl_object.selected_alpn_protocol()
         else:
             self.extensions["http.response.zerocopy"] = {}
-            self._default_headers = self.ctx.cleartext_headers
-        if self.ctx.shutting_down:
-            self._closing = True
-        ctx = self.ctx
-        if ssl_object is not None:
-            if ssl_object.selected_alpn_protocol() == "h2" and ctx.h2_enabled:
-                self._switch_to_h2(b"")
-                return
-            if not ctx.h1_enabled:
-                # HTTP/2 only, and the client did not choose h2 through ALPN.
-                transport.close()
-                return
-        else:
-            self._detect = ctx.h2_enabled
-        self._arm(_IDLE)
+            self.default_headers = ctx.cleartext_headers
+        if ctx.shutting_down:
+            self.conn.close_when_done()
+        if switch.choose(self, alpn):
+            self._arm(_IDLE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -191,9 +179,9 @@ class H1Protocol(asyncio.Protocol):
             self._current.disconnect()
         if self._reading is not None:
             self._reading.disconnect()
-        for stream, _ in self._queue:
+        for stream in self._streams.values():
             stream.disconnect()
-        self._queue.clear()
+        self._streams.clear()
         self._wake_writers()
         self.ctx.check_drained()
 
@@ -220,31 +208,10 @@ class H1Protocol(asyncio.Protocol):
                 waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        if self._h2c_wait is not None:
-            upgrade, received = self._h2c_wait
-            self._h2c_wait = None
-            self._finish_h2c(upgrade, received + data)
-            return
-        if self._detect:
-            # The first bytes of a cleartext connection decide its protocol:
-            # the HTTP/2 preface (even split over reads) means prior knowledge.
-            data = self._prefix + data
-            n = min(len(data), len(PREFACE))
-            if data[:n] == PREFACE[:n]:
-                if n < len(PREFACE):
-                    self._prefix = data
-                    return
-                self._switch_to_h2(data)
-                return
-            if data.startswith(_PRI):
-                # An HTTP/2 preface gone wrong is HTTP/2's to answer: a
-                # connection error PROTOCOL_ERROR (RFC 9113 3.4), not a 505.
-                self._switch_to_h2(data)
-                return
-            self._detect = False
-            self._prefix = b""
-            if not self.ctx.h1_enabled:
-                self._answer(505, "This server speaks HTTP/2 only", None)
+        switching = self.switching
+        if switching is not None:
+            data = switching.received(data)
+            if not data:
                 return
         self._receive(data)
 
@@ -253,32 +220,30 @@ class H1Protocol(asyncio.Protocol):
         # The idle timer keeps running until a request head begins: empty
         # lines between requests (RFC 9112 2.2) must not keep a connection open.
         try:
-            events = self.conn.receive_data(data)
-            while not self._dispatch(events):
-                # An Upgrade this server does not act on: HTTP/1.1 goes on,
-                # body of the Upgrade request included.
-                events = self.conn.decline_upgrade()
+            self._dispatch(self.conn.receive_data(data))
         except RemoteProtocolError as exc:
             self._protocol_error(exc)
             return
         if self._switched:
             return
-        if self.conn.holding:
-            # More pipelined requests than are queued at once: the rest of
+        conn = self.conn
+        if conn.holding:
+            # More pipelined requests than are parsed at once: the rest of
             # the bytes wait in the parser, and no more are read meanwhile.
             self._pause_reading()
         self._start_next()
-        if self.conn.in_head and self._timer_kind != _HEADER and self._current is None:
+        if conn.read_state is _READ_HEAD and self._timer_kind != _HEADER and self._current is None:
             self._arm(_HEADER)
 
     def _parse_held(self) -> None:
         self._parse_scheduled = False
-        if not self._closed and not self._switched and not self._input_stopped:
+        if not self._closed and not self._switched:
             self._receive(b"")
             self._maybe_resume_reading()
 
-    def _dispatch(self, events: list[Any]) -> bool:
-        """Hand parsed events to their streams; False when an Upgrade must be declined."""
+    def _dispatch(self, events: list[H1Event]) -> None:
+        """Hand parsed events to their streams (started later, in order: _start_next)."""
+        event: Any  # one type test per event, not an isinstance chain
         for event in events:
             kind = type(event)
             if kind is Body:
@@ -288,153 +253,35 @@ class H1Protocol(asyncio.Protocol):
                     if reading.buffered > HIGH_WATER and not self._read_paused:
                         self._pause_reading()
             elif kind is Request:
-                upgrade = self.conn.upgrade_to
-                if upgrade is not None:
-                    if upgrade == b"h2c" and self._h2c_acceptable(event):
-                        self._upgrade_h2c(event)
-                        return True
-                    if (
-                        upgrade == b"websocket"
-                        and self.ctx.ws_enabled
-                        and self._current is None
-                        and not self._queue
-                    ):
-                        self._upgrade_websocket(event)
-                        return True
                 self._on_request(event)
-            elif kind is EndBody and self._reading is not None:
-                self._reading.body_ended()
-        return not self.conn.upgraded
+            elif kind is EndBody:
+                if self._reading is not None:
+                    self._reading.body_ended()
+            # The last event of its read: an Upgrade the connection can offer.
+            elif not switch.upgrade(self, event):
+                self._dispatch(self.conn.decline_upgrade())
 
-    # ------------------------------------------------------------ switching to HTTP/2
+    # ------------------------------------------------------------ switching (see switch.py)
 
-    def _h2c_acceptable(self, request: Request) -> bool:
-        """RFC 7540 section 3.2: cleartext only, one HTTP2-Settings, a body we can frame.
-
-        A body larger than one stream window, chunked, or held back until a
-        100 Continue is not worth the switch: the upgrade is declined and the
-        request served as HTTP/1.1.
-        """
-        if self._tls or not self.ctx.h2_enabled or self._current is not None or self._queue:
-            return False
-        settings = [v for n, v in request.headers if n == b"http2-settings"]
-        if len(settings) != 1:
-            return False
-        for name, value in request.headers:
-            if name == b"transfer-encoding":
-                return False
-            if name == b"content-length":
-                length = int(value)
-                if length > self.ctx.h2_limits.initial_window_size:
-                    return False
-                if length and request.expect_continue:
-                    # The 101 waits for the body, the client for a 100 before
-                    # sending it: HTTP/1.1 answers both in the right order.
-                    return False
-        return True
-
-    def _upgrade_h2c(self, request: Request) -> None:
-        settings = next(v for n, v in request.headers if n == b"http2-settings")
-        length = 0
-        for name, value in request.headers:
-            if name == b"content-length":
-                length = int(value)
-        request.stream_id = 1
-        request.http_version = "2"
-        # Hop-by-hop headers of the HTTP/1.1 request mean nothing on stream 1.
-        request.headers = [(n, v) for n, v in request.headers if n not in _H2C_HOP_BY_HOP]
-        self._finish_h2c((request, settings, length), self.conn.trailing_data)
-
-    def _finish_h2c(self, upgrade: tuple[Request, bytes, int], data: bytes) -> None:
-        if len(data) < upgrade[2] <= self.ctx.h2_limits.initial_window_size:
-            # The 101 waits for the whole body (at most one stream window):
-            # clients such as curl stop sending the body once the 101 is in.
-            self._h2c_wait = (upgrade, data)
-            self._arm(_HEADER)
-            return
-        self.transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
-        )
-        self._switch_to_h2(data, upgrade)
-
-    def _upgrade_websocket(self, request: Request) -> None:
-        """RFC 6455 opening handshake: the app answers it through the ASGI scope."""
-        info = self.conn.request_info(request)
-        try:
-            key = check_h1_handshake(request.method, request.headers)
-        except HandshakeError as exc:
-            self._answer(exc.status, str(exc), request, exc.headers)
-            return
-        ctx = self.ctx
-        if not ctx.request_started():
-            # A WebSocket counts as a request for --limit-concurrency.
-            self._answer(503, "Service Unavailable", request)
-            return
-        extensions, extension_header = negotiate_extensions(
-            request.headers,
-            ctx.config.websocket.ws_per_message_deflate,
-            ctx.config.websocket.ws_deflate_level,
-        )
-        scope = websocket_scope(
-            request,
-            "wss" if self._tls else "ws",
-            self.client,
-            self.server,
-            ctx.root_path,
-            ctx.state,
-            self.extensions,
-            forwarded=self.forwarded,
-        )
-        self._stop_timer()
-        self._switched = True
-        ctx.connections.discard(self)
-        proto = WSH1Protocol(ctx, self.transport, info, self._default_headers)
-        bridge = WSBridge(
-            ctx,
-            proto,
-            scope,
-            request.stream_id,
-            key=key,
-            extensions=extensions,
-            extension_header=extension_header,
-            request=request,
-        )
-        self.transport.set_protocol(proto)
-        if self._read_paused:
-            self._read_paused = False
-            self.transport.resume_reading()
-        proto.start(bridge, self.conn.trailing_data)
-
-    def _switch_to_h2(self, data: bytes, upgrade: Any = None) -> None:
-        """Hand the transport to an HTTP/2 connection; this object is done."""
+    def hand_over(self, proto: asyncio.BaseProtocol) -> None:
+        """The transport now belongs to ``proto``; this object is done."""
         self._stop_timer()
         self._switched = True
         self.ctx.connections.discard(self)
-        extensions = {k: v for k, v in self.extensions.items() if k != "http.response.zerocopy"}
-        proto = H2Protocol(
-            self.ctx,
-            self.transport,
-            scheme=self.scheme,
-            client=self.client,
-            server=self.server,
-            extensions=extensions,
-            forwarded=self.forwarded,
-        )
         self.transport.set_protocol(proto)
         if self._read_paused:
             self._read_paused = False
             self.transport.resume_reading()
-        try:
-            proto.start(data, upgrade)
-        except Exception:
-            logger.exception("HTTP/2 connection failed to start")
-            self.transport.abort()
+
+    def wait_for(self, switching: Switching) -> None:
+        """Received bytes go to ``switching``; they must come within the header timeout."""
+        self.switching = switching
+        self._arm(_HEADER)
 
     # ------------------------------------------------------------ requests
 
     def _on_request(self, request: Request) -> None:
         self._timer_kind = 0  # the lazy timer: see _arm
-        info = self.conn.request_info(request)
         ctx = self.ctx
         scope = http_scope(
             request,
@@ -451,37 +298,40 @@ class H1Protocol(asyncio.Protocol):
             self.loop,
             scope,
             request.stream_id,
-            expect_continue=request.expect_continue and info.http11,
+            # Sent only to HTTP/1.1 clients: the connection says (send_informational).
+            expect_continue=request.expect_continue,
             on_complete=ctx.exchange_done,
         )
         self._reading = stream
-        # Started once this read's events are all dispatched (see data_received),
+        # Started once this read's events are all dispatched (see _receive),
         # so that a body that came in the same read is already there.
-        self._queue.append((stream, info))
-        if len(self._queue) >= MAX_PIPELINE:
+        streams = self._streams
+        streams[request.stream_id] = stream
+        if len(streams) >= MAX_PIPELINE:
             self._pause_reading()
 
     def _start_next(self) -> None:
-        """Start the first queued request, unless one runs or writing is paused.
+        """Start the request the connection says is next, unless writing is paused.
 
         A response sent as one body message never waits for the transport
         to drain; starting the next pipelined request while writing is
         paused would pile every answer of a client that does not read into
         the write buffer.  It starts on :meth:`resume_writing` instead.
         """
-        if self._current is None and self._queue and not self._write_paused and not self._closed:
-            self._start(*self._queue.popleft())
+        if self._write_paused or self._closed:
+            return
+        stream_id = self.conn.next_request()
+        if stream_id is not None:
+            self._start(self._streams.pop(stream_id))
 
-    def _start(self, stream: HTTPStream, info: RequestInfo) -> None:
+    def _start(self, stream: HTTPStream) -> None:
         self._current = stream
-        self._info = info
-        self._response = None
         ctx = self.ctx
-        if self._closing or ctx.shutting_down:
-            info.keep_alive = False
+        if ctx.shutting_down:
+            self.conn.close_when_done()
         if not ctx.request_started():
             stream.disconnect()
-            self._answer(503, "Service Unavailable", scope=stream.scope)
+            self.answer(503, "Service Unavailable", scope=stream.scope)
             return
         start_app(ctx, stream)
 
@@ -496,25 +346,21 @@ class H1Protocol(asyncio.Protocol):
         end: bool,
         trailers: bool,
     ) -> None:
-        info = self._info
-        if stream is not self._current or info is None or self._closed:
+        if stream is not self._current or self._closed:
             return
-        parts, self._response = H1Connection.start_response(
-            info, status, headers, self._default_headers(), body, end, trailers and info.http11
+        self._send(
+            self.conn.send_response(status, headers, self.default_headers(), body, end, trailers)
         )
-        self._send(parts)
 
     def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
-        response = self._response
-        if stream is not self._current or response is None or self._closed:
+        if stream is not self._current or self._closed:
             return
-        self._send(response.end(data) if end else response.data(data))
+        self._send(self.conn.send_data(data, end))
 
     def send_trailers(self, stream: HTTPStream, trailers: Headers) -> None:
-        response = self._response
-        if stream is not self._current or response is None or self._closed:
+        if stream is not self._current or self._closed:
             return
-        self._send(response.end(b"", trailers))
+        self._send(self.conn.send_trailers(trailers))
 
     def _send(self, parts: list[bytes]) -> None:
         # One buffer is the common case; several mean a large body kept
@@ -526,15 +372,11 @@ class H1Protocol(asyncio.Protocol):
             self.transport.writelines(parts)
 
     def send_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
-        info = self._info
-        if stream is not self._current or info is None or not info.http11 or self._closed:
+        if stream is not self._current or self._closed:
             return
-        if self._response is not None:
-            return
-        if status == 100:
-            self.transport.write(CONTINUE_RESPONSE)
-        else:
-            self.transport.write(H1Connection.informational(status, headers))
+        data = self.conn.send_informational(status, headers)
+        if data:
+            self.transport.write(data)
 
     def drain(self, stream: HTTPStream) -> asyncio.Future[None] | None:
         if not self._write_paused or self._closed:
@@ -556,24 +398,20 @@ class H1Protocol(asyncio.Protocol):
     def sendfile(
         self, stream: HTTPStream, file: Any, offset: int, count: int | None, end: bool
     ) -> Any:
-        response = self._response
         if (
-            self._tls
+            self.tls
             or not _NATIVE_SENDFILE.get(type(self.loop), False)
-            or response is None
-            or response.chunked
             or stream is not self._current
             or self._closed
+            or not self.conn.raw_body
         ):
             return None
         if count is None:
             count = max(0, os.fstat(file.fileno()).st_size - offset)
-        return self._sendfile(response, file, offset, count, end)
+        return self._sendfile(file, offset, count, end)
 
-    async def _sendfile(
-        self, response: H1Response, file: Any, offset: int, count: int, end: bool
-    ) -> None:
-        response.account(count)
+    async def _sendfile(self, file: Any, offset: int, count: int, end: bool) -> None:
+        self.conn.send_raw(count)
         try:
             await self.loop.sendfile(self.transport, file, offset, count, fallback=True)
         except (ConnectionError, RuntimeError):
@@ -581,27 +419,20 @@ class H1Protocol(asyncio.Protocol):
                 self._current.disconnect()
             return
         if end:
-            response.end()
+            self._send(self.conn.send_data(b"", True))
 
     def response_complete(self, stream: HTTPStream) -> None:
         if stream is not self._current:
             return
-        response = self._response
-        keep_alive = (
-            response is not None
-            and response.keep_alive
-            and stream.request_complete
-            and not self.conn.upgraded
-        )
-        if not keep_alive or (self._closing and not self._queue):
+        conn = self.conn
+        if conn.write_state is not _WRITE_IDLE:
+            # The response was the connection's last (or never went out whole).
             self._close()
             return
         self._current = None
-        self._info = None
-        self._response = None
-        if self._queue:
+        if self._streams:
             self._start_next()
-        elif self.conn.in_head:
+        elif conn.read_state is _READ_HEAD:
             self._arm(_HEADER)
         else:
             self._arm(_IDLE)
@@ -629,12 +460,10 @@ class H1Protocol(asyncio.Protocol):
         :data:`SHUTDOWN_IDLE_GRACE`; one with a request head on its way
         gets that request answered first.
         """
-        self._closing = True
+        self.conn.close_when_done()
         if self._current is not None:
-            if self._info is not None:
-                self._info.keep_alive = False
             return
-        if self._queue:
+        if self._streams:
             return  # started once writing resumes, answered with connection: close
         if self._timer_kind == _HEADER:
             return  # the request comes, is answered with connection: close
@@ -655,26 +484,25 @@ class H1Protocol(asyncio.Protocol):
 
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
         logger.debug("HTTP/1.1 protocol error from %s: %s", self.client, exc)
-        reading = self._reading
-        if reading is not None and not reading.request_complete:
-            reading.disconnect()
-        current = self._current
-        if current is None or (current is reading and not current.response_started):
-            if reading is not None and not reading.request_complete:
-                self._answer(exc.status, str(exc), scope=reading.scope)
+        broken = self._reading
+        if broken is not None and not broken.request_complete:
+            # Its body will never be complete: its app sees the client gone.
+            broken.disconnect()
+        else:
+            broken = None
+        after = self.conn.after_error
+        if after is AfterError.ANSWER:
+            if broken is not None:
+                self.answer(exc.status, str(exc), scope=broken.scope)
             else:
-                self._answer(exc.status, str(exc), exc.request)
-        elif current is reading:
+                self.answer(exc.status, str(exc), exc.request)
+        elif after is AfterError.CLOSE:
             self._close()
         else:
-            # A pipelined request behind the one being answered is bad: finish
-            # the current response, then close.
-            self._queue.clear()
-            self._closing = True
-            self._input_stopped = True
+            # FINISH: the response under way ends, then the connection closes.
             self._pause_reading()
 
-    def _answer(
+    def answer(
         self,
         status: int,
         reason: str,
@@ -689,8 +517,12 @@ class H1Protocol(asyncio.Protocol):
         names the request in its access-log line.
         """
         ctx = self.ctx
-        data, size = ctx.h1_answer(status, reason, self._default_headers(), extra)
-        self._write(data)
+        if self._current is not None:
+            # Its app must not write after this answer: to it the client is gone.
+            self._current.disconnect()
+        data, size = ctx.h1_answer(status, reason, self.default_headers(), extra)
+        if not self._closed and self.transport is not None:
+            self.transport.write(data)
         self._close()
         if scope is None:
             scope = answered_scope(
@@ -700,10 +532,6 @@ class H1Protocol(asyncio.Protocol):
                 self.client,
             )
         ctx.log_exchange(Answered(scope, status, size))
-
-    def _write(self, data: bytes) -> None:
-        if not self._closed and self.transport is not None:
-            self.transport.write(data)
 
     def _close(self) -> None:
         self._stop_timer()
@@ -726,10 +554,10 @@ class H1Protocol(asyncio.Protocol):
         if (
             self._read_paused
             and not self._write_paused
-            and not self._input_stopped
+            and self.conn.read_state is not ReadState.ERROR
             and (reading is None or reading.buffered < LOW_WATER)
-            and len(self._queue) < MAX_PIPELINE
-            and not self.conn.upgraded
+            and len(self._streams) < MAX_PIPELINE
+            and not self._switched
         ):
             if self.conn.holding:
                 # Parsed outside of the caller (which may be an app's receive()).
@@ -776,7 +604,7 @@ class H1Protocol(asyncio.Protocol):
         self._timer_kind = 0
         if self._current is not None:
             return
-        if kind == _HEADER and self.conn.in_head:
-            self._answer(408, "Request Timeout")
+        if kind == _HEADER and self.conn.read_state is _READ_HEAD:
+            self.answer(408, "Request Timeout")
             return
         self._close()
