@@ -192,6 +192,10 @@ class QuicListener(asyncio.DatagramProtocol):
             self.server_address = (str(sockname[0]), int(sockname[1]))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        target = self.router.known(data)
+        if target is not None:
+            target.datagram_received(data, addr)
+            return
         route = self.router.route(
             data, addr, self.loop.time(), retry=self.handshakes >= RETRY_UNDER_LOAD
         )
