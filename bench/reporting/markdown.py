@@ -318,12 +318,14 @@ def _render_scale(scale: list[dict]) -> list[str]:
         L.append("")
     streams = [e for e in scale if e["scenario"].startswith("stream_")]
     if streams:
+        clients = sorted({e["client"] for e in streams if e.get("client")})
+        h3_client = " and ".join(H3_CLIENTS.get(c, c) for c in clients) or "aioquic's client"
         L.append(
             "Streaming on one connection: `GET /stream` (the body read and dropped as it "
             "arrives), then `POST /upload` of the same size sent as fast as flow control lets "
             "(the app drops it). Peak growth = the server's peak RSS (VmHWM, reset before each "
             "direction) - its RSS before the first direction. stream_h2 is h2c with 6 MiB "
-            "stream / 15 MiB connection windows (h2 library); stream_h3 uses aioquic's client."
+            f"stream / 15 MiB connection windows (h2 library); stream_h3's client is {h3_client}."
         )
         L.append("")
         L.append(
@@ -343,6 +345,13 @@ def _render_scale(scale: list[dict]) -> list[str]:
             )
         L.append("")
     return L
+
+
+#: How the report names stream_h3's clients (scale_bench.py --h3-client).
+H3_CLIENTS = {
+    "ngtcp2": "ngtcp2's gtlsclient (C; one connection per direction)",
+    "aioquic": "aioquic's client (Python; as CPU-bound as the server, so partly its own figure)",
+}
 
 
 def size_text(n: float | None) -> str:

@@ -201,6 +201,10 @@ def summarize_scale(pair: dict, rows: list[dict]) -> list[dict]:
                     growth_up_mib=med("growth_up_mib"),
                     peak_reset=all(d.get("peak_reset") for d in ok) if ok else None,
                     target_mib=STREAM_GROWTH_MIB_TARGET,
+                    # The HTTP/3 client (rows from before it was recorded: aioquic's).
+                    client=", ".join(sorted({d.get("client") or "aioquic" for d in every}))
+                    if sc == "stream_h3"
+                    else None,
                 )
                 growths = [entry["growth_down_mib"], entry["growth_up_mib"]]
                 if None not in growths:

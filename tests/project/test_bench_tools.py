@@ -96,10 +96,14 @@ def test_streams_both_ways_with_peak_growth(plain_server: CLIServer, mode: str) 
     assert 0 <= out["growth_up_mib"] < 50
 
 
-def test_streams_over_http3(tls_server: CLIServer) -> None:
-    out = scale_bench("stream-h3", tls_server, "--bytes", str(2 * MIB))
+@pytest.mark.parametrize("client", ["ngtcp2", "aioquic"])
+def test_streams_over_http3(tls_server: CLIServer, client: str) -> None:
+    out = scale_bench("stream-h3", tls_server, "--bytes", str(2 * MIB), "--h3-client", client)
+    assert out["client"] == client
     assert out["errors"] == 0
     assert out["down_s"] is not None and out["up_s"] is not None
+    assert 0 <= out["growth_down_mib"] < 50
+    assert 0 <= out["growth_up_mib"] < 50
 
 
 def test_scale_app_rejects_a_bad_size(plain_server: CLIServer) -> None:
@@ -153,6 +157,7 @@ def test_report_shows_targets_met_and_the_memory_and_scale_tables(
         ("uvloop", "uvicorn-uvloop", "asgiri-uvloop", "h1_hello,h1_big", "uvicorn (uvloop)"),
         ("ws-uvicorn", "uvicorn-ws", "asgiri-ws", "ws_echo", "uvicorn (websockets)"),
         ("scale-h1", "uvicorn-scale", "asgiri-scale", "idle_h1,stream_h1", "uvicorn"),
+        ("scale-h3", "", "asgiri-scale-h3", "stream_h3", "asgiri alone"),
     ]
     meta_args = ["meta", "--out", str(tmp_path / "meta.json")]
     meta_args += ["--project-python", sys.executable, "--bench-python", sys.executable]
@@ -194,6 +199,13 @@ def test_report_shows_targets_met_and_the_memory_and_scale_tables(
             None,
             scale={**stream, "growth_down_mib": 0.5, "growth_up_mib": 60.0},
         ),
+        _row(
+            "asgiri-scale-h3",
+            "stream_h3",
+            1,
+            None,
+            scale={**stream, "mode": "stream-h3", "client": "ngtcp2", "down_mib_s": 60.0},
+        ),
     ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -220,7 +232,9 @@ def test_report_shows_targets_met_and_the_memory_and_scale_tables(
     assert not [ln for ln in md.split("### Memory under load")[0].splitlines() if "idle_h1" in ln]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {s["scenario"] for s in summary["ratios"]} == {"h1_hello", "h1_big", "ws_echo"}
-    assert len(summary["scale"]) == 4
+    assert "| 60.0 |" in line("| stream_h3 | asgiri-scale-h3")
+    assert "stream_h3's client is ngtcp2's gtlsclient" in md
+    assert len(summary["scale"]) == 5
     # The chart needs matplotlib (in the bench venv); without it the report is still written.
     if importlib.util.find_spec("matplotlib") is not None:
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -353,6 +353,12 @@ class QUICConfig:
     quic_max_datagram_size: int = option(
         1350, help="Largest UDP payload sent (1200 is always safe; path MTU allowing)."
     )
+    quic_gso: bool = option(
+        True,
+        kind="bool",
+        help="Send runs of datagrams in one system call with UDP GSO where the kernel "
+        "supports it (Linux 4.18+; falls back by itself where the device refuses).",
+    )
     quic_retry: bool = option(
         False,
         kind="bool",

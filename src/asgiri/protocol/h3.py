@@ -80,6 +80,8 @@ H3ErrorCode = ErrorCode
 
 #: Methods that may be answered from 0-RTT data (RFC 9110 9.2.1, RFC 8470).
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: QUIC events that end a stream from the client's side (a tuple: checked once per event).
+_STREAM_ENDERS = (quic_events.StreamReset, quic_events.StopSendingReceived)
 #: The server's first unidirectional stream, which aioquic's HTTP/3 layer
 #: opens as the control stream before any other (RFC 9000 2.1: id 3).
 _CONTROL_STREAM_ID = 3
@@ -245,7 +247,7 @@ class H3Connection:
                     self._on_webtransport_data(h3_event, out)
                 elif isinstance(h3_event, DatagramReceived):
                     out.append(WebTransportDatagram(h3_event.stream_id, h3_event.data))
-            if isinstance(event, quic_events.StreamReset | quic_events.StopSendingReceived):
+            if isinstance(event, _STREAM_ENDERS):
                 stream_id = event.stream_id
                 if stream_id in self._heads:
                     # The client abandoned the request (or its response):

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
@@ -49,6 +51,7 @@ from ..protocol.webtransport import (
 )
 from .context import ServerContext
 from .streams import StreamSink
+from .udp import DatagramSender, Transport
 from .webtransport import WTBridge
 
 if TYPE_CHECKING:
@@ -70,6 +73,11 @@ ACK_GRACE = 3.0
 #: The largest DATAGRAM frame taken (a WebTransport datagram fits in a packet anyway).
 DATAGRAM_FRAME_SIZE = 65536
 _TLS13 = 0x0304
+#: The clock QUIC runs on.  Not the event loop's: uvloop's ticks in whole
+#: milliseconds, and QUIC measures round trips and paces packets in
+#: microseconds (a loopback or LAN round trip is well under a millisecond).
+#: Timers are armed as delays from it, so the two clocks never mix.
+_now = time.monotonic
 
 
 def quic_configuration(config: Config) -> QuicConfiguration:
@@ -148,7 +156,12 @@ class _TicketStore:
 class QuicListener(asyncio.DatagramProtocol):
     """One UDP socket serving HTTP/3: routes datagrams to connections."""
 
-    def __init__(self, ctx: ServerContext, configuration: QuicConfiguration) -> None:
+    def __init__(
+        self,
+        ctx: ServerContext,
+        configuration: QuicConfiguration,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
         self.configuration = configuration
@@ -156,6 +169,10 @@ class QuicListener(asyncio.DatagramProtocol):
         self.router: QuicRouter[H3Protocol] = QuicRouter(configuration, retry=quic.quic_retry)
         self._tickets = _TicketStore()
         self.transport: asyncio.DatagramTransport | None = None
+        #: The socket itself, for sends of several datagrams at once (GSO).
+        self._sock = sock
+        #: What every connection's datagrams leave through (set with the transport).
+        self.sender: DatagramSender | None = None
         #: Connections whose handshake has not completed yet.
         self.handshakes = 0
         self.server_address: tuple[str, int | None] | None = None
@@ -167,11 +184,18 @@ class QuicListener(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self.sender = DatagramSender(
+            self._sock, cast(Transport, transport), gso=self.ctx.config.quic.quic_gso
+        )
         sockname = transport.get_extra_info("sockname")
         if sockname:
             self.server_address = (str(sockname[0]), int(sockname[1]))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        target = self.router.known(data)
+        if target is not None:
+            target.datagram_received(data, addr)
+            return
         route = self.router.route(
             data, addr, self.loop.time(), retry=self.handshakes >= RETRY_UNDER_LOAD
         )
@@ -266,10 +290,13 @@ class H3Protocol(StreamSink):
             return
         self._in_receive = True
         try:
-            self._dispatch(self.conn.receive_datagram(data, addr, self.loop.time()))
+            self._dispatch(self.conn.receive_datagram(data, addr, _now()))
         finally:
             self._in_receive = False
-        self._flush()
+        # Not sent at once: the event loop hands over the datagrams that
+        # arrived together one call each, and what they make the connection
+        # send (acknowledgements, more data) leaves in one flush after them.
+        self.schedule_flush()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -278,7 +305,7 @@ class H3Protocol(StreamSink):
             return
         self._in_receive = True
         try:
-            self._dispatch(self.conn.handle_timer(self.loop.time()))
+            self._dispatch(self.conn.handle_timer(_now()))
         finally:
             self._in_receive = False
         self._flush()
@@ -424,15 +451,14 @@ class H3Protocol(StreamSink):
         if self._handshaking and self.conn.handshake_complete:
             self._handshake_done()
         transport = self.listener.transport
-        if transport is not None and not transport.is_closing():
-            for data, addr in self.conn.datagrams_to_send(self.loop.time()):
-                transport.sendto(data, addr)
+        sender = self.listener.sender
+        if transport is not None and sender is not None and not transport.is_closing():
+            sender.send(self.conn.datagrams_to_send(_now()))
             # (aioquic forgets acknowledged streams while building packets.)
             if self._close_when_idle and self.conn.idle:
                 self._close_when_idle = False
                 self.conn.close(H3ErrorCode.H3_NO_ERROR)
-                for data, addr in self.conn.datagrams_to_send(self.loop.time()):
-                    transport.sendto(data, addr)
+                sender.send(self.conn.datagrams_to_send(_now()))
         if self.conn.closed:
             self._finish()
             return
@@ -440,7 +466,9 @@ class H3Protocol(StreamSink):
         if at != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self.loop.call_at(at, self._on_timer) if at is not None else None
+            self._timer = (
+                self.loop.call_later(at - _now(), self._on_timer) if at is not None else None
+            )
             self._timer_at = at
         if self._waiters:
             self._wake_drained()

@@ -145,6 +145,14 @@ class UDPPortInUse(BindError):
     """
 
 
+#: Kernel buffer asked for on each side of an HTTP/3 socket.  The default
+#: (about 200 KiB, some 90 full datagrams) overflows while the server spends
+#: a few milliseconds building packets and a client keeps sending: every
+#: datagram dropped there is a loss to the client's congestion control.  The
+#: kernel caps the request at net.core.rmem_max / wmem_max.
+UDP_BUFFER = 4 * 1024 * 1024
+
+
 def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A non-blocking UDP socket for QUIC; a port in use is :class:`UDPPortInUse`.
 
@@ -152,6 +160,12 @@ def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket
     socket per worker (see :mod:`.worker_sockets`).
     """
     sock, family, addr = new_socket(host, port, socket.SOCK_DGRAM)
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, option) < UDP_BUFFER:
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
+        except OSError:
+            pass  # a smaller buffer only costs throughput
     try:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

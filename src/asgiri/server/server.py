@@ -650,7 +650,7 @@ class Server:
                 for sock, _ in self.quic_sockets:
                     if ctx.shutting_down:
                         return
-                    quic_listener = QuicListener(ctx, quic)
+                    quic_listener = QuicListener(ctx, quic, sock)
                     await loop.create_datagram_endpoint(quic_listener.factory, sock=sock)
                     quic_listeners.append(quic_listener)
 
