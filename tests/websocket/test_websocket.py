@@ -38,6 +38,7 @@ from asgiri.protocol.ws import WSSession
 from asgiri.protocol.ws_handshake import negotiate_extensions
 from asgiri.protocol.wsproto_internals import CMasker, IntMasker
 from tests.apps import ws as wsapps
+from tests.support.h2_client import read_to_eof
 from tests.support.servers import ThreadServer, cli_server, serve
 from tests.support.ws_client import (
     BINARY,
@@ -926,6 +927,37 @@ def test_shutdown_waits_for_close_handshake() -> None:
         stopper.join(TIMEOUT)
         assert not stopper.is_alive()
         raw.close()
+    finally:
+        if srv.thread.is_alive():
+            srv.stop()
+
+
+def test_handshake_completed_during_the_drain_gets_503() -> None:
+    """A handshake that ends while the server drains is refused, not accepted.
+
+    The drain has already told the open WebSockets to close; one accepted after
+    it would be held open until the graceful-shutdown timeout cut it without a
+    close frame.  503 with Connection: close sends the client elsewhere.
+    """
+    srv = ThreadServer(wsapps.behave).start()
+    stopper = threading.Thread(target=srv.stop)
+    try:
+        raw = RawWS(srv.port, "/wait-close")  # keeps the drain going until it closes
+        late = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+        request = handshake_request("/echo")
+        late.sendall(request[:-2])  # the head, all but its last CRLF
+        stopper.start()
+        assert raw.recv_frame().close_code == 1001  # the drain has begun
+        late.sendall(request[-2:])
+        answer = read_to_eof(late)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"\r\nconnection: close\r\n" in answer.lower(), answer
+        late.close()
+        raw.send(frame(CLOSE, close_payload(1001)))
+        raw.expect_eof()
+        raw.close()
+        stopper.join(TIMEOUT)
+        assert not stopper.is_alive()
     finally:
         if srv.thread.is_alive():
             srv.stop()
