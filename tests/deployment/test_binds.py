@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import re
 import socket
 import ssl
@@ -14,14 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
 from asgiri.config import Config
 from asgiri.ssl_utils import generate_self_signed_cert
 from tests.support.servers import ROOT, cli_server, run_cli, subprocess_env
+from tests.support.tls import make_client_cert
 
 TIMEOUT = 10.0
 _LISTENING = re.compile(r"Listening on (\S+) ")
@@ -146,36 +143,6 @@ def test_systemd_socket_activation(inherited_socket: socket.socket) -> None:
 # ----------------------------------------------------------------------------- mTLS
 
 
-def _client_identity(directory: Path) -> tuple[str, str]:
-    """A self-signed client certificate that is its own CA (for --ssl-ca-certs)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy-client")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "client.pem", directory / "client.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
 def test_mtls_options_from_the_cli(tmp_path: Path) -> None:
     cert_pem, key_pem = generate_self_signed_cert("localhost", key_type="ec")
     server_key = serialization.load_pem_private_key(key_pem, password=None)
@@ -186,7 +153,7 @@ def test_mtls_options_from_the_cli(tmp_path: Path) -> None:
     )
     (tmp_path / "cert.pem").write_bytes(cert_pem)
     (tmp_path / "key.pem").write_bytes(encrypted)
-    client_cert, client_key = _client_identity(tmp_path)
+    client_cert, client_key, _ = make_client_cert(tmp_path, "proxy-client", organization=None)
     cipher = "ECDHE-ECDSA-AES128-GCM-SHA256"
     args = [
         "apps.proxy:whoami",

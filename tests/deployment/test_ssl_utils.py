@@ -38,6 +38,7 @@ from asgiri.ssl_utils import (
     save_cert_and_key,
     spki_sha256_base64,
 )
+from tests.support.tls import make_client_cert
 
 SRC_DIR = Path(__file__).resolve().parents[2] / "src"
 HANDSHAKE_TIMEOUT = 10.0
@@ -318,37 +319,8 @@ def test_tls_below_1_2_is_refused(pair: CertPair) -> None:
     assert isinstance(server.error, ssl.SSLError)
 
 
-def _client_auth_cert(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate usable for TLS client authentication."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-client")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "client.pem", tmp_path / "client.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_mutual_tls(pair: CertPair, tmp_path: Path) -> None:
-    client_cert, client_key = _client_auth_cert(tmp_path)
+    client_cert, client_key, _ = make_client_cert(tmp_path, organization=None)
     ctx = create_ssl_context(
         str(pair.cert_path),
         str(pair.key_path),
@@ -369,7 +341,7 @@ def test_mutual_tls(pair: CertPair, tmp_path: Path) -> None:
 
 
 def test_cafile_alone_implies_cert_required(pair: CertPair, tmp_path: Path) -> None:
-    client_cert, _ = _client_auth_cert(tmp_path)
+    client_cert, _, _ = make_client_cert(tmp_path)
     ctx = create_ssl_context(
         cert_data=pair.cert_pem, key_data=pair.key_pem, cafile=str(client_cert)
     )

@@ -54,7 +54,7 @@ from tests.support.h2_raw import (
     request,
     request_block,
 )
-from tests.support.processes import dropped_by_server
+from tests.support.processes import RSSSampler, dropped_by_server
 from tests.support.servers import CLIServer, cli_server, serve
 
 pytestmark = pytest.mark.timeout(60)
@@ -108,35 +108,6 @@ class Bystander:
             )
         assert self.error is None, f"bystander failed: {self.error!r}"
         assert ok, "bystander requests stalled"
-
-
-class RSSSampler:
-    """Peak RSS of a process, sampled every few milliseconds in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.baseline = self.process.memory_info().rss
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            self._stop.wait(0.002)
-
-    def __enter__(self) -> RSSSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.baseline
 
 
 def cpu_seconds(process: psutil.Process) -> float:

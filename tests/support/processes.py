@@ -4,6 +4,7 @@ RSS sampling of a server process, and the readiness lines of a supervisor's work
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import signal
@@ -103,6 +104,8 @@ class RSSSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        with contextlib.suppress(psutil.Error):  # what grew since the last sample
+            self.peak = max(self.peak, self.process.memory_info().rss)
 
     @property
     def growth(self) -> int:

@@ -21,15 +21,15 @@ from asgiri.ssl_utils import generate_self_signed_cert, save_cert_and_key
 
 
 def make_client_cert(
-    directory: Path, common_name: str = "test-client", organization: str = "asgiri tests"
+    directory: Path, common_name: str = "test-client", organization: str | None = "asgiri tests"
 ) -> tuple[str, str, str]:
+    """A client certificate that is its own CA (so it can be the server's
+    ``--ssl-ca-certs``), written to ``directory``: (certfile, keyfile, PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-        ]
-    )
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    name = x509.Name(attributes)
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()

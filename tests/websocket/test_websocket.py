@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -39,6 +38,7 @@ from asgiri.protocol.ws_handshake import negotiate_extensions
 from asgiri.protocol.wsproto_internals import CMasker, IntMasker
 from tests.apps import ws as wsapps
 from tests.support.h2_client import read_to_eof
+from tests.support.processes import RSSSampler
 from tests.support.servers import ThreadServer, cli_server, serve
 from tests.support.ws_client import (
     BINARY,
@@ -984,37 +984,6 @@ def test_shutdown_gives_up_on_silent_client_after_close_timeout() -> None:
 
 
 # --------------------------------------------------------------------- memory and backpressure
-
-
-class RSSSampler:
-    """Samples a process's RSS in a background thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.baseline = self.process.memory_info().rss
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.Error:
-                return
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> RSSSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.baseline
 
 
 def _warm_up(port: int) -> None:
