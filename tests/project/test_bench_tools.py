@@ -269,3 +269,32 @@ def test_in_process_drivers_serve_every_request(tool: list[str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "µs/request" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("library", ["aioquic", "qh3"])
+def test_quic_stacks_move_every_byte(library: str) -> None:
+    """bench/codec/quic_stacks.py (docs/performance.md) moves a whole stream each way.
+
+    It exits non-zero when a transfer stalls or arrives short; here the report is checked
+    as well: one whole row per direction.  qh3 is optional (not a dependency of asgiri).
+    """
+    if library == "qh3":
+        pytest.importorskip("qh3", reason="qh3 is optional: pip install qh3")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.codec.quic_stacks",
+            *("--library", library, "--mib", "1", "--rounds", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(f"{library:8} quic")]
+    assert len(rows) == 2, result.stdout
+    for row, direction in zip(rows, ("down", "up"), strict=True):
+        assert row.split()[1:3] == ["quic", direction], row
+        assert row.endswith(f"whole ({MIB} bytes)"), row
