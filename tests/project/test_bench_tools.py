@@ -276,10 +276,9 @@ def test_quic_stacks_move_every_byte(library: str) -> None:
     """bench/codec/quic_stacks.py (docs/performance.md) moves a whole stream each way.
 
     It exits non-zero when a transfer stalls or arrives short; here the report is checked
-    as well: one whole row per direction.  qh3 is optional (not a dependency of asgiri).
+    as well: one whole row per direction.  qh3 comes with the dev extra (asgiri does not
+    depend on it).
     """
-    if library == "qh3":
-        pytest.importorskip("qh3", reason="qh3 is optional: pip install qh3")
     result = subprocess.run(
         [
             sys.executable,
