@@ -103,6 +103,11 @@ pair_def() {
       P_ASGIRI=asgiri-h2-vs-hypercorn; P_ASGIRI_CMD="$ASGIRI --loop uvloop"
       P_ASGIRI_TLS="$ASGIRI_TLS --loop uvloop --no-http3"
       P_SCENARIOS="h2c_hello,h2tls_hello,h2c_big"; P_EXTRAS="h2c_big" ;;
+    h2-codec)     # the same server on the h2 library (--h2-codec h2) against libnghttp2 (default)
+      P_DESC="asgiri on the h2 library (--h2-codec h2, uvloop)"
+      P_PEER=asgiri-h2lib;     P_PEER_CMD="$ASGIRI --loop uvloop --h2-codec h2"
+      P_ASGIRI=asgiri-h2-vs-h2lib;     P_ASGIRI_CMD="$ASGIRI --loop uvloop"
+      P_SCENARIOS="h2c_hello" ;;
     # ---- WebSocket (group "ws"): 64 B echo round trips (the headline) and 1 MiB messages,
     # against uvicorn with its websockets implementation and against hypercorn (wsproto).
     ws-uvicorn)
@@ -169,7 +174,7 @@ KNOWN_PAIRS="$KNOWN_PAIRS scale-h1 scale-h2-hypercorn scale-h2-granian scale-h3"
 # Group names usable in --pairs, each expanding to several pairs.
 pair_group() {
   case "$1" in
-    h2) echo "h2-granian,h2-hypercorn" ;;
+    h2) echo "h2-granian,h2-hypercorn,h2-codec" ;;
     ws) echo "ws-uvicorn,ws-hypercorn,ws-granian" ;;
     scale) echo "scale-h1,scale-h2-hypercorn,scale-h2-granian,scale-h3" ;;
     *) echo "$1" ;;
