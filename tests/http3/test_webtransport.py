@@ -127,7 +127,10 @@ def test_client_closes_with_a_code_and_reason(server: ThreadServer) -> None:
         session = WTClient(client, "/echo")
         assert session.wait_head().status == 200
         session.close(42, "bye")
-        assert wtapps.event("disconnect") == ("/echo", 42, "bye")
+        while (ended := wtapps.event("disconnect")) != ("/echo", 42, "bye"):
+            # A session of an earlier test whose connection the server saw end
+            # only now; this session's own end must still come, with its code.
+            assert ended[1:] == (0, "connection lost"), ended
         session.wait_closed()
 
 
