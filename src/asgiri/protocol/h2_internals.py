@@ -85,8 +85,10 @@ class ServerH2(h2.connection.H2Connection):
             # allows them, and nothing can be answered now, so drop them.
             return []
         events = super()._receive_frame(frame)
-        for event in events:
-            if type(event) is h2.events.StreamReset:
+        ev: Any
+        for ev in events:
+            kind = type(ev)
+            if kind is h2.events.StreamReset:
                 # Counted frame by frame, not after the whole read: a read of
                 # 64 KiB holds a thousand request-and-reset pairs, and the
                 # connection must end at the budget, not a read later
@@ -95,20 +97,17 @@ class ServerH2(h2.connection.H2Connection):
                 self.resets += 1
                 if self.resets > self.reset_allowance:
                     raise h2.exceptions.DenialOfServiceError("too many stream resets")
-        if type(frame) is not hyperframe.frame.DataFrame:
+                continue
             # Header blocks are checked here, while h2 is still handling the
             # frame that completed them, so an error ends the connection just
             # as h2's own validation would (see protocol/h2.py H2Connection.__init__).
-            ev: Any
-            for ev in events:
-                kind = type(ev)
-                try:
-                    if kind is h2.events.RequestReceived:
-                        ev.head = check_header_block(ev.headers, False)
-                    elif kind is h2.events.TrailersReceived:
-                        ev.headers = check_header_block(ev.headers, True).fields
-                except MalformedRequest as exc:
-                    raise h2.exceptions.ProtocolError(str(exc)) from None
+            try:
+                if kind is h2.events.RequestReceived:
+                    ev.head = check_header_block(ev.headers, False)
+                elif kind is h2.events.TrailersReceived:
+                    ev.headers = check_header_block(ev.headers, True).fields
+            except MalformedRequest as exc:
+                raise h2.exceptions.ProtocolError(str(exc)) from None
         return events
 
     def _receive_goaway_frame(
