@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import pytest
 
+from asgiri.protocol.h2_codecs import CODECS, codec_available
+
 from .app import CHUNK, RECORD
 from .conftest import Servers
-from .transports import HTTP_TRANSPORTS, WS_TRANSPORTS, HTTPTransport, WSTransport
+from .transports import (
+    H2_TLS,
+    H2C,
+    HTTP_TRANSPORTS,
+    WS_TRANSPORTS,
+    H2Conn,
+    HTTPTransport,
+    WSTransport,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,6 +30,7 @@ WRITE_TIMEOUT = 1.0
 #: How long after the client stopped reading the app must have been let go.
 CUT_WITHIN = WRITE_TIMEOUT + 4.0
 HUGE = 50 * 1024 * 1024
+H2_CODECS = [codec for codec in CODECS if codec_available(codec)]
 
 
 @pytest.mark.parametrize("transport", HTTP_TRANSPORTS, ids=str)
@@ -35,6 +46,28 @@ def test_response_to_a_client_that_never_reads_is_cut(
         reply = conn.response(handle, timeout=5, keep_body=False)
     assert reply.cut, reply
     assert reply.received < HUGE
+    transport.assert_serving(srv)
+
+
+@pytest.mark.parametrize("codec", H2_CODECS)
+@pytest.mark.parametrize("transport", [H2C, H2_TLS], ids=str)
+def test_an_open_h2_window_does_not_let_the_app_outrun_the_socket(
+    transport: HTTPTransport, codec: str, servers: Servers
+) -> None:
+    """With the window wide open only the socket holds the app back.
+
+    The server writes once per loop iteration, and the app's sends did not
+    wait while its stream had room: an app that never yields between sends
+    framed its whole body in the server's memory (50 MiB here) before the
+    first byte went out, then completed although the client read nothing.
+    """
+    srv = servers.get(transport, timeout_write=WRITE_TIMEOUT, h2_codec=codec)
+    with transport.connect(srv) as conn:
+        assert isinstance(conn, H2Conn)
+        conn.open_window()
+        conn.start("GET", f"/stream?{HUGE}")
+        outcome = RECORD.wait("stream", timeout=CUT_WITHIN)
+        assert outcome != ["completed"], outcome
     transport.assert_serving(srv)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 import h11
 import httpx
 from aioquic.h3.events import HeadersReceived
@@ -363,6 +364,15 @@ class H2Conn(HTTPConn):
             self.client.conn.config.normalize_outbound_headers = False
         self._seen: dict[int, int] = {}
         self._eof = False
+
+    def open_window(self, size: int = 2**31 - 1) -> None:
+        """Let the server send ``size`` bytes on the connection and on each stream
+        unasked (clients such as httpx open 16 MiB windows), so flow control
+        does not hold the server back: only the socket does."""
+        conn = self.client.conn
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: size})
+        conn.increment_flow_control_window(size - conn.inbound_flow_control_window)
+        self.client.flush()
 
     def start(
         self,

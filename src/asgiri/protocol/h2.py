@@ -441,6 +441,9 @@ class H2Connection:
         out = self._out.get(stream_id)
         return out.size if out is not None else 0
 
+    def pending_output(self) -> int:
+        return self._conn.pending_output() + sum(map(len, self._extra_out))
+
     def _flush(self, stream_id: int, out: _OutStream) -> bool:
         conn = self._conn
         try:

@@ -72,6 +72,10 @@ class ServerH2(h2.connection.H2Connection):
 
     _goaway_received = False
 
+    def pending_output(self) -> int:
+        """Bytes of frames h2 holds for ``data_to_send``."""
+        return len(self._data_to_send)
+
     #: Streams reset by the peer or by h2 for the peer's stream errors, and how
     #: many are tolerated (the owner sets it: H2Limits.max_resets, plus one per
     #: stream that completed normally).

@@ -501,6 +501,10 @@ class H2Connection:
         self._pump()
         return int(conn.queued_body_size(stream_id))
 
+    def pending_output(self) -> int:
+        """What :meth:`buffered` took from nghttp2 and ``data_to_send`` has not."""
+        return sum(map(len, self._out))
+
     def _pump(self) -> None:
         """Take nghttp2's output now, so that its queue holds only what waits
         for a window; it leaves with the next ``data_to_send``, in order."""

@@ -453,6 +453,11 @@ class H3Connection:
         """Response bytes of ``stream_id`` still waiting to be put on the wire."""
         return self.quic.send_buffered(stream_id)
 
+    def pending_output(self) -> int:
+        """Always 0: aioquic frames stream data only when datagrams are built,
+        so what waits is in the streams' buffers (:meth:`buffered`)."""
+        return 0
+
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
         """The app consumed ``nbytes`` of body: let the client send that much more."""
         self.quic.consume(stream_id, nbytes)

@@ -52,6 +52,15 @@ class StreamConnection(Protocol):
     def buffered(self, stream_id: int) -> int:
         """Response bytes of the stream not yet on the wire (the backpressure measure)."""
 
+    def pending_output(self) -> int:
+        """Bytes framed for the transport and not yet taken by the server.
+
+        An app that sends chunk after chunk without ever yielding would
+        otherwise pile its whole body up here, since the server writes to
+        the transport once per loop iteration; past a threshold the server
+        writes at once and lets the transport's flow control hold the app.
+        """
+
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
         """The app consumed ``nbytes`` of request body: give the peer that much credit."""
 

@@ -184,6 +184,8 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         data = self.conn.data_to_send()
         if data:
             self.transport.write(data)
+        if self._waiters and not self._write_paused:
+            self._wake_drained()
 
     # ------------------------------------------------------------ lifecycle
 

@@ -479,8 +479,18 @@ class StreamSink:
         """
         if self._closed:
             return None
-        if self.conn.buffered(stream_id) <= HIGH_WATER and not self._write_paused:
-            return None
+        conn = self.conn
+        if conn.buffered(stream_id) <= HIGH_WATER and not self._write_paused:
+            if conn.pending_output() <= HIGH_WATER:
+                return None
+            # The output is written once per loop iteration, and an app whose
+            # sends never wait would not let one pass: write it now, so that
+            # the transport's flow control (pause_writing) holds the app.
+            # During a read the read's own flush comes first, then wakes it.
+            if not self._in_receive:
+                self._flush()
+                if not self._write_paused or self._closed:
+                    return None
         waiter = self.loop.create_future()
         self._waiters.setdefault(stream_id, []).append(waiter)
         if stream_id not in self._stall_timers:
