@@ -32,6 +32,8 @@ from asgiri.protocol.h2_common import PREFACE, ConnectionEnded, H2Codec, H2Limit
 PROTOCOL_ERROR = 0x1
 FLOW_CONTROL_ERROR = 0x3
 STREAM_CLOSED = 0x5
+ENHANCE_YOUR_CALM = 0xB
+LIMITS = H2Limits()
 MAX_WINDOW = 2**31 - 1
 
 CODECS = ["nghttp2", "h2"]
@@ -155,6 +157,35 @@ def test_a_stream_window_overflow_resets_only_that_stream(
     assert [e.stream_id for e in peer.events if isinstance(e, Request)] == [1, 3]
     assert not peer.conn.closed
     assert not any(isinstance(f, GoAwayFrame) for f in peer.frames)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_stream_window_overflows_free_their_streams_and_count_as_resets(codec: str) -> None:
+    """Each overflowing stream is closed where its WINDOW_UPDATE is read, so a
+    read that opens more streams than SETTINGS_MAX_CONCURRENT_STREAMS, each
+    overflowed at once, is no concurrency error; and each reset counts
+    against the client's reset budget ("made you reset"), which ends the
+    connection with ENHANCE_YOUR_CALM."""
+    peer = Peer(codec)
+    overflow = _window_update(1, MAX_WINDOW).serialize()
+
+    def burst(first: int, count: int) -> bytes:
+        out = b""
+        for sid in range(first, first + 2 * count, 2):
+            head = HeadersFrame(sid, peer.block(), flags=["END_HEADERS", "END_STREAM"])
+            out += head.serialize() + (overflow[:5] + sid.to_bytes(4, "big") + overflow[9:]) * 2
+        return out
+
+    streams = LIMITS.max_concurrent_streams + 50
+    peer.send(burst(1, streams))
+    resets = [f for f in peer.frames if isinstance(f, RstStreamFrame)]
+    assert len(resets) == streams, peer.frames[-3:]
+    assert {f.error_code for f in resets} == {FLOW_CONTROL_ERROR}
+    assert not any(isinstance(f, GoAwayFrame) for f in peer.frames)
+    peer.send(burst(2 * streams + 1, LIMITS.max_resets))
+    goaway = peer.frames[-1]
+    assert isinstance(goaway, GoAwayFrame), peer.frames[-3:]
+    assert goaway.error_code == ENHANCE_YOUR_CALM
 
 
 @pytest.mark.parametrize("codec", CODECS)

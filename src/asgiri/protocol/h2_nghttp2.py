@@ -213,7 +213,7 @@ class H2Connection:
             self._refuse()
         window_opened = self._handle(conn.events(), events)
         if self._screen.overflowed and not self.closed:
-            self._overflowed(events)
+            self._overflowed()
         if not self.closed:
             # Take what nghttp2 answered (ACKs, its RST_STREAMs and GOAWAY)
             # now: the streams and the connection it closes are reported in
@@ -245,19 +245,21 @@ class H2Connection:
                 return None
             return conn.remote_settings.get(ngh2.Setting.INITIAL_WINDOW_SIZE, _DEFAULT_WINDOW)
 
-    def _overflowed(self, events: Events) -> None:
-        """Reset the streams whose send window a WINDOW_UPDATE took past 2^31-1.
+    def _overflowed(self) -> None:
+        """Send RST_STREAM FLOW_CONTROL_ERROR for the streams whose send window
+        a WINDOW_UPDATE took past 2^31-1 (RFC 9113 6.9.1).
 
-        RFC 9113 6.9.1 asks for RST_STREAM FLOW_CONTROL_ERROR; nghttp2 would
-        end the connection, so the screen kept those frames from it.  The
-        reset goes ahead of the stream's queued body, which the credit of
-        the increments before the overflowing one might otherwise release.
+        nghttp2 would end the connection instead, so the screen handed it a
+        RST_STREAM of that code in place of the WINDOW_UPDATE: nghttp2 closed
+        the stream there and then (its queued body dropped, the concurrency
+        slot free for the rest of the read), reported the reset like a
+        peer's (the app stops; it counts against the reset budget, as a reset
+        the peer provokes must), and the frame is sent from here.
         """
         screen = self._screen
         for stream_id in screen.overflowed:
-            if stream_id in self._reported:
-                events.append(StreamClosed(stream_id, ErrorCode.FLOW_CONTROL_ERROR))
-            self._reset(stream_id, ErrorCode.FLOW_CONTROL_ERROR, queued_first=False)
+            screen.reset_here(stream_id)
+            self._out.append(rst_stream_frame(stream_id, ErrorCode.FLOW_CONTROL_ERROR))
         screen.overflowed.clear()
 
     def _refuse(self) -> None:
@@ -575,9 +577,7 @@ class H2Connection:
     def refuse_new_streams(self) -> None:
         self._refusing = True
 
-    def _reset(self, stream_id: int, code: int, *, queued_first: bool = True) -> None:
-        """RST_STREAM ``code``; with ``queued_first``, after what the stream has queued
-        as far as the windows allow (nghttp2 would send the RST_STREAM ahead of it)."""
+    def _reset(self, stream_id: int, code: int) -> None:
         self._release(stream_id)
         self._queued.discard(stream_id)
         self._screen.reset_here(stream_id)
@@ -586,8 +586,9 @@ class H2Connection:
             # Raises for a stream nghttp2 has closed (nothing to reset, and
             # no closing of it will be reported).
             conn.stream_remote_window_size(stream_id)
-            if queued_first:
-                self._pump()
+            # What the stream has queued goes first, as far as the windows
+            # allow: nghttp2 would send the RST_STREAM ahead of it.
+            self._pump()
             conn.reset_stream(stream_id, code)
         except ngh2.NGH2Error:
             return
@@ -658,9 +659,10 @@ _RULED: Final = frozenset(
 )
 #: The largest flow-control window (RFC 9113 6.9.1).
 _MAX_WINDOW: Final = (1 << 31) - 1
-#: An extension frame type nghttp2 skips (RFC 9113 5.5): a WINDOW_UPDATE the
-#: screen answers itself is given this type before nghttp2 reads it.
-_SKIPPED_TYPE: Final = 0xFF
+#: What an overflowing WINDOW_UPDATE becomes before nghttp2 reads it: the type,
+#: flags and payload of a RST_STREAM FLOW_CONTROL_ERROR (the same length).
+_RESET_OVERFLOW: Final = bytes([Frame.RST_STREAM, 0])
+_FLOW_CONTROL_ERROR: Final = int(ErrorCode.FLOW_CONTROL_ERROR).to_bytes(4, "big")
 #: The HEADERS flags that leave the fast path of :meth:`_Screen._check_frame`
 #: (all but END_STREAM): END_HEADERS must be set, the others clear.
 _PLAIN_HEADERS: Final = 0xFF & ~Frame.END_STREAM
@@ -687,11 +689,12 @@ class _Screen(FrameScreen):
     9113 6.9.1, where nghttp2 ends the connection.  The screen adds the
     increment to the window nghttp2 holds (``send_window``) and to the
     stream's earlier increments in the same read; one that overflows is
-    rewritten to a frame type nghttp2 skips, and its stream is listed in
-    ``overflowed`` for the codec to reset.  It cannot know the window after
-    a SETTINGS frame earlier in the same read, nor see a frame whose header
-    or increment is split across reads: those stay nghttp2's (a connection
-    error).
+    rewritten, in place, into a RST_STREAM FLOW_CONTROL_ERROR for nghttp2 to
+    read (it closes the stream at that point of the read), and its stream is
+    listed in ``overflowed`` for the codec to send the real RST_STREAM.  It
+    cannot know the window after a SETTINGS frame earlier in the same read,
+    nor see a frame whose header or increment is split across reads: those
+    stay nghttp2's (a connection error).
     """
 
     continuation_size = True
@@ -720,8 +723,8 @@ class _Screen(FrameScreen):
         #: Streams a WINDOW_UPDATE overflowed, for the codec to reset.
         self.overflowed: list[int] = []
         #: In the read being screened: the increments by stream, whether a
-        #: SETTINGS frame came, the highest stream opened before it, and the
-        #: positions of the frame types to rewrite.
+        #: SETTINGS frame came, the highest stream opened before it, and where
+        #: the WINDOW_UPDATE frames to rewrite begin.
         self._credit: dict[int, int] = {}
         self._read_settings = False
         self._read_opened = 0
@@ -773,7 +776,8 @@ class _Screen(FrameScreen):
         if self._retype:
             buf = bytearray(data)
             for at in self._retype:
-                buf[at] = _SKIPPED_TYPE
+                buf[at + 3 : at + 5] = _RESET_OVERFLOW
+                buf[at + 9 : at + 13] = _FLOW_CONTROL_ERROR
             data = bytes(buf)
         return data
 
@@ -845,6 +849,8 @@ class _Screen(FrameScreen):
 
     def _window_update(self, stream_id: int, pos: int, data: bytes, payload: int) -> None:
         """A stream's WINDOW_UPDATE, whole in ``data`` at ``pos``: does it overflow?"""
+        if stream_id in self.overflowed:
+            return  # reset earlier in the read: nghttp2 ignores it on the closed stream
         increment = int.from_bytes(data[payload : payload + 4], "big") & _MAX_WINDOW
         if not increment:
             return  # nghttp2's to refuse (PROTOCOL_ERROR)
@@ -854,9 +860,10 @@ class _Screen(FrameScreen):
             return  # idle or closed: nghttp2's rules
         credit = self._credit.get(stream_id, 0)
         if window + credit + increment > _MAX_WINDOW:
-            self._retype.append(pos + 3)
-            if stream_id not in self.overflowed:
-                self.overflowed.append(stream_id)
+            # A reset the peer provokes counts as one it sends ("made you reset").
+            self._count_reset()
+            self._retype.append(pos)
+            self.overflowed.append(stream_id)
         else:
             self._credit[stream_id] = credit + increment
 
