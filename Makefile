@@ -12,10 +12,16 @@ PYTEST_ARGS ?=
 LINT_PATHS := src tests examples bench fuzz
 
 # Debian packages the test-suite shells out to, as command:package pairs.
-# A package is installed only when its command is missing from PATH.
-SYSTEM_DEPS := curl:curl nghttp:nghttp2-client node:nodejs npm:npm gtlsclient:ngtcp2-client chromium:chromium nginx:nginx haproxy:haproxy
+# A package is installed only when its command is missing from PATH (or, for
+# a library, when the path it installs is missing).
+# The Go packages build h2spec (tools/h2spec), offline.
+H2SPEC_DEPS := go:golang-go \
+  /usr/share/gocode/src/github.com/spf13/cobra:golang-github-spf13-cobra-dev \
+  /usr/share/gocode/src/github.com/fatih/color:golang-github-fatih-color-dev \
+  /usr/share/gocode/src/golang.org/x/net/http2:golang-golang-x-net-dev
+SYSTEM_DEPS := curl:curl nghttp:nghttp2-client node:nodejs npm:npm gtlsclient:ngtcp2-client chromium:chromium nginx:nginx haproxy:haproxy $(H2SPEC_DEPS)
 
-.PHONY: venv certs demo system-deps node-deps test lint fuzz conformance bench bench-quick soak clean distclean
+.PHONY: venv certs demo system-deps node-deps h2spec test lint fuzz conformance bench bench-quick soak clean distclean
 
 venv: $(STAMP)
 
@@ -37,7 +43,7 @@ demo: venv certs
 system-deps:
 	@missing=""; \
 	for pair in $(SYSTEM_DEPS); do \
-	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || test -e "$${pair%%:*}" || missing="$$missing $${pair#*:}"; \
 	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
@@ -55,7 +61,26 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json | system-dep
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: venv system-deps node-deps
+# h2spec, the HTTP/2 conformance tool (tools/h2spec/VENDORED.md), built with
+# Debian's Go and Go libraries in GOPATH mode: no module download, no network.
+# tests/http2/conformance/test_h2spec.py runs it.
+H2SPEC := .tools/bin/h2spec
+H2SPEC_GOPATH := .tools/gopath
+H2SPEC_SOURCES := $(shell find tools/h2spec -name '*.go' -not -name '*_test.go')
+# The upstream release and commit vendored (h2spec prints them with --version).
+H2SPEC_VERSION := 2.6.0
+H2SPEC_COMMIT := af83a65f0b6273ef38bf778d400d98892e7653d8
+
+h2spec: $(H2SPEC)
+
+$(H2SPEC): $(H2SPEC_SOURCES) | system-deps
+	@mkdir -p $(H2SPEC_GOPATH)/src/github.com/summerwind $(dir $@)
+	ln -sfn $(CURDIR)/tools/h2spec $(H2SPEC_GOPATH)/src/github.com/summerwind/h2spec
+	GO111MODULE=off GOPROXY=off GOFLAGS= GOPATH=$(CURDIR)/$(H2SPEC_GOPATH):/usr/share/gocode \
+	  GOCACHE=$(CURDIR)/.tools/gocache \
+	  go build -ldflags "-X main.VERSION=$(H2SPEC_VERSION) -X main.COMMIT=$(H2SPEC_COMMIT)" -o $@ github.com/summerwind/h2spec/cmd/h2spec
+
+test: venv system-deps node-deps h2spec
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
 
 lint: venv
@@ -108,6 +133,6 @@ clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache bench/out
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 
-# Also drop the virtualenv and the generated development certificates.
+# Also drop the virtualenv, the built tools and the generated development certificates.
 distclean: clean
-	rm -rf $(VENV) .venv-autobahn certs tests/node/node_modules
+	rm -rf $(VENV) .venv-autobahn .tools certs tests/node/node_modules

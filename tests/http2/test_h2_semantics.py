@@ -606,6 +606,25 @@ def test_http2_only_answers_http11_with_505() -> None:
     assert response.text == "Hello, World!"
 
 
+@pytest.mark.parametrize("codec", ["nghttp2", "h2"])
+def test_http2_only_refuses_a_bad_preface_with_goaway(codec: str) -> None:
+    """h2spec 3.5/2 on a cleartext HTTP/2-only port: bytes that are neither the
+    preface nor an HTTP/1.x request line are an invalid preface (RFC 9113 3.4),
+    answered GOAWAY(PROTOCOL_ERROR) and closed, not with an HTTP/1.1 response."""
+    with serve(h2apps.main, http_version="2", h2_codec=codec) as srv:
+        raw = raw_exchange(srv.port, b"INVALID CONNECTION PREFACE\r\n\r\n")
+    frames = []
+    while len(raw) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(raw[:9]))
+        frame.parse_body(memoryview(raw[9 : 9 + length]))
+        frames.append(frame)
+        raw = raw[9 + length :]
+    assert raw == b"", "only whole frames"
+    assert isinstance(frames[-1], GoAwayFrame), frames
+    assert frames[-1].error_code == 1  # PROTOCOL_ERROR
+    assert all(frame.stream_id == 0 for frame in frames), frames
+
+
 def _tls_attempt(port: int, context: ssl.SSLContext) -> tuple[str | None, bytes]:
     """Handshake, send an HTTP/1.1 request; returns (ALPN, bytes read) or raises SSLError."""
     with (

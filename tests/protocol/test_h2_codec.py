@@ -22,14 +22,19 @@ from hyperframe.frame import (
     PriorityFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
-from asgiri.protocol.events import EndBody, Request
+from asgiri.protocol.events import EndBody, Request, StreamClosed
 from asgiri.protocol.h2_codecs import codec_factory
 from asgiri.protocol.h2_common import PREFACE, ConnectionEnded, H2Codec, H2Limits
 
 PROTOCOL_ERROR = 0x1
+FLOW_CONTROL_ERROR = 0x3
 STREAM_CLOSED = 0x5
+ENHANCE_YOUR_CALM = 0xB
+LIMITS = H2Limits()
+MAX_WINDOW = 2**31 - 1
 
 CODECS = ["nghttp2", "h2"]
 GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"t")]
@@ -111,6 +116,90 @@ def test_a_stream_depending_on_itself_however_it_is_split(codec: str, chunk: int
     answer = peer.answer(1)
     assert isinstance(answer, (GoAwayFrame, RstStreamFrame))
     assert answer.error_code == PROTOCOL_ERROR
+
+
+def _window_update(stream_id: int, increment: int) -> WindowUpdateFrame:
+    return WindowUpdateFrame(stream_id, window_increment=increment)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize(
+    "reads",
+    [
+        # h2spec 6.9.1/3: two increments of 2^31-1 with the request, in one read.
+        [[MAX_WINDOW, MAX_WINDOW]],
+        # The window filled exactly to 2^31-1 (allowed), then one more octet.
+        [[MAX_WINDOW - 65535, 1]],
+        [[MAX_WINDOW - 65535], [1]],
+        # Two increments that fit alone but not together.
+        [[2**30, 2**30]],
+    ],
+    ids=["h2spec", "one-read", "two-reads", "together"],
+)
+def test_a_stream_window_overflow_resets_only_that_stream(
+    codec: str, reads: list[list[int]]
+) -> None:
+    """RFC 9113 6.9.1: a WINDOW_UPDATE taking a stream's send window past 2^31-1
+    is RST_STREAM FLOW_CONTROL_ERROR; the connection goes on serving."""
+    peer = Peer(codec)
+    headers = HeadersFrame(1, peer.block([(b":method", b"POST"), *GET[1:]]), flags=["END_HEADERS"])
+    for n, increments in enumerate(reads):
+        frames = [_window_update(1, increment) for increment in increments]
+        peer.send(*([headers] if n == 0 else []), *frames)
+        if n < len(reads) - 1:
+            assert not [f for f in peer.frames if isinstance(f, RstStreamFrame)], "reset too soon"
+    answer = peer.answer(1)
+    assert isinstance(answer, RstStreamFrame), peer.frames
+    assert answer.error_code == FLOW_CONTROL_ERROR
+    closed = [e for e in peer.events if isinstance(e, StreamClosed)]
+    assert [(e.stream_id, e.error_code) for e in closed] == [(1, FLOW_CONTROL_ERROR)]
+    peer.send(HeadersFrame(3, peer.block(), flags=["END_HEADERS", "END_STREAM"]))
+    assert [e.stream_id for e in peer.events if isinstance(e, Request)] == [1, 3]
+    assert not peer.conn.closed
+    assert not any(isinstance(f, GoAwayFrame) for f in peer.frames)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_stream_window_overflows_free_their_streams_and_count_as_resets(codec: str) -> None:
+    """Each overflowing stream is closed where its WINDOW_UPDATE is read, so a
+    read that opens more streams than SETTINGS_MAX_CONCURRENT_STREAMS, each
+    overflowed at once, is no concurrency error; and each reset counts
+    against the client's reset budget ("made you reset"), which ends the
+    connection with ENHANCE_YOUR_CALM."""
+    peer = Peer(codec)
+    overflow = _window_update(1, MAX_WINDOW).serialize()
+
+    def burst(first: int, count: int) -> bytes:
+        out = b""
+        for sid in range(first, first + 2 * count, 2):
+            head = HeadersFrame(sid, peer.block(), flags=["END_HEADERS", "END_STREAM"])
+            out += head.serialize() + (overflow[:5] + sid.to_bytes(4, "big") + overflow[9:]) * 2
+        return out
+
+    streams = LIMITS.max_concurrent_streams + 50
+    peer.send(burst(1, streams))
+    resets = [f for f in peer.frames if isinstance(f, RstStreamFrame)]
+    assert len(resets) == streams, peer.frames[-3:]
+    assert {f.error_code for f in resets} == {FLOW_CONTROL_ERROR}
+    assert not any(isinstance(f, GoAwayFrame) for f in peer.frames)
+    peer.send(burst(2 * streams + 1, LIMITS.max_resets))
+    goaway = peer.frames[-1]
+    assert isinstance(goaway, GoAwayFrame), peer.frames[-3:]
+    assert goaway.error_code == ENHANCE_YOUR_CALM
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_stream_window_filled_to_the_limit_is_no_error(codec: str) -> None:
+    peer = Peer(codec)
+    peer.send(
+        HeadersFrame(1, peer.block([(b":method", b"POST"), *GET[1:]]), flags=["END_HEADERS"]),
+        _window_update(1, 2**30),
+        _window_update(1, 2**30 - 65535 - 1),  # 65535 + both = 2^31-1
+    )
+    peer.send(HeadersFrame(3, peer.block(), flags=["END_HEADERS", "END_STREAM"]))
+    assert [e.stream_id for e in peer.events if isinstance(e, Request)] == [1, 3]
+    assert not any(isinstance(f, (RstStreamFrame, GoAwayFrame)) for f in peer.frames)
+    assert not any(isinstance(e, StreamClosed) for e in peer.events)
 
 
 @pytest.mark.parametrize("codec", CODECS)

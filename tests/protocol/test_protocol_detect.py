@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from asgiri.protocol.detect import Sniffed, h2c_upgrade, sniff
+from asgiri.protocol.detect import Sniffed, h2c_upgrade, sniff, sniff_http2_only
 from asgiri.protocol.events import Request
 from asgiri.protocol.h2 import PREFACE
 
@@ -75,6 +75,46 @@ def test_anything_else_is_http1_at_the_first_byte_that_differs(data: bytes) -> N
 def test_http1_is_decided_in_the_read_where_the_preface_is_left() -> None:
     assert sniff_reads([b"PO", b"ST / HTTP/1.1\r\n"]) == (Sniffed.HTTP1, 1)
     assert sniff_reads([b"P", b"R", b"I", b" ", b"/"]) == (Sniffed.HTTP1, 5)
+
+
+# ---------------------------------------------------------------- an HTTP/2-only port (--http 2)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"INVALID CONNECTION PREFACE\r\n\r\n",  # h2spec 3.5/2
+        b"\x16\x03\x01\x02\x00",  # a TLS ClientHello on the cleartext port
+        b"GET / HTTP/1.1 and more\r\n",
+        b"GET  / HTTP/1.1\r\n",
+        b"GET /\r\n",  # HTTP/0.9
+        b"x" * 8193,  # no end of line in sight
+    ],
+)
+def test_http2_only_takes_anything_but_a_request_line_for_a_bad_preface(data: bytes) -> None:
+    # RFC 9113 3.4: a PROTOCOL_ERROR for HTTP/2 to answer; with HTTP/1.1 enabled
+    # the same bytes are HTTP/1.1's to refuse.
+    assert sniff_http2_only(data) is Sniffed.HTTP2
+    assert sniff(data) is Sniffed.HTTP1
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0", b"2.0"])
+def test_http2_only_tells_a_request_line_from_garbage_at_its_end(version: bytes) -> None:
+    line = b"GET /index.html?q=1 HTTP/" + version + b"\r\nHost: t\r\n\r\n"
+    end = line.index(b"\n")
+    # Every beginning of the line could still be a request line: wait.
+    for n in range(1, end + 1):
+        assert sniff_http2_only(line[:n]) is Sniffed.MORE, line[:n]
+    # With its end, it is an HTTP/1.x client, which is told 505.
+    assert sniff_http2_only(line[: end + 1]) is Sniffed.HTTP1
+    assert sniff_http2_only(line) is Sniffed.HTTP1
+
+
+def test_http2_only_still_knows_the_preface() -> None:
+    assert sniff_http2_only(PREFACE[:5]) is Sniffed.MORE
+    assert sniff_http2_only(PREFACE) is Sniffed.HTTP2
+    assert sniff_http2_only(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n") is Sniffed.HTTP2
+    assert sniff_http2_only(b"PRI * HTTP/1.1\r\n") is Sniffed.HTTP1
 
 
 # ---------------------------------------------------------------- h2c Upgrade (RFC 7540 3.2)

@@ -429,12 +429,18 @@ class FrameScreen:
             if self.flood > limits.flood_budget:
                 raise CodecError(ErrorCode.ENHANCE_YOUR_CALM, "too many control frames")
         elif ftype == _RST_STREAM:
-            # Rapid reset: stop before the codec and the server set up the
-            # streams of this read (one read can hold thousands), not after.
-            self._reset_frames += 1
-            if self._reset_frames > limits.max_resets + self.completed:
-                raise CodecError(ErrorCode.ENHANCE_YOUR_CALM, "too many stream resets")
+            self._count_reset()
         return length
+
+    def _count_reset(self) -> None:
+        """One more stream reset by the peer, or provoked by it in this read.
+
+        Rapid reset: stop before the codec and the server set up the streams
+        of this read (one read can hold thousands), not after.
+        """
+        self._reset_frames += 1
+        if self._reset_frames > self.limits.max_resets + self.completed:
+            raise CodecError(ErrorCode.ENHANCE_YOUR_CALM, "too many stream resets")
 
     def _rules(
         self, buf: bytes, pos: int, ftype: int, flags: int, length: int, data: bytes, payload: int

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+from collections.abc import Callable
 from typing import Any, Final
 
 import ngh2
@@ -133,7 +134,7 @@ class H2Connection:
         #: Body bytes received per stream and not yet acknowledged.
         self._unacked: dict[int, int] = {}
         #: Flood budgets and the CONTINUATION cap (the rest is nghttp2's).
-        self._screen = _Screen(limits)
+        self._screen = _Screen(limits, self._send_window)
         #: --limit-request-body and the request-head limits (413, 431).
         self._limits = RequestLimits(limits)
         #: ``stop_reading`` codes waiting for the stream's queued body to leave.
@@ -195,8 +196,7 @@ class H2Connection:
             return []
         conn = self._conn
         try:
-            self._screen.screen(data)
-            conn.receive_data(data)
+            conn.receive_data(self._screen.screen(data))
         except CodecError as exc:
             return self._fail(exc.code, str(exc))
         except ngh2.DenialOfServiceError as exc:
@@ -212,6 +212,8 @@ class H2Connection:
         if self._screen.refused:
             self._refuse()
         window_opened = self._handle(conn.events(), events)
+        if self._screen.overflowed and not self.closed:
+            self._overflowed()
         if not self.closed:
             # Take what nghttp2 answered (ACKs, its RST_STREAMs and GOAWAY)
             # now: the streams and the connection it closes are reported in
@@ -228,6 +230,37 @@ class H2Connection:
         if window_opened and self._queued and not self.closed:
             self._writable(events)
         return events
+
+    def _send_window(self, stream_id: int, opening: bool) -> int | None:
+        """nghttp2's send window of ``stream_id`` (0 when negative), for the screen.
+
+        None for a stream nghttp2 does not have, unless it is ``opening`` in
+        the read being screened: it starts at the peer's initial window.
+        """
+        conn = self._conn
+        try:
+            return conn.stream_remote_window_size(stream_id)
+        except ngh2.NGH2Error:
+            if not opening:
+                return None
+            return conn.remote_settings.get(ngh2.Setting.INITIAL_WINDOW_SIZE, _DEFAULT_WINDOW)
+
+    def _overflowed(self) -> None:
+        """Send RST_STREAM FLOW_CONTROL_ERROR for the streams whose send window
+        a WINDOW_UPDATE took past 2^31-1 (RFC 9113 6.9.1).
+
+        nghttp2 would end the connection instead, so the screen handed it a
+        RST_STREAM of that code in place of the WINDOW_UPDATE: nghttp2 closed
+        the stream there and then (its queued body dropped, the concurrency
+        slot free for the rest of the read), reported the reset like a
+        peer's (the app stops; it counts against the reset budget, as a reset
+        the peer provokes must), and the frame is sent from here.
+        """
+        screen = self._screen
+        for stream_id in screen.overflowed:
+            screen.reset_here(stream_id)
+            self._out.append(rst_stream_frame(stream_id, ErrorCode.FLOW_CONTROL_ERROR))
+        screen.overflowed.clear()
 
     def _refuse(self) -> None:
         """Streams opened after our GOAWAY: nghttp2 drops them without a word,
@@ -624,9 +657,16 @@ _RULED: Final = frozenset(
         Frame.HEADERS,
         Frame.PRIORITY,
         Frame.RST_STREAM,
+        Frame.SETTINGS,
         Frame.WINDOW_UPDATE,
     }
 )
+#: The largest flow-control window (RFC 9113 6.9.1).
+_MAX_WINDOW: Final = (1 << 31) - 1
+#: What an overflowing WINDOW_UPDATE becomes before nghttp2 reads it: the type,
+#: flags and payload of a RST_STREAM FLOW_CONTROL_ERROR (the same length).
+_RESET_OVERFLOW: Final = bytes([Frame.RST_STREAM, 0])
+_FLOW_CONTROL_ERROR: Final = int(ErrorCode.FLOW_CONTROL_ERROR).to_bytes(4, "big")
 #: The HEADERS flags that leave the fast path of :meth:`_Screen._check_frame`
 #: (all but END_STREAM): END_HEADERS must be set, the others clear.
 _PLAIN_HEADERS: Final = 0xFF & ~Frame.END_STREAM
@@ -647,22 +687,52 @@ class _Screen(FrameScreen):
     the little state those rules need: the client streams still open on the
     client's side, and bounded memories of the rest.  It answers with a
     connection error (RFC 9113 5.4.2 allows that for a stream error too).
+
+    One stream error is kept a stream error: a WINDOW_UPDATE that takes a
+    stream's send window past 2^31-1 is RST_STREAM FLOW_CONTROL_ERROR in RFC
+    9113 6.9.1, where nghttp2 ends the connection.  The screen adds the
+    increment to the window nghttp2 holds (``send_window``) and to the
+    stream's earlier increments in the same read; one that overflows is
+    rewritten, in place, into a RST_STREAM FLOW_CONTROL_ERROR for nghttp2 to
+    read (it closes the stream at that point of the read), and its stream is
+    listed in ``overflowed`` for the codec to send the real RST_STREAM.  It
+    cannot know the window after a SETTINGS frame earlier in the same read,
+    nor see a frame whose header or increment is split across reads: those
+    stay nghttp2's (a connection error).
     """
 
     continuation_size = True
 
     __slots__ = (
+        "_credit",
         "_gaps",
         "_open",
         "_peer_reset",
+        "_read_opened",
+        "_read_settings",
         "_reset_here",
+        "_retype",
+        "_send_window",
         "max_opened",
+        "overflowed",
         "refuse_above",
         "refused",
     )
 
-    def __init__(self, limits: H2Limits) -> None:
+    def __init__(self, limits: H2Limits, send_window: Callable[[int, bool], int | None]) -> None:
         super().__init__(limits)
+        #: The codec's send window of a stream (None: no such stream); the
+        #: flag says the stream opens in the read being screened.
+        self._send_window = send_window
+        #: Streams a WINDOW_UPDATE overflowed, for the codec to reset.
+        self.overflowed: list[int] = []
+        #: In the read being screened: the increments by stream, whether a
+        #: SETTINGS frame came, the highest stream opened before it, and where
+        #: the WINDOW_UPDATE frames to rewrite begin.
+        self._credit: dict[int, int] = {}
+        self._read_settings = False
+        self._read_opened = 0
+        self._retype: list[int] = []
         self.ruled = _RULED
         #: Highest client stream id a HEADERS frame has used.
         self.max_opened = 0
@@ -698,6 +768,22 @@ class _Screen(FrameScreen):
                     self._open.add(stream_id)
                 return length
         return super()._check_frame(buf, pos, data, payload)
+
+    def screen(self, data: bytes) -> bytes:
+        self._read_opened = self.max_opened
+        self._read_settings = False
+        if self._credit:
+            self._credit.clear()
+        if self._retype:
+            self._retype.clear()
+        data = super().screen(data)
+        if self._retype:
+            buf = bytearray(data)
+            for at in self._retype:
+                buf[at + 3 : at + 5] = _RESET_OVERFLOW
+                buf[at + 9 : at + 13] = _FLOW_CONTROL_ERROR
+            data = bytes(buf)
+        return data
 
     def reset_here(self, stream_id: int) -> None:
         """The server reset ``stream_id`` (or refused it): ignore what follows."""
@@ -748,11 +834,42 @@ class _Screen(FrameScreen):
         elif ftype == Frame.WINDOW_UPDATE:
             if stream_id in self._peer_reset:
                 raise CodecError(ErrorCode.STREAM_CLOSED, "WINDOW_UPDATE after RST_STREAM")
+            if (
+                stream_id
+                and length == 4
+                and buf is data
+                and payload + 4 <= len(data)
+                and not self._read_settings
+            ):
+                self._window_update(stream_id, pos, data, payload)
+        elif ftype == Frame.SETTINGS:
+            if not flags & Frame.ACK:
+                self._read_settings = True
         elif ftype == Frame.PRIORITY:
             if not stream_id:
                 raise CodecError(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
             if length == 5:
                 self._peek(stream_id, data, payload)
+
+    def _window_update(self, stream_id: int, pos: int, data: bytes, payload: int) -> None:
+        """A stream's WINDOW_UPDATE, whole in ``data`` at ``pos``: does it overflow?"""
+        if stream_id in self.overflowed:
+            return  # reset earlier in the read: nghttp2 ignores it on the closed stream
+        increment = int.from_bytes(data[payload : payload + 4], "big") & _MAX_WINDOW
+        if not increment:
+            return  # nghttp2's to refuse (PROTOCOL_ERROR)
+        opening = bool(stream_id & 1) and self._read_opened < stream_id <= self.max_opened
+        window = self._send_window(stream_id, opening)
+        if window is None:
+            return  # idle or closed: nghttp2's rules
+        credit = self._credit.get(stream_id, 0)
+        if window + credit + increment > _MAX_WINDOW:
+            # A reset the peer provokes counts as one it sends ("made you reset").
+            self._count_reset()
+            self._retype.append(pos)
+            self.overflowed.append(stream_id)
+        else:
+            self._credit[stream_id] = credit + increment
 
     def _peeked(self, stream_id: int, octets: bytes) -> None:
         if int.from_bytes(octets, "big") & 0x7FFFFFFF == stream_id:

@@ -6,7 +6,8 @@ hands the transport over when not:
 
 * at ``connection_made``: TLS with ALPN ``h2`` is HTTP/2 at once; cleartext
   with HTTP/2 enabled first has its opening bytes sniffed
-  (:class:`PrefaceSniff`, on :func:`asgiri.protocol.detect.sniff`);
+  (:class:`PrefaceSniff`, on :func:`asgiri.protocol.detect.sniff`, or
+  :func:`~asgiri.protocol.detect.sniff_http2_only` under ``--http 2``);
 * for a request with ``Upgrade`` (:class:`~asgiri.protocol.h1.UpgradeRequested`,
   offered by the HTTP/1.1 connection only when a switch is possible):
   ``h2c`` becomes HTTP/2 with the request as stream 1 (after its body,
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from ..asgi.scope import websocket_scope
-from ..protocol.detect import H2cUpgrade, Sniffed, h2c_upgrade, sniff
+from ..protocol.detect import H2cUpgrade, Sniffed, h2c_upgrade, sniff, sniff_http2_only
 from ..protocol.events import Headers, Request
 from ..protocol.h1 import H1Connection, RequestInfo, UpgradeRequested
 from ..protocol.proxy_headers import TrustedProxies
@@ -130,7 +131,8 @@ class PrefaceSniff:
         """The bytes for HTTP/1.1 to parse: none until the protocol is known."""
         h1 = self._h1
         data = self._seen + data
-        sniffed = sniff(data)
+        h1_enabled = h1.ctx.h1_enabled
+        sniffed = sniff(data) if h1_enabled else sniff_http2_only(data)
         if sniffed is Sniffed.MORE:
             self._seen = data
             return b""
@@ -138,7 +140,7 @@ class PrefaceSniff:
         if sniffed is Sniffed.HTTP2:
             switch_to_h2(h1, data)
             return b""
-        if not h1.ctx.h1_enabled:
+        if not h1_enabled:
             h1.answer(505, "This server speaks HTTP/2 only")
             return b""
         return data

@@ -523,6 +523,23 @@ def test_6_9_1_stream_window_overflow(port: int) -> None:
         conn.expect_stream_error(1, E.FLOW_CONTROL_ERROR)
 
 
+def test_6_9_1_stream_window_overflow_is_a_stream_error(port: int) -> None:
+    """h2spec 6.9.1/3 to the letter: the overflowing stream is reset with
+    RST_STREAM FLOW_CONTROL_ERROR (RFC 9113 6.9.1 "for streams"), nothing
+    ends the connection, and the next stream is served on it."""
+    with RawH2(port) as conn:
+        conn.handshake()
+        conn.request(1, b"/echo", end_stream=False)
+        increment = (2**31 - 1).to_bytes(4, "big")
+        conn.send(
+            raw_frame(WINDOW_UPDATE, 0, 1, increment), raw_frame(WINDOW_UPDATE, 0, 1, increment)
+        )
+        reset = conn.wait_for(lambda f: isinstance(f, (RstStreamFrame, GoAwayFrame)), "RST_STREAM")
+        assert isinstance(reset, RstStreamFrame), conn.describe()
+        assert (reset.stream_id, reset.error_code) == (1, E.FLOW_CONTROL_ERROR)
+        assert conn.still_works(3).body == HELLO
+
+
 def test_6_9_2_initial_window_change_after_headers(port: int) -> None:
     """h2spec 6.9.2/1: raising INITIAL_WINDOW_SIZE from 0 to 1 releases 1 octet."""
     with RawH2(port) as conn:
