@@ -86,3 +86,33 @@ async def blob(scope: Any, receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+#: Every 64th block of :func:`fragmented`'s allocations, kept for the process's life.
+_PINNED: list[bytes] = []
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+async def fragmented(scope: Any, receive: Any, send: Any) -> None:
+    """``GET /fragment?mib=N`` fragments the heap the way bursts of bodies do:
+    N MiB of 1 KiB blocks (past pymalloc's 512 bytes, so from malloc), every
+    64th kept, the rest freed before answering; the free space lies between
+    kept blocks, where malloc cannot give it back by itself.  ``GET /rss``:
+    the process's resident set in KiB."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/fragment":
+        count = _query_int(scope, "mib", 96) * 1024
+        blocks = [bytes([i & 0xFF]) * 1024 for i in range(count)]
+        _PINNED.extend(blocks[63::64])
+        del blocks
+    body = b"%d" % _rss_kib()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})

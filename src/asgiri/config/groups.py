@@ -730,9 +730,17 @@ class RuntimeConfig:
         help="Write the server's process id to PATH at start-up (the supervisor's with "
         "--workers) and remove it on exit.",
     )
+    memory_trim_interval: float = option(
+        10.0,
+        metavar="SECONDS",
+        help="Seconds between two returns of freed heap memory to the operating system "
+        "(glibc's malloc_trim), so that a process's RSS comes down after a burst of large "
+        "bodies instead of staying at its peak; 0 turns it off. No effect without glibc.",
+    )
 
     def __post_init__(self) -> None:
         self.loop = coerce_choice("loop", self.loop, LOOP_CHOICES, LoopChoice)
+        positive("memory_trim_interval", self.memory_trim_interval, allow_zero=True)
         if self.pid_file is not None and (not isinstance(self.pid_file, str) or not self.pid_file):
             raise ValueError(f"pid_file must be a file path, got {self.pid_file!r}")
 

@@ -28,6 +28,7 @@ from .context import ServerContext
 from .h1 import H1Protocol
 from .h3 import QuicListener, quic_configuration
 from .listeners import Listener, UDPPortInUse, bind_sockets, bind_udp
+from .memory import HeapTrimmer
 from .pidfile import pid_file
 from .process import in_child
 from .proxy_protocol import ProxyProtocolListener
@@ -683,6 +684,8 @@ class Server:
             if self._certs is not None and config.tls.ssl_watch:
                 self._certs.watch(loop)
             self._log_started(ssl_context is not None)
+            trimmer = HeapTrimmer(loop, config.runtime.memory_trim_interval)
+            trimmer.start()
             self.started.set()
             if hooks is not None and hooks.on_started is not None:
                 hooks.on_started(loop)
@@ -692,6 +695,7 @@ class Server:
                 # signal closes everything at once instead of killing the process.
                 await self._drain(ctx, servers, quic_listeners)
             finally:
+                trimmer.stop()
                 self._remove_signals(loop, installed)
         finally:
             if self._certs is not None:
