@@ -14,7 +14,7 @@ LINT_PATHS := src tests examples bench fuzz
 # Debian packages the test-suite shells out to, as command:package pairs.
 # A package is installed only when its command is missing from PATH (or, for
 # a library, when the path it installs is missing).
-# The Go packages build h2spec (tools/h2spec), offline.
+# The Go packages build h2spec (third_party/h2spec), offline.
 H2SPEC_DEPS := go:golang-go \
   /usr/share/gocode/src/github.com/spf13/cobra:golang-github-spf13-cobra-dev \
   /usr/share/gocode/src/github.com/fatih/color:golang-github-fatih-color-dev \
@@ -61,12 +61,12 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json | system-dep
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# h2spec, the HTTP/2 conformance tool (tools/h2spec/VENDORED.md), built with
+# h2spec, the HTTP/2 conformance tool (third_party/h2spec/VENDORED.md), built with
 # Debian's Go and Go libraries in GOPATH mode: no module download, no network.
 # tests/http2/conformance/test_h2spec.py runs it.
 H2SPEC := .tools/bin/h2spec
 H2SPEC_GOPATH := .tools/gopath
-H2SPEC_SOURCES := $(shell find tools/h2spec -name '*.go' -not -name '*_test.go')
+H2SPEC_SOURCES := $(shell find third_party/h2spec -name '*.go' -not -name '*_test.go')
 # The upstream release and commit vendored (h2spec prints them with --version).
 H2SPEC_VERSION := 2.6.0
 H2SPEC_COMMIT := af83a65f0b6273ef38bf778d400d98892e7653d8
@@ -75,7 +75,7 @@ h2spec: $(H2SPEC)
 
 $(H2SPEC): $(H2SPEC_SOURCES) | system-deps
 	@mkdir -p $(H2SPEC_GOPATH)/src/github.com/summerwind $(dir $@)
-	ln -sfn $(CURDIR)/tools/h2spec $(H2SPEC_GOPATH)/src/github.com/summerwind/h2spec
+	ln -sfn $(CURDIR)/third_party/h2spec $(H2SPEC_GOPATH)/src/github.com/summerwind/h2spec
 	GO111MODULE=off GOPROXY=off GOFLAGS= GOPATH=$(CURDIR)/$(H2SPEC_GOPATH):/usr/share/gocode \
 	  GOCACHE=$(CURDIR)/.tools/gocache \
 	  go build -ldflags "-X main.VERSION=$(H2SPEC_VERSION) -X main.COMMIT=$(H2SPEC_COMMIT)" -o $@ github.com/summerwind/h2spec/cmd/h2spec

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hyperframe.frame import Frame, GoAwayFrame
+from hyperframe.frame import GoAwayFrame
 
 from asgiri.protocol.h2 import PREFACE
 from tests.support.h2_client import raw_exchange
+from tests.support.h2_raw import parse_frames
 
 from .app import RECORD
 from .conftest import Servers
@@ -16,19 +17,6 @@ pytestmark = pytest.mark.timeout(60)
 
 PROTOCOL_ERROR = 0x1
 H3_MESSAGE_ERROR = 0x10E
-
-
-def _frames(data: bytes) -> list[Frame]:
-    """The HTTP/2 frames in ``data`` (up to the first incomplete one)."""
-    frames = []
-    while len(data) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        if len(data) < 9 + length:
-            break
-        frame.parse_body(memoryview(data[9 : 9 + length]))
-        frames.append(frame)
-        data = data[9 + length :]
-    return frames
 
 
 @pytest.mark.parametrize(
@@ -44,7 +32,7 @@ def test_a_broken_http2_preface_is_an_http2_connection_error(data: bytes, server
     srv = servers.get(H1)
     answer = raw_exchange(srv.port, data)
     assert not answer.startswith(b"HTTP/"), answer[:80]
-    goaways = [f for f in _frames(answer) if isinstance(f, GoAwayFrame)]
+    goaways = [f for f in parse_frames(answer) if isinstance(f, GoAwayFrame)]
     assert [g.error_code for g in goaways] == [PROTOCOL_ERROR], answer
     H1.assert_serving(srv)
 

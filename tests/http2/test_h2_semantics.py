@@ -47,6 +47,7 @@ from hyperframe.frame import (
 from asgiri.protocol.h2_codecs import resolve_codec
 from tests.apps import h2 as h2apps
 from tests.support.h2_client import H2Client, Headers, collect, raw_exchange, read_to_eof
+from tests.support.h2_raw import parse_frames
 from tests.support.processes import RSSSampler
 from tests.support.servers import ThreadServer, cli_server, serve
 from tests.support.tls import client_context
@@ -613,13 +614,7 @@ def test_http2_only_refuses_a_bad_preface_with_goaway(codec: str) -> None:
     answered GOAWAY(PROTOCOL_ERROR) and closed, not with an HTTP/1.1 response."""
     with serve(h2apps.main, http_version="2", h2_codec=codec) as srv:
         raw = raw_exchange(srv.port, b"INVALID CONNECTION PREFACE\r\n\r\n")
-    frames = []
-    while len(raw) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(raw[:9]))
-        frame.parse_body(memoryview(raw[9 : 9 + length]))
-        frames.append(frame)
-        raw = raw[9 + length :]
-    assert raw == b"", "only whole frames"
+    frames = parse_frames(raw, whole=True)
     assert isinstance(frames[-1], GoAwayFrame), frames
     assert frames[-1].error_code == 1  # PROTOCOL_ERROR
     assert all(frame.stream_id == 0 for frame in frames), frames
@@ -846,12 +841,7 @@ def test_h2c_upgrade_with_malformed_settings_ends_with_goaway(codec: str) -> Non
             rest = _read_101(sock)
             while (chunk := sock.recv(65536)) != b"":
                 rest += chunk
-        frames = []
-        while len(rest) >= 9:
-            frame, length = Frame.parse_frame_header(memoryview(rest[:9]))
-            frame.parse_body(memoryview(rest[9 : 9 + length]))
-            frames.append(frame)
-            rest = rest[9 + length :]
+        frames = parse_frames(rest)
         goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
         assert goaways, frames
         assert goaways[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR

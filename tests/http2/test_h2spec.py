@@ -1,6 +1,6 @@
 """h2spec, the HTTP/2 conformance tool, against a real server: all 146 cases must pass.
 
-h2spec (``tools/h2spec``, built by ``make h2spec`` into ``.tools/bin``; ``H2SPEC``
+h2spec (``third_party/h2spec``, built by ``make h2spec`` into ``.tools/bin``; ``H2SPEC``
 names another binary) runs its RFC 7540 and RFC 7541 cases over cleartext (prior
 knowledge) and over TLS (ALPN ``h2``), on each HTTP/2 codec.  Its JUnit report
 is read case by case: a failed, errored or skipped case fails the run, and so
@@ -55,7 +55,7 @@ pytestmark = pytest.mark.timeout(120)
 def h2spec() -> Path:
     if not (H2SPEC.is_file() and os.access(H2SPEC, os.X_OK)):
         pytest.fail(
-            f"h2spec is not built at {H2SPEC}: run `make h2spec` (tools/h2spec/VENDORED.md)"
+            f"h2spec is not built at {H2SPEC}: run `make h2spec` (third_party/h2spec/VENDORED.md)"
         )
     return H2SPEC
 

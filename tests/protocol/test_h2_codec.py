@@ -28,6 +28,7 @@ from hyperframe.frame import (
 from asgiri.protocol.events import EndBody, Request, StreamClosed
 from asgiri.protocol.h2_codecs import codec_factory
 from asgiri.protocol.h2_common import PREFACE, ConnectionEnded, H2Codec, H2Limits
+from tests.support.h2_raw import parse_frames
 
 PROTOCOL_ERROR = 0x1
 FLOW_CONTROL_ERROR = 0x3
@@ -57,7 +58,7 @@ class Peer:
         step = self.chunk or len(data)
         for at in range(0, len(data), step):
             self.events += self.conn.receive_data(data[at : at + step])
-        self.frames += _frames(self.conn.data_to_send())
+        self.frames += parse_frames(self.conn.data_to_send())
 
     def block(self, fields: Iterable[tuple[bytes, bytes]] = GET) -> bytes:
         return bytes(self.encoder.encode(list(fields)))
@@ -70,16 +71,6 @@ class Peer:
             ):
                 return frame
         raise AssertionError(f"no answer for stream {stream_id}: {self.frames}")
-
-
-def _frames(data: bytes) -> list[Frame]:
-    out = []
-    while data:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9 : 9 + length]))
-        out.append(frame)
-        data = data[9 + length :]
-    return out
 
 
 @pytest.mark.parametrize("codec", CODECS)

@@ -47,6 +47,21 @@ END_HEADERS = "END_HEADERS"
 END_STREAM = "END_STREAM"
 
 
+def parse_frames(data: bytes, *, whole: bool = False) -> list[Frame]:
+    """The HTTP/2 frames in ``data``, up to the first incomplete one
+    (``whole=True``: an incomplete frame at the end fails the test)."""
+    frames = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        if len(data) < 9 + length:
+            break
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    assert not (whole and data), f"an incomplete frame at the end: {data!r}"
+    return frames
+
+
 def request_block(path: str = "/", method: str = "GET", extra: Iterable[Any] = ()) -> bytes:
     """An HPACK block that leaves the peer's dynamic table untouched (never-indexed)."""
     fields = [
