@@ -890,7 +890,7 @@ def test_coalescing_merges_fragments_that_arrive_together() -> None:
 # ----------------------------------------------------------------------------- the lean path
 #
 # WSSession reads whole, masked, unfragmented text and binary frames without
-# RSV bits itself (``_lean_frames``) and hands everything else to wsproto.
+# RSV bits itself (the lean path of ``receive_data``) and hands everything else to wsproto.
 # Whatever the bytes and however they are split, it must report what wsproto
 # reports, close codes included.
 
