@@ -7,8 +7,11 @@ HTTP/2 and HTTP/3: bytes in, whole messages out; messages in, frames out.
 The session assembles fragmented messages itself so that ``max_size`` bounds
 a message while it arrives (close 1009), answers pings, and turns framing
 errors from wsproto into the close code RFC 6455 names (1002, 1007).  On the
-way in, bytes pass the fast path of :mod:`.ws_coalesce` and the decoder of
-:mod:`.wsproto_internals`; compression is :mod:`.ws_deflate`.
+way in, plain whole messages are read by the session itself (the lean path of
+:meth:`WSSession.receive_data`); everything else passes the fast path of
+:mod:`.ws_coalesce` and the decoder of :mod:`.wsproto_internals`.  On the way
+out, a plain message is framed by the session, anything an extension changes
+by wsproto; compression is :mod:`.ws_deflate`.
 """
 
 from __future__ import annotations
