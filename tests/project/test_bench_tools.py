@@ -271,6 +271,26 @@ def test_in_process_drivers_serve_every_request(tool: list[str]) -> None:
     assert "µs/request" in result.stdout, result.stdout
 
 
+@pytest.mark.parametrize(
+    "options", [[], ["--text", "--size", "300"]], ids=["binary-64", "text-300"]
+)
+def test_ws_driver_echoes_every_message(options: list[str]) -> None:
+    """bench/codec/ws_driver.py (docs/performance.md) upgrades real connections and echoes.
+
+    It exits non-zero unless every connection was accepted with a 101 and wrote
+    exactly one echo frame per message it was fed.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.codec.ws_driver", *options, "--reads", "10", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "160 messages per run" in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("library", ["aioquic", "qh3"])
 def test_quic_stacks_move_every_byte(library: str) -> None:
     """bench/codec/quic_stacks.py (docs/performance.md) moves a whole stream each way.

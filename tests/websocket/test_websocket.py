@@ -33,7 +33,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.frame_protocol import XorMaskerSimple
 
 from asgiri.protocol import ws_coalesce, wsproto_internals
-from asgiri.protocol.ws import WSSession
+from asgiri.protocol.ws import CloseReceived, WSSession
 from asgiri.protocol.ws_handshake import negotiate_extensions
 from asgiri.protocol.wsproto_internals import CMasker, IntMasker
 from tests.apps import ws as wsapps
@@ -691,11 +691,15 @@ def test_deflate_within_a_window_the_client_limits(bits: int) -> None:
 # session must report exactly what it reports without that shortcut.
 
 
-def _session(deflate: bool, coalesce: bool, max_size: int = 100_000) -> WSSession:
+def _session(
+    deflate: bool, coalesce: bool, max_size: int = 100_000, lean: bool = True
+) -> WSSession:
     offer = [(b"sec-websocket-extensions", b"permessage-deflate")]
     extensions, _ = negotiate_extensions(offer, deflate)
     session = WSSession(extensions, max_size)
     session._coalescer._off = not coalesce
+    if not lean:  # every frame through wsproto, as before the lean path
+        session._lean = session._between_messages = False
     return session
 
 
@@ -881,6 +885,212 @@ def test_coalescing_merges_fragments_that_arrive_together() -> None:
     assert session._coalescer.feed(ping) == ping  # control frames pass as they are
     other = _session(deflate=False, coalesce=True)
     assert [m.data for m in other.receive_data(data)] == [text]  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------------------- the lean path
+#
+# WSSession reads whole, masked, unfragmented text and binary frames without
+# RSV bits itself (the lean path of ``receive_data``) and hands everything else to wsproto.
+# Whatever the bytes and however they are split, it must report what wsproto
+# reports, close codes included.
+
+
+def _plain_stream(rng: random.Random, deflate: bool, max_size: int) -> bytes:
+    """Mostly whole plain messages (what the lean path reads), with everything else between."""
+    out: list[bytes] = []
+    compressor = zlib.compressobj(wbits=-15)
+    for _ in range(rng.randint(1, 12)):
+        kind = rng.random()
+        size = rng.choice(
+            [0, 1, 5, 125, 126, 127, rng.randint(0, 125), rng.randint(126, 3000), 65535, 65536]
+        )
+        if kind < 0.5:
+            out.append(frame(BINARY, rng.randbytes(size)))
+        elif kind < 0.75:
+            text = "".join(rng.choice("ab\u2603\xe9\U0001f600") for _ in range(size // 3))
+            out.append(frame(TEXT, text.encode()))
+        elif kind < 0.8:
+            # Not UTF-8 (1007), a needless 16-bit length (1002), unmasked (1002), too big (1009).
+            out.append(
+                rng.choice(
+                    [
+                        frame(TEXT, b"ok" + rng.choice([b"\xff", b"\xed\xa0\x80", b"\xce"])),
+                        b"\x82\xfe\x00\x05" + os.urandom(4) + b"12345",
+                        frame(rng.choice([TEXT, BINARY]), b"bare", masked=False),
+                        frame(BINARY, bytes(max_size + 1)),
+                    ]
+                )
+            )
+        elif kind < 0.85:
+            payload = rng.randbytes(size % 300)
+            if deflate:
+                packed = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+                out.append(frame(BINARY, packed[:-4], rsv=4))
+            else:
+                out.append(frame(BINARY, payload, rsv=rng.choice([1, 2, 4])))
+        elif kind < 0.92:
+            half = size // 2
+            payload = rng.randbytes(size)
+            out.append(frame(BINARY, payload[:half], fin=False))
+            if rng.random() < 0.5:
+                out.append(frame(PING, b"mid"))
+            out.append(frame(CONT, payload[half:]))
+        elif kind < 0.97:
+            out.append(frame(rng.choice([PING, PONG]), rng.randbytes(rng.randint(0, 10))))
+        else:
+            out.append(frame(CLOSE, close_payload(1000, b"bye")))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lean_path_reads_as_wsproto_does(seed: int, masker: str) -> None:
+    """What wsproto's Connection reads (messages, pongs, close codes); the session without it."""
+    rng = random.Random(200 + seed)
+    for _ in range(100):
+        deflate = rng.random() < 0.5
+        max_size = 70_000
+        data = _plain_stream(rng, deflate, max_size)
+        chunks: list[int] = []
+        while sum(chunks) < len(data):
+            chunks.append(rng.choice([1, 2, 5, 6, 7, 8, 64, 131, 1000, 65536, 200000]))
+        coalesce = rng.random() < 0.5
+        lean = _events(_session(deflate, coalesce, max_size), data, chunks)
+        plain = _events(_session(deflate, coalesce, max_size, lean=False), data, chunks)
+        assert lean == plain
+        if ("CloseReceived", 1009) not in lean:  # (wsproto's Connection has no size limit)
+            assert lean == _wsproto_events(deflate, data, chunks)
+
+
+def test_lean_path_split_at_every_byte() -> None:
+    """Every place a read can end, in plain messages of each length encoding and between them."""
+    data = b"".join(
+        [
+            frame(BINARY, b"x" * 64),
+            frame(TEXT, "h\xe9llo \u2603".encode()),
+            frame(BINARY, b""),
+            frame(TEXT, b"t" * 125),
+            frame(BINARY, bytes(range(126))),
+            frame(PING, b"p"),
+            frame(TEXT, b"frag", fin=False),
+            frame(CONT, b"ment"),
+            frame(BINARY, b"y" * 300),
+            frame(TEXT, b"after"),
+        ]
+    )
+    whole = _events(_session(deflate=False, coalesce=True), data, [len(data)])
+    messages = [e for e in whole if e[0] == "MessageReceived"]
+    assert len(messages) == 8
+    for coalesce in (True, False):
+        for at in range(1, len(data)):
+            chunks = [at, len(data) - at]
+            ours = _events(_session(deflate=False, coalesce=coalesce), data, chunks)
+            assert [e for e in ours if e[0] == "MessageReceived"] == messages, at
+            assert ours == _wsproto_events(False, data, chunks), at
+    one_by_one = _events(_session(deflate=False, coalesce=True), data, [1] * len(data))
+    assert one_by_one == _wsproto_events(False, data, [1] * len(data))
+
+
+@pytest.mark.parametrize(
+    ("shape", "code"),
+    [
+        (frame(TEXT, b"bad \xff"), 1007),
+        (frame(TEXT, b"surrogate \xed\xa0\x80"), 1007),
+        (frame(TEXT, b"cut \xe2\x98"), 1007),
+        (frame(TEXT, "\u2603".encode() * 50 + b"\xc0\xaf"), 1007),
+        (frame(BINARY, b"bare", masked=False), 1002),
+        (frame(TEXT, b"x" * 200, masked=False), 1002),
+        (b"\x82\xfe\x00\x7d" + b"\x01\x02\x03\x04" + bytes(125), 1002),
+        (frame(BINARY, b"rsv1", rsv=4), 1002),
+        (frame(TEXT, b"rsv3", rsv=1), 1002),
+        (frame(BINARY, b"x" * 101), 1009),
+        (frame(TEXT, b"x" * 300), 1009),
+        (frame(TEXT, "\u2603".encode() * 34), 1009),  # 102 bytes, 34 characters
+    ],
+    ids=[
+        "invalid-utf8",
+        "surrogate",
+        "truncated-utf8",
+        "invalid-utf8-16-bit-length",
+        "unmasked",
+        "unmasked-16-bit-length",
+        "non-minimal-length",
+        "rsv1-without-deflate",
+        "rsv3",
+        "one-byte-over-max-size",
+        "over-max-size-16-bit-length",
+        "over-max-size-in-utf8-bytes",
+    ],
+)
+def test_lean_path_leaves_broken_frames_to_wsproto(shape: bytes, code: int) -> None:
+    """A frame the lean path does not take, alone or after plain messages: the same close."""
+    before = frame(BINARY, b"x" * 100) + frame(TEXT, "\u2603".encode() * 33)  # both at max_size
+    for data in (shape, before + shape):
+        for lean in (True, False):
+            session = _session(deflate=False, coalesce=True, max_size=100, lean=lean)
+            events = session.receive_data(data)
+            *messages, last = events
+            assert [type(m).__name__ for m in messages] == ["MessageReceived"] * (
+                2 if data != shape else 0
+            )
+            assert isinstance(last, CloseReceived) and last.error, events
+            assert last.code == code
+            sent = session.data_to_send()
+            assert sent[0] == 0x88 and int.from_bytes(sent[2:4], "big") == code
+            assert session.closed
+            assert session.receive_data(frame(BINARY, b"after the failure")) == []
+        if code != 1009:
+            assert _events(_session(False, True), data, [len(data)]) == _wsproto_events(
+                False, data, [len(data)]
+            )
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+def test_plain_messages_do_not_reach_wsproto(
+    deflate: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lean path is taken: plain messages up to 64 KiB never reach wsproto's parser."""
+    session = _session(deflate=deflate, coalesce=True, max_size=1 << 20)
+    parsed: list[bytes] = []
+    real = session._frames
+    monkeypatch.setattr(session, "_frames", lambda data: parsed.append(data) or real(data))
+    payloads: list[str | bytes] = [
+        b"",
+        b"x" * 64,
+        "h\xe9llo",
+        b"y" * 125,
+        b"z" * 126,
+        "\u2603" * 1000,
+        os.urandom(65535),
+    ]
+    data = b"".join(
+        frame(TEXT if isinstance(p, str) else BINARY, p.encode() if isinstance(p, str) else p)
+        for p in payloads
+    )
+    assert [m.data for m in session.receive_data(data)] == payloads  # type: ignore[union-attr]
+    assert parsed == []
+    # A frame only partly here, a 64-bit length: wsproto's.
+    got = session.receive_data(data[:3]) + session.receive_data(data[3:])
+    assert [m.data for m in got] == payloads  # type: ignore[union-attr]
+    big = os.urandom(65536)
+    assert [m.data for m in session.receive_data(frame(BINARY, big))] == [big]  # type: ignore[union-attr]
+    assert len(parsed) == 3
+    # And after them, plain messages are the lean path's again.
+    parsed.clear()
+    assert [m.data for m in session.receive_data(frame(TEXT, b"back"))] == ["back"]  # type: ignore[union-attr]
+    assert parsed == []
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+def test_sent_frames_are_wsproto_s(deflate: bool) -> None:
+    """send_message builds plain frames itself: byte for byte what wsproto's frame layer sends."""
+    for payload in [b"", b"x", b"y" * 125, b"z" * 126, os.urandom(65535), os.urandom(65536)]:
+        for message in (payload, payload.hex()[: len(payload)], "\u2603" * (len(payload) // 3)):
+            ours = _session(deflate=deflate, coalesce=True).send_message(message)
+            theirs = _session(deflate=deflate, coalesce=True)._proto.send_data(message)
+            assert ours == bytes(theirs)
+            assert type(ours) is bytes
+    big = os.urandom(1 << 20)
+    assert WSSession().send_message(big) == b"\x82\x7f" + len(big).to_bytes(8, "big") + big
 
 
 # ----------------------------------------------------------------------------- graceful shutdown

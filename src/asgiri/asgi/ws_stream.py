@@ -28,7 +28,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ..protocol.events import Headers
 from .http_stream import ASGIMessageError, ClientDisconnected, _check_headers, _header_list
@@ -49,6 +49,11 @@ class WSState(enum.Enum):
     RESPONSE = "response"
     ACCEPTED = "accepted"
     CLOSED = "closed"
+
+
+#: (A module constant: on Python 3.11 ``WSState.ACCEPTED`` goes through
+#: ``EnumType.__getattr__`` each time, and ``send`` checks it per message.)
+_ACCEPTED: Final = WSState.ACCEPTED
 
 
 class WSSink(Protocol):
@@ -121,11 +126,21 @@ class WebSocketStream:
     def queue_full(self) -> bool:
         return len(self._queue) >= self._max_queue
 
-    def message_received(self, data: str | bytes) -> None:
-        if self.close_code is not None:
-            return
-        self._queue.append(data)
-        self._wake()
+    def message_received(self, data: str | bytes) -> bool:
+        """Queue a message for ``receive``; returns whether the queue is now full.
+
+        (The answer saves the sink a look at :attr:`queue_full` after each
+        read: this runs once per message received.)
+        """
+        queue = self._queue
+        if self.close_code is None:
+            queue.append(data)
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        return len(queue) >= self._max_queue
 
     def peer_closed(self, code: int, reason: str = "") -> None:
         """The peer closed (or the connection is gone: 1006)."""
@@ -180,7 +195,7 @@ class WebSocketStream:
             raise ASGIMessageError(f"ASGI message without a type: {message!r}") from None
         state = self._state
         if kind == "websocket.send":
-            if state is not WSState.ACCEPTED:
+            if state is not _ACCEPTED:
                 if self.close_code is not None or state is WSState.CLOSED:
                     raise ClientDisconnected("the WebSocket is closed")
                 raise ASGIMessageError(f"websocket.send in state {state.value!r}")

@@ -3,7 +3,7 @@
 wsproto's frame layer (``FrameProtocol``) is used through its methods
 everywhere else.  To unmask in C with websockets' ``apply_mask``
 (:class:`CMasker`), or, without it, small frames with one big-int XOR (see
-:data:`_INT_UNMASK_LIMIT`), its decoder is subclassed here: the decoder
+:data:`~.ws_coalesce.INT_UNMASK_LIMIT`), its decoder is subclassed here: the decoder
 replaces the masker wsproto picked inside ``parse_header`` (reading the
 decoder's ``buffer``, ``header`` and ``masker``), :class:`IntMasker` keeps
 wsproto's masker state (``_key``), and :class:`ServerFrames` swaps the
@@ -15,24 +15,13 @@ tests/websocket/test_websocket.py checks that the session's decoder does the par
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
 
 from wsproto.extensions import Extension
 from wsproto.frame_protocol import FrameDecoder, FrameProtocol, XorMaskerNull, XorMaskerSimple
 
-from .ws_coalesce import APPLY_MASK, ZERO_KEY
+from .ws_coalesce import APPLY_MASK, INT_UNMASK_LIMIT, ZERO_KEY
 
 __all__ = ["CMasker", "IntMasker", "ServerFrames"]
-
-
-#: Without websockets' compiled ``apply_mask``, frames up to this size are
-#: unmasked with one big-int XOR, above it with wsproto's own masker.  Both
-#: run in C, but CPython converts between bytes and int at about 1-4 ns a
-#: byte while wsproto's four strided ``translate`` passes cost a fixed ~1.5 µs
-#: plus ~1.2 ns a byte: the XOR is three times faster for a 64-byte message,
-#: still ahead at 1 KiB, and slower from a few KiB on (8 KiB: 15 µs against
-#: 10; docs/performance.md has the table).
-_INT_UNMASK_LIMIT: Final = 2048
 
 
 class CMasker(XorMaskerSimple):
@@ -106,7 +95,7 @@ class _Decoder(FrameDecoder):
             self.masker = CMasker(key, APPLY_MASK)
         else:
             header = self.header
-            if header is not None and header.payload_len <= _INT_UNMASK_LIMIT:
+            if header is not None and header.payload_len <= INT_UNMASK_LIMIT:
                 self.masker = IntMasker(key)
         return True
 

@@ -55,6 +55,13 @@ class Outlet(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
+    def send(self, data: bytes) -> Awaitable[None] | None:
+        """Write a message's frame; returns what :meth:`drain` would after it.
+
+        (One call where a write and a drain check were two: every message
+        the app sends passes here.)
+        """
+
     def finish(self, error: bool) -> None:
         """The WebSocket is over: end the carrier.
 
@@ -138,21 +145,25 @@ class WSBridge:
                     self.outlet.pause_reading()
             return
         self.bytes_received += len(data)
+        stream = self.stream
+        # Only a message fills the app's queue, and only a close ends the
+        # session: per read, the common case (messages only) asks no more.
+        full = closing = False
         for event in session.receive_data(data):
             kind = type(event)
             if kind is MessageReceived:
-                self.stream.message_received(event.data)  # type: ignore[union-attr]
+                full = stream.message_received(event.data)  # type: ignore[union-attr]
             elif kind is CloseReceived:
+                closing = True
                 self._on_close(event)  # type: ignore[arg-type]
             elif kind is PongReceived:
                 self._on_pong(event)  # type: ignore[arg-type]
-        out = session.data_to_send()
-        if out:
-            self.outlet.write(out)
-        if self.stream.queue_full and not self._paused:
+        if session.outgoing:  # (pongs, our close)
+            self.outlet.write(session.data_to_send())
+        if full and not self._paused:
             self._paused = True
             self.outlet.pause_reading()
-        if session.closed and not self.finished:
+        if closing and session.closed and not self.finished:
             self._finish(error=False)
 
     def connection_lost(self) -> None:
@@ -271,12 +282,10 @@ class WSBridge:
         if session is None or self.finished:
             return None
         out = session.send_message(data)
-        if out:
-            self.bytes_sent += len(out)
-            self.outlet.write(out)
-            if self.finished:  # (the write found the carrier gone)
-                return None
-        return self.outlet.drain()
+        if not out:
+            return self.outlet.drain()
+        self.bytes_sent += len(out)
+        return self.outlet.send(out)
 
     def ws_close(self, stream: WebSocketStream, code: int, reason: str) -> None:
         self._send_close(code, reason)
@@ -401,6 +410,12 @@ class StreamOutlet:
         if not self._ended_local and not proto.conn.send_data(self.stream_id, data, False):
             self.reset_by_peer()
         proto.schedule_flush()
+
+    def send(self, data: bytes) -> Awaitable[None] | None:
+        self.write(data)
+        if self.finished:  # (the write found the stream reset)
+            return None
+        return self.drain()
 
     def finish(self, error: bool) -> None:
         """End our side with END_STREAM/FIN after what was written (a close frame included).
@@ -621,6 +636,17 @@ class WSH1Protocol(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if not self._closed:
             self.transport.write(data)
+
+    def send(self, data: bytes) -> Awaitable[None] | None:
+        if self._closed:
+            return None
+        transport = self.transport
+        transport.write(data)
+        # (A write that finds the connection gone leaves it closing: drain()
+        # answers for that case as for a paused one.)
+        if not self._write_paused and not transport.is_closing():
+            return None
+        return self.drain()
 
     def finish(self, error: bool) -> None:
         if self._closed:
