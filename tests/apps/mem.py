@@ -90,6 +90,9 @@ async def blob(scope: Any, receive: Any, send: Any) -> None:
 
 #: Every 64th block of :func:`fragmented`'s allocations, kept for the process's life.
 _PINNED: list[bytes] = []
+_BIG: list[bytes] = []
+#: Size of the block :func:`fragmented` keeps after each large one.
+PIN = 64 * 1024
 
 
 def _rss_kib() -> int:
@@ -113,6 +116,20 @@ async def fragmented(scope: Any, receive: Any, send: Any) -> None:
         blocks = [bytes([i & 0xFF]) * 1024 for i in range(count)]
         _PINNED.extend(blocks[63::64])
         del blocks
+    elif scope["path"] == "/large-blocks":
+        # A freed 8 MiB block raises glibc's dynamic mmap threshold to 8 MiB;
+        # then 300 KiB blocks (a large read, a joined body), each followed by
+        # a block that stays (64 KiB: too large for the free space the heap
+        # already has, so it comes from the top, right after the large one):
+        # from the heap, their space would stay resident after they are freed.
+        del _BIG[:]
+        _BIG.append(bytes(8 << 20))
+        del _BIG[:]
+        large = []
+        for i in range(_query_int(scope, "count", 200)):
+            large.append(bytes([i & 0xFF]) * (300 * 1024))
+            _PINNED.append(bytes([i & 0xFF]) * PIN)
+        del large
     body = b"%d" % _rss_kib()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})

@@ -2,7 +2,9 @@
 
 The app fragments the heap as bursts of request and response bodies do (see
 ``apps.mem:fragmented``): without the trim, what it freed stays resident;
-with it, the process's RSS comes back down within a few intervals.
+with it, the process's RSS comes back down within a few intervals, and
+blocks of 256 KiB or more never enter the heap (glibc's mmap threshold is
+held there instead of rising after each large block).
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ def untrimmed() -> Iterator[CLIServer]:
 
 
 @pytest.fixture
+def held() -> Iterator[CLIServer]:
+    """The threshold held, but no trim within the test."""
+    with cli_server("apps.mem:fragmented", "--port", "0", "--memory-trim-interval", "3600") as srv:
+        yield srv
+
+
+@pytest.fixture
 def trimmed() -> Iterator[CLIServer]:
     with cli_server("apps.mem:fragmented", "--port", "0", "--memory-trim-interval", "0.2") as srv:
         yield srv
@@ -57,3 +66,20 @@ def test_the_trim_gives_freed_memory_back(trimmed: CLIServer) -> None:
     while (grown := _rss_kib(trimmed) - before) > 16 * MIB_KIB:
         assert time.monotonic() < deadline, f"RSS still {grown} KiB above its start"
         time.sleep(0.1)
+
+
+LARGE_BLOCKS = 200  # of 300 KiB: 58.6 MiB, each followed by a 64 KiB block kept (12.5 MiB)
+KEPT_KIB = LARGE_BLOCKS * 64
+
+
+def test_without_the_held_threshold_large_blocks_stay_resident(untrimmed: CLIServer) -> None:
+    before = _rss_kib(untrimmed)
+    after = _rss_kib(untrimmed, f"/large-blocks?count={LARGE_BLOCKS}")
+    assert after - before - KEPT_KIB > LARGE_BLOCKS * 300 * 2 // 3, (before, after)
+
+
+def test_with_the_held_threshold_large_blocks_leave_with_their_free(held: CLIServer) -> None:
+    before = _rss_kib(held)
+    after = _rss_kib(held, f"/large-blocks?count={LARGE_BLOCKS}")
+    # What the app keeps and a little allocator slack remain.
+    assert after - before - KEPT_KIB < 8 * MIB_KIB, (before, after)

@@ -735,7 +735,9 @@ class RuntimeConfig:
         metavar="SECONDS",
         help="Seconds between two returns of freed heap memory to the operating system "
         "(glibc's malloc_trim), so that a process's RSS comes down after a burst of large "
-        "bodies instead of staying at its peak; 0 turns it off. No effect without glibc.",
+        "bodies instead of staying at its peak; with it, blocks of 256 KiB or more are "
+        "mapped on their own (glibc's mmap threshold held there, unless "
+        "MALLOC_MMAP_THRESHOLD_ is set). 0 leaves malloc alone. No effect without glibc.",
     )
 
     def __post_init__(self) -> None:
