@@ -883,6 +883,10 @@ def write_doc(path: Path, text: str) -> None:
     path.write_text(doc[:begin] + "\n" + text + doc[end:])
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=1800)
@@ -900,14 +904,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, help="replace the soak section of this file")
     parser.add_argument("--json", type=Path, help="write the verdict and its figures as JSON")
     args = parser.parse_args(argv)
-    result = run(
-        args.seconds,
-        args.sample,
-        args.sighup_every,
-        args.warmup,
-        args.workers,
-        rss_slack=args.rss_slack * MIB,
-    )
+    # A SIGTERM (a CI timeout, pkill) runs run()'s clean-up as Ctrl-C does:
+    # without it the load processes and the server's workers outlived the
+    # soak and kept loading the machine.
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        result = run(
+            args.seconds,
+            args.sample,
+            args.sighup_every,
+            args.warmup,
+            args.workers,
+            rss_slack=args.rss_slack * MIB,
+        )
+    except KeyboardInterrupt as exc:
+        print(f"soak: interrupted ({exc or 'Ctrl-C'}); server and load stopped", file=sys.stderr)
+        return 130
     command = "python bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(result, command.strip())
     print(text)
