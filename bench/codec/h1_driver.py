@@ -20,9 +20,9 @@ import argparse
 import asyncio
 import statistics
 import time
-from typing import Any
 
 from bench.app import app
+from bench.codec.transport import CountingTransport
 
 from asgiri.config import Config
 from asgiri.server.context import ServerContext
@@ -39,54 +39,13 @@ ECHO = (
 LOADS = {"hello": (GET, 1), "echo": (ECHO, 1), "pipelined": (GET * 16, 16)}
 
 
-class Transport(asyncio.Transport):
-    """Keeps the byte count of what the server writes; never pauses."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = 0
-        self.closing = False
-
-    def write(self, data: Any) -> None:
-        self.written += len(data)
-
-    def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.write(chunk)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "peername":
-            return ("127.0.0.1", 50000)
-        if name == "sockname":
-            return ("127.0.0.1", 8000)
-        return default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def serve(data: bytes, per_read: int, reads: int, connections: int) -> float:
     loop = asyncio.get_running_loop()
     config = Config.from_options(app, access_log=False)
     ctx = ServerContext(config, app, loop, forwarded_allow_ips=None)
     protocols = []
     for _ in range(connections):
-        transport = Transport()
+        transport = CountingTransport()
         proto = H1Protocol(ctx)
         proto.connection_made(transport)
         protocols.append((proto, transport))

@@ -21,51 +21,14 @@ import argparse
 import asyncio
 import statistics
 import time
-from typing import Any
 
 from bench.app import app
 from bench.codec.h2_codec import BODY, STREAMS, client_reads
+from bench.codec.transport import CountingTransport
 
 from asgiri.config import Config
 from asgiri.server.context import ServerContext
 from asgiri.server.h2 import H2Protocol
-
-
-class Transport(asyncio.Transport):
-    """Keeps the byte count of what the server writes; never pauses."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = 0
-        self.closing = False
-
-    def write(self, data: Any) -> None:
-        self.written += len(data)
-
-    def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.write(chunk)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def serve(reads: list[bytes], connections: int, codec: str) -> float:
@@ -74,7 +37,7 @@ async def serve(reads: list[bytes], connections: int, codec: str) -> float:
     ctx = ServerContext(config, app, loop, forwarded_allow_ips=None)
     start = time.process_time()
     for _ in range(connections):
-        transport = Transport()
+        transport = CountingTransport()
         proto = H2Protocol(
             ctx, transport, scheme="http", client=("127.0.0.1", 1), server=None, extensions={}
         )

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from bench.app import app
+from bench.codec.transport import CountingTransport
 
 from asgiri.config import Config
 from asgiri.server.context import ServerContext
@@ -52,7 +53,7 @@ def client_frame(payload: bytes, text: bool) -> bytes:
     return head + key + masked
 
 
-class Transport(asyncio.Transport):
+class Transport(CountingTransport):
     """Counts the writes of the connection it carries; never pauses."""
 
     def __init__(self, counter: Counter) -> None:
@@ -60,8 +61,6 @@ class Transport(asyncio.Transport):
         self.counter = counter
         self.protocol: Any = None
         self.first = b""
-        self.written = 0
-        self.closing = False
 
     def write(self, data: Any) -> None:
         if not self.first:
@@ -69,40 +68,11 @@ class Transport(asyncio.Transport):
         self.written += len(data)
         self.counter.wrote()
 
-    def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.write(chunk)
-
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
 
     def get_protocol(self) -> Any:
         return self.protocol
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "peername":
-            return ("127.0.0.1", 50000)
-        if name == "sockname":
-            return ("127.0.0.1", 8000)
-        return default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class Counter:
