@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import logging
 import os
 from collections.abc import Callable
-
-logger = logging.getLogger("asgiri.error")
 
 __all__ = ["MMAP_THRESHOLD", "HeapTrimmer", "hold_mmap_threshold", "malloc_trim"]
 
@@ -56,11 +53,10 @@ malloc_trim: Callable[[int], int] | None = _libc_function("malloc_trim", ctypes.
 _mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int) if malloc_trim else None
 
 
-def hold_mmap_threshold() -> bool:
-    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD`; whether it was set."""
-    if _mallopt is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    return bool(_mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+def hold_mmap_threshold() -> None:
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (unless the operator chose one)."""
+    if _mallopt is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 class HeapTrimmer:
@@ -70,12 +66,6 @@ class HeapTrimmer:
         self._loop = loop
         self._interval = interval
         self._timer: asyncio.TimerHandle | None = None
-        #: How many times the heap was trimmed (for tests and debugging).
-        self.trims = 0
-
-    @property
-    def active(self) -> bool:
-        return self._timer is not None
 
     def start(self) -> None:
         if self._interval > 0 and malloc_trim is not None and self._timer is None:
@@ -90,5 +80,4 @@ class HeapTrimmer:
     def _trim(self) -> None:
         assert malloc_trim is not None  # start() checked
         malloc_trim(0)
-        self.trims += 1
         self._timer = self._loop.call_later(self._interval, self._trim)
