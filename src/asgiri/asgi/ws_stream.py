@@ -88,6 +88,23 @@ class WSSink(Protocol):
         """The app returned."""
 
 
+class _Ended:
+    """The sink of a stream whose app has returned.
+
+    The stream is then CLOSED, so every ``send`` is refused before it reaches
+    a sink; only ``receive`` may still take a queued message.  Swapping the
+    connection's sink for this one breaks the stream-sink reference cycle:
+    the connection, its transport and buffers are freed when their last
+    reference goes instead of waiting for the cyclic garbage collector.
+    """
+
+    def ws_consumed(self, stream: WebSocketStream) -> None:
+        """Nobody reads for an app that has returned."""
+
+
+_ENDED: Any = _Ended()
+
+
 class WebSocketStream:
     """One WebSocket seen through the ASGI ``websocket`` scope."""
 
@@ -312,6 +329,7 @@ class WebSocketStream:
                 self._sink.ws_http_response(self, 500, [], b"", True)
         finally:
             self._sink.ws_done(self)
+            self._sink = _ENDED
 
     def _failed(self, exc: BaseException) -> None:
         cancelled = is_cancellation(exc)

@@ -332,6 +332,13 @@ class H1Response:
         return out
 
 
+class _Inert:
+    """A parser protocol without callbacks: what a released connection's parser reports to."""
+
+
+_INERT = _Inert()
+
+
 class H1Connection:
     """One HTTP/1.x server connection, both sides (the rules: the module docstring).
 
@@ -990,6 +997,14 @@ class H1Connection:
         info = self._answering = self._waiting.popleft()
         self.write_state = _W_RESPONSE
         return info.stream_id
+
+    def release(self) -> None:
+        """The connection is over: drop the parser, whose callbacks are this object's methods.
+
+        Kept, parser and codec would be a reference cycle, freed only by the
+        cyclic garbage collector; nothing is parsed after this.
+        """
+        self._parser = httptools.HttpRequestParser(_INERT)
 
     def close_when_done(self) -> None:
         """Drain: no response head from now on promises keep-alive (rule 3)."""

@@ -444,6 +444,9 @@ class H2Connection:
     def pending_output(self) -> int:
         return self._conn.pending_output() + sum(map(len, self._extra_out))
 
+    def release(self) -> None:
+        self._conn.release()
+
     def _flush(self, stream_id: int, out: _OutStream) -> bool:
         conn = self._conn
         try:

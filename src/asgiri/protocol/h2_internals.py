@@ -76,6 +76,10 @@ class ServerH2(h2.connection.H2Connection):
         """Bytes of frames h2 holds for ``data_to_send``."""
         return len(self._data_to_send)
 
+    def release(self) -> None:
+        """Drop h2's frame dispatch table: its bound methods make the connection a cycle."""
+        self._frame_dispatch_table = {}
+
     #: Streams reset by the peer or by h2 for the peer's stream errors, and how
     #: many are tolerated (the owner sets it: H2Limits.max_resets, plus one per
     #: stream that completed normally).

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -120,6 +121,20 @@ def _settings(limits: H2Limits) -> dict[int, int]:
     return settings
 
 
+def _send_window(conn: ngh2.Connection, stream_id: int, opening: bool) -> int | None:
+    """nghttp2's send window of ``stream_id`` (0 when negative), for the screen.
+
+    None for a stream nghttp2 does not have, unless it is ``opening`` in
+    the read being screened: it starts at the peer's initial window.
+    """
+    try:
+        return conn.stream_remote_window_size(stream_id)
+    except ngh2.NGH2Error:
+        if not opening:
+            return None
+        return conn.remote_settings.get(ngh2.Setting.INITIAL_WINDOW_SIZE, _DEFAULT_WINDOW)
+
+
 class H2Connection:
     """The server side of one HTTP/2 connection (an :class:`~.h2_common.H2Codec`)."""
 
@@ -134,7 +149,11 @@ class H2Connection:
         #: Body bytes received per stream and not yet acknowledged.
         self._unacked: dict[int, int] = {}
         #: Flood budgets and the CONTINUATION cap (the rest is nghttp2's).
-        self._screen = _Screen(limits, self._send_window)
+        # A function of the nghttp2 session, not a method of this object:
+        # a bound method held by the screen would make codec and screen a
+        # reference cycle, left to the cyclic garbage collector (with the
+        # session's C memory) after the connection closes.
+        self._screen = _Screen(limits, functools.partial(_send_window, self._conn))
         #: --limit-request-body and the request-head limits (413, 431).
         self._limits = RequestLimits(limits)
         #: ``stop_reading`` codes waiting for the stream's queued body to leave.
@@ -230,20 +249,6 @@ class H2Connection:
         if window_opened and self._queued and not self.closed:
             self._writable(events)
         return events
-
-    def _send_window(self, stream_id: int, opening: bool) -> int | None:
-        """nghttp2's send window of ``stream_id`` (0 when negative), for the screen.
-
-        None for a stream nghttp2 does not have, unless it is ``opening`` in
-        the read being screened: it starts at the peer's initial window.
-        """
-        conn = self._conn
-        try:
-            return conn.stream_remote_window_size(stream_id)
-        except ngh2.NGH2Error:
-            if not opening:
-                return None
-            return conn.remote_settings.get(ngh2.Setting.INITIAL_WINDOW_SIZE, _DEFAULT_WINDOW)
 
     def _overflowed(self) -> None:
         """Send RST_STREAM FLOW_CONTROL_ERROR for the streams whose send window
@@ -537,6 +542,9 @@ class H2Connection:
     def pending_output(self) -> int:
         """What :meth:`buffered` took from nghttp2 and ``data_to_send`` has not."""
         return sum(map(len, self._out))
+
+    def release(self) -> None:
+        """Nothing to break: the screen holds the session, not this object."""
 
     def _pump(self) -> None:
         """Take nghttp2's output now, so that its queue holds only what waits

@@ -458,6 +458,9 @@ class H3Connection:
         so what waits is in the streams' buffers (:meth:`buffered`)."""
         return 0
 
+    def release(self) -> None:
+        self.quic.break_cycles()
+
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
         """The app consumed ``nbytes`` of body: let the client send that much more."""
         self.quic.consume(stream_id, nbytes)

@@ -61,6 +61,11 @@ class StreamConnection(Protocol):
         writes at once and lets the transport's flow control hold the app.
         """
 
+    def release(self) -> None:
+        """The connection is over (the server is done with it): break the codec's
+        own reference cycles, so that it and what it holds are freed when the
+        server drops it instead of waiting for the cyclic garbage collector."""
+
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
         """The app consumed ``nbytes`` of request body: give the peer that much credit."""
 

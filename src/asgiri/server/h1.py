@@ -126,7 +126,7 @@ class H1Protocol(asyncio.Protocol):
         self._parse_scheduled = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout, self._stopped_reading)
+        self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout)
         self._closed = False
         self._switched = False
 
@@ -183,7 +183,20 @@ class H1Protocol(asyncio.Protocol):
             stream.disconnect()
         self._streams.clear()
         self._wake_writers()
+        self._release()
         self.ctx.check_drained()
+
+    def _release(self) -> None:
+        """Let go of what points back at this object, now that the connection is over.
+
+        A stream's sink is this object and the parser's callbacks are the
+        codec's methods: kept, those cycles would leave every closed
+        connection, its transport and TLS buffers included, to the cyclic
+        garbage collector instead of freeing it when its last reference goes.
+        """
+        self._current = None
+        self._reading = None
+        self.conn.release()
 
     def pause_writing(self) -> None:
         # A client that does not read its responses must not make the server
@@ -192,7 +205,7 @@ class H1Protocol(asyncio.Protocol):
         self._write_paused = True
         self._pause_reading()
         if not self._closed:
-            self._stall.start(self.transport)
+            self._stall.start(self.transport, self._stopped_reading)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -272,6 +285,7 @@ class H1Protocol(asyncio.Protocol):
         if self._read_paused:
             self._read_paused = False
             self.transport.resume_reading()
+        self._release()
 
     def wait_for(self, switching: Switching) -> None:
         """Received bytes go to ``switching``; they must come within the header timeout."""
@@ -384,7 +398,7 @@ class H1Protocol(asyncio.Protocol):
         waiter = self.loop.create_future()
         self._drain_waiters.append(waiter)
         # A client that stops reading must not hold the app forever.
-        self._stall.start(self.transport)
+        self._stall.start(self.transport, self._stopped_reading)
         return waiter
 
     def _stopped_reading(self) -> None:

@@ -70,7 +70,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         self.conn = codec_factory(ctx.config.http2.h2_codec)(ctx.h2_limits)
         self._timer: asyncio.TimerHandle | None = None
         #: Runs while the socket is not draining (``--timeout-write``).
-        self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout, self._stopped_reading)
+        self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout)
         #: Runs while finished responses wait for the peer's window.
         self._output_timer: asyncio.TimerHandle | None = None
         self._upgrade_body_left = 0
@@ -132,6 +132,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
             self._output_timer.cancel()
             self._output_timer = None
         self._disconnect_all()
+        self.conn.release()
 
     def pause_writing(self) -> None:
         # Frames are answered (SETTINGS, PING, responses without DATA) whether
@@ -140,7 +141,7 @@ class H2Protocol(StreamSink, asyncio.Protocol):
         self._write_paused = True
         if not self._closed:
             self.transport.pause_reading()
-            self._stall.start(self.transport)
+            self._stall.start(self.transport, self._stopped_reading)
 
     def resume_writing(self) -> None:
         self._write_paused = False

@@ -440,6 +440,7 @@ class H3Protocol(StreamSink):
             self._timer.cancel()
             self._timer = None
         self._disconnect_all()
+        self.conn.release()
 
     # ------------------------------------------------------------ output
 

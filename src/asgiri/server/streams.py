@@ -576,7 +576,11 @@ class StreamSink:
         """
         for stream in list(self.streams.values()):
             stream.reset_by_peer()
-        for tunnel in list(self.tunnels.values()):
+        tunnels = list(self.tunnels.values())
+        # Each tunnel's outlet points back at this object: kept in the dict,
+        # they would be a cycle holding the connection after it is gone.
+        self.tunnels.clear()
+        for tunnel in tunnels:
             tunnel.connection_lost()
         for stream_id in list(self._waiters):
             self._wake(stream_id)

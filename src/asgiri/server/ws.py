@@ -492,8 +492,10 @@ class StreamOutlet:
             self.bridge = None
 
     def connection_lost(self) -> None:
-        if self.bridge is not None:
-            self.bridge.connection_lost()
+        # As in WSH1Protocol.connection_lost: outlet and bridge must not stay a cycle.
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:
+            bridge.connection_lost()
 
     def shutdown(self) -> None:
         if self.bridge is not None:
@@ -551,7 +553,7 @@ class WSH1Protocol(asyncio.Protocol):
         #: The framing of a denial response once its head went out.
         self._response: H1Response | None = None
         #: A peer that reads nothing while the app sends is dropped (``--timeout-write``).
-        self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout, self._stopped_reading)
+        self._stall = WriteStallWatch(ctx.loop, ctx.write_timeout)
         self._abort_timer: asyncio.TimerHandle | None = None
 
     def start(self, bridge: WSBridge, data: bytes) -> None:
@@ -577,15 +579,18 @@ class WSH1Protocol(asyncio.Protocol):
             self._abort_timer.cancel()
             self._abort_timer = None
         self.ctx.connections.discard(self)
-        if self.bridge is not None:
-            self.bridge.connection_lost()
+        # The bridge's outlet is this object: let go of it, or the two would
+        # be a cycle holding the transport until the cyclic collector runs.
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:
+            bridge.connection_lost()
         self._wake()
         self.ctx.check_drained()
 
     def pause_writing(self) -> None:
         self._write_paused = True
         if not self._closed:
-            self._stall.start(self.transport)
+            self._stall.start(self.transport, self._stopped_reading)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -680,7 +685,7 @@ class WSH1Protocol(asyncio.Protocol):
         waiter = self.ctx.loop.create_future()
         self._waiters.append(waiter)
         if self._write_paused:
-            self._stall.start(self.transport)
+            self._stall.start(self.transport, self._stopped_reading)
         return waiter
 
     # ------------------------------------------------------------ server lifecycle

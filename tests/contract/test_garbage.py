@@ -1,0 +1,115 @@
+"""A connection that ends is freed at once, not left to the cyclic garbage collector.
+
+Objects of one connection point at each other (a stream and its sink, a
+codec and its parser's callbacks, a watch and its owner).  Were any of those
+references kept after the connection ended, the whole connection, with its
+transport and, over TLS, about 300 KiB of buffers, would stay in memory
+until the next full collection; under load a worker then grows by whatever
+ended between two collections (the soak of docs/operations.md found it).
+
+Each test runs its connections with the collector off, waits for the server
+to finish with them, then collects once and looks at what was only
+reachable through cycles: nothing of the server may be among it.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from asgiri.protocol.h2_codecs import CODECS, codec_available
+
+from .conftest import Servers
+from .transports import HTTP_TRANSPORTS, WS_H2C, WS_TRANSPORTS, HTTPTransport, WSTransport
+
+pytestmark = pytest.mark.timeout(60)
+
+H2_CODECS = [codec for codec in CODECS if codec_available(codec)]
+#: Types whose instances belong to a server connection (the test's own
+#: clients are h11, h2, wsproto and aioquic objects, never these).
+SERVER_MODULES = ("asgiri.", "uvloop.")
+
+
+def _variants() -> Iterator[Any]:
+    for transport in HTTP_TRANSPORTS:
+        if transport.version == "HTTP/2":
+            for codec in H2_CODECS:
+                yield pytest.param(transport, codec, id=f"{transport}-{codec}")
+        else:
+            yield pytest.param(transport, None, id=str(transport))
+
+
+def _type_name(obj: object) -> str:
+    kind = type(obj)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def cyclic_garbage(srv: Any, work: Callable[[], None]) -> list[str]:
+    """Run ``work`` with the collector off; the server objects only cycles kept."""
+    ctx = srv.server._ctx
+    gc.collect()
+    gc.disable()
+    try:
+        work()
+        deadline = time.monotonic() + 15
+        while (ctx.connections or ctx.tasks) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not ctx.connections, f"connections still open: {ctx.connections}"
+        assert not ctx.tasks, f"app tasks still running: {ctx.tasks}"
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+    finally:
+        gc.set_debug(0)
+        gc.enable()
+    names = {_type_name(obj) for obj in gc.garbage}
+    found = sorted(name for name in names if name.startswith(SERVER_MODULES))
+    gc.garbage.clear()
+    return found
+
+
+@pytest.mark.parametrize(("transport", "codec"), list(_variants()))
+def test_ended_http_connections_leave_no_cycles(
+    transport: HTTPTransport, codec: str | None, servers: Servers
+) -> None:
+    srv = servers.start(transport, **({"h2_codec": codec} if codec else {}))
+    transport.assert_serving(srv)  # the server's own first-use objects, before counting
+
+    def work() -> None:
+        with transport.connect(srv) as conn:
+            for _ in range(2):
+                body = b"x" * 70000
+                handle = conn.start("POST", "/echo", [(b"content-length", b"70000")], body)
+                reply = conn.response(handle)
+                assert (reply.status, reply.body) == (200, b"70000 bytes")
+            handle = conn.start("GET", "/stream?100000")
+            reply = conn.response(handle)
+            assert (reply.status, len(reply.body)) == (200, 100000)
+        # A request the client gives up half-way: the disconnect path.
+        with transport.connect(srv) as conn:
+            conn.abandon(transport.hold(conn))
+
+    assert cyclic_garbage(srv, work) == []
+
+
+@pytest.mark.parametrize("transport", [*WS_TRANSPORTS, WS_H2C], ids=str)
+def test_ended_websockets_leave_no_cycles(transport: WSTransport, servers: Servers) -> None:
+    srv = servers.start(transport.http)
+    transport.http.assert_serving(srv)
+
+    def work() -> None:
+        with transport.connect(srv) as ws:
+            ws.send_text("hello")
+            assert ws.receive_message() == "hello"
+            ws.close()
+            assert ws.receive_close() is not None
+        # A client that drops its connection without a close frame.
+        ws = transport.connect(srv)
+        ws.send_text("bye")
+        assert ws.receive_message() == "bye"
+        ws.close_transport()
+
+    assert cyclic_garbage(srv, work) == []
