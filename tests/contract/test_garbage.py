@@ -9,19 +9,19 @@ ended between two collections (the soak of docs/operations.md found it).
 
 Each test runs its connections with the collector off, waits for the server
 to finish with them, then collects once and looks at what was only
-reachable through cycles: nothing of the server may be among it.
+reachable through cycles (tests/support/garbage.py): nothing of the server
+may be among it.  WebTransport sessions: tests/http3/test_webtransport.py.
 """
 
 from __future__ import annotations
 
-import gc
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from asgiri.protocol.h2_codecs import CODECS, codec_available
+from tests.support.garbage import cyclic_garbage
 
 from .conftest import Servers
 from .transports import HTTP_TRANSPORTS, WS_H2C, WS_TRANSPORTS, HTTPTransport, WSTransport
@@ -29,9 +29,6 @@ from .transports import HTTP_TRANSPORTS, WS_H2C, WS_TRANSPORTS, HTTPTransport, W
 pytestmark = pytest.mark.timeout(60)
 
 H2_CODECS = [codec for codec in CODECS if codec_available(codec)]
-#: Types whose instances belong to a server connection (the test's own
-#: clients are h11, h2, wsproto and aioquic objects, never these).
-SERVER_MODULES = ("asgiri.", "uvloop.")
 
 
 def _variants() -> Iterator[Any]:
@@ -41,34 +38,6 @@ def _variants() -> Iterator[Any]:
                 yield pytest.param(transport, codec, id=f"{transport}-{codec}")
         else:
             yield pytest.param(transport, None, id=str(transport))
-
-
-def _type_name(obj: object) -> str:
-    kind = type(obj)
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def cyclic_garbage(srv: Any, work: Callable[[], None]) -> list[str]:
-    """Run ``work`` with the collector off; the server objects only cycles kept."""
-    ctx = srv.server._ctx
-    gc.collect()
-    gc.disable()
-    try:
-        work()
-        deadline = time.monotonic() + 15
-        while (ctx.connections or ctx.tasks) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not ctx.connections, f"connections still open: {ctx.connections}"
-        assert not ctx.tasks, f"app tasks still running: {ctx.tasks}"
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.collect()
-    finally:
-        gc.set_debug(0)
-        gc.enable()
-    names = {_type_name(obj) for obj in gc.garbage}
-    found = sorted(name for name in names if name.startswith(SERVER_MODULES))
-    gc.garbage.clear()
-    return found
 
 
 @pytest.mark.parametrize(("transport", "codec"), list(_variants()))

@@ -13,6 +13,7 @@ import pytest
 from asgiri.server.h3 import STREAM_WINDOW
 from asgiri.server.webtransport import WTBridge
 from tests.apps import wt as wtapps
+from tests.support.garbage import cyclic_garbage
 from tests.support.h3_client import H3Client, h3port
 from tests.support.logs import AccessLines
 from tests.support.servers import ThreadServer, serve
@@ -365,3 +366,24 @@ def test_a_session_ends_with_its_connection(server: ThreadServer) -> None:
     ):
         assert time.monotonic() < deadline, "a session outlived its connection"
         time.sleep(0.01)
+
+
+def test_ended_sessions_leave_no_cycles(pems: tuple[bytes, bytes]) -> None:
+    """An ended session and its connection are freed at once (tests/contract/test_garbage.py)."""
+    with serve(wtapps.session, cert_data=pems[0], key_data=pems[1]) as srv:
+
+        def work() -> None:
+            with H3Client(h3port(srv), webtransport=True) as client:
+                session = WTClient(client, "/echo")
+                assert session.wait_head().status == 200
+                stream_id = session.open_stream()
+                session.send(stream_id, b"x" * 10_000, end=True)
+                assert session.wait_stream(stream_id) == b"x" * 10_000
+                session.close(42, "bye")
+                session.wait_closed()
+            # A session whose connection simply goes away.
+            with H3Client(h3port(srv), webtransport=True) as client:
+                session = WTClient(client, "/echo")
+                assert session.wait_head().status == 200
+
+        assert cyclic_garbage(srv, work) == []
