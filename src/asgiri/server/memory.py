@@ -12,30 +12,23 @@ the free pages inside the heap back (``MADV_DONTNEED``); it takes 0.2-1.5 ms
 on such a heap, so it runs on the event loop every few seconds.  Elsewhere
 (musl, macOS, Windows) there is no such call and this does nothing.
 
-The trim alone does not keep a worker flat: a page with one live block on
-it stays resident, and glibc's *dynamic* mmap threshold makes it worse.
-Blocks from 128 KiB up start out as their own mmap (unmapped on free), but
-each such free raises the threshold to the block's size (up to 32 MiB), so
-after the first 4 MiB body every read buffer and joined body below 4 MiB is
-carved from the heap between long-lived blocks.  With the threshold held at
-256 KiB the soak's workers stayed at 56-60 MiB for minutes (heap 10-13 MiB)
-where they had climbed from 60 to 80 MiB (heap 20 -> 38 MiB) with the trim
-alone.  An operator who sets ``MALLOC_MMAP_THRESHOLD_`` keeps that choice.
+glibc's mmap threshold is left to glibc (or to ``MALLOC_MMAP_THRESHOLD_``).
+Holding it at 256 KiB, as this once did, made every block from there up a
+fresh mapping of zeroed pages: echoing 1 MiB WebSocket messages cost 2.2-2.5
+ms of CPU each instead of 0.9-1.2.  What had made workers grow with the
+dynamic threshold was closed connections left to the cyclic garbage
+collector, with their TLS buffers (fixed at the source, see
+``tests/contract/test_garbage.py``); with them freed at once the trim alone
+keeps the soak's workers flat (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import os
 from collections.abc import Callable
 
-__all__ = ["MMAP_THRESHOLD", "HeapTrimmer", "hold_mmap_threshold", "malloc_trim"]
-
-#: Blocks this large or larger get their own mmap (see the module docstring).
-MMAP_THRESHOLD = 256 * 1024
-#: ``mallopt``'s parameter number for it (glibc's malloc.h).
-_M_MMAP_THRESHOLD = -3
+__all__ = ["HeapTrimmer", "malloc_trim"]
 
 
 def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
@@ -50,13 +43,6 @@ def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
 
 #: glibc's ``malloc_trim``, or None where the C library has none.
 malloc_trim: Callable[[int], int] | None = _libc_function("malloc_trim", ctypes.c_size_t)
-_mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int) if malloc_trim else None
-
-
-def hold_mmap_threshold() -> None:
-    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (unless the operator chose one)."""
-    if _mallopt is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 class HeapTrimmer:
@@ -69,7 +55,6 @@ class HeapTrimmer:
 
     def start(self) -> None:
         if self._interval > 0 and malloc_trim is not None and self._timer is None:
-            hold_mmap_threshold()
             self._timer = self._loop.call_later(self._interval, self._trim)
 
     def stop(self) -> None:
