@@ -105,6 +105,50 @@ class WTSessionSink(Protocol):
         """The app returned."""
 
 
+class _EndedSession:
+    """The sink of a session whose app has returned and that is closed.
+
+    Swapped in for the server's bridge when the app returns, so that session
+    and bridge are not a reference cycle that keeps the connection alive until
+    the cyclic garbage collector runs.  A task the app left behind finds the
+    session gone: what it sends raises, what it takes is not credited.
+    """
+
+    def wt_accept(self, session: WTSession, headers: Headers) -> None:
+        raise ClientDisconnected("the WebTransport session is over")
+
+    def wt_reject(
+        self, session: WTSession, status: int, headers: Headers, body: bytes, end: bool
+    ) -> None:
+        raise ClientDisconnected("the WebTransport session is over")
+
+    def wt_close(self, session: WTSession, code: int, reason: str) -> None:
+        """Already closed."""
+
+    def wt_open(self, session: WTSession, unidirectional: bool) -> int | None:
+        raise ClientDisconnected("the WebTransport session is over")
+
+    def wt_send(
+        self, session: WTSession, stream_id: int, data: bytes, end: bool
+    ) -> Awaitable[None] | None:
+        raise ClientDisconnected("the WebTransport session is over")
+
+    def wt_reset(self, session: WTSession, stream_id: int, code: int) -> None:
+        """Nothing left to reset."""
+
+    def wt_datagram(self, session: WTSession, data: bytes) -> None:
+        raise ClientDisconnected("the WebTransport session is over")
+
+    def wt_consumed(self, stream_id: int, nbytes: int) -> None:
+        """Nobody reads for an app that has returned."""
+
+    def wt_done(self, session: WTSession) -> None:
+        """Reported once already."""
+
+
+_ENDED_SESSION = _EndedSession()
+
+
 class WTSession:
     """One WebTransport session seen through the ASGI ``webtransport`` scope."""
 
@@ -351,6 +395,10 @@ class WTSession:
                 self._sink.wt_reject(self, 500, [], b"", True)
         finally:
             self._sink.wt_done(self)
+            if self._state is WTState.CLOSED:
+                # Per-stream mode (an app that never touched the session)
+                # keeps its sink: the bridge still serves the streams.
+                self._sink = _ENDED_SESSION
 
     def _failed(self, exc: BaseException) -> None:
         gone = self.close_code is not None
