@@ -20,15 +20,19 @@ from typing import Any
 
 import pytest
 
-from asgiri.protocol.h2_codecs import CODECS, codec_available
 from tests.support.garbage import cyclic_garbage
 
 from .conftest import Servers
-from .transports import HTTP_TRANSPORTS, WS_H2C, WS_TRANSPORTS, HTTPTransport, WSTransport
+from .transports import (
+    H2_CODECS,
+    HTTP_TRANSPORTS,
+    WS_H2C,
+    WS_TRANSPORTS,
+    HTTPTransport,
+    WSTransport,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-H2_CODECS = [codec for codec in CODECS if codec_available(codec)]
 
 
 def _variants() -> Iterator[Any]:

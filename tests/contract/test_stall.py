@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from asgiri.protocol.h2_codecs import CODECS, codec_available
-
 from .app import CHUNK, RECORD
 from .conftest import Servers
 from .transports import (
+    H2_CODECS,
     H2_TLS,
     H2C,
     HTTP_TRANSPORTS,
@@ -30,7 +29,6 @@ WRITE_TIMEOUT = 1.0
 #: How long after the client stopped reading the app must have been let go.
 CUT_WITHIN = WRITE_TIMEOUT + 4.0
 HUGE = 50 * 1024 * 1024
-H2_CODECS = [codec for codec in CODECS if codec_available(codec)]
 
 
 @pytest.mark.parametrize("transport", HTTP_TRANSPORTS, ids=str)

@@ -50,6 +50,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from asgiri.protocol.h2_codecs import CODECS, codec_available
 from tests.support.h2_client import H2Client
 from tests.support.h3_client import H3Client, H3WebSocket
 from tests.support.servers import CLIServer, ThreadServer
@@ -60,6 +61,7 @@ __all__ = [
     "H1",
     "H1_TLS",
     "H2C",
+    "H2_CODECS",
     "H2_TLS",
     "H3",
     "HTTP_TRANSPORTS",
@@ -83,6 +85,8 @@ __all__ = [
 ]
 
 TIMEOUT = 10.0
+#: The HTTP/2 codecs this platform has: guarantees that differ by codec run on each.
+H2_CODECS = [codec for codec in CODECS if codec_available(codec)]
 Headers = list[tuple[bytes, bytes]]
 #: A server in this process or a CLI process (``--workers``).
 ServerLike = ThreadServer | CLIServer
