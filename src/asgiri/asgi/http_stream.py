@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Final, Protocol
 
 from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Headers
@@ -64,6 +64,15 @@ class ResponseState(enum.Enum):
     BODY = "body"
     TRAILERS = "trailers"
     DONE = "done"
+
+
+# The states as module constants: on Python 3.11 every ``ResponseState.X``
+# is a class attribute lookup through the enum's metaclass (~0.1 µs each),
+# and a request goes through about ten of them.
+_START: Final = ResponseState.START
+_BODY: Final = ResponseState.BODY
+_TRAILERS: Final = ResponseState.TRAILERS
+_DONE: Final = ResponseState.DONE
 
 
 class HTTPSink(Protocol):
@@ -152,7 +161,7 @@ class HTTPStream:
         self._loop = loop
         self.scope = scope
         self.stream_id = stream_id
-        self._state = ResponseState.START
+        self._state = _START
         self._chunks: list[bytes] = []
         self._buffered = 0
         self.request_complete = False
@@ -198,10 +207,10 @@ class HTTPStream:
 
     @property
     def response_started(self) -> bool:
-        return self._state is not ResponseState.START
+        return self._state is not _START
 
     def body_received(self, data: bytes) -> None:
-        if self._state is ResponseState.DONE or self.disconnected:
+        if self._state is _DONE or self.disconnected:
             # Nobody will read it; the connection may still owe flow-control
             # credit for it (HTTP/2, HTTP/3).
             self._sink.body_consumed(self, len(data))
@@ -258,7 +267,7 @@ class HTTPStream:
             if not self._chunks:
                 if self._expect_continue:
                     self._expect_continue = False
-                    if self._state is ResponseState.START:
+                    if self._state is _START:
                         self._sink.send_informational(self, 100, [])
                 await self._wait()
             if self._chunks:
@@ -277,7 +286,7 @@ class HTTPStream:
         # The body has been handed over: the next event is the disconnect.
         # Waiting for it ends as soon as the response is complete, so apps
         # that listen for disconnects while streaming are released.
-        while not self.disconnected and self._state is not ResponseState.DONE:
+        while not self.disconnected and self._state is not _DONE:
             await self._wait()
         return _DISCONNECT
 
@@ -300,17 +309,19 @@ class HTTPStream:
             raise ClientDisconnected(f"client disconnected; cannot send {kind!r}")
         state = self._state
         if kind == "http.response.body":
-            if state is not ResponseState.BODY:
+            if state is not _BODY:
                 raise ASGIMessageError(_out_of_order(kind, state))
             body = message.get("body", b"")
             more = message.get("more_body", False)
             if type(body) is not bytes:
-                if not isinstance(body, bytes | bytearray | memoryview):
+                if not isinstance(body, _BODY_TYPES):
                     raise ASGIMessageError(f"body must be bytes, got {type(body).__name__}")
                 body = bytes(body)
-            await self._send_body(body, bool(more))
+            waiter = self._send_body(body, bool(more))
+            if waiter is not None:
+                await waiter
         elif kind == "http.response.start":
-            if state is not ResponseState.START:
+            if state is not _START:
                 raise ASGIMessageError(_out_of_order(kind, state))
             status = message.get("status")
             if type(status) is not int or not (200 <= status <= 599 or status == 101):
@@ -321,7 +332,7 @@ class HTTPStream:
             _check_headers(headers)
             self.status = status
             self.response_headers = headers
-            self._state = ResponseState.BODY
+            self._state = _BODY
             self._trailers = bool(message.get("trailers", False))
             self._pending_head = (status, headers, self._trailers)
             # Hold the head so it leaves in one write with the first body chunk,
@@ -332,7 +343,7 @@ class HTTPStream:
             if not self.eager:
                 self._loop.call_soon(self.flush_head)
         elif kind == "http.response.trailers":
-            if state is not ResponseState.TRAILERS:
+            if state is not _TRAILERS:
                 raise ASGIMessageError(_out_of_order(kind, state))
             trailers = _header_list(message.get("headers", ()))
             _check_headers(trailers)
@@ -348,10 +359,10 @@ class HTTPStream:
                         # Nothing was written: the response stays incomplete
                         # (TRAILERS), so the app's failure aborts it.
                         raise ASGIMessageError(str(exc)) from None
-                self._state = ResponseState.DONE
+                self._state = _DONE
                 self._complete()
         elif kind == "http.response.early_hint":
-            if state is not ResponseState.START:
+            if state is not _START:
                 raise ASGIMessageError(_out_of_order(kind, state))
             links = message.get("links", ())
             hints = []
@@ -363,7 +374,7 @@ class HTTPStream:
             if not self.disconnected:
                 self._sink.send_informational(self, 103, hints)
         elif kind == "http.response.pathsend":
-            if state is not ResponseState.BODY:
+            if state is not _BODY:
                 raise ASGIMessageError(_out_of_order(kind, state))
             path = message.get("path")
             if not isinstance(path, str):
@@ -379,7 +390,7 @@ class HTTPStream:
             finally:
                 file.close()
         elif kind == "http.response.zerocopy":
-            if state is not ResponseState.BODY:
+            if state is not _BODY:
                 raise ASGIMessageError(_out_of_order(kind, state))
             zfile: Any = message.get("file")
             if zfile is None or not hasattr(zfile, "fileno"):
@@ -395,7 +406,7 @@ class HTTPStream:
     def flush_head(self) -> None:
         """Send a response head that is still held back waiting for a body."""
         head = self._pending_head
-        if head is not None and self._state is ResponseState.BODY and not self.disconnected:
+        if head is not None and self._state is _BODY and not self.disconnected:
             self._pending_head = None
             try:
                 self._sink.send_head(self, head[0], head[1], b"", False, head[2])
@@ -404,11 +415,16 @@ class HTTPStream:
                 # raises this error and a 500 can still be answered.
                 self._pending_head = head
 
-    async def _send_body(self, body: bytes, more: bool) -> None:
+    def _send_body(self, body: bytes, more: bool) -> Awaitable[None] | None:
+        """Hand a body chunk over; returns what to await before the app may go on, if anything.
+
+        A plain function rather than a coroutine: most responses are one
+        body message that never waits, and they need no coroutine object.
+        """
         head = self._pending_head
         trailers = self._trailers
         if not more:
-            self._state = ResponseState.TRAILERS if trailers else ResponseState.DONE
+            self._state = _TRAILERS if trailers else _DONE
         if not self.disconnected:
             self.bytes_sent += len(body)
             try:
@@ -417,18 +433,17 @@ class HTTPStream:
                     end = not more and not trailers
                     self._sink.send_head(self, head[0], head[1], body, end, trailers)
                 elif body or not more:
-                    self._sink.send_body(self, body, not more and self._state is ResponseState.DONE)
+                    self._sink.send_body(self, body, not more and self._state is _DONE)
             except LocalProtocolError as exc:
                 # Nothing of this message was written: the response is not
                 # complete, and with its head unsent it can still become a 500.
-                self._state = ResponseState.START if head is not None else ResponseState.BODY
+                self._state = _START if head is not None else _BODY
                 raise ASGIMessageError(str(exc)) from None
-        if self._state is ResponseState.DONE:
+        if self._state is _DONE:
             self._complete()
         elif more and not self.disconnected:
-            waiter = self._sink.drain(self)
-            if waiter is not None:
-                await waiter
+            return self._sink.drain(self)
+        return None
 
     async def _send_file(self, file: Any, offset: int, count: int | None, more: bool) -> None:
         """Send a file's bytes, zero-copy when the sink can, else in chunks read in a thread."""
@@ -443,7 +458,7 @@ class HTTPStream:
                 except LocalProtocolError as exc:  # the file does not fit Content-Length
                     raise ASGIMessageError(str(exc)) from None
                 if not more:
-                    self._state = ResponseState.DONE
+                    self._state = _DONE
                     self._complete()
                 return
         fileno = file.fileno()
@@ -458,9 +473,11 @@ class HTTPStream:
             offset += len(chunk)
             if remaining is not None:
                 remaining -= len(chunk)
-            await self._send_body(chunk, True)
+            waiter = self._send_body(chunk, True)
+            if waiter is not None:
+                await waiter
         if not more:
-            await self._send_body(b"", False)
+            self._send_body(b"", False)
 
     def _complete(self) -> None:
         if self._waiter is not None:
@@ -482,14 +499,14 @@ class HTTPStream:
             await app(self.scope, self.receive, self.send)
         except BaseException as exc:
             failed = self._app_failed(exc)
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
+            if isinstance(exc, _EXIT_TYPES):
                 raise
         else:
-            if self._state is ResponseState.START:
+            if self._state is _START:
                 if not self.disconnected:
                     logger.error("ASGI app returned without starting a response")
                 failed = self._respond_error(500)
-            elif self._state is not ResponseState.DONE:
+            elif self._state is not _DONE:
                 if not self.disconnected:
                     logger.error("ASGI app returned without completing the response")
                 # A head the app sent still goes out (a bodyless 204 stays
@@ -508,10 +525,10 @@ class HTTPStream:
             logger.error("ASGI app sent an invalid message: %s", exc)
         else:
             logger.error("Exception in ASGI application", exc_info=exc)
-        if self._state is ResponseState.START or self._pending_head is not None:
+        if self._state is _START or self._pending_head is not None:
             # Nothing of the response was written yet: answer 500 instead.
             return self._respond_error(500)
-        return self._state is not ResponseState.DONE
+        return self._state is not _DONE
 
     def _respond_error(self, status: int) -> bool:
         """Answer ``status`` in place of the app; False when that completed the response."""
@@ -519,7 +536,7 @@ class HTTPStream:
             return True
         body = b"Internal Server Error" if status == 500 else b"Error"
         self.status = status
-        self._state = ResponseState.DONE
+        self._state = _DONE
         self.bytes_sent = len(body)
         self._pending_head = None
         headers = [
@@ -531,6 +548,10 @@ class HTTPStream:
         self._sink.send_head(self, status, headers, body, True, False)
         self._complete()
         return False
+
+
+_BODY_TYPES: Final = (bytes, bytearray, memoryview)
+_EXIT_TYPES: Final = (KeyboardInterrupt, SystemExit)
 
 
 def _open_binary(path: str) -> BinaryIO:
@@ -551,8 +572,22 @@ def _header_list(headers: Any) -> Headers:
 def _check_headers(headers: Headers) -> None:
     pair: Any
     for pair in headers:
-        if not isinstance(pair, tuple | list) or len(pair) != 2:
-            raise ASGIMessageError(f"header must be a (name, value) pair, got {pair!r}")
-        name, value = pair
-        if type(name) is not bytes or type(value) is not bytes:
-            raise ASGIMessageError(f"header name and value must be bytes, got {pair!r}")
+        # One test for the usual pair of bytes; the rest only when it fails.
+        if (
+            type(pair) is not tuple
+            or len(pair) != 2
+            or type(pair[0]) is not bytes
+            or type(pair[1]) is not bytes
+        ):
+            _check_pair(pair)
+
+
+def _check_pair(pair: Any) -> None:
+    if not isinstance(pair, _PAIR_TYPES) or len(pair) != 2:
+        raise ASGIMessageError(f"header must be a (name, value) pair, got {pair!r}")
+    name, value = pair
+    if type(name) is not bytes or type(value) is not bytes:
+        raise ASGIMessageError(f"header name and value must be bytes, got {pair!r}")
+
+
+_PAIR_TYPES: Final = (tuple, list)

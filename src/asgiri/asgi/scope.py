@@ -18,7 +18,7 @@ ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.4"}
 
 def decode_path(raw_path: bytes) -> str:
     """Percent-decode a request path into text, as the ASGI ``path`` key wants it."""
-    if b"%" not in raw_path:
+    if raw_path.find(b"%") < 0:
         try:
             return raw_path.decode("ascii")
         except UnicodeDecodeError:
@@ -57,7 +57,9 @@ def http_scope(
                 if not any(n == b"host" for n, _ in headers):
                     headers.insert(0, (b"host", host))
     raw_path = request.raw_path
-    if b"%" in raw_path or not raw_path.isascii():
+    # find, not ``in``: for bytes, ``in`` tries the needle as an int first,
+    # which costs a raised and cleared TypeError on every request.
+    if raw_path.find(b"%") >= 0 or not raw_path.isascii():
         path = decode_path(raw_path)
     else:
         path = raw_path.decode("ascii")

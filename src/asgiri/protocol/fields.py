@@ -260,7 +260,7 @@ def check_field_name(name: bytes) -> None:
 
 def check_field_value(value: bytes) -> None:
     """No CR, LF or NUL in a field value the app sent: they would split or end the head."""
-    if b"\n" in value or b"\r" in value or b"\x00" in value:
+    if value.find(b"\n") >= 0 or value.find(b"\r") >= 0 or value.find(b"\x00") >= 0:
         raise LocalProtocolError(f"invalid header value {value!r}")
 
 

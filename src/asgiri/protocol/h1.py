@@ -159,6 +159,19 @@ _SPECIAL_RESPONSE_HEADERS: Final = {
 _NAME_KIND: dict[bytes, int] = {}
 
 
+#: The server's header block last seen, and its number of lines (see _block_lines).
+_last_block: list[bytes | int] = [b"", 0]
+
+
+def _block_lines(block: bytes) -> int:
+    """The lines of the server's header block, counted once per block (it changes each second)."""
+    last = _last_block
+    if last[0] is not block:
+        last[0] = block
+        last[1] = block.count(b"\n")
+    return last[1]  # type: ignore[return-value]
+
+
 def _classify_name(name: bytes) -> int:
     check_field_name(name)
     kind = _SPECIAL_RESPONSE_HEADERS.get(name.lower(), 0)
@@ -787,30 +800,33 @@ class H1Connection:
             self._fail(RemoteProtocolError("request target too long", 414))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._body_only and self.read_state is not _BODY:
-            return  # the synthetic head of _resume()
+        # Called for every field of every request: the size bound is checked
+        # per field (it bounds memory, and with it the number of fields); the
+        # count of fields once the head is complete (on_headers_complete).
         if self.read_state is not _HEAD:
-            # Chunked trailers arrive through the same callback after the body;
-            # the trailer section has the header section's limits.
-            if self._trailers is None:
-                self._trailers = []
-            self._trailer_size += len(name) + len(value) + 4
-            if self._trailer_size > self._max_header_size:
-                self._fail(RemoteProtocolError("request trailer section too large", 431))
-            if len(self._trailers) >= self._max_fields:
-                self._fail(RemoteProtocolError("too many request trailers", 431))
-            self._trailers.append((name.lower(), value))
+            self._trailer(name, value)
             return
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self._max_header_size:
+        size = self._head_size = self._head_size + len(name) + len(value) + 4
+        if size > self._max_header_size:
             self._fail(RemoteProtocolError("request header section too large", 431))
-        headers = self._headers
-        if len(headers) >= self._max_fields:
-            self._fail(RemoteProtocolError("too many request headers", 431))
         name = name.lower()
-        headers.append((name, value))
+        self._headers.append((name, value))
         if name in _SPECIAL_REQUEST_HEADERS:
             self._special_header(name, value)
+
+    def _trailer(self, name: bytes, value: bytes) -> None:
+        """A field after the body (chunked trailers), or one of _resume()'s synthetic head."""
+        if self._body_only and self.read_state is not _BODY:
+            return  # the synthetic head of _resume()
+        # The trailer section has the header section's limits.
+        if self._trailers is None:
+            self._trailers = []
+        self._trailer_size += len(name) + len(value) + 4
+        if self._trailer_size > self._max_header_size:
+            self._fail(RemoteProtocolError("request trailer section too large", 431))
+        if len(self._trailers) >= self._max_fields:
+            self._fail(RemoteProtocolError("too many request trailers", 431))
+        self._trailers.append((name.lower(), value))
 
     def _special_header(self, name: bytes, value: bytes) -> None:
         """The few request headers the connection itself acts on."""
@@ -838,6 +854,8 @@ class H1Connection:
         self.read_state = _BODY
         if self._body_only:
             return
+        if len(self._headers) > self._max_fields:
+            self._fail(RemoteProtocolError("too many request headers", 431))
         if self._te is not None and self._te.lower() != b"chunked":
             self._check_codings(self._te)
         parser = self._parser
@@ -857,7 +875,7 @@ class H1Connection:
             query = parsed.query or b""
             if parsed.schema:
                 target_authority = _target_authority(url)
-        if b"#" in path:
+        if path.find(b"#") >= 0:  # find: ``in`` on bytes first tries an int, and raises
             path = path.partition(b"#")[0]
         authority = self._authority
         version = parser.get_http_version()
@@ -1118,8 +1136,7 @@ class H1Connection:
         content_length: int | None = None
         close_sent = False
         parts = [_STATUS_LINES.get(status) or status_line(status), default_headers]
-        extend = parts.extend
-        app_lines = 0
+        app_lines = len(headers)
         for name, value in headers:
             kind = _NAME_KIND.get(name)
             if kind is None:
@@ -1131,49 +1148,51 @@ class H1Connection:
                     content_length = int(value)
                 elif kind == _TRANSFER_ENCODING:
                     # Framing is the server's job: chunked is applied below.
+                    app_lines -= 1
                     continue
                 elif kind == _ALT_SVC:
                     # The app's own Alt-Svc replaces the server's (one header).
-                    if b"alt-svc:" in default_headers:
+                    if default_headers.find(b"alt-svc:") >= 0:
                         default_headers = without_alt_svc(default_headers)
                         parts[1] = default_headers
-                elif b"close" in value.lower():
+                elif value.lower().find(b"close") >= 0:
                     keep_alive = False
                     close_sent = True
-            extend((name, b": ", value, b"\r\n"))
-            app_lines += 1
+            parts += (name, b": ", value, b"\r\n")
         framing_start = len(parts)
-        append = parts.append
-        no_body = info.head or status in _HEAD_ONLY_STATUSES or status < 200
         chunked = False
         if status in _HEAD_ONLY_STATUSES or status < 200:
+            no_body = True
             content_length = None
-        elif content_length is None:
-            if end and not trailers:
-                content_length = len(body)
-                append(b"content-length: %d\r\n" % content_length)
-            elif info.http11:
-                chunked = not info.head
-                if chunked:
-                    append(b"transfer-encoding: chunked\r\n")
-            else:
-                # HTTP/1.0 without a known length: the end of the body is
-                # the end of the connection.
-                keep_alive = False
+        else:
+            no_body = info.head
+            if content_length is None:
+                if end and not trailers:
+                    content_length = len(body)
+                    parts.append(b"content-length: %d\r\n" % content_length)
+                elif info.http11:
+                    chunked = not no_body
+                    if chunked:
+                        parts.append(b"transfer-encoding: chunked\r\n")
+                else:
+                    # HTTP/1.0 without a known length: the end of the body is
+                    # the end of the connection.
+                    keep_alive = False
         if not keep_alive:
             # Said whenever the client could otherwise expect a persistent
             # connection (always on HTTP/1.1: RFC 9112 section 9.6), once.
             if (info.keep_alive or info.http11) and not close_sent:
-                append(b"connection: close\r\n")
+                parts.append(b"connection: close\r\n")
         elif not info.http11:
-            append(b"connection: keep-alive\r\n")
-        append(b"\r\n")
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
         head = b"".join(parts)
-        # One scan of the whole head instead of three per value: a CR, LF or
-        # NUL inside a header value shows up as more line breaks than the
-        # lines written here (status, defaults, app headers, framing, blank).
-        lines = 1 + default_headers.count(b"\n") + app_lines + (len(parts) - framing_start)
-        if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+        # Three scans of the whole head instead of three per value: every line
+        # written here (status, defaults, app fields, framing, blank) holds
+        # exactly one CR and one LF, so a CR or LF inside a field value shows
+        # up as more of them than that.
+        lines = 1 + _block_lines(default_headers) + app_lines + (len(parts) - framing_start)
+        if head.count(b"\n") != lines or head.count(b"\r") != lines or head.find(b"\0") >= 0:
             for _, value in headers:
                 check_field_value(value)
             raise LocalProtocolError("invalid response header")

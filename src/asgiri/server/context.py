@@ -134,17 +134,14 @@ class ServerContext:
         self._date_enabled = config.http.date_header and "date" not in custom_names
         self._stamp = -1
         self._header_block = self._static
+        self._cleartext_block = self._static
 
     def default_headers(self) -> bytes:
         """The ``date``/``server``/``alt-svc`` block every response starts with."""
         if self._date_enabled:
             now = int(time.time())
             if now != self._stamp:
-                self._stamp = now
-                date = formatdate(now, usegmt=True).encode("ascii")
-                self._header_block = (
-                    b"date: " + date + b"\r\n" + self._static + b"".join(self.extra_header_lines)
-                )
+                self._refresh_blocks(now)
             return self._header_block
         return self._static + b"".join(self.extra_header_lines)
 
@@ -154,9 +151,23 @@ class ServerContext:
         HTTP/3 is TLS only, so an ``http://`` origin has no alternative to
         advertise (browsers ignore one).  The extra lines end the block.
         """
+        if self._date_enabled:
+            now = int(time.time())
+            if now != self._stamp:
+                self._refresh_blocks(now)
+            return self._cleartext_block
         block = self.default_headers()
         extra = self._extra_length
         return block[:-extra] if extra else block
+
+    def _refresh_blocks(self, now: int) -> None:
+        """Both header blocks for the second ``now``: built once a second, not per response."""
+        self._stamp = now
+        date = formatdate(now, usegmt=True).encode("ascii")
+        block = b"date: " + date + b"\r\n" + self._static + b"".join(self.extra_header_lines)
+        self._header_block = block
+        extra = self._extra_length
+        self._cleartext_block = block[:-extra] if extra else block
 
     def default_header_list(self) -> list[tuple[bytes, bytes]]:
         """The same defaults as :meth:`default_headers`, as pairs (HTTP/2, HTTP/3)."""

@@ -362,9 +362,12 @@ class H1Protocol(asyncio.Protocol):
     ) -> None:
         if stream is not self._current or self._closed:
             return
-        self._send(
-            self.conn.send_response(status, headers, self.default_headers(), body, end, trailers)
-        )
+        defaults = self.default_headers()
+        parts = self.conn.send_response(status, headers, defaults, body, end, trailers)
+        if len(parts) == 1:
+            self.transport.write(parts[0])  # the usual response: head and body in one buffer
+        else:
+            self._send(parts)
 
     def send_body(self, stream: HTTPStream, data: bytes, end: bool) -> None:
         if stream is not self._current or self._closed:
