@@ -43,7 +43,14 @@ from ..protocol.errors import LocalProtocolError
 from ..protocol.events import Headers
 from .types import ASGIApp, Loop, Message, is_cancellation
 
-__all__ = ["ASGIMessageError", "ClientDisconnected", "HTTPSink", "HTTPStream", "ResponseState"]
+__all__ = [
+    "ASGIMessageError",
+    "ClientDisconnected",
+    "HTTPSink",
+    "HTTPStream",
+    "HeadFlush",
+    "ResponseState",
+]
 
 logger = logging.getLogger("asgiri.error")
 
@@ -116,6 +123,36 @@ class HTTPSink(Protocol):
         """The app returned; ``failed``: the response is incomplete and must be aborted."""
 
 
+class HeadFlush:
+    """Response heads held back during this loop iteration, sent by one callback for all.
+
+    A head waits for the app's first body chunk so that both leave in one
+    write, but never past the current loop iteration (an app that sends the
+    head and then waits on something else still gets its headers out).  One
+    callback per iteration for every stream, rather than one per response:
+    on Python before 3.12 (no eager tasks) that callback was a measurable
+    share of a small request, several times that on asyncio's own loop.
+    """
+
+    __slots__ = ("_loop", "_streams")
+
+    def __init__(self, loop: Loop) -> None:
+        self._loop = loop
+        self._streams: list[HTTPStream] = []
+
+    def hold(self, stream: HTTPStream) -> None:
+        streams = self._streams
+        if not streams:
+            self._loop.call_soon(self._flush)
+        streams.append(stream)
+
+    def _flush(self) -> None:
+        streams = self._streams
+        self._streams = []
+        for stream in streams:
+            stream.flush_head()
+
+
 class HTTPStream:
     """One request/response exchange seen through the ASGI ``http`` scope."""
 
@@ -125,6 +162,7 @@ class HTTPStream:
         "_chunks",
         "_expect_continue",
         "_final_sent",
+        "_head_flush",
         "_loop",
         "_pending_head",
         "_pending_trailers",
@@ -156,9 +194,13 @@ class HTTPStream:
         *,
         expect_continue: bool = False,
         on_complete: Callable[[HTTPStream], None] | None = None,
+        head_flush: HeadFlush | None = None,
     ) -> None:
         self._sink = sink
         self._loop = loop
+        #: Where a held-back head waits for the end of the loop iteration
+        #: (None: a callback of its own).
+        self._head_flush = head_flush
         self.scope = scope
         self.stream_id = stream_id
         self._state = _START
@@ -341,7 +383,11 @@ class HTTPStream:
             # eagerly inside the connection's callback, the connection flushes
             # it when that first step ends instead.
             if not self.eager:
-                self._loop.call_soon(self.flush_head)
+                head_flush = self._head_flush
+                if head_flush is not None:
+                    head_flush.hold(self)
+                else:
+                    self._loop.call_soon(self.flush_head)
         elif kind == "http.response.trailers":
             if state is not _TRAILERS:
                 raise ASGIMessageError(_out_of_order(kind, state))

@@ -15,6 +15,7 @@ from email.utils import formatdate
 from typing import Any, Protocol
 
 from ..asgi.access_log import AccessLog, Exchange
+from ..asgi.http_stream import HeadFlush
 from ..asgi.types import ASGIApp
 from ..config import Config, HttpProtocolVersion, parse_header
 from ..protocol.events import Headers
@@ -52,6 +53,8 @@ class ServerContext:
         self.config = config
         self.app = app
         self.loop = loop
+        #: Response heads held back until the end of a loop iteration, for every stream.
+        self.head_flush = HeadFlush(loop)
         self.state: dict[str, Any] | None = None
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()

@@ -315,6 +315,7 @@ class H1Protocol(asyncio.Protocol):
             # Sent only to HTTP/1.1 clients: the connection says (send_informational).
             expect_continue=request.expect_continue,
             on_complete=ctx.exchange_done,
+            head_flush=ctx.head_flush,
         )
         self._reading = stream
         # Started once this read's events are all dispatched (see _receive),

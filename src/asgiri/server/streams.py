@@ -260,6 +260,7 @@ class StreamSink:
             stream_id,
             expect_continue=self.sends_continue and request.expect_continue,
             on_complete=ctx.exchange_done,
+            head_flush=ctx.head_flush,
         )
         if request.method == "HEAD":
             self._no_body.add(stream_id)
