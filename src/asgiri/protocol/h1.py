@@ -378,6 +378,10 @@ class H1Connection:
         self._max_requests = max_requests
         #: Bytes received but not parsed yet, after ``max_requests`` messages.
         self._held = b""
+        #: Received bytes wait to be parsed by the next :meth:`receive_data`
+        #: call.  (An attribute kept with ``_held``, not a property: the
+        #: server asks after every read.)
+        self.holding = False
         #: The walk over a chunked body's framing (see _chunked_end).
         self._walk = _WALK_SIZE
         self._walk_left = 0
@@ -461,20 +465,16 @@ class H1Connection:
         state = self.read_state
         if state is _UPGRADE or state is _SWITCHED:
             raise LocalProtocolError("an Upgrade is pending or accepted; HTTP/1 parsing is over")
-        if self._held:
+        if self.holding:
             data = self._held + data
             self._held = b""
+            self.holding = False
         if state is _CLOSED or state is _ERROR or not data:
             return []
         self._parse(data, self._stream_id, self._stream_id)
         events = self._events
         self._events = []
         return events
-
-    @property
-    def holding(self) -> bool:
-        """Received bytes wait to be parsed by the next :meth:`receive_data` call."""
-        return bool(self._held)
 
     def _parse(self, data: bytes, first_id: int, delivered: int) -> None:
         """Parse ``data``; an Upgrade that cannot be offered to the server is declined here.
@@ -516,6 +516,7 @@ class H1Connection:
             if state is not _BODY:
                 if limit - (self._stream_id - first_id) <= 0:
                     self._held = data[pos:]
+                    self.holding = True
                     return
                 # Too few bytes left for more requests than allowed: no cut.
                 end = self._head_end(data, pos)
@@ -644,6 +645,7 @@ class H1Connection:
         """
         self.read_state = _ERROR
         self._held = b""
+        self.holding = False
         self._events = []
         self._offered = []
         self._offered_info = None
