@@ -118,6 +118,13 @@ async def _http(scope: Scope, receive: Any, send: Any) -> None:
         if body is not None:
             await _start(send)
             await _body(send, b"%d bytes" % len(body))
+    elif path == "/head-first":
+        # The head, then a body that waits for the client, which ends its own
+        # body only once it has seen the head: a head held back for the body
+        # would leave both sides waiting.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await _read_body(receive, "head-first")
+        await _body(send, b"after the head")
     elif path == "/hold":
         # Held in receive() until the client goes away (its body never ends).
         RECORD.note("hold", "started")

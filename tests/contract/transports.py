@@ -171,11 +171,13 @@ class HTTPConn(abc.ABC):
         keep_body: bool = True,
         burst: int | None = None,
         pause: float = 0.0,
+        head_only: bool = False,
     ) -> Reply:
         """Read until the response ends, is reset, or the connection closes.
 
         ``burst``/``pause``: read at most ``burst`` bytes, then wait ``pause``
-        seconds, and so on (a slow reader); ``keep_body=False`` only counts.
+        seconds, and so on (a slow reader); ``keep_body=False`` only counts;
+        ``head_only``: return as soon as the final response head is in.
         """
 
     @abc.abstractmethod
@@ -274,6 +276,7 @@ class H1Conn(HTTPConn):
         keep_body: bool = True,
         burst: int | None = None,
         pause: float = 0.0,
+        head_only: bool = False,
     ) -> Reply:
         reply = self._reply
         deadline = time.monotonic() + timeout
@@ -302,6 +305,8 @@ class H1Conn(HTTPConn):
             elif isinstance(event, h11.Response):
                 reply.status = event.status_code
                 reply.headers = list(event.headers)
+                if head_only:
+                    return reply
             elif isinstance(event, h11.Data):
                 reply.received += len(event.data)
                 if keep_body:
@@ -420,6 +425,7 @@ class H2Conn(HTTPConn):
         keep_body: bool = True,
         burst: int | None = None,
         pause: float = 0.0,
+        head_only: bool = False,
     ) -> Reply:
         client = self.client
         client.read_size = burst or (1 << 20)
@@ -434,7 +440,7 @@ class H2Conn(HTTPConn):
                 index += 1
                 if getattr(event, "stream_id", None) != handle:
                     continue
-                if self._take(reply, event, keep_body):
+                if self._take(reply, event, keep_body) or (head_only and reply.status):
                     return reply
             if keep_body is False:
                 # (Only what ends a connection needs keeping.)
@@ -548,6 +554,7 @@ class H3Conn(HTTPConn):
         keep_body: bool = True,
         burst: int | None = None,
         pause: float = 0.0,
+        head_only: bool = False,
     ) -> Reply:
         client = self.client
         response = client.responses[handle]
@@ -555,6 +562,8 @@ class H3Conn(HTTPConn):
         closed = False
 
         def over() -> bool:
+            if head_only and response.status:
+                return True
             return response.ended or response.reset_code is not None
 
         while not over():
