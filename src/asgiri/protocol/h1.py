@@ -858,13 +858,14 @@ class H1Connection:
             return
         if len(self._headers) > self._max_fields:
             self._fail(RemoteProtocolError("too many request headers", 431))
-        if self._te is not None and self._te.lower() != b"chunked":
-            self._check_codings(self._te)
+        te = self._te
+        if te is not None and te.lower() != b"chunked":
+            self._check_codings(te)
         parser = self._parser
         self._stream_id += 1
         url = self._url
         target_authority: bytes | None = None
-        if url[:1] == b"/":
+        if url.startswith(b"/"):
             path, _, query = url.partition(b"?")
         elif url == b"*":
             path, query = url, b""
@@ -881,17 +882,19 @@ class H1Connection:
             path = path.partition(b"#")[0]
         authority = self._authority
         version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
+        http11 = version == "1.1"
+        if http11:
+            if authority is None:
+                self._fail(RemoteProtocolError("missing Host header"))
+        elif version != "1.0":
             self._fail(RemoteProtocolError(f"HTTP/{version} is not supported", 505))
-        if version == "1.1" and authority is None:
-            self._fail(RemoteProtocolError("missing Host header"))
-        if target_authority is not None and target_authority != authority:
-            authority = target_authority
-            self._replace_host(target_authority)
-        if version == "1.0" and self._te is not None:
+        elif te is not None:
             # RFC 9112 6.1: HTTP/1.0 has no chunked coding, so its framing is
             # faulty; whatever follows could be a smuggled request.
             self._fail(RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request"))
+        if target_authority is not None and target_authority != authority:
+            authority = target_authority
+            self._replace_host(target_authority)
         if self._upgrade is not None and parser.should_upgrade():
             # llhttp stops after this head (see _offer).
             self._upgrade_to = self._upgrade
@@ -907,7 +910,7 @@ class H1Connection:
             RequestInfo(
                 self._stream_id,
                 method == "HEAD",
-                version == "1.1",
+                http11,
                 bool(parser.should_keep_alive()),
             )
         )
