@@ -194,12 +194,11 @@ class HTTPStream:
         *,
         expect_continue: bool = False,
         on_complete: Callable[[HTTPStream], None] | None = None,
-        head_flush: HeadFlush | None = None,
+        head_flush: HeadFlush,
     ) -> None:
         self._sink = sink
         self._loop = loop
-        #: Where a held-back head waits for the end of the loop iteration
-        #: (None: a callback of its own).
+        #: Where a held-back head waits for the end of the loop iteration.
         self._head_flush = head_flush
         self.scope = scope
         self.stream_id = stream_id
@@ -383,11 +382,7 @@ class HTTPStream:
             # eagerly inside the connection's callback, the connection flushes
             # it when that first step ends instead.
             if not self.eager:
-                head_flush = self._head_flush
-                if head_flush is not None:
-                    head_flush.hold(self)
-                else:
-                    self._loop.call_soon(self.flush_head)
+                self._head_flush.hold(self)
         elif kind == "http.response.trailers":
             if state is not _TRAILERS:
                 raise ASGIMessageError(_out_of_order(kind, state))
