@@ -159,19 +159,6 @@ _SPECIAL_RESPONSE_HEADERS: Final = {
 _NAME_KIND: dict[bytes, int] = {}
 
 
-#: The server's header block last seen, and its number of lines (see _block_lines).
-_last_block: list[bytes | int] = [b"", 0]
-
-
-def _block_lines(block: bytes) -> int:
-    """The lines of the server's header block, counted once per block (it changes each second)."""
-    last = _last_block
-    if last[0] is not block:
-        last[0] = block
-        last[1] = block.count(b"\n")
-    return last[1]  # type: ignore[return-value]
-
-
 def _classify_name(name: bytes) -> int:
     check_field_name(name)
     kind = _SPECIAL_RESPONSE_HEADERS.get(name.lower(), 0)
@@ -1196,7 +1183,7 @@ class H1Connection:
         # written here (status, defaults, app fields, framing, blank) holds
         # exactly one CR and one LF, so a CR or LF inside a field value shows
         # up as more of them than that.
-        lines = 1 + _block_lines(default_headers) + app_lines + (len(parts) - framing_start)
+        lines = 1 + default_headers.count(b"\n") + app_lines + (len(parts) - framing_start)
         if head.count(b"\n") != lines or head.count(b"\r") != lines or head.find(b"\0") >= 0:
             for _, value in headers:
                 check_field_value(value)
