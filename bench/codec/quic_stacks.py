@@ -77,8 +77,9 @@ class Setup:
     #: Share of datagrams lost at random.  Without any loss a congestion
     #: window grows without end, and aioquic's pacer then lets out two or
     #: three datagrams per call (its burst is 16 datagrams' worth of time at
-    #: the pacing rate, its packet time at least 1 µs): not what a server
-    #: sees on a real path, where losses bound the window.
+    #: the pacing rate, its packet time at least 1 µs).  asgiri's server
+    #: replaces that pacer (``BurstPacer``); this compares the libraries as
+    #: they come, with losses bounding the window as on a real path.
     loss: float = 0.001
     #: Hand each delivery to qh3's ``receive_many_datagrams`` (aioquic has none).
     batch: bool = False

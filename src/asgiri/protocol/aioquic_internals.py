@@ -21,6 +21,10 @@ overriding private methods (``_local_max_streams_bidi``, ``_initialize``,
 and it reads what aioquic keeps to itself: how much of a stream is queued
 but unsent, and the stateless reset tokens of a connection that ended.
 
+It also replaces the connection's packet pacer (``_loss._pacer``) with
+:class:`BurstPacer`, which keeps aioquic's burst size at high sending rates
+(see there).
+
 The one other override of aioquic is in :mod:`.h3` (``_ServerH3``, the
 SETTINGS the HTTP/3 layer advertises).  ``pyproject.toml`` bounds the
 aioquic version to the releases this was checked against.
@@ -34,14 +38,44 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import NoCallback
 from aioquic.quic.packet_builder import QuicPacketBuilder
-from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.recovery import QuicPacketPacer, QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 
-__all__ = ["ServerQuicConnection"]
+__all__ = ["BurstPacer", "ServerQuicConnection"]
+
+#: aioquic's largest pacing burst, in datagrams.
+BURST_DATAGRAMS = 16
 
 
 def _nothing(*args: Any) -> None:
     """What a callback of an ended connection does."""
+
+
+class BurstPacer(QuicPacketPacer):
+    """aioquic's token-bucket pacer, whose burst stays a burst at high rates.
+
+    aioquic sends a datagram every ``packet_time`` (the datagram size over
+    the rate ``congestion window / smoothed RTT``) and lets a burst of a
+    quarter window, between 2 and 16 datagrams, go out at once: the bucket
+    (``bucket_max``) is that burst over the rate.  ``packet_time`` is floored
+    at 1 µs, the bucket is not.  Past one datagram per microsecond (a window
+    of 1,000 datagrams at a 1 ms RTT, which a loss-free transfer over a fast
+    link reaches within a second) the burst shrinks as the window grows,
+    down to one datagram, so a bulk download left one or two datagrams per
+    event-loop turn, each after a pacing timer: measured over loopback,
+    49,000 sends and 24,000 timers for 128 MiB instead of 6,000 and 2,000,
+    and twice the CPU per MiB.  Here the bucket is the burst counted in
+    floored packet times, which is aioquic's own bucket below that rate.
+    """
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        super().update_rate(congestion_window, smoothed_rtt)
+        size = self._max_datagram_size
+        burst = max(2 * size, min(congestion_window // 4, BURST_DATAGRAMS * size)) / size
+        assert self.packet_time is not None  # set by update_rate
+        self.bucket_max = burst * self.packet_time
+        if self.bucket_time > self.bucket_max:
+            self.bucket_time = self.bucket_max
 
 
 class ServerQuicConnection(QuicConnection):
@@ -69,6 +103,7 @@ class ServerQuicConnection(QuicConnection):
         # limit during the handshake, so set it before any packet is handled.
         self._local_max_streams_bidi.value = max_streams
         self._local_max_streams_bidi.sent = max_streams
+        self._loss._pacer = BurstPacer(max_datagram_size=self._max_datagram_size)
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)

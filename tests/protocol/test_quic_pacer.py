@@ -1,0 +1,125 @@
+"""The server's QUIC packet pacer (protocol/aioquic_internals.py, BurstPacer).
+
+A bulk response must leave in bursts whatever the sending rate: each flush
+the server makes costs a system call, a pass through the event loop and
+usually a pacing timer, so one or two datagrams per flush doubles the CPU a
+download costs (docs/performance.md, "HTTP/3 bulk transfers").
+"""
+
+from __future__ import annotations
+
+import ssl
+from statistics import mean
+
+import pytest
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.recovery import QuicPacketPacer
+
+from asgiri.config import Config
+from asgiri.protocol.aioquic_internals import BURST_DATAGRAMS, BurstPacer, ServerQuicConnection
+from asgiri.server.h3 import quic_configuration
+from asgiri.ssl_utils import generate_self_signed_cert
+
+SIZE = 1350
+ADDR = ("127.0.0.1", 4433)
+
+
+def burst(pacer: QuicPacketPacer, now: float) -> int:
+    """Datagrams the pacer lets out at ``now`` before it asks to wait."""
+    sent = 0
+    while pacer.next_send_time(now) is None and sent < 1000:
+        pacer.update_after_send(now)
+        sent += 1
+    return sent
+
+
+@pytest.mark.parametrize(("window_datagrams", "aioquic_burst"), [(3_000, 6), (100_000, 1)])
+def test_fast_rates_keep_the_burst(window_datagrams: int, aioquic_burst: int) -> None:
+    """Past 1,000 datagrams per millisecond the time per packet is floored at
+    1 µs; aioquic's bucket is not, and shrinks as the window grows."""
+    ours, theirs = BurstPacer(max_datagram_size=SIZE), QuicPacketPacer(max_datagram_size=SIZE)
+    for pacer in (ours, theirs):
+        pacer.update_rate(congestion_window=window_datagrams * SIZE, smoothed_rtt=0.001)
+        pacer.update_bucket(now=1.0)  # a full bucket after a quiet second
+    assert burst(ours, 1.0) == BURST_DATAGRAMS
+    assert burst(theirs, 1.0) == aioquic_burst  # what the override is for
+
+
+@pytest.mark.parametrize(
+    ("window_datagrams", "rtt"), [(10, 0.1), (40, 0.05), (64, 0.01), (900, 0.001)]
+)
+def test_slower_rates_pace_as_aioquic_does(window_datagrams: int, rtt: float) -> None:
+    ours, theirs = BurstPacer(max_datagram_size=SIZE), QuicPacketPacer(max_datagram_size=SIZE)
+    for pacer in (ours, theirs):
+        pacer.update_rate(congestion_window=window_datagrams * SIZE, smoothed_rtt=rtt)
+    assert ours.packet_time == theirs.packet_time
+    assert ours.bucket_max == pytest.approx(theirs.bucket_max)
+    for pacer in (ours, theirs):
+        pacer.update_bucket(now=1.0)
+    sent = burst(ours, 1.0)
+    assert sent == burst(theirs, 1.0)
+    # A quarter window, at least 2 and at most 16 (one more where the float sum lands above).
+    assert 0 <= sent - min(BURST_DATAGRAMS, max(2, window_datagrams // 4)) <= 1
+
+
+@pytest.fixture(scope="module")
+def server_configuration() -> QuicConfiguration:
+    cert, key = generate_self_signed_cert("localhost", key_type="ec")
+    return quic_configuration(Config.from_options("tests.apps:hello", cert_data=cert, key_data=key))
+
+
+def bulk_flushes(
+    server_configuration: QuicConfiguration, pacer: type[QuicPacketPacer]
+) -> list[int]:
+    """Datagrams per ``datagrams_to_send`` call of a server sending 4 MiB on one
+    stream to an aioquic client, datagrams passed in memory every 0.2 ms."""
+    client = QuicConnection(
+        configuration=QuicConfiguration(
+            is_client=True, alpn_protocols=["h3"], verify_mode=ssl.CERT_NONE
+        )
+    )
+    now = 1.0
+    client.connect(ADDR, now=now)
+    server = ServerQuicConnection(
+        configuration=server_configuration,
+        max_streams=100,
+        original_destination_connection_id=client.original_destination_connection_id,
+    )
+    assert isinstance(server._loss._pacer, BurstPacer)  # what every server connection gets
+    server._loss._pacer = pacer(max_datagram_size=server_configuration.max_datagram_size)
+    stream_id = client.get_next_available_stream_id()
+    client.send_stream_data(stream_id, b"GET", end_stream=True)
+    body = 4 << 20
+    server_sent = False
+    received = 0
+    flushes: list[int] = []
+    for _ in range(20_000):
+        now += 0.0002
+        for data, _ in client.datagrams_to_send(now=now):
+            server.receive_datagram(data, ADDR, now=now)
+        while (event := server.next_event()) is not None:
+            if getattr(event, "stream_id", None) == stream_id and not server_sent:
+                server.send_stream_data(stream_id, b"x" * body, end_stream=True)
+                server_sent = True
+        datagrams = server.datagrams_to_send(now=now)
+        if server_sent and datagrams:
+            flushes.append(len(datagrams))
+        for data, _ in datagrams:
+            client.receive_datagram(data, ADDR, now=now)
+        while (event := client.next_event()) is not None:
+            received += len(getattr(event, "data", b""))
+        if received == body:
+            return flushes
+    raise AssertionError(f"transfer stalled at {received} of {body} bytes")
+
+
+def test_a_bulk_stream_leaves_in_bursts(server_configuration: QuicConfiguration) -> None:
+    """Once the window has grown (the last 50 flushes of the transfer), each flush
+    carries a full burst; with aioquic's own pacer, at the same point, fewer
+    than half as many, and falling as the window grows."""
+    ours = bulk_flushes(server_configuration, BurstPacer)
+    theirs = bulk_flushes(server_configuration, QuicPacketPacer)
+    assert mean(ours[-50:]) >= BURST_DATAGRAMS - 1
+    assert mean(theirs[-50:]) <= BURST_DATAGRAMS / 2
+    assert len(ours) * 3 < len(theirs) * 2
