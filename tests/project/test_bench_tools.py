@@ -30,6 +30,19 @@ MIB = 1 << 20
 pytestmark = pytest.mark.timeout(120)
 
 
+def codec_tool(module: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bench.codec.<module>`` from the repository root; it must exit 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.codec.{module}", *options],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def scale_bench(mode: str, srv: CLIServer, *args: str) -> dict[str, Any]:
     command = [sys.executable, str(SCALE_BENCH), mode, "--port", str(srv.port)]
     result = subprocess.run(
@@ -260,14 +273,7 @@ def test_in_process_drivers_serve_every_request(tool: list[str]) -> None:
     Each checks that every request it fed was answered and exits non-zero otherwise.
     """
     module, *options = tool
-    result = subprocess.run(
-        [sys.executable, "-m", f"bench.codec.{module}", *options, "--reads", "10", "--repeat", "1"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
+    result = codec_tool(module, *options, "--reads", "10", "--repeat", "1")
     assert "µs/request" in result.stdout, result.stdout
 
 
@@ -280,14 +286,7 @@ def test_ws_driver_echoes_every_message(options: list[str]) -> None:
     It exits non-zero unless every connection was accepted with a 101 and wrote
     exactly one echo frame per message it was fed.
     """
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.codec.ws_driver", *options, "--reads", "10", "--repeat", "1"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
+    result = codec_tool("ws_driver", *options, "--reads", "10", "--repeat", "1")
     assert "160 messages per run" in result.stdout, result.stdout
 
 
@@ -299,21 +298,22 @@ def test_quic_stacks_move_every_byte(library: str) -> None:
     as well: one whole row per direction.  qh3 comes with the dev extra (asgiri does not
     depend on it).
     """
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.codec.quic_stacks",
-            *("--library", library, "--mib", "1", "--rounds", "1"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
+    result = codec_tool("quic_stacks", "--library", library, "--mib", "1", "--rounds", "1")
     rows = [line for line in result.stdout.splitlines() if line.startswith(f"{library:8} quic")]
     assert len(rows) == 2, result.stdout
     for row, direction in zip(rows, ("down", "up"), strict=True):
         assert row.split()[1:3] == ["quic", direction], row
         assert row.endswith(f"whole ({MIB} bytes)"), row
+
+
+@pytest.mark.parametrize("sender", ["gso", "single"])
+def test_udp_gro_receivers_count_every_datagram(sender: str) -> None:
+    """bench/codec/udp_gro.py (docs/performance.md) reads every datagram with both
+    receivers; with a GSO sender the GRO reader gets runs of them per system call."""
+    options = ("--mib", "2", "--rounds", "1", "--sender", sender, "--loop", "asyncio")
+    result = codec_tool("udp_gro", *options)
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert sorted(rows) == ["gro", "transport"], result.stdout
+    assert all(row[-1] == "True" for row in rows.values()), result.stdout
+    assert float(rows["transport"][2]) == 1.0
+    assert float(rows["gro"][2]) > (4.0 if sender == "gso" else 0.0)

@@ -1,9 +1,12 @@
-"""The server's QUIC packet pacer (protocol/aioquic_internals.py, BurstPacer).
+"""How the server's QUIC connections send (protocol/aioquic_internals.py).
 
 A bulk response must leave in bursts whatever the sending rate: each flush
 the server makes costs a system call, a pass through the event loop and
 usually a pacing timer, so one or two datagrams per flush doubles the CPU a
-download costs (docs/performance.md, "HTTP/3 bulk transfers").
+download costs (BurstPacer; docs/performance.md, "HTTP/3 bulk transfers").
+And aioquic's walk over the streams for each packet is narrowed to those
+with output, which must leave every stream's bookkeeping as aioquic's own
+walk would.
 """
 
 from __future__ import annotations
@@ -70,10 +73,13 @@ def server_configuration() -> QuicConfiguration:
 
 
 def bulk_flushes(
-    server_configuration: QuicConfiguration, pacer: type[QuicPacketPacer]
+    server_configuration: QuicConfiguration,
+    pacer: type[QuicPacketPacer],
+    after: list[ServerQuicConnection] | None = None,
 ) -> list[int]:
     """Datagrams per ``datagrams_to_send`` call of a server sending 4 MiB on one
-    stream to an aioquic client, datagrams passed in memory every 0.2 ms."""
+    stream to an aioquic client, datagrams passed in memory every 0.2 ms.  The
+    client has three more streams open, idle throughout."""
     client = QuicConnection(
         configuration=QuicConfiguration(
             is_client=True, alpn_protocols=["h3"], verify_mode=ssl.CERT_NONE
@@ -90,6 +96,8 @@ def bulk_flushes(
     server._loss._pacer = pacer(max_datagram_size=server_configuration.max_datagram_size)
     stream_id = client.get_next_available_stream_id()
     client.send_stream_data(stream_id, b"GET", end_stream=True)
+    for _ in range(3):  # streams that stay open and idle, as HTTP/3's control streams do
+        client.send_stream_data(client.get_next_available_stream_id(is_unidirectional=True), b"c")
     body = 4 << 20
     server_sent = False
     received = 0
@@ -110,6 +118,14 @@ def bulk_flushes(
         while (event := client.next_event()) is not None:
             received += len(getattr(event, "data", b""))
         if received == body:
+            for _ in range(20):  # the client's last acknowledgements
+                now += 0.0002
+                for data, _ in client.datagrams_to_send(now=now):
+                    server.receive_datagram(data, ADDR, now=now)
+                for data, _ in server.datagrams_to_send(now=now):
+                    client.receive_datagram(data, ADDR, now=now)
+            if after is not None:
+                after.append(server)
             return flushes
     raise AssertionError(f"transfer stalled at {received} of {body} bytes")
 
@@ -123,3 +139,15 @@ def test_a_bulk_stream_leaves_in_bursts(server_configuration: QuicConfiguration)
     assert mean(ours[-50:]) >= BURST_DATAGRAMS - 1
     assert mean(theirs[-50:]) <= BURST_DATAGRAMS / 2
     assert len(ours) * 3 < len(theirs) * 2
+
+
+def test_the_narrowed_walk_keeps_the_streams_bookkeeping(
+    server_configuration: QuicConfiguration,
+) -> None:
+    """The finished stream is dropped from the connection and its send queue, as
+    aioquic's own walk drops it, and the queue still holds every other stream."""
+    after: list[ServerQuicConnection] = []
+    bulk_flushes(server_configuration, BurstPacer, after)
+    server = after[0]
+    assert sorted(server._streams) == [2, 6, 10]  # stream 0 ended and was dropped
+    assert sorted(stream.stream_id for stream in server._streams_queue) == [2, 6, 10]
