@@ -317,3 +317,12 @@ def test_udp_gro_receivers_count_every_datagram(sender: str) -> None:
     assert all(row[-1] == "True" for row in rows.values()), result.stdout
     assert float(rows["transport"][2]) == 1.0
     assert float(rows["gro"][2]) > (4.0 if sender == "gso" else 0.0)
+
+
+def test_h3_driver_moves_the_whole_body() -> None:
+    """bench/codec/h3_driver.py (docs/performance.md) exits non-zero when the body stalls;
+    the report shows the server's pacing: full bursts of datagrams per flush."""
+    result = codec_tool("h3_driver", "--mib", "1", "--repeat", "1")
+    assert result.stdout.startswith("1 MiB down: server "), result.stdout
+    per_flush = float(result.stdout.rsplit("(", 1)[1].split()[0])
+    assert per_flush > 8, result.stdout
