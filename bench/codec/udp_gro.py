@@ -10,8 +10,9 @@ but not what QUIC does with each of them.  uvloop refuses ``add_reader`` on
 a socket it already reads for a transport, so GRO needs a reader of its own;
 this measures what that reader would save before building one.
 
-A sender process (pinned to CPU 0) sends ``--mib`` MiB of 1350-byte datagrams
-to a receiver in this process (pinned to CPU 1), in runs of 16 per
+A sender process (pinned to the first CPU this process may use) sends
+``--mib`` MiB of 1350-byte datagrams to a receiver in this process (pinned to
+the last), in runs of 16 per
 ``sendmsg`` with UDP GSO as a QUIC sender on Linux does (``--sender
 single``: one per call), keeping at most ``--window`` KiB unacknowledged so
 that nothing overflows the receiver's socket buffer.  The receiver counts
@@ -156,10 +157,10 @@ async def one(kind: str, a: argparse.Namespace) -> dict[str, Any]:
     window = a.window * 1024
     receiver = Receiver(ack_port, window)
     args = [str(port), str(ack_port), str(nbytes), str(window), a.sender]
-    cmd = ["taskset", "-c", "0", sys.executable, "-m", "bench.codec.udp_gro", "--send", *args]
+    cmd = [sys.executable, "-m", "bench.codec.udp_gro", "--send", *args]
     start_cpu = time.process_time()
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, preexec_fn=lambda: os.sched_setaffinity(0, {a.sender_cpu}))
     await receive(kind, sock, receiver)
     wall = time.perf_counter() - start
     cpu = time.process_time() - start_cpu
@@ -186,7 +187,10 @@ def main() -> None:
     parser.add_argument("--sender", choices=("gso", "single"), default="gso")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     a = parser.parse_args()
-    os.sched_setaffinity(0, {1} if os.cpu_count() and os.cpu_count() > 1 else {0})  # type: ignore[attr-defined]
+    # Sender and receiver on two CPUs this process may use (the first and the last).
+    cpus = sorted(os.sched_getaffinity(0))
+    a.sender_cpu = cpus[0]
+    os.sched_setaffinity(0, {cpus[-1]})
     if a.loop == "uvloop":
         import uvloop
 
