@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import ssl
 import statistics
-import sys
 import time
 
 from aioquic.h3.connection import H3_ALPN
@@ -118,7 +117,6 @@ def main() -> None:
         f" {both * 1000 / a.mib:.2f} (medians of {a.repeat}); {datagrams} datagrams"
         f" in {flushes} flushes ({datagrams / max(1, flushes):.1f} each)"
     )
-    sys.exit(0)
 
 
 if __name__ == "__main__":

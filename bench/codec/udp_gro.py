@@ -144,7 +144,7 @@ async def receive(kind: str, sock: socket.socket, receiver: Receiver) -> None:
         loop.remove_reader(sock.fileno())
 
 
-async def one(kind: str, a: argparse.Namespace) -> dict[str, Any]:
+async def one(kind: str, a: argparse.Namespace, sender_cpu: int) -> dict[str, Any]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind(("127.0.0.1", 0))
@@ -160,7 +160,7 @@ async def one(kind: str, a: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.codec.udp_gro", "--send", *args]
     start_cpu = time.process_time()
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, preexec_fn=lambda: os.sched_setaffinity(0, {a.sender_cpu}))
+    proc = subprocess.Popen(cmd, preexec_fn=lambda: os.sched_setaffinity(0, {sender_cpu}))
     await receive(kind, sock, receiver)
     wall = time.perf_counter() - start
     cpu = time.process_time() - start_cpu
@@ -189,7 +189,6 @@ def main() -> None:
     a = parser.parse_args()
     # Sender and receiver on two CPUs this process may use (the first and the last).
     cpus = sorted(os.sched_getaffinity(0))
-    a.sender_cpu = cpus[0]
     os.sched_setaffinity(0, {cpus[-1]})
     if a.loop == "uvloop":
         import uvloop
@@ -199,7 +198,7 @@ def main() -> None:
     failed = False
     for _ in range(a.rounds):
         for kind in RECEIVERS:
-            r = asyncio.run(one(kind, a))
+            r = asyncio.run(one(kind, a, cpus[0]))
             failed |= not r["whole"]
             print(
                 f"{r['receiver']:10} {r['cpu_ms_per_mib']:10.2f} {r['per_read']:9.1f}"

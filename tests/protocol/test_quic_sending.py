@@ -73,12 +73,11 @@ def server_configuration() -> QuicConfiguration:
 
 
 def bulk_flushes(
-    server_configuration: QuicConfiguration,
-    pacer: type[QuicPacketPacer],
-    after: list[ServerQuicConnection] | None = None,
-) -> list[int]:
+    server_configuration: QuicConfiguration, pacer: type[QuicPacketPacer]
+) -> tuple[list[int], ServerQuicConnection]:
     """Datagrams per ``datagrams_to_send`` call of a server sending 4 MiB on one
-    stream to an aioquic client, datagrams passed in memory every 0.2 ms.  The
+    stream to an aioquic client, datagrams passed in memory every 0.2 ms, and
+    the server's connection once the client acknowledged everything.  The
     client has three more streams open, idle throughout."""
     client = QuicConnection(
         configuration=QuicConfiguration(
@@ -124,9 +123,7 @@ def bulk_flushes(
                     server.receive_datagram(data, ADDR, now=now)
                 for data, _ in server.datagrams_to_send(now=now):
                     client.receive_datagram(data, ADDR, now=now)
-            if after is not None:
-                after.append(server)
-            return flushes
+            return flushes, server
     raise AssertionError(f"transfer stalled at {received} of {body} bytes")
 
 
@@ -134,8 +131,8 @@ def test_a_bulk_stream_leaves_in_bursts(server_configuration: QuicConfiguration)
     """Once the window has grown (the last 50 flushes of the transfer), each flush
     carries a full burst; with aioquic's own pacer, at the same point, fewer
     than half as many, and falling as the window grows."""
-    ours = bulk_flushes(server_configuration, BurstPacer)
-    theirs = bulk_flushes(server_configuration, QuicPacketPacer)
+    ours, _ = bulk_flushes(server_configuration, BurstPacer)
+    theirs, _ = bulk_flushes(server_configuration, QuicPacketPacer)
     assert mean(ours[-50:]) >= BURST_DATAGRAMS - 1
     assert mean(theirs[-50:]) <= BURST_DATAGRAMS / 2
     assert len(ours) * 3 < len(theirs) * 2
@@ -146,8 +143,6 @@ def test_the_narrowed_walk_keeps_the_streams_bookkeeping(
 ) -> None:
     """The finished stream is dropped from the connection and its send queue, as
     aioquic's own walk drops it, and the queue still holds every other stream."""
-    after: list[ServerQuicConnection] = []
-    bulk_flushes(server_configuration, BurstPacer, after)
-    server = after[0]
+    _, server = bulk_flushes(server_configuration, BurstPacer)
     assert sorted(server._streams) == [2, 6, 10]  # stream 0 ended and was dropped
     assert sorted(stream.stream_id for stream in server._streams_queue) == [2, 6, 10]
