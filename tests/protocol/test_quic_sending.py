@@ -17,10 +17,18 @@ from statistics import mean
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import QuicFrameType, QuicPacketType, QuicProtocolVersion
+from aioquic.quic.packet_builder import QuicPacketBuilder, QuicPacketBuilderStop
 from aioquic.quic.recovery import QuicPacketPacer
 
 from asgiri.config import Config
-from asgiri.protocol.aioquic_internals import BURST_DATAGRAMS, BurstPacer, ServerQuicConnection
+from asgiri.protocol.aioquic_internals import (
+    BURST_DATAGRAMS,
+    BurstPacer,
+    ServerPacketBuilder,
+    ServerQuicConnection,
+)
 from asgiri.server.h3 import quic_configuration
 from asgiri.ssl_utils import generate_self_signed_cert
 
@@ -146,3 +154,174 @@ def test_the_narrowed_walk_keeps_the_streams_bookkeeping(
     _, server = bulk_flushes(server_configuration, BurstPacer)
     assert sorted(server._streams) == [2, 6, 10]  # stream 0 ended and was dropped
     assert sorted(stream.stream_id for stream in server._streams_queue) == [2, 6, 10]
+
+
+# ---------------------------------------------------------------- the packet builder
+
+HOST_CID, PEER_CID = bytes(range(8)), bytes(range(8, 16))
+STREAM = QuicFrameType.STREAM_BASE | 2 | 4
+
+
+def _handler(*args: object) -> None:
+    """A delivery handler; the packets must record it with its arguments."""
+
+
+def _crypto(key_phase: int = 0) -> CryptoPair:
+    crypto = CryptoPair()
+    crypto.setup_initial(HOST_CID, is_client=False, version=QuicProtocolVersion.VERSION_1)
+    crypto.recv.key_phase = crypto.send.key_phase = key_phase
+    return crypto
+
+
+def _stream_frame(builder: QuicPacketBuilder, data: bytes, offset: int) -> None:
+    buf = builder.start_frame(STREAM, capacity=8, handler=_handler, handler_args=(offset, data))
+    buf.push_uint_var(0)
+    buf.push_uint_var(offset)
+    buf.push_uint16(len(data) | 0x4000)
+    buf.push_bytes(data)
+
+
+def _bulk(builder: QuicPacketBuilder, crypto: CryptoPair) -> None:
+    """1-RTT packets of one STREAM frame each, the size a bulk transfer sends, then smaller."""
+    for offset, size in enumerate([1300, 1300, 700, 1, 1300]):
+        builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+        _stream_frame(builder, bytes([offset]) * size, offset * 1300)
+
+
+def _ack_only(builder: QuicPacketBuilder, crypto: CryptoPair) -> None:
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    buf = builder.start_frame(QuicFrameType.ACK, capacity=8)
+    buf.push_bytes(b"\x05\x00\x00\x05")
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)  # then an empty packet: cancelled
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    _stream_frame(builder, b"after", 0)
+
+
+def _tiny(builder: QuicPacketBuilder, crypto: CryptoPair) -> None:
+    """A payload too short for the header-protection sample: aioquic pads it."""
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    builder.start_frame(QuicFrameType.PING)
+
+
+def _coalesced(builder: QuicPacketBuilder, crypto: CryptoPair) -> None:
+    """A 1-RTT packet behind a HANDSHAKE packet, in the same datagram."""
+    builder.start_packet(QuicPacketType.HANDSHAKE, crypto)
+    buf = builder.start_frame(QuicFrameType.CRYPTO, capacity=8, handler=_handler)
+    buf.push_uint_var(0)
+    buf.push_uint_var(100)
+    buf.push_bytes(b"h" * 100)
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    _stream_frame(builder, b"behind", 0)
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    _stream_frame(builder, b"alone", 6)
+
+
+def _path_challenge(builder: QuicPacketBuilder, crypto: CryptoPair) -> None:
+    """PATH_CHALLENGE pads its datagram to the full size."""
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    builder.start_frame(QuicFrameType.PATH_CHALLENGE, capacity=9).push_bytes(bytes(8))
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    _stream_frame(builder, b"next", 0)
+
+
+def _key_update(builder: QuicPacketBuilder, crypto: CryptoPair) -> None:
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    _stream_frame(builder, b"old keys", 0)
+    crypto.update_key()  # the next packet is the first in the new phase
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    _stream_frame(builder, b"new keys", 8)
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    _stream_frame(builder, b"and again", 16)
+
+
+def _until_stopped(builder: QuicPacketBuilder, crypto: CryptoPair) -> None:
+    """Full packets until the congestion or anti-amplification limit stops the builder."""
+    with pytest.raises(QuicPacketBuilderStop):
+        for offset in range(100):
+            builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+            _stream_frame(builder, b"z" * 1300, offset * 1300)
+
+
+SCRIPTS = {
+    "bulk": (_bulk, {}),
+    "bulk, key phase 1, spin bit": (_bulk, {"key_phase": 1, "spin_bit": True}),
+    "ack only": (_ack_only, {}),
+    "tiny": (_tiny, {}),
+    "coalesced": (_coalesced, {}),
+    "path challenge": (_path_challenge, {}),
+    "key update": (_key_update, {}),
+    "congestion window": (_until_stopped, {"max_flight_bytes": 4000}),
+    "anti-amplification": (_until_stopped, {"max_total_bytes": 3000}),
+    "window below one packet": (_until_stopped, {"max_flight_bytes": 600}),
+}
+
+
+def _build(cls: type[QuicPacketBuilder], name: str) -> tuple[list[bytes], list[tuple[object, ...]]]:
+    script, options = SCRIPTS[name]
+    builder = cls(
+        host_cid=HOST_CID,
+        peer_cid=PEER_CID,
+        version=QuicProtocolVersion.VERSION_1,
+        is_client=False,
+        max_datagram_size=SIZE,
+        packet_number=70_000,  # past 2**16: the truncated number wraps
+        spin_bit=options.get("spin_bit", False),
+    )
+    builder.max_flight_bytes = options.get("max_flight_bytes")
+    builder.max_total_bytes = options.get("max_total_bytes")
+    script(builder, _crypto(options.get("key_phase", 0)))
+    datagrams, packets = builder.flush()
+    return datagrams, [
+        (
+            p.epoch,
+            p.packet_type,
+            p.packet_number,
+            p.in_flight,
+            p.is_ack_eliciting,
+            p.is_crypto_packet,
+            p.sent_bytes,
+            [(handler, tuple(args)) for handler, args in p.delivery_handlers],
+        )
+        for p in packets
+    ] + [(builder.packet_number, builder._flight_bytes, builder._total_bytes)]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_the_server_builder_builds_aioquics_packets(name: str) -> None:
+    """The same calls give the same datagrams, byte for byte, and the same records."""
+    datagrams, records = _build(ServerPacketBuilder, name)
+    assert datagrams  # the script built something
+    assert (datagrams, records) == _build(QuicPacketBuilder, name)
+
+
+def test_the_server_builders_packets_decrypt() -> None:
+    """What the short path builds, a receiver opens: header protection removed,
+    the packet number recovered past the wrap, the payload authenticated."""
+    datagrams, _ = _build(ServerPacketBuilder, "bulk, key phase 1, spin bit")
+    receiver = CryptoPair()
+    receiver.setup_initial(HOST_CID, is_client=True, version=QuicProtocolVersion.VERSION_1)
+    receiver.recv.key_phase = receiver.send.key_phase = 1
+    for number, datagram in enumerate(datagrams, start=70_000):
+        assert datagram[0] & 0x20  # the spin bit
+        header, payload, packet_number = receiver.decrypt_packet(
+            datagram, 1 + len(PEER_CID), number
+        )
+        assert packet_number == number
+        assert header[0] & 0x04  # key phase 1
+        assert payload[0] == STREAM
+
+
+def test_every_server_connection_builds_with_the_short_path(
+    server_configuration: QuicConfiguration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk transfer above went through ServerPacketBuilder, and arrived whole."""
+    built: list[str] = []
+    original = ServerPacketBuilder._end_packet
+
+    def end_packet(self: ServerPacketBuilder) -> None:
+        built.append(type(self).__name__)
+        original(self)
+
+    monkeypatch.setattr(ServerPacketBuilder, "_end_packet", end_packet)
+    bulk_flushes(server_configuration, BurstPacer)
+    assert len(built) > 3000  # 4 MiB in 1350-byte datagrams

@@ -25,7 +25,11 @@ It also replaces the connection's packet pacer (``_loss._pacer``) with
 :class:`BurstPacer`, which keeps aioquic's burst size at high sending rates
 (see there), and narrows the streams aioquic walks for every packet it
 builds (``_streams``, ``_streams_queue``) to those with something to send
-(:meth:`ServerQuicConnection._write_application`).
+(:meth:`ServerQuicConnection._write_application`).  The packets of a bulk
+transfer are built by :class:`ServerPacketBuilder`, a subclass of aioquic's
+builder (its ``start_packet``, ``start_frame`` and ``_end_packet``, and the
+header protection's ``_mask``), and ``_write_connection_limits`` returns
+early when no connection limit is due.
 
 The one other override of aioquic is in :mod:`.h3` (``_ServerH3``, the
 SETTINGS the HTTP/3 layer advertises).  ``pyproject.toml`` bounds the
@@ -34,16 +38,33 @@ aioquic version to the releases this was checked against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from aioquic.buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicNetworkPath
-from aioquic.quic.crypto import NoCallback
-from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.crypto import CryptoPair, NoCallback
+from aioquic.quic.packet import (
+    NON_ACK_ELICITING_FRAME_TYPES,
+    NON_IN_FLIGHT_FRAME_TYPES,
+    PACKET_FIXED_BIT,
+    PACKET_NUMBER_MAX_SIZE,
+    QuicFrameType,
+    QuicPacketType,
+)
+from aioquic.quic.packet_builder import (
+    PACKET_NUMBER_SEND_SIZE,
+    QuicDeliveryHandler,
+    QuicPacketBuilder,
+    QuicPacketBuilderStop,
+    QuicSentPacket,
+)
 from aioquic.quic.recovery import QuicPacketPacer, QuicPacketSpace
 from aioquic.quic.stream import QuicStream
+from aioquic.tls import Epoch
 
-__all__ = ["BurstPacer", "ServerQuicConnection"]
+__all__ = ["BurstPacer", "ServerPacketBuilder", "ServerQuicConnection"]
 
 #: aioquic's largest pacing burst, in datagrams.
 BURST_DATAGRAMS = 16
@@ -89,6 +110,163 @@ class BurstPacer(QuicPacketPacer):
         self.bucket_max = burst * self.packet_time
         if self.bucket_time > self.bucket_max:
             self.bucket_time = self.bucket_max
+
+
+_ONE_RTT = QuicPacketType.ONE_RTT
+#: Where header protection samples the encrypted payload (RFC 9001 section 5.4.2).
+_SAMPLE_AT = PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
+_SAMPLE_END = _SAMPLE_AT + 16
+#: Frames whose start is left to aioquic's builder: the ones that are not
+#: ack-eliciting or not in flight, or that mark the packet or datagram.
+_SPECIAL_FRAMES = frozenset(
+    (
+        *NON_ACK_ELICITING_FRAME_TYPES,
+        *NON_IN_FLIGHT_FRAME_TYPES,
+        QuicFrameType.CRYPTO,
+        QuicFrameType.PATH_CHALLENGE,
+        QuicFrameType.PATH_RESPONSE,
+    )
+)
+
+
+class ServerPacketBuilder(QuicPacketBuilder):
+    """aioquic's packet builder, with a short path for the packets of a bulk transfer.
+
+    A download of 1 GiB is about 800,000 packets, each a 1-RTT packet alone
+    in its datagram with one STREAM frame, and aioquic's builder spends more
+    Python per packet than anything else in the server: generic checks for
+    every packet type, header bytes written into its buffer and read back,
+    the payload copied three times around encryption and header protection.
+    Here exactly that case takes a shorter path, to the same bytes and the
+    same bookkeeping (tests/protocol/test_quic_sending.py compares them
+    with aioquic's builder); anything else (long-header packets, a 1-RTT
+    packet coalesced behind one, padding, a key update, a qlog) is left to
+    aioquic.  Measured on ``bench/codec/h3_driver.py`` under callgrind: 11%
+    fewer instructions per MiB for both ends of a download.
+
+    :meth:`ServerQuicConnection._write_application` makes aioquic's builder
+    one of these (aioquic creates it in ``datagrams_to_send``).
+    """
+
+    #: The first byte and the peer's connection id, for the key phase in ``_prefix_phase``.
+    _prefix = b""
+    _prefix_phase = -1
+
+    def start_packet(self, packet_type: QuicPacketType, crypto: CryptoPair) -> None:
+        if packet_type is not _ONE_RTT or self._datagram_needs_padding:
+            super().start_packet(packet_type, crypto)
+            return
+        if self._packet is not None:
+            self._end_packet()
+        buf = self._buffer
+        packet_start = buf.tell()
+        if self._buffer_capacity - packet_start < 128:  # aioquic's own rule
+            self._flush_current_datagram()
+            packet_start = 0
+        if self._datagram_init:
+            if self.max_total_bytes is not None:
+                remaining = self.max_total_bytes - self._total_bytes
+                if remaining < self._buffer_capacity:
+                    self._buffer_capacity = remaining
+            self._flight_capacity = self._buffer_capacity
+            if self.max_flight_bytes is not None:
+                remaining = self.max_flight_bytes - self._flight_bytes
+                if remaining < self._flight_capacity:
+                    self._flight_capacity = remaining
+            self._datagram_flight_bytes = 0
+            self._datagram_init = False
+        header_size = 1 + len(self._peer_cid) + PACKET_NUMBER_SEND_SIZE
+        if packet_start + header_size >= self._buffer_capacity:
+            raise QuicPacketBuilderStop
+        self._header_size = header_size
+        self._packet = packet = QuicSentPacket(
+            Epoch.ONE_RTT, False, False, False, self._packet_number, packet_type
+        )
+        self._packet_crypto = crypto
+        self._packet_start = packet_start
+        self._packet_type = packet_type
+        self.quic_logger_frames = packet.quic_logger_frames
+        buf.seek(packet_start + header_size)
+
+    def start_frame(
+        self,
+        frame_type: int,
+        capacity: int = 1,
+        handler: QuicDeliveryHandler | None = None,
+        handler_args: Sequence[Any] = (),
+    ) -> Buffer:
+        if frame_type in _SPECIAL_FRAMES:
+            return super().start_frame(frame_type, capacity, handler, handler_args)
+        buf = self._buffer
+        used = buf.tell()
+        if used - self._packet_start <= self._header_size and capacity < _SAMPLE_AT:
+            capacity = _SAMPLE_AT  # the first frame leaves room for the sample
+        assert self._packet is not None and self._packet_crypto is not None
+        used += self._packet_crypto.aead_tag_size
+        if self._flight_capacity - used < capacity or self._buffer_capacity - used < capacity:
+            raise QuicPacketBuilderStop
+        buf.push_uint_var(frame_type)
+        packet = self._packet
+        packet.is_ack_eliciting = True
+        packet.in_flight = True
+        if handler is not None:
+            packet.delivery_handlers.append((handler, handler_args))
+        return buf
+
+    def _end_packet(self) -> None:
+        buf = self._buffer
+        header_size = self._header_size
+        end = buf.tell()
+        crypto = self._packet_crypto
+        packet = self._packet
+        if (
+            self._packet_type is not _ONE_RTT
+            or self._packet_start  # coalesced behind a long-header packet
+            or end < header_size + _SAMPLE_AT  # aioquic pads it
+            or self._datagram_needs_padding
+            or self._quic_logger is not None
+            or crypto is None
+            or packet is None
+            or crypto._update_key_requested
+        ):
+            super()._end_packet()
+            return
+        phase = crypto.recv.key_phase
+        if phase != self._prefix_phase:
+            self._prefix_phase = phase
+            first = PACKET_FIXED_BIT | (self._spin_bit << 5) | (phase << 2)
+            self._prefix = bytes((first | (PACKET_NUMBER_SEND_SIZE - 1),)) + self._peer_cid
+        prefix = self._prefix
+        number = self._packet_number
+        truncated = number & 0xFFFF  # PACKET_NUMBER_SEND_SIZE bytes
+        aead, protection = crypto.send.aead, crypto.send.hp
+        assert aead is not None and protection is not None, "Encryption key is not available"
+        protected = aead.encrypt(
+            buf.data_slice(header_size, end), prefix + truncated.to_bytes(2, "big"), number
+        )
+        mask = protection._mask(protected[_SAMPLE_AT:_SAMPLE_END])
+        datagram = b"".join(
+            (
+                bytes((prefix[0] ^ (mask[0] & 0x1F),)),
+                self._peer_cid,
+                (truncated ^ ((mask[1] << 8) | mask[2])).to_bytes(2, "big"),
+                protected,
+            )
+        )
+        size = len(datagram)
+        packet.sent_bytes = size
+        self._packets.append(packet)
+        if packet.in_flight:
+            self._datagram_flight_bytes += size
+        # The datagram ends here (a short header has no length to coalesce behind).
+        self._datagrams.append(datagram)
+        self._flight_bytes += self._datagram_flight_bytes
+        self._total_bytes += size
+        self._datagram_init = True
+        buf.seek(0)
+        self._packet_number = number + 1
+        self._packet = None
+        self.quic_logger_frames = None
 
 
 class ServerQuicConnection(QuicConnection):
@@ -226,6 +404,10 @@ class ServerQuicConnection(QuicConnection):
         # frame to write, a limit to announce or an ending to record; what it
         # does to those (streams ended and dropped, the new service order) is
         # carried back.
+        # aioquic made the builder in datagrams_to_send; its packets from here
+        # on take ServerPacketBuilder's shorter path (same fields, so the
+        # class can change under it).
+        builder.__class__ = ServerPacketBuilder
         streams = self._streams
         queue = self._streams_queue
         due = [stream for stream in queue if _has_output(stream)]
@@ -253,6 +435,20 @@ class ServerQuicConnection(QuicConnection):
                     del streams[stream_id]
             rest = set(due)
             self._streams_queue = [stream for stream in queue if stream not in rest] + served
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
+        # Asked for every packet; nearly always there is nothing to raise.
+        data = self._local_max_data
+        bidi = self._local_max_streams_bidi
+        uni = self._local_max_streams_uni
+        if (
+            data.used * 2 <= data.value
+            and data.value == data.sent
+            and bidi.value == bidi.sent
+            and uni.value == uni.sent
+        ):
+            return
+        super()._write_connection_limits(builder, space)
 
     def _limit_due(self, stream: QuicStream) -> bool:
         """Whether :meth:`_write_stream_limits` would announce a limit for ``stream`` now."""
