@@ -326,3 +326,12 @@ def test_h3_driver_moves_the_whole_body() -> None:
     assert result.stdout.startswith("1 MiB down: server "), result.stdout
     per_flush = float(result.stdout.rsplit("(", 1)[1].split()[0])
     assert per_flush > 8, result.stdout
+
+
+def test_h3_driver_moves_a_whole_request_body_up() -> None:
+    """With --up the server receives the body and checks it all arrived (exit 1 otherwise);
+    it acknowledges in batches: many datagrams received per flush of its own."""
+    result = codec_tool("h3_driver", "--mib", "1", "--repeat", "1", "--up")
+    assert result.stdout.startswith("1 MiB up: server "), result.stdout
+    per_flush = float(result.stdout.rsplit("(", 1)[1].split()[0])
+    assert per_flush > 8, result.stdout

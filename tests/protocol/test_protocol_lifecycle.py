@@ -291,6 +291,32 @@ def h3pair(quic_server_configuration: QuicConfiguration) -> Iterator[H3Pair]:
     yield H3Pair(quic_server_configuration, max_body=1000)
 
 
+def test_h3_a_body_of_many_packets_arrives_whole_and_its_stream_is_forgotten(
+    quic_server_configuration: QuicConfiguration,
+) -> None:
+    """The data of a request stream the HTTP/3 layer knows takes _ServerH3's own
+    path (one packet at a time, as an upload does), and a stream answered before
+    its body ended is dropped from that layer when the body ends, as aioquic's
+    own path drops it."""
+    pair = H3Pair(quic_server_configuration)
+    body = bytes(range(256)) * 400  # ~80 packets
+    stream_id = pair.request(_h3_head(), body[:1000], end=False)
+    pair.pump()
+    assert pair.server.send_headers(stream_id, 204, [], True)  # answered early
+    pair.pump()
+    h3 = pair.server._h3
+    assert h3 is not None and stream_id in h3._stream  # the client's side is still open
+    pair.client.send_data(stream_id, body[1000:], end_stream=False)
+    pair.client.send_headers(stream_id, [(b"x-sum", b"1")], end_stream=True)
+    pair.pump()
+    events = pair.server_events
+    assert b"".join(e.data for e in events if isinstance(e, Body)) == body
+    assert len([e for e in events if isinstance(e, Body)]) > 50
+    ends = [e for e in events if isinstance(e, EndBody)]
+    assert [(e.stream_id, e.trailers) for e in ends] == [(stream_id, [(b"x-sum", b"1")])]
+    assert stream_id not in h3._stream
+
+
 @pytest.mark.parametrize(
     ("extra", "body"),
     [

@@ -48,6 +48,7 @@ from aioquic.h3.events import (
     HeadersReceived,
     WebTransportStreamDataReceived,
 )
+from aioquic.h3.events import H3Event as _AioH3Event
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic import events as quic_events
 
@@ -98,6 +99,10 @@ class _ServerH3(_AioH3):
     and the header limit is announced so that clients know it before they
     hit it.  With WebTransport on, aioquic adds SETTINGS_ENABLE_WEBTRANSPORT
     and SETTINGS_H3_DATAGRAM.
+
+    The data of a request stream it already knows skips aioquic's
+    generator-based context manager (``_receive_stream_data``): an upload
+    passes through it once per packet.
     """
 
     def __init__(
@@ -117,6 +122,19 @@ class _ServerH3(_AioH3):
             settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
         settings[_MAX_FIELD_SECTION_SIZE] = self._asgiri_max_header
         return settings
+
+    def _receive_stream_data(self, event: quic_events.StreamDataReceived) -> list[_AioH3Event]:
+        # aioquic's own: create the stream on first sight (in a context
+        # manager), hand the data on, drop the stream once both sides ended.
+        stream_id = event.stream_id
+        stream = self._stream.get(stream_id)
+        if stream is None or stream_id & 2:  # new, or unidirectional: aioquic's way
+            return super()._receive_stream_data(event)
+        try:
+            return self._receive_request_or_push_data(stream, event.data, event.end_stream)
+        finally:
+            if stream.is_ended():
+                self._stream.pop(stream_id)
 
 
 @dataclass(slots=True)
