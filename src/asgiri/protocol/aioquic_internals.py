@@ -31,8 +31,9 @@ builder (its ``start_packet``, ``start_frame`` and ``_end_packet``, and the
 header protection's ``_mask``), and ``_write_connection_limits`` returns
 early when no connection limit is due.
 
-The one other override of aioquic is in :mod:`.h3` (``_ServerH3``, the
-SETTINGS the HTTP/3 layer advertises).  ``pyproject.toml`` bounds the
+The one other override of aioquic is in :mod:`.h3` (``_ServerH3``: the
+SETTINGS the HTTP/3 layer advertises, and a known request stream's data
+passed on without aioquic's per-packet context manager).  ``pyproject.toml`` bounds the
 aioquic version to the releases this was checked against.
 """
 
