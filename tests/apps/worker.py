@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from typing import Any
+
+
+def _log_line(line: str) -> None:
+    """One line to stdout in one write call (see the /slow request)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
 
 #: While this file exists, lifespan startup fails (a crash loop on demand).
 FAIL_MARKER = os.environ.get("ASGIRI_TEST_FAIL_MARKER", "")
@@ -29,7 +37,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/crash":
         os._exit(7)
     elif path == "/slow":
-        print(f"slow request started in {os.getpid()}", flush=True)
+        # One write: the workers share the test's pipe, and print() writes the
+        # text and its newline apart when unbuffered, so two lines could merge.
+        _log_line(f"slow request started in {os.getpid()}")
         await asyncio.sleep(1.0)
     body = b""
     more = True

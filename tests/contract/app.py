@@ -11,9 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import threading
 import time
 from typing import Any
+
+
+def _log_line(line: str) -> None:
+    """One line to stdout in one write call (see the /slow request)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
 
 Message = dict[str, Any]
 Scope = dict[str, Any]
@@ -174,7 +182,9 @@ async def _http(scope: Scope, receive: Any, send: Any) -> None:
         await _stream(send, int(query))
     elif path == "/slow":
         RECORD.note("slow", "started")
-        print(f"slow request started in {os.getpid()}", flush=True)  # for CLI servers
+        # One write: the workers share the test's pipe, and print() writes the
+        # text and its newline apart when unbuffered, so two lines could merge.
+        _log_line(f"slow request started in {os.getpid()}")
         await asyncio.sleep(float(query or "1"))
         await _start(send)
         await _body(send, b"finished after a while")
