@@ -33,8 +33,9 @@ early when no connection limit is due.
 
 The one other override of aioquic is in :mod:`.h3` (``_ServerH3``: the
 SETTINGS the HTTP/3 layer advertises, and a known request stream's data
-passed on without aioquic's per-packet context manager).  ``pyproject.toml`` bounds the
-aioquic version to the releases this was checked against.
+passed on without aioquic's per-packet context manager).
+``pyproject.toml`` bounds the aioquic version to the releases this was
+checked against.
 """
 
 from __future__ import annotations
@@ -396,6 +397,10 @@ class ServerQuicConnection(QuicConnection):
     def _write_application(
         self, builder: QuicPacketBuilder, network_path: QuicNetworkPath, now: float
     ) -> None:
+        # aioquic made the builder in datagrams_to_send; its packets from here
+        # on take ServerPacketBuilder's shorter path (same fields, so the
+        # class can change under it).
+        builder.__class__ = ServerPacketBuilder
         # aioquic walks every stream of the connection for every packet it
         # builds: each one's flow-control limit, then the send queue.  An
         # HTTP/3 connection has at least seven (six control and QPACK streams
@@ -405,10 +410,6 @@ class ServerQuicConnection(QuicConnection):
         # frame to write, a limit to announce or an ending to record; what it
         # does to those (streams ended and dropped, the new service order) is
         # carried back.
-        # aioquic made the builder in datagrams_to_send; its packets from here
-        # on take ServerPacketBuilder's shorter path (same fields, so the
-        # class can change under it).
-        builder.__class__ = ServerPacketBuilder
         streams = self._streams
         queue = self._streams_queue
         due = [stream for stream in queue if _has_output(stream)]
